@@ -1,0 +1,124 @@
+# taskvpc developer entry points.  `make help` lists them.
+#
+# `make setup` is idempotent and fast on a second run: Debian packages are only
+# installed when dpkg says they are missing, the venv is only created when it
+# does not exist, and `pip install -e` only re-runs when pyproject.toml is newer
+# than the stamp file.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-print-directory
+
+# Debian packages the project needs on the machine (tests and the data plane):
+#   postgresql  server binaries for the throwaway test servers (tests/support/pgserver.py)
+#   iproute2    ip netns / veth / bridges          nftables  task firewalling / NAT
+#   runc        the OCI runtime for task containers
+#   procps      ps / pkill / sysctl                psmisc    fuser / killall (debugging)
+DEB_PACKAGES := postgresql iproute2 nftables runc procps psmisc
+
+PYTHON ?= python3
+VENV   := .venv
+VBIN   := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
+LINT_PATHS := taskvpc tests bench
+
+# Pass-through arguments: `make up ARGS='--port 4566'`, `make unit ARGS='-k cluster'`.
+ARGS ?=
+
+comma := ,
+say = printf '\n\033[1m==> %s\033[0m\n' "$(1)"
+
+.PHONY: help setup system-packages up test lint unit bench clean distclean
+
+help:
+	@echo "make setup      install Debian packages (as root), create .venv, pip install -e '.[dev]'"
+	@echo "make up         setup, then run 'taskvpc up' in the foreground (ARGS=... passed through)"
+	@echo "make test       setup, lint gates (ruff, ruff format, mypy, import-linter), then all of pytest"
+	@echo "make lint       the lint gates only"
+	@echo "make unit       pytest tests/unit only"
+	@echo "make bench      install '.[bench]' and run bench/api.py against taskvpc, moto and ministack"
+	@echo "make clean      remove caches and build artefacts (keeps .venv; 'make distclean' removes it)"
+
+# ---------------------------------------------------------------------------- setup
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  st=$$(dpkg-query -W -f='$${db:Status-Status}' "$$p" 2>/dev/null || true); \
+	  [ "$$st" = installed ] || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "setup: missing Debian packages:$$missing -- not root, skipping apt-get" >&2; \
+	  echo "setup: run 'sudo apt-get install -y$$missing' (or 'sudo make setup') to get them" >&2; \
+	  exit 0; \
+	fi; \
+	$(call say,apt-get install$$missing); \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq; \
+	apt-get install -y -qq --no-install-recommends $$missing
+
+$(VBIN)/python:
+	@$(call say,creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1)))
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VBIN)/python
+	@$(call say,pip install -e '.[dev]')
+	$(VBIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# ---------------------------------------------------------------------------- run
+
+up: setup
+	exec $(VBIN)/taskvpc up $(ARGS)
+
+# ---------------------------------------------------------------------------- quality gates
+
+lint: setup
+	@$(call say,ruff check)
+	$(VBIN)/ruff check $(LINT_PATHS)
+	@$(call say,ruff format --check)
+	$(VBIN)/ruff format --check $(LINT_PATHS)
+	@$(call say,mypy)
+	$(VBIN)/mypy taskvpc
+	@$(call say,import-linter)
+	$(VBIN)/lint-imports
+
+# pytest exits 5 when it collected no tests; make already fails on any non-zero
+# status, the wrapper only makes the reason obvious in the log.
+define run_pytest
+	@$(call say,pytest $(or $(1),(all tests)))
+	@rc=0; $(VBIN)/pytest $(1) $(ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests -- counted as a failure" >&2; fi; \
+	exit $$rc
+endef
+
+test: lint
+	$(call run_pytest,)
+
+unit: setup
+	$(call run_pytest,tests/unit)
+
+# ---------------------------------------------------------------------------- bench
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	@$(call say,pip install -e '.[dev$(comma)bench]')
+	$(VBIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@
+
+bench: system-packages $(BENCH_STAMP)
+	$(VBIN)/python bench/api.py --start taskvpc --start moto --start ministack $(ARGS)
+
+# ---------------------------------------------------------------------------- clean
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

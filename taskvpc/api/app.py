@@ -1,0 +1,156 @@
+"""The control plane's ASGI application: admin routes, SigV4, protocol routing, use-case dispatch.
+
+The request is buffered once; from then on everything below is a call on plain values:
+``sigv4.verify`` -> ``<protocol>.decode`` -> handler -> ``<protocol>.encode``. Only this module and
+``asgi.py`` know about ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from taskvpc.api.service_models import service_spec
+from taskvpc.control.context import RequestContext
+from taskvpc.control.registry import handler_for
+from taskvpc.domain.arns import root_principal_arn
+from taskvpc.domain.errors import ClientError
+from taskvpc.store.db import Database, wipe
+from taskvpc.wire import auth_errors, json11, query, sigv4
+from taskvpc.wire.http import HttpRequest, HttpResponse
+from taskvpc.wire.shapes import ServiceSpec
+
+log = logging.getLogger("taskvpc.api")
+
+# SigV4 signing name -> botocore service name.
+_BY_SIGNING_NAME = {"ecs": "ecs", "ec2": "ec2", "elasticloadbalancing": "elbv2", "sts": "sts"}
+_ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    account_id: str
+    access_key_id: str
+    secret_access_key: str
+    allow_reset: bool = False
+
+
+class ControlPlane:
+    """Turns one buffered AWS request into one response."""
+
+    def __init__(self, settings: Settings, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.specs = {name: service_spec(name) for name in _BY_SIGNING_NAME.values()}
+        # SQLite calls take microseconds and serialize anyway: run them inline. A network database
+        # would stall the event loop, so its calls go to worker threads.
+        self.inline = db.is_sqlite
+
+    def secret_for(self, access_key_id: str) -> str | None:
+        return self.settings.secret_access_key if access_key_id == self.settings.access_key_id else None
+
+    async def handle_aws(self, request: HttpRequest) -> HttpResponse:
+        request_id = str(uuid.uuid4())
+        spec = self._guess_spec(request)
+        now = self.clock()
+        try:
+            identity = sigv4.verify(request, self.secret_for, datetime.fromtimestamp(now, UTC))
+        except sigv4.AuthFailure as failure:
+            error = auth_errors.auth_error(failure, spec.protocol, datetime.fromtimestamp(now, UTC))
+            return self._error(spec, error, request_id)
+        signed_spec = self.specs.get(_BY_SIGNING_NAME.get(identity.service, ""))
+        if signed_spec is None:
+            error = ClientError("UnrecognizedClientException", f"Unknown service '{identity.service}'.", 400)
+            return self._error(spec, error, request_id)
+        spec = signed_spec
+        try:
+            operation_name, params = self._decode(spec, request)
+            handler = handler_for(spec.name, operation_name)
+            if handler is None:
+                raise ClientError(
+                    "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
+                )
+            ctx = RequestContext(
+                region=identity.region,
+                account_id=self.settings.account_id,
+                principal_arn=root_principal_arn(self.settings.account_id),
+                now=now,
+                request_id=request_id,
+                db=self.db,
+                new_id=lambda: str(uuid.uuid4()),
+            )
+            if self.inline:
+                result = handler(ctx, params)
+            else:
+                result = await asyncio.to_thread(handler, ctx, params)
+            return self._result(spec, operation_name, result, request_id)
+        except ClientError as error:
+            return self._error(spec, error, request_id)
+        except Exception:
+            log.exception("internal error", extra={"request_id": request_id})
+            error = ClientError("InternalFailure", "An internal error occurred.", 500, sender_fault=False)
+            if spec.protocol == "json":
+                return json11.encode_server_error(request_id)
+            return self._error(spec, error, request_id)
+
+    def _guess_spec(self, request: HttpRequest) -> ServiceSpec:
+        """The service a request is meant for, before it is authenticated (to render auth errors)."""
+        scope = sigv4.credential_scope(request)
+        if scope is not None and scope.service in _BY_SIGNING_NAME:
+            return self.specs[_BY_SIGNING_NAME[scope.service]]
+        if "x-amz-target" in request.headers:
+            return self.specs["ecs"]
+        form = query.parse_form(request.body, request.query_string)
+        action = form.get("Action", "")
+        for name in ("ec2", "elbv2", "sts"):
+            if action in self.specs[name].operations:
+                return self.specs[name]
+        return self.specs["ecs"] if request.headers.get("content-type", "").startswith(
+            "application/x-amz-json"
+        ) else self.specs["ec2"]
+
+    def _decode(self, spec: ServiceSpec, request: HttpRequest) -> tuple[str, dict[str, Any]]:
+        if spec.protocol == "json":
+            operation, params = json11.decode_request(spec, request)
+            return operation.name, params
+        form = query.parse_form(request.body, request.query_string)
+        operation = query.operation_for_action(spec, form)
+        return operation.name, query.decode_params(spec, operation, form)
+
+    def _result(self, spec: ServiceSpec, name: str, result: dict[str, Any], request_id: str) -> HttpResponse:
+        operation = spec.operations[name]
+        if spec.protocol == "json":
+            return json11.encode_result(operation, result, request_id)
+        return query.encode_result(spec, operation, result, request_id)
+
+    def _error(self, spec: ServiceSpec, error: ClientError, request_id: str) -> HttpResponse:
+        if spec.protocol == "json":
+            return json11.encode_error(error, request_id)
+        return query.encode_error(spec, error, request_id)
+
+    async def reset(self, request: HttpRequest) -> HttpResponse:
+        """Wipe all state (test suites call this between tests); signed, and only with --allow-reset."""
+        if not self.settings.allow_reset:
+            return _json(403, {"message": "reset is disabled; start taskvpc with --allow-reset"})
+        try:
+            sigv4.verify(request, self.secret_for, datetime.fromtimestamp(self.clock(), UTC))
+        except sigv4.AuthFailure as failure:
+            return _json(403, {"message": f"reset refused: {failure.kind}"})
+        if self.inline:
+            wipe(self.db)
+        else:
+            await asyncio.to_thread(wipe, self.db)
+        return _json(200, {"reset": True})
+
+
+def _json(status: int, payload: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(status, orjson.dumps(payload), [("content-type", "application/json")])

@@ -1,0 +1,109 @@
+"""The ``taskvpc`` command: ``up`` runs the control plane, ``env`` prints the AWS environment for it."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from taskvpc.cli import config
+
+_ACCOUNT_ID = re.compile(r"\d{12}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskvpc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the control plane (and, as root, the local agent)")
+    up.add_argument("--host", default=config.DEFAULT_HOST)
+    up.add_argument("--port", type=int, default=config.DEFAULT_PORT)
+    up.add_argument("--state-dir", type=Path, default=None)
+    up.add_argument("--database-url", default=None, help="default: SQLite in the state dir")
+    up.add_argument("--no-agent", action="store_true", help="serve the control plane only")
+    up.add_argument("--allow-reset", action="store_true", help="enable POST /_taskvpc/reset (tests)")
+    up.add_argument("--log-level", default="info")
+
+    env = commands.add_parser("env", help="print exports that point the aws CLI and SDKs at taskvpc")
+    env.add_argument("--state-dir", type=Path, default=None)
+    env.add_argument("--region", default=None)
+    env.add_argument("--endpoint", default=None)
+
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return _up(args)
+    return _env(args)
+
+
+def _up(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from taskvpc.api.app import ControlPlane, Settings
+    from taskvpc.api.asgi import Application
+    from taskvpc.store.db import Database, sqlite_url
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    account_id = config.account_id()
+    if not _ACCOUNT_ID.fullmatch(account_id):
+        print(f"taskvpc: TASKVPC_ACCOUNT_ID must be 12 digits, not {account_id!r}", file=sys.stderr)
+        return 2
+    state_dir: Path = args.state_dir or config.default_state_dir()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    credentials = config.load_or_create_credentials(state_dir)
+    database = Database(args.database_url or sqlite_url(state_dir))
+    database.migrate()
+    endpoint = f"http://{args.host}:{args.port}"
+    config.write_server_file(state_dir, endpoint)
+    settings = Settings(
+        account_id=account_id,
+        access_key_id=credentials.access_key_id,
+        secret_access_key=credentials.secret_access_key,
+        allow_reset=args.allow_reset,
+    )
+    app = Application(ControlPlane(settings, database))
+    if not args.no_agent and os.geteuid() != 0:
+        print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)
+    print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)
+    print(f'taskvpc: eval "$(taskvpc env --state-dir {shlex.quote(str(state_dir))})" to use it', file=sys.stderr)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+        )
+    )
+    server.run()
+    database.dispose()
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    state_dir: Path = args.state_dir or config.default_state_dir()
+    credentials = config.read_credentials(state_dir)
+    if credentials is None:
+        print(f"taskvpc: no credentials in {state_dir}; run 'taskvpc up' first", file=sys.stderr)
+        return 1
+    region = args.region or os.environ.get("AWS_DEFAULT_REGION") or config.DEFAULT_REGION
+    endpoint = args.endpoint or config.read_endpoint(state_dir)
+    exports = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": credentials.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
+        "AWS_DEFAULT_REGION": region,
+    }
+    for name, value in exports.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""What every use case is handed: who asks, where, when, and the store to act on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from taskvpc.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    region: str
+    account_id: str
+    principal_arn: str
+    now: float  # epoch seconds, taken once per request so one call sees one time
+    request_id: str
+    db: Database
+    new_id: Callable[[], str]  # a fresh UUID string; injected so tests can fix it

@@ -1,0 +1,71 @@
+"""TagResource, UntagResource and ListTagsForResource over the ECS resources that exist so far."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from taskvpc.control.context import RequestContext
+from taskvpc.domain.arns import parse_arn
+from taskvpc.domain.errors import ClientError, cluster_not_found, invalid_parameter
+from taskvpc.store import ecs_repo
+
+MAX_TAGS = 50
+
+
+def check_new_tags(new_tags: list[dict[str, str]]) -> None:
+    if len(new_tags) > MAX_TAGS:
+        raise invalid_parameter(f"The number of tags specified exceeds the maximum of {MAX_TAGS}.")  # unconfirmed
+    for tag in new_tags:
+        key = tag.get("key")
+        if not key:
+            raise invalid_parameter("Tag key cannot be null or empty.")  # unconfirmed
+        if key.lower().startswith("aws:"):
+            raise invalid_parameter("Tag keys beginning with 'aws:' are reserved for system use.")  # unconfirmed
+
+
+def _require_resource(conn: Connection, ctx: RequestContext, resource_arn: str) -> None:
+    arn = parse_arn(resource_arn)
+    if arn is None or arn.service != "ecs":
+        raise invalid_parameter("Invalid Arn")  # unconfirmed
+    if arn.region != ctx.region or arn.account_id != ctx.account_id:
+        raise invalid_parameter("The specified resource ARN is not in this region or account.")  # unconfirmed
+    kind, resource_id = arn.resource_type, arn.resource_id
+    if kind == "cluster":
+        cluster = ecs_repo.get_cluster(conn, ctx.region, resource_id)
+        if cluster is None or cluster["status"] != "ACTIVE":
+            raise cluster_not_found("The specified cluster is not found.")  # unconfirmed wording
+        return
+    if kind == "task-definition":
+        family, _, revision = resource_id.rpartition(":")
+        found = revision.isdigit() and ecs_repo.get_task_definition(conn, ctx.region, family, int(revision))
+        if not found:
+            raise ClientError("ClientException", "The specified task definition does not exist.")  # unconfirmed
+        return
+    raise invalid_parameter(f"The specified resource type '{kind}' does not support tagging.")  # unconfirmed
+
+
+def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    new_tags = params["tags"]
+    check_new_tags(new_tags)
+    with ctx.db.transaction() as conn:
+        _require_resource(conn, ctx, params["resourceArn"])
+        existing = {tag["key"] for tag in ecs_repo.get_tags(conn, params["resourceArn"])}
+        if len(existing | {tag["key"] for tag in new_tags}) > MAX_TAGS:
+            raise invalid_parameter(f"The number of tags specified exceeds the maximum of {MAX_TAGS}.")
+        ecs_repo.put_tags(conn, ctx.region, params["resourceArn"], new_tags)
+    return {}
+
+
+def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.db.transaction() as conn:
+        _require_resource(conn, ctx, params["resourceArn"])
+        ecs_repo.remove_tags(conn, params["resourceArn"], params["tagKeys"])
+    return {}
+
+
+def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.db.read() as conn:
+        _require_resource(conn, ctx, params["resourceArn"])
+        return {"tags": ecs_repo.get_tags(conn, params["resourceArn"])}

@@ -1,0 +1,171 @@
+"""Task definition use cases: register, describe, list, families, deregister, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from taskvpc.control.context import RequestContext
+from taskvpc.control.ecs import tagging
+from taskvpc.domain import taskdef
+from taskvpc.domain.arns import parse_arn, task_definition_arn
+from taskvpc.domain.errors import ClientError, invalid_parameter
+from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.store import ecs_repo
+
+_NOT_FOUND = "Unable to describe task definition."
+_BAD_TOKEN = invalid_parameter("Invalid nextToken.")  # unconfirmed wording
+
+
+def register_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    new_tags = params.get("tags", [])
+    tagging.check_new_tags(new_tags)
+    body = taskdef.validate_registration(params)
+    family = body["family"]
+    with ctx.db.transaction() as conn:
+        for _attempt in range(20):
+            revision = ecs_repo.next_revision(conn, ctx.region, family)
+            stored = {
+                "taskDefinitionArn": task_definition_arn(ctx.region, ctx.account_id, family, revision),
+                **body,
+                "revision": revision,
+                "status": "ACTIVE",
+                "registeredAt": ctx.now,
+                "registeredBy": ctx.principal_arn,
+            }
+            if ecs_repo.insert_task_definition(conn, ctx.region, stored):
+                break
+        else:
+            raise ClientError("ServerException", "Could not allocate a revision.", 500, sender_fault=False)
+        ecs_repo.put_tags(conn, ctx.region, stored["taskDefinitionArn"], new_tags)
+    result: dict[str, Any] = {"taskDefinition": stored}
+    if new_tags:
+        result["tags"] = new_tags
+    return result
+
+
+def parse_identifier(identifier: str) -> tuple[str, int | None]:
+    """(family, revision) from ``family``, ``family:revision`` or a task definition ARN."""
+    text = identifier
+    if identifier.startswith("arn:"):
+        arn = parse_arn(identifier)
+        if arn is None or arn.resource_type != "task-definition" or not arn.resource_id:
+            raise ClientError("ClientException", _NOT_FOUND)
+        text = arn.resource_id
+    family, colon, revision = text.rpartition(":")
+    if not colon:
+        return text, None
+    if not revision.isdigit() or not family:
+        raise ClientError("ClientException", _NOT_FOUND)
+    return family, int(revision)
+
+
+def find_task_definition(conn: Connection, ctx: RequestContext, identifier: str) -> dict[str, Any] | None:
+    """A bare family means its newest ACTIVE revision; an explicit revision may be INACTIVE."""
+    family, revision = parse_identifier(identifier)
+    if revision is None:
+        return ecs_repo.latest_active_task_definition(conn, ctx.region, family)
+    found = ecs_repo.get_task_definition(conn, ctx.region, family, revision)
+    if found is None or found["status"] == "DELETE_IN_PROGRESS":
+        return None
+    return found
+
+
+def describe_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.db.read() as conn:
+        found = find_task_definition(conn, ctx, params["taskDefinition"])
+        if found is None:
+            raise ClientError("ClientException", _NOT_FOUND)
+        result: dict[str, Any] = {"taskDefinition": found}
+        if "TAGS" in params.get("include", ()):
+            result["tags"] = ecs_repo.get_tags(conn, found["taskDefinitionArn"])
+    return result
+
+
+def list_task_definitions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
+    if after is not None and not (
+        isinstance(after, list) and len(after) == 2 and isinstance(after[0], str) and isinstance(after[1], int)
+    ):
+        raise _BAD_TOKEN
+    limit = page_size(params.get("maxResults"), 100, 100)
+    with ctx.db.read() as conn:
+        keys = ecs_repo.list_task_definition_keys(
+            conn,
+            ctx.region,
+            family=params.get("familyPrefix"),
+            status=params.get("status", "ACTIVE"),
+            descending=params.get("sort", "ASC") == "DESC",
+            after=(after[0], after[1]) if after else None,
+            limit=limit + 1,
+        )
+    result: dict[str, Any] = {"taskDefinitionArns": [arn for _f, _r, arn in keys[:limit]]}
+    if len(keys) > limit:
+        family, revision, _arn = keys[limit - 1]
+        result["nextToken"] = encode_token([family, revision])
+    return result
+
+
+def list_task_definition_families(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
+    if after is not None and not isinstance(after, str):
+        raise _BAD_TOKEN
+    limit = page_size(params.get("maxResults"), 100, 100)
+    with ctx.db.read() as conn:
+        families = ecs_repo.list_families(
+            conn,
+            ctx.region,
+            prefix=params.get("familyPrefix"),
+            status=params.get("status", "ALL"),
+            after=after,
+            limit=limit + 1,
+        )
+    result: dict[str, Any] = {"families": families[:limit]}
+    if len(families) > limit:
+        result["nextToken"] = encode_token(families[limit - 1])
+    return result
+
+
+def deregister_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    family, revision = parse_identifier(params["taskDefinition"])
+    if revision is None:
+        raise ClientError(
+            "ClientException",
+            "Invalid revision number. Number: " + family,  # unconfirmed: ECS demands family:revision here
+        )
+    with ctx.db.transaction() as conn:
+        found = ecs_repo.get_task_definition(conn, ctx.region, family, revision)
+        if found is None or found["status"] == "DELETE_IN_PROGRESS":
+            raise ClientError("ClientException", "The specified task definition does not exist.")
+        if found["status"] == "ACTIVE":
+            found = {**found, "status": "INACTIVE", "deregisteredAt": ctx.now}
+            ecs_repo.update_task_definition(conn, ctx.region, found)
+    return {"taskDefinition": found}
+
+
+def delete_task_definitions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    deleted: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
+    with ctx.db.transaction() as conn:
+        for identifier in params["taskDefinitions"]:
+            family, revision = parse_identifier(identifier)
+            found = (
+                ecs_repo.get_task_definition(conn, ctx.region, family, revision) if revision is not None else None
+            )
+            if found is None:
+                failures.append({"arn": identifier, "reason": "TASK_DEFINITION_NOT_FOUND"})  # unconfirmed
+                continue
+            if found["status"] == "ACTIVE":
+                failures.append(
+                    {
+                        "arn": found["taskDefinitionArn"],
+                        "reason": "The specified task definition is still in ACTIVE status. "
+                        "Please deregister the target and try again.",  # unconfirmed wording
+                    }
+                )
+                continue
+            found = {**found, "status": "DELETE_IN_PROGRESS", "deleteRequestedAt": ctx.now}
+            ecs_repo.update_task_definition(conn, ctx.region, found)
+            deleted.append(found)
+    return {"taskDefinitions": deleted, "failures": failures}

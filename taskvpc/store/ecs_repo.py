@@ -1,0 +1,236 @@
+"""Reads and writes of ECS resources. Plain functions over a Connection; no ECS rules live here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from taskvpc.store.schema import account_settings, clusters, tags, task_definitions
+
+
+def dumps(document: dict[str, Any]) -> str:
+    return orjson.dumps(document).decode()
+
+
+def loads(text: str) -> dict[str, Any]:
+    value: dict[str, Any] = orjson.loads(text)
+    return value
+
+
+# ---- clusters -------------------------------------------------------------------------------------
+
+
+def get_cluster(conn: Connection, region: str, name: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(clusters.c.body).where(clusters.c.region == region, clusters.c.name == name)
+    ).first()
+    return loads(row.body) if row else None
+
+
+def get_clusters(conn: Connection, region: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        select(clusters.c.name, clusters.c.body).where(clusters.c.region == region, clusters.c.name.in_(names))
+    )
+    return {row.name: loads(row.body) for row in rows}
+
+
+def put_cluster(conn: Connection, region: str, cluster: dict[str, Any], created_at: float) -> None:
+    name = cluster["clusterName"]
+    values = {"arn": cluster["clusterArn"], "status": cluster["status"], "body": dumps(cluster)}
+    updated = conn.execute(
+        update(clusters).where(clusters.c.region == region, clusters.c.name == name).values(**values)
+    )
+    if updated.rowcount == 0:
+        conn.execute(insert(clusters).values(region=region, name=name, created_at=created_at, **values))
+
+
+def list_cluster_arns(conn: Connection, region: str, after: str | None, limit: int) -> list[str]:
+    query = select(clusters.c.arn).where(clusters.c.region == region, clusters.c.status == "ACTIVE")
+    if after is not None:
+        query = query.where(clusters.c.arn > after)
+    return list(conn.execute(query.order_by(clusters.c.arn).limit(limit)).scalars())
+
+
+# ---- task definitions -----------------------------------------------------------------------------
+
+
+def next_revision(conn: Connection, region: str, family: str) -> int:
+    current = conn.execute(
+        select(func.max(task_definitions.c.revision)).where(
+            task_definitions.c.region == region, task_definitions.c.family == family
+        )
+    ).scalar()
+    return int(current or 0) + 1
+
+
+def insert_task_definition(conn: Connection, region: str, body: dict[str, Any]) -> bool:
+    """False when the revision was taken meanwhile (another writer); the caller retries."""
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(task_definitions).values(
+                    region=region,
+                    family=body["family"],
+                    revision=body["revision"],
+                    arn=body["taskDefinitionArn"],
+                    status=body["status"],
+                    registered_at=body["registeredAt"],
+                    body=dumps(body),
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+def get_task_definition(conn: Connection, region: str, family: str, revision: int) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(task_definitions.c.body).where(
+            task_definitions.c.region == region,
+            task_definitions.c.family == family,
+            task_definitions.c.revision == revision,
+        )
+    ).first()
+    return loads(row.body) if row else None
+
+
+def latest_active_task_definition(conn: Connection, region: str, family: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(task_definitions.c.body)
+        .where(
+            task_definitions.c.region == region,
+            task_definitions.c.family == family,
+            task_definitions.c.status == "ACTIVE",
+        )
+        .order_by(task_definitions.c.revision.desc())
+        .limit(1)
+    ).first()
+    return loads(row.body) if row else None
+
+
+def update_task_definition(conn: Connection, region: str, body: dict[str, Any]) -> None:
+    conn.execute(
+        update(task_definitions)
+        .where(
+            task_definitions.c.region == region,
+            task_definitions.c.family == body["family"],
+            task_definitions.c.revision == body["revision"],
+        )
+        .values(status=body["status"], body=dumps(body))
+    )
+
+
+def list_task_definition_keys(
+    conn: Connection,
+    region: str,
+    *,
+    family: str | None,
+    status: str,
+    descending: bool,
+    after: tuple[str, int] | None,
+    limit: int,
+) -> list[tuple[str, int, str]]:
+    """(family, revision, arn) in (family, revision) order, starting after the key ``after``."""
+    td = task_definitions.c
+    query = select(td.family, td.revision, td.arn).where(td.region == region, td.status == status)
+    if family is not None:
+        query = query.where(td.family == family)
+    if after is not None:
+        last_family, last_revision = after
+        if descending:
+            query = query.where(
+                (td.family < last_family) | and_(td.family == last_family, td.revision < last_revision)
+            )
+        else:
+            query = query.where(
+                (td.family > last_family) | and_(td.family == last_family, td.revision > last_revision)
+            )
+    order = (td.family.desc(), td.revision.desc()) if descending else (td.family, td.revision)
+    rows = conn.execute(query.order_by(*order).limit(limit))
+    return [(row.family, row.revision, row.arn) for row in rows]
+
+
+def list_families(
+    conn: Connection, region: str, *, prefix: str | None, status: str, after: str | None, limit: int
+) -> list[str]:
+    """Family names, sorted. ACTIVE: has an ACTIVE revision; INACTIVE: has none; ALL: either."""
+    td = task_definitions.c
+    active = func.sum(func.cast(td.status == "ACTIVE", task_definitions.c.revision.type))
+    query = select(td.family).where(td.region == region, td.status != "DELETE_IN_PROGRESS")
+    if prefix:
+        query = query.where(td.family.startswith(prefix, autoescape=True))
+    if after is not None:
+        query = query.where(td.family > after)
+    query = query.group_by(td.family)
+    if status == "ACTIVE":
+        query = query.having(active > 0)
+    elif status == "INACTIVE":
+        query = query.having(active == 0)
+    return list(conn.execute(query.order_by(td.family).limit(limit)).scalars())
+
+
+# ---- tags -----------------------------------------------------------------------------------------
+
+
+def get_tags(conn: Connection, resource_arn: str) -> list[dict[str, str]]:
+    rows = conn.execute(
+        select(tags.c.key, tags.c.value).where(tags.c.resource_arn == resource_arn).order_by(tags.c.key)
+    )
+    return [{"key": row.key, "value": row.value} for row in rows]
+
+
+def put_tags(conn: Connection, region: str, resource_arn: str, new_tags: list[dict[str, str]]) -> None:
+    keys = [tag["key"] for tag in new_tags]
+    if keys:
+        conn.execute(delete(tags).where(tags.c.resource_arn == resource_arn, tags.c.key.in_(keys)))
+        conn.execute(
+            insert(tags),
+            [
+                {"region": region, "resource_arn": resource_arn, "key": t["key"], "value": t.get("value", "")}
+                for t in new_tags
+            ],
+        )
+
+
+def remove_tags(conn: Connection, resource_arn: str, keys: list[str]) -> None:
+    conn.execute(delete(tags).where(tags.c.resource_arn == resource_arn, tags.c.key.in_(keys)))
+
+
+def count_tags(conn: Connection, resource_arn: str) -> int:
+    return int(
+        conn.execute(select(func.count()).select_from(tags).where(tags.c.resource_arn == resource_arn)).scalar()
+        or 0
+    )
+
+
+# ---- account settings -----------------------------------------------------------------------------
+
+
+def get_settings(conn: Connection, region: str) -> list[tuple[str, str, str]]:
+    """Every stored (principal_arn, name, value) of the region."""
+    rows = conn.execute(
+        select(account_settings.c.principal_arn, account_settings.c.name, account_settings.c.value).where(
+            account_settings.c.region == region
+        )
+    )
+    return [(row.principal_arn, row.name, row.value) for row in rows]
+
+
+def put_setting(conn: Connection, region: str, principal_arn: str, name: str, value: str) -> None:
+    s = account_settings.c
+    where = (s.region == region, s.principal_arn == principal_arn, s.name == name)
+    if conn.execute(update(account_settings).where(*where).values(value=value)).rowcount == 0:
+        conn.execute(
+            insert(account_settings).values(region=region, principal_arn=principal_arn, name=name, value=value)
+        )
+
+
+def delete_setting(conn: Connection, region: str, principal_arn: str, name: str) -> bool:
+    s = account_settings.c
+    result = conn.execute(
+        delete(account_settings).where(s.region == region, s.principal_arn == principal_arn, s.name == name)
+    )
+    return bool(result.rowcount)

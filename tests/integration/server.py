@@ -1,0 +1,133 @@
+"""A real ``taskvpc up`` process for integration tests, on loopback, with fixed credentials."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+
+ACCESS_KEY_ID = "AKIATESTTASKVPC00001"
+SECRET_ACCESS_KEY = "taskvpc-test-secret-key-0000000000000000"
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TaskvpcServer:
+    """Starts ``taskvpc up --no-agent --allow-reset`` and stops it by PID."""
+
+    def __init__(self, state_dir: Path, database_url: str | None = None) -> None:
+        self.state_dir = state_dir
+        self.database_url = database_url
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = state_dir / "server.log"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "TASKVPC_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "TASKVPC_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "TASKVPC_ACCOUNT_ID": ACCOUNT_ID,
+        }
+
+    def start(self) -> TaskvpcServer:
+        command = [str(VENV_BIN / "taskvpc"), "up", "--no-agent", "--allow-reset", "--port", str(self.port)]
+        command += ["--state-dir", str(self.state_dir)]
+        if self.database_url:
+            command += ["--database-url", self.database_url]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"taskvpc exited early:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/_taskvpc/health", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"taskvpc did not become healthy:\n{self.log_path.read_text()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self.process = None
+
+    def client(self, service: str, region: str = REGION, **config: Any) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=region,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            config=Config(retries={"max_attempts": 1}, **config),
+        )
+
+    def reset(self) -> None:
+        request = AWSRequest(method="POST", url=f"{self.endpoint}/_taskvpc/reset", data=b"")
+        SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "ecs", REGION).add_auth(request)
+        prepared = request.prepare()
+        raw = urllib.request.Request(prepared.url, data=b"", method="POST", headers=dict(prepared.headers))
+        with urllib.request.urlopen(raw, timeout=10) as response:
+            assert response.status == 200
+
+    def aws_cli_env(self, region: str = REGION) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            AWS_ENDPOINT_URL=self.endpoint,
+            AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+            AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+            AWS_DEFAULT_REGION=region,
+            AWS_CONFIG_FILE="/dev/null",
+            AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+            PATH=f"{VENV_BIN}:{os.environ.get('PATH', '')}",
+        )
+        return env
+
+    def aws(self, *args: str, region: str = REGION, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The real ``aws`` CLI (installed in the venv), pointed here through the environment only."""
+        result = subprocess.run(
+            [str(VENV_BIN / "aws"), *args],
+            env=self.aws_cli_env(region),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
