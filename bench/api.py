@@ -132,7 +132,9 @@ def _find_executable(name: str) -> str | None:
     return shutil.which(name)
 
 
-def _server_command(kind: str, port: int, state_dir: str, keys: tuple[str, str]) -> tuple[list[str], dict[str, str], str]:
+def _server_command(
+    kind: str, port: int, state_dir: str, keys: tuple[str, str]
+) -> tuple[list[str], dict[str, str], str]:
     """The argv, environment and readiness path to start ``kind`` on 127.0.0.1:``port``."""
     env = dict(os.environ)
     if kind == "moto":
@@ -194,8 +196,13 @@ class Servers(contextlib.AbstractContextManager["Servers"]):
         log_path = os.path.join(self._workdir, f"{name}.log")
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                argv, env=env, cwd=state_dir, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
+                argv,
+                env=env,
+                cwd=state_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         target = Target(name, f"http://127.0.0.1:{port}", proc, log_path)
         self.started.append(target)
@@ -208,7 +215,9 @@ class Servers(contextlib.AbstractContextManager["Servers"]):
             if status is not None and status < 500:
                 return target
             time.sleep(0.2)
-        raise SystemExit(f"{name} did not answer on {target.url}{ready_path} within {timeout:.0f}s:\n{_tail(log_path)}")
+        raise SystemExit(
+            f"{name} did not answer on {target.url}{ready_path} within {timeout:.0f}s:\n{_tail(log_path)}"
+        )
 
     def __exit__(self, *exc: object) -> None:
         if os.getpid() != self._owner:  # never from a forked client process
@@ -361,8 +370,10 @@ class Tally:
     statuses: Counter[int] = field(default_factory=Counter)  # non-2xx responses
     failures: Counter[str] = field(default_factory=Counter)  # connection errors, timeouts
     samples: dict[str, str] = field(default_factory=dict)  # first body/message per error kind
-    response_bytes: int = 0  # body size of the last 2xx response
-    cpu_s: float = 0.0
+    response_bytes: int | None = 0  # body size of the last 2xx response (None: not seen by boto3 mode)
+    cpu_s: float = 0.0  # client CPU, whole job
+    server_cpu_s: float | None = None  # measured window only; servers started here only
+    machine_busy_s: float = 0.0  # measured window, every process on the machine
 
     def merge(self, other: Tally) -> None:
         self.latencies_ns.extend(other.latencies_ns)
@@ -413,6 +424,10 @@ async def _drive_connection(job: Job, tally: Tally) -> None:
                 tally.statuses[status] += 1
                 tally.samples.setdefault(f"HTTP {status}", body[:300].decode(errors="replace"))
             if not keep_alive:
+                # Let the server close first, so TIME_WAIT lands on its side and not on
+                # this side's ephemeral ports (a close-per-request server would exhaust them).
+                with contextlib.suppress(OSError):
+                    await reader.read()
                 writer.close()
                 writer = None
     finally:
@@ -469,7 +484,7 @@ class ClientPool:
             self._conns.append(parent_end)
             self._procs.append(proc)
 
-    def run(self, job: Job, target: Target) -> tuple[Tally, float | None]:
+    def run(self, job: Job, target: Target) -> Tally:
         shares = [job.connections // len(self._conns)] * len(self._conns)
         for i in range(job.connections % len(self._conns)):
             shares[i] += 1
@@ -477,21 +492,31 @@ class ClientPool:
         for conn, share in zip(self._conns, shares, strict=True):
             if share:
                 conn.send(Job(**{**asdict(job), "connections": share}))
-        server_cpu = _cpu_over_window(target, job.warm_ns, job.end_ns)
         tally = Tally()
+        _cpu_over_window(target, job.warm_ns, job.end_ns, tally)
         for conn in busy:
             tally.merge(conn.recv())
-        return tally, server_cpu
+        return tally
 
-    def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.send(None)
+    def close(self, abort: bool = False) -> None:
+        """Stop the processes: politely after the last job, at once when ``abort``."""
+        for conn, proc in zip(self._conns, self._procs, strict=True):
+            if abort:
+                proc.kill()
+            else:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
         for proc in self._procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+
+    def __enter__(self) -> ClientPool:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(abort=exc_type is not None)
 
 
 def _sleep_until(deadline_ns: int) -> None:
@@ -500,13 +525,22 @@ def _sleep_until(deadline_ns: int) -> None:
         time.sleep(delay)
 
 
-def _cpu_over_window(target: Target, warm_ns: int, end_ns: int) -> float | None:
-    """Server CPU seconds used inside [warm_ns, end_ns] (only for servers started here)."""
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle, all cores together (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_over_window(target: Target, warm_ns: int, end_ns: int, tally: Tally) -> None:
+    """Record the server's and the machine's CPU seconds inside [warm_ns, end_ns] into ``tally``."""
     _sleep_until(warm_ns)
-    before = _server_cpu(target)
+    server_before, machine_before = _server_cpu(target), _machine_busy_seconds()
     _sleep_until(end_ns)
-    after = _server_cpu(target)
-    return None if before is None or after is None else after - before
+    server_after, machine_after = _server_cpu(target), _machine_busy_seconds()
+    if server_before is not None and server_after is not None:
+        tally.server_cpu_s = server_after - server_before
+    tally.machine_busy_s = machine_after - machine_before
 
 
 # --------------------------------------------------------------------------- client-bound load
@@ -527,8 +561,11 @@ class BotoClients:
             from botocore.config import Config
 
             self._cache[key] = boto3.session.Session().client(
-                service, endpoint_url=target.url, region_name=self._region,
-                aws_access_key_id=self._keys[0], aws_secret_access_key=self._keys[1],
+                service,
+                endpoint_url=target.url,
+                region_name=self._region,
+                aws_access_key_id=self._keys[0],
+                aws_secret_access_key=self._keys[1],
                 config=Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=30),
             )
         return self._cache[key]
@@ -536,7 +573,7 @@ class BotoClients:
 
 def run_client_bound(
     clients: BotoClients, target: Target, op: Operation, threads: int, warm_ns: int, end_ns: int
-) -> tuple[Tally, float | None]:
+) -> Tally:
     from botocore import xform_name
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -565,10 +602,13 @@ def run_client_bound(
                 tally.latencies_ns.append(done - start)
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    workers = [threading.Thread(target=loop, args=pair, daemon=True) for pair in zip(calls, tallies, strict=True)]
+    workers = [
+        threading.Thread(target=loop, args=pair, daemon=True) for pair in zip(calls, tallies, strict=True)
+    ]
     for worker in workers:
         worker.start()
-    server_cpu = _cpu_over_window(target, warm_ns, end_ns)
+    window = Tally()
+    _cpu_over_window(target, warm_ns, end_ns, window)
     for worker in workers:
         worker.join()
     after = resource.getrusage(resource.RUSAGE_SELF)
@@ -576,7 +616,8 @@ def run_client_bound(
     for tally in tallies:
         total.merge(tally)
     total.cpu_s = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    return total, server_cpu
+    total.server_cpu_s, total.machine_busy_s = window.server_cpu_s, window.machine_busy_s
+    return total
 
 
 # --------------------------------------------------------------------------- setup
@@ -642,10 +683,11 @@ class Measurement:
     errors: int
     error_detail: dict[str, int]
     error_samples: dict[str, str]
-    response_bytes: int
+    response_bytes: int | None
     client_cpu_us_per_op: float | None
     server_cpu_us_per_op: float | None
-    server_cpu_pct: float | None
+    server_cpu_pct: float | None  # of one core
+    machine_busy_pct: float  # of all cores, every process: shows load from outside the benchmark
 
 
 def _percentile_ms(sorted_ns: Sequence[int], q: float) -> float | None:
@@ -655,19 +697,29 @@ def _percentile_ms(sorted_ns: Sequence[int], q: float) -> float | None:
     return sorted_ns[rank] / 1e6
 
 
-def summarize(rep: int, mode: str, op: str, target: Target, window_s: float, tally: Tally, server_cpu: float | None) -> Measurement:
+def summarize(rep: int, mode: str, op: str, target: Target, window_s: float, tally: Tally) -> Measurement:
     lat = sorted(tally.latencies_ns)
     ops = len(lat)
+    server_cpu = tally.server_cpu_s
     detail = {f"HTTP {k}": v for k, v in sorted(tally.statuses.items())} | dict(tally.failures)
     return Measurement(
-        repetition=rep, mode=mode, operation=op, endpoint=target.name, window_s=window_s,
-        ops=ops, ops_per_s=ops / window_s,
-        p50_ms=_percentile_ms(lat, 0.50), p99_ms=_percentile_ms(lat, 0.99),
-        errors=sum(detail.values()), error_detail=detail, error_samples=dict(tally.samples),
+        repetition=rep,
+        mode=mode,
+        operation=op,
+        endpoint=target.name,
+        window_s=window_s,
+        ops=ops,
+        ops_per_s=ops / window_s,
+        p50_ms=_percentile_ms(lat, 0.50),
+        p99_ms=_percentile_ms(lat, 0.99),
+        errors=sum(detail.values()),
+        error_detail=detail,
+        error_samples=dict(tally.samples),
         response_bytes=tally.response_bytes,
         client_cpu_us_per_op=tally.cpu_s / tally.completed * 1e6 if tally.completed else None,
         server_cpu_us_per_op=server_cpu / ops * 1e6 if server_cpu is not None and ops else None,
         server_cpu_pct=server_cpu / window_s * 100 if server_cpu is not None else None,
+        machine_busy_pct=tally.machine_busy_s / (window_s * (os.cpu_count() or 1)) * 100,
     )
 
 
@@ -685,31 +737,37 @@ def aggregate(runs: Sequence[Measurement]) -> list[dict[str, Any]]:
         errors: Counter[str] = Counter()
         for run in group:
             errors.update(run.error_detail)
-        rows.append({
-            "mode": mode, "operation": op, "endpoint": endpoint, "repetitions": len(group),
-            "ops_per_s": _median([r.ops_per_s for r in group]),
-            "p50_ms": _median([r.p50_ms for r in group]),
-            "p99_ms": _median([r.p99_ms for r in group]),
-            "errors": sum(errors.values()), "error_detail": dict(errors),
-            "response_bytes": group[-1].response_bytes,
-            "client_cpu_us_per_op": _median([r.client_cpu_us_per_op for r in group]),
-            "server_cpu_us_per_op": _median([r.server_cpu_us_per_op for r in group]),
-            "server_cpu_pct": _median([r.server_cpu_pct for r in group]),
-        })
+        rows.append(
+            {
+                "mode": mode,
+                "operation": op,
+                "endpoint": endpoint,
+                "repetitions": len(group),
+                "ops_per_s": _median([r.ops_per_s for r in group]),
+                "p50_ms": _median([r.p50_ms for r in group]),
+                "p99_ms": _median([r.p99_ms for r in group]),
+                "errors": sum(errors.values()),
+                "error_detail": dict(errors),
+                "response_bytes": group[-1].response_bytes,
+                "client_cpu_us_per_op": _median([r.client_cpu_us_per_op for r in group]),
+                "server_cpu_us_per_op": _median([r.server_cpu_us_per_op for r in group]),
+                "server_cpu_pct": _median([r.server_cpu_pct for r in group]),
+                "machine_busy_pct_max": max(r.machine_busy_pct for r in group),
+            }
+        )
     return rows
 
 
 def ratios(rows: Sequence[dict[str, Any]], endpoints: Sequence[str]) -> list[dict[str, Any]]:
     """Throughput of the first endpoint divided by each other endpoint's, per mode x op."""
-    by_key = {(r["mode"], r["operation"], r["endpoint"]): r for r in rows}
+    ops_per_s = {(r["mode"], r["operation"], r["endpoint"]): r["ops_per_s"] for r in rows}
     out = []
     for mode, op in dict.fromkeys((r["mode"], r["operation"]) for r in rows):
-        subject = by_key.get((mode, op, endpoints[0]))
+        subject = ops_per_s.get((mode, op, endpoints[0]))
         entry: dict[str, Any] = {"mode": mode, "operation": op}
         for other in endpoints[1:]:
-            base = by_key.get((mode, op, other))
-            ok = subject and base and subject["ops_per_s"] and base["ops_per_s"]
-            entry[f"{endpoints[0]}/{other}"] = subject["ops_per_s"] / base["ops_per_s"] if ok else None  # type: ignore[index]
+            base = ops_per_s.get((mode, op, other))
+            entry[f"{endpoints[0]}/{other}"] = subject / base if subject and base else None
         out.append(entry)
     return out
 
@@ -719,12 +777,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def markdown(rows: Sequence[dict[str, Any]], ratio_rows: Sequence[dict[str, Any]], header: str) -> str:
-    out = [header, "", "| mode | operation | endpoint | ops/s | p50 ms | p99 ms | errors | server CPU µs/op | resp bytes |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        header,
+        "",
+        "| mode | operation | endpoint | ops/s | p50 ms | p99 ms | errors | server CPU µs/op | resp bytes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         out.append(
             f"| {r['mode']} | {r['operation']} | {r['endpoint']} | {_fmt(r['ops_per_s'], 0)} | {_fmt(r['p50_ms'], 2)} "
-            f"| {_fmt(r['p99_ms'], 2)} | {r['errors']} | {_fmt(r['server_cpu_us_per_op'], 0)} | {r['response_bytes']} |"
+            f"| {_fmt(r['p99_ms'], 2)} | {r['errors']} | {_fmt(r['server_cpu_us_per_op'], 0)} | {_fmt(r['response_bytes'], 0)} |"
         )
     if ratio_rows and len(ratio_rows[0]) > 2:
         names = [k for k in ratio_rows[0] if k not in ("mode", "operation")]
@@ -734,7 +796,9 @@ def markdown(rows: Sequence[dict[str, Any]], ratio_rows: Sequence[dict[str, Any]
             out.append(f"| {r['mode']} | {r['operation']} | {cells} |")
     errors = [r for r in rows if r["errors"]]
     if errors:
-        out += [""] + [f"- errors {r['endpoint']} {r['mode']} {r['operation']}: {r['error_detail']}" for r in errors]
+        out += [""] + [
+            f"- errors {r['endpoint']} {r['mode']} {r['operation']}: {r['error_detail']}" for r in errors
+        ]
     return "\n".join(out)
 
 
@@ -743,18 +807,42 @@ def markdown(rows: Sequence[dict[str, Any]], ratio_rows: Sequence[dict[str, Any]
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--endpoint", dest="targets", action="append", type=lambda s: ("url", s), default=[],
-                   metavar="[NAME=]URL", help="an already running endpoint (repeatable; loopback only by default)")
-    p.add_argument("--start", dest="targets", action="append", type=lambda s: ("start", s),
-                   metavar="moto|ministack|taskvpc", help="start this server on a free 127.0.0.1 port (repeatable)")
-    p.add_argument("--compare", action="store_true",
-                   help="same as --start taskvpc (when installed) --start moto --start ministack, after any others")
+    p.add_argument(
+        "--endpoint",
+        dest="targets",
+        action="append",
+        type=lambda s: ("url", s),
+        default=[],
+        metavar="[NAME=]URL",
+        help="an already running endpoint (repeatable; loopback only by default)",
+    )
+    p.add_argument(
+        "--start",
+        dest="targets",
+        action="append",
+        type=lambda s: ("start", s),
+        metavar="moto|ministack|taskvpc",
+        help="start this server on a free 127.0.0.1 port (repeatable)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="same as --start taskvpc (when installed) --start moto --start ministack, after any others",
+    )
     p.add_argument("--mode", choices=("server", "client", "both"), default="server")
     p.add_argument("--ops", default=DEFAULT_OPS, help=f"comma-separated, from {', '.join(OPERATIONS)}")
-    p.add_argument("--connections", type=int, default=8, help="server-bound: concurrent keep-alive connections")
-    p.add_argument("--client-procs", type=int, default=1, help="server-bound: processes sharing the connections")
-    p.add_argument("--client-threads", type=int, default=1, help="client-bound: threads, each with a boto3 client")
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per endpoint x op x repetition")
+    p.add_argument(
+        "--connections", type=int, default=8, help="server-bound: concurrent keep-alive connections"
+    )
+    p.add_argument(
+        "--client-procs", type=int, default=1, help="server-bound: processes sharing the connections"
+    )
+    p.add_argument(
+        "--client-threads", type=int, default=1, help="client-bound: threads, each with a boto3 client"
+    )
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per endpoint x op x repetition"
+    )
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each measurement")
     p.add_argument("--repeat", type=int, default=3, help="repetitions; the report gives medians")
     p.add_argument("--region", default="us-east-1")
@@ -778,9 +866,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"unknown operation {op!r}; known: {', '.join(OPERATIONS)}")
     if not 0 < args.duration <= MAX_DURATION_S:
         p.error(f"--duration must be in (0, {MAX_DURATION_S:.0f}]")
-    if not (1 <= args.repeat <= 50 and 1 <= args.connections <= 1024 and 1 <= args.client_procs <= 64
-            and 1 <= args.client_threads <= 64 and 0 <= args.warmup <= 60):
-        p.error("--repeat 1..50, --connections 1..1024, --client-procs/--client-threads 1..64, --warmup 0..60")
+    if not (
+        1 <= args.repeat <= 50
+        and 1 <= args.connections <= 1024
+        and 1 <= args.client_procs <= 64
+        and 1 <= args.client_threads <= 64
+        and 0 <= args.warmup <= 60
+    ):
+        p.error(
+            "--repeat 1..50, --connections 1..1024, --client-procs/--client-threads 1..64, --warmup 0..60"
+        )
     return args
 
 
@@ -806,6 +901,25 @@ def _resolve_targets(args: argparse.Namespace, servers: Servers) -> list[Target]
     return targets
 
 
+def prepare_targets(
+    args: argparse.Namespace, clients: BotoClients, targets: Sequence[Target], ops: Sequence[Operation]
+) -> set[tuple[str, str]]:
+    """Create the fixtures, then send every raw request once: (endpoint, op) pairs that fail are skipped."""
+    skip: set[tuple[str, str]] = set()
+    for target in targets:
+        if not args.no_setup:
+            setup_fixtures(clients, target)
+        for op in ops:
+            request = build_request(target, op, (args.access_key, args.secret_key), args.region)
+            status, body = asyncio.run(probe(target, request))
+            note = f"HTTP {status}, {len(body)} bytes"
+            if not 200 <= status < 300:
+                skip.add((target.name, op.name))
+                note += f": {body[:200].decode(errors='replace')} -> skipped"
+            print(f"[probe] {target.name} {op.name}: {note}", file=sys.stderr)
+    return skip
+
+
 def _uvloop_available() -> bool:
     try:
         import uvloop  # noqa: F401
@@ -821,54 +935,55 @@ def run(args: argparse.Namespace) -> int:
     ops = [OPERATIONS[name] for name in args.ops]
     clients = BotoClients(keys, args.region)
     runs: list[Measurement] = []
-    pool: ClientPool | None = None
-    with tempfile.TemporaryDirectory(prefix="taskvpc-bench-") as workdir, Servers(workdir, keys) as servers:
-        try:
-            targets = _resolve_targets(args, servers)
-            skip: dict[tuple[str, str], str] = {}
-            for target in targets:
-                if not args.no_setup:
-                    setup_fixtures(clients, target)
-                for op in ops:
-                    status, body = asyncio.run(probe(target, build_request(target, op, keys, args.region)))
-                    note = f"HTTP {status}, {len(body)} bytes"
-                    if not 200 <= status < 300:
-                        skip[(target.name, op.name)] = note
-                        note += f": {body[:200].decode(errors='replace')} -> skipped"
-                    print(f"[probe] {target.name} {op.name}: {note}", file=sys.stderr)
-            per_measurement = args.warmup + args.duration + DISPATCH_DELAY_NS / 1e9
-            count = args.repeat * len(modes) * len(ops) * len(targets)
-            print(f"[plan] {count} measurements x {per_measurement:.1f}s ≈ {count * per_measurement / 60:.1f} min",
-                  file=sys.stderr)
-            if "server" in modes:
-                pool = ClientPool(args.client_procs)
-            for rep in range(args.repeat):
-                order = targets[rep % len(targets):] + targets[: rep % len(targets)]  # rotate position
-                for op in ops:
-                    for mode in modes:
-                        for target in order:
-                            if (target.name, op.name) in skip:
-                                continue
-                            warm_ns = time.monotonic_ns() + DISPATCH_DELAY_NS + int(args.warmup * 1e9)
-                            end_ns = warm_ns + int(args.duration * 1e9)
-                            if mode == "server":
-                                assert pool is not None
-                                request = build_request(target, op, keys, args.region)  # fresh signature
-                                job = Job(target.host, target.port, request, args.connections, warm_ns, end_ns, use_uvloop)
-                                tally, server_cpu = pool.run(job, target)
-                            else:
-                                tally, server_cpu = run_client_bound(
-                                    clients, target, op, args.client_threads, warm_ns, end_ns)
-                            m = summarize(rep, mode, op.name, target, args.duration, tally, server_cpu)
-                            runs.append(m)
-                            print(f"[{rep + 1}/{args.repeat}] {mode:6} {op.name:24} {target.name:12} "
-                                  f"{m.ops_per_s:9,.0f} ops/s  p50 {_fmt(m.p50_ms, 2):>6} ms  "
-                                  f"p99 {_fmt(m.p99_ms, 2):>6} ms  errors {m.errors}  "
-                                  f"server CPU {_fmt(m.server_cpu_pct, 0)}%  "
-                                  f"client CPU {_fmt(m.client_cpu_us_per_op, 0)} µs/op", file=sys.stderr)
-        finally:
-            if pool is not None:
-                pool.close()
+    with contextlib.ExitStack() as stack:
+        # Fork the client processes first, before any server or boto3 client exists.
+        pool = stack.enter_context(ClientPool(args.client_procs)) if "server" in modes else None
+        workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="taskvpc-bench-"))
+        servers = stack.enter_context(Servers(workdir, keys))
+        targets = _resolve_targets(args, servers)
+        skip = prepare_targets(args, clients, targets, ops)
+        per_measurement = args.warmup + args.duration + DISPATCH_DELAY_NS / 1e9
+        count = args.repeat * len(modes) * len(ops) * len(targets) - len(skip) * args.repeat * len(modes)
+        print(
+            f"[plan] {count} measurements x {per_measurement:.1f}s ≈ {count * per_measurement / 60:.1f} min",
+            file=sys.stderr,
+        )
+        for rep in range(args.repeat):
+            order = targets[rep % len(targets) :] + targets[: rep % len(targets)]  # rotate positions
+            for op in ops:
+                for mode in modes:
+                    for target in order:
+                        if (target.name, op.name) in skip:
+                            continue
+                        warm_ns = time.monotonic_ns() + DISPATCH_DELAY_NS + int(args.warmup * 1e9)
+                        end_ns = warm_ns + int(args.duration * 1e9)
+                        if pool is not None and mode == "server":
+                            request = build_request(target, op, keys, args.region)  # fresh signature
+                            job = Job(
+                                target.host,
+                                target.port,
+                                request,
+                                args.connections,
+                                warm_ns,
+                                end_ns,
+                                use_uvloop,
+                            )
+                            tally = pool.run(job, target)
+                        else:
+                            tally = run_client_bound(
+                                clients, target, op, args.client_threads, warm_ns, end_ns
+                            )
+                            tally.response_bytes = None
+                        m = summarize(rep, mode, op.name, target, args.duration, tally)
+                        runs.append(m)
+                        print(
+                            f"[{rep + 1}/{args.repeat}] {mode:6} {op.name:24} {target.name:12} "
+                            f"{m.ops_per_s:9,.0f} ops/s  p50 {_fmt(m.p50_ms, 2):>6} ms  "
+                            f"p99 {_fmt(m.p99_ms, 2):>6} ms  errors {m.errors}  "
+                            f"server CPU {_fmt(m.server_cpu_pct, 0)}%  "
+                            f"client CPU {_fmt(m.client_cpu_us_per_op, 0)} µs/op  machine busy {m.machine_busy_pct:.0f}%",
+                            file=sys.stderr,
+                        )
     names = [t.name for t in targets]
     rows = aggregate(runs)
     ratio_rows = ratios(rows, names) if len(names) > 1 else []
@@ -882,10 +997,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "config": {k: v for k, v in vars(args).items() if k not in ("secret_key",)},
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                        "uvloop": use_uvloop},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "uvloop": use_uvloop,
+            },
             "endpoints": {t.name: t.url for t in targets},
-            "summary": rows, "ratios": ratio_rows, "runs": [asdict(r) for r in runs],
+            "summary": rows,
+            "ratios": ratio_rows,
+            "runs": [asdict(r) for r in runs],
         }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)
@@ -899,6 +1020,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     try:
         return run(args)
     except KeyboardInterrupt:

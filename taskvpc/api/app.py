@@ -27,6 +27,7 @@ from taskvpc.store.db import Database, wipe
 from taskvpc.wire import auth_errors, json11, query, sigv4
 from taskvpc.wire.http import HttpRequest, HttpResponse
 from taskvpc.wire.shapes import ServiceSpec
+from taskvpc.wire.validate import ec2_validation_error, query_validation_error, validate
 
 log = logging.getLogger("taskvpc.api")
 
@@ -97,10 +98,9 @@ class ControlPlane:
             return self._error(spec, error, request_id)
         except Exception:
             log.exception("internal error", extra={"request_id": request_id})
-            error = ClientError("InternalFailure", "An internal error occurred.", 500, sender_fault=False)
             if spec.protocol == "json":
                 return json11.encode_server_error(request_id)
-            return self._error(spec, error, request_id)
+            return query.encode_server_error(spec, request_id)
 
     def _guess_spec(self, request: HttpRequest) -> ServiceSpec:
         """The service a request is meant for, before it is authenticated (to render auth errors)."""
@@ -114,9 +114,11 @@ class ControlPlane:
         for name in ("ec2", "elbv2", "sts"):
             if action in self.specs[name].operations:
                 return self.specs[name]
-        return self.specs["ecs"] if request.headers.get("content-type", "").startswith(
-            "application/x-amz-json"
-        ) else self.specs["ec2"]
+        return (
+            self.specs["ecs"]
+            if request.headers.get("content-type", "").startswith("application/x-amz-json")
+            else self.specs["ec2"]
+        )
 
     def _decode(self, spec: ServiceSpec, request: HttpRequest) -> tuple[str, dict[str, Any]]:
         if spec.protocol == "json":
@@ -124,7 +126,12 @@ class ControlPlane:
             return operation.name, params
         form = query.parse_form(request.body, request.query_string)
         operation = query.operation_for_action(spec, form)
-        return operation.name, query.decode_params(spec, operation, form)
+        params = query.decode_params(spec, operation, form)
+        if operation.input is not None and (problems := validate(operation.input, params)):
+            if spec.protocol == "ec2":
+                raise ec2_validation_error(problems)
+            raise query_validation_error(problems)
+        return operation.name, params
 
     def _result(self, spec: ServiceSpec, name: str, result: dict[str, Any], request_id: str) -> HttpResponse:
         operation = spec.operations[name]

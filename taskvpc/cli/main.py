@@ -68,7 +68,9 @@ def _up(args: argparse.Namespace) -> int:
     if not args.no_agent and os.geteuid() != 0:
         print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)
     print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)
-    print(f'taskvpc: eval "$(taskvpc env --state-dir {shlex.quote(str(state_dir))})" to use it', file=sys.stderr)
+    print(
+        f'taskvpc: eval "$(taskvpc env --state-dir {shlex.quote(str(state_dir))})" to use it', file=sys.stderr
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -32,7 +32,9 @@ def get_cluster(conn: Connection, region: str, name: str) -> dict[str, Any] | No
 
 def get_clusters(conn: Connection, region: str, names: list[str]) -> dict[str, dict[str, Any]]:
     rows = conn.execute(
-        select(clusters.c.name, clusters.c.body).where(clusters.c.region == region, clusters.c.name.in_(names))
+        select(clusters.c.name, clusters.c.body).where(
+            clusters.c.region == region, clusters.c.name.in_(names)
+        )
     )
     return {row.name: loads(row.body) for row in rows}
 
@@ -201,7 +203,9 @@ def remove_tags(conn: Connection, resource_arn: str, keys: list[str]) -> None:
 
 def count_tags(conn: Connection, resource_arn: str) -> int:
     return int(
-        conn.execute(select(func.count()).select_from(tags).where(tags.c.resource_arn == resource_arn)).scalar()
+        conn.execute(
+            select(func.count()).select_from(tags).where(tags.c.resource_arn == resource_arn)
+        ).scalar()
         or 0
     )
 
@@ -224,7 +228,9 @@ def put_setting(conn: Connection, region: str, principal_arn: str, name: str, va
     where = (s.region == region, s.principal_arn == principal_arn, s.name == name)
     if conn.execute(update(account_settings).where(*where).values(value=value)).rowcount == 0:
         conn.execute(
-            insert(account_settings).values(region=region, principal_arn=principal_arn, name=name, value=value)
+            insert(account_settings).values(
+                region=region, principal_arn=principal_arn, name=name, value=value
+            )
         )
 
 

@@ -21,7 +21,9 @@ from typing import Any, Literal
 from taskvpc.domain.errors import ClientError
 from taskvpc.wire.shapes import Shape
 
-ProblemKind = Literal["required", "type", "enum", "min_length", "max_length", "min_value", "max_value", "pattern"]
+ProblemKind = Literal[
+    "required", "type", "enum", "min_length", "max_length", "min_value", "max_value", "pattern"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,3 +229,22 @@ def _serialization_message(problem: Problem) -> str:
     expected = problem.limit
     article = "an" if str(expected)[:1] in "AEIOU" else "a"
     return f"{token} can not be converted to {article} {expected}"
+
+
+def ec2_validation_error(problems: list[Problem]) -> ClientError:
+    """EC2 names a missing parameter, or the first bad value, in its own words."""
+    for problem in problems:
+        if problem.kind == "required":
+            name = problem.path.rpartition(".")[2]
+            return ClientError("MissingParameter", f"The request must contain the parameter {name}")
+    first = problems[0]
+    name = first.path.rpartition(".")[2] or first.path
+    return ClientError(
+        "InvalidParameterValue",
+        f"Value ({first.value}) for parameter {name} is invalid. {first.constraint()}",
+    )
+
+
+def query_validation_error(problems: list[Problem]) -> ClientError:
+    """The query services (ELBv2, STS) use the Coral phrasing under ``ValidationError``."""
+    return ClientError("ValidationError", coral_message(problems))

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.integration.server import TaskvpcServer
 
+from tests.integration.server import TaskvpcServer
 from tests.support.pgserver import ThrowawayPostgres, postgres_enabled
 
 BACKENDS = ["sqlite", "postgres"]
@@ -24,7 +24,9 @@ def postgres() -> Iterator[ThrowawayPostgres | None]:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, postgres: ThrowawayPostgres | None
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: ThrowawayPostgres | None,
 ) -> Iterator[TaskvpcServer]:
     database_url = None
     if request.param == "postgres":

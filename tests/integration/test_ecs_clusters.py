@@ -14,7 +14,11 @@ def arn(name: str, region: str = REGION) -> str:
 
 def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
     response = excinfo.value.response
-    return response["Error"]["Code"], response["Error"]["Message"], response["ResponseMetadata"]["HTTPStatusCode"]
+    return (
+        response["Error"]["Code"],
+        response["Error"]["Message"],
+        response["ResponseMetadata"]["HTTPStatusCode"],
+    )
 
 
 def test_create_describe_list_delete(ecs) -> None:  # type: ignore[no-untyped-def]
@@ -83,7 +87,9 @@ def test_update_cluster_settings(ecs) -> None:  # type: ignore[no-untyped-def]
     assert got["settings"] == [{"name": "containerInsights", "value": "enabled"}]
     assert got["configuration"]["executeCommandConfiguration"]["logging"] == "DEFAULT"
     with pytest.raises(ClientError) as excinfo:
-        ecs.update_cluster_settings(cluster="missing", settings=[{"name": "containerInsights", "value": "enabled"}])
+        ecs.update_cluster_settings(
+            cluster="missing", settings=[{"name": "containerInsights", "value": "enabled"}]
+        )
     assert error_of(excinfo)[0] == "ClusterNotFoundException"
 
 

@@ -23,7 +23,9 @@ def cluster_name_of(identifier: str) -> str:
     if identifier.startswith("arn:"):
         arn = parse_arn(identifier)
         if arn is None or arn.resource_type != "cluster" or not arn.resource_id:
-            raise invalid_parameter(f"Invalid identifier: Unexpected number of separators: {identifier}")  # unconfirmed
+            raise invalid_parameter(
+                f"Invalid identifier: Unexpected number of separators: {identifier}"
+            )  # unconfirmed
         return arn.resource_id
     return identifier
 
@@ -100,7 +102,11 @@ def describe_clusters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         for identifier, name in zip(identifiers, names, strict=True):
             cluster = by_name.get(name)
             if cluster is None:
-                arn = identifier if identifier.startswith("arn:") else cluster_arn(ctx.region, ctx.account_id, name)
+                arn = (
+                    identifier
+                    if identifier.startswith("arn:")
+                    else cluster_arn(ctx.region, ctx.account_id, name)
+                )
                 failures.append({"arn": arn, "reason": "MISSING"})
                 continue
             found.append(_view(conn, cluster, include))

@@ -16,13 +16,17 @@ MAX_TAGS = 50
 
 def check_new_tags(new_tags: list[dict[str, str]]) -> None:
     if len(new_tags) > MAX_TAGS:
-        raise invalid_parameter(f"The number of tags specified exceeds the maximum of {MAX_TAGS}.")  # unconfirmed
+        raise invalid_parameter(
+            f"The number of tags specified exceeds the maximum of {MAX_TAGS}."
+        )  # unconfirmed
     for tag in new_tags:
         key = tag.get("key")
         if not key:
             raise invalid_parameter("Tag key cannot be null or empty.")  # unconfirmed
         if key.lower().startswith("aws:"):
-            raise invalid_parameter("Tag keys beginning with 'aws:' are reserved for system use.")  # unconfirmed
+            raise invalid_parameter(
+                "Tag keys beginning with 'aws:' are reserved for system use."
+            )  # unconfirmed
 
 
 def _require_resource(conn: Connection, ctx: RequestContext, resource_arn: str) -> None:
@@ -41,7 +45,9 @@ def _require_resource(conn: Connection, ctx: RequestContext, resource_arn: str) 
         family, _, revision = resource_id.rpartition(":")
         found = revision.isdigit() and ecs_repo.get_task_definition(conn, ctx.region, family, int(revision))
         if not found:
-            raise ClientError("ClientException", "The specified task definition does not exist.")  # unconfirmed
+            raise ClientError(
+                "ClientException", "The specified task definition does not exist."
+            )  # unconfirmed
         return
     raise invalid_parameter(f"The specified resource type '{kind}' does not support tagging.")  # unconfirmed
 

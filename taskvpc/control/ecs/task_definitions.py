@@ -86,7 +86,10 @@ def describe_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dic
 def list_task_definitions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     after = decode_token(params.get("nextToken"), _BAD_TOKEN)
     if after is not None and not (
-        isinstance(after, list) and len(after) == 2 and isinstance(after[0], str) and isinstance(after[1], int)
+        isinstance(after, list)
+        and len(after) == 2
+        and isinstance(after[0], str)
+        and isinstance(after[1], int)
     ):
         raise _BAD_TOKEN
     limit = page_size(params.get("maxResults"), 100, 100)
@@ -151,7 +154,9 @@ def delete_task_definitions(ctx: RequestContext, params: dict[str, Any]) -> dict
         for identifier in params["taskDefinitions"]:
             family, revision = parse_identifier(identifier)
             found = (
-                ecs_repo.get_task_definition(conn, ctx.region, family, revision) if revision is not None else None
+                ecs_repo.get_task_definition(conn, ctx.region, family, revision)
+                if revision is not None
+                else None
             )
             if found is None:
                 failures.append({"arn": identifier, "reason": "TASK_DEFINITION_NOT_FOUND"})  # unconfirmed
