@@ -34,7 +34,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -65,6 +64,7 @@ DEFAULT_ACCESS_KEY = "AKIATASKVPCBENCH0001"
 DEFAULT_SECRET_KEY = "taskvpc-bench-secret-key-not-a-real-one-00"
 MAX_DURATION_S = 600.0  # one measurement must stay well inside the 15 min SigV4 skew window
 DISPATCH_DELAY_NS = 200_000_000  # time given to client processes to receive a job
+OTHER_LOAD_WARN_PCT = 20.0  # CPU used outside server and client that makes a run suspect
 GRACE_S = 5.0  # in-flight requests still unanswered this long after the window are timeouts
 
 
@@ -162,7 +162,7 @@ def _server_command(
         if exe is None:
             raise SystemExit("taskvpc not found: pip install -e . in the repository")
         env.update(TASKVPC_ACCESS_KEY_ID=keys[0], TASKVPC_SECRET_ACCESS_KEY=keys[1])
-        argv = [exe, "up", "--no-agent", "--port", str(port), "--state-dir", state_dir]
+        argv = [exe, "up", "--no-agent", "--host", "127.0.0.1", "--port", str(port), "--state-dir", state_dir]
         return argv, env, "/_taskvpc/health"
     raise SystemExit(f"--start: unknown server {kind!r} (moto, ministack, taskvpc)")
 
@@ -253,8 +253,8 @@ def _tail(path: str, lines: int = 30) -> str:
         return ""
 
 
-def _tree_cpu_seconds(root: int) -> float | None:
-    """user+system CPU time of ``root`` and all its descendants, from /proc."""
+def _cpu_seconds(roots: Sequence[int], descendants: bool) -> float | None:
+    """user+system CPU seconds of the ``roots`` processes (and their descendants), from /proc."""
     ppid_of: dict[int, int] = {}
     ticks_of: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -266,23 +266,57 @@ def _tree_cpu_seconds(root: int) -> float | None:
         except OSError:
             continue
         fields = data[data.rindex(b")") + 2 :].split()
-        pid = int(entry)
-        ppid_of[pid] = int(fields[1])
-        ticks_of[pid] = int(fields[11]) + int(fields[12])
-    if root not in ticks_of:
+        ppid_of[int(entry)] = int(fields[1])
+        ticks_of[int(entry)] = int(fields[11]) + int(fields[12])
+    if not any(root in ticks_of for root in roots):
         return None
-    tree, frontier = {root}, [root]
-    while frontier:
+    tree, frontier = set(roots), list(roots)
+    while descendants and frontier:
         parent = frontier.pop()
         for pid, ppid in ppid_of.items():
             if ppid == parent and pid not in tree:
                 tree.add(pid)
                 frontier.append(pid)
-    return sum(ticks_of[pid] for pid in tree) / os.sysconf("SC_CLK_TCK")
+    return sum(ticks_of.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
-def _server_cpu(target: Target) -> float | None:
-    return _tree_cpu_seconds(target.proc.pid) if target.proc is not None else None
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle, all cores together (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class WindowCpu:
+    """CPU seconds spent inside one measured window, by whom."""
+
+    server_s: float | None = None  # the server's process tree (servers started here only)
+    client_s: float | None = None  # this benchmark's client processes / threads
+    machine_s: float = 0.0  # every process on the machine
+
+
+def measure_window(target: Target, client_pids: Sequence[int], warm_ns: int, end_ns: int) -> WindowCpu:
+    """Sleep through the measured window, sampling CPU counters at its edges."""
+
+    def sample() -> tuple[float | None, float | None, float]:
+        server = _cpu_seconds([target.proc.pid], descendants=True) if target.proc is not None else None
+        return server, _cpu_seconds(client_pids, descendants=False), _machine_busy_seconds()
+
+    _sleep_until(warm_ns)
+    before = sample()
+    _sleep_until(end_ns)
+    after = sample()
+    server, client = (
+        None if a is None or b is None else a - b for a, b in zip(after[:2], before[:2], strict=True)
+    )
+    return WindowCpu(server, client, after[2] - before[2])
+
+
+def _sleep_until(deadline_ns: int) -> None:
+    delay = (deadline_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
 
 
 # --------------------------------------------------------------------------- requests
@@ -366,24 +400,19 @@ class Tally:
     """What one client process (or thread group) saw; merged across processes."""
 
     latencies_ns: array.array[int] = field(default_factory=lambda: array.array("q"))
-    completed: int = 0  # every response, warm-up included (for client CPU per request)
     statuses: Counter[int] = field(default_factory=Counter)  # non-2xx responses
     failures: Counter[str] = field(default_factory=Counter)  # connection errors, timeouts
     samples: dict[str, str] = field(default_factory=dict)  # first body/message per error kind
     response_bytes: int | None = 0  # body size of the last 2xx response (None: not seen by boto3 mode)
-    cpu_s: float = 0.0  # client CPU, whole job
-    server_cpu_s: float | None = None  # measured window only; servers started here only
-    machine_busy_s: float = 0.0  # measured window, every process on the machine
+    cpu: WindowCpu = field(default_factory=WindowCpu)  # filled in by the parent
 
     def merge(self, other: Tally) -> None:
         self.latencies_ns.extend(other.latencies_ns)
-        self.completed += other.completed
         self.statuses.update(other.statuses)
         self.failures.update(other.failures)
         for key, value in other.samples.items():
             self.samples.setdefault(key, value)
         self.response_bytes = self.response_bytes or other.response_bytes
-        self.cpu_s += other.cpu_s
 
     def error(self, key: str, detail: str) -> None:
         self.failures[key] += 1
@@ -413,9 +442,9 @@ async def _drive_connection(job: Job, tally: Tally) -> None:
                 tally.error(f"io: {type(exc).__name__}", str(exc))
                 writer.close()
                 writer = None
+                await asyncio.sleep(0.01)
                 continue
             done = clock()
-            tally.completed += 1
             if 200 <= status < 300:
                 if warm_ns <= done <= end_ns:
                     record(done - start)
@@ -450,7 +479,6 @@ async def _run_job_async(job: Job, tally: Tally) -> None:
 
 def run_job(job: Job) -> Tally:
     tally = Tally()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     loop_factory = None
     if job.use_uvloop:
         import uvloop
@@ -458,8 +486,6 @@ def run_job(job: Job) -> Tally:
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(_run_job_async(job, tally))
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    tally.cpu_s = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     return tally
 
 
@@ -493,7 +519,7 @@ class ClientPool:
             if share:
                 conn.send(Job(**{**asdict(job), "connections": share}))
         tally = Tally()
-        _cpu_over_window(target, job.warm_ns, job.end_ns, tally)
+        tally.cpu = measure_window(target, [p.pid for p in self._procs if p.pid], job.warm_ns, job.end_ns)
         for conn in busy:
             tally.merge(conn.recv())
         return tally
@@ -517,30 +543,6 @@ class ClientPool:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self.close(abort=exc_type is not None)
-
-
-def _sleep_until(deadline_ns: int) -> None:
-    delay = (deadline_ns - time.monotonic_ns()) / 1e9
-    if delay > 0:
-        time.sleep(delay)
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent not idle, all cores together (from /proc/stat)."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_over_window(target: Target, warm_ns: int, end_ns: int, tally: Tally) -> None:
-    """Record the server's and the machine's CPU seconds inside [warm_ns, end_ns] into ``tally``."""
-    _sleep_until(warm_ns)
-    server_before, machine_before = _server_cpu(target), _machine_busy_seconds()
-    _sleep_until(end_ns)
-    server_after, machine_after = _server_cpu(target), _machine_busy_seconds()
-    if server_before is not None and server_after is not None:
-        tally.server_cpu_s = server_after - server_before
-    tally.machine_busy_s = machine_after - machine_before
 
 
 # --------------------------------------------------------------------------- client-bound load
@@ -597,26 +599,20 @@ def run_client_bound(
                 time.sleep(0.05)
                 continue
             done = clock()
-            tally.completed += 1
             if warm_ns <= done <= end_ns:
                 tally.latencies_ns.append(done - start)
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     workers = [
         threading.Thread(target=loop, args=pair, daemon=True) for pair in zip(calls, tallies, strict=True)
     ]
     for worker in workers:
         worker.start()
-    window = Tally()
-    _cpu_over_window(target, warm_ns, end_ns, window)
+    cpu = measure_window(target, [os.getpid()], warm_ns, end_ns)
     for worker in workers:
         worker.join()
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    total = Tally()
+    total = Tally(cpu=cpu)
     for tally in tallies:
         total.merge(tally)
-    total.cpu_s = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    total.server_cpu_s, total.machine_busy_s = window.server_cpu_s, window.machine_busy_s
     return total
 
 
@@ -686,8 +682,9 @@ class Measurement:
     response_bytes: int | None
     client_cpu_us_per_op: float | None
     server_cpu_us_per_op: float | None
-    server_cpu_pct: float | None  # of one core
-    machine_busy_pct: float  # of all cores, every process: shows load from outside the benchmark
+    server_cpu_pct: float | None  # % of one core
+    client_cpu_pct: float | None  # % of one core
+    other_cpu_pct: float | None  # % of one core used by neither: load from outside the benchmark
 
 
 def _percentile_ms(sorted_ns: Sequence[int], q: float) -> float | None:
@@ -700,7 +697,7 @@ def _percentile_ms(sorted_ns: Sequence[int], q: float) -> float | None:
 def summarize(rep: int, mode: str, op: str, target: Target, window_s: float, tally: Tally) -> Measurement:
     lat = sorted(tally.latencies_ns)
     ops = len(lat)
-    server_cpu = tally.server_cpu_s
+    cpu = tally.cpu
     detail = {f"HTTP {k}": v for k, v in sorted(tally.statuses.items())} | dict(tally.failures)
     return Measurement(
         repetition=rep,
@@ -716,11 +713,20 @@ def summarize(rep: int, mode: str, op: str, target: Target, window_s: float, tal
         error_detail=detail,
         error_samples=dict(tally.samples),
         response_bytes=tally.response_bytes,
-        client_cpu_us_per_op=tally.cpu_s / tally.completed * 1e6 if tally.completed else None,
-        server_cpu_us_per_op=server_cpu / ops * 1e6 if server_cpu is not None and ops else None,
-        server_cpu_pct=server_cpu / window_s * 100 if server_cpu is not None else None,
-        machine_busy_pct=tally.machine_busy_s / (window_s * (os.cpu_count() or 1)) * 100,
+        client_cpu_us_per_op=cpu.client_s / ops * 1e6 if cpu.client_s is not None and ops else None,
+        server_cpu_us_per_op=cpu.server_s / ops * 1e6 if cpu.server_s is not None and ops else None,
+        server_cpu_pct=_pct(cpu.server_s, window_s),
+        client_cpu_pct=_pct(cpu.client_s, window_s),
+        other_cpu_pct=(
+            _pct(max(0.0, cpu.machine_s - cpu.server_s - cpu.client_s), window_s)
+            if cpu.server_s is not None and cpu.client_s is not None
+            else None
+        ),
     )
+
+
+def _pct(cpu_s: float | None, window_s: float) -> float | None:
+    return None if cpu_s is None else cpu_s / window_s * 100
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -752,7 +758,9 @@ def aggregate(runs: Sequence[Measurement]) -> list[dict[str, Any]]:
                 "client_cpu_us_per_op": _median([r.client_cpu_us_per_op for r in group]),
                 "server_cpu_us_per_op": _median([r.server_cpu_us_per_op for r in group]),
                 "server_cpu_pct": _median([r.server_cpu_pct for r in group]),
-                "machine_busy_pct_max": max(r.machine_busy_pct for r in group),
+                "other_cpu_pct_max": max(
+                    (r.other_cpu_pct for r in group if r.other_cpu_pct is not None), default=None
+                ),
             }
         )
     return rows
@@ -794,6 +802,13 @@ def markdown(rows: Sequence[dict[str, Any]], ratio_rows: Sequence[dict[str, Any]
         for r in ratio_rows:
             cells = " | ".join("-" if r[n] is None else f"{r[n]:.2f}x" for n in names)
             out.append(f"| {r['mode']} | {r['operation']} | {cells} |")
+    others = [r["other_cpu_pct_max"] for r in rows if r["other_cpu_pct_max"] is not None]
+    if others and max(others) > OTHER_LOAD_WARN_PCT:
+        out += [
+            "",
+            f"Warning: other processes used up to {max(others):.0f}% of a core during a measured window "
+            "(the machine was not quiet; compare ratios, and server CPU µs/op, rather than absolute ops/s).",
+        ]
     errors = [r for r in rows if r["errors"]]
     if errors:
         out += [""] + [
@@ -860,6 +875,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.targets += [("start", kind) for kind in kinds]
     if not args.targets:
         p.error("give at least one --endpoint, --start or --compare")
+    args.use_uvloop = not args.no_uvloop and _uvloop_available()
     args.ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     for op in args.ops:
         if op not in OPERATIONS:
@@ -908,16 +924,43 @@ def prepare_targets(
     skip: set[tuple[str, str]] = set()
     for target in targets:
         if not args.no_setup:
-            setup_fixtures(clients, target)
+            try:
+                setup_fixtures(clients, target)
+            except Exception as exc:  # the probes below show what this costs
+                print(f"[setup] {target.name}: failed, {type(exc).__name__}: {exc}", file=sys.stderr)
         for op in ops:
             request = build_request(target, op, (args.access_key, args.secret_key), args.region)
-            status, body = asyncio.run(probe(target, request))
+            try:
+                status, body = asyncio.run(probe(target, request))
+            except (OSError, EOFError, ValueError, TimeoutError) as exc:
+                status, body = 0, f"{type(exc).__name__}: {exc}".encode()
             note = f"HTTP {status}, {len(body)} bytes"
             if not 200 <= status < 300:
                 skip.add((target.name, op.name))
-                note += f": {body[:200].decode(errors='replace')} -> skipped"
+                note += f": {' '.join(body[:200].decode(errors='replace').split())} -> skipped"
             print(f"[probe] {target.name} {op.name}: {note}", file=sys.stderr)
     return skip
+
+
+def measure(
+    args: argparse.Namespace,
+    pool: ClientPool | None,
+    clients: BotoClients,
+    target: Target,
+    op: Operation,
+    mode: str,
+) -> Tally:
+    """One measurement: warm-up, then ``args.duration`` seconds of load on ``target``."""
+    warm_ns = time.monotonic_ns() + DISPATCH_DELAY_NS + int(args.warmup * 1e9)
+    end_ns = warm_ns + int(args.duration * 1e9)
+    if mode == "client":
+        tally = run_client_bound(clients, target, op, args.client_threads, warm_ns, end_ns)
+        tally.response_bytes = None  # boto3 does not tell
+        return tally
+    assert pool is not None
+    request = build_request(target, op, (args.access_key, args.secret_key), args.region)  # fresh signature
+    job = Job(target.host, target.port, request, args.connections, warm_ns, end_ns, args.use_uvloop)
+    return pool.run(job, target)
 
 
 def _uvloop_available() -> bool:
@@ -931,7 +974,7 @@ def _uvloop_available() -> bool:
 def run(args: argparse.Namespace) -> int:
     keys = (args.access_key, args.secret_key)
     modes = ["server", "client"] if args.mode == "both" else [args.mode]
-    use_uvloop = not args.no_uvloop and _uvloop_available()
+    use_uvloop = args.use_uvloop
     ops = [OPERATIONS[name] for name in args.ops]
     clients = BotoClients(keys, args.region)
     runs: list[Measurement] = []
@@ -955,25 +998,7 @@ def run(args: argparse.Namespace) -> int:
                     for target in order:
                         if (target.name, op.name) in skip:
                             continue
-                        warm_ns = time.monotonic_ns() + DISPATCH_DELAY_NS + int(args.warmup * 1e9)
-                        end_ns = warm_ns + int(args.duration * 1e9)
-                        if pool is not None and mode == "server":
-                            request = build_request(target, op, keys, args.region)  # fresh signature
-                            job = Job(
-                                target.host,
-                                target.port,
-                                request,
-                                args.connections,
-                                warm_ns,
-                                end_ns,
-                                use_uvloop,
-                            )
-                            tally = pool.run(job, target)
-                        else:
-                            tally = run_client_bound(
-                                clients, target, op, args.client_threads, warm_ns, end_ns
-                            )
-                            tally.response_bytes = None
+                        tally = measure(args, pool, clients, target, op, mode)
                         m = summarize(rep, mode, op.name, target, args.duration, tally)
                         runs.append(m)
                         print(
@@ -981,7 +1006,7 @@ def run(args: argparse.Namespace) -> int:
                             f"{m.ops_per_s:9,.0f} ops/s  p50 {_fmt(m.p50_ms, 2):>6} ms  "
                             f"p99 {_fmt(m.p99_ms, 2):>6} ms  errors {m.errors}  "
                             f"server CPU {_fmt(m.server_cpu_pct, 0)}%  "
-                            f"client CPU {_fmt(m.client_cpu_us_per_op, 0)} µs/op  machine busy {m.machine_busy_pct:.0f}%",
+                            f"client CPU {_fmt(m.client_cpu_pct, 0)}%  other load {_fmt(m.other_cpu_pct, 0)}%",
                             file=sys.stderr,
                         )
     names = [t.name for t in targets]

@@ -79,10 +79,11 @@ def _make_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # IMMEDIATE takes the write lock up front, so read-then-write transactions never deadlock;
-        # readers take none and run beside the writer (WAL).
-        read_only = connection.get_execution_options().get("taskvpc_read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        # IMMEDIATE takes the write lock up front, so read-then-write transactions never deadlock.
+        # Readers open no transaction: each SELECT sees one consistent WAL snapshot of its own and
+        # runs beside the writer; a use case that needs several reads to agree uses transaction().
+        if not connection.get_execution_options().get("taskvpc_read_only", False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

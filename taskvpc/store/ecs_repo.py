@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Select, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from taskvpc.store.schema import account_settings, clusters, tags, task_definitions
@@ -23,19 +24,40 @@ def loads(text: str) -> dict[str, Any]:
 # ---- clusters -------------------------------------------------------------------------------------
 
 
+# The hot reads are built once: constructing a statement costs more than running it on SQLite.
+_GET_CLUSTER = select(clusters.c.body).where(
+    clusters.c.region == bindparam("region"), clusters.c.name == bindparam("name")
+)
+_GET_CLUSTERS = select(clusters.c.name, clusters.c.body).where(
+    clusters.c.region == bindparam("region"), clusters.c.name.in_(bindparam("names", expanding=True))
+)
+_GET_TASK_DEFINITION = select(task_definitions.c.body).where(
+    task_definitions.c.region == bindparam("region"),
+    task_definitions.c.family == bindparam("family"),
+    task_definitions.c.revision == bindparam("revision"),
+)
+_LATEST_ACTIVE_TASK_DEFINITION = (
+    select(task_definitions.c.body)
+    .where(
+        task_definitions.c.region == bindparam("region"),
+        task_definitions.c.family == bindparam("family"),
+        task_definitions.c.status == "ACTIVE",
+    )
+    .order_by(task_definitions.c.revision.desc())
+    .limit(1)
+)
+_GET_TAGS = (
+    select(tags.c.key, tags.c.value).where(tags.c.resource_arn == bindparam("arn")).order_by(tags.c.key)
+)
+
+
 def get_cluster(conn: Connection, region: str, name: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(clusters.c.body).where(clusters.c.region == region, clusters.c.name == name)
-    ).first()
+    row = conn.execute(_GET_CLUSTER, {"region": region, "name": name}).first()
     return loads(row.body) if row else None
 
 
 def get_clusters(conn: Connection, region: str, names: list[str]) -> dict[str, dict[str, Any]]:
-    rows = conn.execute(
-        select(clusters.c.name, clusters.c.body).where(
-            clusters.c.region == region, clusters.c.name.in_(names)
-        )
-    )
+    rows = conn.execute(_GET_CLUSTERS, {"region": region, "names": names})
     return {row.name: loads(row.body) for row in rows}
 
 
@@ -90,26 +112,13 @@ def insert_task_definition(conn: Connection, region: str, body: dict[str, Any]) 
 
 def get_task_definition(conn: Connection, region: str, family: str, revision: int) -> dict[str, Any] | None:
     row = conn.execute(
-        select(task_definitions.c.body).where(
-            task_definitions.c.region == region,
-            task_definitions.c.family == family,
-            task_definitions.c.revision == revision,
-        )
+        _GET_TASK_DEFINITION, {"region": region, "family": family, "revision": revision}
     ).first()
     return loads(row.body) if row else None
 
 
 def latest_active_task_definition(conn: Connection, region: str, family: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(task_definitions.c.body)
-        .where(
-            task_definitions.c.region == region,
-            task_definitions.c.family == family,
-            task_definitions.c.status == "ACTIVE",
-        )
-        .order_by(task_definitions.c.revision.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_LATEST_ACTIVE_TASK_DEFINITION, {"region": region, "family": family}).first()
     return loads(row.body) if row else None
 
 
@@ -125,6 +134,28 @@ def update_task_definition(conn: Connection, region: str, body: dict[str, Any]) 
     )
 
 
+@cache
+def _task_definition_keys_query(by_family: bool, descending: bool, paged: bool) -> Select[Any]:
+    td = task_definitions.c
+    query = select(td.family, td.revision, td.arn).where(
+        td.region == bindparam("region"), td.status == bindparam("status")
+    )
+    if by_family:
+        query = query.where(td.family == bindparam("family"))
+    if paged:
+        last_family, last_revision = bindparam("last_family"), bindparam("last_revision")
+        if descending:
+            query = query.where(
+                (td.family < last_family) | and_(td.family == last_family, td.revision < last_revision)
+            )
+        else:
+            query = query.where(
+                (td.family > last_family) | and_(td.family == last_family, td.revision > last_revision)
+            )
+    order = (td.family.desc(), td.revision.desc()) if descending else (td.family, td.revision)
+    return query.order_by(*order).limit(bindparam("limit"))
+
+
 def list_task_definition_keys(
     conn: Connection,
     region: str,
@@ -136,23 +167,13 @@ def list_task_definition_keys(
     limit: int,
 ) -> list[tuple[str, int, str]]:
     """(family, revision, arn) in (family, revision) order, starting after the key ``after``."""
-    td = task_definitions.c
-    query = select(td.family, td.revision, td.arn).where(td.region == region, td.status == status)
+    query = _task_definition_keys_query(family is not None, descending, after is not None)
+    params: dict[str, Any] = {"region": region, "status": status, "limit": limit}
     if family is not None:
-        query = query.where(td.family == family)
+        params["family"] = family
     if after is not None:
-        last_family, last_revision = after
-        if descending:
-            query = query.where(
-                (td.family < last_family) | and_(td.family == last_family, td.revision < last_revision)
-            )
-        else:
-            query = query.where(
-                (td.family > last_family) | and_(td.family == last_family, td.revision > last_revision)
-            )
-    order = (td.family.desc(), td.revision.desc()) if descending else (td.family, td.revision)
-    rows = conn.execute(query.order_by(*order).limit(limit))
-    return [(row.family, row.revision, row.arn) for row in rows]
+        params["last_family"], params["last_revision"] = after
+    return [(row.family, row.revision, row.arn) for row in conn.execute(query, params)]
 
 
 def list_families(
@@ -178,9 +199,7 @@ def list_families(
 
 
 def get_tags(conn: Connection, resource_arn: str) -> list[dict[str, str]]:
-    rows = conn.execute(
-        select(tags.c.key, tags.c.value).where(tags.c.resource_arn == resource_arn).order_by(tags.c.key)
-    )
+    rows = conn.execute(_GET_TAGS, {"arn": resource_arn})
     return [{"key": row.key, "value": row.value} for row in rows]
 
 
