@@ -143,7 +143,8 @@ def _task_definition_keys_query(by_family: bool, descending: bool, paged: bool) 
     if by_family:
         query = query.where(td.family == bindparam("family"))
     if paged:
-        last_family, last_revision = bindparam("last_family"), bindparam("last_revision")
+        last_family: Any = bindparam("last_family")
+        last_revision: Any = bindparam("last_revision")
         if descending:
             query = query.where(
                 (td.family < last_family) | and_(td.family == last_family, td.revision < last_revision)
