@@ -767,15 +767,26 @@ def aggregate(runs: Sequence[Measurement]) -> list[dict[str, Any]]:
 
 
 def ratios(rows: Sequence[dict[str, Any]], endpoints: Sequence[str]) -> list[dict[str, Any]]:
-    """Throughput of the first endpoint divided by each other endpoint's, per mode x op."""
-    ops_per_s = {(r["mode"], r["operation"], r["endpoint"]): r["ops_per_s"] for r in rows}
+    """Per mode x op, the first endpoint against each other one: ops/s of the first divided by the
+    other's, and server CPU per op of the other divided by the first's (both: > 1 = first is better).
+    The CPU ratio is known only for servers started here, and holds up better on a busy machine."""
+    by_key = {(r["mode"], r["operation"], r["endpoint"]): r for r in rows}
+
+    def ratio(numerator: float | None, denominator: float | None) -> float | None:
+        return numerator / denominator if numerator and denominator else None
+
     out = []
     for mode, op in dict.fromkeys((r["mode"], r["operation"]) for r in rows):
-        subject = ops_per_s.get((mode, op, endpoints[0]))
+        first = by_key.get((mode, op, endpoints[0]), {})
         entry: dict[str, Any] = {"mode": mode, "operation": op}
-        for other in endpoints[1:]:
-            base = ops_per_s.get((mode, op, other))
-            entry[f"{endpoints[0]}/{other}"] = subject / base if subject and base else None
+        for name in endpoints[1:]:
+            other = by_key.get((mode, op, name), {})
+            entry[f"{endpoints[0]}/{name}"] = {
+                "ops_per_s": ratio(first.get("ops_per_s"), other.get("ops_per_s")),
+                "server_cpu_per_op": ratio(
+                    other.get("server_cpu_us_per_op"), first.get("server_cpu_us_per_op")
+                ),
+            }
         out.append(entry)
     return out
 
@@ -798,9 +809,17 @@ def markdown(rows: Sequence[dict[str, Any]], ratio_rows: Sequence[dict[str, Any]
         )
     if ratio_rows and len(ratio_rows[0]) > 2:
         names = [k for k in ratio_rows[0] if k not in ("mode", "operation")]
-        out += ["", "| mode | operation | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+        out += [
+            "",
+            "Ratios: ops/s, then in brackets server CPU per op (the other's over the first's); > 1 favours the first.",
+            "",
+            "| mode | operation | " + " | ".join(names) + " |",
+            "|---|---|" + "---:|" * len(names),
+        ]
         for r in ratio_rows:
-            cells = " | ".join("-" if r[n] is None else f"{r[n]:.2f}x" for n in names)
+            cells = " | ".join(
+                f"{_fmt(r[n]['ops_per_s'], 2)}x ({_fmt(r[n]['server_cpu_per_op'], 2)}x)" for n in names
+            )
             out.append(f"| {r['mode']} | {r['operation']} | {cells} |")
     others = [r["other_cpu_pct_max"] for r in rows if r["other_cpu_pct_max"] is not None]
     if others and max(others) > OTHER_LOAD_WARN_PCT:

@@ -104,6 +104,8 @@ def _env(args: argparse.Namespace) -> int:
     }
     for name, value in exports.items():
         print(f"export {name}={shlex.quote(value)}")
+    # A session token from a real AWS login would be sent along and refused by taskvpc.
+    print("unset AWS_SESSION_TOKEN AWS_SECURITY_TOKEN")
     return 0
 
 
