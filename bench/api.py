@@ -12,7 +12,9 @@ Two ways to drive an endpoint:
 For every endpoint x operation it reports ops/s, p50 and p99 latency and the error count,
 the median over ``--repeat`` repetitions; endpoints are interleaved inside every repetition
 (in a rotating order) so that machine noise hits them all alike. With several endpoints it
-also prints the ratio of the first endpoint's throughput to each of the others'.
+also prints the first endpoint's throughput over each other one's, and (for servers started
+here) the other's server CPU time per request over the first's, which a busy machine
+disturbs much less. A window in which other processes took noticeable CPU is flagged.
 
 ``--start moto|ministack|taskvpc`` (or ``--compare`` for all three) starts a server as a
 child process on a free 127.0.0.1 port and kills it (by PID / its own process group) at exit.

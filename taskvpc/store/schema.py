@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -78,4 +80,133 @@ idempotency = Table(
     Column("request_hash", String(64), nullable=False),
     Column("response", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+)
+
+
+# ---- EC2: the VPC model (revision 0002) -----------------------------------------------------------
+# Ids are EC2's own ('vpc-0123456789abcdef0'). Anything a query filters on or a constraint guards is a
+# column; the rest of a resource is its wire document in ``body``. Addresses, rules and ENI<->group
+# memberships are rows, so "is this address taken", "which groups reference X" and "which ENIs carry
+# X" are single indexed queries, and UNIQUE constraints settle races between server processes.
+
+ec2_regions = Table(
+    "ec2_regions",
+    metadata,
+    # A row means the region's default VPC was created once; deleting that VPC does not bring it back.
+    Column("region", String(32), primary_key=True),
+    Column("default_vpc_id", String(32), nullable=True),
+    Column("created_at", Float, nullable=False),
+)
+
+vpcs = Table(
+    "vpcs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("cidr_block", String(18), nullable=False),
+    Column("is_default", Boolean, nullable=False),
+    Column("enable_dns_support", Boolean, nullable=False),
+    Column("enable_dns_hostnames", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_vpcs_region", "region", "id"),
+)
+
+subnets = Table(
+    "subnets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("vpc_id", String(32), ForeignKey("vpcs.id"), nullable=False),
+    Column("cidr_block", String(18), nullable=False),
+    Column("availability_zone", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_subnets_region", "region", "id"),
+    Index("ix_subnets_vpc", "vpc_id"),
+)
+
+security_groups = Table(
+    "security_groups",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("vpc_id", String(32), ForeignKey("vpcs.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("is_default", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("vpc_id", "name", name="uq_security_groups_vpc_name"),
+    Index("ix_security_groups_region", "region", "id"),
+)
+
+security_group_rules = Table(
+    "security_group_rules",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("group_id", String(32), ForeignKey("security_groups.id"), nullable=False),
+    Column("is_egress", Boolean, nullable=False),
+    # The rule's identity without its description: two rules with the same key are one rule to EC2.
+    Column("rule_key", String(255), nullable=False),
+    Column("referenced_group_id", String(32), ForeignKey("security_groups.id"), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("seq", Integer, nullable=False),  # order within a group, as the rules were added
+    Column("body", Text, nullable=False),
+    UniqueConstraint("group_id", "is_egress", "rule_key", name="uq_security_group_rules_key"),
+    Index("ix_security_group_rules_group", "group_id", "is_egress", "seq"),
+    Index("ix_security_group_rules_referenced", "referenced_group_id"),
+    Index("ix_security_group_rules_region", "region", "id"),
+)
+
+network_interfaces = Table(
+    "network_interfaces",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("vpc_id", String(32), ForeignKey("vpcs.id"), nullable=False),
+    Column("subnet_id", String(32), ForeignKey("subnets.id"), nullable=False),
+    Column("private_ip", String(45), nullable=False),
+    Column("mac_address", String(17), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requester_managed", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("mac_address", name="uq_network_interfaces_mac"),
+    Index("ix_network_interfaces_region", "region", "id"),
+    Index("ix_network_interfaces_subnet", "subnet_id"),
+    Index("ix_network_interfaces_vpc", "vpc_id"),
+)
+
+network_interface_groups = Table(
+    "network_interface_groups",
+    metadata,
+    Column("eni_id", String(32), ForeignKey("network_interfaces.id"), primary_key=True),
+    Column("group_id", String(32), ForeignKey("security_groups.id"), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("position", Integer, nullable=False),
+    Index("ix_network_interface_groups_group", "group_id"),
+)
+
+ip_addresses = Table(
+    "ip_addresses",
+    metadata,
+    # The primary key is the allocation: an address is handed out at most once per subnet, whichever
+    # server process asks, because the second INSERT of the same (subnet, ip) fails.
+    Column("subnet_id", String(32), ForeignKey("subnets.id"), primary_key=True),
+    Column("ip", String(45), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("eni_id", String(32), ForeignKey("network_interfaces.id"), nullable=False),
+    Index("ix_ip_addresses_eni", "eni_id"),
+)
+
+ec2_tags = Table(
+    "ec2_tags",
+    metadata,
+    Column("resource_id", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("value", String(256), nullable=False),
+    Index("ix_ec2_tags_region", "region", "resource_id"),
 )

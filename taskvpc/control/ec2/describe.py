@@ -1,0 +1,112 @@
+"""What every EC2 ``Describe*`` does the same way: ids, filters, pagination, ``DryRun``.
+
+EC2's order, which we keep: malformed ids are refused first, then unknown filter names, then ``DryRun``
+answers; then the resources are read, every explicitly named id must exist (one missing fails the whole
+call), filters narrow the set, and ``MaxResults``/``NextToken`` page through it in id order. A token is
+the last id returned, so pages stay stable while resources come and go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from taskvpc.control.ec2 import errors, ids
+from taskvpc.domain.errors import ClientError
+from taskvpc.domain.pagination import decode_token, encode_token
+from taskvpc.netmodel import filters
+from taskvpc.wire.query import dry_run_error
+
+Doc = dict[str, Any]
+
+DEFAULT_PAGE = 1000  # with no MaxResults EC2 returns everything; the model's maximum bounds one page
+
+
+def dry_run(params: Mapping[str, Any]) -> None:
+    """Raise EC2's DryRunOperation when ``DryRun`` is set: call it once the request would succeed."""
+    if params.get("DryRun"):
+        raise dry_run_error()
+
+
+def tag_map(doc: Mapping[str, Any], member: str = "Tags") -> dict[str, str]:
+    return {tag["Key"]: tag.get("Value", "") for tag in doc.get(member) or ()}
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How one resource kind is described."""
+
+    prefix: str  # id prefix: 'vpc'
+    id_member: str  # 'VpcId'
+    supported_filters: Collection[str]
+    filter_values: Callable[[Doc], Mapping[str, filters.FilterValue]]
+    tags_member: str = "Tags"
+
+
+def check_request(listing: Listing, params: Mapping[str, Any], id_param: str | None) -> list[str] | None:
+    """Validate ids and filter names, then honour DryRun; the requested ids (None: all)."""
+    requested = params.get(id_param) if id_param else None
+    if requested is not None:
+        ids.check(listing.prefix, requested)
+    filters.check_filter_names(params.get("Filters"), listing.supported_filters)
+    dry_run(params)
+    return list(requested) if requested is not None else None
+
+
+def require_all(listing: Listing, docs: list[Doc], requested: list[str] | None) -> None:
+    if not requested:
+        return
+    found = {doc[listing.id_member] for doc in docs}
+    missing = [resource_id for resource_id in dict.fromkeys(requested) if resource_id not in found]
+    if missing:
+        raise errors.not_found(listing.prefix, missing)
+
+
+def select(listing: Listing, docs: list[Doc], params: Mapping[str, Any]) -> list[Doc]:
+    wanted = params.get("Filters")
+    if not wanted:
+        return docs
+    return [
+        doc
+        for doc in docs
+        if filters.matches(wanted, listing.filter_values(doc), tag_map(doc, listing.tags_member))
+    ]
+
+
+def page(listing: Listing, docs: list[Doc], params: Mapping[str, Any]) -> tuple[list[Doc], str | None]:
+    """One page in id order, and the token for the next (None when this is the last)."""
+    token = params.get("NextToken")
+    after = decode_token(token, errors.invalid_next_token(str(token))) if token else None
+    if after is not None and not isinstance(after, str):
+        raise errors.invalid_next_token(str(token))
+    ordered = sorted(docs, key=lambda doc: str(doc[listing.id_member]))
+    if after is not None:
+        ordered = [doc for doc in ordered if doc[listing.id_member] > after]
+    limit = params.get("MaxResults") or DEFAULT_PAGE
+    if len(ordered) <= limit:
+        return ordered, None
+    chunk = ordered[:limit]
+    return chunk, encode_token(chunk[-1][listing.id_member])
+
+
+def respond(
+    listing: Listing, docs: list[Doc], params: Mapping[str, Any], requested: list[str] | None, result_key: str
+) -> dict[str, Any]:
+    """The common tail of a Describe*: existence of named ids, filters, one page."""
+    require_all(listing, docs, requested)
+    chunk, token = page(listing, select(listing, docs, params), params)
+    result: dict[str, Any] = {result_key: chunk}
+    if token is not None:
+        result["NextToken"] = token
+    return result
+
+
+def first_error(*checks: Callable[[], None]) -> ClientError | None:
+    """Run checks in order and return the first ClientError (for errors EC2 reports in a set order)."""
+    for check in checks:
+        try:
+            check()
+        except ClientError as error:
+            return error
+    return None

@@ -1,0 +1,43 @@
+"""Hot reads as plain SQL on the DB-API cursor of an SQLAlchemy connection.
+
+Building and executing a Core statement costs about 70 µs per query here, running the same SQL on the
+driver's cursor about 8 µs; on the describe/list paths that is most of a request's time. Queries are
+written once with ``?`` placeholders and translated to the driver's paramstyle. They run on the very
+connection (and so inside the very transaction) the caller holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection
+
+
+@cache
+def _native(sql: str, paramstyle: str) -> str:
+    if paramstyle == "qmark":
+        return sql
+    if paramstyle in ("format", "pyformat"):
+        return sql.replace("%", "%%").replace("?", "%s")
+    raise ValueError(f"unsupported paramstyle {paramstyle}")
+
+
+def placeholders(count: int) -> str:
+    """'?, ?, ?' for an IN list of ``count`` values (at least one)."""
+    return ", ".join("?" * max(count, 1))
+
+
+def fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(_native(sql, conn.dialect.paramstyle), tuple(params))
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def fetch_one(conn: Connection, sql: str, params: Sequence[Any]) -> Any | None:
+    rows = fetch_all(conn, sql, params)
+    return rows[0] if rows else None
