@@ -47,6 +47,7 @@ def _up(args: argparse.Namespace) -> int:
     from taskvpc.store.db import Database, sqlite_url
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     account_id = config.account_id()
     if not _ACCOUNT_ID.fullmatch(account_id):
         print(f"taskvpc: TASKVPC_ACCOUNT_ID must be 12 digits, not {account_id!r}", file=sys.stderr)
