@@ -105,10 +105,7 @@ _TS, _TE = TaskStatus, TaskEvent
 
 TASK_TRANSITIONS: dict[tuple[TaskStatus, TaskEvent], TaskStatus] = {
     (_TS.PROVISIONING, _TE.ENI_ATTACHED): _TS.PENDING,
-    (
-        _TS.PROVISIONING,
-        _TE.FAILED_TO_START,
-    ): _TS.DEPROVISIONING,  # e.g. "Timeout waiting for network interface..."
+    (_TS.PROVISIONING, _TE.FAILED_TO_START): _TS.DEPROVISIONING,  # e.g. the ENI provisioning timeout
     (_TS.PROVISIONING, _TE.STOP_REQUESTED): _TS.DEPROVISIONING,  # nothing started: only the ENI to release
     (_TS.PENDING, _TE.CONTAINERS_STARTED): _TS.ACTIVATING,
     (_TS.PENDING, _TE.FAILED_TO_START): _TS.STOPPING,  # stop whatever did start
@@ -236,6 +233,12 @@ class Machine(Generic[S, E]):
     states: type[S]
     events: type[E]
     initial: S
+
+    def all_states(self) -> list[S]:
+        return list(self.states)
+
+    def all_events(self) -> list[E]:
+        return list(self.events)
 
     def next(self, state: S, event: E) -> S:
         try:
