@@ -32,8 +32,8 @@ DEFAULT_SUBNET_PREFIX: Final = 20
 
 
 def invalid_cidr_block(cidr: str) -> ClientError:
-    # grycap-style reports and a real EC2 plugin test (CreateSubnet with "SomeRandomString"):
-    # "Value (SomeRandomString) for parameter cidrBlock is invalid. This is not a valid CIDR block."
+    # An EC2 plugin's test against real AWS (CreateSubnet with "SomeRandomString") asserts "AWS Error: Value
+    # (SomeRandomString) for parameter cidrBlock is invalid. This is not a valid CIDR block."; moto uses it too.
     # A CIDR with host bits set is refused the same way [I: the console says "Invalid CIDR" for
     # 192.168.1.0/22, QT-DevOps/DevOpsIssues#201; not normalised like security-group CIDRs are].
     return ClientError(

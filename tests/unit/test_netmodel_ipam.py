@@ -87,7 +87,9 @@ def test_subnet_with_host_bits_is_not_a_cidr_block() -> None:
 
 subnet_candidates = st.builds(
     lambda prefix, offset: str(
-        ipaddress.IPv4Network((int(ipaddress.IPv4Address("10.0.0.0")) + (offset << (32 - prefix)) % 65536, prefix))
+        ipaddress.IPv4Network(
+            (int(ipaddress.IPv4Address("10.0.0.0")) + (offset << (32 - prefix)) % 65536, prefix)
+        )
     ),
     st.integers(16, 28),
     st.integers(0, 4095),
@@ -117,7 +119,13 @@ def test_subnet_validation_never_accepts_overlaps(candidates: list[str]) -> None
 
 def test_reserved_addresses_are_the_five_aws_keeps() -> None:
     assert reserved_addresses("10.0.0.0/24") == {"10.0.0.0", "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.255"}
-    assert reserved_addresses("10.0.0.16/28") == {"10.0.0.16", "10.0.0.17", "10.0.0.18", "10.0.0.19", "10.0.0.31"}
+    assert reserved_addresses("10.0.0.16/28") == {
+        "10.0.0.16",
+        "10.0.0.17",
+        "10.0.0.18",
+        "10.0.0.19",
+        "10.0.0.31",
+    }
 
 
 @pytest.mark.parametrize(("cidr", "n"), [("10.0.0.0/28", 11), ("10.0.0.0/24", 251), ("10.0.0.0/16", 65531)])
@@ -144,7 +152,10 @@ def test_requested_address() -> None:
 @pytest.mark.parametrize(
     ("requested", "expected"),
     [
-        ("10.0.2.5", ("InvalidParameterValue", "Address 10.0.2.5 does not fall within the subnet's address range")),
+        (
+            "10.0.2.5",
+            ("InvalidParameterValue", "Address 10.0.2.5 does not fall within the subnet's address range"),
+        ),
         ("10.0.1.2", ("InvalidParameterValue", "Address 10.0.1.2 is in subnet's reserved address range")),
         ("10.0.1.0", ("InvalidParameterValue", "Address 10.0.1.0 is in subnet's reserved address range")),
         ("10.0.1.255", ("InvalidParameterValue", "Address 10.0.1.255 is in subnet's reserved address range")),
@@ -321,6 +332,6 @@ def test_availability_zones(region: str, names: list[str], zone_id: str) -> None
     assert len({a.zone_id for a in azs}) == len(azs)
     layout = default_vpc_layout(region)
     assert [s.availability_zone for s in layout.subnets] == names
-    nets = [ipaddress.ip_network(s.cidr_block) for s in layout.subnets]
-    assert all(n.prefixlen == 20 and n.subnet_of(ipaddress.ip_network("172.31.0.0/16")) for n in nets)
+    nets = [ipaddress.IPv4Network(s.cidr_block) for s in layout.subnets]
+    assert all(n.prefixlen == 20 and n.subnet_of(ipaddress.IPv4Network("172.31.0.0/16")) for n in nets)
     assert len(set(nets)) == len(nets)
