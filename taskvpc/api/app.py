@@ -20,6 +20,7 @@ import orjson
 
 from taskvpc.api.service_models import service_spec
 from taskvpc.control.context import RequestContext
+from taskvpc.control.ec2.default_vpc import ensure_region
 from taskvpc.control.registry import handler_for
 from taskvpc.domain.arns import root_principal_arn
 from taskvpc.domain.errors import ClientError
@@ -31,6 +32,8 @@ from taskvpc.wire.validate import ec2_validation_error, query_validation_error, 
 
 log = logging.getLogger("taskvpc.api")
 
+# Services whose first request in a region creates the region's default VPC.
+_REGIONAL = frozenset({"ecs", "ec2"})
 # SigV4 signing name -> botocore service name.
 _BY_SIGNING_NAME = {"ecs": "ecs", "ec2": "ec2", "elasticloadbalancing": "elbv2", "sts": "sts"}
 _ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
@@ -55,6 +58,28 @@ class ControlPlane:
         # SQLite calls take microseconds and serialize anyway: run them inline. A network database
         # would stall the event loop, so its calls go to worker threads.
         self.inline = db.is_sqlite
+        # Regions whose default VPC exists (or was deleted by the user); checked once per process.
+        self.regions_ready: set[str] = set()
+
+    async def _run(self, function: Callable[[RequestContext], None], ctx: RequestContext) -> None:
+        if self.inline:
+            function(ctx)
+        else:
+            await asyncio.to_thread(function, ctx)
+
+    def prepare_region(self, region: str) -> None:
+        """Create ``region``'s default VPC now (at start-up) rather than on its first request."""
+        ctx = RequestContext(
+            region=region,
+            account_id=self.settings.account_id,
+            principal_arn=root_principal_arn(self.settings.account_id),
+            now=self.clock(),
+            request_id=str(uuid.uuid4()),
+            db=self.db,
+            new_id=lambda: str(uuid.uuid4()),
+        )
+        ensure_region(ctx)
+        self.regions_ready.add(region)
 
     def secret_for(self, access_key_id: str) -> str | None:
         return self.settings.secret_access_key if access_key_id == self.settings.access_key_id else None
@@ -89,6 +114,9 @@ class ControlPlane:
                 db=self.db,
                 new_id=lambda: str(uuid.uuid4()),
             )
+            if spec.name in _REGIONAL and ctx.region not in self.regions_ready:
+                await self._run(ensure_region, ctx)
+                self.regions_ready.add(ctx.region)
             if self.inline:
                 result = handler(ctx, params)
             else:
@@ -156,6 +184,7 @@ class ControlPlane:
             wipe(self.db)
         else:
             await asyncio.to_thread(wipe, self.db)
+        self.regions_ready.clear()  # the next request of a region lays its default VPC out again
         return _json(200, {"reset": True})
 
 

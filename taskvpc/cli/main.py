@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--database-url", default=None, help="default: SQLite in the state dir")
     up.add_argument("--no-agent", action="store_true", help="serve the control plane only")
     up.add_argument("--allow-reset", action="store_true", help="enable POST /_taskvpc/reset (tests)")
+    up.add_argument(
+        "--region", default=config.DEFAULT_REGION, help="region whose default VPC is created at start-up"
+    )
     up.add_argument("--log-level", default="info")
 
     env = commands.add_parser("env", help="print exports that point the aws CLI and SDKs at taskvpc")
@@ -65,7 +68,9 @@ def _up(args: argparse.Namespace) -> int:
         secret_access_key=credentials.secret_access_key,
         allow_reset=args.allow_reset,
     )
-    app = Application(ControlPlane(settings, database))
+    control_plane = ControlPlane(settings, database)
+    control_plane.prepare_region(args.region)  # other regions get theirs on first use
+    app = Application(control_plane)
     if not args.no_agent and os.geteuid() != 0:
         print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)
     print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)

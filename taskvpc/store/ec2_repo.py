@@ -39,8 +39,13 @@ def region_ready(conn: Connection, region: str) -> bool:
     return conn.execute(_REGION_READY, {"region": region}).first() is not None
 
 
-def mark_region(conn: Connection, region: str, default_vpc_id: str | None, now: float) -> None:
-    conn.execute(insert(ec2_regions).values(region=region, default_vpc_id=default_vpc_id, created_at=now))
+def claim_region(conn: Connection, region: str, now: float) -> bool:
+    """Record that the region is being set up; False when another writer did (or does) it."""
+    return _try_insert(conn, ec2_regions, {"region": region, "default_vpc_id": None, "created_at": now})
+
+
+def set_region_default_vpc(conn: Connection, region: str, vpc_id: str) -> None:
+    conn.execute(update(ec2_regions).where(ec2_regions.c.region == region).values(default_vpc_id=vpc_id))
 
 
 # ---- generic helpers ------------------------------------------------------------------------------
@@ -120,8 +125,18 @@ def set_vpc_attribute(conn: Connection, vpc_id: str, name: str, value: bool) -> 
     conn.execute(update(vpcs).where(vpcs.c.id == vpc_id).values({column: value}))
 
 
-def delete_vpc(conn: Connection, vpc_id: str) -> None:
-    conn.execute(delete(vpcs).where(vpcs.c.id == vpc_id))
+def _try_delete(conn: Connection, table: Table, resource_id: str) -> bool:
+    """Delete in a savepoint; False when a row added meanwhile still points at it (a foreign key)."""
+    try:
+        with conn.begin_nested():
+            conn.execute(delete(table).where(table.c.id == resource_id))
+    except IntegrityError:
+        return False
+    return True
+
+
+def delete_vpc(conn: Connection, vpc_id: str) -> bool:
+    return _try_delete(conn, vpcs, vpc_id)
 
 
 # ---- subnets --------------------------------------------------------------------------------------
@@ -161,8 +176,8 @@ def update_subnet(conn: Connection, subnet: Doc) -> None:
     conn.execute(update(subnets).where(subnets.c.id == subnet["SubnetId"]).values(body=dumps(subnet)))
 
 
-def delete_subnet(conn: Connection, subnet_id: str) -> None:
-    conn.execute(delete(subnets).where(subnets.c.id == subnet_id))
+def delete_subnet(conn: Connection, subnet_id: str) -> bool:
+    return _try_delete(conn, subnets, subnet_id)
 
 
 # ---- addresses ------------------------------------------------------------------------------------
@@ -286,14 +301,6 @@ def rules_of(conn: Connection, group_ids: list[str]) -> dict[str, list[Doc]]:
         for row in rows:
             found[row.group_id].append(loads(row.body))
     return found
-
-
-def rule_by_key(conn: Connection, group_id: str, is_egress: bool, key: str) -> Doc | None:
-    r = security_group_rules.c
-    row = conn.execute(
-        select(r.body).where(r.group_id == group_id, r.is_egress == is_egress, r.rule_key == key)
-    ).first()
-    return loads(row.body) if row else None
 
 
 def list_rules(conn: Connection, region: str, ids: Iterable[str] | None = None) -> list[Doc]:

@@ -196,7 +196,7 @@ ip_addresses = Table(
     Column("subnet_id", String(32), ForeignKey("subnets.id"), primary_key=True),
     Column("ip", String(45), primary_key=True),
     Column("region", String(32), nullable=False),
-    Column("eni_id", String(32), ForeignKey("network_interfaces.id"), nullable=False),
+    Column("eni_id", String(32), nullable=False),  # no FK: the address is claimed before the ENI row
     Index("ix_ip_addresses_eni", "eni_id"),
 )
 

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskvpc.control.ec2 import errors, ids
-from taskvpc.domain.errors import ClientError
 from taskvpc.domain.pagination import decode_token, encode_token
 from taskvpc.netmodel import filters
 from taskvpc.wire.query import dry_run_error
 
 Doc = dict[str, Any]
-
-DEFAULT_PAGE = 1000  # with no MaxResults EC2 returns everything; the model's maximum bounds one page
 
 
 def dry_run(params: Mapping[str, Any]) -> None:
@@ -83,8 +80,8 @@ def page(listing: Listing, docs: list[Doc], params: Mapping[str, Any]) -> tuple[
     ordered = sorted(docs, key=lambda doc: str(doc[listing.id_member]))
     if after is not None:
         ordered = [doc for doc in ordered if doc[listing.id_member] > after]
-    limit = params.get("MaxResults") or DEFAULT_PAGE
-    if len(ordered) <= limit:
+    limit = params.get("MaxResults")
+    if limit is None or len(ordered) <= limit:  # without MaxResults EC2 answers with everything
         return ordered, None
     chunk = ordered[:limit]
     return chunk, encode_token(chunk[-1][listing.id_member])
@@ -96,17 +93,9 @@ def respond(
     """The common tail of a Describe*: existence of named ids, filters, one page."""
     require_all(listing, docs, requested)
     chunk, token = page(listing, select(listing, docs, params), params)
-    result: dict[str, Any] = {result_key: chunk}
+    # Keys starting with "_" carry what only filters need; they are not part of the answer.
+    shown = [{key: value for key, value in doc.items() if not key.startswith("_")} for doc in chunk]
+    result: dict[str, Any] = {result_key: shown}
     if token is not None:
         result["NextToken"] = token
     return result
-
-
-def first_error(*checks: Callable[[], None]) -> ClientError | None:
-    """Run checks in order and return the first ClientError (for errors EC2 reports in a set order)."""
-    for check in checks:
-        try:
-            check()
-        except ClientError as error:
-            return error
-    return None

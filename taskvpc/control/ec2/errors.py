@@ -51,13 +51,17 @@ def not_found(prefix: str, ids: list[str]) -> ClientError:
 def group_name_not_found(name: str, vpc_id: str) -> ClientError:
     # "The security group 'WebServerSecurityGroup' does not exist in default VPC 'vpc-06dd0cf5353d4b39e'"
     # (CloudFormation event text quoting EC2, public notes)
-    return ClientError("InvalidGroup.NotFound", f"The security group '{name}' does not exist in default VPC '{vpc_id}'")
+    return ClientError(
+        "InvalidGroup.NotFound", f"The security group '{name}' does not exist in default VPC '{vpc_id}'"
+    )
 
 
 def group_duplicate(name: str, vpc_id: str) -> ClientError:
     # "An error occurred (InvalidGroup.Duplicate) when calling the CreateSecurityGroup operation: The security
     # group 'Public' already exists for VPC 'vpc-05f9507fbc9dcc1be'" (CLI transcript in a public repo)
-    return ClientError("InvalidGroup.Duplicate", f"The security group '{name}' already exists for VPC '{vpc_id}'")
+    return ClientError(
+        "InvalidGroup.Duplicate", f"The security group '{name}' already exists for VPC '{vpc_id}'"
+    )
 
 
 def group_name_reserved() -> ClientError:
@@ -104,7 +108,9 @@ def group_has_dependent(group_id: str) -> ClientError:
 def cannot_delete_default(group_id: str) -> ClientError:
     # 'CannotDelete: the specified group: "sg-..." name: "default" cannot be deleted by a user' (a cleanup
     # script in a public repo matches '"default" cannot be deleted by a user' in EC2's message)
-    return ClientError("CannotDelete", f'the specified group: "{group_id}" name: "default" cannot be deleted by a user')
+    return ClientError(
+        "CannotDelete", f'the specified group: "{group_id}" name: "default" cannot be deleted by a user'
+    )
 
 
 def eni_in_use(eni_id: str) -> ClientError:
@@ -159,12 +165,6 @@ def invalid_next_token(token: str) -> ClientError:
     return ClientError("InvalidNextToken", f"The token '{token}' is invalid.")  # unconfirmed wording
 
 
-def invalid_filter(name: str) -> ClientError:
-    # "InvalidParameterValue: The filter 'foo' is invalid" (EC2-compatible Outscale test suite asserting
-    # EC2's text); some EC2 actions answer InvalidFilter with the same text.
-    return ClientError("InvalidParameterValue", f"The filter '{name}' is invalid")
-
-
 def invalid_id(value: str) -> ClientError:
     # CreateTags on an id of no known type: "InvalidID: The ID 'foo' is not valid" (EC2 errors doc names the
     # code; the text as openstack ec2-api writes it) # unconfirmed
@@ -175,13 +175,10 @@ def invalid_parameter_value(message: str) -> ClientError:
     return ClientError("InvalidParameterValue", message)
 
 
-def unknown_attribute(value: str) -> ClientError:
-    # "Value (x) for parameter attribute is invalid. Unknown attribute." (moto, written from EC2) # unconfirmed
-    return ClientError("InvalidParameterValue", f"Value ({value}) for parameter attribute is invalid. Unknown attribute.")
-
-
 def tag_value_null() -> ClientError:
-    return ClientError("InvalidParameterValue", "Tag value cannot be null. Use empty string instead.")  # unconfirmed
+    return ClientError(
+        "InvalidParameterValue", "Tag value cannot be null. Use empty string instead."
+    )  # unconfirmed
 
 
 def reserved_tag_key(key: str) -> ClientError:
@@ -195,7 +192,3 @@ def reserved_tag_key(key: str) -> ClientError:
 def tag_limit_exceeded() -> ClientError:
     # 50 user tags per resource (EC2 User Guide "Tag restrictions") # unconfirmed code/wording
     return ClientError("TagLimitExceeded", "The maximum number of Tags for a resource has been reached.")
-
-
-def operation_not_permitted(message: str) -> ClientError:
-    return ClientError("OperationNotPermitted", message)

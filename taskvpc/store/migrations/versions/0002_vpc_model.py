@@ -103,7 +103,7 @@ def upgrade() -> None:
         sa.Column("subnet_id", sa.String(32), sa.ForeignKey("subnets.id"), primary_key=True),
         sa.Column("ip", sa.String(45), primary_key=True),
         sa.Column("region", sa.String(32), nullable=False),
-        sa.Column("eni_id", sa.String(32), sa.ForeignKey("network_interfaces.id"), nullable=False),
+        sa.Column("eni_id", sa.String(32), nullable=False),
     )
     op.create_index("ix_ip_addresses_eni", "ip_addresses", ["eni_id"])
     op.create_table(
