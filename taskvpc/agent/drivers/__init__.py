@@ -1,0 +1,1 @@
+"""Drivers: the only agent code that touches the host (netlink, namespaces; runtimes live beside)."""
