@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from taskvpc.api.notify import Notifier
 from taskvpc.api.service_models import service_spec
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2.default_vpc import ensure_region
@@ -60,6 +61,8 @@ class ControlPlane:
         self.inline = db.is_sqlite
         # Regions whose default VPC exists (or was deleted by the user); checked once per process.
         self.regions_ready: set[str] = set()
+        # Agents' long polls waiting in this process, woken by requests that change their desired state.
+        self.notifier = Notifier()
 
     async def _run(self, function: Callable[[RequestContext], None], ctx: RequestContext) -> None:
         if self.inline:
@@ -80,6 +83,24 @@ class ControlPlane:
         )
         ensure_region(ctx)
         self.regions_ready.add(region)
+
+    def context(self, region: str, now: float) -> RequestContext:
+        """A request context for ``region`` at ``now`` (the agent API builds its own requests' with it)."""
+        return RequestContext(
+            region=region,
+            account_id=self.settings.account_id,
+            principal_arn=root_principal_arn(self.settings.account_id),
+            now=now,
+            request_id=str(uuid.uuid4()),
+            db=self.db,
+            new_id=lambda: str(uuid.uuid4()),
+        )
+
+    async def prepare(self, ctx: RequestContext) -> None:
+        """Lay the region's default VPC out on its first use in this process."""
+        if ctx.region not in self.regions_ready:
+            await self._run(ensure_region, ctx)
+            self.regions_ready.add(ctx.region)
 
     def secret_for(self, access_key_id: str) -> str | None:
         return self.settings.secret_access_key if access_key_id == self.settings.access_key_id else None
@@ -121,6 +142,7 @@ class ControlPlane:
                 result = handler(ctx, params)
             else:
                 result = await asyncio.to_thread(handler, ctx, params)
+            self.notifier.wake(ctx.notify)
             return self._result(spec, operation_name, result, request_id)
         except ClientError as error:
             return self._error(spec, error, request_id)
@@ -185,6 +207,7 @@ class ControlPlane:
         else:
             await asyncio.to_thread(wipe, self.db)
         self.regions_ready.clear()  # the next request of a region lays its default VPC out again
+        self.notifier.wake_all()  # waiting polls re-read and find their instance gone
         return _json(200, {"reset": True})
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from taskvpc.api.agent_api import PREFIX as AGENT_PREFIX
+from taskvpc.api.agent_api import AgentApi
 from taskvpc.api.app import ControlPlane
 from taskvpc.wire.http import HttpRequest, HttpResponse
 
@@ -20,6 +22,7 @@ _HEALTH = HttpResponse(200, b'{"status":"ok"}', [("content-type", "application/j
 class Application:
     def __init__(self, control_plane: ControlPlane) -> None:
         self.control_plane = control_plane
+        self.agent_api = AgentApi(control_plane)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -34,6 +37,8 @@ class Application:
             response = _HEALTH
         elif request.path == "/_taskvpc/reset" and request.method == "POST":
             response = await self.control_plane.reset(request)
+        elif request.path.startswith(AGENT_PREFIX):
+            response = await self.agent_api.handle(request)
         else:
             response = await self.control_plane.handle_aws(request)
         await _write_response(send, response)

@@ -87,6 +87,8 @@ def _up(args: argparse.Namespace) -> int:
             lifespan="on",
             access_log=False,
             log_level="warning",
+            # Agents' long polls (up to 30 s) must not hold a shutdown up: cut them after 2 s.
+            timeout_graceful_shutdown=2,
         )
     )
     server.run()

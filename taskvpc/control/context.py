@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from taskvpc.store.db import Database
 
@@ -17,3 +17,6 @@ class RequestContext:
     request_id: str
     db: Database
     new_id: Callable[[], str]  # a fresh UUID string; injected so tests can fix it
+    # Container instances whose desired state this request changed: the API layer wakes their agents'
+    # long polls once the use case has returned (and so committed).
+    notify: set[str] = field(default_factory=set)

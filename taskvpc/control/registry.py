@@ -8,7 +8,15 @@ from typing import Any
 from taskvpc.control import sts
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import eni_attributes, enis, regions, security_groups, sg_rules, subnets, tags, vpcs
-from taskvpc.control.ecs import account_settings, clusters, tagging, task_definitions
+from taskvpc.control.ecs import (
+    account_settings,
+    attributes,
+    clusters,
+    container_instances,
+    tagging,
+    task_definitions,
+    tasks,
+)
 
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 
@@ -33,6 +41,19 @@ HANDLERS: dict[str, dict[str, Handler]] = {
         "PutAccountSettingDefault": account_settings.put_account_setting_default,
         "ListAccountSettings": account_settings.list_account_settings,
         "DeleteAccountSetting": account_settings.delete_account_setting,
+        "RegisterContainerInstance": container_instances.register_container_instance,
+        "DeregisterContainerInstance": container_instances.deregister_container_instance,
+        "ListContainerInstances": container_instances.list_container_instances,
+        "DescribeContainerInstances": container_instances.describe_container_instances,
+        "UpdateContainerInstancesState": container_instances.update_container_instances_state,
+        "PutAttributes": attributes.put_attributes,
+        "ListAttributes": attributes.list_attributes,
+        "DeleteAttributes": attributes.delete_attributes,
+        "RunTask": tasks.run_task,
+        "StartTask": tasks.start_task,
+        "StopTask": tasks.stop_task,
+        "DescribeTasks": tasks.describe_tasks,
+        "ListTasks": tasks.list_tasks,
     },
     "ec2": {
         "DescribeAvailabilityZones": regions.describe_availability_zones,

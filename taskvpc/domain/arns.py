@@ -47,3 +47,25 @@ def task_definition_arn(region: str, account_id: str, family: str, revision: int
 
 def root_principal_arn(account_id: str) -> str:
     return f"arn:{PARTITION}:iam::{account_id}:root"
+
+
+def container_instance_arn(region: str, account_id: str, cluster: str, instance_id: str) -> str:
+    """Long format (``container-instance/<cluster>/<id>``), as ECS writes it since 2018."""
+    return ecs_arn(region, account_id, f"container-instance/{cluster}/{instance_id}")
+
+
+def task_arn(region: str, account_id: str, cluster: str, task_id: str) -> str:
+    """Long format: ``task/<cluster>/<32 hex id>``."""
+    return ecs_arn(region, account_id, f"task/{cluster}/{task_id}")
+
+
+def container_arn(region: str, account_id: str, cluster: str, task_id: str, container_id: str) -> str:
+    """Long format: ``container/<cluster>/<task id>/<container uuid>`` (real DescribeTasks outputs)."""
+    return ecs_arn(region, account_id, f"container/{cluster}/{task_id}/{container_id}")
+
+
+def last_path_part(identifier: str) -> str:
+    """The id at the end of an ARN (``.../<cluster>/<id>`` or ``.../<id>``), or the identifier itself."""
+    if identifier.startswith("arn:"):
+        return identifier.rsplit("/", 1)[-1]
+    return identifier

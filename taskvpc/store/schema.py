@@ -210,3 +210,78 @@ ec2_tags = Table(
     Column("value", String(256), nullable=False),
     Index("ix_ec2_tags_region", "region", "resource_id"),
 )
+
+
+# ---- ECS: container instances and tasks (revision 0003) -------------------------------------------
+# A container instance's capacity and usage are columns (placement reads them for every instance of a
+# cluster); usage is recomputed from its live tasks whenever they change, never incremented blindly.
+# ``generation`` counts changes of the instance's desired state (what its agent long-polls for).
+
+container_instances = Table(
+    "container_instances",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("cluster", String(255), nullable=False),
+    Column("arn", String(512), nullable=False),
+    Column("ec2_instance_id", String(32), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("agent_heartbeat", Float, nullable=True),  # last poll of its agent (epoch seconds)
+    Column("registered_at", Float, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Column("availability_zone", String(32), nullable=False),
+    Column("subnet_id", String(32), nullable=False),
+    Column("vpc_id", String(32), nullable=False),
+    Column("cpu_registered", Integer, nullable=False),
+    Column("memory_registered", Integer, nullable=False),
+    Column("eni_capacity", Integer, nullable=False),
+    Column("cpu_used", Integer, nullable=False),
+    Column("memory_used", Integer, nullable=False),
+    Column("eni_used", Integer, nullable=False),
+    Column("running_count", Integer, nullable=False),
+    Column("pending_count", Integer, nullable=False),
+    Column("body", Text, nullable=False),  # registeredResources, versionInfo, hostname, capabilities
+    Index("ix_container_instances_cluster", "region", "cluster", "status"),
+    Index("ix_container_instances_ec2", "region", "cluster", "ec2_instance_id"),
+)
+
+container_instance_attributes = Table(
+    "container_instance_attributes",
+    metadata,
+    Column("instance_id", String(32), ForeignKey("container_instances.id"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("cluster", String(255), nullable=False),
+    Column("value", String(128), nullable=True),
+    Column("custom", Boolean, nullable=False),  # put by PutAttributes (counts against the limit of 10)
+    Index("ix_container_instance_attributes_cluster", "region", "cluster", "name"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("cluster", String(255), nullable=False),
+    Column("arn", String(512), nullable=False),
+    Column("container_instance_id", String(32), nullable=True),
+    Column("family", String(255), nullable=False),
+    Column("task_group", String(255), nullable=False),
+    Column("started_by", String(128), nullable=True),
+    Column("service_name", String(255), nullable=True),
+    Column("launch_type", String(16), nullable=False),
+    Column("desired_status", String(16), nullable=False),
+    Column("last_status", String(16), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("cpu", Integer, nullable=False),
+    Column("memory", Integer, nullable=False),
+    Column("eni_id", String(32), nullable=True),  # the task ENI while it holds one of the instance's slots
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("body", Text, nullable=False),  # the DescribeTasks document
+    Column("spec", Text, nullable=False),  # what the agent needs: effective containers, the ENI, ...
+    UniqueConstraint("arn", name="uq_tasks_arn"),
+    Index("ix_tasks_cluster", "region", "cluster", "desired_status", "arn"),
+    Index("ix_tasks_instance", "container_instance_id", "last_status"),
+)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.integration.fake_agent import FakeAgent
 from tests.integration.server import TaskvpcServer
 from tests.support.pgserver import ThrowawayPostgres, postgres_enabled
 
@@ -52,3 +54,18 @@ def api(server: TaskvpcServer) -> TaskvpcServer:
 @pytest.fixture()
 def ecs(api: TaskvpcServer):  # type: ignore[no-untyped-def]
     return api.client("ecs")
+
+
+@pytest.fixture()
+def agents(api: TaskvpcServer) -> Iterator[Callable[..., FakeAgent]]:
+    """Make fake agents (docs/agent-api.md) against the test's server; their pollers stop afterwards."""
+    made: list[FakeAgent] = []
+
+    def make(**options: Any) -> FakeAgent:
+        agent = FakeAgent(api, **options)
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.stop()

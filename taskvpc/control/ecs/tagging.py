@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.domain.arns import parse_arn
 from taskvpc.domain.errors import ClientError, cluster_not_found, invalid_parameter
-from taskvpc.store import ecs_repo
+from taskvpc.store import ecs_repo, tasks_repo
 
 MAX_TAGS = 50
 
@@ -48,6 +48,15 @@ def _require_resource(conn: Connection, ctx: RequestContext, resource_arn: str) 
             raise ClientError(
                 "ClientException", "The specified task definition does not exist."
             )  # unconfirmed
+        return
+    if kind in ("task", "container-instance"):
+        cluster_name, _, item_id = resource_id.rpartition("/")
+        if kind == "task":
+            present = item_id in tasks_repo.get_tasks(conn, ctx.region, cluster_name, [item_id])
+        else:
+            present = item_id in tasks_repo.get_instances(conn, ctx.region, cluster_name, [item_id])
+        if not present:
+            raise invalid_parameter("The specified resource is not found.")  # unconfirmed wording
         return
     raise invalid_parameter(f"The specified resource type '{kind}' does not support tagging.")  # unconfirmed
 

@@ -1,0 +1,34 @@
+"""Wake-ups for the agents' long polls, within this server process.
+
+A poll waiting on an instance holds that instance's :class:`asyncio.Event`; a request that changed the
+instance's desired state wakes it once its transaction committed. The poller takes the event *before*
+it reads the generation, so a change that commits after the read still wakes it. Other server processes
+(several hosts on one PostgreSQL) are not reached this way: their pollers re-read the generation every
+second as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, key: str) -> asyncio.Event:
+        """The event the next :meth:`wake` of ``key`` sets (shared by every poller of ``key``)."""
+        event = self._events.get(key)
+        if event is None:
+            event = self._events[key] = asyncio.Event()
+        return event
+
+    def wake(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            event = self._events.pop(key, None)
+            if event is not None:
+                event.set()
+
+    def wake_all(self) -> None:
+        self.wake(list(self._events))

@@ -1,0 +1,561 @@
+"""Task use cases: RunTask, StartTask, StopTask, DescribeTasks, ListTasks.
+
+RunTask validates as ECS does (messages beside each check, ``# unconfirmed`` where no real output was
+found), places with the pure scheduler over a snapshot of the cluster taken under the cluster's lock, and
+creates each placed task in ``PROVISIONING`` with its ENI reserved in a subnet of the chosen instance's AZ
+(``reserve_task_eni``). What then happens to a task is the agent's to report (``taskvpc.control.agent``).
+When nothing fits, the answer is ``failures`` (one per instance, with the reason it failed on), not an
+error. ``clientToken`` makes RunTask idempotent per cluster for 24 hours (the API reference).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from taskvpc.control.context import RequestContext
+from taskvpc.control.ec2 import security_groups
+from taskvpc.control.ec2 import subnets as ec2_subnets
+from taskvpc.control.ec2.task_enis import reserve_task_eni
+from taskvpc.control.ecs import container_instances, tagging, task_state
+from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
+from taskvpc.control.ecs.task_definitions import find_task_definition
+from taskvpc.domain import tasks as taskdoc
+from taskvpc.domain.arns import container_arn, last_path_part, task_arn
+from taskvpc.domain.errors import ClientError, ecs_client_exception, invalid_parameter
+from taskvpc.domain.lifecycle import StopCode, TaskEvent
+from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.scheduler import (
+    TaskRequest,
+    check_instance,
+    constraints_from_api,
+    place,
+    required_from_api,
+    strategies_from_api,
+)
+from taskvpc.store import ecs_repo, tasks_repo
+
+Row = dict[str, Any]
+Doc = dict[str, Any]
+
+MAX_COUNT = 10  # RunTask count (API reference)
+MAX_START_INSTANCES = 10  # StartTask containerInstances (API reference)
+MAX_SUBNETS = 16
+MAX_SECURITY_GROUPS = 5
+MAX_DESCRIBE = 100
+MAX_CLIENT_TOKEN = 64  # "up to 64 ASCII characters in the range of 33-126" (API reference, idempotency)
+TOKEN_TTL = 24 * 3600.0
+_BAD_TOKEN = invalid_parameter("Invalid nextToken.")  # unconfirmed wording
+_TASK_NOT_FOUND = "The referenced task was not found."  # real text (StopTask outputs in public code)
+
+
+# ---- validation -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Network:
+    """A validated ``awsvpcConfiguration``: its subnets (EC2 documents), groups, VPC and AZs."""
+
+    subnets: list[Doc]
+    group_ids: list[str]
+    vpc_id: str
+
+    @property
+    def availability_zones(self) -> frozenset[str]:
+        return frozenset(s["AvailabilityZone"] for s in self.subnets)
+
+
+def _network(conn: Connection, ctx: RequestContext, td: Doc, params: dict[str, Any]) -> Network | None:
+    mode = td.get("networkMode") or "bridge"
+    configuration = params.get("networkConfiguration")
+    if mode != taskdoc.AWSVPC:
+        if configuration:
+            # real text (DataDog/test-infra-definitions#57, muya/amazon-ecs-run-task#7)
+            raise invalid_parameter(
+                "Network Configuration is not valid for the given networkMode of this task definition."
+            )
+        return None
+    awsvpc = (configuration or {}).get("awsvpcConfiguration")
+    if not awsvpc:
+        # real text for CreateService (tryretool/retool-onpremise#84); RunTask's wording inferred
+        raise invalid_parameter(
+            "Network Configuration must be provided when networkMode 'awsvpc' is specified."
+        )
+    subnet_ids = list(awsvpc.get("subnets") or [])
+    group_ids = list(awsvpc.get("securityGroups") or [])
+    if not subnet_ids:
+        raise invalid_parameter("subnets can not be empty.")  # real text (awslabs/fargatecli#73)
+    if len(subnet_ids) > MAX_SUBNETS:
+        # ECS's "<member> can have at most <n> items." form (seen for taskIds) # unconfirmed here
+        raise invalid_parameter(f"subnets can have at most {MAX_SUBNETS} items.")
+    if len(group_ids) > MAX_SECURITY_GROUPS:
+        raise invalid_parameter(f"securityGroups can have at most {MAX_SECURITY_GROUPS} items.")  # as above
+    if awsvpc.get("assignPublicIp") == "ENABLED":
+        # real text (hashicorp/waypoint#643, aws/aws-cdk#13348)
+        raise invalid_parameter("Assign public IP is not supported for this launch type.")
+    subnets: list[Doc] = []
+    for subnet_id in dict.fromkeys(subnet_ids):
+        try:
+            subnets.append(ec2_subnets.require(conn, ctx, subnet_id))
+        except ClientError as error:
+            # real form: "Error retrieving subnet information for [subnet-a, subnet-b]: The subnet ID
+            # 'subnet-b' does not exist (ErrorCode: InvalidSubnetID.NotFound)" (public CDK/CLI outputs)
+            raise invalid_parameter(
+                f"Error retrieving subnet information for [{', '.join(subnet_ids)}]: "
+                f"{error.message} (ErrorCode: {error.code})"
+            ) from None
+    vpc_ids = list(dict.fromkeys(s["VpcId"] for s in subnets))
+    if len(vpc_ids) > 1:
+        raise invalid_parameter("The subnets must all belong to the same VPC.")  # unconfirmed wording
+    for group_id in dict.fromkeys(group_ids):
+        try:
+            group = security_groups.require(conn, ctx, group_id)
+        except ClientError as error:
+            # the same form for groups (a real output quoted in public notes, InvalidGroup.NotFound)
+            raise invalid_parameter(
+                f"Error retrieving security group information for [{', '.join(group_ids)}]: "
+                f"{error.message} (ErrorCode: {error.code})"
+            ) from None
+        if group["VpcId"] != vpc_ids[0]:
+            raise invalid_parameter(
+                f"Security group {group_id} and subnet {subnets[0]['SubnetId']} belong to different networks."
+            )  # EC2's text for the same mistake; ECS's own wording unconfirmed
+    return Network(subnets, list(dict.fromkeys(group_ids)), vpc_ids[0])
+
+
+def _check_launch_type(td: Doc, params: dict[str, Any]) -> None:
+    launch_type = params.get("launchType")
+    if params.get("capacityProviderStrategy"):
+        raise ClientError(
+            "UnsupportedFeatureException",
+            "taskvpc does not support capacity providers yet; use launchType EC2.",
+        )
+    if launch_type not in (None, "EC2"):
+        raise ClientError(
+            "UnsupportedFeatureException", f"taskvpc runs the EC2 launch type only, not {launch_type}."
+        )
+    if "EC2" not in td.get("compatibilities", ["EC2"]):
+        # real form: "Task definition does not support launch_type FARGATE." (public outputs)
+        raise invalid_parameter("Task definition does not support launch_type EC2.")
+
+
+def _require_task_definition(conn: Connection, ctx: RequestContext, identifier: str) -> Doc:
+    try:
+        td = find_task_definition(conn, ctx, identifier)
+    except ClientError:
+        td = None
+    if td is None:
+        raise ecs_client_exception("TaskDefinition not found.")  # real text (many public Go clients match it)
+    return td
+
+
+@dataclass
+class Launch:
+    """What one RunTask/StartTask call creates, validated."""
+
+    cluster: Doc
+    td: Doc
+    network: Network | None
+    overrides: Doc
+    containers: list[Doc]
+    cpu: int
+    memory: int
+    group: str
+    started_by: str | None
+    tags: list[dict[str, str]]
+
+
+_STARTED_BY = re.compile(r"[A-Za-z0-9_/-]{1,128}")  # "up to 128 letters, numbers, hyphens, /, _" (API)
+_GROUP_MAX = 255  # the group column; ECS documents no limit # unconfirmed
+
+
+def _check_request(params: dict[str, Any]) -> None:
+    started_by = params.get("startedBy")
+    if started_by is not None and not _STARTED_BY.fullmatch(started_by):
+        raise invalid_parameter(
+            "startedBy can be up to 128 letters (uppercase and lowercase), numbers, hyphens, "
+            "forward slashes, and underscores."
+        )  # unconfirmed wording (the API reference's description)
+    group = params.get("group")
+    if group is not None and not 1 <= len(group) <= _GROUP_MAX:
+        raise invalid_parameter(f"group can be up to {_GROUP_MAX} characters.")  # unconfirmed wording
+    if params.get("enableExecuteCommand"):
+        raise ClientError("UnsupportedFeatureException", "taskvpc does not support ECS Exec yet.")
+
+
+def _prepare(conn: Connection, ctx: RequestContext, cluster: Doc, params: dict[str, Any]) -> Launch:
+    _check_request(params)
+    td = _require_task_definition(conn, ctx, params["taskDefinition"])
+    _check_launch_type(td, params)
+    network = _network(conn, ctx, td, params)
+    overrides = params.get("overrides", {})
+    taskdoc.check_overrides(td, overrides)
+    containers = taskdoc.effective_containers(td, overrides)
+    cpu, memory = taskdoc.task_resources(td, overrides, containers)
+    tags = params.get("tags", [])
+    tagging.check_new_tags(tags)
+    return Launch(
+        cluster=cluster,
+        td=td,
+        network=network,
+        overrides=overrides,
+        containers=containers,
+        cpu=cpu,
+        memory=memory,
+        group=params.get("group") or f"family:{td['family']}",
+        started_by=params.get("startedBy"),
+        tags=tags,
+    )
+
+
+# ---- creating tasks -------------------------------------------------------------------------------
+
+
+def _eni_spec(eni: Doc, subnet: Doc) -> Doc:
+    network = ipaddress.ip_network(subnet["CidrBlock"])
+    return {
+        "attachmentId": eni["Description"].rsplit("/", 1)[-1],
+        "networkInterfaceId": eni["NetworkInterfaceId"],
+        "macAddress": eni["MacAddress"],
+        "privateIpv4Address": eni["PrivateIpAddress"],
+        "prefixLength": network.prefixlen,
+        "gateway": str(network.network_address + 1),
+        "subnetId": eni["SubnetId"],
+        "vpcId": eni["VpcId"],
+        "privateDnsName": eni["PrivateDnsName"],
+        "securityGroupIds": [g["GroupId"] for g in eni.get("Groups", [])],
+    }
+
+
+def _create_task(
+    conn: Connection, ctx: RequestContext, launch: Launch, instance: Row, architecture: str | None
+) -> Row:
+    cluster_name = launch.cluster["clusterName"]
+    task_id = ctx.new_id().replace("-", "")
+    arn = task_arn(ctx.region, ctx.account_id, cluster_name, task_id)
+    spec: Doc = {
+        "family": launch.td["family"],
+        "revision": launch.td["revision"],
+        "networkMode": launch.td.get("networkMode") or "bridge",
+        "cpu": launch.cpu,
+        "memory": launch.memory,
+        "containers": launch.containers,
+        "eni": None,
+    }
+    attachment_id = subnet_id = eni_id = None
+    failure: str | None = None
+    if launch.network is not None:
+        attachment_id = ctx.new_id()
+        in_zone = [
+            s for s in launch.network.subnets if s["AvailabilityZone"] == instance["availability_zone"]
+        ]
+        subnet_id = in_zone[0]["SubnetId"]
+        try:
+            eni = reserve_task_eni(
+                conn, ctx, [s["SubnetId"] for s in in_zone], launch.network.group_ids, attachment_id
+            )
+        except ClientError as error:
+            # ECS creates the task and it stops with the EC2 error # unconfirmed wording
+            failure = (
+                "Unexpected EC2 error while attempting to Create Network Interface in subnet "
+                f"'{subnet_id}': {error.code}"
+            )
+        else:
+            eni_id, subnet_id = eni["NetworkInterfaceId"], eni["SubnetId"]
+            subnet = next(s for s in in_zone if s["SubnetId"] == subnet_id)
+            spec["eni"] = _eni_spec(eni, subnet)
+    body = taskdoc.new_task(
+        taskdoc.NewTask(
+            task_arn=arn,
+            cluster_arn=launch.cluster["clusterArn"],
+            task_definition=launch.td,
+            overrides=launch.overrides,
+            containers=launch.containers,
+            container_arns=[
+                container_arn(ctx.region, ctx.account_id, cluster_name, task_id, ctx.new_id())
+                for _ in launch.containers
+            ],
+            container_instance_arn=instance["arn"],
+            availability_zone=instance["availability_zone"],
+            cpu=launch.cpu,
+            memory=launch.memory,
+            group=launch.group,
+            created_at=ctx.now,
+            started_by=launch.started_by,
+            attachment_id=attachment_id,
+            subnet_id=subnet_id,
+            cpu_architecture=architecture,
+        )
+    )
+    if failure is not None:
+        taskdoc.request_stop(body, TaskEvent.FAILED_TO_START, StopCode.TASK_FAILED_TO_START, failure, ctx.now)
+        taskdoc.finish(body, ctx.now)
+    task: Row = {
+        "id": task_id,
+        "region": ctx.region,
+        "cluster": cluster_name,
+        "arn": arn,
+        "container_instance_id": instance["id"],
+        "family": launch.td["family"],
+        "task_group": launch.group,
+        "started_by": launch.started_by,
+        "service_name": None,
+        "launch_type": taskdoc.LAUNCH_TYPE,
+        "desired_status": body["desiredStatus"],
+        "last_status": body["lastStatus"],
+        "version": body["version"],
+        "cpu": launch.cpu,
+        "memory": launch.memory,
+        "eni_id": eni_id,
+        "created_at": ctx.now,
+        "updated_at": ctx.now,
+        "body": body,
+        "spec": spec,
+    }
+    tasks_repo.insert_task(conn, task)
+    if launch.tags:
+        ecs_repo.put_tags(conn, ctx.region, arn, launch.tags)
+    return task
+
+
+def _after_changes(conn: Connection, ctx: RequestContext, cluster: str, instance_ids: set[str]) -> None:
+    """Recompute usage of the instances touched, wake their agents, recompute the cluster's counters."""
+    for instance_id in instance_ids:
+        row = tasks_repo.get_instance(conn, instance_id)
+        if row is not None:
+            tasks_repo.refresh_usage(conn, row)
+            tasks_repo.bump_generation(conn, instance_id)
+            ctx.notify.add(instance_id)
+    task_state.refresh_cluster(conn, ctx, cluster)
+
+
+def task_view(conn: Connection, task: Row, with_tags: bool) -> Doc:
+    doc = dict(task["body"])
+    if with_tags:
+        doc["tags"] = ecs_repo.get_tags(conn, task["arn"])
+    return doc
+
+
+# ---- RunTask --------------------------------------------------------------------------------------
+
+
+def _request_hash(params: dict[str, Any]) -> str:
+    material = {k: v for k, v in params.items() if k != "clientToken"}
+    return hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _token_key(cluster: str, token: str) -> str:
+    return hashlib.sha256(f"{cluster}\0{token}".encode()).hexdigest()
+
+
+def _check_token(token: str | None) -> None:
+    if token is not None and (
+        not 1 <= len(token) <= MAX_CLIENT_TOKEN or any(not 33 <= ord(ch) <= 126 for ch in token)
+    ):
+        raise invalid_parameter(
+            f"clientToken must be 1 to {MAX_CLIENT_TOKEN} ASCII characters in the range 33-126."
+        )  # unconfirmed wording
+
+
+def run_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    count = params.get("count", 1)
+    if not 1 <= count <= MAX_COUNT:
+        raise invalid_parameter(f"count must be between 1 and {MAX_COUNT}.")  # unconfirmed wording
+    token = params.get("clientToken")
+    _check_token(token)
+    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    with ctx.db.transaction() as conn:
+        cluster = task_state.lock(conn, ctx, cluster_name)
+        request_hash = _request_hash(params)
+        if token is not None:
+            key = _token_key(cluster_name, token)
+            tasks_repo.purge_tokens(conn, "RunTask", ctx.now - TOKEN_TTL)
+            seen = tasks_repo.get_token(conn, ctx.region, "RunTask", key)
+            if seen is not None:
+                stored_hash, response = seen
+                if stored_hash != request_hash:
+                    raise ClientError(
+                        "ConflictException",
+                        "The request could not be processed due to conflicts. The provided clientToken "
+                        "is already in use with a different RunTask request.",
+                    )  # wording from the API reference's description of ConflictException
+                replayed = tasks_repo.get_tasks_by_arn(conn, response["taskArns"])
+                return {
+                    "tasks": [task_view(conn, t, True) for t in replayed],
+                    "failures": response["failures"],
+                }
+        launch = _prepare(conn, ctx, cluster, params)
+        request = TaskRequest(
+            cpu=launch.cpu,
+            memory=launch.memory,
+            needs_eni=launch.network is not None,
+            required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
+            placement_constraints=constraints_from_api(
+                [*launch.td.get("placementConstraints", []), *params.get("placementConstraints", [])]
+            ),
+            placement_strategy=strategies_from_api(params.get("placementStrategy", [])),
+            allowed_azs=launch.network.availability_zones if launch.network else None,
+            group=launch.group,
+            count=count,
+        )
+        rows = tasks_repo.list_instances(conn, ctx.region, cluster_name, statuses=["ACTIVE", "DRAINING"])
+        snaps = container_instances.snapshots(conn, ctx, cluster_name, rows)
+        placement = place(request, snaps, random.Random(ctx.new_id()))
+        by_arn = {row["arn"]: row for row in rows}
+        architecture = {s.arn: s.attributes.get("ecs.cpu-architecture") for s in snaps}
+        created = [
+            _create_task(conn, ctx, launch, by_arn[arn], architecture.get(arn))
+            for arn in placement.assignments
+        ]
+        failures = [f.to_api() for f in placement.failures]
+        _after_changes(conn, ctx, cluster_name, {t["container_instance_id"] for t in created})
+        if token is not None:
+            response = {"taskArns": [t["arn"] for t in created], "failures": failures}
+            tasks_repo.put_token(conn, ctx.region, "RunTask", key, request_hash, response, ctx.now)
+        return {"tasks": [task_view(conn, t, True) for t in created], "failures": failures}
+
+
+# ---- StartTask ------------------------------------------------------------------------------------
+
+
+def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    identifiers = params["containerInstances"]
+    if not identifiers:
+        raise invalid_parameter("containerInstances can not be empty.")  # unconfirmed, as "subnets ..."
+    if len(identifiers) > MAX_START_INSTANCES:
+        raise invalid_parameter(
+            f"containerInstances can have at most {MAX_START_INSTANCES} items."
+        )  # patterned
+    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    with ctx.db.transaction() as conn:
+        cluster = task_state.lock(conn, ctx, cluster_name)
+        launch = _prepare(conn, ctx, cluster, params)
+        request = TaskRequest(
+            cpu=launch.cpu,
+            memory=launch.memory,
+            needs_eni=launch.network is not None,
+            required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
+            allowed_azs=launch.network.availability_zones if launch.network else None,
+            group=launch.group,
+        )
+        found, missing = container_instances.find_instances(conn, ctx, cluster_name, identifiers)
+        snaps = {
+            s.arn: s for s in container_instances.snapshots(conn, ctx, cluster_name, list(found.values()))
+        }
+        created: list[Row] = []
+        failures: list[dict[str, str]] = []
+        for identifier in identifiers:
+            row = found.get(identifier)
+            if row is None:
+                failures.append({"arn": missing[identifier], "reason": "MISSING"})
+                continue
+            if row["status"] == "INACTIVE":
+                failures.append({"arn": row["arn"], "reason": "INACTIVE"})
+                continue
+            snap = snaps[row["arn"]]
+            reason = check_instance(request, snap)
+            if reason is not None:
+                failures.append({"arn": row["arn"], "reason": reason})
+                continue
+            created.append(_create_task(conn, ctx, launch, row, snap.attributes.get("ecs.cpu-architecture")))
+            snap.remaining["CPU"] -= launch.cpu
+            snap.remaining["MEMORY"] -= launch.memory
+            if request.needs_eni:
+                snap.task_eni_free -= 1
+        _after_changes(conn, ctx, cluster_name, {t["container_instance_id"] for t in created})
+        return {"tasks": [task_view(conn, t, True) for t in created], "failures": failures}
+
+
+# ---- StopTask, DescribeTasks, ListTasks -----------------------------------------------------------
+
+
+def _find_tasks(
+    conn: Connection, ctx: RequestContext, cluster: str, identifiers: list[str]
+) -> tuple[dict[str, Row], dict[str, str]]:
+    ids = {identifier: last_path_part(identifier) for identifier in identifiers}
+    rows = tasks_repo.get_tasks(conn, ctx.region, cluster, ids.values())
+    found: dict[str, Row] = {}
+    missing: dict[str, str] = {}
+    for identifier, task_id in ids.items():
+        row = rows.get(task_id)
+        if row is not None and (not identifier.startswith("arn:") or identifier == row["arn"]):
+            found[identifier] = row
+        else:
+            missing[identifier] = (
+                identifier
+                if identifier.startswith("arn:")
+                else task_arn(ctx.region, ctx.account_id, cluster, identifier)
+            )
+    return found, missing
+
+
+def stop_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    with ctx.db.transaction() as conn:
+        task_state.lock(conn, ctx, cluster_name)
+        found, _missing = _find_tasks(conn, ctx, cluster_name, [params["task"]])
+        task = found.get(params["task"])
+        if task is None:
+            raise invalid_parameter(_TASK_NOT_FOUND)
+        before = task_state.snapshot(task)
+        reason = params.get("reason")
+        if taskdoc.request_stop(
+            task["body"], TaskEvent.STOP_REQUESTED, StopCode.USER_INITIATED, reason, ctx.now
+        ):
+            task_state.save(conn, ctx, task, before)
+            _after_changes(conn, ctx, cluster_name, {task["container_instance_id"]})
+        return {"task": task_view(conn, task, True)}
+
+
+def describe_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    identifiers = params["tasks"]
+    if len(identifiers) > MAX_DESCRIBE:
+        raise invalid_parameter(f"taskIds can have at most {MAX_DESCRIBE} items.")  # real text
+    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    with_tags = "TAGS" in params.get("include", ())
+    with ctx.db.read() as conn:
+        task_state.require_cluster(conn, ctx, cluster_name)
+        found, missing = _find_tasks(conn, ctx, cluster_name, identifiers)
+        described = [task_view(conn, found[i], with_tags) for i in dict.fromkeys(identifiers) if i in found]
+    failures = [{"arn": arn, "reason": "MISSING"} for arn in missing.values()]
+    return {"tasks": described, "failures": failures}
+
+
+def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
+    if after is not None and not isinstance(after, str):
+        raise _BAD_TOKEN
+    limit = page_size(params.get("maxResults"), 100, 100)
+    with ctx.db.read() as conn:
+        task_state.require_cluster(conn, ctx, cluster_name)
+        if params.get("serviceName"):
+            # no services exist yet, so any name is unknown; real text of ServiceNotFoundException
+            raise ClientError("ServiceNotFoundException", "Service not found.")
+        if params.get("launchType") not in (None, taskdoc.LAUNCH_TYPE):
+            return {"taskArns": []}
+        instance_id = None
+        if params.get("containerInstance"):
+            instance_id = last_path_part(params["containerInstance"])
+        arns = tasks_repo.list_task_arns(
+            conn,
+            ctx.region,
+            cluster_name,
+            desired_status=params.get("desiredStatus", "RUNNING"),
+            instance_id=instance_id,
+            family=params.get("family"),
+            started_by=params.get("startedBy"),
+            after=after,
+            limit=limit + 1,
+        )
+    result: dict[str, Any] = {"taskArns": arns[:limit]}
+    if len(arns) > limit:
+        result["nextToken"] = encode_token(arns[limit - 1])
+    return result

@@ -1,0 +1,412 @@
+"""Reads and writes of container instances, their attributes, tasks and idempotency tokens.
+
+Plain functions over a Connection, no ECS rules. Rows come back as dicts of their columns with ``body``
+(and a task's ``spec``) already parsed. Hot reads run as plain SQL (see ``rawsql``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, update
+
+from taskvpc.store.ecs_repo import dumps, loads
+from taskvpc.store.rawsql import fetch_all, fetch_one, placeholders
+from taskvpc.store.schema import container_instance_attributes, container_instances, idempotency, tasks
+
+Row = dict[str, Any]
+
+# ---- clusters -------------------------------------------------------------------------------------
+
+
+def lock_cluster(conn: Connection, region: str, name: str) -> None:
+    """Serialise writers of one cluster (placement, counters). SQLite's BEGIN IMMEDIATE already does."""
+    if conn.dialect.name == "postgresql":
+        fetch_one(conn, "SELECT id FROM clusters WHERE region = ? AND name = ? FOR UPDATE", (region, name))
+
+
+_CLUSTER_COUNTS = (
+    "SELECT "
+    "(SELECT COUNT(*) FROM container_instances WHERE region = ? AND cluster = ? AND status != 'INACTIVE'), "
+    "(SELECT COUNT(*) FROM tasks WHERE region = ? AND cluster = ? AND last_status = 'RUNNING'), "
+    "(SELECT COUNT(*) FROM tasks WHERE region = ? AND cluster = ? "
+    "AND last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING'))"
+)
+
+
+def cluster_counts(conn: Connection, region: str, cluster: str) -> tuple[int, int, int]:
+    """(registered container instances, RUNNING tasks, pending tasks) of a cluster."""
+    row = fetch_one(conn, _CLUSTER_COUNTS, (region, cluster) * 3)
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+# ---- container instances --------------------------------------------------------------------------
+
+_INSTANCE_COLUMNS = (
+    "id",
+    "region",
+    "cluster",
+    "arn",
+    "ec2_instance_id",
+    "status",
+    "agent_heartbeat",
+    "registered_at",
+    "version",
+    "generation",
+    "availability_zone",
+    "subnet_id",
+    "vpc_id",
+    "cpu_registered",
+    "memory_registered",
+    "eni_capacity",
+    "cpu_used",
+    "memory_used",
+    "eni_used",
+    "running_count",
+    "pending_count",
+    "body",
+)
+_SELECT_INSTANCE = f"SELECT {', '.join(_INSTANCE_COLUMNS)} FROM container_instances"
+
+
+def _instance(row: Sequence[Any]) -> Row:
+    out = dict(zip(_INSTANCE_COLUMNS, row, strict=True))
+    out["body"] = loads(out["body"])
+    return out
+
+
+def insert_instance(conn: Connection, row: Row) -> None:
+    conn.execute(insert(container_instances).values(**{**row, "body": dumps(row["body"])}))
+
+
+def get_instance(conn: Connection, instance_id: str) -> Row | None:
+    row = fetch_one(conn, _SELECT_INSTANCE + " WHERE id = ?", (instance_id,))
+    return _instance(row) if row else None
+
+
+def get_instances(conn: Connection, region: str, cluster: str, instance_ids: Iterable[str]) -> dict[str, Row]:
+    wanted = list(dict.fromkeys(instance_ids))
+    if not wanted:
+        return {}
+    sql = _SELECT_INSTANCE + f" WHERE region = ? AND cluster = ? AND id IN ({placeholders(len(wanted))})"
+    return {r["id"]: r for r in map(_instance, fetch_all(conn, sql, (region, cluster, *wanted)))}
+
+
+def find_by_ec2_instance(conn: Connection, region: str, cluster: str, ec2_instance_id: str) -> Row | None:
+    """The registered (not INACTIVE) container instance of that EC2 instance in the cluster, if any."""
+    sql = _SELECT_INSTANCE + (
+        " WHERE region = ? AND cluster = ? AND ec2_instance_id = ? AND status != 'INACTIVE'"
+        " ORDER BY registered_at DESC"
+    )
+    row = fetch_one(conn, sql, (region, cluster, ec2_instance_id))
+    return _instance(row) if row else None
+
+
+def list_instances(
+    conn: Connection,
+    region: str,
+    cluster: str,
+    *,
+    statuses: Sequence[str] | None = None,
+    after: str | None = None,
+) -> list[Row]:
+    """The cluster's instances ordered by ARN (all of them: callers filter and page)."""
+    sql = _SELECT_INSTANCE + " WHERE region = ? AND cluster = ?"
+    params: list[Any] = [region, cluster]
+    if statuses is not None:
+        sql += f" AND status IN ({placeholders(len(statuses))})"
+        params += list(statuses)
+    if after is not None:
+        sql += " AND arn > ?"
+        params.append(after)
+    return [_instance(row) for row in fetch_all(conn, sql + " ORDER BY arn", params)]
+
+
+def update_instance(conn: Connection, instance_id: str, **values: Any) -> None:
+    """Write ``values`` (``body`` as a document) and bump the instance's ``version``."""
+    if "body" in values:
+        values["body"] = dumps(values["body"])
+    c = container_instances.c
+    conn.execute(
+        update(container_instances).where(c.id == instance_id).values(version=c.version + 1, **values)
+    )
+
+
+def bump_generation(conn: Connection, instance_id: str) -> None:
+    c = container_instances.c
+    conn.execute(update(container_instances).where(c.id == instance_id).values(generation=c.generation + 1))
+
+
+def set_heartbeat(conn: Connection, instance_id: str, now: float) -> None:
+    c = container_instances.c
+    conn.execute(
+        update(container_instances)
+        .where(c.id == instance_id, c.status != "INACTIVE")
+        .values(agent_heartbeat=now)
+    )
+
+
+def generation_of(conn: Connection, instance_id: str) -> tuple[int, str, str] | None:
+    """(generation, status, region) of an instance: what a waiting long poll re-reads."""
+    row = fetch_one(
+        conn, "SELECT generation, status, region FROM container_instances WHERE id = ?", (instance_id,)
+    )
+    return (int(row[0]), str(row[1]), str(row[2])) if row else None
+
+
+_USAGE = (
+    "SELECT COALESCE(SUM(cpu), 0), COALESCE(SUM(memory), 0), "
+    "COALESCE(SUM(CASE WHEN eni_id IS NOT NULL THEN 1 ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN last_status = 'RUNNING' THEN 1 ELSE 0 END), 0), "
+    "COALESCE(SUM(CASE WHEN last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING') THEN 1 ELSE 0 END), 0) "
+    "FROM tasks WHERE container_instance_id = ? AND last_status != 'STOPPED'"
+)
+
+
+def refresh_usage(conn: Connection, instance: Row) -> bool:
+    """Recompute what the instance's live tasks use; write it (and bump version) if it changed."""
+    row = fetch_one(conn, _USAGE, (instance["id"],))
+    assert row is not None
+    usage = {
+        "cpu_used": int(row[0]),
+        "memory_used": int(row[1]),
+        "eni_used": int(row[2]),
+        "running_count": int(row[3]),
+        "pending_count": int(row[4]),
+    }
+    if all(instance[k] == v for k, v in usage.items()):
+        return False
+    update_instance(conn, instance["id"], **usage)
+    instance.update(usage)
+    instance["version"] += 1
+    return True
+
+
+# ---- attributes -----------------------------------------------------------------------------------
+
+
+def put_attributes(
+    conn: Connection,
+    instance: Row,
+    items: Iterable[tuple[str, str | None]],
+    *,
+    custom: bool,
+) -> None:
+    a = container_instance_attributes.c
+    for name, value in items:
+        conn.execute(
+            delete(container_instance_attributes).where(a.instance_id == instance["id"], a.name == name)
+        )
+        conn.execute(
+            insert(container_instance_attributes).values(
+                instance_id=instance["id"],
+                name=name,
+                region=instance["region"],
+                cluster=instance["cluster"],
+                value=value,
+                custom=custom,
+            )
+        )
+
+
+def delete_attributes(conn: Connection, instance_id: str, names: Iterable[str]) -> None:
+    a = container_instance_attributes.c
+    wanted = list(names)
+    if wanted:
+        conn.execute(
+            delete(container_instance_attributes).where(a.instance_id == instance_id, a.name.in_(wanted))
+        )
+
+
+def delete_all_attributes(conn: Connection, instance_id: str, *, custom: bool | None = None) -> None:
+    a = container_instance_attributes.c
+    where = [a.instance_id == instance_id]
+    if custom is not None:
+        where.append(a.custom == custom)
+    conn.execute(delete(container_instance_attributes).where(*where))
+
+
+def attributes_of(
+    conn: Connection, instance_ids: Sequence[str]
+) -> dict[str, list[tuple[str, str | None, bool]]]:
+    """(name, value, custom) per instance, in name order."""
+    found: dict[str, list[tuple[str, str | None, bool]]] = {i: [] for i in instance_ids}
+    if instance_ids:
+        sql = (
+            "SELECT instance_id, name, value, custom FROM container_instance_attributes "
+            f"WHERE instance_id IN ({placeholders(len(instance_ids))}) ORDER BY instance_id, name"
+        )
+        for instance_id, name, value, custom in fetch_all(conn, sql, list(instance_ids)):
+            found[instance_id].append((name, value, bool(custom)))
+    return found
+
+
+def list_attributes(
+    conn: Connection, region: str, cluster: str, *, name: str | None, value: str | None
+) -> list[tuple[str, str, str | None]]:
+    """(instance ARN, name, value) of the cluster's registered instances, ordered by ARN then name."""
+    sql = (
+        "SELECT i.arn, a.name, a.value FROM container_instance_attributes a "
+        "JOIN container_instances i ON i.id = a.instance_id "
+        "WHERE a.region = ? AND a.cluster = ? AND i.status != 'INACTIVE'"
+    )
+    params: list[Any] = [region, cluster]
+    if name is not None:
+        sql += " AND a.name = ?"
+        params.append(name)
+    if value is not None:
+        sql += " AND a.value = ?"
+        params.append(value)
+    return [(arn, n, v) for arn, n, v in fetch_all(conn, sql + " ORDER BY i.arn, a.name", params)]
+
+
+# ---- tasks ----------------------------------------------------------------------------------------
+
+_TASK_COLUMNS = (
+    "id",
+    "region",
+    "cluster",
+    "arn",
+    "container_instance_id",
+    "family",
+    "task_group",
+    "started_by",
+    "desired_status",
+    "last_status",
+    "version",
+    "cpu",
+    "memory",
+    "eni_id",
+    "body",
+    "spec",
+)
+_SELECT_TASK = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
+
+
+def _task(row: Sequence[Any]) -> Row:
+    out = dict(zip(_TASK_COLUMNS, row, strict=True))
+    out["body"] = loads(out["body"])
+    out["spec"] = loads(out["spec"])
+    return out
+
+
+def insert_task(conn: Connection, row: Row) -> None:
+    conn.execute(insert(tasks).values(**{**row, "body": dumps(row["body"]), "spec": dumps(row["spec"])}))
+
+
+def get_tasks(conn: Connection, region: str, cluster: str, task_ids: Iterable[str]) -> dict[str, Row]:
+    wanted = list(dict.fromkeys(task_ids))
+    if not wanted:
+        return {}
+    sql = _SELECT_TASK + f" WHERE region = ? AND cluster = ? AND id IN ({placeholders(len(wanted))})"
+    return {r["id"]: r for r in map(_task, fetch_all(conn, sql, (region, cluster, *wanted)))}
+
+
+def get_tasks_by_arn(conn: Connection, arns: Sequence[str]) -> list[Row]:
+    if not arns:
+        return []
+    sql = _SELECT_TASK + f" WHERE arn IN ({placeholders(len(arns))})"
+    by_arn = {r["arn"]: r for r in map(_task, fetch_all(conn, sql, list(arns)))}
+    return [by_arn[arn] for arn in arns if arn in by_arn]
+
+
+def tasks_on_instance(conn: Connection, instance_id: str, *, live_only: bool = True) -> list[Row]:
+    sql = _SELECT_TASK + " WHERE container_instance_id = ?"
+    if live_only:
+        sql += " AND last_status != 'STOPPED'"
+    return [_task(row) for row in fetch_all(conn, sql + " ORDER BY created_at, arn", (instance_id,))]
+
+
+def update_task(conn: Connection, task: Row, now: float) -> None:
+    """Write the task's document and the columns derived from it (statuses, version, ENI)."""
+    body = task["body"]
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.id == task["id"])
+        .values(
+            desired_status=body["desiredStatus"],
+            last_status=body["lastStatus"],
+            version=body["version"],
+            eni_id=task["eni_id"],
+            updated_at=now,
+            body=dumps(body),
+        )
+    )
+
+
+def list_task_arns(
+    conn: Connection,
+    region: str,
+    cluster: str,
+    *,
+    desired_status: str,
+    instance_id: str | None,
+    family: str | None,
+    started_by: str | None,
+    after: str | None,
+    limit: int,
+) -> list[str]:
+    sql = "SELECT arn FROM tasks WHERE region = ? AND cluster = ? AND desired_status = ?"
+    params: list[Any] = [region, cluster, desired_status]
+    for column, value in (
+        ("container_instance_id", instance_id),
+        ("family", family),
+        ("started_by", started_by),
+    ):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    if after is not None:
+        sql += " AND arn > ?"
+        params.append(after)
+    return [arn for (arn,) in fetch_all(conn, sql + " ORDER BY arn LIMIT ?", [*params, limit])]
+
+
+def group_counts(conn: Connection, region: str, cluster: str) -> dict[str, dict[str, int]]:
+    """Per instance: how many tasks of each group it holds with desired status RUNNING."""
+    sql = (
+        "SELECT container_instance_id, task_group, COUNT(*) FROM tasks "
+        "WHERE region = ? AND cluster = ? AND desired_status = 'RUNNING' AND last_status != 'STOPPED' "
+        "GROUP BY container_instance_id, task_group"
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for instance_id, group, count in fetch_all(conn, sql, (region, cluster)):
+        counts.setdefault(instance_id, {})[group] = int(count)
+    return counts
+
+
+# ---- idempotency tokens ---------------------------------------------------------------------------
+
+
+def get_token(conn: Connection, region: str, operation: str, token: str) -> tuple[str, dict[str, Any]] | None:
+    sql = "SELECT request_hash, response FROM idempotency WHERE region = ? AND operation = ? AND token = ?"
+    row = fetch_one(conn, sql, (region, operation, token))
+    return (str(row[0]), loads(row[1])) if row else None
+
+
+def put_token(
+    conn: Connection,
+    region: str,
+    operation: str,
+    token: str,
+    request_hash: str,
+    response: dict[str, Any],
+    now: float,
+) -> None:
+    conn.execute(
+        insert(idempotency).values(
+            region=region,
+            operation=operation,
+            token=token,
+            request_hash=request_hash,
+            response=dumps(response),
+            created_at=now,
+        )
+    )
+
+
+def purge_tokens(conn: Connection, operation: str, older_than: float) -> None:
+    i = idempotency.c
+    conn.execute(delete(idempotency).where(i.operation == operation, i.created_at < older_than))
