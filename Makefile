@@ -16,7 +16,8 @@ MAKEFLAGS += --no-print-directory
 #   iproute2    ip netns / veth / bridges          nftables  task firewalling / NAT
 #   runc        the OCI runtime for task containers
 #   procps      ps / pkill / sysctl                psmisc    fuser / killall (debugging)
-DEB_PACKAGES := postgresql iproute2 nftables runc procps psmisc
+#   busybox-static  httpd and sh for the examples (process runtime now, a tiny image later)
+DEB_PACKAGES := postgresql iproute2 nftables runc procps psmisc busybox-static
 
 PYTHON ?= python3
 VENV   := .venv

@@ -13,6 +13,7 @@ from pathlib import Path
 from taskvpc.cli import config
 
 _ACCOUNT_ID = re.compile(r"\d{12}")
+LOCAL_MAX_TASK_ENIS = 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--region", default=config.DEFAULT_REGION, help="region whose default VPC is created at start-up"
     )
+    up.add_argument("--instance-type", default=None, help="instance type the local agent presents")
+    up.add_argument("--max-task-enis", type=int, default=None, help="awsvpc tasks the local agent may host")
+    up.add_argument("--runtime", default="process", help="container runtime of the local agent")
+    up.add_argument(
+        "--net-prefix", default=None, help="name prefix of the local agent's namespaces and links"
+    )
     up.add_argument("--log-level", default="info")
 
     env = commands.add_parser("env", help="print exports that point the aws CLI and SDKs at taskvpc")
@@ -36,10 +43,46 @@ def main(argv: list[str] | None = None) -> int:
     env.add_argument("--region", default=None)
     env.add_argument("--endpoint", default=None)
 
-    args = parser.parse_args(argv)
+    commands.add_parser("agent", help="run an agent on this host (taskvpc agent --help)", add_help=False)
+
+    logs = commands.add_parser("logs", help="print a task's container output (on the host that ran it)")
+    logs.add_argument("task", help="task id or ARN")
+    logs.add_argument("container", nargs="?", default=None)
+    logs.add_argument("--state-dir", type=Path, default=None)
+
+    demo = commands.add_parser("demo", help="run the seed's walkthrough against a running 'taskvpc up'")
+    demo.add_argument("--state-dir", type=Path, default=None)
+    demo.add_argument("--region", default=config.DEFAULT_REGION)
+    demo.add_argument("--keep", action="store_true", help="leave the two tasks running")
+
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["agent"]:
+        from taskvpc.agent.main import main as agent_main
+
+        return agent_main(arguments[1:])
+    args = parser.parse_args(arguments)
     if args.command == "up":
         return _up(args)
+    if args.command == "logs":
+        return _logs(args)
+    if args.command == "demo":
+        from taskvpc.cli.demo import main as demo_main
+
+        return demo_main(args.state_dir or config.default_state_dir(), args.region, args.keep)
     return _env(args)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from taskvpc.agent.runtime import read_logs
+
+    state_dir: Path = args.state_dir or config.default_state_dir()
+    task_id = args.task.rpartition("/")[2]
+    try:
+        sys.stdout.write(read_logs(state_dir / "agent", task_id, args.container))
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"taskvpc logs: no output for task {task_id} here ({error})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -71,8 +114,27 @@ def _up(args: argparse.Namespace) -> int:
     control_plane = ControlPlane(settings, database)
     control_plane.prepare_region(args.region)  # other regions get theirs on first use
     app = Application(control_plane)
+    agent = None
     if not args.no_agent and os.geteuid() != 0:
         print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)
+    elif not args.no_agent:
+        from taskvpc.cli.local_agent import start_local_agent
+
+        agent_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        extra = ["--runtime", args.runtime]
+        if args.net_prefix:
+            extra += ["--prefix", args.net_prefix]
+        if args.instance_type:
+            extra += ["--instance-type", args.instance_type]
+        if args.max_task_enis is not None:
+            extra += ["--max-task-enis", str(args.max_task_enis)]
+        elif not args.instance_type:
+            # A developer's host has no EC2 ENI limit; the kernel holds thousands of task networks.
+            extra += ["--max-task-enis", str(LOCAL_MAX_TASK_ENIS)]
+        agent = start_local_agent(
+            f"http://{agent_host}:{args.port}", state_dir, credentials, args.region, extra
+        )
+        print(f"taskvpc: local agent (pid {agent.pid}) joins cluster 'default'", file=sys.stderr)
     print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)
     print(
         f'taskvpc: eval "$(taskvpc env --state-dir {shlex.quote(str(state_dir))})" to use it', file=sys.stderr
@@ -91,8 +153,14 @@ def _up(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=2,
         )
     )
-    server.run()
-    database.dispose()
+    try:
+        server.run()
+    finally:
+        if agent is not None:
+            from taskvpc.cli.local_agent import stop_local_agent
+
+            stop_local_agent(agent)
+        database.dispose()
     return 0
 
 

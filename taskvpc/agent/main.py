@@ -1,0 +1,367 @@
+"""``taskvpc agent``: register this host as a container instance, then run what the control plane wants.
+
+``run_agent`` is the whole agent as one coroutine: register (retrying until the control plane answers),
+fetch the desired state once and adopt/clean the host with it (``Engine.adopt``), then long-poll for
+changes and apply each one within milliseconds, while the reporter sends known state back. Cancelling it
+stops the agent but not the containers: the next agent adopts them. An instance the control plane marks
+INACTIVE (deregistered) has every task stopped, after which ``run_agent`` returns.
+
+What it registers (docs/agent-api.md ``register``):
+
+* ``ecs.os-type`` ``linux``, ``ecs.os-family`` ``LINUX``, ``ecs.cpu-architecture`` (``x86_64``/``arm64``),
+  ``ecs.instance-type`` (when given), ``ecs.availability-zone`` (from the register answer: the agent
+  registers again once it knows it), ``ecs.capability.task-eni``;
+* the capabilities the ``process`` runtime honours (the real agent registers many more; a task definition
+  whose ``requiresAttributes`` names one we cannot honour is then refused placement with ``ATTRIBUTE``,
+  as ECS would): ``docker-remote-api`` 1.17 (``user``), 1.18 (``awsvpc``, ``logConfiguration``), 1.21
+  (``memoryReservation``, a scheduling matter), 1.29 (``healthCheck.startPeriod``);
+  ``logging-driver.json-file`` (output is captured per container); ``container-health-check``;
+  ``container-ordering`` (``dependsOn``, ``startTimeout``, ``stopTimeout``);
+  ``network.container-port-range`` (under ``awsvpc`` there is nothing to map). Left out on purpose:
+  ``task-iam-role``, ``execution-role-*``, ``ecr-auth``, ``logging-driver.awslogs`` and other log
+  drivers, ``privileged-container``, secrets, EFS/FSx, FireLens, App Mesh, ``docker-remote-api`` 1.19+
+  beyond 1.21/1.29 (they gate awslogs, init processes, sysctls: none of which this runtime does);
+* resources ``CPU`` (1024 per core), ``MEMORY`` (MiB of RAM minus a reserve, 256 MiB by default),
+  ``PORTS`` (ECS's defaults: 22, 2375, 2376, 51678, 51679), ``PORTS_UDP`` (none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from taskvpc.agent import netplan
+from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
+from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
+from taskvpc.agent.runtime import create_runtime
+from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
+
+log = logging.getLogger("taskvpc.agent")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("taskvpc")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+DEFAULT_STATE_DIR = "/var/lib/taskvpc/agent"
+DEFAULT_ENDPOINT = "http://127.0.0.1:4599"
+DEFAULT_REGION = "us-east-1"
+MEMORY_RESERVE_MIB = 256
+RESERVED_PORTS = [22, 2375, 2376, 51678, 51679]
+POLL_WAIT = 20.0
+
+_C = "com.amazonaws.ecs.capability."
+_E = "ecs.capability."
+CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
+    _C + "docker-remote-api.1.17",
+    _C + "docker-remote-api.1.18",
+    _C + "docker-remote-api.1.21",
+    _C + "docker-remote-api.1.29",
+    _C + "logging-driver.json-file",
+    _E + "container-health-check",
+    _E + "container-ordering",
+    _E + "network.container-port-range",
+    _E + "task-eni",
+)
+
+
+def cpu_architecture() -> str:
+    machine = platform.machine().lower()
+    return {"aarch64": "arm64", "arm64": "arm64", "amd64": "x86_64"}.get(machine, machine or "x86_64")
+
+
+def memory_mib(reserve: int = MEMORY_RESERVE_MIB) -> int:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return max(0, int(line.split()[1]) // 1024 - reserve)
+    except OSError:
+        pass
+    return 0
+
+
+def resources(reserve: int = MEMORY_RESERVE_MIB) -> dict[str, Any]:
+    return {
+        "CPU": (os.cpu_count() or 1) * 1024,
+        "MEMORY": memory_mib(reserve),
+        "PORTS": list(RESERVED_PORTS),
+        "PORTS_UDP": [],
+    }
+
+
+def attributes(instance_type: str | None, availability_zone: str | None) -> dict[str, str | None]:
+    attrs: dict[str, str | None] = {
+        "ecs.os-type": "linux",
+        "ecs.os-family": "LINUX",
+        "ecs.cpu-architecture": cpu_architecture(),
+    }
+    if instance_type:
+        attrs["ecs.instance-type"] = instance_type
+    if availability_zone:
+        attrs["ecs.availability-zone"] = availability_zone
+    for name in CAPABILITY_ATTRIBUTES:
+        attrs[name] = None
+    return attrs
+
+
+def registration(
+    state: AgentState,
+    cluster: str,
+    instance_type: str | None,
+    max_task_enis: int | None,
+    runtime: str,
+    availability_zone: str | None,
+    memory_reserve: int = MEMORY_RESERVE_MIB,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "cluster": cluster,
+        "instanceId": state.instance_id,
+        "hostname": socket.gethostname(),
+        "resources": resources(memory_reserve),
+        "attributes": attributes(instance_type, availability_zone),
+        "agentVersion": f"taskvpc-{_version()}",
+        "capabilities": [f"runtime:{runtime}"],
+    }
+    if instance_type:
+        body["instanceType"] = instance_type
+    if max_task_enis is not None:
+        body["maxTaskEnis"] = max_task_enis
+    return body
+
+
+async def _register(
+    client: AgentClient,
+    state_dir: Path,
+    state: AgentState,
+    cluster: str,
+    instance_type: str | None,
+    max_task_enis: int | None,
+    runtime: str,
+) -> AgentState:
+    zone = state.availability_zone if state.cluster == cluster else None
+    body = registration(state, cluster, instance_type, max_task_enis, runtime, zone)
+    answer = await client.register(body)
+    if answer.availability_zone and answer.availability_zone != zone:
+        body = registration(state, cluster, instance_type, max_task_enis, runtime, answer.availability_zone)
+        answer = await client.register(body)
+    state = state.registered(cluster, answer.container_instance_arn, answer.availability_zone)
+    save_state(state_dir, state)
+    log.info(
+        "registered container_instance_arn=%s availability_zone=%s instance_id=%s",
+        answer.container_instance_arn,
+        answer.availability_zone,
+        state.instance_id,
+    )
+    return state
+
+
+async def run_agent(
+    endpoint: str,
+    cluster: str,
+    state_dir: str | os.PathLike[str],
+    credentials: CredentialsLike,
+    prefix: str = "tvpc",
+    instance_type: str | None = None,
+    max_task_enis: int | None = None,
+    runtime: str = "process",
+    *,
+    region: str = DEFAULT_REGION,
+    network_driver: netplan.NetworkDriver | None = None,
+    netns_paths: bool = True,
+    host_access: bool = True,
+    ready: Callable[[Engine], None] | None = None,
+) -> None:
+    """Run the agent until cancelled (or until the instance is deregistered); see the module docstring.
+
+    ``network_driver`` replaces the netlink driver (tests); ``netns_paths=False`` runs containers in the
+    host's namespace (with a fake driver). ``ready`` is called with the engine once the first desired
+    state has been adopted.
+    """
+    path = Path(state_dir)
+    prepare_state_dir(path)
+    state = load_state(path)
+    the_runtime = create_runtime(runtime, path)
+    owned_driver = None
+    if network_driver is None:
+        from taskvpc.agent.drivers.netlink import NetlinkDriver
+
+        owned_driver = network_driver = NetlinkDriver(netplan.NetConfig(prefix=prefix))
+    network = DataPlane(
+        network_driver, netplan.NetConfig(prefix=prefix), host_access=host_access, netns_paths=netns_paths
+    )
+    client = AgentClient(endpoint, credentials, region)
+    engine: Engine | None = None
+    try:
+        state = await _register(client, path, state, cluster, instance_type, max_task_enis, runtime)
+        assert state.container_instance_arn is not None
+        instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
+
+        async def send(tasks: list[dict[str, Any]]) -> None:
+            await client.report(instance_id, tasks)
+
+        reporter = Reporter(send)
+        engine = Engine(the_runtime, network, reporter)
+        engine.spawn(reporter.run(), "reporter")
+        # after=-1: any generation is news, so the first answer always carries the full desired state
+        # (adoption removes whatever it does not list, so it must never see an empty "unchanged" answer)
+        answer = DesiredState.from_wire(await client.desired(instance_id, -1, 0))
+        while not answer.changed:
+            answer = DesiredState.from_wire(await client.desired(instance_id, -1, POLL_WAIT))
+        await engine.adopt(answer)
+        if ready is not None:
+            ready(engine)
+        generation = answer.generation
+        while answer.instance_status != "INACTIVE":
+            try:
+                doc = await client.desired(instance_id, generation, POLL_WAIT)
+            except AgentApiError as exc:  # never fatal once running: log, back off, try again
+                log.warning("desired state refused (%s)", exc)
+                await asyncio.sleep(1.0)
+                if exc.status in (403, 404):  # the control plane forgot us, or our keys: register again
+                    try:
+                        state = await _register(
+                            client, path, state, cluster, instance_type, max_task_enis, runtime
+                        )
+                    except AgentApiError as again:
+                        log.error("registering again failed (%s)", again)
+                        await asyncio.sleep(4.0)
+                        continue
+                    assert state.container_instance_arn is not None
+                    instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
+                continue
+            answer = DesiredState.from_wire(doc)
+            if answer.generation < generation and not answer.changed:
+                generation = -1  # the control plane's counter went back: ask for the full state again
+                continue
+            generation = answer.generation
+            engine.apply(answer)
+        log.info("container instance deregistered: stopping every task")
+        engine.stop_all()
+        await engine.wait_idle()
+    finally:
+        if engine is not None:
+            await engine.close()
+        else:
+            network.close()
+        await client.close()
+        if owned_driver is not None:
+            with contextlib.suppress(Exception):
+                owned_driver.close()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _credentials(args: argparse.Namespace) -> AgentCredentials | None:
+    key_id = os.environ.get("TASKVPC_ACCESS_KEY_ID")
+    secret = os.environ.get("TASKVPC_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        return AgentCredentials(key_id, secret)
+    candidates = []
+    if args.credentials_file:
+        candidates.append(Path(args.credentials_file))
+    if home := os.environ.get("TASKVPC_HOME"):
+        candidates.append(Path(home) / "credentials.json")
+    candidates.append(Path("/var/lib/taskvpc/credentials.json"))
+    for candidate in candidates:
+        try:
+            doc = json.loads(candidate.read_text())
+            return AgentCredentials(str(doc["access_key_id"]), str(doc["secret_access_key"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    key_id = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key_id and secret:
+        return AgentCredentials(key_id, secret)
+    return None
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="taskvpc agent", description=__doc__.split("\n")[0])
+    parser.add_argument("--cluster", default="default", help="cluster to join (default: default)")
+    parser.add_argument(
+        "--endpoint",
+        default=os.environ.get("TASKVPC_ENDPOINT", DEFAULT_ENDPOINT),
+        help=f"control plane URL (default: $TASKVPC_ENDPOINT or {DEFAULT_ENDPOINT})",
+    )
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"default: {DEFAULT_STATE_DIR}")
+    parser.add_argument("--instance-type", help="EC2 instance type to present (drives the task-ENI limit)")
+    parser.add_argument("--max-task-enis", type=int, help="awsvpc tasks this instance may host")
+    parser.add_argument("--runtime", default="process", help="container runtime (default: process)")
+    parser.add_argument(
+        "--prefix", default="tvpc", help="name prefix of namespaces and links (default: tvpc)"
+    )
+    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", DEFAULT_REGION))
+    parser.add_argument("--credentials-file", help="JSON with access_key_id/secret_access_key")
+    parser.add_argument("--no-host-access", action="store_true", help="no routes from the host to tasks")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if os.geteuid() != 0:
+        print(
+            "taskvpc agent: needs root (network namespaces, links, processes of other users)", file=sys.stderr
+        )
+        return 1
+    credentials = _credentials(args)
+    if credentials is None:
+        print(
+            "taskvpc agent: no credentials: set TASKVPC_ACCESS_KEY_ID/TASKVPC_SECRET_ACCESS_KEY "
+            "or pass --credentials-file",
+            file=sys.stderr,
+        )
+        return 1
+
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        await run_agent(
+            args.endpoint,
+            args.cluster,
+            args.state_dir,
+            credentials,
+            prefix=args.prefix,
+            instance_type=args.instance_type,
+            max_task_enis=args.max_task_enis,
+            runtime=args.runtime,
+            region=args.region,
+            host_access=not args.no_host_access,
+        )
+
+    try:
+        asyncio.run(run())
+    except asyncio.CancelledError:
+        log.info("agent stopped (containers keep running; the next agent adopts them)")
+    except AgentApiError as exc:
+        print(f"taskvpc agent: the control plane refused us: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"taskvpc agent: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

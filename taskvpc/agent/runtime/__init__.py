@@ -1,0 +1,183 @@
+"""Container runtimes behind one small interface, chosen by a config string (as uvicorn picks its loops).
+
+``process`` (``process.ProcessRuntime``) runs each container's command as a supervised process in the
+task's network namespace; ``runc`` (an OCI runtime with images) slots in by adding one entry to
+``RUNTIMES``: the engine only ever sees :class:`Runtime`.
+
+Every runtime keeps its per-container state under ``<state>/tasks/<task-id>/<container>/`` (at least
+``log``), and must find its containers again after an agent restart (``list_ours``), counting any
+container whose state it cannot establish as possibly running (``ContainerStatus.UNKNOWN``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+DEFAULT_STOP_TIMEOUT = 30.0  # ECS_CONTAINER_STOP_TIMEOUT's default on EC2
+
+
+class ContainerStatus(StrEnum):
+    CREATED = "CREATED"  # state exists but it never ran (e.g. the agent died between the two)
+    RUNNING = "RUNNING"
+    EXITED = "EXITED"  # ended; ``exit_code`` set unless it could not be known
+    FAILED = "FAILED"  # never started; ``reason`` says why
+    UNKNOWN = "UNKNOWN"  # cannot tell (supervisor gone, process maybe alive): treat as running
+
+
+class HealthStatus(StrEnum):
+    HEALTHY = "HEALTHY"
+    UNHEALTHY = "UNHEALTHY"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    """``healthCheck`` of a container definition, in seconds (Docker's defaults when absent)."""
+
+    command: tuple[str, ...]
+    interval: float = 30.0
+    timeout: float = 5.0
+    retries: int = 3
+    start_period: float = 0.0
+
+    def argv(self) -> list[str] | None:
+        """``CMD-SHELL x`` -> ``sh -c x``; ``CMD a b`` -> ``a b``; ``NONE`` (or nothing) -> None."""
+        if not self.command or self.command[0] == "NONE":
+            return None
+        kind, rest = self.command[0], list(self.command[1:])
+        if kind == "CMD-SHELL":
+            return ["/bin/sh", "-c", " ".join(rest)] if rest else None
+        if kind == "CMD":
+            return rest or None
+        return list(self.command)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """What a runtime needs to start one container of one task."""
+
+    task_id: str
+    name: str
+    image: str = ""
+    entry_point: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+    working_directory: str | None = None
+    user: str | None = None
+    task_arn: str = ""
+
+    def process_argv(self) -> list[str]:
+        """ECS semantics without an image to read: ``entryPoint + command``, or ``command`` alone."""
+        return [*self.entry_point, *self.command]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerHandle:
+    task_id: str
+    name: str
+    runtime_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    status: ContainerStatus
+    exit_code: int | None = None
+    reason: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def possibly_running(self) -> bool:
+        return self.status in (ContainerStatus.RUNNING, ContainerStatus.UNKNOWN)
+
+
+class StartError(Exception):
+    """The container could not be started. ``reason`` is what ECS shows (``CannotStartContainerError: …``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    name: str
+    state_dir: Path
+
+    async def start(self, spec: ContainerSpec, netns_path: str | None, log_path: str) -> ContainerHandle:
+        """Start the container; return once it runs. Raises :class:`StartError`."""
+        ...
+
+    async def stop(self, handle: ContainerHandle, timeout: float) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; wait for the end; the exit code if known."""
+        ...
+
+    def status(self, handle: ContainerHandle) -> ContainerState: ...
+
+    async def wait(self, handle: ContainerHandle) -> ContainerState:
+        """Return once the container is no longer running (at once if it is not)."""
+        ...
+
+    def list_ours(self) -> list[ContainerHandle]:
+        """Every container this runtime has state for on the host, running or not."""
+        ...
+
+    async def remove(self, handle: ContainerHandle) -> None:
+        """Forget a container that no longer runs (its log is kept). Absent already is success."""
+        ...
+
+    async def exec(self, handle: ContainerHandle, argv: Sequence[str], timeout: float) -> int | None:
+        """Run ``argv`` as the container would (namespace, user, cwd, env); None on timeout."""
+        ...
+
+    def purge_task(self, task_id: str) -> None:
+        """Delete everything kept for a task, logs included (none of its containers may run)."""
+        ...
+
+
+RUNTIMES: Mapping[str, str] = {
+    "process": "taskvpc.agent.runtime.process:ProcessRuntime",
+}
+
+
+def create_runtime(name: str, state_dir: str | os.PathLike[str]) -> Runtime:
+    """The runtime a config string names (``process``; ``runc`` in its own issue)."""
+    try:
+        target = RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(RUNTIMES))}") from None
+    module_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    runtime: Runtime = factory(Path(state_dir))
+    return runtime
+
+
+def task_dir(state_dir: Path, task_id: str) -> Path:
+    return state_dir / "tasks" / task_id
+
+
+def container_dir(state_dir: Path, task_id: str, name: str) -> Path:
+    return task_dir(state_dir, task_id) / name
+
+
+def read_logs(state_dir: str | os.PathLike[str], task_id: str, container: str | None = None) -> str:
+    """A container's captured stdout+stderr (all containers of the task, headed by name, when None)."""
+    base = task_dir(Path(state_dir), task_id)
+    if container is not None:
+        try:
+            return (base / container / "log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+    parts = []
+    for entry in sorted(base.iterdir()) if base.is_dir() else []:
+        log = entry / "log"
+        if log.is_file():
+            parts.append(f"==> {entry.name} <==\n{log.read_text(errors='replace')}")
+    return "\n".join(parts)

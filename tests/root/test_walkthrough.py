@@ -1,0 +1,185 @@
+"""The seed's walkthrough for real: `taskvpc up` as root with its local agent, the plain `aws` CLI, two
+awsvpc tasks on one instance both serving port 80 on their own IPs, and a clean host afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.server import VENV_BIN, TaskvpcServer
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real namespaces, links and processes"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ours(prefix: str) -> tuple[list[str], list[str]]:
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
+    return (
+        [n.split()[0] for n in namespaces if n.startswith(prefix)],
+        [link.split()[0] for link in links if link.startswith(prefix)],
+    )
+
+
+def kill_task_shims(state_dir: Path) -> None:
+    """Stop the container shims this test's agent started (found by their pid files), by PID."""
+    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
+        try:
+            pid = int(json.loads(pid_file.read_text())["shimPid"])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError, KeyError):
+            continue
+        if b"taskvpc-shim" in cmdline and str(state_dir).encode() in cmdline:
+            os.kill(pid, signal.SIGTERM)
+
+
+def remove_leftovers(prefix: str) -> None:
+    namespaces, links = ours(prefix)
+    for namespace in namespaces:
+        subprocess.run(["ip", "netns", "del", namespace], check=False)
+    for link in links:
+        subprocess.run(["ip", "link", "del", link.partition("@")[0]], check=False)
+
+
+class RootServer(TaskvpcServer):
+    """`taskvpc up` with its local agent, namespaced by a test-unique prefix."""
+
+    def __init__(self, state_dir: Path, prefix: str) -> None:
+        super().__init__(state_dir)
+        self.prefix = prefix
+
+    def start(self) -> RootServer:
+        import urllib.error
+
+        command = [
+            str(VENV_BIN / "taskvpc"),
+            "up",
+            "--allow-reset",
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(self.state_dir),
+            "--net-prefix",
+            self.prefix,
+        ]
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/_taskvpc/health", timeout=1):
+                    break
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)
+        ecs = self.client("ecs")
+        while time.monotonic() < deadline:
+            try:
+                if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                    return self
+            except ecs.exceptions.ClusterNotFoundException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"no agent registered:\n{self.log_path.read_text()}")
+
+
+@pytest.fixture()
+def root_server(tmp_path: Path) -> Iterator[RootServer]:
+    prefix = "tvw" + secrets.token_hex(2)
+    server = RootServer(tmp_path / "state", prefix)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        kill_task_shims(server.state_dir)
+        remove_leftovers(prefix)
+
+
+def fetch(url: str) -> str:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_two_tasks_on_one_instance_both_serve_port_80(root_server: RootServer) -> None:
+    aws = root_server.aws
+    example = REPO / "examples" / "linux-simple-web.json"
+    aws("ecs", "register-task-definition", "--cli-input-json", f"file://{example}")
+    subnets = json.loads(
+        aws("ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true").stdout
+    )["Subnets"]
+    subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]
+    group = json.loads(aws("ec2", "describe-security-groups", "--group-names", "default").stdout)[
+        "SecurityGroups"
+    ][0]["GroupId"]
+    run = json.loads(
+        aws(
+            "ecs",
+            "run-task",
+            "--cluster",
+            "default",
+            "--task-definition",
+            "linux-simple-web",
+            "--count",
+            "2",
+            "--network-configuration",
+            f"awsvpcConfiguration={{subnets=[{subnet['SubnetId']}],securityGroups=[{group}]}}",
+        ).stdout
+    )
+    assert run["failures"] == []
+    arns = [t["taskArn"] for t in run["tasks"]]
+    assert [t["lastStatus"] for t in run["tasks"]] == ["PROVISIONING", "PROVISIONING"]
+    aws("ecs", "wait", "tasks-running", "--cluster", "default", "--tasks", *arns)
+
+    tasks = json.loads(aws("ecs", "describe-tasks", "--cluster", "default", "--tasks", *arns).stdout)["tasks"]
+    instances = {t["containerInstanceArn"] for t in tasks}
+    assert len(instances) == 1, "both tasks on the one local instance"
+    addresses = []
+    for task in tasks:
+        assert task["lastStatus"] == "RUNNING"
+        attachment = task["attachments"][0]
+        assert attachment["status"] == "ATTACHED"
+        details = {d["name"]: d["value"] for d in attachment["details"]}
+        address = details["privateIPv4Address"]
+        assert details["subnetId"] == subnet["SubnetId"]
+        assert task["containers"][0]["networkInterfaces"][0]["privateIpv4Address"] == address
+        page = fetch(f"http://{address}/")
+        assert "Amazon ECS Sample App" in page
+        addresses.append(address)
+    assert len(set(addresses)) == 2
+
+    namespaces, _ = ours(root_server.prefix)
+    assert len([n for n in namespaces if "-t-" in n]) == 2
+
+    aws("ecs", "stop-task", "--cluster", "default", "--task", arns[0])
+    aws("ecs", "stop-task", "--cluster", "default", "--task", arns[1])
+    aws("ecs", "wait", "tasks-stopped", "--cluster", "default", "--tasks", *arns)
+    stopped = json.loads(aws("ecs", "describe-tasks", "--cluster", "default", "--tasks", *arns).stdout)[
+        "tasks"
+    ]
+    assert {t["stopCode"] for t in stopped} == {"UserInitiated"}
+    enis = json.loads(aws("ec2", "describe-network-interfaces").stdout)["NetworkInterfaces"]
+    assert [e for e in enis if e.get("PrivateIpAddress") in addresses] == []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and [n for n in ours(root_server.prefix)[0] if "-t-" in n]:
+        time.sleep(0.1)
+    assert [n for n in ours(root_server.prefix)[0] if "-t-" in n] == []
