@@ -2,21 +2,25 @@
 
 It is the same program as ``taskvpc agent`` and talks to the control plane only over HTTP. It dies with
 ``taskvpc up`` (PR_SET_PDEATHSIG), so a restarted ``up`` never finds a second agent running; the task
-processes it supervised keep running and the next agent adopts them.
+processes it supervised keep running and the next agent adopts them. If the agent dies on its own (a
+crash, a ``kill -9``), ``up`` starts a new one, which adopts the running tasks in the same way.
 """
 
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from taskvpc.cli.config import Credentials
 
 _PR_SET_PDEATHSIG = 1
+log = logging.getLogger("taskvpc.up")
 
 
 def _die_with_parent() -> None:
@@ -59,3 +63,36 @@ def stop_local_agent(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=15)
+
+
+class LocalAgent:
+    """Keeps one local agent running until ``stop``; restarts it (after a pause) when it exits."""
+
+    RESTART_DELAY = 0.5
+
+    def __init__(
+        self, endpoint: str, state_dir: Path, credentials: Credentials, region: str, extra_args: list[str]
+    ) -> None:
+        self._arguments = (endpoint, state_dir, credentials, region, extra_args)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self.process = start_local_agent(*self._arguments)
+        self._thread = threading.Thread(target=self._watch, name="local-agent", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stopping.is_set():
+            code = self.process.wait()
+            if self._stopping.wait(self.RESTART_DELAY):
+                return
+            log.warning("local agent (pid %s) exited with %s; starting a new one", self.process.pid, code)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = start_local_agent(*self._arguments)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            stop_local_agent(self.process)
+        self._thread.join(timeout=5)

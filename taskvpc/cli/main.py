@@ -118,7 +118,7 @@ def _up(args: argparse.Namespace) -> int:
     if not args.no_agent and os.geteuid() != 0:
         print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)
     elif not args.no_agent:
-        from taskvpc.cli.local_agent import start_local_agent
+        from taskvpc.cli.local_agent import LocalAgent
 
         agent_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         extra = ["--runtime", args.runtime]
@@ -131,10 +131,8 @@ def _up(args: argparse.Namespace) -> int:
         elif not args.instance_type:
             # A developer's host has no EC2 ENI limit; the kernel holds thousands of task networks.
             extra += ["--max-task-enis", str(LOCAL_MAX_TASK_ENIS)]
-        agent = start_local_agent(
-            f"http://{agent_host}:{args.port}", state_dir, credentials, args.region, extra
-        )
-        print(f"taskvpc: local agent (pid {agent.pid}) joins cluster 'default'", file=sys.stderr)
+        agent = LocalAgent(f"http://{agent_host}:{args.port}", state_dir, credentials, args.region, extra)
+        print(f"taskvpc: local agent (pid {agent.process.pid}) joins cluster 'default'", file=sys.stderr)
     print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)
     print(
         f'taskvpc: eval "$(taskvpc env --state-dir {shlex.quote(str(state_dir))})" to use it', file=sys.stderr
@@ -157,9 +155,7 @@ def _up(args: argparse.Namespace) -> int:
         server.run()
     finally:
         if agent is not None:
-            from taskvpc.cli.local_agent import stop_local_agent
-
-            stop_local_agent(agent)
+            agent.stop()
         database.dispose()
     return 0
 

@@ -183,3 +183,116 @@ def test_two_tasks_on_one_instance_both_serve_port_80(root_server: RootServer) -
     while time.monotonic() < deadline and [n for n in ours(root_server.prefix)[0] if "-t-" in n]:
         time.sleep(0.1)
     assert [n for n in ours(root_server.prefix)[0] if "-t-" in n] == []
+
+
+def agent_pids(server: RootServer) -> list[int]:
+    assert server.process is not None
+    children = [
+        child
+        for thread in Path(f"/proc/{server.process.pid}/task").iterdir()
+        for child in (thread / "children").read_text().split()
+    ]
+    pids = []
+    for child in children:
+        try:
+            if b"taskvpc.agent.main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                pids.append(int(child))
+        except OSError:
+            continue
+    return pids
+
+
+def shims_alive(state_dir: Path) -> list[int]:
+    alive = []
+    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
+        try:
+            pid = int(json.loads(pid_file.read_text())["shimPid"])
+            if b"taskvpc-shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                alive.append(pid)
+        except (OSError, ValueError, KeyError):
+            continue
+    return alive
+
+
+def run_one(server: RootServer) -> tuple[str, str]:
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    ecs.register_task_definition(**json.loads((REPO / "examples" / "linux-simple-web.json").read_text()))
+    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+    subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]["SubnetId"]
+    arn = ecs.run_task(
+        cluster="default",
+        taskDefinition="linux-simple-web",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet]}},
+    )["tasks"][0]["taskArn"]
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    task = ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]
+    details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
+    return arn, details["privateIPv4Address"]
+
+
+def wait_for(condition, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.1)
+
+
+def test_agent_and_control_plane_restarts_adopt_running_tasks(root_server: RootServer) -> None:
+    arn, address = run_one(root_server)
+    assert "Amazon ECS Sample App" in fetch(f"http://{address}/")
+    shims = shims_alive(root_server.state_dir)
+    assert len(shims) == 1
+
+    # kill -9 the agent: `taskvpc up` starts a new one, which adopts the task rather than restarting it.
+    [old_agent] = agent_pids(root_server)
+    os.kill(old_agent, signal.SIGKILL)
+    wait_for(lambda: agent_pids(root_server) not in ([], [old_agent]))
+    ecs = root_server.client("ecs")
+    time.sleep(1.0)
+    assert ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]["lastStatus"] == "RUNNING"
+    assert shims_alive(root_server.state_dir) == shims
+    assert "Amazon ECS Sample App" in fetch(f"http://{address}/")
+
+    # kill -9 the control plane itself: its agent goes with it, the task stays; a new `up` adopts it.
+    root_server.kill(signal.SIGKILL)
+    wait_for(lambda: not agent_pids_of_state(root_server.state_dir))
+    assert shims_alive(root_server.state_dir) == shims
+    root_server.start()
+    ecs = root_server.client("ecs")
+    assert ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]["lastStatus"] == "RUNNING"
+    assert "Amazon ECS Sample App" in fetch(f"http://{address}/")
+    assert shims_alive(root_server.state_dir) == shims
+
+    ecs.stop_task(cluster="default", task=arn)
+    ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    wait_for(lambda: not shims_alive(root_server.state_dir))
+    wait_for(lambda: not [n for n in ours(root_server.prefix)[0] if "-t-" in n])
+
+
+def agent_pids_of_state(state_dir: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"taskvpc.agent.main" in cmdline and str(state_dir).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_demo_command(root_server: RootServer) -> None:
+    result = subprocess.run(
+        [str(VENV_BIN / "taskvpc"), "demo", "--state-dir", str(root_server.state_dir)],
+        env=root_server.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("served the sample page") == 2
+    assert "stopped both tasks" in result.stdout
+    wait_for(lambda: not shims_alive(root_server.state_dir))
