@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 PARTITION = "aws"
 
@@ -69,3 +71,19 @@ def last_path_part(identifier: str) -> str:
     if identifier.startswith("arn:"):
         return identifier.rsplit("/", 1)[-1]
     return identifier
+
+
+def match_identifiers(
+    identifiers: Iterable[str], rows_by_id: Mapping[str, Any], arn_for_id: Callable[[str], str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Split ``identifiers`` (ids or full ARNs) into (identifier -> row found) and (identifier -> ARN to
+    name in a ``MISSING`` failure). An ARN matches only when it is exactly the row's ``arn``."""
+    found: dict[str, Any] = {}
+    missing: dict[str, str] = {}
+    for identifier in identifiers:
+        row = rows_by_id.get(last_path_part(identifier))
+        if row is not None and (not identifier.startswith("arn:") or identifier == row["arn"]):
+            found[identifier] = row
+        else:
+            missing[identifier] = identifier if identifier.startswith("arn:") else arn_for_id(identifier)
+    return found, missing

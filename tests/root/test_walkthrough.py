@@ -296,3 +296,45 @@ def test_demo_command(root_server: RootServer) -> None:
     assert result.stdout.count("served the sample page") == 2
     assert "stopped both tasks" in result.stdout
     wait_for(lambda: not shims_alive(root_server.state_dir))
+
+
+def test_logs_command_prints_container_output(root_server: RootServer) -> None:
+    ecs, ec2 = root_server.client("ecs"), root_server.client("ec2")
+    ecs.register_task_definition(
+        family="talker",
+        networkMode="awsvpc",
+        containerDefinitions=[
+            {
+                "name": "talker",
+                "image": "busybox",
+                "memory": 16,
+                "essential": True,
+                "entryPoint": ["sh", "-c"],
+                "command": ["echo hello from $GREETED; echo to-stderr >&2; exec sleep 60"],
+                "environment": [{"name": "GREETED", "value": "the task"}],
+            }
+        ],
+    )
+    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+    subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]["SubnetId"]
+    arn = ecs.run_task(
+        cluster="default",
+        taskDefinition="talker",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet]}},
+    )["tasks"][0]["taskArn"]
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+
+    def logs() -> str:
+        return subprocess.run(
+            [str(VENV_BIN / "taskvpc"), "logs", arn, "talker", "--state-dir", str(root_server.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+
+    wait_for(lambda: "hello from the task" in logs() and "to-stderr" in logs())
+    ecs.stop_task(cluster="default", task=arn)
+    ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    stopped = ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]
+    assert stopped["containers"][0]["exitCode"] == 143  # SIGTERM, as Docker reports it
+    assert "hello from the task" in logs()  # kept after the task stopped

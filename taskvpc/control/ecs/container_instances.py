@@ -24,7 +24,7 @@ from taskvpc.control.ec2 import subnets as ec2_subnets
 from taskvpc.control.ecs import tagging, task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of, ensure_cluster
 from taskvpc.domain import instance_types, lifecycle
-from taskvpc.domain.arns import container_instance_arn, last_path_part
+from taskvpc.domain.arns import container_instance_arn, last_path_part, match_identifiers
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.domain.lifecycle import ContainerInstanceEvent, ContainerInstanceStatus
 from taskvpc.domain.pagination import decode_token, encode_token, page_size
@@ -53,21 +53,10 @@ def find_instances(
     conn: Connection, ctx: RequestContext, cluster: str, identifiers: list[str]
 ) -> tuple[dict[str, Row], dict[str, str]]:
     """(identifier -> row for those found, identifier -> the ARN to name in a MISSING failure)."""
-    ids = {identifier: last_path_part(identifier) for identifier in identifiers}
-    rows = tasks_repo.get_instances(conn, ctx.region, cluster, ids.values())
-    found: dict[str, Row] = {}
-    missing: dict[str, str] = {}
-    for identifier, instance_id in ids.items():
-        row = rows.get(instance_id)
-        if row is not None and (not identifier.startswith("arn:") or identifier == row["arn"]):
-            found[identifier] = row
-        else:
-            missing[identifier] = (
-                identifier
-                if identifier.startswith("arn:")
-                else container_instance_arn(ctx.region, ctx.account_id, cluster, identifier)
-            )
-    return found, missing
+    rows = tasks_repo.get_instances(conn, ctx.region, cluster, [last_path_part(i) for i in identifiers])
+    return match_identifiers(
+        identifiers, rows, lambda id_: container_instance_arn(ctx.region, ctx.account_id, cluster, id_)
+    )
 
 
 def require_instance(conn: Connection, ctx: RequestContext, cluster: str, identifier: str) -> Row:

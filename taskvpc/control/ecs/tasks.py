@@ -28,7 +28,7 @@ from taskvpc.control.ecs import container_instances, tagging, task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.control.ecs.task_definitions import find_task_definition
 from taskvpc.domain import tasks as taskdoc
-from taskvpc.domain.arns import container_arn, last_path_part, task_arn
+from taskvpc.domain.arns import container_arn, last_path_part, match_identifiers, task_arn
 from taskvpc.domain.errors import ClientError, ecs_client_exception, invalid_parameter
 from taskvpc.domain.lifecycle import StopCode, TaskEvent
 from taskvpc.domain.pagination import decode_token, encode_token, page_size
@@ -479,21 +479,10 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 def _find_tasks(
     conn: Connection, ctx: RequestContext, cluster: str, identifiers: list[str]
 ) -> tuple[dict[str, Row], dict[str, str]]:
-    ids = {identifier: last_path_part(identifier) for identifier in identifiers}
-    rows = tasks_repo.get_tasks(conn, ctx.region, cluster, ids.values())
-    found: dict[str, Row] = {}
-    missing: dict[str, str] = {}
-    for identifier, task_id in ids.items():
-        row = rows.get(task_id)
-        if row is not None and (not identifier.startswith("arn:") or identifier == row["arn"]):
-            found[identifier] = row
-        else:
-            missing[identifier] = (
-                identifier
-                if identifier.startswith("arn:")
-                else task_arn(ctx.region, ctx.account_id, cluster, identifier)
-            )
-    return found, missing
+    rows = tasks_repo.get_tasks(conn, ctx.region, cluster, [last_path_part(i) for i in identifiers])
+    return match_identifiers(
+        identifiers, rows, lambda id_: task_arn(ctx.region, ctx.account_id, cluster, id_)
+    )
 
 
 def stop_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
