@@ -72,28 +72,19 @@ class ControlPlane:
 
     def prepare_region(self, region: str) -> None:
         """Create ``region``'s default VPC now (at start-up) rather than on its first request."""
-        ctx = RequestContext(
-            region=region,
-            account_id=self.settings.account_id,
-            principal_arn=root_principal_arn(self.settings.account_id),
-            now=self.clock(),
-            request_id=str(uuid.uuid4()),
-            db=self.db,
-            new_id=lambda: str(uuid.uuid4()),
-        )
-        ensure_region(ctx)
+        ensure_region(self.context(region, self.clock()))
         self.regions_ready.add(region)
 
-    def context(self, region: str, now: float) -> RequestContext:
+    def context(self, region: str, now: float, request_id: str | None = None) -> RequestContext:
         """A request context for ``region`` at ``now`` (the agent API builds its own requests' with it)."""
         return RequestContext(
             region=region,
             account_id=self.settings.account_id,
             principal_arn=root_principal_arn(self.settings.account_id),
             now=now,
-            request_id=str(uuid.uuid4()),
+            request_id=request_id or str(uuid.uuid4()),
             db=self.db,
-            new_id=lambda: str(uuid.uuid4()),
+            new_id=_new_uuid,
         )
 
     async def prepare(self, ctx: RequestContext) -> None:
@@ -126,18 +117,9 @@ class ControlPlane:
                 raise ClientError(
                     "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
                 )
-            ctx = RequestContext(
-                region=identity.region,
-                account_id=self.settings.account_id,
-                principal_arn=root_principal_arn(self.settings.account_id),
-                now=now,
-                request_id=request_id,
-                db=self.db,
-                new_id=lambda: str(uuid.uuid4()),
-            )
-            if spec.name in _REGIONAL and ctx.region not in self.regions_ready:
-                await self._run(ensure_region, ctx)
-                self.regions_ready.add(ctx.region)
+            ctx = self.context(identity.region, now, request_id)
+            if spec.name in _REGIONAL:
+                await self.prepare(ctx)
             if self.inline:
                 result = handler(ctx, params)
             else:
@@ -209,6 +191,10 @@ class ControlPlane:
         self.regions_ready.clear()  # the next request of a region lays its default VPC out again
         self.notifier.wake_all()  # waiting polls re-read and find their instance gone
         return _json(200, {"reset": True})
+
+
+def _new_uuid() -> str:
+    return str(uuid.uuid4())
 
 
 def _json(status: int, payload: dict[str, Any]) -> HttpResponse:
