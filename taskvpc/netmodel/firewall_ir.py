@@ -1,0 +1,449 @@
+"""Security groups as a firewall IR: what the router namespace's nftables table must contain.
+
+Input is a :class:`FirewallModel` (the VPC's task ENIs with their router-side ports, the group rules, the
+host access port); :func:`compile_ir` turns it into a :class:`Ruleset` of plain dataclasses that
+:mod:`taskvpc.netmodel.nft_compile` renders as nftables text and :func:`evaluate_ir` interprets packet by
+packet, so the fast unit tier can check the compiled rules against :mod:`taskvpc.netmodel.evaluator`.
+
+Layout of the one ``inet`` table (per VPC, in its router namespace, where every task<->task and host<->task
+packet is routed and connection tracking is available):
+
+* sets ``g_<sgid>`` (``ipv4_addr``): the current private IPs of every ENI carrying the group. Group
+  references compile to ``ip saddr @g_<sgid>`` / ``ip daddr @g_<sgid>``, so a task starting or stopping is
+  an element add/delete, never a rule change.
+* per ENI two regular chains: ``out_<eni>`` (its egress rules, the union over its groups; a match
+  ``return``\\s to the base chain, the chain ends in ``drop``) and ``in_<eni>`` (its ingress rules; a match
+  ``accept``\\s, the chain ends in ``drop``). ``out_<eni>`` starts with ``oifname <own port> accept``:
+  traffic to self never reaches a security group (the evaluator allows it); a task never routes to itself
+  in practice, this only keeps the two in step.
+* verdict maps ``egress_ports`` (``iifname`` -> ``jump out_<eni>``: a packet leaving a task enters the router
+  on its port) and ``ingress_ports`` (``oifname`` -> ``jump in_<eni>``); per-packet cost does not grow with
+  the number of tasks.
+* base chain ``antispoof`` (hook prerouting, priority raw, policy accept): a packet from a task port passes
+  only if (``iifname . ip saddr . ether saddr``) is in ``eni_addrs`` (EC2's source/destination check);
+  anything else from a task port (another IP or MAC, IPv6) is dropped before conntrack sees it.
+* base chain ``forward`` (hook forward, priority filter, policy drop): ``ct state established,related
+  accept``; ``ct state invalid drop``; ``oifname <host port> drop`` (a NEW flow from a task to the host is
+  never allowed: tasks must not reach the host's services, whatever their egress rules say; the host's own
+  flows to tasks get their replies through the first rule); egress dispatch; ingress dispatch; then accept
+  only from a task port (its egress returned) or the host port. The host's traffic carries the source
+  169.254.100.1 (``host_ip``) and is subject to the destination's ingress rules only, like any address
+  outside the VPC's ENIs.
+
+Established flows survive revokes: only NEW packets reach the rules, so (as EC2 does for tracked flows)
+revoking a rule stops new connections and leaves established ones until conntrack forgets them.
+
+Not compiled: prefix lists (the model carries their CIDRs if the caller knows them, otherwise such rules
+match nothing, as in the evaluator); IPv6 task addresses (ENIs are IPv4 here; IPv6 CIDR rules still
+compile, for completeness). Traffic addressed to the router namespace itself (hook input) is out of scope.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from taskvpc.netmodel.evaluator import GroupRules
+from taskvpc.netmodel.security_groups import Rule, normalize_protocol
+
+Family = Literal["ip", "ip6"]
+Verdict = Literal["accept", "drop", "return"]
+
+PROTO_NUMBERS: dict[str, int] = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
+PRIORITY_RAW = -300
+PRIORITY_FILTER = 0
+
+EGRESS_MAP = "egress_ports"
+INGRESS_MAP = "ingress_ports"
+TASK_PORTS = "task_ports"
+ENI_ADDRS = "eni_addrs"
+
+
+# --------------------------------------------------------------------------------------------------
+# Input
+
+
+@dataclass(frozen=True)
+class EniPort:
+    """A task ENI as the router sees it: its router-side port (``netplan.eni_port``), IPv4 address, MAC."""
+
+    eni_id: str
+    port: str
+    ip: str
+    mac: str
+    group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FirewallModel:
+    table: str
+    enis: tuple[EniPort, ...]
+    groups: Mapping[str, GroupRules]
+    host_port: str
+    host_ip: str = "169.254.100.1"
+    prefix_lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# The IR
+
+
+@dataclass(frozen=True)
+class Peer:
+    """``<family> saddr|daddr`` in ``cidr`` or in the named set ``set_name`` (exactly one is set)."""
+
+    side: Literal["saddr", "daddr"]
+    family: Family
+    cidr: str | None = None
+    set_name: str | None = None
+
+
+@dataclass(frozen=True)
+class IcmpMatch:
+    """ICMP type (and code when not None) of protocol ``proto`` (1 or 58)."""
+
+    proto: int
+    type: int
+    code: int | None
+
+
+@dataclass(frozen=True)
+class NftRule:
+    """One nftables rule: every non-None match must hold, then ``verdict`` (or the vmap's) applies.
+
+    ``source_binding``: ``iifname . ip saddr . ether saddr`` is an element of that set.
+    ``vmap``: (``"iifname"`` or ``"oifname"``, map name): jump to the chain the map names for the key, if any.
+    """
+
+    iif: str | None = None
+    oif: str | None = None
+    iif_set: str | None = None
+    ct_states: frozenset[str] | None = None
+    peer: Peer | None = None
+    l4proto: int | None = None
+    dport: tuple[int, int] | None = None
+    icmp: IcmpMatch | None = None
+    source_binding: str | None = None
+    vmap: tuple[Literal["iifname", "oifname"], str] | None = None
+    verdict: Verdict | None = None
+
+
+@dataclass(frozen=True)
+class Hook:
+    hook: Literal["prerouting", "forward"]
+    priority: int
+    policy: Literal["accept", "drop"]
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[NftRule, ...]
+    hook: Hook | None = None
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """``type`` is an nft type expression, e.g. ``ipv4_addr`` or ``ifname . ipv4_addr . ether_addr``;
+    elements are tuples of the key's components."""
+
+    name: str
+    type: str
+    elements: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class VerdictMap:
+    """``ifname : verdict`` map; elements ``(port, chain)`` mean ``"port" : jump chain``."""
+
+    name: str
+    elements: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    table: str
+    sets: tuple[NamedSet, ...]
+    maps: tuple[VerdictMap, ...]
+    chains: tuple[Chain, ...]
+
+    def chain(self, name: str) -> Chain:
+        for c in self.chains:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Names
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+
+
+def ident(text: str) -> str:
+    """An nft identifier from an AWS id (``sg-0ab`` -> ``sg_0ab``)."""
+    return _UNSAFE.sub("_", text)
+
+
+def group_set(group_id: str) -> str:
+    return "g_" + ident(group_id)
+
+
+def in_chain(eni_id: str) -> str:
+    return "in_" + ident(eni_id)
+
+
+def out_chain(eni_id: str) -> str:
+    return "out_" + ident(eni_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiling
+
+
+def _ip_key(ip: str) -> int:
+    return int(ipaddress.ip_address(ip))
+
+
+def group_members(model: FirewallModel) -> dict[str, tuple[str, ...]]:
+    """Group id -> sorted IPs of the ENIs carrying it (every group carried or referenced, maybe empty)."""
+    members: dict[str, set[str]] = {gid: set() for gid in referenced_groups(model)}
+    for eni in model.enis:
+        for gid in eni.group_ids:
+            members.setdefault(gid, set()).add(eni.ip)
+    return {gid: tuple(sorted(ips, key=_ip_key)) for gid, ips in sorted(members.items())}
+
+
+def referenced_groups(model: FirewallModel, enis: Sequence[EniPort] | None = None) -> set[str]:
+    """Groups named as peers by the rules of the groups ``enis`` (default: all ENIs) carry."""
+    carried = {gid for eni in (model.enis if enis is None else enis) for gid in eni.group_ids}
+    out: set[str] = set()
+    for gid in carried:
+        group = model.groups.get(gid)
+        if group is None:
+            continue
+        out.update(r.group_id for r in (*group.ingress, *group.egress) if r.group_id is not None)
+    return out
+
+
+def _peers(rule: Rule, side: Literal["saddr", "daddr"], model: FirewallModel) -> list[Peer]:
+    if rule.cidr_ipv4 is not None:
+        return [Peer(side, "ip", cidr=rule.cidr_ipv4)]
+    if rule.cidr_ipv6 is not None:
+        return [Peer(side, "ip6", cidr=rule.cidr_ipv6)]
+    if rule.group_id is not None:
+        return [Peer(side, "ip", set_name=group_set(rule.group_id))]
+    assert rule.prefix_list_id is not None
+    cidrs = model.prefix_lists.get(rule.prefix_list_id, ())
+    return [Peer(side, "ip6" if ":" in c else "ip", cidr=str(ipaddress.ip_network(c))) for c in cidrs]
+
+
+def compile_rule(rule: Rule, model: FirewallModel, verdict: Verdict) -> list[NftRule]:
+    """The nft rules for one SG rule (one per peer CIDR; none for an empty prefix list)."""
+    side: Literal["saddr", "daddr"] = "saddr" if rule.direction == "ingress" else "daddr"
+    protocol = normalize_protocol(rule.protocol)
+    l4proto: int | None = None
+    dport: tuple[int, int] | None = None
+    icmp: IcmpMatch | None = None
+    if protocol != "-1":
+        l4proto = PROTO_NUMBERS.get(protocol)
+        if l4proto is None:
+            l4proto = int(protocol)
+        if protocol in ("tcp", "udp"):
+            assert rule.from_port is not None and rule.to_port is not None
+            if (rule.from_port, rule.to_port) != (0, 65535):
+                dport = (rule.from_port, rule.to_port)
+        elif protocol in ("icmp", "icmpv6") and rule.from_port is not None and rule.from_port != -1:
+            icmp = IcmpMatch(l4proto, rule.from_port, None if rule.to_port in (None, -1) else rule.to_port)
+    return [
+        NftRule(peer=p, l4proto=l4proto, dport=dport, icmp=icmp, verdict=verdict)
+        for p in _peers(rule, side, model)
+    ]
+
+
+def eni_chains(model: FirewallModel, eni: EniPort) -> tuple[Chain, Chain]:
+    """(``out_<eni>``, ``in_<eni>``) for one ENI: the union of its groups' rules, in group then rule order."""
+    out_rules: list[NftRule] = [NftRule(oif=eni.port, verdict="accept")]  # traffic to self
+    in_rules: list[NftRule] = []
+    for gid in eni.group_ids:
+        group = model.groups.get(gid)
+        if group is None:
+            continue
+        for rule in group.egress:
+            out_rules.extend(compile_rule(rule, model, "return"))
+        for rule in group.ingress:
+            in_rules.extend(compile_rule(rule, model, "accept"))
+    out_rules.append(NftRule(verdict="drop"))
+    in_rules.append(NftRule(verdict="drop"))
+    return Chain(out_chain(eni.eni_id), tuple(out_rules)), Chain(in_chain(eni.eni_id), tuple(in_rules))
+
+
+def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
+    antispoof = Chain(
+        "antispoof",
+        (
+            NftRule(source_binding=ENI_ADDRS, verdict="accept"),
+            NftRule(iif_set=TASK_PORTS, verdict="drop"),
+        ),
+        Hook("prerouting", PRIORITY_RAW, "accept"),
+    )
+    forward = Chain(
+        "forward",
+        (
+            NftRule(ct_states=frozenset({"established", "related"}), verdict="accept"),
+            NftRule(ct_states=frozenset({"invalid"}), verdict="drop"),
+            NftRule(oif=model.host_port, verdict="drop"),
+            NftRule(vmap=("iifname", EGRESS_MAP)),
+            NftRule(vmap=("oifname", INGRESS_MAP)),
+            NftRule(iif_set=TASK_PORTS, verdict="accept"),
+            NftRule(iif=model.host_port, verdict="accept"),
+        ),
+        Hook("forward", PRIORITY_FILTER, "drop"),
+    )
+    return antispoof, forward
+
+
+def _check(model: FirewallModel) -> None:
+    seen_ports: set[str] = {model.host_port}
+    seen_ips: set[str] = {model.host_ip}
+    seen_ids: set[str] = set()
+    for eni in model.enis:
+        if eni.port in seen_ports or eni.ip in seen_ips or ident(eni.eni_id) in seen_ids:
+            raise ValueError(f"ENI {eni.eni_id}: port, address or id used twice")
+        ipaddress.IPv4Address(eni.ip)
+        seen_ports.add(eni.port)
+        seen_ips.add(eni.ip)
+        seen_ids.add(ident(eni.eni_id))
+
+
+def compile_ir(model: FirewallModel) -> Ruleset:
+    _check(model)
+    sets = [
+        NamedSet(group_set(gid), "ipv4_addr", tuple((ip,) for ip in ips))
+        for gid, ips in group_members(model).items()
+    ]
+    sets.append(NamedSet(TASK_PORTS, "ifname", tuple((e.port,) for e in model.enis)))
+    sets.append(
+        NamedSet(
+            ENI_ADDRS,
+            "ifname . ipv4_addr . ether_addr",
+            tuple((e.port, e.ip, e.mac.lower()) for e in model.enis),
+        )
+    )
+    maps = (
+        VerdictMap(EGRESS_MAP, tuple((e.port, out_chain(e.eni_id)) for e in model.enis)),
+        VerdictMap(INGRESS_MAP, tuple((e.port, in_chain(e.eni_id)) for e in model.enis)),
+    )
+    chains: list[Chain] = []
+    for eni in model.enis:
+        chains.extend(eni_chains(model, eni))
+    chains.extend(base_chains(model))
+    return Ruleset(model.table, tuple(sets), maps, tuple(chains))
+
+
+# --------------------------------------------------------------------------------------------------
+# Interpreting
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One IPv4/IPv6 packet at the router. ``protocol``: an IP protocol number."""
+
+    iif: str
+    oif: str
+    saddr: str
+    daddr: str
+    ether_saddr: str
+    protocol: int
+    dport: int | None = None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    ct_state: Literal["new", "established", "related", "invalid"] = "new"
+
+
+def _family(addr: str) -> Family:
+    return "ip6" if ":" in addr else "ip"
+
+
+def _matches(rule: NftRule, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tuple[str, ...]]]) -> bool:
+    if rule.iif is not None and pkt.iif != rule.iif:
+        return False
+    if rule.oif is not None and pkt.oif != rule.oif:
+        return False
+    if rule.iif_set is not None and (pkt.iif,) not in sets[rule.iif_set]:
+        return False
+    if rule.ct_states is not None and pkt.ct_state not in rule.ct_states:
+        return False
+    if rule.peer is not None:
+        p = rule.peer
+        if _family(pkt.saddr) != p.family:
+            return False
+        addr = pkt.saddr if p.side == "saddr" else pkt.daddr
+        if p.set_name is not None:
+            if (str(ipaddress.ip_address(addr)),) not in sets[p.set_name]:
+                return False
+        elif ipaddress.ip_address(addr) not in ipaddress.ip_network(p.cidr or ""):
+            return False
+    if rule.l4proto is not None and pkt.protocol != rule.l4proto:
+        return False
+    if rule.dport is not None and (pkt.dport is None or not rule.dport[0] <= pkt.dport <= rule.dport[1]):
+        return False
+    if rule.icmp is not None:
+        if pkt.protocol != rule.icmp.proto or pkt.icmp_type != rule.icmp.type:
+            return False
+        if rule.icmp.code is not None and pkt.icmp_code != rule.icmp.code:
+            return False
+    if rule.source_binding is not None:
+        if _family(pkt.saddr) != "ip":
+            return False
+        key = (pkt.iif, str(ipaddress.ip_address(pkt.saddr)), pkt.ether_saddr.lower())
+        if key not in sets[rule.source_binding]:
+            return False
+    return True
+
+
+def _run(chain: Chain, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tuple[str, ...]]], depth: int) -> str:
+    """``accept``/``drop`` if a terminal verdict was reached, ``continue`` on return or end of chain."""
+    if depth > 16:
+        raise RuntimeError("jump depth exceeded")
+    maps = {m.name: dict(m.elements) for m in rs.maps}
+    for rule in chain.rules:
+        if not _matches(rule, pkt, rs, sets):
+            continue
+        if rule.vmap is not None:
+            key, name = rule.vmap
+            target = maps[name].get(pkt.iif if key == "iifname" else pkt.oif)
+            if target is None:
+                continue
+            result = _run(rs.chain(target), pkt, rs, sets, depth + 1)
+            if result != "continue":
+                return result
+            continue
+        if rule.verdict == "return":
+            return "continue"
+        if rule.verdict is not None:
+            return rule.verdict
+    return "continue"
+
+
+def evaluate_ir(ruleset: Ruleset, packet: Packet) -> bool:
+    """Does ``packet`` (routed from ``iif`` to ``oif``) pass the base chains of ``ruleset``?"""
+    sets = {s.name: set(s.elements) for s in ruleset.sets}
+    hooks = ("prerouting", "forward")
+    for hook in hooks:
+        bases = sorted((c for c in ruleset.chains if c.hook and c.hook.hook == hook), key=_priority)
+        for base in bases:
+            assert base.hook is not None
+            result = _run(base, packet, ruleset, sets, 0)
+            if result == "continue":
+                result = base.hook.policy
+            if result == "drop":
+                return False
+    return True
+
+
+def _priority(chain: Chain) -> int:
+    return chain.hook.priority if chain.hook else 0

@@ -1,0 +1,226 @@
+"""nftables text (for ``nft -f -``, nftables 1.0.6) from the firewall IR of :mod:`taskvpc.netmodel.firewall_ir`.
+
+* :func:`render`: the whole table, replaced atomically: ``add table`` + ``delete table`` + the table block in
+  one batch, so the old table disappears and the new one appears in a single transaction (the ``add`` makes
+  the ``delete`` safe when the table does not exist yet).
+* :func:`render_member_update`: add/remove group member addresses (a task starting or stopping, an ENI's
+  groups changing). Removals are written ``add element`` + ``delete element`` so a removal of an absent
+  address is not an error.
+* :func:`render_eni_chains`: flush and refill one ENI's two chains and (re)register it in the maps and
+  sets (a rule authorized or revoked in one of its groups, its groups modified, the task starting). The
+  sets its rules reference are created if missing and filled with the model's current members.
+* :func:`render_eni_delete`: remove one ENI (task stopped): map/set elements, then its chains.
+
+Every batch is one nft transaction: it applies entirely or not at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from taskvpc.netmodel.firewall_ir import (
+    EGRESS_MAP,
+    ENI_ADDRS,
+    INGRESS_MAP,
+    TASK_PORTS,
+    Chain,
+    EniPort,
+    FirewallModel,
+    NamedSet,
+    NftRule,
+    Ruleset,
+    VerdictMap,
+    eni_chains,
+    group_members,
+    group_set,
+    in_chain,
+    out_chain,
+    referenced_groups,
+)
+
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
+_PRIORITY_NAMES = {-300: "raw", 0: "filter"}
+
+
+def _q(name: str) -> str:
+    if '"' in name or "\\" in name:
+        raise ValueError(f"bad interface name {name!r}")
+    return f'"{name}"'
+
+
+def _element(parts: tuple[str, ...]) -> str:
+    return " . ".join(_q(p) if i == 0 and not _is_addr(p) else p for i, p in enumerate(parts))
+
+
+def _is_addr(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def rule_text(rule: NftRule) -> str:
+    """The statement text of one rule (what follows ``add rule inet T chain``)."""
+    out: list[str] = []
+    if rule.iif is not None:
+        out.append(f"iifname {_q(rule.iif)}")
+    if rule.oif is not None:
+        out.append(f"oifname {_q(rule.oif)}")
+    if rule.iif_set is not None:
+        out.append(f"iifname @{rule.iif_set}")
+    if rule.ct_states is not None:
+        out.append("ct state " + ",".join(sorted(rule.ct_states)))
+    if rule.peer is not None:
+        p = rule.peer
+        if p.set_name is not None:
+            out.append(f"{p.family} {p.side} @{p.set_name}")
+        elif ipaddress.ip_network(p.cidr or "").prefixlen == 0:
+            out.append("meta nfproto ipv4" if p.family == "ip" else "meta nfproto ipv6")
+        else:
+            out.append(f"{p.family} {p.side} {p.cidr}")
+    if rule.icmp is not None:
+        icmp = rule.icmp
+        natural = rule.peer is None or (icmp.proto == 1) == (rule.peer.family == "ip")
+        if natural:
+            name = "icmp" if icmp.proto == 1 else "icmpv6"
+            out.append(f"{name} type {icmp.type}")
+            if icmp.code is not None:
+                out.append(f"{name} code {icmp.code}")
+        else:  # ICMP of the other IP family: match the transport header's first bytes
+            out.append(f"meta l4proto {icmp.proto} @th,0,8 {icmp.type}")
+            if icmp.code is not None:
+                out.append(f"@th,8,8 {icmp.code}")
+    elif rule.dport is not None:
+        assert rule.l4proto in (6, 17)
+        lo, hi = rule.dport
+        out.append(f"{_PROTO_NAMES[rule.l4proto]} dport {lo if lo == hi else f'{lo}-{hi}'}")
+    elif rule.l4proto is not None:
+        out.append(f"meta l4proto {_PROTO_NAMES.get(rule.l4proto, str(rule.l4proto))}")
+    if rule.source_binding is not None:
+        out.append(f"iifname . ip saddr . ether saddr @{rule.source_binding}")
+    if rule.vmap is not None:
+        out.append(f"{rule.vmap[0]} vmap @{rule.vmap[1]}")
+    if rule.verdict is not None:
+        out.append(rule.verdict)
+    return " ".join(out)
+
+
+def _set_block(s: NamedSet) -> list[str]:
+    lines = [f"\tset {s.name} {{", f"\t\ttype {s.type}"]
+    if s.elements:
+        lines.append("\t\telements = { " + ", ".join(_element(e) for e in s.elements) + " }")
+    lines.append("\t}")
+    return lines
+
+
+def _map_block(m: VerdictMap) -> list[str]:
+    lines = [f"\tmap {m.name} {{", "\t\ttype ifname : verdict"]
+    if m.elements:
+        items = ", ".join(f"{_q(port)} : jump {chain}" for port, chain in m.elements)
+        lines.append(f"\t\telements = {{ {items} }}")
+    lines.append("\t}")
+    return lines
+
+
+def _chain_block(c: Chain) -> list[str]:
+    lines = [f"\tchain {c.name} {{"]
+    if c.hook is not None:
+        prio = _PRIORITY_NAMES.get(c.hook.priority, str(c.hook.priority))
+        lines.append(f"\t\ttype filter hook {c.hook.hook} priority {prio}; policy {c.hook.policy};")
+    lines.extend("\t\t" + rule_text(r) for r in c.rules)
+    lines.append("\t}")
+    return lines
+
+
+def render(ruleset: Ruleset) -> str:
+    """The whole table, atomically replacing whatever table of that name exists."""
+    t = ruleset.table
+    lines = [f"add table inet {t}", f"delete table inet {t}", f"table inet {t} {{"]
+    regular = [c for c in ruleset.chains if c.hook is None]
+    base = [c for c in ruleset.chains if c.hook is not None]
+    for c in regular:
+        lines.extend(_chain_block(c))
+    for s in ruleset.sets:
+        lines.extend(_set_block(s))
+    for m in ruleset.maps:
+        lines.extend(_map_block(m))
+    for c in base:
+        lines.extend(_chain_block(c))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_member_update(table: str, group_id: str, add_ips: list[str], remove_ips: list[str]) -> str:
+    """Add and remove member addresses of one group's set (created if missing)."""
+    add = sorted({str(ipaddress.IPv4Address(ip)) for ip in add_ips}, key=_ip_key)
+    remove = sorted({str(ipaddress.IPv4Address(ip)) for ip in remove_ips}, key=_ip_key)
+    if set(add) & set(remove):
+        raise ValueError(f"addresses both added and removed: {sorted(set(add) & set(remove))}")
+    name = group_set(group_id)
+    lines = [f"add set inet {table} {name} {{ type ipv4_addr; }}"]
+    if remove:
+        elems = ", ".join(remove)
+        lines.append(f"add element inet {table} {name} {{ {elems} }}")
+        lines.append(f"delete element inet {table} {name} {{ {elems} }}")
+    if add:
+        lines.append(f"add element inet {table} {name} {{ {', '.join(add)} }}")
+    return "\n".join(lines) + "\n"
+
+
+def _ip_key(ip: str) -> int:
+    return int(ipaddress.ip_address(ip))
+
+
+def _find(model: FirewallModel, eni_id: str) -> EniPort:
+    for eni in model.enis:
+        if eni.eni_id == eni_id:
+            return eni
+    raise KeyError(eni_id)
+
+
+def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
+    return [
+        f"{verb} element inet {table} {EGRESS_MAP} {{ {_q(eni.port)} : jump {out_chain(eni.eni_id)} }}",
+        f"{verb} element inet {table} {INGRESS_MAP} {{ {_q(eni.port)} : jump {in_chain(eni.eni_id)} }}",
+        f"{verb} element inet {table} {TASK_PORTS} {{ {_q(eni.port)} }}",
+        f"{verb} element inet {table} {ENI_ADDRS} {{ {_q(eni.port)} . {eni.ip} . {eni.mac.lower()} }}",
+    ]
+
+
+def render_eni_chains(model: FirewallModel, eni_id: str) -> str:
+    """Flush and refill ``out_<eni>``/``in_<eni>`` and register the ENI in the maps and sets.
+
+    The table (from :func:`render`) must exist. Group membership of the ENI's own address is not changed
+    here: pair with :func:`render_member_update` when its groups change.
+    """
+    eni = _find(model, eni_id)
+    t = model.table
+    members = group_members(model)
+    lines: list[str] = []
+    for gid in sorted(referenced_groups(model, [eni])):
+        name = group_set(gid)
+        lines.append(f"add set inet {t} {name} {{ type ipv4_addr; }}")
+        if members.get(gid):
+            lines.append(f"add element inet {t} {name} {{ {', '.join(members[gid])} }}")
+    out_c, in_c = eni_chains(model, eni)
+    for c in (out_c, in_c):
+        lines.append(f"add chain inet {t} {c.name}")
+        lines.append(f"flush chain inet {t} {c.name}")
+    for c in (out_c, in_c):
+        lines.extend(f"add rule inet {t} {c.name} {rule_text(r)}" for r in c.rules)
+    lines.extend(_registrations(t, eni, "add"))
+    return "\n".join(lines) + "\n"
+
+
+def render_eni_delete(table: str, eni: EniPort) -> str:
+    """Remove one ENI: its map and set elements, then its chains (safe if parts are already gone)."""
+    lines: list[str] = []
+    for name in (out_chain(eni.eni_id), in_chain(eni.eni_id)):
+        lines.append(f"add chain inet {table} {name}")
+    lines.extend(_registrations(table, eni, "add"))
+    lines.extend(_registrations(table, eni, "delete"))
+    for name in (out_chain(eni.eni_id), in_chain(eni.eni_id)):
+        lines.append(f"flush chain inet {table} {name}")
+        lines.append(f"delete chain inet {table} {name}")
+    return "\n".join(lines) + "\n"
