@@ -69,3 +69,8 @@ def agents(api: TaskvpcServer) -> Iterator[Callable[..., FakeAgent]]:
     yield make
     for agent in made:
         agent.stop()
+
+
+@pytest.fixture()
+def ec2(api: TaskvpcServer):  # type: ignore[no-untyped-def]
+    return api.client("ec2")

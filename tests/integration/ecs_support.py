@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.integration.server import aws_error
+
 WEB_CONTAINER: dict[str, Any] = {
     "name": "web",
     "image": "public.ecr.aws/docker/library/busybox:stable",
@@ -59,8 +61,8 @@ def awsvpc(*subnets: str, groups: list[str] | None = None, public_ip: str | None
 
 
 def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
-    error = excinfo.value.response["Error"]
-    return error["Code"], error["Message"]
+    code, message, _status = aws_error(excinfo)
+    return code, message
 
 
 def describe(ecs: Any, arn: str, **options: Any) -> dict[str, Any]:

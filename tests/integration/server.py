@@ -13,16 +13,28 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 ACCESS_KEY_ID = "AKIATESTTASKVPC00001"
 SECRET_ACCESS_KEY = "taskvpc-test-secret-key-0000000000000000"
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
 VENV_BIN = Path(sys.executable).parent
+
+
+def aws_error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
+    """(code, message, HTTP status) of the AWS error a boto3 call raised."""
+    response = excinfo.value.response
+    return (
+        response["Error"]["Code"],
+        response["Error"]["Message"],
+        response["ResponseMetadata"]["HTTPStatusCode"],
+    )
 
 
 def free_port() -> int:

@@ -11,20 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.server import TaskvpcServer
-
-
-def error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
-    response = excinfo.value.response
-    return (
-        response["Error"]["Code"],
-        response["Error"]["Message"],
-        response["ResponseMetadata"]["HTTPStatusCode"],
-    )
-
-
-@pytest.fixture()
-def ec2(api: TaskvpcServer) -> Any:
-    return api.client("ec2")
+from tests.integration.server import aws_error as error
 
 
 def _vpc(ec2: Any, cidr: str = "10.0.0.0/16") -> str:

@@ -8,16 +8,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import ACCOUNT_ID, TaskvpcServer
+from tests.integration.server import ACCOUNT_ID, TaskvpcServer, aws_error
 
 
 def error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
-    return excinfo.value.response["Error"]["Code"], excinfo.value.response["Error"]["Message"]
-
-
-@pytest.fixture()
-def ec2(api: TaskvpcServer) -> Any:
-    return api.client("ec2")
+    code, message, _status = aws_error(excinfo)
+    return code, message
 
 
 @pytest.fixture()

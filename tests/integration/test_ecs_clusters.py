@@ -6,19 +6,11 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.server import ACCOUNT_ID, REGION, TaskvpcServer
+from tests.integration.server import aws_error as error_of
 
 
 def arn(name: str, region: str = REGION) -> str:
     return f"arn:aws:ecs:{region}:{ACCOUNT_ID}:cluster/{name}"
-
-
-def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]:
-    response = excinfo.value.response
-    return (
-        response["Error"]["Code"],
-        response["Error"]["Message"],
-        response["ResponseMetadata"]["HTTPStatusCode"],
-    )
 
 
 def test_create_describe_list_delete(ecs) -> None:  # type: ignore[no-untyped-def]

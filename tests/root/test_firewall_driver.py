@@ -26,6 +26,7 @@ from taskvpc.netmodel.evaluator import Eni, Flow, GroupRules, evaluate
 from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
 from taskvpc.netmodel.nft_compile import render
 from taskvpc.netmodel.security_groups import Rule, new_group_egress, rules_from_permissions
+from tests.root import hostcheck
 
 pytestmark = [
     pytest.mark.root,
@@ -77,32 +78,14 @@ threading.Event().wait()
 """
 
 
-def _ours(prefix: str) -> list[str]:
-    out = []
-    for cmd in (["ip", "netns", "list"], ["ip", "-br", "link"], ["ip", "route"], ["nft", "list", "tables"]):
-        text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        out += [f"{' '.join(cmd)}: {line}" for line in text.splitlines() if prefix in line]
-    return out
-
-
-def _scrub(cfg: NetConfig) -> None:
-    for name in netns.list_names(cfg.netns_dir):
-        if name.startswith(cfg.prefix + "-"):
-            netns.remove(name, cfg.netns_dir)
-
-
 @pytest.fixture
 def cfg() -> Iterator[NetConfig]:
     config = NetConfig(prefix="tvf" + secrets.token_hex(2))
     try:
         yield config
     finally:
-        _scrub(config)
-        deadline = time.monotonic() + 10
-        left = _ours(config.prefix)
-        while left and time.monotonic() < deadline:
-            time.sleep(0.05)
-            left = _ours(config.prefix)
+        hostcheck.scrub(config.prefix)
+        left = hostcheck.wait_clean(config.prefix)
         assert not left, f"left behind: {left}"
 
 

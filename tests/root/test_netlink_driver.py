@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.root import hostcheck
+
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces, veths and routes"),
@@ -55,45 +57,14 @@ while True:
 """
 
 
-def _ours(prefix: str) -> list[str]:
-    """Lines of ``ip netns list``, ``ip -br link`` and ``ip route`` that mention the prefix."""
-    out = []
-    for cmd in (["ip", "netns", "list"], ["ip", "-br", "link"], ["ip", "route"], ["ip", "-br", "addr"]):
-        text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        out += [f"{' '.join(cmd)}: {line}" for line in text.splitlines() if prefix in line]
-    return out
-
-
-def _wait_clean(prefix: str, timeout: float = 10.0) -> list[str]:
-    """The kernel frees namespaces (and the veths in them) asynchronously: poll until nothing is left."""
-    deadline = time.monotonic() + timeout
-    left = _ours(prefix)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = _ours(prefix)
-    return left
-
-
-def _scrub(cfg: NetConfig) -> None:
-    """Remove everything of ours regardless of driver state (the fixture's safety net)."""
-    for name in netns.list_names(cfg.netns_dir):
-        if name.startswith(cfg.prefix + "-"):
-            netns.remove(name, cfg.netns_dir)
-    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
-    for line in links.splitlines():
-        ifname = line.split()[0].partition("@")[0]
-        if ifname.startswith(cfg.prefix):
-            subprocess.run(["ip", "link", "del", ifname], capture_output=True, check=False)
-
-
 @pytest.fixture
 def cfg() -> Iterator[NetConfig]:
     config = NetConfig(prefix="tvt" + secrets.token_hex(2))
     try:
         yield config
     finally:
-        _scrub(config)
-        left = _wait_clean(config.prefix)
+        hostcheck.scrub(config.prefix)
+        left = hostcheck.wait_clean(config.prefix)
         assert not left, f"left behind: {left}"
 
 
@@ -317,7 +288,7 @@ def test_remove_leaves_nothing_and_absent_is_success(driver: NetlinkDriver, worl
     assert driver.remove_host_access(world.vpc_id) is False
     assert driver.remove_vpc_router(world.vpc_id) is True
     assert driver.remove_vpc_router(world.vpc_id) is False
-    assert _wait_clean(cfg.prefix) == []
+    assert hostcheck.wait_clean(cfg.prefix) == []
 
 
 def test_router_subnets_converge(driver: NetlinkDriver, cfg: NetConfig) -> None:
@@ -340,7 +311,7 @@ def test_host_access_refuses_overlapping_routes(driver: NetlinkDriver, world: Wo
     # 127.1.0.0/16 overlaps lo's 127.0.0.1/8 (an interface that is not ours): refused, nothing changed.
     with pytest.raises(HostRouteConflict):
         driver.ensure_host_access(world.vpc_id, ["127.1.0.0/16"])
-    assert not [line for line in _ours(world.cfg.prefix) if "127.1." in line]
+    assert not [line for line in hostcheck.leftovers(world.cfg.prefix) if "127.1." in line]
     # A second VPC with the same CIDR cannot be routed from the host too.
     other = "vpc-" + secrets.token_hex(9)[:17]
     driver.ensure_vpc_router(other, [SUBNET_A])
@@ -396,7 +367,7 @@ def test_restart_adopts_desired_and_removes_the_rest(
     for proc in listeners.values():
         proc.kill()  # by PID; they hold their namespaces (and so the veths) alive
         proc.wait(timeout=5)
-    assert _wait_clean(cfg.prefix) == []
+    assert hostcheck.wait_clean(cfg.prefix) == []
 
 
 def test_fifty_task_networks_timing(driver: NetlinkDriver, cfg: NetConfig) -> None:

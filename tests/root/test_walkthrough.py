@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.server import VENV_BIN, TaskvpcServer
+from tests.root import hostcheck
 
 pytestmark = [
     pytest.mark.root,
@@ -23,15 +24,6 @@ pytestmark = [
 ]
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def ours(prefix: str) -> tuple[list[str], list[str]]:
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
-    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
-    return (
-        [n.split()[0] for n in namespaces if n.startswith(prefix)],
-        [link.split()[0] for link in links if link.startswith(prefix)],
-    )
 
 
 def kill_task_shims(state_dir: Path) -> None:
@@ -44,14 +36,6 @@ def kill_task_shims(state_dir: Path) -> None:
             continue
         if b"taskvpc-shim" in cmdline and str(state_dir).encode() in cmdline:
             os.kill(pid, signal.SIGTERM)
-
-
-def remove_leftovers(prefix: str) -> None:
-    namespaces, links = ours(prefix)
-    for namespace in namespaces:
-        subprocess.run(["ip", "netns", "del", namespace], check=False)
-    for link in links:
-        subprocess.run(["ip", "link", "del", link.partition("@")[0]], check=False)
 
 
 class RootServer(TaskvpcServer):
@@ -105,7 +89,9 @@ def root_server(tmp_path: Path) -> Iterator[RootServer]:
     finally:
         server.stop()
         kill_task_shims(server.state_dir)
-        remove_leftovers(prefix)
+        hostcheck.scrub(prefix)
+        left = hostcheck.wait_clean(prefix)
+        assert not left, f"left behind: {left}"
 
 
 def fetch(url: str) -> str:
@@ -167,7 +153,7 @@ def test_two_tasks_on_one_instance_both_serve_port_80(root_server: RootServer) -
         addresses.append(address)
     assert len(set(addresses)) == 2
 
-    namespaces, _ = ours(root_server.prefix)
+    namespaces = hostcheck.namespaces(root_server.prefix)
     assert len([n for n in namespaces if "-t-" in n]) == 2
 
     aws("ecs", "stop-task", "--cluster", "default", "--task", arns[0])
@@ -180,9 +166,9 @@ def test_two_tasks_on_one_instance_both_serve_port_80(root_server: RootServer) -
     enis = json.loads(aws("ec2", "describe-network-interfaces").stdout)["NetworkInterfaces"]
     assert [e for e in enis if e.get("PrivateIpAddress") in addresses] == []
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and [n for n in ours(root_server.prefix)[0] if "-t-" in n]:
+    while time.monotonic() < deadline and [n for n in hostcheck.namespaces(root_server.prefix) if "-t-" in n]:
         time.sleep(0.1)
-    assert [n for n in ours(root_server.prefix)[0] if "-t-" in n] == []
+    assert [n for n in hostcheck.namespaces(root_server.prefix) if "-t-" in n] == []
 
 
 def agent_pids(server: RootServer) -> list[int]:
@@ -267,7 +253,7 @@ def test_agent_and_control_plane_restarts_adopt_running_tasks(root_server: RootS
     ecs.stop_task(cluster="default", task=arn)
     ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
     wait_for(lambda: not shims_alive(root_server.state_dir))
-    wait_for(lambda: not [n for n in ours(root_server.prefix)[0] if "-t-" in n])
+    wait_for(lambda: not [n for n in hostcheck.namespaces(root_server.prefix) if "-t-" in n])
 
 
 def agent_pids_of_state(state_dir: Path) -> list[int]:
