@@ -59,8 +59,40 @@ class HealthCheckSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Ulimit:
+    """``ulimits`` entry: ``name`` as in ECS (``nofile``, ``core``, ...), soft and hard limits."""
+
+    name: str
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A bind mount into the container, already resolved to a host path by the engine (volumes)."""
+
+    source: str
+    destination: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tmpfs:
+    """``linuxParameters.tmpfs`` entry: size in MiB, mount options as ECS lists them."""
+
+    container_path: str
+    size: int
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
-    """What a runtime needs to start one container of one task."""
+    """What a runtime needs to start one container of one task.
+
+    Limits are in ECS units: ``cpu`` in CPU units (1024 = one vCPU), memory sizes in MiB. ``task_cpu`` and
+    ``task_memory`` are the task-level limits that all containers of the task share (None: unlimited).
+    The ``process`` runtime honours only the first group of fields; ``runc`` honours all of them.
+    """
 
     task_id: str
     name: str
@@ -71,6 +103,23 @@ class ContainerSpec:
     working_directory: str | None = None
     user: str | None = None
     task_arn: str = ""
+    # -- honoured by runtimes with images and cgroups (runc)
+    cpu: int = 0
+    memory: int | None = None  # hard limit, MiB
+    memory_reservation: int | None = None  # soft limit, MiB
+    task_cpu: int | None = None
+    task_memory: int | None = None
+    ulimits: tuple[Ulimit, ...] = ()
+    readonly_root_filesystem: bool = False
+    privileged: bool = False
+    capabilities_add: tuple[str, ...] = ()
+    capabilities_drop: tuple[str, ...] = ()
+    init_process_enabled: bool = False
+    tmpfs: tuple[Tmpfs, ...] = ()
+    shared_memory_size: int | None = None  # MiB
+    mounts: tuple[Mount, ...] = ()
+    hostname: str | None = None
+    repository_credentials: str | None = None  # ``repositoryCredentials.credentialsParameter``
 
     def process_argv(self) -> list[str]:
         """ECS semantics without an image to read: ``entryPoint + command``, or ``command`` alone."""
