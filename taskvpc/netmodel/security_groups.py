@@ -485,3 +485,25 @@ def default_group_rules(
 def new_group_egress() -> Rule:
     """The one outbound rule of a newly created group: all traffic to 0.0.0.0/0 [VPCUG security-group-rules]."""
     return Rule("egress", "-1", None, None, cidr_ipv4="0.0.0.0/0")
+
+
+def rule_from_doc(doc: Mapping[str, Any]) -> Rule:
+    """A ``SecurityGroupRule`` document (DescribeSecurityGroupRules' shape) as a :class:`Rule`.
+
+    EC2 shows ``-1`` ports for "all" and port-less protocols; only tcp/udp/icmp/icmpv6 keep them.
+    """
+    protocol = normalize_protocol(str(doc["IpProtocol"]))
+    keeps_ports = protocol in PORTED_PROTOCOLS | ICMP_PROTOCOLS
+    referenced = doc.get("ReferencedGroupInfo") or {}
+    return Rule(
+        direction="egress" if doc["IsEgress"] else "ingress",
+        protocol=protocol,
+        from_port=int(doc["FromPort"]) if keeps_ports else None,
+        to_port=int(doc["ToPort"]) if keeps_ports else None,
+        cidr_ipv4=doc.get("CidrIpv4"),
+        cidr_ipv6=doc.get("CidrIpv6"),
+        group_id=referenced.get("GroupId"),
+        group_owner_id=referenced.get("UserId"),
+        prefix_list_id=doc.get("PrefixListId"),
+        description=doc.get("Description"),
+    )

@@ -410,3 +410,17 @@ def put_token(
 def purge_tokens(conn: Connection, operation: str, older_than: float) -> None:
     i = idempotency.c
     conn.execute(delete(idempotency).where(i.operation == operation, i.created_at < older_than))
+
+
+def bump_region_generations(conn: Connection, region: str) -> list[str]:
+    """Bump every live instance of the region (a security group changed); their ids, to wake their polls."""
+    c = container_instances.c
+    rows = fetch_all(
+        conn, "SELECT id FROM container_instances WHERE region = ? AND status != 'INACTIVE'", (region,)
+    )
+    instance_ids = [str(row[0]) for row in rows]
+    if instance_ids:
+        conn.execute(
+            update(container_instances).where(c.id.in_(instance_ids)).values(generation=c.generation + 1)
+        )
+    return instance_ids

@@ -5,105 +5,21 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.server import VENV_BIN, TaskvpcServer
+from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
+from tests.root.upserver import REPO, RootServer, fetch, web_group
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real namespaces, links and processes"),
 ]
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def kill_task_shims(state_dir: Path) -> None:
-    """Stop the container shims this test's agent started (found by their pid files), by PID."""
-    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
-        try:
-            pid = int(json.loads(pid_file.read_text())["shimPid"])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError, KeyError):
-            continue
-        if b"taskvpc-shim" in cmdline and str(state_dir).encode() in cmdline:
-            os.kill(pid, signal.SIGTERM)
-
-
-class RootServer(TaskvpcServer):
-    """`taskvpc up` with its local agent, namespaced by a test-unique prefix."""
-
-    def __init__(self, state_dir: Path, prefix: str) -> None:
-        super().__init__(state_dir)
-        self.prefix = prefix
-
-    def start(self) -> RootServer:
-        import urllib.error
-
-        command = [
-            str(VENV_BIN / "taskvpc"),
-            "up",
-            "--allow-reset",
-            "--port",
-            str(self.port),
-            "--state-dir",
-            str(self.state_dir),
-            "--net-prefix",
-            self.prefix,
-        ]
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/_taskvpc/health", timeout=1):
-                    break
-            except (OSError, urllib.error.URLError):
-                time.sleep(0.05)
-        ecs = self.client("ecs")
-        while time.monotonic() < deadline:
-            try:
-                if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
-                    return self
-            except ecs.exceptions.ClusterNotFoundException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"no agent registered:\n{self.log_path.read_text()}")
-
-
-@pytest.fixture()
-def root_server(tmp_path: Path) -> Iterator[RootServer]:
-    prefix = "tvw" + secrets.token_hex(2)
-    server = RootServer(tmp_path / "state", prefix)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-        kill_task_shims(server.state_dir)
-        hostcheck.scrub(prefix)
-        left = hostcheck.wait_clean(prefix)
-        assert not left, f"left behind: {left}"
-
-
-def fetch(url: str) -> str:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return str(response.read().decode())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def test_two_tasks_on_one_instance_both_serve_port_80(root_server: RootServer) -> None:
@@ -114,9 +30,21 @@ def test_two_tasks_on_one_instance_both_serve_port_80(root_server: RootServer) -
         aws("ec2", "describe-subnets", "--filters", "Name=default-for-az,Values=true").stdout
     )["Subnets"]
     subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]
-    group = json.loads(aws("ec2", "describe-security-groups", "--group-names", "default").stdout)[
-        "SecurityGroups"
-    ][0]["GroupId"]
+    group = json.loads(
+        aws("ec2", "create-security-group", "--group-name", "web", "--description", "sample page").stdout
+    )["GroupId"]
+    aws(
+        "ec2",
+        "authorize-security-group-ingress",
+        "--group-id",
+        group,
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--cidr",
+        "0.0.0.0/0",
+    )
     run = json.loads(
         aws(
             "ecs",
@@ -208,7 +136,9 @@ def run_one(server: RootServer) -> tuple[str, str]:
     arn = ecs.run_task(
         cluster="default",
         taskDefinition="linux-simple-web",
-        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet]}},
+        networkConfiguration={
+            "awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [web_group(server)]}
+        },
     )["tasks"][0]["taskArn"]
     ecs.get_waiter("tasks_running").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
     task = ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]

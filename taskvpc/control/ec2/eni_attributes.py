@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import describe, enis, errors, ids, subnets
+from taskvpc.control.ec2 import dataplane, describe, enis, errors, ids, subnets
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel import security_groups as sg
 from taskvpc.store import ec2_repo
@@ -68,6 +68,7 @@ def modify_network_interface_attribute(ctx: RequestContext, params: dict[str, An
             checked = enis.check_groups(conn, ctx, subnet, group_ids)
             describe.dry_run(params)
             ec2_repo.set_eni_groups(conn, ctx.region, eni["NetworkInterfaceId"], checked)
+            dataplane.security_changed(conn, ctx)
             return {}
         if member == "Attachment":
             attachment = eni.get("Attachment")

@@ -19,7 +19,6 @@ from taskvpc.netmodel import security_groups as sg
 from taskvpc.store import ec2_repo
 
 Doc = dict[str, Any]
-_PORTS_KEPT = sg.PORTED_PROTOCOLS | sg.ICMP_PROTOCOLS
 
 
 def key_of(rule: sg.Rule) -> str:
@@ -59,21 +58,7 @@ def to_doc(ctx: RequestContext, rule: sg.Rule, group_id: str, rule_id: str) -> D
 
 
 def from_doc(doc: Doc) -> sg.Rule:
-    protocol = doc["IpProtocol"]
-    keeps_ports = protocol in _PORTS_KEPT
-    referenced = doc.get("ReferencedGroupInfo") or {}
-    return sg.Rule(
-        direction="egress" if doc["IsEgress"] else "ingress",
-        protocol=protocol,
-        from_port=doc["FromPort"] if keeps_ports else None,
-        to_port=doc["ToPort"] if keeps_ports else None,
-        cidr_ipv4=doc.get("CidrIpv4"),
-        cidr_ipv6=doc.get("CidrIpv6"),
-        group_id=referenced.get("GroupId"),
-        group_owner_id=referenced.get("UserId"),
-        prefix_list_id=doc.get("PrefixListId"),
-        description=doc.get("Description"),
-    )
+    return sg.rule_from_doc(doc)
 
 
 def add(conn: Connection, ctx: RequestContext, group_id: str, new_rules: list[sg.Rule]) -> list[Doc]:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import describe, errors, ids, rules, security_groups, tags
+from taskvpc.control.ec2 import dataplane, describe, errors, ids, rules, security_groups, tags
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel import security_groups as sg
 from taskvpc.store import ec2_repo
@@ -86,6 +86,7 @@ def _authorize(ctx: RequestContext, params: dict[str, Any], direction: sg.Direct
             tags.attach(conn, ctx, doc["SecurityGroupRuleId"], new_tags)
             if new_tags:
                 doc["Tags"] = new_tags
+        dataplane.security_changed(conn, ctx)
     return {"Return": True, "SecurityGroupRules": docs}
 
 
@@ -139,6 +140,7 @@ def _revoke(ctx: RequestContext, params: dict[str, Any], direction: sg.Direction
         for rule_id in chosen:
             ec2_repo.remove_tags(conn, rule_id, None)
         ec2_repo.delete_rules(conn, list(chosen))
+        dataplane.security_changed(conn, ctx)
     return {"Return": True, "RevokedSecurityGroupRules": [_revoked(d) for d in chosen.values()]}
 
 
@@ -224,4 +226,5 @@ def modify_security_group_rules(ctx: RequestContext, params: dict[str, Any]) -> 
             doc = rules.to_doc(ctx, rule, group["GroupId"], rule_id)
             if not ec2_repo.update_rule(conn, doc, rules.key_of(rule)):
                 raise sg.duplicate(rule)
+        dataplane.security_changed(conn, ctx)
     return {"Return": True}

@@ -1,0 +1,153 @@
+"""Security groups on this host: the desired state's groups and ENIs -> each VPC router's nftables table.
+
+The control plane sends, per VPC, the rules of every group the host's task ENIs carry, and each task ENI's
+current groups (docs/agent-api.md). :class:`FirewallSync` keeps, per VPC, the ENIs whose network exists on
+this host and the :class:`FirewallModel` it last loaded; every change becomes a new model and the batch
+:func:`taskvpc.netmodel.nft_update.render_update` computes from the two (incremental; the whole table only
+on the first load of a VPC after a start, which is how the agent reconciles a table it finds: replaced
+atomically, so established connections keep flowing through the swap).
+
+An ENI is registered *before* its veth exists: until then the forward chain's policy drops its traffic,
+so a task is never reachable without its rules. Group references match the addresses of the ENIs of this
+host's router only: tasks on other hosts sit behind other routers, with no path to these.
+
+Not thread-safe: the agent calls it only from the data plane's single worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from taskvpc.agent import netplan
+from taskvpc.netmodel.evaluator import GroupRules
+from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
+from taskvpc.netmodel.nft_compile import render
+from taskvpc.netmodel.nft_update import render_update
+from taskvpc.netmodel.security_groups import Rule, rule_from_doc
+
+log = logging.getLogger(__name__)
+
+TABLE = "taskvpc"
+
+
+class NftLoader(Protocol):
+    """What :class:`FirewallSync` needs of ``drivers.firewall.FirewallDriver``."""
+
+    def apply(self, vpc_id: str, nft_text: str) -> None: ...
+
+
+def groups_from_wire(docs: Iterable[Any]) -> dict[str, GroupRules]:
+    """``vpcs[].securityGroups`` of a desired-state answer; a rule the agent cannot read is skipped."""
+    groups: dict[str, GroupRules] = {}
+    for doc in docs:
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("groupId"), str):
+            continue
+        ingress: list[Rule] = []
+        egress: list[Rule] = []
+        for rule_doc in doc.get("rules") or ():
+            try:
+                rule = rule_from_doc(rule_doc)
+            except Exception as exc:  # a newer control plane's rule kind: enforce the rest
+                log.warning("unreadable rule skipped group=%s error=%r", doc["groupId"], exc)
+                continue
+            (egress if rule.direction == "egress" else ingress).append(rule)
+        groups[doc["groupId"]] = GroupRules(doc["groupId"], tuple(ingress), tuple(egress))
+    return groups
+
+
+@dataclass
+class _Vpc:
+    groups: dict[str, GroupRules] = field(default_factory=dict)
+    enis: dict[str, EniPort] = field(default_factory=dict)  # present on this host, by ENI id
+    applied: FirewallModel | None = None
+
+
+class FirewallSync:
+    def __init__(self, loader: NftLoader, cfg: netplan.NetConfig, table: str = TABLE) -> None:
+        self.loader = loader
+        self.cfg = cfg
+        self.table = table
+        self._vpcs: dict[str, _Vpc] = {}
+        self._eni_groups: dict[str, tuple[str, ...]] = {}  # desired groups per ENI id
+        self.updates = 0  # batches loaded (tests, metrics)
+        self.last_update_seconds = 0.0
+
+    def _vpc(self, vpc_id: str) -> _Vpc:
+        return self._vpcs.setdefault(vpc_id, _Vpc())
+
+    def model(self, vpc_id: str) -> FirewallModel:
+        vpc = self._vpc(vpc_id)
+        enis = tuple(
+            EniPort(e.eni_id, e.port, e.ip, e.mac, self._eni_groups.get(e.eni_id, e.group_ids))
+            for _, e in sorted(vpc.enis.items())
+        )
+        return FirewallModel(
+            table=self.table,
+            enis=enis,
+            groups=dict(vpc.groups),
+            host_port=netplan.router_access_port(self.cfg),
+            host_ip=self.cfg.host_link_addr,
+        )
+
+    # -- desired state --------------------------------------------------------------------------------
+
+    def set_desired(
+        self, groups: Mapping[str, Mapping[str, GroupRules]], eni_groups: Mapping[str, tuple[str, ...]]
+    ) -> list[str]:
+        """New groups per VPC and groups per ENI; syncs every VPC with a table, returns those it changed."""
+        self._eni_groups.update(eni_groups)
+        for vpc_id, vpc_groups in groups.items():
+            self._vpc(vpc_id).groups = dict(vpc_groups)
+        return [vpc_id for vpc_id in list(self._vpcs) if self._vpcs[vpc_id].applied and self.sync(vpc_id)]
+
+    def add_eni(self, vpc_id: str, eni: EniPort) -> None:
+        """Register an ENI (before its veth exists) and load its chains."""
+        self._vpc(vpc_id).enis[eni.eni_id] = eni
+        self._eni_groups.setdefault(eni.eni_id, eni.group_ids)
+        self.sync(vpc_id)
+
+    def remove_eni(self, vpc_id: str | None, eni_id: str) -> None:
+        """Unregister an ENI (after its veth is gone); unknown ones are ignored."""
+        self._eni_groups.pop(eni_id, None)
+        for vid, vpc in self._vpcs.items():
+            if (vpc_id is None or vid == vpc_id) and vpc.enis.pop(eni_id, None) is not None:
+                self.sync(vid)
+
+    def remove_port(self, vpc_id: str | None, port: str) -> None:
+        """Unregister whichever ENI uses router port ``port`` (a task found on the host, not desired)."""
+        for vpc in self._vpcs.values() if vpc_id is None else [self._vpc(vpc_id)]:
+            for eni in list(vpc.enis.values()):
+                if eni.port == port:
+                    self.remove_eni(vpc_id, eni.eni_id)
+
+    def forget_vpc(self, vpc_id: str) -> None:
+        """The router (and its table) went away."""
+        self._vpcs.pop(vpc_id, None)
+
+    # -- apply ----------------------------------------------------------------------------------------
+
+    def sync(self, vpc_id: str) -> bool:
+        """Load what changed since the last load (the whole table the first time); whether anything did."""
+        vpc = self._vpc(vpc_id)
+        new = self.model(vpc_id)
+        text = render_update(vpc.applied, new)
+        if not text:
+            return False
+        started = time.perf_counter()
+        try:
+            self.loader.apply(vpc_id, text)
+        except Exception as exc:
+            if vpc.applied is None:
+                raise
+            # The table is not what we last loaded (deleted by hand, router remade): replace it whole.
+            log.warning("incremental firewall update failed, reloading vpc=%s error=%r", vpc_id, exc)
+            vpc.applied = None
+            self.loader.apply(vpc_id, render(compile_ir(new)))
+        vpc.applied = new
+        self.updates += 1
+        self.last_update_seconds = time.perf_counter() - started
+        return True

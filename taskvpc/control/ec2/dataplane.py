@@ -1,0 +1,19 @@
+"""What the hosts' data planes must hear about EC2 changes.
+
+Security groups are enforced by the agents (in each VPC router's nftables table), from the rules and ENI
+memberships the desired-state answer carries. A change to either must reach every agent at once: the
+change bumps the desired-state generation of the region's live instances, which answers their waiting
+long polls as soon as the transaction has committed (``RequestContext.notify``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from taskvpc.control.context import RequestContext
+from taskvpc.store import tasks_repo
+
+
+def security_changed(conn: Connection, ctx: RequestContext) -> None:
+    """Rules or an ENI's groups changed in ``ctx.region``: wake the agents that may enforce them."""
+    ctx.notify.update(tasks_repo.bump_region_generations(conn, ctx.region))
