@@ -98,9 +98,17 @@ def wait_for_instance(ecs: Any) -> None:
 
 
 def network_configuration(ec2: Any) -> dict[str, Any]:
+    """The first default subnet and a group open on the task's port (security groups are enforced)."""
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
     subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]
-    return {"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]]}}
+    group = ec2.create_security_group(GroupName=f"bench-{PORT}", Description="bench listener")["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": PORT, "ToPort": PORT, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ],
+    )
+    return {"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [group]}}
 
 
 def address_of(task: dict[str, Any]) -> str | None:

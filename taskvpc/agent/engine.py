@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from taskvpc.agent import netplan
 from taskvpc.agent import taskplan as tp
+from taskvpc.agent.containerspec import build_container_spec
 from taskvpc.agent.runtime import (
     ContainerHandle,
     ContainerSpec,
@@ -43,7 +44,11 @@ from taskvpc.agent.runtime import (
     container_dir,
 )
 from taskvpc.agent.runtime.health import HealthMonitor
+from taskvpc.agent.security import FirewallSync, groups_from_wire
+from taskvpc.agent.volumes import remove_task_volumes
 from taskvpc.domain.lifecycle import DesiredStatus
+from taskvpc.netmodel.evaluator import GroupRules
+from taskvpc.netmodel.firewall_ir import EniPort
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,7 @@ class DesiredState:
     instance_status: str
     vpcs: tuple[VpcSpec, ...]
     tasks: tuple[tp.DesiredTask, ...]
+    security_groups: Mapping[str, Mapping[str, GroupRules]] = field(default_factory=dict)  # by VPC id
 
     @classmethod
     def from_wire(cls, doc: Mapping[str, Any]) -> DesiredState:
@@ -107,7 +113,16 @@ class DesiredState:
             tasks=tuple(
                 tp.DesiredTask.from_wire(t) for t in doc.get("tasks") or () if isinstance(t, Mapping)
             ),
+            security_groups={
+                str(v["vpcId"]): groups_from_wire(v.get("securityGroups") or ())
+                for v in doc.get("vpcs") or ()
+                if isinstance(v, Mapping) and "vpcId" in v
+            },
         )
+
+    def eni_groups(self) -> dict[str, tuple[str, ...]]:
+        """Each task ENI's current security groups."""
+        return {t.eni.network_interface_id: t.eni.security_group_ids for t in self.tasks if t.eni is not None}
 
 
 def _eni_subnet(eni: tp.Eni) -> str:
@@ -140,9 +155,11 @@ class DataPlane:
         *,
         host_access: bool = True,
         netns_paths: bool = True,
+        firewall: FirewallSync | None = None,
     ) -> None:
         self.driver = driver
         self.cfg = cfg
+        self.firewall = firewall
         self.host_access = host_access
         self._netns_paths = netns_paths
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskvpc-net")
@@ -192,6 +209,28 @@ class DataPlane:
             with contextlib.suppress(Exception):
                 await self.call(self.driver.remove_host_access, vpc_id)
             await self.call(self.driver.remove_vpc_router, vpc_id)
+            if self.firewall is not None:
+                await self.call(self.firewall.forget_vpc, vpc_id)
+
+    def _eni_port(self, task: tp.DesiredTask) -> EniPort:
+        assert task.eni is not None
+        return EniPort(
+            eni_id=task.eni.network_interface_id,
+            port=netplan.eni_port(self.cfg, task.eni.network_interface_id),
+            ip=task.eni.private_ipv4_address,
+            mac=task.eni.mac_address.lower(),
+            group_ids=task.eni.security_group_ids,
+        )
+
+    async def set_security(self, state: DesiredState) -> None:
+        """The desired groups and ENI memberships; VPCs with a table get the difference loaded."""
+        if self.firewall is not None:
+            await self.call(self.firewall.set_desired, state.security_groups, state.eni_groups())
+
+    async def protect_task(self, task: tp.DesiredTask) -> None:
+        """Register the task's ENI with its VPC's firewall (its rules loaded, the table made if new)."""
+        if self.firewall is not None and task.eni is not None:
+            await self.call(self.firewall.add_eni, task.eni.vpc_id, self._eni_port(task))
 
     async def ensure_task(self, task: tp.DesiredTask) -> str | None:
         eni = task_eni(task)
@@ -200,13 +239,16 @@ class DataPlane:
         vpc = self.vpc_for(task)
         try:
             await self.ensure_vpc(vpc)
+            await self.protect_task(task)  # rules first: the ENI never carries traffic without them
             await self.call(self.driver.ensure_task_network, task.eni.vpc_id, eni)
         except Exception:
             self._ensured.pop(vpc.vpc_id, None)  # the retry re-ensures the router (it may have gone)
             raise
         return self.netns_path(task.task_id)
 
-    async def remove_task(self, task_id: str, seen: netplan.ObservedTask | None = None) -> None:
+    async def remove_task(
+        self, task_id: str, seen: netplan.ObservedTask | None = None, task: tp.DesiredTask | None = None
+    ) -> None:
         ip = None
         if seen is not None and len(seen.addrs) == 1:
             ip = next(iter(seen.addrs)).partition("/")[0]
@@ -217,6 +259,12 @@ class DataPlane:
             seen.port if seen else None,
             ip,
         )
+        if self.firewall is None:
+            return
+        if task is not None and task.eni is not None:  # its rules go once its veth is gone
+            await self.call(self.firewall.remove_eni, task.eni.vpc_id, task.eni.network_interface_id)
+        elif seen is not None and seen.port is not None:
+            await self.call(self.firewall.remove_port, seen.vpc_id, seen.port)
 
     async def remove_stray(self, stray: netplan.Stray) -> None:
         await self.call(self.driver.remove_stray, stray)
@@ -467,7 +515,7 @@ class TaskWorker:
     async def _remove_network(self) -> None:
         for attempt in range(NETWORK_REMOVE_ATTEMPTS):
             try:
-                await self.engine.remove_task_network(self.desired.task_id, self.seen_network)
+                await self.engine.remove_task_network(self.desired.task_id, self.seen_network, self.desired)
                 break
             except asyncio.CancelledError:
                 raise
@@ -480,20 +528,17 @@ class TaskWorker:
 
     # ------------------------------------------------------------------------------ containers
 
+    def _record_pull(self, handle: ContainerHandle) -> None:
+        """The task's pullStartedAt/pullStoppedAt from what the runtime knows of the container's pull."""
+        try:
+            state = self.engine.runtime.status(handle)
+        except Exception:  # a container that never got as far as the runtime: nothing was pulled
+            return
+        self.known = tp.image_pulled(self.known, state.pull_started_at, state.pull_stopped_at)
+
     def _container_spec(self, name: str) -> ContainerSpec:
-        spec = self.desired.container(name)
-        assert spec is not None
-        return ContainerSpec(
-            task_id=self.desired.task_id,
-            name=name,
-            image=spec.image,
-            entry_point=spec.entry_point,
-            command=spec.command,
-            environment=spec.environment,
-            working_directory=spec.working_directory,
-            user=spec.user,
-            task_arn=self.arn,
-        )
+        """Everything the runtime needs (volume directories made, env files read); raises StartError."""
+        return build_container_spec(self.desired, name, self.engine.runtime.state_dir)
 
     async def _start(self, name: str) -> None:
         runtime = self.engine.runtime
@@ -502,6 +547,7 @@ class TaskWorker:
             handle = await runtime.start(self._container_spec(name), self.netns_path, log_path)
         except StartError as exc:
             log.warning("start failed %s", _kv(task_arn=self.arn, container=name, reason=exc.reason))
+            self._record_pull(ContainerHandle(self.desired.task_id, name))  # a failed pull has its times too
             self.known = tp.container_start_failed(self.known, name, exc.reason)
             return
         except asyncio.CancelledError:
@@ -514,6 +560,7 @@ class TaskWorker:
         self.handles[name] = handle
         state = runtime.status(handle)
         started_at = state.started_at or self.engine.clock()
+        self.known = tp.image_pulled(self.known, state.pull_started_at, state.pull_stopped_at)
         self.known = tp.container_started(self.known, name, handle.runtime_id, started_at)
         log.info("started %s", _kv(task_arn=self.arn, container=name, pid=state.pid))
         self._watch(name, handle)
@@ -628,9 +675,11 @@ class Engine:
             return None
         return await self.network.ensure_task(task)
 
-    async def remove_task_network(self, task_id: str, seen: netplan.ObservedTask | None) -> None:
+    async def remove_task_network(
+        self, task_id: str, seen: netplan.ObservedTask | None, task: tp.DesiredTask | None = None
+    ) -> None:
         if self.network is not None:
-            await self.network.remove_task(task_id, seen)
+            await self.network.remove_task(task_id, seen, task)
 
     def worker_done(self, worker: TaskWorker) -> None:
         if self.workers.get(worker.arn) is worker:
@@ -681,6 +730,8 @@ class Engine:
             return
         self.instance_status = state.instance_status
         gone_vpcs = self._set_vpcs(state)
+        if self.network is not None:
+            self.spawn(self.network.set_security(state), "security groups")
         listed = {t.arn for t in state.tasks}
         self.finished &= listed
         inactive = state.instance_status == "INACTIVE"
@@ -726,6 +777,8 @@ class Engine:
         self.instance_status = state.instance_status
         self._set_vpcs(state)
         observed = await self.network.observe() if self.network is not None else netplan.ObservedNetwork()
+        if self.network is not None:
+            await self.network.set_security(state)
         found: dict[str, dict[str, ContainerHandle]] = {}
         for handle in self.runtime.list_ours():
             found.setdefault(handle.task_id, {})[handle.name] = handle
@@ -743,8 +796,12 @@ class Engine:
             seen = observed.tasks.get(task_id)
             worker = TaskWorker(self, task, known, handles=dict(handles), seen_network=seen)
             if seen is not None and self.network is not None and self._network_matches(task, seen, observed):
-                worker.known = tp.network_ready(worker.known)
-                worker.netns_path = self.network.netns_path(task_id)
+                try:  # its table is reloaded whole (the first load of the VPC since we started)
+                    await self.network.protect_task(task)
+                    worker.known = tp.network_ready(worker.known)
+                    worker.netns_path = self.network.netns_path(task_id)
+                except Exception as exc:  # the worker's EnsureNetwork retries (and loads the rules)
+                    log.error("firewall adoption failed %s", _kv(task_arn=task.arn, error=repr(exc)))
             log.info(
                 "adopted %s",
                 _kv(
@@ -799,6 +856,7 @@ class Engine:
             if now - newest > LOG_RETENTION:
                 try:
                     self.runtime.purge_task(entry.name)
+                    remove_task_volumes(self.runtime.state_dir, entry.name)
                     pruned.append(entry.name)
                 except Exception as exc:
                     log.warning("log pruning failed %s", _kv(task_id=entry.name, error=repr(exc)))

@@ -46,6 +46,7 @@ from taskvpc.agent import netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.runtime import create_runtime
+from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
 
 log = logging.getLogger("taskvpc.agent")
@@ -198,12 +199,18 @@ async def run_agent(
     state = load_state(path)
     the_runtime = create_runtime(runtime, path)
     owned_driver = None
+    firewall_driver = None
+    firewall = None
+    cfg = netplan.NetConfig(prefix=prefix)
     if network_driver is None:
+        from taskvpc.agent.drivers.firewall import FirewallDriver
         from taskvpc.agent.drivers.netlink import NetlinkDriver
 
-        owned_driver = network_driver = NetlinkDriver(netplan.NetConfig(prefix=prefix))
+        owned_driver = network_driver = NetlinkDriver(cfg)
+        firewall_driver = FirewallDriver(cfg)  # security groups are always enforced on real networks
+        firewall = FirewallSync(firewall_driver, cfg)
     network = DataPlane(
-        network_driver, netplan.NetConfig(prefix=prefix), host_access=host_access, netns_paths=netns_paths
+        network_driver, cfg, host_access=host_access, netns_paths=netns_paths, firewall=firewall
     )
     client = AgentClient(endpoint, credentials, region)
     engine: Engine | None = None
@@ -263,6 +270,9 @@ async def run_agent(
         if owned_driver is not None:
             with contextlib.suppress(Exception):
                 owned_driver.close()
+        if firewall_driver is not None:
+            with contextlib.suppress(Exception):
+                firewall_driver.close()
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -32,18 +32,19 @@ Rules (ECS agent ``dependencygraph/graph.go`` and ``task_manager.go``, as far as
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from taskvpc.agent.runtime import DEFAULT_STOP_TIMEOUT, HealthCheckSpec, HealthStatus
+from taskvpc.agent.runtime import DEFAULT_STOP_TIMEOUT, HealthCheckSpec, HealthStatus, Tmpfs, Ulimit
 from taskvpc.domain.lifecycle import (
     ESSENTIAL_CONTAINER_EXITED_REASON,
     DesiredStatus,
     StopCode,
     advance_desired,
 )
+from taskvpc.domain.units import parse_cpu_units, parse_memory_mib
 
 MAX_NETWORK_ATTEMPTS = 3
 DEPENDENCY_EXIT_CODE = 143  # what ECS reports for a container stopped by an unresolvable dependency
@@ -67,6 +68,65 @@ class Dependency:
     condition: Condition
 
 
+class VolumeScope(StrEnum):
+    TASK = "task"  # made when the task starts, removed with the task
+    SHARED = "shared"  # kept across tasks on the host
+
+
+@dataclass(frozen=True, slots=True)
+class DockerVolumeConfig:
+    """``dockerVolumeConfiguration`` of a task volume."""
+
+    scope: VolumeScope = VolumeScope.TASK
+    autoprovision: bool = False  # only for ``shared``: create it when it does not exist yet
+    driver: str = "local"
+    driver_opts: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """One entry of the task definition's ``volumes``.
+
+    ``source_path`` is ``host.sourcePath`` (a bind mount); ``docker`` is ``dockerVolumeConfiguration``; with
+    neither the volume is an empty task-scoped directory. ``unsupported`` names a configuration this agent
+    cannot provide (``efsVolumeConfiguration``, ``fsxWindowsFileServerVolumeConfiguration``, ...).
+    """
+
+    name: str
+    source_path: str | None = None
+    docker: DockerVolumeConfig | None = None
+    unsupported: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MountPoint:
+    source_volume: str
+    container_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeFrom:
+    source_container: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentFile:
+    value: str  # an S3 object ARN on ECS; here also an absolute host path (a taskvpc extension)
+    type: str = "s3"
+
+
+@dataclass(frozen=True, slots=True)
+class LinuxParameters:
+    capabilities_add: tuple[str, ...] = ()
+    capabilities_drop: tuple[str, ...] = ()
+    init_process_enabled: bool = False
+    tmpfs: tuple[Tmpfs, ...] = ()
+    shared_memory_size: int | None = None  # MiB
+
+
 @dataclass(frozen=True, slots=True)
 class DesiredContainer:
     name: str
@@ -81,6 +141,17 @@ class DesiredContainer:
     health_check: HealthCheckSpec | None = None
     stop_timeout: float | None = None
     start_timeout: float | None = None
+    cpu: int = 0  # CPU units
+    memory: int | None = None  # MiB, hard limit
+    memory_reservation: int | None = None  # MiB, soft limit
+    ulimits: tuple[Ulimit, ...] = ()
+    readonly_root_filesystem: bool = False
+    privileged: bool = False
+    linux_parameters: LinuxParameters = LinuxParameters()
+    mount_points: tuple[MountPoint, ...] = ()
+    volumes_from: tuple[VolumeFrom, ...] = ()
+    environment_files: tuple[EnvironmentFile, ...] = ()
+    repository_credentials: str | None = None  # ``repositoryCredentials.credentialsParameter``
 
     @property
     def effective_stop_timeout(self) -> float:
@@ -110,6 +181,9 @@ class DesiredTask:
     stop_reason: str | None = None
     family: str = ""
     revision: int = 0
+    volumes: tuple[Volume, ...] = ()
+    task_cpu: int | None = None  # task-level limits the containers share (None: no task-level limit)
+    task_memory: int | None = None
 
     @property
     def task_id(self) -> str:
@@ -134,74 +208,228 @@ class DesiredTask:
                 network_interface_id=str(eni_doc.get("networkInterfaceId", "")),
                 mac_address=str(eni_doc.get("macAddress", "")),
                 private_ipv4_address=str(eni_doc.get("privateIpv4Address", "")),
-                prefix_length=int(eni_doc.get("prefixLength", 32)),
+                prefix_length=_int(eni_doc.get("prefixLength")) or 32,
                 gateway=str(eni_doc.get("gateway", "")),
                 subnet_id=str(eni_doc.get("subnetId", "")),
                 vpc_id=str(eni_doc.get("vpcId", "")),
                 private_dns_name=str(eni_doc.get("privateDnsName", "")),
-                security_group_ids=tuple(str(g) for g in eni_doc.get("securityGroupIds") or ()),
+                security_group_ids=_strings(eni_doc.get("securityGroupIds")),
             )
         try:
             status = DesiredStatus(str(doc.get("desiredStatus", "RUNNING")))
         except ValueError:
             status = DesiredStatus.RUNNING
+        limits = doc.get("limits")
+        limits = limits if isinstance(limits, Mapping) else {}
+        stop_reason = doc.get("stopReason")
         return cls(
             arn=str(doc["taskArn"]),
             desired_status=status,
-            containers=tuple(_container_from_wire(c) for c in doc.get("containers") or ()),
+            containers=tuple(
+                _container_from_wire(c) for c in _list(doc.get("containers")) if _named(c, "name")
+            ),
             eni=eni,
-            stop_reason=doc.get("stopReason"),
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
             family=str(doc.get("family", "")),
-            revision=int(doc.get("revision") or 0),
+            revision=_int(doc.get("revision")) or 0,
+            volumes=tuple(_volume_from_wire(v) for v in _list(doc.get("volumes")) if _named(v, "name")),
+            task_cpu=_units(limits.get("cpu"), parse_cpu_units),
+            task_memory=_units(limits.get("memory"), parse_memory_mib),
         )
 
 
+# Parsing is lenient: a member of the wrong type reads as absent and a malformed list entry is skipped,
+# so odd input from the control plane never stops the agent (the control plane validated it already).
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _mappings(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in _list(value) if isinstance(v, Mapping)]
+
+
+def _named(value: Any, key: str) -> bool:
+    return isinstance(value, Mapping) and isinstance(value.get(key), str) and value[key] != ""
+
+
 def _strings(value: Any) -> tuple[str, ...]:
-    return tuple(str(v) for v in value) if isinstance(value, list | tuple) else ()
+    return tuple(str(v) for v in _list(value) if isinstance(v, str | int | float))
+
+
+def _string(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _flag(value: Any, default: bool = False) -> bool:
+    return value if isinstance(value, bool) else default
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _positive(value: Any) -> int | None:
+    number = _int(value)
+    return number if number is not None and number > 0 else None
+
+
+def _units(value: Any, parse: Callable[[str], int | None]) -> int | None:
+    """A task-level ``cpu``/``memory``: an integer, or a string such as ``"1 vCPU"``/``"0.5 GB"``."""
+    if isinstance(value, str):
+        parsed = parse(value)
+        return parsed if parsed is not None and parsed > 0 else None
+    return _positive(value)
 
 
 def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
     try:
         return None if value is None else float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _container_from_wire(doc: Mapping[str, Any]) -> DesiredContainer:
-    health = doc.get("healthCheck")
-    check = None
-    if isinstance(health, Mapping) and health.get("command"):
-        check = HealthCheckSpec(
-            command=_strings(health.get("command")),
-            interval=_seconds(health.get("interval")) or 30.0,
-            timeout=_seconds(health.get("timeout")) or 5.0,
-            retries=int(health.get("retries") or 3),
-            start_period=_seconds(health.get("startPeriod")) or 0.0,
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple((str(k), str(v)) for k, v in value.items())
+
+
+_UNSUPPORTED_VOLUME_KINDS = (
+    "efsVolumeConfiguration",
+    "fsxWindowsFileServerVolumeConfiguration",
+    "s3filesVolumeConfiguration",
+)
+
+
+def _volume_from_wire(doc: Mapping[str, Any]) -> Volume:
+    name = str(doc["name"])
+    unsupported = next((k for k in _UNSUPPORTED_VOLUME_KINDS if doc.get(k)), None)
+    if unsupported is None and doc.get("configuredAtLaunch") is True:
+        unsupported = "configuredAtLaunch"
+    docker_doc = doc.get("dockerVolumeConfiguration")
+    docker = None
+    if isinstance(docker_doc, Mapping):
+        try:
+            scope = VolumeScope(str(docker_doc.get("scope") or "task"))
+        except ValueError:
+            scope = VolumeScope.TASK
+        docker = DockerVolumeConfig(
+            scope=scope,
+            autoprovision=_flag(docker_doc.get("autoprovision")),
+            driver=_string(docker_doc.get("driver")) or "local",
+            driver_opts=_pairs(docker_doc.get("driverOpts")),
+            labels=_pairs(docker_doc.get("labels")),
         )
+    host = doc.get("host")
+    source_path = _string(host.get("sourcePath")) if isinstance(host, Mapping) else None
+    return Volume(name=name, source_path=source_path, docker=docker, unsupported=unsupported)
+
+
+def _health_check(value: Any) -> HealthCheckSpec | None:
+    if not isinstance(value, Mapping) or not _strings(value.get("command")):
+        return None
+    return HealthCheckSpec(
+        command=_strings(value.get("command")),
+        interval=_seconds(value.get("interval")) or 30.0,
+        timeout=_seconds(value.get("timeout")) or 5.0,
+        retries=_positive(value.get("retries")) or 3,
+        start_period=_seconds(value.get("startPeriod")) or 0.0,
+    )
+
+
+def _ulimits(value: Any) -> tuple[Ulimit, ...]:
+    found = []
+    for item in _mappings(value):
+        soft, hard = _int(item.get("softLimit")), _int(item.get("hardLimit"))
+        if _string(item.get("name")) and soft is not None and hard is not None:
+            found.append(Ulimit(str(item["name"]), soft, hard))
+    return tuple(found)
+
+
+def _linux_parameters(value: Any) -> LinuxParameters:
+    if not isinstance(value, Mapping):
+        return LinuxParameters()
+    capabilities = value.get("capabilities")
+    capabilities = capabilities if isinstance(capabilities, Mapping) else {}
+    tmpfs = tuple(
+        Tmpfs(str(t["containerPath"]), size, _strings(t.get("mountOptions")))
+        for t in _mappings(value.get("tmpfs"))
+        if _named(t, "containerPath") and (size := _positive(t.get("size"))) is not None
+    )
+    return LinuxParameters(
+        capabilities_add=_strings(capabilities.get("add")),
+        capabilities_drop=_strings(capabilities.get("drop")),
+        init_process_enabled=_flag(value.get("initProcessEnabled")),
+        tmpfs=tmpfs,
+        shared_memory_size=_positive(value.get("sharedMemorySize")),
+    )
+
+
+def _container_from_wire(doc: Mapping[str, Any]) -> DesiredContainer:
     depends = []
-    for dep in doc.get("dependsOn") or ():
+    for dep in _mappings(doc.get("dependsOn")):
         try:
             depends.append(Dependency(str(dep["containerName"]), Condition(str(dep["condition"]))))
         except (KeyError, ValueError):
             continue
     env = tuple(
         (str(e["name"]), str(e.get("value", "")))
-        for e in doc.get("environment") or ()
-        if isinstance(e, Mapping) and "name" in e
+        for e in _mappings(doc.get("environment"))
+        if _named(e, "name")
     )
+    credentials = doc.get("repositoryCredentials")
     return DesiredContainer(
         name=str(doc["name"]),
-        essential=bool(doc.get("essential", True)),
-        image=str(doc.get("image", "")),
+        essential=_flag(doc.get("essential"), True),
+        image=str(doc.get("image") or ""),
         entry_point=_strings(doc.get("entryPoint")),
         command=_strings(doc.get("command")),
         environment=env,
-        working_directory=doc.get("workingDirectory") or None,
-        user=doc.get("user") or None,
+        working_directory=_string(doc.get("workingDirectory")),
+        user=_string(doc.get("user")),
         depends_on=tuple(depends),
-        health_check=check,
+        health_check=_health_check(doc.get("healthCheck")),
         stop_timeout=_seconds(doc.get("stopTimeout")),
         start_timeout=_seconds(doc.get("startTimeout")),
+        cpu=max(0, _int(doc.get("cpu")) or 0),
+        memory=_positive(doc.get("memory")),
+        memory_reservation=_positive(doc.get("memoryReservation")),
+        ulimits=_ulimits(doc.get("ulimits")),
+        readonly_root_filesystem=_flag(doc.get("readonlyRootFilesystem")),
+        privileged=_flag(doc.get("privileged")),
+        linux_parameters=_linux_parameters(doc.get("linuxParameters")),
+        mount_points=tuple(
+            MountPoint(
+                _string(m.get("sourceVolume")) or "", str(m["containerPath"]), _flag(m.get("readOnly"))
+            )
+            for m in _mappings(doc.get("mountPoints"))
+            if _named(m, "containerPath")
+        ),
+        volumes_from=tuple(
+            VolumeFrom(str(v["sourceContainer"]), _flag(v.get("readOnly")))
+            for v in _mappings(doc.get("volumesFrom"))
+            if _named(v, "sourceContainer")
+        ),
+        environment_files=tuple(
+            EnvironmentFile(str(f["value"]), str(f.get("type") or "s3"))
+            for f in _mappings(doc.get("environmentFiles"))
+            if _named(f, "value")
+        ),
+        repository_credentials=(
+            _string(credentials.get("credentialsParameter")) if isinstance(credentials, Mapping) else None
+        ),
     )
 
 
@@ -266,6 +494,8 @@ class KnownTask:
     status: TaskView = TaskView.PENDING
     reported: TaskReport | None = None  # the last report handed to the reporter
     stopped_acked: bool = False  # the control plane has our STOPPED report
+    pull_started_at: float | None = None  # when the first image pull began (epoch seconds)
+    pull_stopped_at: float | None = None  # when the latest image pull ended
 
     def container(self, name: str) -> KnownContainer:
         return self.containers.get(name) or KnownContainer(name)
@@ -304,11 +534,17 @@ class TaskReport:
     attachment_status: str | None
     reason: str | None
     containers: tuple[ContainerReport, ...]
+    pull_started_at: float | None = None
+    pull_stopped_at: float | None = None
 
     def to_wire(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"taskArn": self.task_arn, "knownStatus": self.known_status}
         if self.attachment_status is not None:
             doc["attachmentStatus"] = self.attachment_status
+        if self.pull_started_at is not None:
+            doc["pullStartedAt"] = self.pull_started_at
+        if self.pull_stopped_at is not None:
+            doc["pullStoppedAt"] = self.pull_stopped_at
         doc["reason"] = self.reason
         doc["containers"] = [c.to_wire() for c in self.containers]
         return doc
@@ -354,6 +590,8 @@ def report_for(desired: DesiredTask, known: KnownTask) -> TaskReport:
         attachment_status=attachment,
         reason=known.stop_reason,
         containers=tuple(containers),
+        pull_started_at=known.pull_started_at,
+        pull_stopped_at=known.pull_stopped_at,
     )
 
 
@@ -690,6 +928,16 @@ def container_started(known: KnownTask, name: str, runtime_id: str, started_at: 
     return known.with_container(
         replace(kc, phase=phase, started=True, runtime_id=runtime_id, started_at=started_at, unknown=False)
     )
+
+
+def image_pulled(known: KnownTask, started_at: float | None, stopped_at: float | None) -> KnownTask:
+    """Record a container's image pull: the task keeps the first start and the latest end (as ECS's agent
+    does: ``SetPullStartedAt`` only sets it once, ``SetPullStoppedAt`` always overwrites)."""
+    if started_at is not None and (known.pull_started_at is None or started_at < known.pull_started_at):
+        known = replace(known, pull_started_at=started_at)
+    if stopped_at is not None and (known.pull_stopped_at is None or stopped_at > known.pull_stopped_at):
+        known = replace(known, pull_stopped_at=stopped_at)
+    return known
 
 
 def container_start_failed(known: KnownTask, name: str, reason: str) -> KnownTask:

@@ -150,6 +150,8 @@ def _task_entry(task: Row) -> Doc:
         "networkMode": spec["networkMode"],
         "cpu": spec["cpu"],
         "memory": spec["memory"],
+        "limits": spec.get("limits") or {"cpu": None, "memory": None},  # rows from before it: unknown
+        "volumes": spec.get("volumes") or [],
         "eni": spec.get("eni"),
         "containers": spec["containers"],
     }
@@ -164,6 +166,9 @@ def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str
         vpc_ids = list(
             dict.fromkeys([row["vpc_id"], *(t["spec"]["eni"]["vpcId"] for t in live if t["spec"].get("eni"))])
         )
+        tasks = [_task_entry(t) for t in live]
+        vpcs = _vpcs(conn, ctx, vpc_ids)
+        _add_security(conn, vpcs, tasks)
         return {
             "generation": row["generation"],
             "changed": row["generation"] > after,
@@ -172,9 +177,43 @@ def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str
                 "containerInstanceArn": row["arn"],
                 "cluster": row["cluster"],
             },
-            "vpcs": _vpcs(conn, ctx, vpc_ids),
-            "tasks": [_task_entry(t) for t in live],
+            "vpcs": vpcs,
+            "tasks": tasks,
         }
+
+
+_RULE_FIELDS = (
+    "IsEgress",
+    "IpProtocol",
+    "FromPort",
+    "ToPort",
+    "CidrIpv4",
+    "CidrIpv6",
+    "PrefixListId",
+    "ReferencedGroupInfo",
+)
+
+
+def _add_security(conn: Connection, vpcs: list[Doc], tasks: list[Doc]) -> None:
+    """Each task ENI's current groups (ModifyNetworkInterfaceAttribute may have changed them since RunTask)
+    and, per VPC, the rules of every group those ENIs carry: what the agent compiles into nftables."""
+    enis = {t["eni"]["networkInterfaceId"]: t["eni"] for t in tasks if t.get("eni")}
+    current = ec2_repo.eni_groups(conn, list(enis))
+    carried: dict[str, set[str]] = {}
+    for eni_id, eni in enis.items():
+        if current.get(eni_id):
+            eni["securityGroupIds"] = current[eni_id]
+        carried.setdefault(eni["vpcId"], set()).update(eni.get("securityGroupIds") or ())
+    all_groups = sorted(set().union(*carried.values())) if carried else []
+    rules = ec2_repo.rules_of(conn, all_groups)
+    for vpc in vpcs:
+        vpc["securityGroups"] = [
+            {
+                "groupId": group_id,
+                "rules": [{k: r[k] for k in _RULE_FIELDS if k in r} for r in rules[group_id]],
+            }
+            for group_id in sorted(carried.get(vpc["vpcId"], ()))
+        ]
 
 
 # ---- report ---------------------------------------------------------------------------------------

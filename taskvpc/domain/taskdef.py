@@ -221,6 +221,7 @@ def validate_registration(request: Mapping[str, Any]) -> dict[str, Any]:
     if windows:
         _check_windows_task(req)
     _check_volumes(req)
+    _check_mount_points(req, containers)
     _check_execution_role(req, containers)
 
     body: dict[str, Any] = {k: v for k, v in req.items() if k not in _NOT_STORED}
@@ -607,6 +608,13 @@ def _check_volumes(req: Mapping[str, Any]) -> None:
         if fsx is None:
             continue
         name = volume.get("name")
+        if _os_family(req) == "LINUX":
+            # FSx for Windows File Server volumes are for Windows task definitions only [DG wfsx-volumes.md];
+            # a definition that leaves runtimePlatform out may still be for Windows, so only an explicit
+            # LINUX is refused. The text is unconfirmed (written like the Windows-parameter ones).
+            raise ecs_client_exception(
+                "The 'fsxWindowsFileServerVolumeConfiguration' parameter is not supported for Linux containers."
+            )
         auth = fsx.get("authorizationConfig") if isinstance(fsx, Mapping) else None
         fields = {
             "fileSystemId": fsx.get("fileSystemId") if isinstance(fsx, Mapping) else None,
@@ -621,6 +629,17 @@ def _check_volumes(req: Mapping[str, Any]) -> None:
                 raise ecs_client_exception(  # unconfirmed; the four fields are required [API, DG]
                     f"Invalid FSx for Windows File Server volume '{name}': '{field}' must be specified."
                 )
+
+
+def _check_mount_points(req: Mapping[str, Any], containers: list[dict[str, Any]]) -> None:
+    declared = {v.get("name") for v in _dicts(req.get("volumes"))}
+    for container in containers:
+        for point in _dicts(container.get("mountPoints")):
+            source = point.get("sourceVolume")
+            if source not in declared:
+                # "Unknown volume 'root-RO'." ansible/ansible#35751; a missing name prints as 'null'
+                # (blinkist/terraform-aws-airship-ecs-service#46)
+                raise ecs_client_exception(f"Unknown volume '{'null' if source is None else source}'.")
 
 
 def _check_execution_role(req: Mapping[str, Any], containers: list[dict[str, Any]]) -> None:

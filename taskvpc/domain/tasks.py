@@ -122,14 +122,22 @@ def effective_containers(task_definition: Mapping[str, Any], overrides: Mapping[
     return result
 
 
-def task_resources(
-    task_definition: Mapping[str, Any], overrides: Mapping[str, Any], containers: Sequence[Mapping[str, Any]]
-) -> tuple[int, int]:
-    """(CPU units, MEMORY MiB) the task takes from its instance: task-level values, else the containers'."""
+def task_limits(
+    task_definition: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> tuple[int | None, int | None]:
+    """The task-level (CPU units, MiB) limits its containers share, overrides first; None where unset."""
     cpu_text = overrides.get("cpu") or task_definition.get("cpu")
     memory_text = overrides.get("memory") or task_definition.get("memory")
     cpu = parse_cpu_units(str(cpu_text)) if cpu_text is not None else None
     memory = parse_memory_mib(str(memory_text)) if memory_text is not None else None
+    return cpu, memory
+
+
+def task_resources(
+    task_definition: Mapping[str, Any], overrides: Mapping[str, Any], containers: Sequence[Mapping[str, Any]]
+) -> tuple[int, int]:
+    """(CPU units, MEMORY MiB) the task takes from its instance: task-level values, else the containers'."""
+    cpu, memory = task_limits(task_definition, overrides)
     if cpu is None:
         cpu = sum(int(c.get("cpu") or 0) for c in containers)
     if memory is None:
@@ -470,7 +478,9 @@ def apply_report(
         return effects
     if report.pull_started_at is not None and "pullStartedAt" not in doc:
         doc["pullStartedAt"] = report.pull_started_at
-    if report.pull_stopped_at is not None and "pullStoppedAt" not in doc:
+    # the first pull's start and the latest pull's end, as ECS's agent keeps them (task.go SetPullStartedAt
+    # sets once, SetPullStoppedAt overwrites)
+    if report.pull_stopped_at is not None and report.pull_stopped_at > doc.get("pullStoppedAt", 0.0):
         doc["pullStoppedAt"] = report.pull_stopped_at
     known = report.known_status
     if (

@@ -240,12 +240,15 @@ def _create_task(
     cluster_name = launch.cluster["clusterName"]
     task_id = ctx.new_id().replace("-", "")
     arn = task_arn(ctx.region, ctx.account_id, cluster_name, task_id)
+    limit_cpu, limit_memory = taskdoc.task_limits(launch.td, launch.overrides)
     spec: Doc = {
         "family": launch.td["family"],
         "revision": launch.td["revision"],
         "networkMode": launch.td.get("networkMode") or "bridge",
         "cpu": launch.cpu,
         "memory": launch.memory,
+        "limits": {"cpu": limit_cpu, "memory": limit_memory},  # task-level only (None: not set)
+        "volumes": launch.td.get("volumes", []),
         "containers": launch.containers,
         "eni": None,
     }

@@ -1,0 +1,151 @@
+"""FirewallSync: what the agent loads into each VPC router as ENIs come and go and groups change."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskvpc.agent import netplan
+from taskvpc.agent.engine import DesiredState
+from taskvpc.agent.security import FirewallSync, groups_from_wire
+from taskvpc.netmodel.evaluator import GroupRules
+from taskvpc.netmodel.firewall_ir import EniPort
+from taskvpc.netmodel.security_groups import Rule
+
+CFG = netplan.NetConfig(prefix="tvpc")
+WEB = GroupRules(
+    "sg-web",
+    (Rule("ingress", "tcp", 80, 80, cidr_ipv4="0.0.0.0/0"),),
+    (Rule("egress", "-1", None, None, cidr_ipv4="0.0.0.0/0"),),
+)
+
+
+class Loader:
+    def __init__(self) -> None:
+        self.batches: list[tuple[str, str]] = []
+        self.fail_next = False
+
+    def apply(self, vpc_id: str, nft_text: str) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("table gone")
+        self.batches.append((vpc_id, nft_text))
+
+
+def eni(n: int, *groups: str) -> EniPort:
+    eni_id = f"eni-{n:08x}"
+    return EniPort(eni_id, netplan.eni_port(CFG, eni_id), f"10.0.0.{n}", f"0e:00:00:00:00:{n:02x}", groups)
+
+
+def test_first_eni_loads_the_whole_table_then_updates_are_incremental() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.set_desired({"vpc-1": {"sg-web": WEB}}, {})
+    assert loader.batches == []  # no table until an ENI needs one
+    sync.add_eni("vpc-1", eni(5, "sg-web"))
+    [(vpc, whole)] = loader.batches
+    assert vpc == "vpc-1" and "delete table inet taskvpc" in whole and "tcp dport 80" in whole
+    sync.add_eni("vpc-1", eni(6, "sg-web"))
+    incremental = loader.batches[-1][1]
+    assert "delete table" not in incremental and "10.0.0.6" in incremental and "10.0.0.5 " not in incremental
+    assert sync.updates == 2
+
+
+def test_rule_changes_reach_only_vpcs_with_a_table() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.add_eni("vpc-1", eni(5, "sg-web"))
+    loader.batches.clear()
+    tighter = GroupRules("sg-web", (Rule("ingress", "tcp", 443, 443, cidr_ipv4="10.0.0.0/8"),), WEB.egress)
+    changed = sync.set_desired({"vpc-1": {"sg-web": tighter}, "vpc-2": {"sg-web": tighter}}, {})
+    assert changed == ["vpc-1"]
+    [(vpc, text)] = loader.batches
+    assert vpc == "vpc-1" and "tcp dport 443" in text and "delete table" not in text
+    assert sync.set_desired({"vpc-1": {"sg-web": tighter}}, {}) == []  # nothing new: nothing loaded
+
+
+def test_desired_groups_of_an_eni_win_over_those_it_was_registered_with() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.add_eni("vpc-1", eni(5))
+    sync.set_desired({"vpc-1": {"sg-web": WEB}}, {eni(5).eni_id: ("sg-web",)})
+    assert [e.group_ids for e in sync.model("vpc-1").enis] == [("sg-web",)]
+    assert "tcp dport 80" in loader.batches[-1][1]
+
+
+def test_a_failed_incremental_batch_reloads_the_whole_table() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.add_eni("vpc-1", eni(5, "sg-web"))
+    loader.fail_next = True
+    sync.add_eni("vpc-1", eni(6, "sg-web"))
+    assert "delete table inet taskvpc" in loader.batches[-1][1]
+    assert {e.ip for e in sync.model("vpc-1").enis} == {"10.0.0.5", "10.0.0.6"}
+
+
+def test_first_load_failure_is_raised() -> None:
+    loader = Loader()
+    loader.fail_next = True
+    sync = FirewallSync(loader, CFG)
+    with pytest.raises(RuntimeError):
+        sync.add_eni("vpc-1", eni(5, "sg-web"))
+
+
+def test_removing_by_eni_or_by_port() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.add_eni("vpc-1", eni(5, "sg-web"))
+    sync.add_eni("vpc-1", eni(6, "sg-web"))
+    sync.remove_eni("vpc-1", eni(5).eni_id)
+    assert "delete chain inet taskvpc in_eni_00000005" in loader.batches[-1][1]
+    sync.remove_port(None, eni(6).port)
+    assert sync.model("vpc-1").enis == ()
+    before = len(loader.batches)
+    sync.remove_eni(None, "eni-ffffffff")  # unknown: nothing to do
+    assert len(loader.batches) == before
+
+
+def test_desired_state_parses_groups_and_skips_unreadable_rules() -> None:
+    doc = {
+        "generation": 3,
+        "vpcs": [
+            {
+                "vpcId": "vpc-1",
+                "subnets": [],
+                "securityGroups": [
+                    {
+                        "groupId": "sg-web",
+                        "rules": [
+                            {
+                                "IsEgress": False,
+                                "IpProtocol": "tcp",
+                                "FromPort": 80,
+                                "ToPort": 80,
+                                "CidrIpv4": "0.0.0.0/0",
+                            },
+                            {
+                                "IsEgress": False,
+                                "IpProtocol": "bogus",
+                                "FromPort": 1,
+                                "ToPort": 1,
+                                "CidrIpv4": "1.2.3.4/32",
+                            },
+                            {
+                                "IsEgress": True,
+                                "IpProtocol": "udp",
+                                "FromPort": 53,
+                                "ToPort": 53,
+                                "ReferencedGroupInfo": {"GroupId": "sg-dns"},
+                            },
+                        ],
+                    },
+                    "garbage",
+                ],
+            }
+        ],
+        "tasks": [],
+    }
+    state = DesiredState.from_wire(doc)
+    web = state.security_groups["vpc-1"]["sg-web"]
+    assert web.ingress == (Rule("ingress", "tcp", 80, 80, cidr_ipv4="0.0.0.0/0"),)
+    assert web.egress == (Rule("egress", "udp", 53, 53, group_id="sg-dns"),)
+    assert groups_from_wire([{"groupId": 7}]) == {}
