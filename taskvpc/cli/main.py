@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from taskvpc.cli import config
+from taskvpc.cli import image as image_cli
 
 _ACCOUNT_ID = re.compile(r"\d{12}")
 LOCAL_MAX_TASK_ENIS = 1024
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--state-dir", type=Path, default=None)
     demo.add_argument("--region", default=config.DEFAULT_REGION)
     demo.add_argument("--keep", action="store_true", help="leave the two tasks running")
+    image_cli.add_parser(commands)
 
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["agent"]:
@@ -63,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(arguments)
     if args.command == "up":
         return _up(args)
+    if args.command == "image":
+        return image_cli.run(args)
     if args.command == "logs":
         return _logs(args)
     if args.command == "demo":
