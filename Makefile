@@ -14,12 +14,12 @@ MAKEFLAGS += --no-print-directory
 # Debian packages the project needs on the machine (tests and the data plane):
 #   postgresql  server binaries for the throwaway test servers (tests/support/pgserver.py)
 #   iproute2    ip netns / veth / bridges          nftables  task firewalling / NAT
-#   runc        the OCI runtime for task containers
+#   runc        the OCI runtime for task containers    tini  static init for initProcessEnabled
 #   procps      ps / pkill / sysctl                psmisc    fuser / killall (debugging)
 #   busybox-static  httpd and sh for the examples (process runtime), and `make up`'s image busybox:latest
 #   skopeo      `taskvpc image pull` fetches images from registries (layers are unpacked in Python, so
 #               no umoci: the store applies OCI whiteouts itself and caches layers by digest)
-DEB_PACKAGES := postgresql iproute2 nftables runc procps psmisc busybox-static skopeo
+DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo
 
 PYTHON ?= python3
 VENV   := .venv

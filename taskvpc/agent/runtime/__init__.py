@@ -141,6 +141,8 @@ class ContainerState:
     pid: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    pull_started_at: float | None = None  # image pull (runtimes with images), epoch seconds
+    pull_stopped_at: float | None = None
 
     @property
     def possibly_running(self) -> bool:
@@ -193,6 +195,7 @@ class Runtime(Protocol):
 
 RUNTIMES: Mapping[str, str] = {
     "process": "taskvpc.agent.runtime.process:ProcessRuntime",
+    "runc": "taskvpc.agent.runtime.runc:RuncRuntime",
 }
 
 

@@ -21,6 +21,19 @@ Files in ``<container-dir>``:
   way (``128 + signal`` when a signal ended it);
 * ``start_error`` (written here when the command could not be started): the reason, in Docker's words.
 
+Two optional keys of the spec serve OCI runtimes (the ``runc`` runtime):
+
+* ``initPidFile``: the command is an OCI runtime started detached (``runc run -d --pid-file F``). The shim,
+  a child subreaper, waits for the runtime to exit (non-zero: its stderr becomes ``start_error``), reads
+  the container's init pid from ``F`` -- the init was reparented to the shim when the runtime exited --
+  and supervises that pid as the command (signals forwarded to it, exit code recorded). ``oomFile`` (a
+  cgroup's ``memory.oom_control`` or ``memory.events``) is read when it ends: a non-zero ``oom_kill``
+  count is written to ``oom``.
+* ``logMaxBytes`` / ``logMaxFiles``: output goes through a pipe that the shim copies to ``log``, rotated to
+  ``log.1`` ... ``log.<N-1>`` whenever ``log`` would grow past ``logMaxBytes`` (without them the command
+  writes to ``log`` directly). The command's output then needs the shim: if the shim is killed, the
+  container gets EPIPE/SIGPIPE on its next write, as a Docker container does when its shim goes.
+
 Signals: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 and SIGUSR2 are forwarded to the command (``docker
 stop`` signals only the container's first process). The agent's SIGKILL goes to the command's process
 group directly. The shim is a child subreaper: when the command ends, whatever it left behind (its
@@ -231,7 +244,11 @@ def run(container_dir: str, ready_fd: int | None) -> int:
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    log_fd = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    pump_fd = None
+    if spec.get("logMaxBytes"):
+        pump_fd, log_fd = os.pipe2(os.O_CLOEXEC)
+    else:
+        log_fd = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
         if spec.get("netns"):
             _enter_netns(libc, spec["netns"])
@@ -248,6 +265,15 @@ def run(container_dir: str, ready_fd: int | None) -> int:
         return 0
     finally:
         os.close(log_fd)
+    oci = bool(spec.get("initPidFile"))
+    if oci:
+        init_pid = _await_oci_runtime(pid, spec["initPidFile"], pump_fd)
+        if isinstance(init_pid, str):
+            write_atomic(os.path.join(container_dir, "start_error"), init_pid + "\n")
+            ready("err " + init_pid)
+            _reap_all(own_pid)
+            return 0
+        pid = init_pid
     child.append(pid)
     write_atomic(
         os.path.join(container_dir, "pid"),
@@ -258,6 +284,35 @@ def run(container_dir: str, ready_fd: int | None) -> int:
     ready(f"ok {pid}")
     for pending_signal in pending:
         forward(pending_signal, None)
+    if pump_fd is not None:
+        log = RotatingLog(spec["log"], int(spec["logMaxBytes"]), int(spec.get("logMaxFiles") or 1))
+        status = _pump_until_exit(pid, pump_fd, log)
+        log.close()
+    else:
+        while True:
+            try:
+                _pid, status = os.waitpid(pid, 0)
+                break
+            except ChildProcessError:
+                status = 255 << 8
+                break
+    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    if not oci:  # (an OCI container's processes all ended with its PID namespace)
+        try:
+            os.killpg(pid, _signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    _reap_all(own_pid)
+    if spec.get("oomFile"):
+        kills = oom_kills(spec["oomFile"])
+        if kills:
+            write_atomic(os.path.join(container_dir, "oom"), f"{kills}\n")
+    write_atomic(os.path.join(container_dir, "exit_code"), f"{code}\n")
+    return 0
+
+
+def _await_oci_runtime(pid: int, pid_file: str, pump_fd: int | None) -> int | str:
+    """Wait for ``runc run -d``; the container's init pid, or the runtime's error message."""
     while True:
         try:
             _pid, status = os.waitpid(pid, 0)
@@ -265,14 +320,122 @@ def run(container_dir: str, ready_fd: int | None) -> int:
         except ChildProcessError:
             status = 255 << 8
             break
-    code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    failed = not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0
+    if not failed:
+        try:
+            with open(pid_file) as handle:
+                return int(handle.read().strip())
+        except (OSError, ValueError) as exc:
+            return f"no init pid from the OCI runtime: {exc}"
+    text = ""
+    if pump_fd is not None:  # the runtime's stderr (nothing of it has been copied to the log yet)
+        os.set_blocking(pump_fd, False)
+        try:
+            text = os.read(pump_fd, 65536).decode(errors="replace")
+        except OSError:
+            pass
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else f"the OCI runtime failed with status {status}"
+
+
+def oom_kills(path: str) -> int:
+    """The ``oom_kill`` count of a cgroup's ``memory.oom_control`` (v1) or ``memory.events`` (v2)."""
     try:
-        os.killpg(pid, _signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+        with open(path) as handle:
+            for line in handle:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
         pass
-    _reap_all(own_pid)
-    write_atomic(os.path.join(container_dir, "exit_code"), f"{code}\n")
     return 0
+
+
+class RotatingLog:
+    """``path``, rotated to ``path.1`` ... ``path.<files-1>`` before it would exceed ``max_bytes``."""
+
+    def __init__(self, path: str, max_bytes: int, files: int) -> None:
+        self.path = path
+        self.max_bytes = max(max_bytes, 1)
+        self.files = max(files, 1)
+        self.fd = self._open(os.O_APPEND)
+        self.size = os.fstat(self.fd).st_size
+
+    def _open(self, mode: int) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | mode, 0o640)
+
+    def rotate(self) -> None:
+        os.close(self.fd)
+        for index in range(self.files - 1, 0, -1):
+            source = self.path if index == 1 else f"{self.path}.{index - 1}"
+            try:
+                os.rename(source, f"{self.path}.{index}")
+            except FileNotFoundError:
+                pass
+        self.fd = self._open(os.O_TRUNC | os.O_APPEND)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        while data:
+            room = self.max_bytes - self.size
+            if room <= 0:
+                self.rotate()
+                continue
+            chunk = data[:room]
+            written = os.write(self.fd, chunk)
+            self.size += written
+            data = data[written:]
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _pump_until_exit(pid: int, pump_fd: int, log: RotatingLog) -> int:
+    """Copy the container's output to ``log`` until ``pid`` has ended and the pipe is closed (or one
+    second after the end, should something still hold it); the wait status of ``pid``."""
+    import select
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, _ignore)
+    os.set_blocking(pump_fd, False)
+    status: int | None = None
+    deadline = 0.0
+    open_ = True
+    while True:
+        if status is None:
+            try:
+                done, found = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, found = pid, 255 << 8
+            if done:
+                status, deadline = found, time.monotonic() + 1.0
+        if status is not None and (not open_ or time.monotonic() >= deadline):
+            break
+        wait = 1.0 if status is None else max(deadline - time.monotonic(), 0.0)
+        readable = select.select([wake_r, pump_fd] if open_ else [wake_r], [], [], wait)[0]
+        if wake_r in readable:
+            try:
+                os.read(wake_r, 512)
+            except BlockingIOError:
+                pass
+        if pump_fd in readable:
+            try:
+                data = os.read(pump_fd, 65536)
+            except BlockingIOError:
+                continue
+            if data:
+                log.write(data)
+            else:
+                open_ = False
+    _signal.set_wakeup_fd(-1)
+    for fd in (wake_r, wake_w, pump_fd):
+        os.close(fd)
+    return status if status is not None else 255 << 8
+
+
+def _ignore(_signum: int, _frame: object) -> None:
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
