@@ -42,6 +42,21 @@ SUBNET = "subnet-0123456789abcdef0"
 
 pytestmark = pytest.mark.timeout(120)
 
+# sg-1, every task's group: like a VPC's default group (its members reach each other, egress to anywhere)
+DEFAULT_GROUP = {
+    "groupId": "sg-1",
+    "rules": [
+        {
+            "IsEgress": False,
+            "IpProtocol": "-1",
+            "FromPort": -1,
+            "ToPort": -1,
+            "ReferencedGroupInfo": {"GroupId": "sg-1"},
+        },
+        {"IsEgress": True, "IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "CidrIpv4": "0.0.0.0/0"},
+    ],
+}
+
 
 # ---------------------------------------------------------------------------------------------- fake server
 
@@ -228,6 +243,7 @@ class FakeControlPlane:
                         "subnets": [
                             {"subnetId": SUBNET, "cidrBlock": "172.31.0.0/20", "gateway": "172.31.0.1"}
                         ],
+                        "securityGroups": [DEFAULT_GROUP],
                     }
                 ]
                 answer["tasks"] = list(self.tasks.values())
