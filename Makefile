@@ -16,7 +16,7 @@ MAKEFLAGS += --no-print-directory
 #   iproute2    ip netns / veth / bridges          nftables  task firewalling / NAT
 #   runc        the OCI runtime for task containers    tini  static init for initProcessEnabled
 #   procps      ps / pkill / sysctl                psmisc    fuser / killall (debugging)
-#   busybox-static  httpd and sh for the examples (process runtime), and `make up`'s image busybox:latest
+#   busybox-static  httpd and sh for the examples: the agent makes the image busybox:latest from it
 #   skopeo      `taskvpc image pull` fetches images from registries (layers are unpacked in Python, so
 #               no umoci: the store applies OCI whiteouts itself and caches layers by digest)
 DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo
@@ -78,8 +78,6 @@ $(STAMP): pyproject.toml | $(VBIN)/python
 # ---------------------------------------------------------------------------- run
 
 up: setup
-	@set -- $(ARGS); dir=(); while [ $$# -gt 0 ]; do case $$1 in --state-dir) dir=(--state-dir "$${2-}");; --state-dir=*) dir=("$$1");; esac; shift; done; \
-	  $(VBIN)/taskvpc image import-busybox "$${dir[@]}" || echo "make up: no image busybox:latest (runc examples need it)" >&2
 	exec $(VBIN)/taskvpc up $(ARGS)
 
 # ---------------------------------------------------------------------------- quality gates

@@ -46,6 +46,7 @@ TASK_DEFINITION = {
             "entryPoint": ["busybox"],
             "command": ["httpd", "-f", "-p", str(PORT)],
             "portMappings": [{"containerPort": PORT}],
+            "linuxParameters": {"initProcessEnabled": True},  # httpd as PID 1 would ignore SIGTERM
         }
     ],
 }
@@ -57,10 +58,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(state_dir: Path, prefix: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(state_dir: Path, prefix: str, port: int, runtime: str = "auto") -> subprocess.Popen[bytes]:
     env = {**os.environ, "TASKVPC_ACCESS_KEY_ID": KEY_ID, "TASKVPC_SECRET_ACCESS_KEY": SECRET}
     command = [str(VENV_BIN / "taskvpc"), "up", "--port", str(port), "--state-dir", str(state_dir)]
-    command += ["--net-prefix", prefix, "--log-level", "warning"]
+    command += ["--net-prefix", prefix, "--log-level", "warning", "--runtime", runtime]
     log = open(state_dir.parent / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
@@ -221,6 +222,7 @@ def main() -> int:
     parser.add_argument("--burst-calls", type=int, default=20)
     parser.add_argument("--burst-count", type=int, default=10)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--runtime", default="auto", choices=("auto", "runc", "process"))
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/launch.py needs root (it runs the agent)", file=sys.stderr)
@@ -228,7 +230,7 @@ def main() -> int:
     prefix = "tvb" + secrets.token_hex(2)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="taskvpc-launch-") as tmp:
-        server = start_server(Path(tmp) / "state", prefix, port)
+        server = start_server(Path(tmp) / "state", prefix, port, args.runtime)
         try:
             ecs, ec2 = clients(port)
             wait_for_instance(ecs)
@@ -239,6 +241,7 @@ def main() -> int:
             running = [r for r, _ in singles]
             reachable = [t for _, t in singles]
             result: dict[str, Any] = {
+                "runtime": args.runtime,
                 "singles": len(singles),
                 "running_ms_p50": statistics.median(running),
                 "running_ms_p99": percentile(running, 0.99),

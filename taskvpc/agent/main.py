@@ -11,16 +11,20 @@ What it registers (docs/agent-api.md ``register``):
 * ``ecs.os-type`` ``linux``, ``ecs.os-family`` ``LINUX``, ``ecs.cpu-architecture`` (``x86_64``/``arm64``),
   ``ecs.instance-type`` (when given), ``ecs.availability-zone`` (from the register answer: the agent
   registers again once it knows it), ``ecs.capability.task-eni``;
-* the capabilities the ``process`` runtime honours (the real agent registers many more; a task definition
-  whose ``requiresAttributes`` names one we cannot honour is then refused placement with ``ATTRIBUTE``,
-  as ECS would): ``docker-remote-api`` 1.17 (``user``), 1.18 (``awsvpc``, ``logConfiguration``), 1.21
-  (``memoryReservation``, a scheduling matter), 1.29 (``healthCheck.startPeriod``);
+* the capabilities the runtime honours (the real agent registers many more; a task definition whose
+  ``requiresAttributes`` names one we cannot honour is then refused placement with ``ATTRIBUTE``, as ECS
+  would). Both runtimes: ``docker-remote-api`` 1.17 (``user``), 1.18 (``awsvpc``, ``logConfiguration``),
+  1.21 (``memoryReservation``), 1.25 (``initProcessEnabled``: under ``process`` the shim forwards
+  signals and the command is never a namespace's PID 1), 1.29 (``healthCheck.startPeriod``);
   ``logging-driver.json-file`` (output is captured per container); ``container-health-check``;
-  ``container-ordering`` (``dependsOn``, ``startTimeout``, ``stopTimeout``);
-  ``network.container-port-range`` (under ``awsvpc`` there is nothing to map). Left out on purpose:
-  ``task-iam-role``, ``execution-role-*``, ``ecr-auth``, ``logging-driver.awslogs`` and other log
-  drivers, ``privileged-container``, secrets, EFS/FSx, FireLens, App Mesh, ``docker-remote-api`` 1.19+
-  beyond 1.21/1.29 (they gate awslogs, init processes, sysctls: none of which this runtime does);
+  ``container-ordering``; ``network.container-port-range``; ``env-files.s3`` (the engine reads
+  environment files: an absolute host path works, an S3 ARN fails the task saying S3 is not available).
+  ``runc`` adds 1.19, ``privileged-container`` and ``docker-plugin.local`` (docker volumes with the local
+  driver). Left out on purpose: ``task-iam-role``, ``execution-role-*``, ``ecr-auth``,
+  ``logging-driver.awslogs`` and other log drivers, secrets, private registry authentication, EFS/FSx,
+  FireLens, App Mesh, ``docker-remote-api`` 1.24 (sysctls) and 1.28;
+* with ``runc``, the examples' image (``busybox:latest``, also tagged as ECR Public's busybox) made from
+  the host's ``busybox-static`` when the image store lacks it;
 * resources ``CPU`` (1024 per core), ``MEMORY`` (MiB of RAM minus a reserve, 256 MiB by default),
   ``PORTS`` (ECS's defaults: 22, 2375, 2376, 51678, 51679), ``PORTS_UDP`` (none).
 """
@@ -45,7 +49,7 @@ from typing import Any
 from taskvpc.agent import netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
-from taskvpc.agent.runtime import create_runtime
+from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
 
@@ -72,12 +76,20 @@ CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
     _C + "docker-remote-api.1.17",
     _C + "docker-remote-api.1.18",
     _C + "docker-remote-api.1.21",
+    _C + "docker-remote-api.1.25",
     _C + "docker-remote-api.1.29",
     _C + "logging-driver.json-file",
     _E + "container-health-check",
     _E + "container-ordering",
     _E + "network.container-port-range",
     _E + "task-eni",
+    _E + "env-files.s3",  # read by the engine: a host path works, an S3 ARN fails the task honestly
+)
+# What the runc runtime adds: images, cgroup limits, privileged containers, volumes with the local driver.
+RUNC_CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
+    _C + "docker-remote-api.1.19",
+    _C + "privileged-container",
+    _E + "docker-plugin.local",
 )
 
 
@@ -106,7 +118,9 @@ def resources(reserve: int = MEMORY_RESERVE_MIB) -> dict[str, Any]:
     }
 
 
-def attributes(instance_type: str | None, availability_zone: str | None) -> dict[str, str | None]:
+def attributes(
+    instance_type: str | None, availability_zone: str | None, runtime: str = "process"
+) -> dict[str, str | None]:
     attrs: dict[str, str | None] = {
         "ecs.os-type": "linux",
         "ecs.os-family": "LINUX",
@@ -116,7 +130,7 @@ def attributes(instance_type: str | None, availability_zone: str | None) -> dict
         attrs["ecs.instance-type"] = instance_type
     if availability_zone:
         attrs["ecs.availability-zone"] = availability_zone
-    for name in CAPABILITY_ATTRIBUTES:
+    for name in (*CAPABILITY_ATTRIBUTES, *(RUNC_CAPABILITY_ATTRIBUTES if runtime == "runc" else ())):
         attrs[name] = None
     return attrs
 
@@ -135,7 +149,7 @@ def registration(
         "instanceId": state.instance_id,
         "hostname": socket.gethostname(),
         "resources": resources(memory_reserve),
-        "attributes": attributes(instance_type, availability_zone),
+        "attributes": attributes(instance_type, availability_zone, runtime),
         "agentVersion": f"taskvpc-{_version()}",
         "capabilities": [f"runtime:{runtime}"],
     }
@@ -172,6 +186,20 @@ async def _register(
     return state
 
 
+def _prepare_example_images(state_dir: Path) -> None:
+    """The examples' busybox image (from the host's busybox-static), so they run with no registry."""
+    from taskvpc.agent.images import ImageError, ImageStore
+    from taskvpc.agent.images.busybox import ensure_example_images
+
+    try:
+        imported = ensure_example_images(ImageStore(state_dir / "images"))
+    except (ImageError, OSError) as exc:
+        log.warning("no example image: %s", exc)
+        return
+    if imported:
+        log.info("example image imported as %s", ", ".join(imported))
+
+
 async def run_agent(
     endpoint: str,
     cluster: str,
@@ -180,7 +208,7 @@ async def run_agent(
     prefix: str = "tvpc",
     instance_type: str | None = None,
     max_task_enis: int | None = None,
-    runtime: str = "process",
+    runtime: str = "auto",
     *,
     region: str = DEFAULT_REGION,
     network_driver: netplan.NetworkDriver | None = None,
@@ -197,7 +225,10 @@ async def run_agent(
     path = Path(state_dir)
     prepare_state_dir(path)
     state = load_state(path)
+    runtime = resolve_runtime(runtime)
     the_runtime = create_runtime(runtime, path)
+    if runtime == "runc":
+        _prepare_example_images(path)
     owned_driver = None
     firewall_driver = None
     firewall = None
@@ -313,7 +344,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"default: {DEFAULT_STATE_DIR}")
     parser.add_argument("--instance-type", help="EC2 instance type to present (drives the task-ENI limit)")
     parser.add_argument("--max-task-enis", type=int, help="awsvpc tasks this instance may host")
-    parser.add_argument("--runtime", default="process", help="container runtime (default: process)")
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "runc", "process"),
+        help="container runtime (default auto: runc where runc or crun is installed, else process)",
+    )
     parser.add_argument(
         "--prefix", default="tvpc", help="name prefix of namespaces and links (default: tvpc)"
     )

@@ -33,7 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--instance-type", default=None, help="instance type the local agent presents")
     up.add_argument("--max-task-enis", type=int, default=None, help="awsvpc tasks the local agent may host")
-    up.add_argument("--runtime", default="process", help="container runtime of the local agent")
+    up.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "runc", "process"),
+        help="container runtime of the local agent (default auto: runc where installed, else process)",
+    )
     up.add_argument(
         "--net-prefix", default=None, help="name prefix of the local agent's namespaces and links"
     )

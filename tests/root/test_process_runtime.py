@@ -444,6 +444,7 @@ def test_agent_runs_tasks_on_the_real_data_plane_and_adopts_them_after_a_restart
                     state,
                     CREDS,
                     prefix=prefix,
+                    runtime="process",
                     host_access=False,
                     ready=ready.set_result,
                 )

@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
-from tests.root.upserver import REPO, RootServer, fetch, web_group
+from tests.root.upserver import REPO, RootServer, container_pids, fetch, web_group
 
 pytestmark = [
     pytest.mark.root,
@@ -83,6 +83,14 @@ def test_two_tasks_on_one_instance_both_serve_port_80(root_server: RootServer) -
 
     namespaces = hostcheck.namespaces(root_server.prefix)
     assert len([n for n in namespaces if "-t-" in n]) == 2
+    # Served from real containers (runc is the default where installed): each its own root file system
+    # (the busybox image, not the host's) and its own PID namespace.
+    pids = container_pids(root_server.state_dir)
+    assert len(pids) == 2
+    for pid in pids:
+        assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        assert os.stat(f"/proc/{pid}/root/bin/busybox").st_ino != os.stat("/bin/busybox").st_ino
+        assert not Path(f"/proc/{pid}/root/usr/lib/os-release").exists()  # no host files in there
 
     aws("ecs", "stop-task", "--cluster", "default", "--task", arns[0])
     aws("ecs", "stop-task", "--cluster", "default", "--task", arns[1])
@@ -227,6 +235,8 @@ def test_logs_command_prints_container_output(root_server: RootServer) -> None:
                 "essential": True,
                 "entryPoint": ["sh", "-c"],
                 "command": ["echo hello from $GREETED; echo to-stderr >&2; exec sleep 60"],
+                # sleep as a container's PID 1 would ignore SIGTERM (and be killed after stopTimeout)
+                "linuxParameters": {"initProcessEnabled": True},
                 "environment": [{"name": "GREETED", "value": "the task"}],
             }
         ],

@@ -111,3 +111,14 @@ def web_group(server: RootServer, name: str = "web") -> str:
         ],
     )
     return group_id
+
+
+def container_pids(state_dir: Path) -> list[int]:
+    """The main process of every container the test's agent runs (from the runtime's pid files)."""
+    pids = []
+    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
+        try:
+            pids.append(int(json.loads(pid_file.read_text())["pid"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return pids

@@ -364,6 +364,7 @@ class Harness:
                 self.state_dir,
                 CREDS,
                 instance_type="c5.large",
+                runtime="process",
                 network_driver=self.network,
                 netns_paths=False,
                 ready=ready.set_result,

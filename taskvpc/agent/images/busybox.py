@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from taskvpc.agent.images.model import ImageConfig, ImageError
+from taskvpc.agent.images.store import ImageStore
 
 BUSYBOX = Path("/bin/busybox")
 REFERENCE = "busybox:latest"
@@ -60,3 +62,25 @@ def _stamp(rootfs: Path, mtime: float) -> None:
     paths = sorted(rootfs.rglob("*"), key=lambda p: len(p.parts), reverse=True)  # children before parents
     for path in [*paths, rootfs]:
         os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
+# The examples name the image as on AWS (ECR Public's copy of Docker's busybox), so the same task
+# definition runs there and here; here both names are this local busybox.
+EXAMPLE_REFERENCES = (REFERENCE, "public.ecr.aws/docker/library/busybox:stable")
+
+
+def ensure_example_images(store: ImageStore, busybox: Path = BUSYBOX) -> list[str]:
+    """Import the examples' image under each of ``EXAMPLE_REFERENCES`` that the store lacks; those imported."""
+    missing = []
+    for reference in EXAMPLE_REFERENCES:
+        try:
+            store.resolve(reference)
+        except ImageError:
+            missing.append(reference)
+    if missing:
+        store.root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="taskvpc-busybox-", dir=store.root) as scratch:
+            rootfs = build_rootfs(Path(scratch) / "rootfs", busybox)
+            for reference in missing:
+                store.import_source(reference, rootfs, CONFIG)
+    return missing

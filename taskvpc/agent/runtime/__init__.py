@@ -199,6 +199,15 @@ RUNTIMES: Mapping[str, str] = {
 }
 
 
+def resolve_runtime(name: str) -> str:
+    """``auto``: ``runc`` where an OCI runtime (runc or crun) is installed and we are root, else ``process``."""
+    if name != "auto":
+        return name
+    from taskvpc.agent.runtime.runc import find_oci_runtime
+
+    return "runc" if os.geteuid() == 0 and find_oci_runtime() else "process"
+
+
 def create_runtime(name: str, state_dir: str | os.PathLike[str]) -> Runtime:
     """The runtime a config string names (``process``; ``runc`` in its own issue)."""
     try:
@@ -223,13 +232,23 @@ def read_logs(state_dir: str | os.PathLike[str], task_id: str, container: str | 
     """A container's captured stdout+stderr (all containers of the task, headed by name, when None)."""
     base = task_dir(Path(state_dir), task_id)
     if container is not None:
-        try:
-            return (base / container / "log").read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return _container_log(base / container)
     parts = []
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
-        log = entry / "log"
-        if log.is_file():
-            parts.append(f"==> {entry.name} <==\n{log.read_text(errors='replace')}")
+        if (entry / "log").is_file():
+            parts.append(f"==> {entry.name} <==\n{_container_log(entry)}")
     return "\n".join(parts)
+
+
+def _container_log(directory: Path) -> str:
+    """``log`` after its rotated predecessors (``log.N`` is older than ``log.N-1``), oldest first."""
+    rotated = sorted(
+        (p for p in directory.glob("log.*") if p.suffix[1:].isdigit()), key=lambda p: -int(p.suffix[1:])
+    )
+    text = []
+    for path in [*rotated, directory / "log"]:
+        try:
+            text.append(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            continue
+    return "".join(text)
