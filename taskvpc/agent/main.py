@@ -226,7 +226,12 @@ async def run_agent(
     prepare_state_dir(path)
     state = load_state(path)
     runtime = resolve_runtime(runtime)
-    the_runtime = create_runtime(runtime, path)
+    # cgroups of this agent's containers: /taskvpc/<task>/<container>, or /taskvpc-<prefix>/... for an
+    # agent with its own name prefix (tests, several agents on one host)
+    options = (
+        {"cgroup_parent": "taskvpc" if prefix == "tvpc" else f"taskvpc-{prefix}"} if runtime == "runc" else {}
+    )
+    the_runtime = create_runtime(runtime, path, **options)
     if runtime == "runc":
         _prepare_example_images(path)
     owned_driver = None

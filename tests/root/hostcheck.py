@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
+from pathlib import Path
 
 _LISTINGS = (
     ["ip", "netns", "list"],
@@ -22,19 +24,52 @@ def namespaces(prefix: str) -> list[str]:
     return [line.split()[0] for line in _lines(["ip", "netns", "list"]) if line.startswith(prefix)]
 
 
+def cgroups(prefix: str) -> list[Path]:
+    """Cgroup directories (any hierarchy, any depth below the top) whose name mentions ``prefix``."""
+    root = Path("/sys/fs/cgroup")
+    tops = [root] if (root / "cgroup.controllers").exists() else [d for d in root.iterdir() if d.is_dir()]
+    found = []
+    for top in tops:
+        for entry in top.iterdir() if top.is_dir() else ():
+            if entry.is_dir() and prefix in entry.name:
+                found.extend(sorted((d for d in entry.rglob("*") if d.is_dir()), reverse=True))
+                found.append(entry)
+    return found
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` (overlay roots of containers, their binds)."""
+    points = []
+    with open("/proc/self/mountinfo") as handle:
+        for line in handle:
+            point = line.split()[4].replace("\\040", " ")
+            if point == str(path) or point.startswith(f"{path}/"):
+                points.append(point)
+    return points
+
+
 def leftovers(prefix: str) -> list[str]:
-    """Every namespace, link, address, route and nft table line that mentions ``prefix``."""
-    return [f"{' '.join(cmd)}: {line}" for cmd in _LISTINGS for line in _lines(cmd) if prefix in line]
+    """Every namespace, link, address, route, nft table line and cgroup that mentions ``prefix``."""
+    lines = [f"{' '.join(cmd)}: {line}" for cmd in _LISTINGS for line in _lines(cmd) if prefix in line]
+    return lines + [f"cgroup: {d}" for d in cgroups(prefix)]
 
 
 def scrub(prefix: str) -> None:
-    """Remove the prefix's namespaces (their veths and tables go with them) and host links."""
+    """Remove the prefix's namespaces (their veths and tables go with them), host links and cgroups."""
     for name in namespaces(prefix):
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
     for line in _lines(["ip", "-br", "link"]):
         ifname = line.split()[0].partition("@")[0]
         if ifname.startswith(prefix):
             subprocess.run(["ip", "link", "del", ifname], capture_output=True, check=False)
+    for directory in cgroups(prefix):  # deepest first; a cgroup with processes left stays (and is reported)
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def unmount_under(path: Path) -> None:
+    for point in sorted(mounts_under(path), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def wait_clean(prefix: str, timeout: float = 10.0) -> list[str]:

@@ -21,15 +21,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def kill_task_shims(state_dir: Path) -> None:
-    """Stop the container shims this test's agent started (found by their pid files), by PID."""
+    """Stop the containers this test's agent started (found by their pid files), by PID: SIGTERM to each
+    shim, SIGKILL to each container's main process that outlives it (a container's PID 1 may ignore
+    SIGTERM)."""
+    targets = []
     for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
         try:
-            pid = int(json.loads(pid_file.read_text())["shimPid"])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            doc = json.loads(pid_file.read_text())
+            shim, main = int(doc["shimPid"]), int(doc["pid"])
+            cmdline = Path(f"/proc/{shim}/cmdline").read_bytes()
         except (OSError, ValueError, KeyError):
             continue
         if b"taskvpc-shim" in cmdline and str(state_dir).encode() in cmdline:
-            os.kill(pid, signal.SIGTERM)
+            targets.append((shim, main, _start_time(main)))
+            os.kill(shim, signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_start_time(m) == t and t is not None for _, m, t in targets):
+        time.sleep(0.05)
+    for _, main, started in targets:
+        if started is not None and _start_time(main) == started:
+            os.kill(main, signal.SIGKILL)
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class RootServer(TaskvpcServer):
@@ -83,9 +101,12 @@ def root_server(tmp_path: Path) -> Iterator[RootServer]:
     finally:
         server.stop()
         kill_task_shims(server.state_dir)
+        mounted = hostcheck.mounts_under(server.state_dir)
+        hostcheck.unmount_under(server.state_dir)
         hostcheck.scrub(prefix)
         left = hostcheck.wait_clean(prefix)
         assert not left, f"left behind: {left}"
+        assert not mounted, f"mounts left behind: {mounted}"
 
 
 def fetch(url: str) -> str:

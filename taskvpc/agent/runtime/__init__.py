@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 DEFAULT_STOP_TIMEOUT = 30.0  # ECS_CONTAINER_STOP_TIMEOUT's default on EC2
 
@@ -208,15 +208,15 @@ def resolve_runtime(name: str) -> str:
     return "runc" if os.geteuid() == 0 and find_oci_runtime() else "process"
 
 
-def create_runtime(name: str, state_dir: str | os.PathLike[str]) -> Runtime:
-    """The runtime a config string names (``process``; ``runc`` in its own issue)."""
+def create_runtime(name: str, state_dir: str | os.PathLike[str], **options: Any) -> Runtime:
+    """The runtime a config string names (``process`` or ``runc``), with its own ``options``."""
     try:
         target = RUNTIMES[name]
     except KeyError:
         raise ValueError(f"unknown runtime {name!r}; choose one of {', '.join(sorted(RUNTIMES))}") from None
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
-    runtime: Runtime = factory(Path(state_dir))
+    runtime: Runtime = factory(Path(state_dir), **options)
     return runtime
 
 
