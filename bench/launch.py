@@ -15,6 +15,7 @@ RUNNING, then StopTask for all and time until all are STOPPED and no task namesp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -205,6 +206,29 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def drain(ecs: Any, state_dir: Path, timeout: float = 120.0) -> None:
+    """Stop every task, then wait until the agent has removed their containers (mounts, shims): a task
+    is reported STOPPED before its containers are deleted, and containers outlive a stopped agent."""
+    arns = ecs.list_tasks(cluster="default", desiredStatus="RUNNING").get("taskArns", [])
+    for arn in arns:
+        ecs.stop_task(cluster="default", task=arn)
+    for start in range(0, len(arns), 100):
+        ecs.get_waiter("tasks_stopped").wait(
+            cluster="default", tasks=arns[start : start + 100], WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (
+        mounts_under(state_dir) or list(state_dir.glob("agent/tasks/*/*/pid"))
+    ):
+        time.sleep(0.1)
+
+
+def mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    return [p for p in points if p == str(path) or p.startswith(f"{path}/")]
+
+
 def cleanup(prefix: str) -> None:
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split("\n")
     for line in listing:
@@ -214,6 +238,12 @@ def cleanup(prefix: str) -> None:
     for line in links:
         if line.startswith(prefix):
             subprocess.run(["ip", "link", "del", line.split()[0].partition("@")[0]], check=False)
+    for parent in Path("/sys/fs/cgroup").glob(f"*/taskvpc-{prefix}"):  # the agent's (empty) cgroup parent
+        for directory in [*sorted((d for d in parent.rglob("*") if d.is_dir()), reverse=True), parent]:
+            with contextlib.suppress(OSError):  # still holding a process: leave it, say so
+                directory.rmdir()
+        if parent.exists():
+            print(f"left behind: {parent}", file=sys.stderr)
 
 
 def main() -> int:
@@ -249,6 +279,7 @@ def main() -> int:
                 "reachable_ms_p99": percentile(reachable, 0.99),
                 "burst": burst(ecs, network, args.burst_calls, args.burst_count, prefix),
             }
+            drain(ecs, Path(tmp) / "state")
         finally:
             server.terminate()
             server.wait(timeout=30)

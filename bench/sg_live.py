@@ -34,6 +34,7 @@ from launch import (
     address_of,
     cleanup,
     clients,
+    drain,
     free_port,
     network_configuration,
     percentile,
@@ -120,6 +121,7 @@ def main() -> int:
             ecs, ec2 = clients(port)
             wait_for_instance(ecs)
             result = run(ecs, ec2, args.changes, args.tasks)
+            drain(ecs, Path(tmp) / "state")
         finally:
             server.terminate()
             server.wait(timeout=60)
