@@ -3,7 +3,8 @@
 Input is a :class:`FirewallModel` (the VPC's task ENIs with their router-side ports, the group rules, the
 host access port); :func:`compile_ir` turns it into a :class:`Ruleset` of plain dataclasses that
 :mod:`taskvpc.netmodel.nft_compile` renders as nftables text and :func:`evaluate_ir` interprets packet by
-packet, so the fast unit tier can check the compiled rules against :mod:`taskvpc.netmodel.evaluator`.
+packet, so the fast unit tier can check the compiled rules against :mod:`taskvpc.netmodel.evaluator`;
+:func:`trace_ir` lists the rules a packet acts on, chain by chain (``nft_compile.trace_text`` prints them).
 
 Layout of the one ``inet`` table (per VPC, in its router namespace, where every task<->task and host<->task
 packet is routed and connection tracking is available):
@@ -21,14 +22,22 @@ packet is routed and connection tracking is available):
   the number of tasks.
 * base chain ``antispoof`` (hook prerouting, priority raw, policy accept): a packet from a task port passes
   only if (``iifname . ip saddr . ether saddr``) is in ``eni_addrs`` (EC2's source/destination check);
-  anything else from a task port (another IP or MAC, IPv6) is dropped before conntrack sees it.
+  anything else from a task port (another IP or MAC, IPv6) is dropped before conntrack sees it. ARP never
+  reaches ``inet`` hooks and needs no rule here: the router routes every task address by its own /32
+  through that task's port, so a forged ARP announcement changes nothing about where traffic goes.
 * base chain ``forward`` (hook forward, priority filter, policy drop): ``ct state established,related
-  accept``; ``ct state invalid drop``; ``oifname <host port> drop`` (a NEW flow from a task to the host is
-  never allowed: tasks must not reach the host's services, whatever their egress rules say; the host's own
-  flows to tasks get their replies through the first rule); egress dispatch; ingress dispatch; then accept
-  only from a task port (its egress returned) or the host port. The host's traffic carries the source
+  accept``; ``ct state invalid drop`` except for ICMP (below); ``oifname <host port> drop`` (a NEW flow
+  from a task to the host is never allowed: tasks must not reach the host's services, whatever their
+  egress rules say; the host's own flows to tasks get their replies through the first rule); egress
+  dispatch; ingress dispatch; then accept only from a task port (its egress returned) or the host port. The host's traffic carries the source
   169.254.100.1 (``host_ip``) and is subject to the destination's ingress rules only, like any address
   outside the VPC's ENIs.
+
+ICMP that conntrack cannot place is judged by the rules like a new flow, not dropped as ``invalid``: an
+error (type 3, 11, ...) quoting no tracked flow, or a reply type (echo reply 0, timestamp reply 14) with no
+request before it. EC2 (and the evaluator) let such a message through when a rule allows its type; the
+proof-by-difference test found the old blanket ``ct state invalid drop`` refusing them. Errors about a
+tracked flow are ``related`` and pass whatever the rules say, as EC2's replies do.
 
 Established flows survive revokes: only NEW packets reach the rules, so (as EC2 does for tracked flows)
 revoking a rule stops new connections and leaves established ones until conntrack forgets them.
@@ -40,6 +49,7 @@ compile, for completeness). Traffic addressed to the router namespace itself (ho
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -53,6 +63,7 @@ Family = Literal["ip", "ip6"]
 Verdict = Literal["accept", "drop", "return"]
 
 PROTO_NUMBERS: dict[str, int] = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
+ICMP_L4PROTOS = frozenset({1, 58})
 PRIORITY_RAW = -300
 PRIORITY_FILTER = 0
 
@@ -114,6 +125,7 @@ class IcmpMatch:
 class NftRule:
     """One nftables rule: every non-None match must hold, then ``verdict`` (or the vmap's) applies.
 
+    ``not_l4protos``: the packet's layer-4 protocol is none of these.
     ``source_binding``: ``iifname . ip saddr . ether saddr`` is an element of that set.
     ``vmap``: (``"iifname"`` or ``"oifname"``, map name): jump to the chain the map names for the key, if any.
     """
@@ -126,6 +138,7 @@ class NftRule:
     l4proto: int | None = None
     dport: tuple[int, int] | None = None
     icmp: IcmpMatch | None = None
+    not_l4protos: frozenset[int] | None = None
     source_binding: str | None = None
     vmap: tuple[Literal["iifname", "oifname"], str] | None = None
     verdict: Verdict | None = None
@@ -204,7 +217,9 @@ def out_chain(eni_id: str) -> str:
 # Compiling
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _ip_key(ip: str) -> int:
+    """Sort key of an address; cached, as the same ENI addresses are sorted on every update."""
     return int(ipaddress.ip_address(ip))
 
 
@@ -294,7 +309,7 @@ def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
         "forward",
         (
             NftRule(ct_states=frozenset({"established", "related"}), verdict="accept"),
-            NftRule(ct_states=frozenset({"invalid"}), verdict="drop"),
+            NftRule(ct_states=frozenset({"invalid"}), not_l4protos=ICMP_L4PROTOS, verdict="drop"),
             NftRule(oif=model.host_port, verdict="drop"),
             NftRule(vmap=("iifname", EGRESS_MAP)),
             NftRule(vmap=("oifname", INGRESS_MAP)),
@@ -389,6 +404,8 @@ def _matches(rule: NftRule, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tup
             return False
     if rule.l4proto is not None and pkt.protocol != rule.l4proto:
         return False
+    if rule.not_l4protos is not None and pkt.protocol in rule.not_l4protos:
+        return False
     if rule.dport is not None and (pkt.dport is None or not rule.dport[0] <= pkt.dport <= rule.dport[1]):
         return False
     if rule.icmp is not None:
@@ -405,44 +422,83 @@ def _matches(rule: NftRule, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tup
     return True
 
 
-def _run(chain: Chain, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tuple[str, ...]]], depth: int) -> str:
+@dataclass(frozen=True)
+class TraceStep:
+    """One step of a packet through the ruleset: rule ``rule`` of ``chain`` matched and did ``verdict``.
+
+    ``verdict`` is ``accept``, ``drop``, ``return`` or ``jump <chain>``; at the end of a base chain
+    ``rule`` is -1 and ``verdict`` is ``policy accept``/``policy drop``; falling off the end of a regular
+    chain is ``rule`` = its length and ``verdict`` = ``end``.
+    """
+
+    chain: str
+    rule: int
+    verdict: str
+
+    def __str__(self) -> str:
+        where = f"{self.chain}[{self.rule}]" if self.rule >= 0 else self.chain
+        return f"{where} {self.verdict}"
+
+
+@dataclass(frozen=True)
+class _Tables:
+    sets: Mapping[str, set[tuple[str, ...]]]
+    maps: Mapping[str, Mapping[str, str]]
+
+
+def _run(chain: Chain, pkt: Packet, rs: Ruleset, t: _Tables, depth: int, trace: list[TraceStep]) -> str:
     """``accept``/``drop`` if a terminal verdict was reached, ``continue`` on return or end of chain."""
     if depth > 16:
         raise RuntimeError("jump depth exceeded")
-    maps = {m.name: dict(m.elements) for m in rs.maps}
-    for rule in chain.rules:
-        if not _matches(rule, pkt, rs, sets):
+    for index, rule in enumerate(chain.rules):
+        if not _matches(rule, pkt, rs, t.sets):
             continue
         if rule.vmap is not None:
             key, name = rule.vmap
-            target = maps[name].get(pkt.iif if key == "iifname" else pkt.oif)
+            target = t.maps[name].get(pkt.iif if key == "iifname" else pkt.oif)
             if target is None:
                 continue
-            result = _run(rs.chain(target), pkt, rs, sets, depth + 1)
+            trace.append(TraceStep(chain.name, index, f"jump {target}"))
+            result = _run(rs.chain(target), pkt, rs, t, depth + 1, trace)
             if result != "continue":
                 return result
             continue
-        if rule.verdict == "return":
-            return "continue"
         if rule.verdict is not None:
-            return rule.verdict
+            trace.append(TraceStep(chain.name, index, rule.verdict))
+            return "continue" if rule.verdict == "return" else rule.verdict
+    if chain.hook is None:
+        trace.append(TraceStep(chain.name, len(chain.rules), "end"))
     return "continue"
+
+
+def trace_ir(ruleset: Ruleset, packet: Packet) -> list[TraceStep]:
+    """Every rule ``packet`` (routed from ``iif`` to ``oif``) takes an action at, in order, as nft would.
+
+    The last step is the verdict: ``drop`` (or ``policy drop``) where the packet died, otherwise the last
+    base chain's ``accept``/``policy accept``.
+    """
+    tables = _Tables(
+        {s.name: set(s.elements) for s in ruleset.sets},
+        {m.name: dict(m.elements) for m in ruleset.maps},
+    )
+    trace: list[TraceStep] = []
+    for hook in ("prerouting", "forward"):
+        bases = sorted((c for c in ruleset.chains if c.hook and c.hook.hook == hook), key=_priority)
+        for base in bases:
+            assert base.hook is not None
+            result = _run(base, packet, ruleset, tables, 0, trace)
+            if result == "continue":
+                result = base.hook.policy
+                trace.append(TraceStep(base.name, -1, f"policy {result}"))
+            if result == "drop":
+                return trace
+    return trace
 
 
 def evaluate_ir(ruleset: Ruleset, packet: Packet) -> bool:
     """Does ``packet`` (routed from ``iif`` to ``oif``) pass the base chains of ``ruleset``?"""
-    sets = {s.name: set(s.elements) for s in ruleset.sets}
-    hooks = ("prerouting", "forward")
-    for hook in hooks:
-        bases = sorted((c for c in ruleset.chains if c.hook and c.hook.hook == hook), key=_priority)
-        for base in bases:
-            assert base.hook is not None
-            result = _run(base, packet, ruleset, sets, 0)
-            if result == "continue":
-                result = base.hook.policy
-            if result == "drop":
-                return False
-    return True
+    trace = trace_ir(ruleset, packet)
+    return not trace or not trace[-1].verdict.endswith("drop")
 
 
 def _priority(chain: Chain) -> int:

@@ -17,6 +17,7 @@ Every batch is one nft transaction: it applies entirely or not at all.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 
 from taskvpc.netmodel.firewall_ir import (
     EGRESS_MAP,
@@ -29,9 +30,9 @@ from taskvpc.netmodel.firewall_ir import (
     NamedSet,
     NftRule,
     Ruleset,
+    TraceStep,
     VerdictMap,
     eni_chains,
-    group_members,
     group_set,
     in_chain,
     out_chain,
@@ -71,6 +72,9 @@ def rule_text(rule: NftRule) -> str:
         out.append(f"iifname @{rule.iif_set}")
     if rule.ct_states is not None:
         out.append("ct state " + ",".join(sorted(rule.ct_states)))
+    if rule.not_l4protos is not None:
+        names = ", ".join(_PROTO_NAMES.get(p, str(p)) for p in sorted(rule.not_l4protos))
+        out.append(f"meta l4proto != {{ {names} }}")
     if rule.peer is not None:
         p = rule.peer
         if p.set_name is not None:
@@ -104,6 +108,22 @@ def rule_text(rule: NftRule) -> str:
     if rule.verdict is not None:
         out.append(rule.verdict)
     return " ".join(out)
+
+
+def trace_text(ruleset: Ruleset, trace: Sequence[TraceStep]) -> list[str]:
+    """A trace of :func:`~taskvpc.netmodel.firewall_ir.trace_ir` as the rules read in ``nft list``:
+    ``chain: <rule>`` per step, ``-> jump <chain>`` after a verdict map, ``chain: policy drop`` at the end
+    of a base chain."""
+    lines = []
+    for step in trace:
+        chain = ruleset.chain(step.chain)
+        if not 0 <= step.rule < len(chain.rules):
+            lines.append(f"{step.chain}: {step.verdict}")
+            continue
+        rule = chain.rules[step.rule]
+        text = rule_text(rule)
+        lines.append(f"{step.chain}: {text} -> {step.verdict}" if rule.vmap else f"{step.chain}: {text}")
+    return lines
 
 
 def _set_block(s: NamedSet) -> list[str]:
@@ -196,13 +216,18 @@ def render_eni_chains(model: FirewallModel, eni_id: str) -> str:
     """
     eni = _find(model, eni_id)
     t = model.table
-    members = group_members(model)
+    wanted = referenced_groups(model, [eni])
+    members: dict[str, list[str]] = {gid: [] for gid in wanted}
+    for other in model.enis:  # one pass, only the groups this ENI's rules name
+        for gid in wanted.intersection(other.group_ids):
+            members[gid].append(other.ip)
     lines: list[str] = []
-    for gid in sorted(referenced_groups(model, [eni])):
+    for gid in sorted(wanted):
         name = group_set(gid)
         lines.append(f"add set inet {t} {name} {{ type ipv4_addr; }}")
-        if members.get(gid):
-            lines.append(f"add element inet {t} {name} {{ {', '.join(members[gid])} }}")
+        if members[gid]:
+            ips = sorted(set(members[gid]), key=_ip_key)
+            lines.append(f"add element inet {t} {name} {{ {', '.join(ips)} }}")
     out_c, in_c = eni_chains(model, eni)
     for c in (out_c, in_c):
         lines.append(f"add chain inet {t} {c.name}")

@@ -160,7 +160,7 @@ table inet taskvpc {
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy drop;
 \t\tct state established,related accept
-\t\tct state invalid drop
+\t\tct state invalid meta l4proto != { icmp, ipv6-icmp } drop
 \t\toifname "tvpc-host" drop
 \t\tiifname vmap @egress_ports
 \t\toifname vmap @ingress_ports
