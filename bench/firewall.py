@@ -20,8 +20,9 @@ request/response latency on one connection (RR: 1 byte each way) and per new con
   of 10 rules (10,000 security-group rules, ~12,000 nft rules, 1,000 group sets).
 
 Then, with the full table loaded, update latency through ``FirewallDriver.apply`` (model change -> text ->
-nft transaction; p50/p99 over ``--updates``): a rule authorized for one ENI (``render_eni_chains``, and
-the agent's way, ``nft_update.render_update`` of the old and new models), a group
+nft transaction; p50/p99 over ``--updates``): a rule authorized in one ENI's group
+(``render_group_chains``, and the agent's way, ``nft_update.render_update`` of the old and new models),
+a rule of a group every ENI carries (still one chain), a group
 member added and removed (``render_member_update``), a task ENI started and stopped (chains + elements,
 ``render_eni_delete``), and the whole-table load. Prints a markdown table.
 """
@@ -53,6 +54,7 @@ from taskvpc.netmodel.nft_compile import (  # noqa: E402
     render,
     render_eni_chains,
     render_eni_delete,
+    render_group_chains,
     render_member_update,
 )
 from taskvpc.netmodel.nft_update import render_update  # noqa: E402
@@ -245,14 +247,13 @@ def measure_traffic(
 
 def measure_updates(lab: fwlab.Lab, full: FirewallModel, n: int) -> dict[str, list[float]]:
     """Milliseconds from a model change to the committed nft transaction (text rendered inside the clock)."""
-    out: dict[str, list[float]] = {"rule": [], "agent": [], "member": [], "eni": [], "table": []}
+    out: dict[str, list[float]] = {"rule": [], "agent": [], "fleet": [], "member": [], "eni": [], "table": []}
 
     def timed(key: str, make: Callable[[], str]) -> None:
         start = time.perf_counter()
         lab.fw.apply(lab.vpc_id, make())
         out[key].append((time.perf_counter() - start) * 1000)
 
-    server = full.enis[1].eni_id
     group = full.groups["sg-server"]
 
     def toggled(k: int) -> FirewallModel:
@@ -262,7 +263,7 @@ def measure_updates(lab: fwlab.Lab, full: FirewallModel, n: int) -> dict[str, li
         return replace(full, groups={**full.groups, "sg-server": replace(group, ingress=rules)})
 
     for k in range(n):
-        timed("rule", partial(render_eni_chains, toggled(k), server))
+        timed("rule", partial(render_group_chains, toggled(k), "sg-server"))
     previous = full
     for k in range(n):  # the same changes as the agent makes them: a diff of two models
         model = toggled(k)
@@ -279,8 +280,24 @@ def measure_updates(lab: fwlab.Lab, full: FirewallModel, n: int) -> dict[str, li
         timed("eni", lambda m=started, e=eni, add=add: render_eni_chains(m, e.eni_id) + add())  # type: ignore[misc]
         remove = partial(render_member_update, lab.table, "sg-p00001", [], [eni.ip])
         timed("eni", lambda e=eni, remove=remove: render_eni_delete(lab.table, e) + remove())  # type: ignore[misc]
+    # A group every one of the 1,000 ENIs carries (a service's tasks): a rule change in it is still one
+    # group chain, whatever the number of tasks.
+    fleet_rules = GroupRules("sg-fleet", (Rule("ingress", "tcp", 9000, 9000, cidr_ipv4="10.0.0.0/8"),), ())
+    fleet = replace(
+        full,
+        enis=tuple(replace(e, group_ids=(*e.group_ids, "sg-fleet")) for e in full.enis),
+        groups={**full.groups, "sg-fleet": fleet_rules},
+    )
+    lab.fw.apply(lab.vpc_id, render_update(full, fleet))
+    previous = fleet
+    for k in range(n):
+        extra = Rule("ingress", "tcp", 30000 + k // 2, 30000 + k // 2, cidr_ipv4="10.0.0.0/8")
+        rules = (*fleet_rules.ingress, extra) if k % 2 == 0 else fleet_rules.ingress
+        model = replace(fleet, groups={**fleet.groups, "sg-fleet": replace(fleet_rules, ingress=rules)})
+        timed("fleet", partial(render_update, previous, model))
+        previous = model
     for _ in range(5):
-        timed("table", lambda: render(compile_ir(full)))
+        timed("table", lambda: render(compile_ir(fleet)))
     return out
 
 
@@ -315,8 +332,9 @@ def report(
     print("\n| update (full table loaded, through FirewallDriver.apply) | n | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|")
     labels = {
-        "rule": "authorize or revoke a rule: one ENI's chains rewritten",
+        "rule": "authorize or revoke a rule: its group's chain rewritten",
         "agent": "the same through nft_update.render_update (diff of two models)",
+        "fleet": "a rule of a group all 1,002 ENIs carry (render_update)",
         "member": "group member added or removed",
         "eni": "task ENI started or stopped (chains, maps, sets)",
         "table": "whole table replaced",

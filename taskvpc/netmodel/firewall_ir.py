@@ -12,11 +12,16 @@ packet is routed and connection tracking is available):
 * sets ``g_<sgid>`` (``ipv4_addr``): the current private IPs of every ENI carrying the group. Group
   references compile to ``ip saddr @g_<sgid>`` / ``ip daddr @g_<sgid>``, so a task starting or stopping is
   an element add/delete, never a rule change.
-* per ENI two regular chains: ``out_<eni>`` (its egress rules, the union over its groups; a match
-  ``return``\\s to the base chain, the chain ends in ``drop``) and ``in_<eni>`` (its ingress rules; a match
-  ``accept``\\s, the chain ends in ``drop``). ``out_<eni>`` starts with ``oifname <own port> accept``:
-  traffic to self never reaches a security group (the evaluator allows it); a task never routes to itself
-  in practice, this only keeps the two in step.
+* per group two regular chains: ``gout_<sg>`` (its egress rules; a match ``goto``\\s ``to_task``, the
+  destination's ingress check) and ``gin_<sg>`` (its ingress rules; a match ``accept``\\s). They are shared
+  by every ENI carrying the group, so authorizing or revoking a rule rewrites one chain, whatever the
+  number of tasks in the group.
+* per ENI two regular chains: ``out_<eni>`` (``jump gout_<sg>`` for each of its groups, then ``drop``: the
+  union of its groups' egress rules) and ``in_<eni>`` (``jump gin_<sg>`` for each group, then ``drop``).
+  ``out_<eni>`` starts with ``oifname <own port> accept``: traffic to self never reaches a security group
+  (the evaluator allows it); a task never routes to itself in practice, this only keeps the two in step.
+* regular chain ``to_task``: ``oifname vmap @ingress_ports`` (the destination ENI's ``in_<eni>``), then
+  ``accept`` (a destination that is no task: nothing to check there).
 * verdict maps ``egress_ports`` (``iifname`` -> ``jump out_<eni>``: a packet leaving a task enters the router
   on its port) and ``ingress_ports`` (``oifname`` -> ``jump in_<eni>``); per-packet cost does not grow with
   the number of tasks.
@@ -29,9 +34,10 @@ packet is routed and connection tracking is available):
   accept``; ``ct state invalid drop`` except for ICMP (below); ``oifname <host port> drop`` (a NEW flow
   from a task to the host is never allowed: tasks must not reach the host's services, whatever their
   egress rules say; the host's own flows to tasks get their replies through the first rule); egress
-  dispatch; ingress dispatch; then accept only from a task port (its egress returned) or the host port. The host's traffic carries the source
-  169.254.100.1 (``host_ip``) and is subject to the destination's ingress rules only, like any address
-  outside the VPC's ENIs.
+  dispatch (a task's packet ends there: accepted by an ingress rule or dropped); ``iifname <host port>
+  goto to_task``; anything else meets the policy. The host's traffic carries the source 169.254.100.1
+  (``host_ip``) and is subject to the destination's ingress rules only, like any address outside the
+  VPC's ENIs.
 
 ICMP that conntrack cannot place is judged by the rules like a new flow, not dropped as ``invalid``: an
 error (type 3, 11, ...) quoting no tracked flow, or a reply type (echo reply 0, timestamp reply 14) with no
@@ -53,7 +59,7 @@ import functools
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from taskvpc.netmodel.evaluator import GroupRules
@@ -128,6 +134,7 @@ class NftRule:
     ``not_l4protos``: the packet's layer-4 protocol is none of these.
     ``source_binding``: ``iifname . ip saddr . ether saddr`` is an element of that set.
     ``vmap``: (``"iifname"`` or ``"oifname"``, map name): jump to the chain the map names for the key, if any.
+    At most one of ``vmap``, ``jump``, ``goto`` and ``verdict`` is set.
     """
 
     iif: str | None = None
@@ -141,6 +148,8 @@ class NftRule:
     not_l4protos: frozenset[int] | None = None
     source_binding: str | None = None
     vmap: tuple[Literal["iifname", "oifname"], str] | None = None
+    jump: str | None = None  # ``jump chain``: run it, come back here if it ends or returns
+    goto: str | None = None  # ``goto chain``: run it in place of the rest of this chain
     verdict: Verdict | None = None
 
 
@@ -213,6 +222,17 @@ def out_chain(eni_id: str) -> str:
     return "out_" + ident(eni_id)
 
 
+def group_in_chain(group_id: str) -> str:
+    return "gin_" + ident(group_id)
+
+
+def group_out_chain(group_id: str) -> str:
+    return "gout_" + ident(group_id)
+
+
+TO_TASK = "to_task"
+
+
 # --------------------------------------------------------------------------------------------------
 # Compiling
 
@@ -279,21 +299,51 @@ def compile_rule(rule: Rule, model: FirewallModel, verdict: Verdict) -> list[Nft
     ]
 
 
-def eni_chains(model: FirewallModel, eni: EniPort) -> tuple[Chain, Chain]:
-    """(``out_<eni>``, ``in_<eni>``) for one ENI: the union of its groups' rules, in group then rule order."""
-    out_rules: list[NftRule] = [NftRule(oif=eni.port, verdict="accept")]  # traffic to self
+def carried_groups(model: FirewallModel, enis: Sequence[EniPort] | None = None) -> list[str]:
+    """The groups ``enis`` (default: all ENIs) carry, sorted: each has its two chains in the table."""
+    return sorted({gid for eni in (model.enis if enis is None else enis) for gid in eni.group_ids})
+
+
+def group_chains(model: FirewallModel, group_id: str) -> tuple[Chain, Chain]:
+    """(``gout_<sg>``, ``gin_<sg>``): one group's rules, shared by every ENI carrying it.
+
+    An egress match goes on to the destination's ingress check (``goto to_task``); an ingress match
+    accepts. No match ends the chain and returns to the ENI's, which tries its next group.
+    """
+    group = model.groups.get(group_id)
+    out_rules: list[NftRule] = []
     in_rules: list[NftRule] = []
-    for gid in eni.group_ids:
-        group = model.groups.get(gid)
-        if group is None:
-            continue
+    if group is not None:
         for rule in group.egress:
-            out_rules.extend(compile_rule(rule, model, "return"))
+            out_rules.extend(
+                replace(r, verdict=None, goto=TO_TASK) for r in compile_rule(rule, model, "accept")
+            )
         for rule in group.ingress:
             in_rules.extend(compile_rule(rule, model, "accept"))
-    out_rules.append(NftRule(verdict="drop"))
-    in_rules.append(NftRule(verdict="drop"))
+    return (
+        Chain(group_out_chain(group_id), tuple(out_rules)),
+        Chain(group_in_chain(group_id), tuple(in_rules)),
+    )
+
+
+def eni_chains(model: FirewallModel, eni: EniPort) -> tuple[Chain, Chain]:
+    """(``out_<eni>``, ``in_<eni>``) for one ENI: a jump to each of its groups' chains, then ``drop``.
+
+    They depend only on the ENI's port and groups, so a rule change never touches them.
+    """
+    groups = list(dict.fromkeys(eni.group_ids))
+    out_rules = [
+        NftRule(oif=eni.port, verdict="accept"),  # traffic to self
+        *(NftRule(jump=group_out_chain(gid)) for gid in groups),
+        NftRule(verdict="drop"),
+    ]
+    in_rules = [*(NftRule(jump=group_in_chain(gid)) for gid in groups), NftRule(verdict="drop")]
     return Chain(out_chain(eni.eni_id), tuple(out_rules)), Chain(in_chain(eni.eni_id), tuple(in_rules))
+
+
+def to_task_chain() -> Chain:
+    """Where a flow goes once its source may send it: the destination ENI's ingress check, if it is one."""
+    return Chain(TO_TASK, (NftRule(vmap=("oifname", INGRESS_MAP)), NftRule(verdict="accept")))
 
 
 def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
@@ -312,9 +362,7 @@ def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
             NftRule(ct_states=frozenset({"invalid"}), not_l4protos=ICMP_L4PROTOS, verdict="drop"),
             NftRule(oif=model.host_port, verdict="drop"),
             NftRule(vmap=("iifname", EGRESS_MAP)),
-            NftRule(vmap=("oifname", INGRESS_MAP)),
-            NftRule(iif_set=TASK_PORTS, verdict="accept"),
-            NftRule(iif=model.host_port, verdict="accept"),
+            NftRule(iif=model.host_port, goto=TO_TASK),
         ),
         Hook("forward", PRIORITY_FILTER, "drop"),
     )
@@ -353,8 +401,11 @@ def compile_ir(model: FirewallModel) -> Ruleset:
         VerdictMap(INGRESS_MAP, tuple((e.port, in_chain(e.eni_id)) for e in model.enis)),
     )
     chains: list[Chain] = []
+    for gid in carried_groups(model):
+        chains.extend(group_chains(model, gid))
     for eni in model.enis:
         chains.extend(eni_chains(model, eni))
+    chains.append(to_task_chain())
     chains.extend(base_chains(model))
     return Ruleset(model.table, tuple(sets), maps, tuple(chains))
 
@@ -426,7 +477,7 @@ def _matches(rule: NftRule, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tup
 class TraceStep:
     """One step of a packet through the ruleset: rule ``rule`` of ``chain`` matched and did ``verdict``.
 
-    ``verdict`` is ``accept``, ``drop``, ``return`` or ``jump <chain>``; at the end of a base chain
+    ``verdict`` is ``accept``, ``drop``, ``return``, ``jump <chain>`` or ``goto <chain>``; at the end of a base chain
     ``rule`` is -1 and ``verdict`` is ``policy accept``/``policy drop``; falling off the end of a regular
     chain is ``rule`` = its length and ``verdict`` = ``end``.
     """
@@ -463,6 +514,15 @@ def _run(chain: Chain, pkt: Packet, rs: Ruleset, t: _Tables, depth: int, trace: 
             if result != "continue":
                 return result
             continue
+        if rule.jump is not None:
+            trace.append(TraceStep(chain.name, index, f"jump {rule.jump}"))
+            result = _run(rs.chain(rule.jump), pkt, rs, t, depth + 1, trace)
+            if result != "continue":
+                return result
+            continue
+        if rule.goto is not None:  # the target's end is this chain's end
+            trace.append(TraceStep(chain.name, index, f"goto {rule.goto}"))
+            return _run(rs.chain(rule.goto), pkt, rs, t, depth + 1, trace)
         if rule.verdict is not None:
             trace.append(TraceStep(chain.name, index, rule.verdict))
             return "continue" if rule.verdict == "return" else rule.verdict

@@ -6,10 +6,14 @@
 * :func:`render_member_update`: add/remove group member addresses (a task starting or stopping, an ENI's
   groups changing). Removals are written ``add element`` + ``delete element`` so a removal of an absent
   address is not an error.
-* :func:`render_eni_chains`: flush and refill one ENI's two chains and (re)register it in the maps and
-  sets (a rule authorized or revoked in one of its groups, its groups modified, the task starting). The
-  sets its rules reference are created if missing and filled with the model's current members.
-* :func:`render_eni_delete`: remove one ENI (task stopped): map/set elements, then its chains.
+* :func:`render_group_chains`: flush and refill one group's two chains (a rule authorized, revoked or
+  modified): the cost follows the group's rules, not the number of ENIs carrying it. The sets its rules
+  reference are created if missing and filled with the model's current members.
+* :func:`render_eni_chains`: flush and refill one ENI's two chains (jumps to its groups' chains) and
+  (re)register it in the maps and sets (the task starting, its groups modified); by default its groups'
+  chains too.
+* :func:`render_eni_delete`: remove one ENI (task stopped): map/set elements, then its chains;
+  :func:`render_group_delete`: a group no ENI carries any more.
 
 Every batch is one nft transaction: it applies entirely or not at all.
 """
@@ -33,10 +37,12 @@ from taskvpc.netmodel.firewall_ir import (
     TraceStep,
     VerdictMap,
     eni_chains,
+    group_chains,
+    group_in_chain,
+    group_out_chain,
     group_set,
     in_chain,
     out_chain,
-    referenced_groups,
 )
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
@@ -105,6 +111,10 @@ def rule_text(rule: NftRule) -> str:
         out.append(f"iifname . ip saddr . ether saddr @{rule.source_binding}")
     if rule.vmap is not None:
         out.append(f"{rule.vmap[0]} vmap @{rule.vmap[1]}")
+    if rule.jump is not None:
+        out.append(f"jump {rule.jump}")
+    if rule.goto is not None:
+        out.append(f"goto {rule.goto}")
     if rule.verdict is not None:
         out.append(rule.verdict)
     return " ".join(out)
@@ -208,17 +218,16 @@ def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
     ]
 
 
-def render_eni_chains(model: FirewallModel, eni_id: str) -> str:
-    """Flush and refill ``out_<eni>``/``in_<eni>`` and register the ENI in the maps and sets.
-
-    The table (from :func:`render`) must exist. Group membership of the ENI's own address is not changed
-    here: pair with :func:`render_member_update` when its groups change.
-    """
-    eni = _find(model, eni_id)
+def _referenced_sets(model: FirewallModel, group_ids: Sequence[str]) -> list[str]:
+    """Create (and fill with the model's members) the sets the rules of ``group_ids`` name."""
     t = model.table
-    wanted = referenced_groups(model, [eni])
+    wanted: set[str] = set()
+    for gid in group_ids:
+        group = model.groups.get(gid)
+        if group is not None:
+            wanted.update(r.group_id for r in (*group.ingress, *group.egress) if r.group_id is not None)
     members: dict[str, list[str]] = {gid: [] for gid in wanted}
-    for other in model.enis:  # one pass, only the groups this ENI's rules name
+    for other in model.enis:  # one pass, only the groups these rules name
         for gid in wanted.intersection(other.group_ids):
             members[gid].append(other.ip)
     lines: list[str] = []
@@ -228,12 +237,57 @@ def render_eni_chains(model: FirewallModel, eni_id: str) -> str:
         if members[gid]:
             ips = sorted(set(members[gid]), key=_ip_key)
             lines.append(f"add element inet {t} {name} {{ {', '.join(ips)} }}")
-    out_c, in_c = eni_chains(model, eni)
-    for c in (out_c, in_c):
-        lines.append(f"add chain inet {t} {c.name}")
-        lines.append(f"flush chain inet {t} {c.name}")
-    for c in (out_c, in_c):
-        lines.extend(f"add rule inet {t} {c.name} {rule_text(r)}" for r in c.rules)
+    return lines
+
+
+def _refill(table: str, chains: Sequence[Chain]) -> list[str]:
+    lines: list[str] = []
+    for c in chains:
+        lines.append(f"add chain inet {table} {c.name}")
+        lines.append(f"flush chain inet {table} {c.name}")
+    for c in chains:
+        lines.extend(f"add rule inet {table} {c.name} {rule_text(r)}" for r in c.rules)
+    return lines
+
+
+def render_group_chains(model: FirewallModel, group_id: str) -> str:
+    """Flush and refill ``gout_<sg>``/``gin_<sg>`` (a rule of the group authorized, revoked or modified):
+    one group's rules, whatever the number of ENIs carrying it. The sets they name are created if missing."""
+    lines = _referenced_sets(model, [group_id])
+    lines.extend(_refill(model.table, group_chains(model, group_id)))
+    return "\n".join(lines) + "\n"
+
+
+def render_group_delete(table: str, group_id: str) -> str:
+    """Remove a group's chains (no ENI may jump to them any more; safe if already gone)."""
+    lines: list[str] = []
+    for name in (group_out_chain(group_id), group_in_chain(group_id)):
+        lines.append(f"add chain inet {table} {name}")
+        lines.append(f"flush chain inet {table} {name}")
+        lines.append(f"delete chain inet {table} {name}")
+    return "\n".join(lines) + "\n"
+
+
+def render_eni_chains(model: FirewallModel, eni_id: str, *, with_groups: bool = True) -> str:
+    """Flush and refill ``out_<eni>``/``in_<eni>`` and register the ENI in the maps and sets.
+
+    The table (from :func:`render`) must exist. ``with_groups``: also (re)load the chains of the ENI's
+    groups (needed when one of them is new to the table; :mod:`nft_update` loads those itself). Group
+    membership of the ENI's own address is not changed here: pair with :func:`render_member_update`.
+    """
+    eni = _find(model, eni_id)
+    t = model.table
+    lines: list[str] = []
+    groups = list(dict.fromkeys(eni.group_ids))
+    if with_groups:
+        lines.extend(_referenced_sets(model, groups))
+        for gid in groups:
+            lines.extend(_refill(t, group_chains(model, gid)))
+    else:
+        for gid in groups:  # must exist for the jumps; their rules are loaded separately
+            lines.append(f"add chain inet {t} {group_out_chain(gid)}")
+            lines.append(f"add chain inet {t} {group_in_chain(gid)}")
+    lines.extend(_refill(t, eni_chains(model, eni)))
     lines.extend(_registrations(t, eni, "add"))
     return "\n".join(lines) + "\n"
 

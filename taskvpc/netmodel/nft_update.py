@@ -2,24 +2,39 @@
 
 The agent keeps, per VPC, the :class:`FirewallModel` it last loaded; every change (a task starting or
 stopping, a rule authorized or revoked, an ENI's groups modified) is a new model, and :func:`render_update`
-writes only what differs:
+writes only what differs, in an order nft accepts within one transaction:
 
-* ENIs that went away (or whose port, address or MAC changed): :func:`render_eni_delete`;
-* group member addresses that changed: :func:`render_member_update`, one group at a time;
-* ENIs that are new, or whose compiled chains differ: :func:`render_eni_chains`.
+1. ENIs that went away (or whose port, address or MAC changed): :func:`render_eni_delete`;
+2. group member addresses that changed: :func:`render_member_update`, one group at a time;
+3. groups newly carried, or whose compiled chains differ: :func:`render_group_chains` (one group's rules,
+   however many ENIs carry it);
+4. ENIs that are new, or whose groups changed: :func:`render_eni_chains` (jumps only);
+5. groups no ENI carries any more: :func:`render_group_delete` (after the jumps to them are gone).
 
 Deletions come first so an address handed from a stopped task to a new one never sits in a set twice.
 With no previous model (first load, agent restart, a failed incremental batch), or a change of what the
 whole table hangs on (table name, host port or address), the whole table is rendered and replaced
-atomically. An ENI's chains depend only on its port, its groups' rules and the prefix lists, so only ENIs
-carrying a changed group are recompiled, and only those whose compiled chains really differ are rewritten:
-the cost of an update follows the change, not the number of ENIs.
+atomically.
 """
 
 from __future__ import annotations
 
-from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir, eni_chains, group_members
-from taskvpc.netmodel.nft_compile import render, render_eni_chains, render_eni_delete, render_member_update
+from taskvpc.netmodel.firewall_ir import (
+    EniPort,
+    FirewallModel,
+    carried_groups,
+    compile_ir,
+    group_chains,
+    group_members,
+)
+from taskvpc.netmodel.nft_compile import (
+    render,
+    render_eni_chains,
+    render_eni_delete,
+    render_group_chains,
+    render_group_delete,
+    render_member_update,
+)
 
 
 def _same_identity(a: EniPort, b: EniPort) -> bool:
@@ -30,17 +45,11 @@ def _whole_table_needed(old: FirewallModel | None, new: FirewallModel) -> bool:
     return old is None or (old.table, old.host_port, old.host_ip) != (new.table, new.host_port, new.host_ip)
 
 
-def _chains_differ(old: FirewallModel, new: FirewallModel, eni: EniPort) -> bool:
-    return eni_chains(old, eni) != eni_chains(new, eni)
-
-
 def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
     """nft text taking the table from ``old`` to ``new`` in one transaction ("" when nothing changes)."""
     if _whole_table_needed(old, new):
         return render(compile_ir(new))
     assert old is not None
-    changed_groups = {g for g in {*old.groups, *new.groups} if old.groups.get(g) != new.groups.get(g)}
-    prefix_lists_changed = old.prefix_lists != new.prefix_lists
     before = {e.eni_id: e for e in old.enis}
     after = {e.eni_id: e for e in new.enis}
     parts: list[str] = []
@@ -52,16 +61,18 @@ def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
         was, now = set(old_members.get(gid, ())), set(new_members.get(gid, ()))
         if was != now:
             parts.append(render_member_update(new.table, gid, sorted(now - was), sorted(was - now)))
+    old_carried, new_carried = set(carried_groups(old)), carried_groups(new)
+    lists_changed = old.prefix_lists != new.prefix_lists
+    for gid in new_carried:
+        if gid not in old_carried or (
+            (lists_changed or old.groups.get(gid) != new.groups.get(gid))
+            and group_chains(old, gid) != group_chains(new, gid)
+        ):
+            parts.append(render_group_chains(new, gid))
     for eni_id, eni in after.items():
         previous = before.get(eni_id)
-        if (
-            previous is None
-            or not _same_identity(previous, eni)
-            or previous.group_ids != eni.group_ids
-            or (
-                (prefix_lists_changed or changed_groups & set(eni.group_ids))
-                and _chains_differ(old, new, eni)
-            )
-        ):
-            parts.append(render_eni_chains(new, eni_id))
+        if previous is None or not _same_identity(previous, eni) or previous.group_ids != eni.group_ids:
+            parts.append(render_eni_chains(new, eni_id, with_groups=False))
+    for gid in sorted(old_carried - set(new_carried)):
+        parts.append(render_group_delete(new.table, gid))
     return "".join(parts)

@@ -55,9 +55,11 @@ def test_allowed_by_egress_then_ingress() -> None:
     assert trace(packet(APP, WEB, 6, dport=80)) == [
         ANTISPOOF_OK,
         "forward: iifname vmap @egress_ports -> jump out_eni_app",
-        "out_eni_app: ip daddr @g_sg_web meta l4proto tcp return",
-        "forward: oifname vmap @ingress_ports -> jump in_eni_web",
-        "in_eni_web: ip saddr @g_sg_app tcp dport 80 accept",
+        "out_eni_app: jump gout_sg_app",
+        "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
+        "to_task: oifname vmap @ingress_ports -> jump in_eni_web",
+        "in_eni_web: jump gin_sg_web",
+        "gin_sg_web: ip saddr @g_sg_app tcp dport 80 accept",
     ]
 
 
@@ -66,17 +68,25 @@ def test_second_group_of_an_eni_adds_its_rules() -> None:
     with_egress = dataclasses.replace(BARE, group_ids=("sg-web",))
     model = dataclasses.replace(MODEL, enis=(WEB, APP, with_egress))
     rs = compile_ir(model)
-    assert trace_text(rs, trace_ir(rs, packet(with_egress, WEB, 6, dport=22)))[-1] == (
-        "in_eni_web: ip saddr 10.0.2.0/24 tcp dport 22 accept"
-    )
+    assert trace_text(rs, trace_ir(rs, packet(with_egress, WEB, 6, dport=22)))[-4:] == [
+        "in_eni_web: jump gin_sg_web",
+        "gin_sg_web: end",  # sg-web does not allow 22 ...
+        "in_eni_web: jump gin_sg_ops",
+        "gin_sg_ops: ip saddr 10.0.2.0/24 tcp dport 22 accept",  # ... the ENI's second group does
+    ]
 
 
 def test_denied_by_ingress_ends_in_the_enis_drop() -> None:
     assert trace(packet(APP, WEB, 6, dport=81)) == [
         ANTISPOOF_OK,
         "forward: iifname vmap @egress_ports -> jump out_eni_app",
-        "out_eni_app: ip daddr @g_sg_web meta l4proto tcp return",
-        "forward: oifname vmap @ingress_ports -> jump in_eni_web",
+        "out_eni_app: jump gout_sg_app",
+        "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
+        "to_task: oifname vmap @ingress_ports -> jump in_eni_web",
+        "in_eni_web: jump gin_sg_web",
+        "gin_sg_web: end",
+        "in_eni_web: jump gin_sg_ops",
+        "gin_sg_ops: end",
         "in_eni_web: drop",
     ]
 
@@ -85,6 +95,8 @@ def test_denied_by_restricted_egress_never_reaches_ingress() -> None:
     assert trace(packet(APP, BARE, 17, dport=53)) == [
         ANTISPOOF_OK,
         "forward: iifname vmap @egress_ports -> jump out_eni_app",
+        "out_eni_app: jump gout_sg_app",
+        "gout_sg_app: end",
         "out_eni_app: drop",
     ]
 
@@ -95,7 +107,7 @@ def test_icmp_type_rule() -> None:
     open_bare = dataclasses.replace(BARE, group_ids=("sg-web",))
     rs = compile_ir(dataclasses.replace(MODEL, enis=(WEB, APP, open_bare)))
     steps = trace_text(rs, trace_ir(rs, packet(open_bare, WEB, 1, icmp_type=8, icmp_code=0)))
-    assert steps[-1] == "in_eni_web: ip saddr 10.0.0.0/16 icmp type 8 accept"
+    assert steps[-1] == "gin_sg_web: ip saddr 10.0.0.0/16 icmp type 8 accept"
     steps = trace_text(rs, trace_ir(rs, packet(open_bare, WEB, 1, icmp_type=0, icmp_code=0)))
     assert steps[-1] == "in_eni_web: drop", "an echo reply is another type"
 
@@ -128,7 +140,7 @@ def test_invalid_tcp_dropped_but_stray_icmp_is_judged_by_the_rules() -> None:
     open_bare = dataclasses.replace(BARE, group_ids=("sg-web",))
     rs = compile_ir(dataclasses.replace(MODEL, enis=(WEB, APP, open_bare)))
     stray = packet(open_bare, WEB, 1, icmp_type=8, icmp_code=0, ct_state="invalid")
-    assert trace_text(rs, trace_ir(rs, stray))[-1] == "in_eni_web: ip saddr 10.0.0.0/16 icmp type 8 accept"
+    assert trace_text(rs, trace_ir(rs, stray))[-1] == "gin_sg_web: ip saddr 10.0.0.0/16 icmp type 8 accept"
 
 
 def test_tasks_never_open_flows_to_the_host() -> None:
@@ -141,8 +153,10 @@ def test_tasks_never_open_flows_to_the_host() -> None:
 def test_host_is_judged_by_the_destinations_ingress_only() -> None:
     assert trace(packet(HOST, APP, 6, dport=8080)) == [
         "antispoof: policy accept",
-        "forward: oifname vmap @ingress_ports -> jump in_eni_app",
-        "in_eni_app: ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept",
+        'forward: iifname "tvpc-host" goto to_task',
+        "to_task: oifname vmap @ingress_ports -> jump in_eni_app",
+        "in_eni_app: jump gin_sg_app",
+        "gin_sg_app: ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept",
     ]
     assert trace(packet(HOST, WEB, 6, dport=80))[-1] == "in_eni_web: drop"
 

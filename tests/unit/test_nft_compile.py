@@ -101,23 +101,35 @@ GOLDEN = """\
 add table inet taskvpc
 delete table inet taskvpc
 table inet taskvpc {
+\tchain gout_sg_app {
+\t\tip daddr @g_sg_web meta l4proto tcp goto to_task
+\t}
+\tchain gin_sg_app {
+\t\tip saddr 169.254.100.1/32 tcp dport 8000-8100 accept
+\t}
+\tchain gout_sg_web {
+\t\tmeta nfproto ipv4 goto to_task
+\t}
+\tchain gin_sg_web {
+\t\tip saddr @g_sg_app tcp dport 80 accept
+\t\tip saddr 10.0.0.0/16 icmp type 8 accept
+\t}
 \tchain out_eni_1 {
 \t\toifname "tvpc1" accept
-\t\tmeta nfproto ipv4 return
+\t\tjump gout_sg_web
 \t\tdrop
 \t}
 \tchain in_eni_1 {
-\t\tip saddr @g_sg_app tcp dport 80 accept
-\t\tip saddr 10.0.0.0/16 icmp type 8 accept
+\t\tjump gin_sg_web
 \t\tdrop
 \t}
 \tchain out_eni_2 {
 \t\toifname "tvpc2" accept
-\t\tip daddr @g_sg_web meta l4proto tcp return
+\t\tjump gout_sg_app
 \t\tdrop
 \t}
 \tchain in_eni_2 {
-\t\tip saddr 169.254.100.1/32 tcp dport 8000-8100 accept
+\t\tjump gin_sg_app
 \t\tdrop
 \t}
 \tchain out_eni_3 {
@@ -126,6 +138,10 @@ table inet taskvpc {
 \t}
 \tchain in_eni_3 {
 \t\tdrop
+\t}
+\tchain to_task {
+\t\toifname vmap @ingress_ports
+\t\taccept
 \t}
 \tset g_sg_app {
 \t\ttype ipv4_addr
@@ -163,9 +179,7 @@ table inet taskvpc {
 \t\tct state invalid meta l4proto != { icmp, ipv6-icmp } drop
 \t\toifname "tvpc-host" drop
 \t\tiifname vmap @egress_ports
-\t\toifname vmap @ingress_ports
-\t\tiifname @task_ports accept
-\t\tiifname "tvpc-host" accept
+\t\tiifname "tvpc-host" goto to_task
 \t}
 }
 """
@@ -192,14 +206,20 @@ def test_eni_chains_text() -> None:
     assert text == (
         "add set inet taskvpc g_sg_web { type ipv4_addr; }\n"
         "add element inet taskvpc g_sg_web { 10.0.1.10 }\n"
+        "add chain inet taskvpc gout_sg_app\n"
+        "flush chain inet taskvpc gout_sg_app\n"
+        "add chain inet taskvpc gin_sg_app\n"
+        "flush chain inet taskvpc gin_sg_app\n"
+        "add rule inet taskvpc gout_sg_app ip daddr @g_sg_web meta l4proto tcp goto to_task\n"
+        "add rule inet taskvpc gin_sg_app ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept\n"
         "add chain inet taskvpc out_eni_2\n"
         "flush chain inet taskvpc out_eni_2\n"
         "add chain inet taskvpc in_eni_2\n"
         "flush chain inet taskvpc in_eni_2\n"
         'add rule inet taskvpc out_eni_2 oifname "tvpc2" accept\n'
-        "add rule inet taskvpc out_eni_2 ip daddr @g_sg_web meta l4proto tcp return\n"
+        "add rule inet taskvpc out_eni_2 jump gout_sg_app\n"
         "add rule inet taskvpc out_eni_2 drop\n"
-        "add rule inet taskvpc in_eni_2 ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept\n"
+        "add rule inet taskvpc in_eni_2 jump gin_sg_app\n"
         "add rule inet taskvpc in_eni_2 drop\n"
         'add element inet taskvpc egress_ports { "tvpc2" : jump out_eni_2 }\n'
         'add element inet taskvpc ingress_ports { "tvpc2" : jump in_eni_2 }\n'

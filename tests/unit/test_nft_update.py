@@ -56,16 +56,37 @@ def test_a_new_task_touches_only_its_chains_and_its_groups_sets() -> None:
     assert "10.0.1.99" in text
 
 
-def test_a_revoked_rule_rewrites_only_the_enis_carrying_the_group() -> None:
+def test_a_revoked_rule_rewrites_only_its_group_chain() -> None:
     model = small_model()
     gid = model.enis[0].group_ids[0]
     group = model.groups[gid]
     shrunk = GroupRules(gid, group.ingress[1:], group.egress)
     text = render_update(model, replace(model, groups={**model.groups, gid: shrunk}))
-    carriers = {e.eni_id for e in model.enis if gid in e.group_ids}
-    for eni in model.enis:
-        flushed = f"flush chain inet taskvpc in_{eni.eni_id.replace('-', '_')}" in text
-        assert flushed == (eni.eni_id in carriers and bool(group.ingress)), eni
+    assert f"flush chain inet taskvpc gin_{gid.replace('-', '_')}" in text
+    assert "chain inet taskvpc in_" not in text and "chain inet taskvpc out_" not in text  # no ENI's
+    assert "element" not in text  # no member, map or set change
+
+
+def test_a_rule_change_costs_the_same_for_one_or_a_thousand_tasks() -> None:
+    web = GroupRules("sg-web", (Rule("ingress", "tcp", 80, 80, cidr_ipv4="0.0.0.0/0"),), ())
+    opened = GroupRules("sg-web", (*web.ingress, Rule("ingress", "tcp", 443, 443, cidr_ipv4="0.0.0.0/0")), ())
+
+    def model(n: int, group: GroupRules) -> FirewallModel:
+        enis = tuple(
+            EniPort(
+                f"eni-{i}",
+                f"tvpc{i}",
+                f"10.0.{i // 250}.{i % 250 + 2}",
+                f"02:00:00:00:{i // 256:02x}:{i % 256:02x}",
+                ("sg-web",),
+            )
+            for i in range(n)
+        )
+        return FirewallModel("taskvpc", enis, {"sg-web": group}, "tvpc-host")
+
+    one = render_update(model(1, web), model(1, opened))
+    thousand = render_update(model(1000, web), model(1000, opened))
+    assert one == thousand and "tcp dport 443" in one
 
 
 # ------------------------------------------------------------------------------------------ against nft
