@@ -34,7 +34,7 @@ ARGS ?=
 comma := ,
 say = printf '\n\033[1m==> %s\033[0m\n' "$(1)"
 
-.PHONY: help setup system-packages up test lint unit bench clean distclean
+.PHONY: help setup system-packages up test lint unit bench bench-deps clean distclean
 
 help:
 	@echo "make setup      install Debian packages (as root), create .venv, pip install -e '.[dev]'"
@@ -43,6 +43,7 @@ help:
 	@echo "make lint       the lint gates only"
 	@echo "make unit       pytest tests/unit only"
 	@echo "make bench      install '.[bench]' and run bench/api.py against taskvpc, moto and ministack"
+	@echo "make bench-deps what the root benches need (bench/launch.py, firewall.py, sg_live.py; iperf3)"
 	@echo "make clean      remove caches and build artefacts (keeps .venv; 'make distclean' removes it)"
 
 # ---------------------------------------------------------------------------- setup
@@ -116,6 +117,11 @@ $(BENCH_STAMP): pyproject.toml $(STAMP)
 
 bench: system-packages $(BENCH_STAMP)
 	$(VBIN)/python bench/api.py --start taskvpc --start moto --start ministack $(ARGS)
+
+# The data-plane benches run by hand as root (see README): iperf3 drives bench/firewall.py's throughput
+# (without it the bench falls back to a slower Python sender).
+bench-deps: system-packages $(BENCH_STAMP)
+	@if [ "$$(id -u)" -eq 0 ] && ! command -v iperf3 >/dev/null; then apt-get install -y -q iperf3; fi
 
 # ---------------------------------------------------------------------------- clean
 
