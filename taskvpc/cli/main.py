@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     logs = commands.add_parser("logs", help="print a task's container output (on the host that ran it)")
     logs.add_argument("task", help="task id or ARN")
     logs.add_argument("container", nargs="?", default=None)
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new output until the containers end"
+    )
     logs.add_argument("--state-dir", type=Path, default=None)
 
     demo = commands.add_parser("demo", help="run the seed's walkthrough against a running 'taskvpc up'")
@@ -86,12 +89,59 @@ def _logs(args: argparse.Namespace) -> int:
 
     state_dir: Path = args.state_dir or config.default_state_dir()
     task_id = args.task.rpartition("/")[2]
+    if args.follow:
+        return _follow_logs(state_dir / "agent" / "tasks" / task_id, args.container)
     try:
         sys.stdout.write(read_logs(state_dir / "agent", task_id, args.container))
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"taskvpc logs: no output for task {task_id} here ({error})", file=sys.stderr)
         return 1
     return 0
+
+
+def _follow_logs(task_dir: Path, container: str | None) -> int:
+    """Print output as it comes (lines prefixed ``name | `` when following every container of the task),
+    until each container has ended; containers that start later join in."""
+    import time
+
+    from taskvpc.agent.runtime.logs import LogFollower
+
+    if not task_dir.is_dir():
+        print(f"taskvpc logs: no task {task_dir.name} here", file=sys.stderr)
+        return 1
+    followers: dict[str, LogFollower] = {}
+    partial: dict[str, bytes] = {}
+    out = sys.stdout.buffer
+    try:
+        while True:
+            names = (
+                [container]
+                if container
+                else sorted(p.name for p in task_dir.iterdir() if (p / "log").exists())
+            )
+            for name in names:
+                if name not in followers and (task_dir / name).is_dir():
+                    followers[name] = LogFollower(task_dir / name)
+            for name, follower in followers.items():
+                data = partial.pop(name, b"") + follower.read()
+                if container:
+                    out.write(data)
+                    continue
+                *lines, rest = data.split(b"\n")
+                out.writelines(name.encode() + b" | " + line + b"\n" for line in lines)
+                if rest and follower.done:
+                    out.write(name.encode() + b" | " + rest + b"\n")
+                elif rest:
+                    partial[name] = rest
+            out.flush()
+            if followers and all(f.done for f in followers.values()):
+                return 0
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for follower in followers.values():
+            follower.close()
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -259,8 +259,20 @@ def test_logs_command_prints_container_output(root_server: RootServer) -> None:
         ).stdout
 
     wait_for(lambda: "hello from the task" in logs() and "to-stderr" in logs())
-    ecs.stop_task(cluster="default", task=arn)
-    ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    follow = subprocess.Popen(
+        [str(VENV_BIN / "taskvpc"), "logs", "--follow", arn, "--state-dir", str(root_server.state_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ecs.stop_task(cluster="default", task=arn)
+        ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+        followed, _ = follow.communicate(timeout=20)  # --follow ends once the container has ended
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    assert follow.returncode == 0
+    assert "talker | hello from the task\n" in followed and "talker | to-stderr\n" in followed
     stopped = ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]
     assert stopped["containers"][0]["exitCode"] == 143  # SIGTERM, as Docker reports it
     assert "hello from the task" in logs()  # kept after the task stopped
