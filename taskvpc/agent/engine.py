@@ -30,8 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from taskvpc.agent import netplan
-from taskvpc.agent import taskplan as tp
+from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
 from taskvpc.agent.runtime import (
     ContainerHandle,

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from taskvpc.api.agent_api import PREFIX as AGENT_PREFIX
-from taskvpc.api.agent_api import AgentApi
+from taskvpc.api.agent_api import PREFIX as AGENT_PREFIX, AgentApi
 from taskvpc.api.app import ControlPlane
 from taskvpc.wire.http import HttpRequest, HttpResponse
 

@@ -10,8 +10,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from taskvpc.cli import config
-from taskvpc.cli import image as image_cli
+from taskvpc.cli import config, image as image_cli
 
 _ACCOUNT_ID = re.compile(r"\d{12}")
 LOCAL_MAX_TASK_ENIS = 1024

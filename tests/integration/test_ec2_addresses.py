@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import TaskvpcServer
-from tests.integration.server import aws_error as error
+from tests.integration.server import TaskvpcServer, aws_error as error
 
 
 def _vpc(ec2: Any, cidr: str = "10.0.0.0/16") -> str:

@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import TaskvpcServer
-from tests.integration.server import aws_error as error
+from tests.integration.server import TaskvpcServer, aws_error as error
 
 
 def _tagged_vpcs(ec2: Any) -> dict[str, str]:

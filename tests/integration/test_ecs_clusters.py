@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import ACCOUNT_ID, REGION, TaskvpcServer
-from tests.integration.server import aws_error as error_of
+from tests.integration.server import ACCOUNT_ID, REGION, TaskvpcServer, aws_error as error_of
 
 
 def arn(name: str, region: str = REGION) -> str:

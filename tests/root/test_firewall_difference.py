@@ -29,8 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
 from taskvpc.netmodel.evaluator import Eni, Flow, GroupRules, evaluate
 from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, Packet, compile_ir, trace_ir

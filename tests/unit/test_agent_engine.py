@@ -23,8 +23,7 @@ import h11
 import orjson
 import pytest
 
-from taskvpc.agent import netplan
-from taskvpc.agent import taskplan as tp
+from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, Backoff
 from taskvpc.agent.engine import Engine, Reporter
 from taskvpc.agent.main import CAPABILITY_ATTRIBUTES, run_agent

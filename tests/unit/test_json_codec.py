@@ -10,8 +10,7 @@ import botocore.session
 import pytest
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from taskvpc.api.service_models import service_spec
 from taskvpc.domain.errors import ClientError

@@ -6,8 +6,7 @@ import ipaddress
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from taskvpc.netmodel.evaluator import Eni, Flow, GroupRules, Verdict, evaluate, rule_matches
 from taskvpc.netmodel.security_groups import (

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel.filters import FilterValue, check_filter_names, matches, value_matches

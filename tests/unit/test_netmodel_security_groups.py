@@ -6,8 +6,7 @@ import ipaddress
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel.security_groups import (

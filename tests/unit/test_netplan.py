@@ -6,8 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from taskvpc.agent import netplan
 from taskvpc.agent.netplan import (

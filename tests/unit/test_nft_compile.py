@@ -9,8 +9,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from taskvpc.netmodel.evaluator import Eni, Flow, GroupRules, evaluate
 from taskvpc.netmodel.firewall_ir import (

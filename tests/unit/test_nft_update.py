@@ -18,8 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from taskvpc.netmodel.evaluator import GroupRules
 from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir

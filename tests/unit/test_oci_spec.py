@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from taskvpc.agent.runtime import ContainerSpec, Mount, Tmpfs, Ulimit, cgroups, oci
 from taskvpc.agent.runtime.oci import NoImageDefaults, SpecError

@@ -18,8 +18,7 @@ import pytest
 from botocore.model import OperationModel, ServiceModel
 from botocore.parsers import create_parser
 from botocore.serialize import create_serializer
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from taskvpc.api.service_models import service_spec
 from taskvpc.domain.errors import ClientError

@@ -15,8 +15,7 @@ import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSRequest
 from botocore.credentials import Credentials
 from botocore.utils import percent_encode_sequence
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from taskvpc.domain.errors import ClientError
 from taskvpc.wire import sigv4

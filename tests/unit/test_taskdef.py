@@ -10,8 +10,7 @@ from typing import Any
 import botocore.session
 import pytest
 from botocore.validate import validate_parameters
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.taskdef import (

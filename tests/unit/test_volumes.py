@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taskvpc.agent import taskplan as tp
-from taskvpc.agent import volumes
+from taskvpc.agent import taskplan as tp, volumes
 from taskvpc.agent.runtime import Mount
 from taskvpc.domain.lifecycle import DesiredStatus
 

@@ -41,9 +41,9 @@ from taskvpc.agent.runtime import (
     ContainerStatus,
     StartError,
     container_dir,
+    shim as shim_module,
     task_dir,
 )
-from taskvpc.agent.runtime import shim as shim_module
 from taskvpc.agent.runtime.procs import alive, cmdline, run_process, wait_pid
 
 SHIM_PATH = os.path.abspath(shim_module.__file__)

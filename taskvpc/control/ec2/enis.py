@@ -15,8 +15,7 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import describe, errors, ids, security_groups, subnets, tags
 from taskvpc.domain.errors import ClientError, ServerError
-from taskvpc.netmodel import ipam
-from taskvpc.netmodel import security_groups as sg
+from taskvpc.netmodel import ipam, security_groups as sg
 from taskvpc.store import ec2_repo
 
 Doc = dict[str, Any]

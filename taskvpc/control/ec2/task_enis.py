@@ -21,8 +21,7 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import enis, errors, ids, subnets
 from taskvpc.domain.arns import ecs_arn
-from taskvpc.netmodel import ipam
-from taskvpc.netmodel import security_groups as sg
+from taskvpc.netmodel import ipam, security_groups as sg
 from taskvpc.store import ec2_repo
 
 Doc = dict[str, Any]

@@ -21,8 +21,7 @@ import orjson
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import security_groups
-from taskvpc.control.ec2 import subnets as ec2_subnets
+from taskvpc.control.ec2 import security_groups, subnets as ec2_subnets
 from taskvpc.control.ec2.task_enis import reserve_task_eni
 from taskvpc.control.ecs import container_instances, tagging, task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
