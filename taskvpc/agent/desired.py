@@ -8,13 +8,15 @@ as an exception that would stop the agent. The planner (:mod:`taskvpc.agent.task
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from taskvpc.agent.runtime import DEFAULT_STOP_TIMEOUT, HealthCheckSpec, Tmpfs, Ulimit
+from taskvpc.agent.security import groups_from_wire
 from taskvpc.domain.lifecycle import DesiredStatus, advance_desired
 from taskvpc.domain.units import parse_cpu_units, parse_memory_mib
+from taskvpc.netmodel.evaluator import GroupRules
 
 
 class Condition(StrEnum):
@@ -397,3 +399,56 @@ def _container_from_wire(doc: Mapping[str, Any]) -> DesiredContainer:
 
 def task_id_of(arn: str) -> str:
     return arn.rsplit("/", 1)[-1]
+
+
+# ---------------------------------------------------------------------------------------------- the whole answer
+
+
+@dataclass(frozen=True, slots=True)
+class VpcSpec:
+    vpc_id: str
+    subnets: tuple[tuple[str, str], ...]  # (subnet id, CIDR)
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> VpcSpec:
+        subnets = tuple(
+            (str(s.get("subnetId", "")), str(s["cidrBlock"]))
+            for s in doc.get("subnets") or ()
+            if isinstance(s, Mapping) and s.get("cidrBlock")
+        )
+        return cls(str(doc["vpcId"]), subnets)
+
+    def with_subnet(self, subnet_id: str, cidr: str) -> VpcSpec:
+        if any(c == cidr for _, c in self.subnets):
+            return self
+        return replace(self, subnets=(*self.subnets, (subnet_id, cidr)))
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredState:
+    generation: int
+    changed: bool
+    instance_status: str
+    vpcs: tuple[VpcSpec, ...]
+    tasks: tuple[DesiredTask, ...]
+    security_groups: Mapping[str, Mapping[str, GroupRules]] = field(default_factory=dict)  # by VPC id
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> DesiredState:
+        instance = doc.get("instance") or {}
+        return cls(
+            generation=int(doc.get("generation") or 0),
+            changed=bool(doc.get("changed", True)),
+            instance_status=str(instance.get("status") or "ACTIVE"),
+            vpcs=tuple(VpcSpec.from_wire(v) for v in doc.get("vpcs") or () if isinstance(v, Mapping)),
+            tasks=tuple(DesiredTask.from_wire(t) for t in doc.get("tasks") or () if isinstance(t, Mapping)),
+            security_groups={
+                str(v["vpcId"]): groups_from_wire(v.get("securityGroups") or ())
+                for v in doc.get("vpcs") or ()
+                if isinstance(v, Mapping) and "vpcId" in v
+            },
+        )
+
+    def eni_groups(self) -> dict[str, tuple[str, ...]]:
+        """Each task ENI's current security groups."""
+        return {t.eni.network_interface_id: t.eni.security_group_ids for t in self.tasks if t.eni is not None}

@@ -6,32 +6,35 @@
   plan's decisions, launches the plan's I/O (network, container start/stop) as asyncio tasks, and plans
   again on every change: an I/O result, a container exit, a health change, new desired state. Work therefore
   starts within a loop iteration of arriving.
-* Reports go through :class:`Reporter`: the latest report per task, sent in batches, at most one batch per
-  ~50 ms; the STOPPED report's acknowledgement lets a worker forget its task.
+* Reports go through :class:`~taskvpc.agent.reporter.Reporter`: the latest report per task, sent in
+  batches; the STOPPED report's acknowledgement lets a worker forget its task.
 * On start (:meth:`Engine.adopt`, with the first desired-state answer): everything of ours on the host is
   observed (the data plane's ``observe``, the runtime's ``list_ours``); desired tasks are adopted with what
   was found (a container in an unknown state counts as running); containers and networks of tasks that
   are not desired are stopped and removed, and so are strays.
 * Teardown runs in reverse (containers, then the network) and keeps going after errors.
 
-The data plane is the colleague's ``netplan.NetworkDriver`` (``drivers.netlink.NetlinkDriver`` for real);
-:class:`DataPlane` runs its synchronous calls on one dedicated thread, keeping the event loop free.
+The network goes through :class:`~taskvpc.agent.dataplane.DataPlane` (a ``netplan.NetworkDriver``,
+``drivers.netlink.NetlinkDriver`` for real, and the VPC routers' firewalls), the containers through a
+:class:`~taskvpc.agent.runtime.Runtime`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
+from taskvpc.agent.dataplane import DataPlane as DataPlane, task_eni as task_eni
+from taskvpc.agent.desired import DesiredState as DesiredState, VpcSpec as VpcSpec
+from taskvpc.agent.kvlog import kv
+from taskvpc.agent.reporter import REPORT_INTERVAL as REPORT_INTERVAL, Reporter as Reporter
 from taskvpc.agent.runtime import (
     ContainerHandle,
     ContainerSpec,
@@ -43,17 +46,13 @@ from taskvpc.agent.runtime import (
     container_dir,
 )
 from taskvpc.agent.runtime.health import HealthMonitor
-from taskvpc.agent.security import FirewallSync, groups_from_wire
 from taskvpc.agent.volumes import remove_task_volumes
 from taskvpc.domain.lifecycle import DesiredStatus
-from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-REPORT_INTERVAL = 0.05
 NETWORK_REMOVE_ATTEMPTS = 5
 ORPHAN_STOP_TIMEOUT = 10.0
 LOG_RETENTION = 3600.0  # a stopped task's container logs are kept this long (``taskvpc logs``)
@@ -63,306 +62,6 @@ async def _wait_for(awaitable: Awaitable[T], timeout: float) -> T:
     """``asyncio.wait_for`` that never swallows a cancellation (3.11's can, when both race)."""
     async with asyncio.timeout(timeout):
         return await awaitable
-
-
-def _kv(**fields: Any) -> str:
-    return " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-
-
-# ---------------------------------------------------------------------------------------------- desired state
-
-
-@dataclass(frozen=True, slots=True)
-class VpcSpec:
-    vpc_id: str
-    subnets: tuple[tuple[str, str], ...]  # (subnet id, CIDR)
-
-    @classmethod
-    def from_wire(cls, doc: Mapping[str, Any]) -> VpcSpec:
-        subnets = tuple(
-            (str(s.get("subnetId", "")), str(s["cidrBlock"]))
-            for s in doc.get("subnets") or ()
-            if isinstance(s, Mapping) and s.get("cidrBlock")
-        )
-        return cls(str(doc["vpcId"]), subnets)
-
-    def with_subnet(self, subnet_id: str, cidr: str) -> VpcSpec:
-        if any(c == cidr for _, c in self.subnets):
-            return self
-        return replace(self, subnets=(*self.subnets, (subnet_id, cidr)))
-
-
-@dataclass(frozen=True, slots=True)
-class DesiredState:
-    generation: int
-    changed: bool
-    instance_status: str
-    vpcs: tuple[VpcSpec, ...]
-    tasks: tuple[tp.DesiredTask, ...]
-    security_groups: Mapping[str, Mapping[str, GroupRules]] = field(default_factory=dict)  # by VPC id
-
-    @classmethod
-    def from_wire(cls, doc: Mapping[str, Any]) -> DesiredState:
-        instance = doc.get("instance") or {}
-        return cls(
-            generation=int(doc.get("generation") or 0),
-            changed=bool(doc.get("changed", True)),
-            instance_status=str(instance.get("status") or "ACTIVE"),
-            vpcs=tuple(VpcSpec.from_wire(v) for v in doc.get("vpcs") or () if isinstance(v, Mapping)),
-            tasks=tuple(
-                tp.DesiredTask.from_wire(t) for t in doc.get("tasks") or () if isinstance(t, Mapping)
-            ),
-            security_groups={
-                str(v["vpcId"]): groups_from_wire(v.get("securityGroups") or ())
-                for v in doc.get("vpcs") or ()
-                if isinstance(v, Mapping) and "vpcId" in v
-            },
-        )
-
-    def eni_groups(self) -> dict[str, tuple[str, ...]]:
-        """Each task ENI's current security groups."""
-        return {t.eni.network_interface_id: t.eni.security_group_ids for t in self.tasks if t.eni is not None}
-
-
-def _eni_subnet(eni: tp.Eni) -> str:
-    return str(ipaddress.IPv4Interface(f"{eni.private_ipv4_address}/{eni.prefix_length}").network)
-
-
-def task_eni(task: tp.DesiredTask) -> netplan.TaskEni | None:
-    if task.eni is None:
-        return None
-    return netplan.TaskEni(
-        eni_id=task.eni.network_interface_id,
-        mac=task.eni.mac_address.lower(),
-        ip=task.eni.private_ipv4_address,
-        prefix_len=task.eni.prefix_length,
-        gateway=task.eni.gateway,
-        task_key=task.task_id,
-    )
-
-
-# ---------------------------------------------------------------------------------------------- data plane
-
-
-class DataPlane:
-    """Async face of a ``netplan.NetworkDriver``: one thread for its calls; VPCs ensured once, on demand."""
-
-    def __init__(
-        self,
-        driver: netplan.NetworkDriver,
-        cfg: netplan.NetConfig,
-        *,
-        host_access: bool = True,
-        netns_paths: bool = True,
-        firewall: FirewallSync | None = None,
-    ) -> None:
-        self.driver = driver
-        self.cfg = cfg
-        self.firewall = firewall
-        self.host_access = host_access
-        self._netns_paths = netns_paths
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskvpc-net")
-        self._vpcs: dict[str, VpcSpec] = {}  # desired, from the control plane
-        self._ensured: dict[str, VpcSpec] = {}  # as last ensured on the host
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def netns_path(self, task_id: str) -> str | None:
-        if not self._netns_paths:
-            return None
-        return f"{self.cfg.netns_dir}/{netplan.task_netns(self.cfg, task_id)}"
-
-    def set_vpcs(self, vpcs: Iterable[VpcSpec]) -> None:
-        self._vpcs = {v.vpc_id: v for v in vpcs}
-
-    def vpc_for(self, task: tp.DesiredTask) -> VpcSpec:
-        assert task.eni is not None
-        vpc = self._vpcs.get(task.eni.vpc_id) or VpcSpec(task.eni.vpc_id, ())
-        return vpc.with_subnet(task.eni.subnet_id, _eni_subnet(task.eni))
-
-    async def observe(self) -> netplan.ObservedNetwork:
-        return await self.call(self.driver.observe)
-
-    async def ensure_vpc(self, vpc: VpcSpec) -> None:
-        lock = self._locks.setdefault(vpc.vpc_id, asyncio.Lock())
-        async with lock:
-            if self._ensured.get(vpc.vpc_id) == vpc:
-                return
-            await self.call(self.driver.ensure_vpc_router, vpc.vpc_id, vpc.subnets)
-            if self.host_access:
-                try:
-                    await self.call(self.driver.ensure_host_access, vpc.vpc_id, [c for _, c in vpc.subnets])
-                except Exception as exc:  # tasks still work; only the host cannot reach them
-                    log.error("host access failed %s", _kv(vpc_id=vpc.vpc_id, error=repr(exc)))
-            self._ensured[vpc.vpc_id] = vpc
-
-    async def remove_vpc(self, vpc_id: str) -> None:
-        lock = self._locks.setdefault(vpc_id, asyncio.Lock())
-        async with lock:
-            self._ensured.pop(vpc_id, None)
-            with contextlib.suppress(Exception):
-                await self.call(self.driver.remove_host_access, vpc_id)
-            await self.call(self.driver.remove_vpc_router, vpc_id)
-            if self.firewall is not None:
-                await self.call(self.firewall.forget_vpc, vpc_id)
-
-    def _eni_port(self, task: tp.DesiredTask) -> EniPort:
-        assert task.eni is not None
-        return EniPort(
-            eni_id=task.eni.network_interface_id,
-            port=netplan.eni_port(self.cfg, task.eni.network_interface_id),
-            ip=task.eni.private_ipv4_address,
-            mac=task.eni.mac_address.lower(),
-            group_ids=task.eni.security_group_ids,
-        )
-
-    async def set_security(self, state: DesiredState) -> None:
-        """The desired groups and ENI memberships; VPCs with a table get the difference loaded."""
-        if self.firewall is not None:
-            await self.call(self.firewall.set_desired, state.security_groups, state.eni_groups())
-
-    async def protect_task(self, task: tp.DesiredTask) -> None:
-        """Register the task's ENI with its VPC's firewall (its rules loaded, the table made if new)."""
-        if self.firewall is not None and task.eni is not None:
-            await self.call(self.firewall.add_eni, task.eni.vpc_id, self._eni_port(task))
-
-    async def ensure_task(self, task: tp.DesiredTask) -> str | None:
-        eni = task_eni(task)
-        if eni is None or task.eni is None:
-            return None  # no ENI: the host's network
-        vpc = self.vpc_for(task)
-        try:
-            await self.ensure_vpc(vpc)
-            await self.protect_task(task)  # rules first: the ENI never carries traffic without them
-            await self.call(self.driver.ensure_task_network, task.eni.vpc_id, eni)
-        except Exception:
-            self._ensured.pop(vpc.vpc_id, None)  # the retry re-ensures the router (it may have gone)
-            raise
-        return self.netns_path(task.task_id)
-
-    async def remove_task(
-        self, task_id: str, seen: netplan.ObservedTask | None = None, task: tp.DesiredTask | None = None
-    ) -> None:
-        ip = None
-        if seen is not None and len(seen.addrs) == 1:
-            ip = next(iter(seen.addrs)).partition("/")[0]
-        await self.call(
-            self.driver.remove_task_network,
-            task_id,
-            seen.vpc_id if seen else None,
-            seen.port if seen else None,
-            ip,
-        )
-        if self.firewall is None:
-            return
-        if task is not None and task.eni is not None:  # its rules go once its veth is gone
-            await self.call(self.firewall.remove_eni, task.eni.vpc_id, task.eni.network_interface_id)
-        elif seen is not None and seen.port is not None:
-            await self.call(self.firewall.remove_port, seen.vpc_id, seen.port)
-
-    async def remove_stray(self, stray: netplan.Stray) -> None:
-        await self.call(self.driver.remove_stray, stray)
-
-
-# ---------------------------------------------------------------------------------------------- reporter
-
-
-AckCallback = Callable[[tp.TaskReport], None]
-
-
-class Reporter:
-    """Latest report per task, sent in batches, one request in flight at a time.
-
-    Routine changes (PENDING, a health change, a non-essential container's exit) go out at most once per
-    ``interval`` (50 ms), and linger that long to join a batch, so the PENDING report of a task that runs
-    20 ms later is usually never sent on its own. A task *reaching* RUNNING or STOPPED is news on the
-    critical path (RunTask to RUNNING is measured): its batch goes out as soon as the previous request
-    has completed, carrying everything else pending with it; under a burst the single in-flight request
-    does the batching. A failed batch is retried with backoff, newer reports for its tasks winning.
-    """
-
-    def __init__(
-        self,
-        send: Callable[[list[dict[str, Any]]], Awaitable[Any]],
-        *,
-        interval: float = REPORT_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._send = send
-        self._interval = interval
-        self._clock = clock
-        self._pending: dict[str, tuple[tp.TaskReport, AckCallback | None]] = {}
-        self._since: float | None = None  # when the oldest pending report came in
-        self._sent_status: dict[str, str] = {}
-        self._wake = asyncio.Event()
-        self._last = -1e9
-        self.batches = 0
-
-    def submit(self, report: tp.TaskReport, on_ack: AckCallback | None = None) -> None:
-        self._pending[report.task_arn] = (report, on_ack)
-        if self._since is None:
-            self._since = self._clock()
-        self._wake.set()
-
-    @property
-    def idle(self) -> bool:
-        return not self._pending
-
-    def _urgent(self) -> bool:
-        return any(
-            r.known_status != tp.TaskView.PENDING.value and self._sent_status.get(arn) != r.known_status
-            for arn, (r, _) in self._pending.items()
-        )
-
-    def _due(self) -> float:
-        """Seconds until the pending batch goes out (at once when it carries news)."""
-        if self._urgent():
-            return 0.0
-        allowed = self._last + self._interval
-        if self._since is not None:
-            allowed = max(allowed, self._since + self._interval)
-        return allowed - self._clock()
-
-    async def run(self) -> None:
-        failures = 0
-        while True:
-            self._wake.clear()
-            if not self._pending:
-                await self._wake.wait()
-                continue
-            due = self._due()
-            if due > 0:
-                with contextlib.suppress(TimeoutError):  # an urgent report may bring it forward
-                    async with asyncio.timeout(due):
-                        await self._wake.wait()
-                continue
-            batch, self._pending, self._since = self._pending, {}, None
-            self._last = self._clock()
-            try:
-                await self._send([report.to_wire() for report, _ in batch.values()])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                log.warning("report failed %s", _kv(tasks=len(batch), error=repr(exc)))
-                for arn, item in batch.items():
-                    self._pending.setdefault(arn, item)  # a newer report for the task wins
-                self._since = self._since or self._clock()
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
-                continue
-            failures = 0
-            self.batches += 1
-            for arn, (report, on_ack) in batch.items():
-                self._sent_status[arn] = report.known_status
-                if report.known_status == tp.TaskView.STOPPED.value:
-                    self._sent_status.pop(arn, None)
-                if on_ack is not None:
-                    on_ack(report)
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -421,7 +120,7 @@ class TaskWorker:
         if self.desired.desired_status != before:
             log.info(
                 "desired %s",
-                _kv(
+                kv(
                     task_arn=self.arn,
                     desired=self.desired.desired_status.value,
                     known=self.known.status.value,
@@ -465,7 +164,7 @@ class TaskWorker:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("worker action failed %s", _kv(task_arn=self.arn))
+                log.exception("worker action failed %s", kv(task_arn=self.arn))
             finally:
                 self.wake.set()
 
@@ -485,11 +184,11 @@ class TaskWorker:
         elif isinstance(action, tp.Report):
             self.engine.reporter.submit(action.report, self._acked)
         elif isinstance(action, tp.BeginStop):
-            log.info("stopping %s", _kv(task_arn=self.arn, reason=action.reason, code=action.code.value))
+            log.info("stopping %s", kv(task_arn=self.arn, reason=action.reason, code=action.code.value))
         elif isinstance(action, tp.CancelContainer):
             self._unwatch(action.name)
         elif isinstance(action, tp.SetStatus):
-            log.info("known %s", _kv(task_arn=self.arn, known=action.status.value))
+            log.info("known %s", kv(task_arn=self.arn, known=action.status.value))
 
     def _acked(self, report: tp.TaskReport) -> None:
         if report.known_status == tp.TaskView.STOPPED.value and not self.known.stopped_acked:
@@ -506,7 +205,7 @@ class TaskWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("network failed %s", _kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc)))
+            log.warning("network failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc)))
             self.known = tp.network_failed(self.known, str(exc) or type(exc).__name__)
             return
         self.known = tp.network_ready(self.known)
@@ -520,7 +219,7 @@ class TaskWorker:
                 raise
             except Exception as exc:  # keep going: a later agent start removes whatever is left
                 log.error(
-                    "network removal failed %s", _kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc))
+                    "network removal failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc))
                 )
                 await asyncio.sleep(0.1 * 2**attempt)
         self.known = tp.network_removed(self.known)
@@ -545,7 +244,7 @@ class TaskWorker:
         try:
             handle = await runtime.start(self._container_spec(name), self.netns_path, log_path)
         except StartError as exc:
-            log.warning("start failed %s", _kv(task_arn=self.arn, container=name, reason=exc.reason))
+            log.warning("start failed %s", kv(task_arn=self.arn, container=name, reason=exc.reason))
             self._record_pull(ContainerHandle(self.desired.task_id, name))  # a failed pull has its times too
             self.known = tp.container_start_failed(self.known, name, exc.reason)
             return
@@ -553,7 +252,7 @@ class TaskWorker:
             raise
         except Exception as exc:
             reason = f"CannotStartContainerError: {exc}"
-            log.exception("start failed %s", _kv(task_arn=self.arn, container=name))
+            log.exception("start failed %s", kv(task_arn=self.arn, container=name))
             self.known = tp.container_start_failed(self.known, name, reason)
             return
         self.handles[name] = handle
@@ -561,7 +260,7 @@ class TaskWorker:
         started_at = state.started_at or self.engine.clock()
         self.known = tp.image_pulled(self.known, state.pull_started_at, state.pull_stopped_at)
         self.known = tp.container_started(self.known, name, handle.runtime_id, started_at)
-        log.info("started %s", _kv(task_arn=self.arn, container=name, pid=state.pid))
+        log.info("started %s", kv(task_arn=self.arn, container=name, pid=state.pid))
         self._watch(name, handle)
 
     def _watch(self, name: str, handle: ContainerHandle) -> None:
@@ -572,7 +271,7 @@ class TaskWorker:
         async def waiter() -> None:
             state = await runtime.wait(handle)
             self.known = tp.container_exited(self.known, name, state.exit_code, state.reason)
-            log.info("exited %s", _kv(task_arn=self.arn, container=name, exit_code=state.exit_code))
+            log.info("exited %s", kv(task_arn=self.arn, container=name, exit_code=state.exit_code))
             for task in self._watchers.pop(name, []):
                 if task is not asyncio.current_task():
                     task.cancel()
@@ -584,7 +283,7 @@ class TaskWorker:
 
             def changed(status: HealthStatus) -> None:
                 self.known = tp.container_health(self.known, name, status)
-                log.info("health %s", _kv(task_arn=self.arn, container=name, health=status.value))
+                log.info("health %s", kv(task_arn=self.arn, container=name, health=status.value))
                 self.wake.set()
 
             started_at = self.known.container(name).started_at
@@ -605,7 +304,7 @@ class TaskWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error("stop failed %s", _kv(task_arn=self.arn, container=name, error=repr(exc)))
+            log.error("stop failed %s", kv(task_arn=self.arn, container=name, error=repr(exc)))
             await asyncio.sleep(0.5)
             kc = self.known.container(name)
             if kc.phase is tp.Phase.STOPPING:  # try again on the next plan
@@ -622,8 +321,8 @@ class TaskWorker:
             try:
                 await runtime.remove(handle)
             except Exception as exc:
-                log.warning("remove failed %s", _kv(task_arn=self.arn, container=name, error=repr(exc)))
-        log.info("forgotten %s", _kv(task_arn=self.arn))
+                log.warning("remove failed %s", kv(task_arn=self.arn, container=name, error=repr(exc)))
+        log.info("forgotten %s", kv(task_arn=self.arn))
         self.engine.worker_done(self)
 
 
@@ -743,7 +442,7 @@ class Engine:
             if worker is not None:
                 worker.update(desired)
             else:
-                log.info("new task %s", _kv(task_arn=desired.arn, desired=desired.desired_status.value))
+                log.info("new task %s", kv(task_arn=desired.arn, desired=desired.desired_status.value))
                 self._start_worker(TaskWorker(self, desired, tp.KnownTask(desired.arn)))
         for arn, worker in list(self.workers.items()):
             if arn not in listed or inactive:
@@ -763,7 +462,7 @@ class Engine:
             try:
                 await self.network.remove_vpc(vpc_id)
             except Exception as exc:
-                log.error("vpc removal failed %s", _kv(vpc_id=vpc_id, error=repr(exc)))
+                log.error("vpc removal failed %s", kv(vpc_id=vpc_id, error=repr(exc)))
 
     def stop_all(self) -> None:
         for worker in self.workers.values():
@@ -800,10 +499,10 @@ class Engine:
                     worker.known = tp.network_ready(worker.known)
                     worker.netns_path = self.network.netns_path(task_id)
                 except Exception as exc:  # the worker's EnsureNetwork retries (and loads the rules)
-                    log.error("firewall adoption failed %s", _kv(task_arn=task.arn, error=repr(exc)))
+                    log.error("firewall adoption failed %s", kv(task_arn=task.arn, error=repr(exc)))
             log.info(
                 "adopted %s",
-                _kv(
+                kv(
                     task_arn=task.arn,
                     desired=task.desired_status.value,
                     containers=",".join(f"{n}:{c.phase.value}" for n, c in known.containers.items()) or None,
@@ -821,11 +520,11 @@ class Engine:
         ]
         if self.network is not None:
             for stray in observed.strays:
-                log.info("removing stray %s", _kv(kind=stray.kind, name=stray.name))
+                log.info("removing stray %s", kv(kind=stray.kind, name=stray.name))
                 try:
                     await self.network.remove_stray(stray)
                 except Exception as exc:
-                    log.error("stray removal failed %s", _kv(name=stray.name, error=repr(exc)))
+                    log.error("stray removal failed %s", kv(name=stray.name, error=repr(exc)))
             undesired_vpcs = (set(observed.routers) | set(observed.host_access)) - set(self.vpcs)
             undesired_vpcs -= {t.eni.vpc_id for t in desired.values() if t.eni is not None}
             if undesired_vpcs:
@@ -858,7 +557,7 @@ class Engine:
                     remove_task_volumes(self.runtime.state_dir, entry.name)
                     pruned.append(entry.name)
                 except Exception as exc:
-                    log.warning("log pruning failed %s", _kv(task_id=entry.name, error=repr(exc)))
+                    log.warning("log pruning failed %s", kv(task_id=entry.name, error=repr(exc)))
         return pruned
 
     def _network_matches(
@@ -881,7 +580,7 @@ class Engine:
         self, task_id: str, handles: Mapping[str, ContainerHandle], seen: netplan.ObservedTask | None
     ) -> None:
         """A task that is not desired: stop its containers, then remove its network (errors don't stop us)."""
-        log.info("removing undesired task %s", _kv(task_id=task_id, containers=len(handles) or None))
+        log.info("removing undesired task %s", kv(task_id=task_id, containers=len(handles) or None))
 
         async def stop(handle: ContainerHandle) -> None:
             try:
@@ -890,7 +589,7 @@ class Engine:
                 await self.runtime.remove(handle)
             except Exception as exc:
                 log.error(
-                    "orphan stop failed %s", _kv(task_id=task_id, container=handle.name, error=repr(exc))
+                    "orphan stop failed %s", kv(task_id=task_id, container=handle.name, error=repr(exc))
                 )
 
         await asyncio.gather(*(stop(h) for h in handles.values()))
@@ -898,7 +597,7 @@ class Engine:
             try:
                 await self.network.remove_task(task_id, seen)
             except Exception as exc:
-                log.error("orphan network removal failed %s", _kv(task_id=task_id, error=repr(exc)))
+                log.error("orphan network removal failed %s", kv(task_id=task_id, error=repr(exc)))
 
     async def _remove_vpcs_after(
         self, cleanups: Sequence[asyncio.Task[None]], vpc_ids: Sequence[str]
