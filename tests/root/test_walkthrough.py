@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -168,7 +169,9 @@ def test_agent_and_control_plane_restarts_adopt_running_tasks(root_server: RootS
     shims = shims_alive(root_server.state_dir)
     assert len(shims) == 1
 
-    # kill -9 the agent: `taskvpc up` starts a new one, which adopts the task rather than restarting it.
+    # kill -9 the agent: `taskvpc up` starts a new one, which adopts the task rather than restarting it,
+    # and reloads the router's firewall table whole: a connection established before keeps working.
+    established = socket.create_connection((address, 80), timeout=5)
     [old_agent] = agent_pids(root_server)
     os.kill(old_agent, signal.SIGKILL)
     wait_for(lambda: agent_pids(root_server) not in ([], [old_agent]))
@@ -177,6 +180,20 @@ def test_agent_and_control_plane_restarts_adopt_running_tasks(root_server: RootS
     assert ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]["lastStatus"] == "RUNNING"
     assert shims_alive(root_server.state_dir) == shims
     assert "Amazon ECS Sample App" in fetch(f"http://{address}/")
+    with established:
+        established.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        reply = b""
+        while chunk := established.recv(65536):
+            reply += chunk
+    assert b"Amazon ECS Sample App" in reply
+    routers = [n for n in hostcheck.namespaces(root_server.prefix) if "-r-" in n]
+    tables = subprocess.run(
+        ["ip", "netns", "exec", routers[0], "nft", "list", "tables"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "table inet taskvpc" in tables
 
     # kill -9 the control plane itself: its agent goes with it, the task stays; a new `up` adopts it.
     root_server.kill(signal.SIGKILL)
