@@ -10,6 +10,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from taskvpc.agent import netplan
@@ -125,10 +126,12 @@ class DataPlane:
         if self.firewall is not None:
             await self.call(self.firewall.set_desired, state.security_groups, state.eni_groups())
 
-    async def protect_task(self, task: DesiredTask) -> None:
-        """Register the task's ENI with its VPC's firewall (its rules loaded, the table made if new)."""
+    async def protect_task(self, task: DesiredTask, *, new_network: bool = False) -> None:
+        """Register the task's ENI with its VPC's firewall (its rules loaded, the table made if new);
+        ``new_network``: its address may have served another task (forget that one's connections)."""
         if self.firewall is not None and task.eni is not None:
-            await self.call(self.firewall.add_eni, task.eni.vpc_id, self._eni_port(task))
+            port = self._eni_port(task)
+            await self.call(partial(self.firewall.add_eni, task.eni.vpc_id, port, new_network=new_network))
 
     async def ensure_task(self, task: DesiredTask) -> str | None:
         eni = task_eni(task)
@@ -137,7 +140,8 @@ class DataPlane:
         vpc = self.vpc_for(task)
         try:
             await self.ensure_vpc(vpc)
-            await self.protect_task(task)  # rules first: the ENI never carries traffic without them
+            # rules first: the ENI never carries traffic without them
+            await self.protect_task(task, new_network=True)
             await self.call(self.driver.ensure_task_network, task.eni.vpc_id, eni)
         except Exception:
             self._ensured.pop(vpc.vpc_id, None)  # the retry re-ensures the router (it may have gone)
@@ -150,19 +154,19 @@ class DataPlane:
         ip = None
         if seen is not None and len(seen.addrs) == 1:
             ip = next(iter(seen.addrs)).partition("/")[0]
-        await self.call(
-            self.driver.remove_task_network,
-            task_id,
-            seen.vpc_id if seen else None,
-            seen.port if seen else None,
-            ip,
-        )
-        if self.firewall is None:
-            return
-        if task is not None and task.eni is not None:  # its rules go once its veth is gone
-            await self.call(self.firewall.remove_eni, task.eni.vpc_id, task.eni.network_interface_id)
-        elif seen is not None and seen.port is not None:
-            await self.call(self.firewall.remove_port, seen.vpc_id, seen.port)
+        try:
+            await self.call(
+                self.driver.remove_task_network,
+                task_id,
+                seen.vpc_id if seen else None,
+                seen.port if seen else None,
+                ip,
+            )
+        finally:  # even if a veth is left: an unregistered port gets no new flow (``to_task`` drops)
+            if self.firewall is not None and task is not None and task.eni is not None:
+                await self.call(self.firewall.remove_eni, task.eni.vpc_id, task.eni.network_interface_id)
+            elif self.firewall is not None and seen is not None and seen.port is not None:
+                await self.call(self.firewall.remove_port, seen.vpc_id, seen.port)
 
     async def remove_stray(self, stray: netplan.Stray) -> None:
         await self.call(self.driver.remove_stray, stray)

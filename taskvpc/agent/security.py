@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from taskvpc.agent import netplan
 from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
-from taskvpc.netmodel.nft_compile import render
+from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir, compile_rule
+from taskvpc.netmodel.nft_compile import render, rule_text
 from taskvpc.netmodel.nft_update import render_update
 from taskvpc.netmodel.security_groups import Rule, rule_from_doc
 
@@ -39,6 +39,8 @@ class NftLoader(Protocol):
 
     def apply(self, vpc_id: str, nft_text: str) -> None: ...
 
+    def forget_flows(self, vpc_id: str, ip: str) -> int: ...
+
 
 def groups_from_wire(docs: Iterable[Any]) -> dict[str, GroupRules]:
     """``vpcs[].securityGroups`` of a desired-state answer; a rule the agent cannot read is skipped."""
@@ -51,12 +53,29 @@ def groups_from_wire(docs: Iterable[Any]) -> dict[str, GroupRules]:
         for rule_doc in doc.get("rules") or ():
             try:
                 rule = rule_from_doc(rule_doc)
-            except Exception as exc:  # a newer control plane's rule kind: enforce the rest
+                _check_enforceable(rule)
+            except Exception as exc:  # a newer control plane's rule kind, or nonsense: enforce the rest
                 log.warning("unreadable rule skipped group=%s error=%r", doc["groupId"], exc)
                 continue
             (egress if rule.direction == "egress" else ingress).append(rule)
         groups[doc["groupId"]] = GroupRules(doc["groupId"], tuple(ingress), tuple(egress))
     return groups
+
+
+_PROBE_MODEL = FirewallModel(table="probe", enis=(), groups={}, host_port="probe-host")
+
+
+def _check_enforceable(rule: Rule) -> None:
+    """Raise unless the rule compiles to nft text nft accepts (ports and ICMP fields in range, CIDRs)."""
+    if rule.protocol in ("tcp", "udp"):
+        if rule.from_port is None or rule.to_port is None or not 0 <= rule.from_port <= rule.to_port <= 65535:
+            raise ValueError(f"port range {rule.from_port}-{rule.to_port}")
+    elif rule.protocol in ("icmp", "icmpv6"):
+        for value in (rule.from_port, rule.to_port):
+            if value is not None and not -1 <= value <= 255:
+                raise ValueError(f"ICMP type/code {value}")
+    for nft_rule in compile_rule(rule, _PROBE_MODEL, "accept"):
+        rule_text(nft_rule)  # CIDRs with host bits set, unknown protocols: raise here, not in a batch
 
 
 @dataclass
@@ -102,20 +121,43 @@ class FirewallSync:
         self._eni_groups.update(eni_groups)
         for vpc_id, vpc_groups in groups.items():
             self._vpc(vpc_id).groups = dict(vpc_groups)
-        return [vpc_id for vpc_id in list(self._vpcs) if self._vpcs[vpc_id].applied and self.sync(vpc_id)]
+        changed = []
+        for vpc_id, vpc in list(self._vpcs.items()):
+            if vpc.applied is None and not vpc.enis:
+                continue  # no table wanted yet
+            try:  # one VPC's trouble must not keep the others' changes out
+                if self.sync(vpc_id):
+                    changed.append(vpc_id)
+            except Exception as exc:
+                log.error("firewall update failed vpc=%s error=%r", vpc_id, exc)
+        return changed
 
-    def add_eni(self, vpc_id: str, eni: EniPort) -> None:
-        """Register an ENI (before its veth exists) and load its chains."""
-        self._vpc(vpc_id).enis[eni.eni_id] = eni
+    def add_eni(self, vpc_id: str, eni: EniPort, *, new_network: bool = False) -> None:
+        """Register an ENI (before its veth exists) and load its chains. ``new_network``: its address may
+        have served another task: forget the router's connections naming it first."""
+        vpc = self._vpc(vpc_id)
+        for other in list(vpc.enis.values()):  # a stale registration holding the address goes
+            if other.ip == eni.ip and other.eni_id != eni.eni_id:
+                del vpc.enis[other.eni_id]
+        if new_network:
+            self._forget_flows(vpc_id, eni.ip)
+        vpc.enis[eni.eni_id] = eni
         self._eni_groups.setdefault(eni.eni_id, eni.group_ids)
         self.sync(vpc_id)
 
     def remove_eni(self, vpc_id: str | None, eni_id: str) -> None:
-        """Unregister an ENI (after its veth is gone); unknown ones are ignored."""
+        """Unregister an ENI (after its veth is gone) and forget its connections; unknown ones are ignored."""
         self._eni_groups.pop(eni_id, None)
         for vid, vpc in self._vpcs.items():
-            if (vpc_id is None or vid == vpc_id) and vpc.enis.pop(eni_id, None) is not None:
+            if (vpc_id is None or vid == vpc_id) and (gone := vpc.enis.pop(eni_id, None)) is not None:
                 self.sync(vid)
+                self._forget_flows(vid, gone.ip)
+
+    def _forget_flows(self, vpc_id: str, ip: str) -> None:
+        try:
+            self.loader.forget_flows(vpc_id, ip)
+        except Exception as exc:  # the rules are right; only old flows might linger until they expire
+            log.warning("conntrack cleanup failed vpc=%s ip=%s error=%r", vpc_id, ip, exc)
 
     def remove_port(self, vpc_id: str | None, port: str) -> None:
         """Unregister whichever ENI uses router port ``port`` (a task found on the host, not desired)."""
@@ -125,8 +167,10 @@ class FirewallSync:
                     self.remove_eni(vpc_id, eni.eni_id)
 
     def forget_vpc(self, vpc_id: str) -> None:
-        """The router (and its table) went away."""
-        self._vpcs.pop(vpc_id, None)
+        """The router (and its table) went away; the desired groups stay (a new task may bring it back)."""
+        vpc = self._vpc(vpc_id)
+        vpc.enis.clear()
+        vpc.applied = None
 
     # -- apply ----------------------------------------------------------------------------------------
 
@@ -134,11 +178,11 @@ class FirewallSync:
         """Load what changed since the last load (the whole table the first time); whether anything did."""
         vpc = self._vpc(vpc_id)
         new = self.model(vpc_id)
-        text = render_update(vpc.applied, new)
-        if not text:
-            return False
         started = time.perf_counter()
         try:
+            text = render_update(vpc.applied, new)
+            if not text:
+                return False
             self.loader.apply(vpc_id, text)
         except Exception as exc:
             if vpc.applied is None:

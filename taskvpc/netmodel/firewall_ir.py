@@ -21,7 +21,7 @@ packet is routed and connection tracking is available):
   ``out_<eni>`` starts with ``oifname <own port> accept``: traffic to self never reaches a security group
   (the evaluator allows it); a task never routes to itself in practice, this only keeps the two in step.
 * regular chain ``to_task``: ``oifname vmap @ingress_ports`` (the destination ENI's ``in_<eni>``), then
-  ``accept`` (a destination that is no task: nothing to check there).
+  ``drop`` (a port not registered yet, or any more, is never reachable).
 * verdict maps ``egress_ports`` (``iifname`` -> ``jump out_<eni>``: a packet leaving a task enters the router
   on its port) and ``ingress_ports`` (``oifname`` -> ``jump in_<eni>``); per-packet cost does not grow with
   the number of tasks.
@@ -342,8 +342,13 @@ def eni_chains(model: FirewallModel, eni: EniPort) -> tuple[Chain, Chain]:
 
 
 def to_task_chain() -> Chain:
-    """Where a flow goes once its source may send it: the destination ENI's ingress check, if it is one."""
-    return Chain(TO_TASK, (NftRule(vmap=("oifname", INGRESS_MAP)), NftRule(verdict="accept")))
+    """Where a flow goes once its source may send it: the destination ENI's ingress check.
+
+    A destination port that is not registered (a task adopted but not yet registered, an orphan being
+    removed) is dropped: the router's only other ports are the host's (new flows there are dropped
+    before) and ``lo``, so an unregistered port is never reachable without rules.
+    """
+    return Chain(TO_TASK, (NftRule(vmap=("oifname", INGRESS_MAP)), NftRule(verdict="drop")))
 
 
 def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:

@@ -22,13 +22,19 @@ WEB = GroupRules(
 class Loader:
     def __init__(self) -> None:
         self.batches: list[tuple[str, str]] = []
+        self.forgotten: list[tuple[str, str]] = []
         self.fail_next = False
+        self.broken: set[str] = set()  # VPCs whose router refuses everything
 
     def apply(self, vpc_id: str, nft_text: str) -> None:
-        if self.fail_next:
+        if self.fail_next or vpc_id in self.broken:
             self.fail_next = False
             raise RuntimeError("table gone")
         self.batches.append((vpc_id, nft_text))
+
+    def forget_flows(self, vpc_id: str, ip: str) -> int:
+        self.forgotten.append((vpc_id, ip))
+        return 1
 
 
 def eni(n: int, *groups: str) -> EniPort:
@@ -149,3 +155,95 @@ def test_desired_state_parses_groups_and_skips_unreadable_rules() -> None:
     assert web.ingress == (Rule("ingress", "tcp", 80, 80, cidr_ipv4="0.0.0.0/0"),)
     assert web.egress == (Rule("egress", "udp", 53, 53, group_id="sg-dns"),)
     assert groups_from_wire([{"groupId": 7}]) == {}
+
+
+def test_connections_of_an_address_are_forgotten_when_it_changes_hands() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.add_eni("vpc-1", eni(5, "sg-web"))  # adopted: its own connections stay
+    assert loader.forgotten == []
+    sync.remove_eni("vpc-1", eni(5).eni_id)
+    assert loader.forgotten == [("vpc-1", "10.0.0.5")]
+    successor = EniPort(
+        "eni-000000aa", netplan.eni_port(CFG, "eni-000000aa"), "10.0.0.5", "0e:00:00:00:00:aa", ()
+    )
+    sync.add_eni("vpc-1", successor, new_network=True)
+    assert loader.forgotten[-1] == ("vpc-1", "10.0.0.5")
+
+
+def test_a_stale_registration_of_the_same_address_gives_way() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.add_eni("vpc-1", eni(5, "sg-web"))
+    successor = EniPort(
+        "eni-000000aa", netplan.eni_port(CFG, "eni-000000aa"), "10.0.0.5", "0e:00:00:00:00:aa", ()
+    )
+    sync.add_eni("vpc-1", successor, new_network=True)
+    assert [e.eni_id for e in sync.model("vpc-1").enis] == ["eni-000000aa"]
+    loader.fail_next = True  # a whole reload must still compile (no address used twice)
+    sync.add_eni("vpc-1", eni(6, "sg-web"))
+    assert "delete table" in loader.batches[-1][1]
+
+
+def test_one_broken_vpc_does_not_keep_changes_from_the_others() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.add_eni("vpc-1", eni(5, "sg-web"))
+    sync.add_eni("vpc-2", eni(6, "sg-web"))
+    loader.broken.add("vpc-1")
+    tighter = GroupRules("sg-web", (), WEB.egress)
+    assert sync.set_desired({"vpc-1": {"sg-web": tighter}, "vpc-2": {"sg-web": tighter}}, {}) == ["vpc-2"]
+    loader.broken.clear()  # the router is back: the next desired state reloads it whole
+    assert sync.set_desired({}, {}) == ["vpc-1"]
+    assert "delete table" in loader.batches[-1][1] and loader.batches[-1][0] == "vpc-1"
+
+
+def test_a_vpc_forgotten_keeps_its_desired_groups() -> None:
+    loader = Loader()
+    sync = FirewallSync(loader, CFG)
+    sync.set_desired({"vpc-1": {"sg-web": WEB}}, {})
+    sync.add_eni("vpc-1", eni(5, "sg-web"))
+    sync.forget_vpc("vpc-1")  # router removed while a new task for it is on its way
+    sync.add_eni("vpc-1", eni(6, "sg-web"))
+    assert "tcp dport 80" in loader.batches[-1][1]
+
+
+def test_rules_nft_would_refuse_are_skipped() -> None:
+    docs = [
+        {
+            "groupId": "sg-odd",
+            "rules": [
+                {
+                    "IsEgress": False,
+                    "IpProtocol": "tcp",
+                    "FromPort": -1,
+                    "ToPort": -1,
+                    "CidrIpv4": "0.0.0.0/0",
+                },
+                {
+                    "IsEgress": False,
+                    "IpProtocol": "tcp",
+                    "FromPort": 80,
+                    "ToPort": 80,
+                    "CidrIpv4": "10.0.0.1/8",
+                },
+                {
+                    "IsEgress": False,
+                    "IpProtocol": "icmp",
+                    "FromPort": 300,
+                    "ToPort": -1,
+                    "CidrIpv4": "0.0.0.0/0",
+                },
+                {
+                    "IsEgress": False,
+                    "IpProtocol": "tcp",
+                    "FromPort": 22,
+                    "ToPort": 22,
+                    "CidrIpv4": "10.0.0.0/8",
+                },
+            ],
+        }
+    ]
+    assert groups_from_wire(docs)["sg-odd"].ingress == (
+        Rule("ingress", "tcp", 22, 22, cidr_ipv4="10.0.0.0/8"),
+    )

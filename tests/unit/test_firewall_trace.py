@@ -190,3 +190,14 @@ def test_per_packet_work_does_not_grow_with_other_enis() -> None:
     ):
         assert trace_ir(big, pkt) == trace_ir(RULESET, pkt)
         assert evaluate_ir(big, pkt) == evaluate_ir(RULESET, pkt)
+
+
+def test_a_port_not_registered_is_never_reachable() -> None:
+    """A live veth the firewall does not know yet (an adopted task before its registration, an orphan
+    being removed) gets no new flow, from the host or from a task whose egress allows everything."""
+    ghost = EniPort("eni-ghost", "tvpcg", "10.0.1.99", "02:00:00:00:00:99", ("sg-web",))
+    assert trace(packet(HOST, ghost, 6, dport=80))[-2:] == [
+        'forward: iifname "tvpc-host" goto to_task',
+        "to_task: drop",
+    ]
+    assert trace(packet(WEB, ghost, 6, dport=80))[-1] == "to_task: drop"

@@ -140,7 +140,7 @@ table inet taskvpc {
 \t}
 \tchain to_task {
 \t\toifname vmap @ingress_ports
-\t\taccept
+\t\tdrop
 \t}
 \tset g_sg_app {
 \t\ttype ipv4_addr

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from taskvpc.agent import netplan
-from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers import conntrack, netns
 from taskvpc.agent.netplan import NetConfig
 
 Backend = Literal["auto", "libnftables", "nsenter"]
@@ -254,6 +254,18 @@ class FirewallDriver:
         if rc != 0:
             raise FirewallError(f"cannot list the ruleset of {vpc_id}: {err.strip()}")
         return out
+
+    def forget_flows(self, vpc_id: str, ip: str) -> int:
+        """Delete the router's tracked connections naming ``ip`` (see ``drivers.conntrack``); how many."""
+        fd = netns.open_ns(netplan.router_netns(self.cfg, vpc_id), self.cfg.netns_dir)
+        if fd is None:
+            return 0  # no router, no connections
+        try:
+            with netns.netlink_socket_in(fd, conntrack.NETLINK_NETFILTER) as sock:
+                sock.bind((0, 0))
+                return conntrack.forget_address(sock, ip)
+        finally:
+            os.close(fd)
 
     def counters(self, vpc_id: str, table: str, family: str = "inet") -> list[RuleCounter]:
         """Every rule of ``table`` that has a ``counter`` statement, with its packets and bytes."""
