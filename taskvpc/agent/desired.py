@@ -7,6 +7,7 @@ as an exception that would stop the agent. The planner (:mod:`taskvpc.agent.task
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -237,8 +238,11 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip(), 10)
+        except ValueError:
+            return None
     return None
 
 
@@ -256,12 +260,14 @@ def _units(value: Any, parse: Callable[[str], int | None]) -> int | None:
 
 
 def _seconds(value: Any) -> float | None:
-    if isinstance(value, bool):
+    """A duration: finite and not negative, else absent (a NaN stop timeout would never expire)."""
+    if isinstance(value, bool) or value is None:
         return None
     try:
-        return None if value is None else float(value)
+        seconds = float(value)
     except (TypeError, ValueError):
         return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _pairs(value: Any) -> tuple[tuple[str, str], ...]:

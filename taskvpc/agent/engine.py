@@ -563,10 +563,12 @@ class Engine:
     def _network_matches(
         self, task: tp.DesiredTask, seen: netplan.ObservedTask, observed: netplan.ObservedNetwork
     ) -> bool:
-        eni = task_eni(task)
-        if eni is None or task.eni is None or self.network is None:
+        if task.eni is None or self.network is None:
             return False
         try:
+            eni = task_eni(task)
+            if eni is None:
+                return False
             return netplan.task_matches(
                 self.network.cfg,
                 netplan.DesiredTask(task.eni.vpc_id, eni),

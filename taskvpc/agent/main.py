@@ -200,6 +200,31 @@ def _prepare_example_images(state_dir: Path) -> None:
         log.info("example image imported as %s", ", ".join(imported))
 
 
+def _parse(doc: Any) -> DesiredState | None:
+    """A desired-state answer, or None (logged) when it cannot be read: the agent never acts on a
+    half-understood answer (a task left out of it would be stopped) and never dies of one."""
+    try:
+        if not isinstance(doc, dict):
+            raise TypeError(f"an answer is an object, not {type(doc).__name__}")
+        return DesiredState.from_wire(doc)
+    except Exception as exc:
+        log.error("unreadable desired state ignored: %r", exc)
+        return None
+
+
+async def _first_answer(client: AgentClient, instance_id: str) -> DesiredState:
+    # after=-1: any generation is news, so the first answer always carries the full desired state
+    # (adoption removes whatever it does not list, so it must never see an empty "unchanged" answer)
+    wait = 0.0
+    while True:
+        answer = _parse(await client.desired(instance_id, -1, wait))
+        if answer is not None and answer.changed:
+            return answer
+        wait = POLL_WAIT if answer is not None else 0.0
+        if answer is None:
+            await asyncio.sleep(1.0)
+
+
 async def run_agent(
     endpoint: str,
     cluster: str,
@@ -261,11 +286,7 @@ async def run_agent(
         reporter = Reporter(send)
         engine = Engine(the_runtime, network, reporter)
         engine.spawn(reporter.run(), "reporter")
-        # after=-1: any generation is news, so the first answer always carries the full desired state
-        # (adoption removes whatever it does not list, so it must never see an empty "unchanged" answer)
-        answer = DesiredState.from_wire(await client.desired(instance_id, -1, 0))
-        while not answer.changed:
-            answer = DesiredState.from_wire(await client.desired(instance_id, -1, POLL_WAIT))
+        answer = await _first_answer(client, instance_id)
         await engine.adopt(answer)
         if ready is not None:
             ready(engine)
@@ -288,7 +309,11 @@ async def run_agent(
                     assert state.container_instance_arn is not None
                     instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
                 continue
-            answer = DesiredState.from_wire(doc)
+            parsed = _parse(doc)
+            if parsed is None:  # act on nothing we cannot read; the next change brings a new answer
+                await asyncio.sleep(1.0)
+                continue
+            answer = parsed
             if answer.generation < generation and not answer.changed:
                 generation = -1  # the control plane's counter went back: ask for the full state again
                 continue

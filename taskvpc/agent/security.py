@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,15 +42,16 @@ class NftLoader(Protocol):
     def forget_flows(self, vpc_id: str, ip: str) -> int: ...
 
 
-def groups_from_wire(docs: Iterable[Any]) -> dict[str, GroupRules]:
+def groups_from_wire(docs: Any) -> dict[str, GroupRules]:
     """``vpcs[].securityGroups`` of a desired-state answer; a rule the agent cannot read is skipped."""
     groups: dict[str, GroupRules] = {}
-    for doc in docs:
+    for doc in docs if isinstance(docs, list) else []:
         if not isinstance(doc, Mapping) or not isinstance(doc.get("groupId"), str):
             continue
         ingress: list[Rule] = []
         egress: list[Rule] = []
-        for rule_doc in doc.get("rules") or ():
+        rule_docs = doc.get("rules")
+        for rule_doc in rule_docs if isinstance(rule_docs, list) else []:
             try:
                 rule = rule_from_doc(rule_doc)
                 _check_enforceable(rule)
