@@ -8,6 +8,7 @@ as an exception that would stop the agent. The planner (:mod:`taskvpc.agent.task
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -187,11 +188,12 @@ class DesiredTask:
         limits = doc.get("limits")
         limits = limits if isinstance(limits, Mapping) else {}
         stop_reason = doc.get("stopReason")
+        task_id_of(str(doc["taskArn"]))  # refuse an answer whose task id could name a path outside ours
         return cls(
             arn=str(doc["taskArn"]),
             desired_status=status,
             containers=tuple(
-                _container_from_wire(c) for c in _list(doc.get("containers")) if _named(c, "name")
+                _container_from_wire(c) for c in _list(doc.get("containers")) if _container_name(c)
             ),
             eni=eni,
             stop_reason=stop_reason if isinstance(stop_reason, str) else None,
@@ -217,6 +219,15 @@ def _mappings(value: Any) -> list[Mapping[str, Any]]:
 
 def _named(value: Any, key: str) -> bool:
     return isinstance(value, Mapping) and isinstance(value.get(key), str) and value[key] != ""
+
+
+def _container_name(value: Any) -> bool:
+    """A container entry with a name ECS allows; ValueError for any other name (it names a directory)."""
+    if not _named(value, "name"):
+        return False
+    if not _CONTAINER_NAME_RE.fullmatch(value["name"]):
+        raise ValueError(f"not a container name: {value['name']!r}")
+    return True
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -403,8 +414,16 @@ def _container_from_wire(doc: Mapping[str, Any]) -> DesiredContainer:
     )
 
 
+_TASK_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_CONTAINER_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")  # ECS's container name rule
+
+
 def task_id_of(arn: str) -> str:
-    return arn.rsplit("/", 1)[-1]
+    """The task id (the ARN's last part); ValueError unless it is one (it names directories and cgroups)."""
+    task_id = arn.rsplit("/", 1)[-1]
+    if not _TASK_ID_RE.fullmatch(task_id):
+        raise ValueError(f"not a task id: {task_id!r}")
+    return task_id
 
 
 # ---------------------------------------------------------------------------------------------- the whole answer

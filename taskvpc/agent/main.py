@@ -247,7 +247,7 @@ async def run_agent(
     host's namespace (with a fake driver). ``ready`` is called with the engine once the first desired
     state has been adopted.
     """
-    path = Path(state_dir)
+    path = Path(state_dir).resolve()
     prepare_state_dir(path)
     state = load_state(path)
     runtime = resolve_runtime(runtime)

@@ -36,7 +36,7 @@ from taskvpc.agent.taskplan import DesiredContainer, DesiredTask, Volume, Volume
 
 TASK_VOLUMES_DIR = ".volumes"
 SHARED_VOLUMES_DIR = "volumes"
-VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # ECS's rule for volume names [API Volume.name]
+VOLUME_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,255}")  # ECS's rule for volume names [API Volume.name]
 
 
 class VolumeError(Exception):
@@ -72,7 +72,7 @@ class _Source:
 
 def _source(task: DesiredTask, volume: Volume, state_dir: Path) -> _Source:
     name = volume.name
-    if not VOLUME_NAME_RE.match(name):
+    if not VOLUME_NAME_RE.fullmatch(name):
         raise VolumeError(f"CannotCreateContainerError: invalid volume name '{name}'")  # unconfirmed
     if volume.unsupported is not None:
         raise VolumeError(  # unconfirmed

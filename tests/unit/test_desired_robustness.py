@@ -70,3 +70,22 @@ def test_durations_are_finite_and_not_negative(value: Any) -> None:
 def test_any_json_never_raises(doc: Any) -> None:
     _parse(doc)
     _parse({"generation": 1, "tasks": [doc], "vpcs": [doc]})
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"taskArn": "arn:aws:ecs:us-east-1:000000000000:task/default/..", "containers": []},
+        {"taskArn": "arn:aws:ecs:us-east-1:000000000000:task/default/", "containers": []},
+        {**GOOD_TASK, "containers": [{"name": "../../etc"}]},
+        {**GOOD_TASK, "containers": [{"name": "web\n"}]},
+    ],
+)
+def test_ids_and_names_that_could_leave_the_state_dir_are_refused(task: dict[str, Any]) -> None:
+    assert _parse({"generation": 2, "tasks": [task]}) is None
+
+
+def test_volume_names_are_matched_whole() -> None:
+    from taskvpc.agent.volumes import VOLUME_NAME_RE
+
+    assert VOLUME_NAME_RE.fullmatch("data_1") and not VOLUME_NAME_RE.fullmatch("data\n")

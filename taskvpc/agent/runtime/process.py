@@ -170,7 +170,7 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self, state_dir: Path, *, python: str | None = None) -> None:
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).resolve()  # mountinfo shows resolved, absolute paths
         self._python = python or sys.executable
         self._children: dict[str, subprocess.Popen[bytes]] = {}  # shims this agent started, to reap
 

@@ -509,7 +509,12 @@ def _kill_exec(pid_file: Path, init_pid: int | None) -> None:
     namespace proved it is still the container's process."""
     try:
         pid = int(pid_file.read_text().strip())
-        if init_pid is None or os.readlink(f"/proc/{pid}/ns/pid") != os.readlink(f"/proc/{init_pid}/ns/pid"):
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
+        if (
+            init_pid is None
+            or namespace != os.readlink(f"/proc/{init_pid}/ns/pid")
+            or namespace == os.readlink("/proc/self/ns/pid")  # both pids reused by host processes
+        ):
             return
     except (OSError, ValueError):
         return
