@@ -85,3 +85,13 @@ def test_a_container_that_has_not_written_yet(tmp_path: Path) -> None:
     assert follower.read() == b"" and not follower.done
     append(d, "hello\n")
     assert follower.read() == b"hello\n"
+
+
+def test_a_log_truncated_in_place_is_followed_from_its_start(tmp_path: Path) -> None:
+    d = container(tmp_path)
+    (d / "log").write_text("a long first line\n")
+    follower = LogFollower(d)
+    assert follower.read() == b"a long first line\n"
+    with open(d / "log", "wb") as handle:  # rotation with logMaxFiles=1: same file, O_TRUNC
+        handle.write(b"new\n")
+    assert follower.read() == b"new\n"

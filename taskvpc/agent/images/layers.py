@@ -208,10 +208,11 @@ def _set_attributes(member: tarfile.TarInfo, path: Path) -> None:
     if os.geteuid() == 0:
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
         for key, value in member.pax_headers.items():
-            if key.startswith(_XATTR_PREFIX):
-                # security.capability (ping) matters; a file system without xattrs is no reason to fail
-                with contextlib.suppress(OSError):
-                    name = key.removeprefix(_XATTR_PREFIX)
+            name = key.removeprefix(_XATTR_PREFIX)
+            # security.capability (ping) matters; trusted.* (overlayfs's own: opaque dirs, redirects) from
+            # an untrusted layer would steer the overlay this rootfs becomes the lower layer of
+            if key.startswith(_XATTR_PREFIX) and (name == "security.capability" or name.startswith("user.")):
+                with contextlib.suppress(OSError):  # a file system without xattrs is no reason to fail
                     os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
     if not member.issym():
         os.chmod(path, member.mode & 0o7777)  # after chown, which clears set-id bits

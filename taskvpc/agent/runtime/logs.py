@@ -62,6 +62,8 @@ class LogFollower:
         out, self._pending = self._pending, b""
         if self._handle is None:
             self._open()
+        if self._handle is not None and os.fstat(self._handle.fileno()).st_size < self._handle.tell():
+            self._handle.seek(0)  # truncated in place (rotation keeping a single file): start over
         while self._handle is not None:
             data = self._handle.read(CHUNK)
             if data:
