@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -80,3 +81,22 @@ def wait_clean(prefix: str, timeout: float = 10.0) -> list[str]:
         time.sleep(0.05)
         left = leftovers(prefix)
     return left
+
+
+def our_pids(state: Path, netns: str) -> list[int]:
+    """Live processes a runtime test started: shims of its state dir and every process in its namespace."""
+    from taskvpc.agent.runtime.procs import alive, cmdline, proc_start_time
+
+    pids = []
+    inode = os.stat(netns).st_ino
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        pid = int(entry)
+        if any(str(state) in arg for arg in cmdline(pid)):
+            pids.append(pid)
+            continue
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
+                pids.append(pid)
+    return [p for p in pids if alive(p, proc_start_time(p))]

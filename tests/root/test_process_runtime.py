@@ -37,6 +37,7 @@ from taskvpc.agent.runtime import (
 from taskvpc.agent.runtime.health import HealthMonitor
 from taskvpc.agent.runtime.process import TASK_ROOT, ProcessRuntime
 from taskvpc.agent.runtime.procs import alive, cmdline, proc_start_time
+from tests.root import hostcheck
 
 pytestmark = [
     pytest.mark.root,
@@ -65,23 +66,6 @@ class Env:
         return self.state / "tasks" / task / TASK_ROOT
 
 
-def _our_pids(state: Path, netns: str) -> list[int]:
-    """Shims of this state dir, and every process inside the test namespace."""
-    pids = []
-    inode = os.stat(netns).st_ino
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        pid = int(entry)
-        if any(str(state) in arg for arg in cmdline(pid)):
-            pids.append(pid)
-            continue
-        with contextlib.suppress(OSError):
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == inode and proc_start_time(pid) is not None:
-                pids.append(pid)
-    return [p for p in pids if alive(p, proc_start_time(p))]
-
-
 @pytest.fixture()
 def env() -> Iterator[Env]:
     name = f"tvt{secrets.token_hex(2)}-p"
@@ -94,13 +78,13 @@ def env() -> Iterator[Env]:
     try:
         yield env
     finally:
-        left = _our_pids(state, env.netns)
+        left = hostcheck.our_pids(state, env.netns)
         described = {pid: " ".join(cmdline(pid)) for pid in left}
         for pid in left:  # only processes of this test: shims of its state dir, or in its namespace
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while _our_pids(state, env.netns) and time.monotonic() < deadline:
+        while hostcheck.our_pids(state, env.netns) and time.monotonic() < deadline:
             time.sleep(0.02)
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
@@ -488,7 +472,7 @@ def test_agent_runs_tasks_on_the_real_data_plane_and_adopts_them_after_a_restart
                 stopped = await server.wait_for(arn, "STOPPED")
                 assert stopped["containers"][0]["exitCode"] == 143
             assert [n for n in _netns_of(prefix) if "-t-" in n] == []
-            assert _our_pids(state, f"/run/netns/{prefix}-r-0123456789abcdef0") == []
+            assert hostcheck.our_pids(state, f"/run/netns/{prefix}-r-0123456789abcdef0") == []
         finally:
             if agent is not None:
                 await kill(agent)

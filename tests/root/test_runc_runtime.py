@@ -45,7 +45,7 @@ from taskvpc.agent.runtime import (
     oci,
     read_logs,
 )
-from taskvpc.agent.runtime.procs import alive, cmdline, proc_start_time
+from taskvpc.agent.runtime.procs import cmdline
 from taskvpc.agent.runtime.runc import OOM_REASON, RuncRuntime, find_init, find_oci_runtime
 from tests.root import hostcheck
 
@@ -127,23 +127,6 @@ class Env:
         return Path("/sys/fs/cgroup", controller, self.prefix, *parts)
 
 
-def _our_pids(state: Path, netns: str) -> list[int]:
-    """Shims of this state dir and every process in the test's namespace (the containers')."""
-    pids = []
-    inode = os.stat(netns).st_ino
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        pid = int(entry)
-        if any(str(state) in arg for arg in cmdline(pid)):
-            pids.append(pid)
-            continue
-        with contextlib.suppress(OSError):
-            if os.stat(f"/proc/{pid}/ns/net").st_ino == inode:
-                pids.append(pid)
-    return [p for p in pids if alive(p, proc_start_time(p))]
-
-
 def _mounts_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo") as handle:
         points = [line.split()[4] for line in handle]
@@ -162,7 +145,7 @@ def _task_cgroups(prefix: str) -> list[str]:
 
 def leftovers(env: Env) -> dict[str, list[str]]:
     found = {
-        "processes": [" ".join(cmdline(p)) or str(p) for p in _our_pids(env.state, env.netns)],
+        "processes": [" ".join(cmdline(p)) or str(p) for p in hostcheck.our_pids(env.state, env.netns)],
         "mounts": _mounts_under(env.state),
         "runc containers": _runc_containers(env.state),
         "cgroups": _task_cgroups(env.prefix),
@@ -182,11 +165,13 @@ def env(rootfs: Path) -> Iterator[Env]:
         yield env
     finally:
         left = leftovers(env)
-        for pid in _our_pids(state, env.netns):  # only the test's: shims of its state dir, or in its netns
+        for pid in hostcheck.our_pids(
+            state, env.netns
+        ):  # only the test's: shims of its state dir, or in its netns
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while _our_pids(state, env.netns) and time.monotonic() < deadline:
+        while hostcheck.our_pids(state, env.netns) and time.monotonic() < deadline:
             time.sleep(0.02)
         with contextlib.suppress(ChildProcessError):
             while os.waitpid(-1, os.WNOHANG)[0]:
@@ -646,7 +631,7 @@ def test_exec_runs_inside_the_container_and_is_killed_on_timeout(env: Env) -> No
     def probes_alive() -> list[int]:
         return [
             p
-            for p in _our_pids(env.state, env.netns)
+            for p in hostcheck.our_pids(env.state, env.netns)
             if cmdline(p) in (["sleep", "300"], ["sh", "-c", probe])
         ]
 
