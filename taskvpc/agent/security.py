@@ -24,8 +24,8 @@ from typing import Any, Protocol
 
 from taskvpc.agent import netplan
 from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir, compile_rule
-from taskvpc.netmodel.nft_compile import render, rule_text
+from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
+from taskvpc.netmodel.nft_compile import render
 from taskvpc.netmodel.nft_update import render_update
 from taskvpc.netmodel.security_groups import Rule, rule_from_doc
 
@@ -53,30 +53,13 @@ def groups_from_wire(docs: Any) -> dict[str, GroupRules]:
         rule_docs = doc.get("rules")
         for rule_doc in rule_docs if isinstance(rule_docs, list) else []:
             try:
-                rule = rule_from_doc(rule_doc)
-                _check_enforceable(rule)
+                rule = rule_from_doc(rule_doc)  # checked as the EC2 API checks rules
             except Exception as exc:  # a newer control plane's rule kind, or nonsense: enforce the rest
                 log.warning("unreadable rule skipped group=%s error=%r", doc["groupId"], exc)
                 continue
             (egress if rule.direction == "egress" else ingress).append(rule)
         groups[doc["groupId"]] = GroupRules(doc["groupId"], tuple(ingress), tuple(egress))
     return groups
-
-
-_PROBE_MODEL = FirewallModel(table="probe", enis=(), groups={}, host_port="probe-host")
-
-
-def _check_enforceable(rule: Rule) -> None:
-    """Raise unless the rule compiles to nft text nft accepts (ports and ICMP fields in range, CIDRs)."""
-    if rule.protocol in ("tcp", "udp"):
-        if rule.from_port is None or rule.to_port is None or not 0 <= rule.from_port <= rule.to_port <= 65535:
-            raise ValueError(f"port range {rule.from_port}-{rule.to_port}")
-    elif rule.protocol in ("icmp", "icmpv6"):
-        for value in (rule.from_port, rule.to_port):
-            if value is not None and not -1 <= value <= 255:
-                raise ValueError(f"ICMP type/code {value}")
-    for nft_rule in compile_rule(rule, _PROBE_MODEL, "accept"):
-        rule_text(nft_rule)  # CIDRs with host bits set, unknown protocols: raise here, not in a batch
 
 
 @dataclass

@@ -490,18 +490,26 @@ def new_group_egress() -> Rule:
 def rule_from_doc(doc: Mapping[str, Any]) -> Rule:
     """A ``SecurityGroupRule`` document (DescribeSecurityGroupRules' shape) as a :class:`Rule`.
 
-    EC2 shows ``-1`` ports for "all" and port-less protocols; only tcp/udp/icmp/icmpv6 keep them.
+    EC2 shows ``-1`` ports for "all" and port-less protocols; only tcp/udp/icmp/icmpv6 keep them. The
+    document is checked as the API checks a permission (ports in range, CIDRs as EC2 writes them), so
+    a rule read from elsewhere than the store (the agent's wire) is never one nft would refuse.
     """
     protocol = normalize_protocol(str(doc["IpProtocol"]))
-    keeps_ports = protocol in PORTED_PROTOCOLS | ICMP_PROTOCOLS
+    from_port, to_port = normalize_ports(protocol, doc.get("FromPort"), doc.get("ToPort"))
+    cidr_ipv4, cidr_ipv6 = doc.get("CidrIpv4"), doc.get("CidrIpv6")
+    for cidr, normalize in ((cidr_ipv4, normalize_ipv4_cidr), (cidr_ipv6, normalize_ipv6_cidr)):
+        if (
+            cidr is not None and normalize(cidr) != cidr
+        ):  # stored CIDRs are normalised: host bits mean garbage
+            raise malformed_cidr(str(cidr))
     referenced = doc.get("ReferencedGroupInfo") or {}
     return Rule(
         direction="egress" if doc["IsEgress"] else "ingress",
         protocol=protocol,
-        from_port=int(doc["FromPort"]) if keeps_ports else None,
-        to_port=int(doc["ToPort"]) if keeps_ports else None,
-        cidr_ipv4=doc.get("CidrIpv4"),
-        cidr_ipv6=doc.get("CidrIpv6"),
+        from_port=from_port,
+        to_port=to_port,
+        cidr_ipv4=cidr_ipv4,
+        cidr_ipv6=cidr_ipv6,
         group_id=referenced.get("GroupId"),
         group_owner_id=referenced.get("UserId"),
         prefix_list_id=doc.get("PrefixListId"),
