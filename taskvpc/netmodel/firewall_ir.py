@@ -58,7 +58,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -254,13 +254,18 @@ def group_members(model: FirewallModel) -> dict[str, tuple[str, ...]]:
 
 def referenced_groups(model: FirewallModel, enis: Sequence[EniPort] | None = None) -> set[str]:
     """Groups named as peers by the rules of the groups ``enis`` (default: all ENIs) carry."""
-    carried = {gid for eni in (model.enis if enis is None else enis) for gid in eni.group_ids}
+    return groups_named_by(
+        model, {gid for eni in (model.enis if enis is None else enis) for gid in eni.group_ids}
+    )
+
+
+def groups_named_by(model: FirewallModel, group_ids: Iterable[str]) -> set[str]:
+    """Groups named as peers by the rules of ``group_ids``."""
     out: set[str] = set()
-    for gid in carried:
+    for gid in group_ids:
         group = model.groups.get(gid)
-        if group is None:
-            continue
-        out.update(r.group_id for r in (*group.ingress, *group.egress) if r.group_id is not None)
+        if group is not None:
+            out.update(r.group_id for r in (*group.ingress, *group.egress) if r.group_id is not None)
     return out
 
 

@@ -41,6 +41,7 @@ from taskvpc.netmodel.firewall_ir import (
     group_in_chain,
     group_out_chain,
     group_set,
+    groups_named_by,
     in_chain,
     out_chain,
 )
@@ -221,11 +222,7 @@ def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
 def _referenced_sets(model: FirewallModel, group_ids: Sequence[str]) -> list[str]:
     """Create (and fill with the model's members) the sets the rules of ``group_ids`` name."""
     t = model.table
-    wanted: set[str] = set()
-    for gid in group_ids:
-        group = model.groups.get(gid)
-        if group is not None:
-            wanted.update(r.group_id for r in (*group.ingress, *group.egress) if r.group_id is not None)
+    wanted = groups_named_by(model, group_ids)
     members: dict[str, list[str]] = {gid: [] for gid in wanted}
     for other in model.enis:  # one pass, only the groups these rules name
         for gid in wanted.intersection(other.group_ids):

@@ -230,25 +230,13 @@ def container_dir(state_dir: Path, task_id: str, name: str) -> Path:
 
 def read_logs(state_dir: str | os.PathLike[str], task_id: str, container: str | None = None) -> str:
     """A container's captured stdout+stderr (all containers of the task, headed by name, when None)."""
+    from taskvpc.agent.runtime.logs import read_container_log
+
     base = task_dir(Path(state_dir), task_id)
     if container is not None:
-        return _container_log(base / container)
+        return read_container_log(base / container)
     parts = []
     for entry in sorted(base.iterdir()) if base.is_dir() else []:
         if (entry / "log").is_file():
-            parts.append(f"==> {entry.name} <==\n{_container_log(entry)}")
+            parts.append(f"==> {entry.name} <==\n{read_container_log(entry)}")
     return "\n".join(parts)
-
-
-def _container_log(directory: Path) -> str:
-    """``log`` after its rotated predecessors (``log.N`` is older than ``log.N-1``), oldest first."""
-    rotated = sorted(
-        (p for p in directory.glob("log.*") if p.suffix[1:].isdigit()), key=lambda p: -int(p.suffix[1:])
-    )
-    text = []
-    for path in [*rotated, directory / "log"]:
-        try:
-            text.append(path.read_text(errors="replace"))
-        except FileNotFoundError:
-            continue
-    return "".join(text)

@@ -24,6 +24,11 @@ def _rotated(directory: Path) -> list[Path]:
     return sorted(found, key=lambda p: -int(p.suffix[1:]))
 
 
+def read_container_log(directory: Path) -> str:
+    """Everything kept of a container's output: its rotated files, oldest first, then ``log``."""
+    return b"".join(_read(p) for p in [*_rotated(directory), directory / "log"]).decode(errors="replace")
+
+
 class LogFollower:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
