@@ -15,7 +15,15 @@ import pytest
 
 from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
-from tests.root.upserver import REPO, RootServer, container_pids, fetch, web_group
+from tests.root.upserver import (
+    REPO,
+    RootServer,
+    container_pids,
+    container_processes,
+    fetch,
+    is_our_shim,
+    web_group,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -126,15 +134,7 @@ def agent_pids(server: RootServer) -> list[int]:
 
 
 def shims_alive(state_dir: Path) -> list[int]:
-    alive = []
-    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
-        try:
-            pid = int(json.loads(pid_file.read_text())["shimPid"])
-            if b"taskvpc-shim" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                alive.append(pid)
-        except (OSError, ValueError, KeyError):
-            continue
-    return alive
+    return [shim for shim, _ in container_processes(state_dir) if is_our_shim(shim)]
 
 
 def run_one(server: RootServer) -> tuple[str, str]:

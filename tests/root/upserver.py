@@ -14,10 +14,31 @@ from pathlib import Path
 
 import pytest
 
+from taskvpc.agent.runtime.procs import proc_start_time
 from tests.integration.server import VENV_BIN, TaskvpcServer
 from tests.root import hostcheck
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def container_processes(state_dir: Path) -> list[tuple[int, int]]:
+    """(shim pid, container main pid) of every container the test's agent keeps a pid file for."""
+    found = []
+    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
+        try:
+            doc = json.loads(pid_file.read_text())
+            found.append((int(doc["shimPid"]), int(doc["pid"])))
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def is_our_shim(pid: int, state_dir: Path | None = None) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"taskvpc-shim" in cmdline and (state_dir is None or str(state_dir).encode() in cmdline)
 
 
 def kill_task_shims(state_dir: Path) -> None:
@@ -25,29 +46,16 @@ def kill_task_shims(state_dir: Path) -> None:
     shim, SIGKILL to each container's main process that outlives it (a container's PID 1 may ignore
     SIGTERM)."""
     targets = []
-    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
-        try:
-            doc = json.loads(pid_file.read_text())
-            shim, main = int(doc["shimPid"]), int(doc["pid"])
-            cmdline = Path(f"/proc/{shim}/cmdline").read_bytes()
-        except (OSError, ValueError, KeyError):
-            continue
-        if b"taskvpc-shim" in cmdline and str(state_dir).encode() in cmdline:
-            targets.append((shim, main, _start_time(main)))
+    for shim, main in container_processes(state_dir):
+        if is_our_shim(shim, state_dir):
+            targets.append((main, proc_start_time(main)))
             os.kill(shim, signal.SIGTERM)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_start_time(m) == t and t is not None for _, m, t in targets):
+    while time.monotonic() < deadline and any(t is not None and proc_start_time(m) == t for m, t in targets):
         time.sleep(0.05)
-    for _, main, started in targets:
-        if started is not None and _start_time(main) == started:
+    for main, started in targets:
+        if started is not None and proc_start_time(main) == started:
             os.kill(main, signal.SIGKILL)
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class RootServer(TaskvpcServer):
@@ -136,10 +144,4 @@ def web_group(server: RootServer, name: str = "web") -> str:
 
 def container_pids(state_dir: Path) -> list[int]:
     """The main process of every container the test's agent runs (from the runtime's pid files)."""
-    pids = []
-    for pid_file in state_dir.glob("agent/tasks/*/*/pid"):
-        try:
-            pids.append(int(json.loads(pid_file.read_text())["pid"]))
-        except (OSError, ValueError, KeyError):
-            continue
-    return pids
+    return [main for _, main in container_processes(state_dir)]
