@@ -50,6 +50,8 @@ def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
     if _whole_table_needed(old, new):
         return render(compile_ir(new))
     assert old is not None
+    if old == new:  # most desired-state answers (a task's status moved) change nothing here
+        return ""
     before = {e.eni_id: e for e in old.enis}
     after = {e.eni_id: e for e in new.enis}
     parts: list[str] = []
