@@ -93,17 +93,22 @@ def subnets(net: int) -> list[tuple[str, str]]:
     return [("subnet-0a", f"10.{net}.0.0/20"), ("subnet-0b", f"10.{net}.16.0/20")]
 
 
+def test_eni(n: int, ip: str, gateway: str, tag: str = "task") -> TaskEni:
+    """A task ENI with a fresh id and task key, MAC 02:7e:...:n, in a /20."""
+    return TaskEni(
+        eni_id="eni-" + secrets.token_hex(9)[:17],
+        mac=f"02:7e:00:00:00:{n:02x}",
+        ip=ip,
+        prefix_len=20,
+        gateway=gateway,
+        task_key=f"{tag}{n}-" + secrets.token_hex(3),
+    )
+
+
 def task_eni(i: int, tag: str, net: int = NET) -> TaskEni:
     """Task ``i`` of a lab: subnets alternate, addresses 10.net.{0,16}.(10 + i), MACs 02:7e:...:(i + 1)."""
     third = 0 if i % 2 == 0 else 16
-    return TaskEni(
-        eni_id="eni-" + secrets.token_hex(9)[:17],
-        mac=f"02:7e:00:00:00:{i + 1:02x}",
-        ip=f"10.{net}.{third}.{10 + i}",
-        prefix_len=20,
-        gateway=f"10.{net}.{third}.1",
-        task_key=f"{tag}{i}-" + secrets.token_hex(3),
-    )
+    return test_eni(i + 1, f"10.{net}.{third}.{10 + i}", f"10.{net}.{third}.1", tag)
 
 
 def _ip(*args: str) -> None:

@@ -26,7 +26,7 @@ from taskvpc.netmodel.evaluator import Eni, Flow, GroupRules, evaluate
 from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
 from taskvpc.netmodel.nft_compile import render
 from taskvpc.netmodel.security_groups import Rule, new_group_egress, rules_from_permissions
-from tests.root import hostcheck
+from tests.root import fwlab, hostcheck
 
 pytestmark = [
     pytest.mark.root,
@@ -110,14 +110,7 @@ class World:
 
 
 def _eni(n: int, ip: str, gateway: str) -> TaskEni:
-    return TaskEni(
-        eni_id="eni-" + secrets.token_hex(9)[:17],
-        mac=f"02:7f:00:00:00:{n:02x}",
-        ip=ip,
-        prefix_len=20,
-        gateway=gateway,
-        task_key=f"fw{n}-" + secrets.token_hex(4),
-    )
+    return fwlab.test_eni(n, ip, gateway, "fw")
 
 
 @pytest.fixture

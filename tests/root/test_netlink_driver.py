@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.root import hostcheck
+from tests.root import fwlab, hostcheck
 
 pytestmark = [
     pytest.mark.root,
@@ -92,14 +92,7 @@ class World:
 
 
 def _eni(n: int, ip: str, gateway: str) -> TaskEni:
-    return TaskEni(
-        eni_id="eni-" + secrets.token_hex(9)[:17],
-        mac=f"02:7e:00:00:00:{n:02x}",
-        ip=ip,
-        prefix_len=20,
-        gateway=gateway,
-        task_key=f"task{n}-" + secrets.token_hex(4),
-    )
+    return fwlab.test_eni(n, ip, gateway, "task")
 
 
 def build(driver: NetlinkDriver) -> World:
