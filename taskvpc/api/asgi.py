@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from taskvpc.api.agent_api import PREFIX as AGENT_PREFIX, AgentApi
 from taskvpc.api.app import ControlPlane
+from taskvpc.control.reconcile import Runner
 from taskvpc.wire.http import HttpRequest, HttpResponse
 
 Scope = MutableMapping[str, Any]
@@ -19,13 +21,14 @@ _HEALTH = HttpResponse(200, b'{"status":"ok"}', [("content-type", "application/j
 
 
 class Application:
-    def __init__(self, control_plane: ControlPlane) -> None:
+    def __init__(self, control_plane: ControlPlane, reconcilers: Runner | None = None) -> None:
         self.control_plane = control_plane
         self.agent_api = AgentApi(control_plane)
+        self.reconcilers = reconcilers  # started and stopped with the server (the ASGI lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, self._start, self._stop)
             return
         if scope["type"] != "http":
             return
@@ -41,6 +44,19 @@ class Application:
         else:
             response = await self.control_plane.handle_aws(request)
         await _write_response(send, response)
+
+    async def _start(self) -> None:
+        if self.reconcilers is not None:
+            loop, notifier = asyncio.get_running_loop(), self.control_plane.notifier
+
+            def wake(instance_ids: Iterable[str]) -> None:  # from the runner's thread
+                loop.call_soon_threadsafe(notifier.wake, tuple(instance_ids))
+
+            self.reconcilers.start(wake)
+
+    async def _stop(self) -> None:
+        if self.reconcilers is not None:
+            await asyncio.to_thread(self.reconcilers.stop)
 
 
 async def _read_request(scope: Scope, receive: Receive) -> HttpRequest | None:
@@ -79,11 +95,15 @@ async def _write_response(send: Send, response: HttpResponse) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def _lifespan(
+    receive: Receive, send: Send, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            await start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await stop()
             await send({"type": "lifespan.shutdown.complete"})
             return

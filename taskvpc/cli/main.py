@@ -41,6 +41,24 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--net-prefix", default=None, help="name prefix of the local agent's namespaces and links"
     )
+    up.add_argument(
+        "--stopped-task-retention",
+        type=_seconds,
+        default=3600.0,
+        help="seconds a stopped task stays in DescribeTasks/ListTasks (ECS: at least an hour)",
+    )
+    up.add_argument(
+        "--agent-timeout",
+        type=_seconds,
+        default=60.0,
+        help="seconds without a poll after which agentConnected is false (keep it above 30)",
+    )
+    up.add_argument(
+        "--attachment-timeout",
+        type=_seconds,
+        default=180.0,
+        help="seconds a task ENI may wait for its agent before the task fails",
+    )
     up.add_argument("--log-level", default="info")
 
     env = commands.add_parser("env", help="print exports that point the aws CLI and SDKs at taskvpc")
@@ -81,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(args.state_dir or config.default_state_dir(), args.region, args.keep)
     return _env(args)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -148,6 +173,7 @@ def _up(args: argparse.Namespace) -> int:
 
     from taskvpc.api.app import ControlPlane, Settings
     from taskvpc.api.asgi import Application
+    from taskvpc.control import reconcile
     from taskvpc.store.db import Database, sqlite_url
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -171,7 +197,14 @@ def _up(args: argparse.Namespace) -> int:
     )
     control_plane = ControlPlane(settings, database)
     control_plane.prepare_region(args.region)  # other regions get theirs on first use
-    app = Application(control_plane)
+    reconcile_settings = reconcile.Settings(
+        stopped_task_retention=args.stopped_task_retention,
+        agent_timeout=args.agent_timeout,
+        attachment_timeout=args.attachment_timeout,
+    )
+    app = Application(
+        control_plane, reconcile.build_runner(database, control_plane.context, reconcile_settings)
+    )
     agent = None
     if not args.no_agent and os.geteuid() != 0:
         print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)

@@ -393,6 +393,21 @@ def finish(doc: Doc, now: float) -> None:
     doc.setdefault("executionStoppedAt", now)
 
 
+def fail_unattached(doc: Doc, reason: str, now: float) -> bool:
+    """The ENI was never attached in time: attachment ``FAILED``, the task stopped (``TaskFailedToStart``
+    with ``reason``, unless a stop came first) and its containers cancelled; the caller then releases the
+    ENI (:func:`finish`). False when the attachment is not ``PRECREATED`` any more (nothing to do)."""
+    attachment = _eni_attachment(doc)
+    if attachment is None or attachment["status"] != AttachmentStatus.PRECREATED.value:
+        return False
+    _move_attachment(attachment, AttachmentEvent.FAILED)
+    request_stop(doc, TaskEvent.FAILED_TO_START, StopCode.TASK_FAILED_TO_START, reason, now)
+    for container in doc["containers"]:
+        _stop_container(container)
+    doc.setdefault("executionStoppedAt", now)
+    return True
+
+
 def force_stop(doc: Doc, code: StopCode, reason: str | None, now: float) -> None:
     """The instance is gone (forced deregistration): stop without the agent; the caller then releases."""
     request_stop(doc, TaskEvent.STOP_REQUESTED, code, reason, now)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -227,6 +228,8 @@ container_instances = Table(
     Column("ec2_instance_id", String(32), nullable=False),
     Column("status", String(32), nullable=False),
     Column("agent_heartbeat", Float, nullable=True),  # last poll of its agent (epoch seconds)
+    # agentConnected as last decided: a poll sets it, the agent reconciler clears it (revision 0004)
+    Column("agent_connected", Boolean, nullable=False, server_default=false()),
     Column("registered_at", Float, nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("generation", BigInteger, nullable=False),
@@ -279,9 +282,11 @@ tasks = Table(
     Column("eni_id", String(32), nullable=True),  # the task ENI while it holds one of the instance's slots
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    Column("stopped_at", Float, nullable=True),  # when it became STOPPED: its retention runs from here (0004)
     Column("body", Text, nullable=False),  # the DescribeTasks document
     Column("spec", Text, nullable=False),  # what the agent needs: effective containers, the ENI, ...
     UniqueConstraint("arn", name="uq_tasks_arn"),
     Index("ix_tasks_cluster", "region", "cluster", "desired_status", "arn"),
     Index("ix_tasks_instance", "container_instance_id", "last_status"),
+    Index("ix_tasks_status_stopped", "last_status", "stopped_at"),
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, update
+from sqlalchemy import Connection, case, delete, insert, update
 
 from taskvpc.store.ecs_repo import dumps, loads
 from taskvpc.store.rawsql import fetch_all, fetch_one, placeholders
@@ -52,6 +52,7 @@ _INSTANCE_COLUMNS = (
     "ec2_instance_id",
     "status",
     "agent_heartbeat",
+    "agent_connected",
     "registered_at",
     "version",
     "generation",
@@ -74,6 +75,7 @@ _SELECT_INSTANCE = f"SELECT {', '.join(_INSTANCE_COLUMNS)} FROM container_instan
 def _instance(row: Sequence[Any]) -> Row:
     out = dict(zip(_INSTANCE_COLUMNS, row, strict=True))
     out["body"] = loads(out["body"])
+    out["agent_connected"] = bool(out["agent_connected"])  # SQLite answers 0/1
     return out
 
 
@@ -140,11 +142,17 @@ def bump_generation(conn: Connection, instance_id: str) -> None:
 
 
 def set_heartbeat(conn: Connection, instance_id: str, now: float) -> None:
+    """The agent polled or reported: it is connected. Connecting again is a change of the instance
+    (``version`` + 1), as ECS counts a container instance state change event for it."""
     c = container_instances.c
     conn.execute(
         update(container_instances)
         .where(c.id == instance_id, c.status != "INACTIVE")
-        .values(agent_heartbeat=now)
+        .values(
+            agent_heartbeat=now,
+            agent_connected=True,
+            version=c.version + case((c.agent_connected, 0), else_=1),
+        )
     )
 
 
@@ -292,8 +300,16 @@ def _task(row: Sequence[Any]) -> Row:
     return out
 
 
+def _stopped_at(body: dict[str, Any], now: float) -> float | None:
+    if body["lastStatus"] != "STOPPED":
+        return None
+    return float(body.get("stoppedAt") or now)
+
+
 def insert_task(conn: Connection, row: Row) -> None:
-    conn.execute(insert(tasks).values(**{**row, "body": dumps(row["body"]), "spec": dumps(row["spec"])}))
+    stopped_at = _stopped_at(row["body"], row["updated_at"])
+    values = {**row, "body": dumps(row["body"]), "spec": dumps(row["spec"]), "stopped_at": stopped_at}
+    conn.execute(insert(tasks).values(**values))
 
 
 def get_tasks(conn: Connection, region: str, cluster: str, task_ids: Iterable[str]) -> dict[str, Row]:
@@ -302,6 +318,11 @@ def get_tasks(conn: Connection, region: str, cluster: str, task_ids: Iterable[st
         return {}
     sql = _SELECT_TASK + f" WHERE region = ? AND cluster = ? AND id IN ({placeholders(len(wanted))})"
     return {r["id"]: r for r in map(_task, fetch_all(conn, sql, (region, cluster, *wanted)))}
+
+
+def get_task(conn: Connection, task_id: str) -> Row | None:
+    row = fetch_one(conn, _SELECT_TASK + " WHERE id = ?", (task_id,))
+    return _task(row) if row else None
 
 
 def get_tasks_by_arn(conn: Connection, arns: Sequence[str]) -> list[Row]:
@@ -331,6 +352,7 @@ def update_task(conn: Connection, task: Row, now: float) -> None:
             version=body["version"],
             eni_id=task["eni_id"],
             updated_at=now,
+            stopped_at=_stopped_at(body, now),
             body=dumps(body),
         )
     )

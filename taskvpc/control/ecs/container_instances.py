@@ -4,9 +4,9 @@ and the task use cases share about instances (registration, views, scheduler sna
 
 An instance's resources are columns: what it registered, what its live tasks use (recomputed from them),
 its task-ENI capacity (the instance type's ENIs minus the primary, or the agent's ``maxTaskEnis``).
-``agentConnected`` is true while its agent long-polls (a poll at most 60 s ago); an instance that
-registered but whose agent never polled is not connected, as a real one whose agent never opened its
-ACS session.
+``agentConnected`` is true from its agent's poll on, until the agent reconciler finds the agent silent
+for ``AGENT_TIMEOUT`` (``taskvpc.control.reconcile.agents``); an instance that registered but whose agent
+never polled is not connected, as a real one whose agent never opened its ACS session.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ FORCED_DEREGISTRATION_REASON = "Container instance deregistered"  # unconfirmed:
 
 
 def agent_connected(row: Row, now: float) -> bool:
-    heartbeat = row["agent_heartbeat"]
-    return row["status"] != "INACTIVE" and heartbeat is not None and now - heartbeat < AGENT_TIMEOUT
+    """As last decided by a poll (connected) or the agent reconciler (silent too long)."""
+    return row["status"] != "INACTIVE" and bool(row["agent_connected"])
 
 
 def find_instances(
