@@ -46,9 +46,12 @@ def free_port() -> int:
 class TaskvpcServer:
     """Starts ``taskvpc up --no-agent --allow-reset`` and stops it by PID."""
 
-    def __init__(self, state_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, database_url: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.state_dir = state_dir
         self.database_url = database_url
+        self.extra_args = extra_args  # more `taskvpc up` flags
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -67,6 +70,7 @@ class TaskvpcServer:
         command += ["--state-dir", str(self.state_dir)]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        command += self.extra_args
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, env=self.env(), stdout=log, stderr=subprocess.STDOUT)
