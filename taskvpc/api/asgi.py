@@ -56,7 +56,10 @@ class Application:
 
     async def _stop(self) -> None:
         if self.reconcilers is not None:
-            await asyncio.to_thread(self.reconcilers.stop)
+            # Joined here, not in a worker thread: nothing is served any more, the join takes the key
+            # under way (milliseconds), and yielding now would let the long polls uvicorn has just
+            # cancelled answer 500 before the process ends.
+            self.reconcilers.stop()
 
 
 async def _read_request(scope: Scope, receive: Receive) -> HttpRequest | None:
