@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import default_vpc, enis
@@ -21,7 +24,7 @@ from taskvpc.control.reconcile import Runner, Settings, build_runner
 from taskvpc.domain import tasks as taskdoc
 from taskvpc.domain.lifecycle import ENI_PROVISIONING_TIMEOUT_REASON
 from taskvpc.store import ec2_repo, ecs_repo, reconcile_repo, tasks_repo
-from taskvpc.store.db import Database, sqlite_url
+from taskvpc.store.db import MIGRATIONS, Database, sqlite_url
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -321,3 +324,60 @@ def test_a_key_that_fails_is_retried_after_a_backoff(world: World, monkeypatch: 
     result = runner.run_pass("stopped-task-purge")
     assert (result.changed, result.failed) == (1, 0)
     assert world.describe(arn)["failures"][0]["reason"] == "MISSING"
+
+
+def test_migration_0004_backfills_what_the_loops_read(tmp_path: Path) -> None:
+    """A store from before the reconcilers: stopped tasks get their stop time, polled instances count as
+    connected (until the agent loop's first pass decides)."""
+    db = Database(sqlite_url(tmp_path))
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0003")
+    instance = {
+        "region": REGION, "cluster": "default", "ec2_instance_id": "i-0123456789abcdef0", "status": "ACTIVE",
+        "registered_at": T0, "version": 1, "generation": 1, "availability_zone": "us-east-1a",
+        "subnet_id": "subnet-1", "vpc_id": "vpc-1", "cpu_registered": 1, "memory_registered": 1,
+        "eni_capacity": 1, "cpu_used": 0, "memory_used": 0, "eni_used": 0, "running_count": 0,
+        "pending_count": 0, "body": "{}",
+    }  # fmt: skip
+    task = {
+        "region": REGION, "cluster": "default", "family": "web", "task_group": "family:web",
+        "launch_type": "EC2", "desired_status": "STOPPED", "version": 5, "cpu": 1, "memory": 1,
+        "created_at": T0, "body": "{}", "spec": "{}",
+    }  # fmt: skip
+    with db.engine.begin() as conn:
+        for id_, heartbeat, status in (
+            ("polled", T0, "ACTIVE"),
+            ("never", None, "ACTIVE"),
+            ("gone", T0, "INACTIVE"),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO container_instances (id, arn, agent_heartbeat, "
+                    + ", ".join(instance)
+                    + ") VALUES (:id, :id, :heartbeat, "
+                    + ", ".join(f":{k}" for k in instance)
+                    + ")"
+                ),
+                {**instance, "id": id_, "heartbeat": heartbeat, "status": status},
+            )
+        for id_, last in (("stopped", "STOPPED"), ("running", "RUNNING")):
+            conn.execute(
+                text(
+                    "INSERT INTO tasks (id, arn, last_status, updated_at, "
+                    + ", ".join(task)
+                    + ") VALUES (:id, :id, :last, :updated, "
+                    + ", ".join(f":{k}" for k in task)
+                    + ")"
+                ),
+                {**task, "id": id_, "last": last, "updated": T0 + 7},
+            )
+    db.migrate()
+    with db.engine.connect() as conn:
+        connected = dict(conn.execute(text("SELECT id, agent_connected FROM container_instances")).all())
+        stopped_at = dict(conn.execute(text("SELECT id, stopped_at FROM tasks")).all())
+    db.dispose()
+    assert {k: bool(v) for k, v in connected.items()} == {"polled": True, "never": False, "gone": False}
+    assert stopped_at == {"stopped": T0 + 7, "running": None}
