@@ -5,8 +5,8 @@ and the task use cases share about instances (registration, views, scheduler sna
 An instance's resources are columns: what it registered, what its live tasks use (recomputed from them),
 its task-ENI capacity (the instance type's ENIs minus the primary, or the agent's ``maxTaskEnis``).
 ``agentConnected`` is true from its agent's poll on, until the agent reconciler finds the agent silent
-for ``AGENT_TIMEOUT`` (``taskvpc.control.reconcile.agents``); an instance that registered but whose agent
-never polled is not connected, as a real one whose agent never opened its ACS session.
+for ``AGENT_TIMEOUT`` (``taskvpc.control.reconcile.loops.AgentSilence``); an instance that registered
+but whose agent never polled is not connected, as a real one whose agent never opened its ACS session.
 """
 
 from __future__ import annotations
