@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +26,9 @@ from taskvpc.control.ec2.default_vpc import ensure_region
 from taskvpc.control.registry import handler_for
 from taskvpc.domain.arns import root_principal_arn
 from taskvpc.domain.errors import ClientError
+from taskvpc.domain.regions import is_region
 from taskvpc.store.db import Database, wipe
-from taskvpc.wire import auth_errors, json11, query, sigv4
+from taskvpc.wire import auth_errors, json11, presigned_json, query, sigv4
 from taskvpc.wire.http import HttpRequest, HttpResponse
 from taskvpc.wire.shapes import ServiceSpec
 from taskvpc.wire.validate import ec2_validation_error, query_validation_error, validate
@@ -38,6 +40,8 @@ _REGIONAL = frozenset({"ecs", "ec2"})
 # SigV4 signing name -> botocore service name.
 _BY_SIGNING_NAME = {"ecs": "ecs", "ec2": "ec2", "elasticloadbalancing": "elbv2", "sts": "sts"}
 _ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+# The Action of a query request, found by one scan (the form is only parsed once the signature holds).
+_ACTION = re.compile(rb"(?:^|&)Action=([A-Za-z0-9]{1,64})(?:&|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +105,28 @@ class ControlPlane:
         spec = self._guess_spec(request)
         now = self.clock()
         try:
-            identity = sigv4.verify(request, self.secret_for, datetime.fromtimestamp(now, UTC))
+            # The raw body's hash is checked before anything of it is parsed; the scope must name a real
+            # region and the service the request is for (an ECS target is signed for ecs).
+            identity = sigv4.verify(
+                request,
+                self.secret_for,
+                datetime.fromtimestamp(now, UTC),
+                service=_expected_service(request, spec),
+                valid_region=is_region,
+            )
         except sigv4.AuthFailure as failure:
             error = auth_errors.auth_error(failure, spec.protocol, datetime.fromtimestamp(now, UTC))
             return self._error(spec, error, request_id)
         signed_spec = self.specs.get(_BY_SIGNING_NAME.get(identity.service, ""))
-        if signed_spec is None:
+        if signed_spec is None:  # a second Credential= in the header can name another service
             error = ClientError("UnrecognizedClientException", f"Unknown service '{identity.service}'.", 400)
             return self._error(spec, error, request_id)
         spec = signed_spec
         try:
+            if identity.presigned and spec.protocol == "json" and not request.body.strip():
+                # botocore's presigned POST carries the operation's parameters in the URL.
+                operation = json11.operation_for_target(spec, request.headers.get("x-amz-target"))
+                request = replace(request, body=presigned_json.body_from_query(operation, request.query_string))
             operation_name, params = self._decode(spec, request)
             handler = handler_for(spec.name, operation_name)
             if handler is None:
@@ -141,8 +157,8 @@ class ControlPlane:
             return self.specs[_BY_SIGNING_NAME[scope.service]]
         if "x-amz-target" in request.headers:
             return self.specs["ecs"]
-        form = query.parse_form(request.body, request.query_string)
-        action = form.get("Action", "")
+        found = _ACTION.search(request.query_string.encode("latin-1")) or _ACTION.search(request.body)
+        action = found.group(1).decode() if found else ""
         for name in ("ec2", "elbv2", "sts"):
             if action in self.specs[name].operations:
                 return self.specs[name]
@@ -191,6 +207,18 @@ class ControlPlane:
         self.regions_ready.clear()  # the next request of a region lays its default VPC out again
         self.notifier.wake_all()  # waiting polls re-read and find their instance gone
         return _json(200, {"reset": True})
+
+
+def _expected_service(request: HttpRequest, guessed: ServiceSpec) -> str | None:
+    """The signing name the credential scope must have: ``ecs`` for an ECS target, else any service this
+    endpoint serves (None), else the guessed service's (AWS's "Credential should be scoped to correct
+    service" names the endpoint's)."""
+    if request.headers.get("x-amz-target", "").startswith(_ECS_TARGET_PREFIX):
+        return "ecs"
+    scope = sigv4.credential_scope(request)
+    if scope is not None and scope.service in _BY_SIGNING_NAME:
+        return None
+    return guessed.signing_name
 
 
 def _new_uuid() -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from taskvpc.api.agent_api import PREFIX as AGENT_PREFIX, AgentApi
 from taskvpc.api.app import ControlPlane
+from taskvpc.api.limits import body_limit
 from taskvpc.control.reconcile import Runner
 from taskvpc.wire.http import HttpRequest, HttpResponse
 
@@ -16,8 +17,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-MAX_BODY = 16 * 1024 * 1024  # far above any ECS/EC2 request; refuses a runaway upload early
 _HEALTH = HttpResponse(200, b'{"status":"ok"}', [("content-type", "application/json")])
+_TOO_LARGE = HttpResponse(
+    413, b'{"message":"request body too large"}', [("content-type", "application/json")]
+)
 
 
 class Application:
@@ -32,10 +35,25 @@ class Application:
             return
         if scope["type"] != "http":
             return
-        request = await _read_request(scope, receive)
-        if request is None:
-            response = HttpResponse(413, b'{"message":"request body too large"}')
-        elif request.path == "/_taskvpc/health":
+        headers = _headers(scope)
+        path = _path(scope)
+        limit = body_limit(path, headers)
+        declared = headers.get("content-length", "0")
+        if not declared.isdigit() or len(declared) > 12 or int(declared) > limit:
+            await _write_response(send, _TOO_LARGE)
+            return
+        body = await _read_body(receive, limit)
+        if body is None:  # the peer went away, or a chunked body outgrew the limit
+            await _write_response(send, _TOO_LARGE)
+            return
+        request = HttpRequest(
+            method=scope["method"],
+            path=path,
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+            body=body,
+        )
+        if request.path == "/_taskvpc/health":
             response = _HEALTH
         elif request.path == "/_taskvpc/reset" and request.method == "POST":
             response = await self.control_plane.reset(request)
@@ -62,33 +80,36 @@ class Application:
             self.reconcilers.stop()
 
 
-async def _read_request(scope: Scope, receive: Receive) -> HttpRequest | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None when the peer disconnects first or sends more than ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return None  # never act on a truncated request
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
-            if size > MAX_BODY:
+            if size > limit:
                 return None
             chunks.append(chunk)
         if not message.get("more_body", False):
-            break
+            return b"".join(chunks)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope["headers"]:
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+def _path(scope: Scope) -> str:
     raw_path = scope.get("raw_path")
-    path = raw_path.decode("latin-1").partition("?")[0] if raw_path else scope["path"]
-    return HttpRequest(
-        method=scope["method"],
-        path=path,
-        query_string=scope.get("query_string", b"").decode("latin-1"),
-        headers=headers,
-        body=b"".join(chunks),
-    )
+    return raw_path.decode("latin-1").partition("?")[0] if raw_path else str(scope["path"])
 
 
 async def _write_response(send: Send, response: HttpResponse) -> None:

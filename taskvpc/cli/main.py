@@ -173,6 +173,8 @@ def _up(args: argparse.Namespace) -> int:
 
     from taskvpc.api.app import ControlPlane, Settings
     from taskvpc.api.asgi import Application
+    from taskvpc.api.limits import Limits
+    from taskvpc.api.server import guarded_protocol
     from taskvpc.control import reconcile
     from taskvpc.store.db import Database, sqlite_url
 
@@ -228,13 +230,17 @@ def _up(args: argparse.Namespace) -> int:
     print(
         f'taskvpc: eval "$(taskvpc env --state-dir {shlex.quote(str(state_dir))})" to use it', file=sys.stderr
     )
+    limits = Limits()
     server = uvicorn.Server(
         uvicorn.Config(
             app,
             host=args.host,
             port=args.port,
             loop="uvloop",
-            http="httptools",
+            # httptools with the head, body, time and connection limits an unauthenticated peer meets.
+            http=guarded_protocol(limits),
+            ws="none",
+            timeout_keep_alive=int(limits.keep_alive_timeout),
             lifespan="on",
             access_log=False,
             log_level="warning",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -181,8 +182,11 @@ def canonical_uri(path: str) -> str:
 
 def _aws_encode(raw: str) -> str:
     # Decode whatever the client percent-encoded, then encode with the unreserved set only. ``quote``
-    # always keeps letters, digits and "_.-~", which is exactly RFC 3986's unreserved set.
-    return quote(unquote_to_bytes(raw), safe="")
+    # always keeps letters, digits and "_.-~", which is exactly RFC 3986's unreserved set. A raw ``+`` is
+    # a space, as the form decoder (``query.parse_form``) reads it: the canonical form must name exactly
+    # the value that will be decoded, or ``mall+eable`` and ``mall%2Beable`` (two different values) would
+    # verify under one signature. Signers never send a raw ``+`` (botocore writes ``%20`` and ``%2B``).
+    return quote(unquote_to_bytes(raw.replace("+", " ")), safe="")
 
 
 def _query_pairs(query: str) -> list[tuple[str, str]]:
@@ -305,10 +309,13 @@ def _query_param(query: str, name: str) -> str | None:
     """Decoded value of the first ``name=`` parameter in a raw query string, without parsing the rest."""
     if name not in query:
         return None
-    for key, value in _query_pairs(query):
-        if key == name:
-            return unquote(value)
-    return None
+    found = re.search(f"(?:^|&){re.escape(name)}=([^&]*)", query)
+    return unquote(found.group(1)) if found else None
+
+
+# The auth parameters of a presigned request: found by one scan, so a large unsigned form body is not
+# split into pairs before the key and the time window are known to be good.
+_AUTH_PARAM = re.compile(r"(?:^|&)(X-Amz-[A-Za-z0-9-]+)=([^&]*)")
 
 
 def credential_scope(request: HttpRequest) -> CredentialScope | None:
@@ -345,7 +352,7 @@ class _Claim:
     signed_at: datetime
     presigned: bool
     expires: int | None
-    extra_pairs: list[tuple[str, str]]  # form-body auth: the body's pairs count as query parameters
+    form_body: str | None  # form-body auth: the body's pairs count as query parameters
     session_token: bool
 
 
@@ -393,7 +400,7 @@ def _parse_header_auth(request: HttpRequest, auth: str) -> _Claim:
         assert http_date is not None
         try:
             signed_at = _as_utc(parsedate_to_datetime(http_date))
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # year 9999 at -2359 overflows
             raise _malformed(f"Date must be in RFC 1123 format. Got '{http_date}'.") from None
         amz_date = format_amz_date(signed_at)
     return _Claim(
@@ -404,7 +411,7 @@ def _parse_header_auth(request: HttpRequest, auth: str) -> _Claim:
         signed_at=signed_at,
         presigned=False,
         expires=None,
-        extra_pairs=[],
+        form_body=None,
         session_token="x-amz-security-token" in headers,
     )
 
@@ -418,11 +425,11 @@ _PRESIGN_REQUIRED = (
 )
 
 
-def _parse_presigned(pairs: list[tuple[str, str]], extra_pairs: list[tuple[str, str]]) -> _Claim:
+def _parse_presigned(query: str, form_body: str | None) -> _Claim:
     params: dict[str, str] = {}
-    for key, value in pairs:
-        if key.startswith("X-Amz-") and key not in params:
-            params[key] = unquote(value)
+    for text in (query, form_body or ""):
+        for found in _AUTH_PARAM.finditer(text):
+            params.setdefault(found.group(1), unquote(found.group(2)))
     missing = [
         f"AWS query-string parameters must include '{name}'."
         for name in _PRESIGN_REQUIRED
@@ -448,6 +455,7 @@ def _parse_presigned(pairs: list[tuple[str, str]], extra_pairs: list[tuple[str, 
         if (
             not raw_expires.isascii()
             or not raw_expires.isdigit()
+            or len(raw_expires) > len(str(MAX_PRESIGN_EXPIRES))  # int() of 4,300+ digits raises
             or not 0 < int(raw_expires) <= MAX_PRESIGN_EXPIRES
         ):
             raise _malformed(
@@ -464,7 +472,7 @@ def _parse_presigned(pairs: list[tuple[str, str]], extra_pairs: list[tuple[str, 
         signed_at=signed_at,
         presigned=True,
         expires=expires,
-        extra_pairs=extra_pairs,
+        form_body=form_body,
         session_token="X-Amz-Security-Token" in params,
     )
 
@@ -480,13 +488,13 @@ def _claim(request: HttpRequest) -> _Claim:
             )
         return _parse_header_auth(request, auth)
     if query_auth:
-        return _parse_presigned(_query_pairs(query), [])
+        return _parse_presigned(query, None)
     if _is_form(request.headers) and b"X-Amz-Algorithm=" in request.body:
         try:
-            body_pairs = _query_pairs(request.body.decode("utf-8"))
+            form_body = request.body.decode("utf-8")
         except UnicodeDecodeError:
             raise _malformed("Form body carrying auth parameters is not UTF-8.", presigned=True) from None
-        return _parse_presigned(_query_pairs(query) + body_pairs, body_pairs)
+        return _parse_presigned(query, form_body)
     raise AuthFailure("missing", "no Authorization header and no X-Amz-Algorithm parameter")
 
 
@@ -519,7 +527,12 @@ def _check_time(claim: _Claim, now: datetime, max_skew: timedelta) -> None:
         )
 
 
-def _check_scope(claim: _Claim, expected_region: str | None, expected_service: str | None) -> CredentialScope:
+def _check_scope(
+    claim: _Claim,
+    expected_region: str | None,
+    expected_service: str | None,
+    valid_region: Callable[[str], bool] | None,
+) -> CredentialScope:
     parts = claim.credential.split("/")
     if len(parts) != 5 or not parts[0]:
         raise _malformed(
@@ -528,7 +541,9 @@ def _check_scope(claim: _Claim, expected_region: str | None, expected_service: s
             presigned=claim.presigned,
         )
     problems = []
-    if expected_region is not None and parts[2] != expected_region:
+    if (expected_region is not None and parts[2] != expected_region) or (
+        valid_region is not None and not valid_region(parts[2])
+    ):
         problems.append(f"Credential should be scoped to a valid region, not '{parts[2]}'.")
     if expected_service is not None and parts[3] != expected_service:
         problems.append(f"Credential should be scoped to correct service: '{expected_service}'.")
@@ -550,8 +565,24 @@ def _check_scope(claim: _Claim, expected_region: str | None, expected_service: s
     return CredentialScope(parts[0], parts[1], parts[2], parts[3])
 
 
+def _check_headers_signed(request: HttpRequest, claim: _Claim) -> None:
+    """Every ``x-amz-*`` header sent (``X-Amz-Target`` names the operation) must be covered by the
+    signature: otherwise anyone holding a signed request could re-point it at another operation."""
+    signed = set(claim.signed_headers)
+    unsigned = sorted(name for name in request.headers if name.startswith("x-amz-") and name not in signed)
+    if unsigned:
+        # S3's sentence for this case; the coral services' own text is UNCONFIRMED.
+        message = "There were headers present in the request which were not signed"
+        raise AuthFailure(
+            "bad_signature",
+            f"{message}: {', '.join(unsigned)}",
+            aws_message=message,
+            presigned=claim.presigned,
+        )
+
+
 def _payload_hash(request: HttpRequest, claim: _Claim) -> str:
-    if claim.extra_pairs:  # auth parameters in the form body: the body is the query, the payload is empty
+    if claim.form_body is not None:  # auth parameters in the form body: the body is the query, the payload is empty
         return EMPTY_SHA256
     declared = request.headers.get("x-amz-content-sha256")
     if declared is None and claim.presigned:
@@ -581,16 +612,20 @@ def verify(
     max_skew: timedelta = DEFAULT_MAX_SKEW,
     region: str | None = None,
     service: str | None = None,
+    valid_region: Callable[[str], bool] | None = None,
 ) -> SignedIdentity:
     """Verify a SigV4 request (header or presigned form); raise :class:`AuthFailure` if it does not hold.
 
     ``secret_for(access_key_id)`` returns the secret or None for an unknown key. ``region``/``service``,
-    when given, must match the credential scope (AWS's "Credential should be scoped ..." errors).
+    when given, must match the credential scope (AWS's "Credential should be scoped ..." errors), and so
+    must ``valid_region(scope region)`` when given. Nothing of the body is parsed before the signature
+    holds, except the pairs of a form body that itself carries the presigned parameters.
     """
     now = _as_utc(now)
     claim = _claim(request)
     _check_time(claim, now, max_skew)
-    scope = _check_scope(claim, region, service)
+    scope = _check_scope(claim, region, service, valid_region)
+    _check_headers_signed(request, claim)
     secret = secret_for(scope.access_key_id)
     if secret is None:
         raise AuthFailure(
@@ -604,7 +639,7 @@ def verify(
         request.headers,
         claim.signed_headers,
         payload_hash,
-        extra_query_pairs=claim.extra_pairs,
+        extra_query_pairs=_query_pairs(claim.form_body) if claim.form_body is not None else (),
         presigned=claim.presigned,
     )
     expected = compute_signature(secret, scope, claim.amz_date, canonical)
