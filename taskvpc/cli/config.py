@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,49 @@ DEFAULT_ACCOUNT_ID = "000000000000"
 DEFAULT_REGION = "us-east-1"
 CREDENTIALS_FILE = "credentials.json"
 SERVER_FILE = "server.json"
+DATABASE_FILES = ("taskvpc.db", "taskvpc.db-wal", "taskvpc.db-shm")
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+class StateDirError(Exception):
+    """The state dir cannot be made private (owned by someone else, not a directory)."""
+
+
+def ensure_private_state_dir(state_dir: Path) -> list[str]:
+    """Make ``state_dir`` a 0700 directory of ours and its secrets 0600, whatever the umask.
+
+    The database holds task definitions' environment secrets and the credentials file the root keys:
+    nobody else on the host may read them. A missing dir is created 0700; an existing one that is too
+    open is closed (and each fix is returned as a one-line note to print); one owned by another user,
+    or not a directory, is refused with :class:`StateDirError`.
+    """
+    notes: list[str] = []
+    if not state_dir.exists():
+        state_dir.mkdir(parents=True, mode=PRIVATE_DIR_MODE)
+        os.chmod(state_dir, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+        return notes
+    info = state_dir.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise StateDirError(f"state dir {state_dir} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise StateDirError(
+            f"state dir {state_dir} belongs to uid {info.st_uid}, not to this user ({os.geteuid()}): "
+            "refusing to keep secrets where its owner can read them"
+        )
+    if stat.S_IMODE(info.st_mode) != PRIVATE_DIR_MODE:
+        os.chmod(state_dir, PRIVATE_DIR_MODE)
+        notes.append(f"state dir {state_dir} was mode {stat.S_IMODE(info.st_mode):o}; made it 700")
+    for name in (CREDENTIALS_FILE, SERVER_FILE, *DATABASE_FILES):
+        path = state_dir / name
+        try:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, PRIVATE_FILE_MODE)
+            notes.append(f"{path} was mode {mode:o}; made it 600")
+    return notes
 
 
 def default_state_dir() -> Path:
@@ -51,7 +95,7 @@ def load_or_create_credentials(state_dir: Path) -> Credentials:
         document = json.loads(path.read_text())
         return Credentials(document["access_key_id"], document["secret_access_key"])
     credentials = _new_credentials()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         json.dump(
@@ -78,7 +122,10 @@ def account_id() -> str:
 
 
 def write_server_file(state_dir: Path, endpoint: str) -> None:
-    (state_dir / SERVER_FILE).write_text(json.dumps({"endpoint": endpoint}))
+    descriptor = os.open(state_dir / SERVER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(descriptor, "w") as handle:
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
+        json.dump({"endpoint": endpoint}, handle)
 
 
 def read_endpoint(state_dir: Path) -> str:

@@ -185,7 +185,12 @@ def _up(args: argparse.Namespace) -> int:
         print(f"taskvpc: TASKVPC_ACCOUNT_ID must be 12 digits, not {account_id!r}", file=sys.stderr)
         return 2
     state_dir: Path = args.state_dir or config.default_state_dir()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for note in config.ensure_private_state_dir(state_dir):
+            print(f"taskvpc: {note}", file=sys.stderr)
+    except config.StateDirError as error:
+        print(f"taskvpc: {error}", file=sys.stderr)
+        return 2
     credentials = config.load_or_create_credentials(state_dir)
     database = Database(args.database_url or sqlite_url(state_dir))
     database.migrate()

@@ -7,6 +7,7 @@ power cut could). PostgreSQL is the shared store when several hosts run agents.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,10 @@ from sqlalchemy.pool import QueuePool
 from taskvpc.store.schema import metadata
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The database holds secrets (task definitions' environment): owner only, whatever the umask. SQLite
+# gives the -wal and -shm files it creates the database file's own mode.
+PRIVATE_FILE_MODE = 0o600
+_SQLITE_FILE_PREFIX = "sqlite:///"
 
 
 def sqlite_url(state_dir: Path) -> str:
@@ -30,6 +35,8 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        if url.startswith(_SQLITE_FILE_PREFIX) and ":memory:" not in url:
+            _make_private(Path(url[len(_SQLITE_FILE_PREFIX) :].partition("?")[0]))
         self.engine = _make_engine(url)
 
     def migrate(self) -> None:
@@ -53,6 +60,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _make_private(database: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does (with the umask's mode), and close its companions."""
+    descriptor = os.open(database, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE_MODE)
+    finally:
+        os.close(descriptor)
+    for suffix in ("-wal", "-shm", "-journal"):
+        companion = database.with_name(database.name + suffix)
+        if companion.exists():
+            os.chmod(companion, PRIVATE_FILE_MODE)
 
 
 def _make_engine(url: str) -> Engine:
