@@ -152,12 +152,15 @@ class ControlPlane:
 
     def _guess_spec(self, request: HttpRequest) -> ServiceSpec:
         """The service a request is meant for, before it is authenticated (to render auth errors)."""
+        if request.headers.get("x-amz-target", "").startswith(_ECS_TARGET_PREFIX):
+            return self.specs["ecs"]  # whatever its scope claims: a wrong one is an ECS error
         scope = sigv4.credential_scope(request)
         if scope is not None and scope.service in _BY_SIGNING_NAME:
             return self.specs[_BY_SIGNING_NAME[scope.service]]
         if "x-amz-target" in request.headers:
             return self.specs["ecs"]
-        found = _ACTION.search(request.query_string.encode("latin-1")) or _ACTION.search(request.body)
+        raw_query = request.query_string.encode("latin-1", "replace")
+        found = _ACTION.search(raw_query) or _ACTION.search(request.body)
         action = found.group(1).decode() if found else ""
         for name in ("ec2", "elbv2", "sts"):
             if action in self.specs[name].operations:

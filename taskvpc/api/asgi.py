@@ -42,8 +42,11 @@ class Application:
         if not declared.isdigit() or len(declared) > 12 or int(declared) > limit:
             await _write_response(send, _TOO_LARGE)
             return
-        body = await _read_body(receive, limit)
-        if body is None:  # the peer went away, or a chunked body outgrew the limit
+        try:
+            body = await _read_body(receive, limit)
+        except _PeerGone:
+            return  # never act on a truncated request; nobody is left to answer
+        if body is None:  # a chunked body outgrew the limit
             await _write_response(send, _TOO_LARGE)
             return
         request = HttpRequest(
@@ -80,14 +83,18 @@ class Application:
             self.reconcilers.stop()
 
 
+class _PeerGone(Exception):
+    """The client disconnected before its request's body was complete."""
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole body, or None when the peer disconnects first or sends more than ``limit`` bytes."""
+    """The whole body, or None once it grows past ``limit`` bytes; raises _PeerGone on a disconnect."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return None  # never act on a truncated request
+            raise _PeerGone
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
