@@ -126,7 +126,9 @@ class ControlPlane:
             if identity.presigned and spec.protocol == "json" and not request.body.strip():
                 # botocore's presigned POST carries the operation's parameters in the URL.
                 operation = json11.operation_for_target(spec, request.headers.get("x-amz-target"))
-                request = replace(request, body=presigned_json.body_from_query(operation, request.query_string))
+                request = replace(
+                    request, body=presigned_json.body_from_query(operation, request.query_string)
+                )
             operation_name, params = self._decode(spec, request)
             handler = handler_for(spec.name, operation_name)
             if handler is None:

@@ -582,7 +582,7 @@ def _check_headers_signed(request: HttpRequest, claim: _Claim) -> None:
 
 
 def _payload_hash(request: HttpRequest, claim: _Claim) -> str:
-    if claim.form_body is not None:  # auth parameters in the form body: the body is the query, the payload is empty
+    if claim.form_body is not None:  # auth parameters in the form body: it is the query, the payload empty
         return EMPTY_SHA256
     declared = request.headers.get("x-amz-content-sha256")
     if declared is None and claim.presigned:
