@@ -32,6 +32,7 @@ from taskvpc.domain.errors import ClientError, ecs_client_exception, invalid_par
 from taskvpc.domain.lifecycle import StopCode, TaskEvent
 from taskvpc.domain.pagination import decode_token, encode_token, page_size
 from taskvpc.scheduler import (
+    PlacementFailure,
     TaskRequest,
     check_instance,
     constraints_from_api,
@@ -169,6 +170,7 @@ class Launch:
     group: str
     started_by: str | None
     tags: list[dict[str, str]]
+    service_name: str | None = None  # tasks a service's scheduler starts (ListTasks serviceName)
 
 
 _STARTED_BY = re.compile(r"[A-Za-z0-9_/-]{1,128}")  # "up to 128 letters, numbers, hyphens, /, _" (API)
@@ -189,7 +191,8 @@ def _check_request(params: dict[str, Any]) -> None:
         raise ClientError("UnsupportedFeatureException", "taskvpc does not support ECS Exec yet.")
 
 
-def _prepare(conn: Connection, ctx: RequestContext, cluster: Doc, params: dict[str, Any]) -> Launch:
+def prepare_launch(conn: Connection, ctx: RequestContext, cluster: Doc, params: dict[str, Any]) -> Launch:
+    """Validate what RunTask/StartTask (or a service's deployment, in the same shape) asks to start."""
     _check_request(params)
     td = _require_task_definition(conn, ctx, params["taskDefinition"])
     _check_launch_type(td, params)
@@ -308,7 +311,7 @@ def _create_task(
         "family": launch.td["family"],
         "task_group": launch.group,
         "started_by": launch.started_by,
-        "service_name": None,
+        "service_name": launch.service_name,
         "launch_type": taskdoc.LAUNCH_TYPE,
         "desired_status": body["desiredStatus"],
         "last_status": body["lastStatus"],
@@ -336,6 +339,9 @@ def _after_changes(conn: Connection, ctx: RequestContext, cluster: str, instance
             tasks_repo.bump_generation(conn, instance_id)
             ctx.notify.add(instance_id)
     task_state.refresh_cluster(conn, ctx, cluster)
+
+
+after_changes = _after_changes  # the service scheduler's name for it
 
 
 def task_view(conn: Connection, task: Row, with_tags: bool) -> Doc:
@@ -393,35 +399,56 @@ def run_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
                     "tasks": [task_view(conn, t, True) for t in replayed],
                     "failures": response["failures"],
                 }
-        launch = _prepare(conn, ctx, cluster, params)
-        request = TaskRequest(
-            cpu=launch.cpu,
-            memory=launch.memory,
-            needs_eni=launch.network is not None,
-            required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
-            placement_constraints=constraints_from_api(
-                [*launch.td.get("placementConstraints", []), *params.get("placementConstraints", [])]
-            ),
-            placement_strategy=strategies_from_api(params.get("placementStrategy", [])),
-            allowed_azs=launch.network.availability_zones if launch.network else None,
-            group=launch.group,
-            count=count,
+        launch = prepare_launch(conn, ctx, cluster, params)
+        created, placement_failures = place_tasks(
+            conn,
+            ctx,
+            launch,
+            count,
+            params.get("placementConstraints", []),
+            params.get("placementStrategy", []),
         )
-        rows = tasks_repo.list_instances(conn, ctx.region, cluster_name, statuses=["ACTIVE", "DRAINING"])
-        snaps = container_instances.snapshots(conn, ctx, cluster_name, rows)
-        placement = place(request, snaps, random.Random(ctx.new_id()))
-        by_arn = {row["arn"]: row for row in rows}
-        architecture = {s.arn: s.attributes.get("ecs.cpu-architecture") for s in snaps}
-        created = [
-            _create_task(conn, ctx, launch, by_arn[arn], architecture.get(arn))
-            for arn in placement.assignments
-        ]
-        failures = [f.to_api() for f in placement.failures]
+        failures = [f.to_api() for f in placement_failures]
         _after_changes(conn, ctx, cluster_name, {t["container_instance_id"] for t in created})
         if token is not None:
             response = {"taskArns": [t["arn"] for t in created], "failures": failures}
             tasks_repo.put_token(conn, ctx.region, "RunTask", key, request_hash, response, ctx.now)
         return {"tasks": [task_view(conn, t, True) for t in created], "failures": failures}
+
+
+def place_tasks(
+    conn: Connection,
+    ctx: RequestContext,
+    launch: Launch,
+    count: int,
+    constraints: list[Doc],
+    strategies: list[Doc],
+) -> tuple[list[Row], tuple[PlacementFailure, ...]]:
+    """Place ``count`` tasks of ``launch`` on the cluster's instances and create those placed (RunTask and
+    the service scheduler). Raises InvalidParameterException when the cluster has no instance at all."""
+    cluster_name = launch.cluster["clusterName"]
+    request = TaskRequest(
+        cpu=launch.cpu,
+        memory=launch.memory,
+        needs_eni=launch.network is not None,
+        required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
+        placement_constraints=constraints_from_api(
+            [*launch.td.get("placementConstraints", []), *constraints]
+        ),
+        placement_strategy=strategies_from_api(strategies),
+        allowed_azs=launch.network.availability_zones if launch.network else None,
+        group=launch.group,
+        count=count,
+    )
+    rows = tasks_repo.list_instances(conn, ctx.region, cluster_name, statuses=["ACTIVE", "DRAINING"])
+    snaps = container_instances.snapshots(conn, ctx, cluster_name, rows)
+    placement = place(request, snaps, random.Random(ctx.new_id()))
+    by_arn = {row["arn"]: row for row in rows}
+    architecture = {s.arn: s.attributes.get("ecs.cpu-architecture") for s in snaps}
+    created = [
+        _create_task(conn, ctx, launch, by_arn[arn], architecture.get(arn)) for arn in placement.assignments
+    ]
+    return created, placement.failures
 
 
 # ---- StartTask ------------------------------------------------------------------------------------
@@ -438,7 +465,7 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
-        launch = _prepare(conn, ctx, cluster, params)
+        launch = prepare_launch(conn, ctx, cluster, params)
         request = TaskRequest(
             cpu=launch.cpu,
             memory=launch.memory,
