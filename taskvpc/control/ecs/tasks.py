@@ -40,7 +40,7 @@ from taskvpc.scheduler import (
     required_from_api,
     strategies_from_api,
 )
-from taskvpc.store import ecs_repo, tasks_repo
+from taskvpc.store import ecs_repo, services_repo, tasks_repo
 
 Row = dict[str, Any]
 Doc = dict[str, Any]
@@ -554,9 +554,14 @@ def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = page_size(params.get("maxResults"), 100, 100)
     with ctx.db.read() as conn:
         task_state.require_cluster(conn, ctx, cluster_name)
+        service_name = None
         if params.get("serviceName"):
-            # no services exist yet, so any name is unknown; real text of ServiceNotFoundException
-            raise ClientError("ServiceNotFoundException", "Service not found.")
+            service = services_repo.find_service(
+                conn, ctx.region, cluster_name, last_path_part(params["serviceName"])
+            )
+            if service is None:
+                raise ClientError("ServiceNotFoundException", "Service not found.")  # real text
+            service_name = service["name"]
         if params.get("launchType") not in (None, taskdoc.LAUNCH_TYPE):
             return {"taskArns": []}
         instance_id = None
@@ -570,6 +575,7 @@ def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             instance_id=instance_id,
             family=params.get("family"),
             started_by=params.get("startedBy"),
+            service_name=service_name,
             after=after,
             limit=limit + 1,
         )
