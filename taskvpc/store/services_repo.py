@@ -221,3 +221,8 @@ def delete_capacity_provider(conn: Connection, region: str, name: str) -> None:
 def list_capacity_providers(conn: Connection, region: str) -> list[Row]:
     sql = "SELECT body FROM capacity_providers WHERE region = ? ORDER BY name"
     return [loads(row[0]) for row in fetch_all(conn, sql, (region,))]
+
+
+def active_clusters(conn: Connection, region: str) -> list[Row]:
+    rows = fetch_all(conn, "SELECT body FROM clusters WHERE region = ? AND status = 'ACTIVE'", (region,))
+    return [loads(row[0]) for row in rows]
