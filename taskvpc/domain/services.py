@@ -42,7 +42,14 @@ _CONTROLLERS = ("ECS", "CODE_DEPLOY", "EXTERNAL")
 
 # Members of CreateService/UpdateService that make a new deployment when they change (API reference,
 # UpdateService: "a new deployment is triggered" by these).
-DEPLOYMENT_MEMBERS = ("taskDefinition", "networkConfiguration", "launchType", "capacityProviderStrategy")
+DEPLOYMENT_MEMBERS = (
+    "taskDefinition",
+    "networkConfiguration",
+    "launchType",
+    "capacityProviderStrategy",
+    "platformVersion",
+    "platformFamily",
+)
 
 
 def service_arn(region: str, account_id: str, cluster: str, name: str) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ecs import tagging, task_state, tasks
+from taskvpc.control.ecs import capacity_providers, tagging, task_state, tasks
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
-from taskvpc.domain import services as svc
+from taskvpc.domain import capacity, services as svc
 from taskvpc.domain.arns import last_path_part
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.domain.pagination import decode_token, encode_token, page_size
@@ -99,8 +99,14 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         if existing is not None and existing["status"] == svc.DRAINING:
             raise invalid_parameter("Unable to Start a service that is still Draining.")  # unconfirmed
         launch = check_launch(conn, ctx, cluster, name, svc.launch_of(params))
-        if not launch.get("capacityProviderStrategy"):
-            launch["launchType"] = params.get("launchType") or "EC2"
+        launch_type, strategy = capacity_providers.launch_choice(conn, ctx, cluster, params)
+        if strategy:  # given, or the cluster's default (which ECS copies onto the service)
+            launch["capacityProviderStrategy"] = strategy
+        else:
+            launch["launchType"] = launch_type
+        if launch_type == capacity.FARGATE:
+            launch.setdefault("platformVersion", "LATEST")
+            launch["platformFamily"] = capacity.PLATFORM_FAMILY
         doc: Doc = {
             "serviceArn": svc.service_arn(ctx.region, ctx.account_id, cluster_name, name),
             "serviceName": name,
@@ -182,6 +188,9 @@ def update_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         wanted = {**svc.launch_of(doc), **svc.launch_of(params)}
         if params.get("capacityProviderStrategy"):
             wanted.pop("launchType", None)
+            wanted["capacityProviderStrategy"] = capacity.normalized_strategy(
+                params["capacityProviderStrategy"]
+            )
         launch = check_launch(conn, ctx, cluster, doc["serviceName"], wanted)
         if launch != svc.launch_of(doc) or params.get("forceNewDeployment"):
             new_primary(conn, ctx, row, launch)
