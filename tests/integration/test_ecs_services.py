@@ -207,3 +207,20 @@ def test_service_errors_and_delete(api: TaskvpcServer, agents: Any) -> None:
     ecs.get_waiter("services_inactive").wait(services=["web"], WaiterConfig=WAIT)
     assert ecs.list_tasks(serviceName="web")["taskArns"] == []
     assert ecs.list_services()["serviceArns"] == []
+
+
+def test_a_daemon_service_runs_one_task_per_instance(api: TaskvpcServer, agents: Any) -> None:
+    first = agents(max_task_enis=10).start(auto=True)
+    ecs = api.client("ecs")
+    register_web(ecs, family="daemon", network_mode="bridge")
+    ecs.create_service(serviceName="web", taskDefinition="daemon", schedulingStrategy="DAEMON")
+    _until(lambda: _service(ecs)["runningCount"] == 1)  # desiredCount follows the instances
+    assert _service(ecs)["desiredCount"] == 1
+    second = agents(max_task_enis=10).start(auto=True)
+    _until(lambda: _service(ecs)["runningCount"] == 2)
+    ecs.get_waiter("services_stable").wait(services=["web"], WaiterConfig=WAIT)
+    tasks = ecs.describe_tasks(tasks=ecs.list_tasks(serviceName="web")["taskArns"])["tasks"]
+    assert sorted(t["containerInstanceArn"] for t in tasks) == sorted([first.arn, second.arn])
+    with pytest.raises(ClientError) as excinfo:
+        ecs.update_service(service="web", desiredCount=3)
+    assert error_of(excinfo)[0] == "InvalidParameterException"
