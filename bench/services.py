@@ -88,9 +88,17 @@ def reconcile(count: int, url: str | None) -> None:
     plane.prepare_region("us-east-1")
     ctx = plane.context("us-east-1", time.time())
     clusters.create_cluster(ctx, {"clusterName": "default"})
+    from tests.integration.fake_agent import ECS_ATTRIBUTES
+
     registered = agent_api.register(
         ctx,
-        {"cluster": "default", "instanceId": "i-bench", "resources": {"CPU": 10**7, "MEMORY": 10**7}},
+        {
+            "cluster": "default",
+            "instanceId": "i-0123456789abcdef0",
+            "resources": {"CPU": 10**7, "MEMORY": 10**7},
+            "maxTaskEnis": 10,
+            "attributes": ECS_ATTRIBUTES,
+        },
     )
     instance_id = registered["containerInstanceArn"].rsplit("/", 1)[-1]
     task_definitions.register_task_definition(
@@ -104,6 +112,7 @@ def reconcile(count: int, url: str | None) -> None:
     for n in range(count):
         services.create_service(ctx, {"serviceName": f"s{n}", "taskDefinition": "bench", "desiredCount": 1})
     loop = ServiceLoop(plane)
+    _running(plane.context("us-east-1", time.time()), instance_id)  # the agent's first poll: connected
     loop.pass_once()  # starts every service's task
     print(f"{_running(plane.context('us-east-1', time.time()), instance_id)} tasks running")
     loop.pass_once()  # deployments complete, steady-state events

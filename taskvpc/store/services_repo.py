@@ -17,6 +17,7 @@ from taskvpc.store.schema import capacity_providers, service_deployments, servic
 
 Row = dict[str, Any]
 
+_CHUNK = 500  # ids per IN list (SQLite allows 32,766 parameters; keeps statements small)
 _SERVICE_COLUMNS = ("id", "region", "cluster", "name", "arn", "status", "created_at", "updated_at", "body")
 _SELECT_SERVICE = f"SELECT {', '.join(_SERVICE_COLUMNS)} FROM services"
 
@@ -56,6 +57,15 @@ def find_service(conn: Connection, region: str, cluster: str, name: str) -> Row 
 def get_service(conn: Connection, service_id: str) -> Row | None:
     row = fetch_one(conn, _SELECT_SERVICE + " WHERE id = ?", (service_id,))
     return _service(row) if row else None
+
+
+def get_services(conn: Connection, service_ids: Sequence[str]) -> list[Row]:
+    found: list[Row] = []
+    for start in range(0, len(service_ids), _CHUNK):
+        chunk = service_ids[start : start + _CHUNK]
+        sql = _SELECT_SERVICE + f" WHERE id IN ({placeholders(len(chunk))})"
+        found += map(_service, fetch_all(conn, sql, chunk))
+    return found
 
 
 def lock_service(conn: Connection, service_id: str) -> None:
@@ -138,6 +148,21 @@ def deployments_of(conn: Connection, service_id: str) -> list[Row]:
     return [loads(row[0]) for row in fetch_all(conn, sql, (service_id,))]
 
 
+def deployments_of_services(conn: Connection, service_ids: Sequence[str]) -> dict[str, list[Row]]:
+    """deployments_of for many services at once."""
+    found: dict[str, list[Row]] = {}
+    for start in range(0, len(service_ids), _CHUNK):
+        chunk = service_ids[start : start + _CHUNK]
+        sql = (
+            "SELECT service_id, body FROM service_deployments "
+            f"WHERE service_id IN ({placeholders(len(chunk))}) AND status != 'INACTIVE' "
+            "ORDER BY created_at DESC, id DESC"
+        )
+        for service_id, body in fetch_all(conn, sql, chunk):
+            found.setdefault(str(service_id), []).append(loads(body))
+    return found
+
+
 def deployment_ids_of(conn: Connection, service_id: str) -> list[str]:
     rows = fetch_all(conn, "SELECT id FROM service_deployments WHERE service_id = ?", (service_id,))
     return [str(row[0]) for row in rows]
@@ -151,20 +176,22 @@ def tasks_of(
 ) -> list[tuple[str, str, str, str, float, Row]]:
     """(arn, started_by, last_status, desired_status, updated_at, body) of the deployments' tasks that
     are not STOPPED, and of those that stopped at or after ``stopped_since`` (None: ever)."""
-    if not deployment_ids:
-        return []
-    sql = (
-        "SELECT arn, started_by, last_status, desired_status, updated_at, body FROM tasks "
-        f"WHERE region = ? AND cluster = ? AND started_by IN ({placeholders(len(deployment_ids))})"
-    )
-    params: list[Any] = [region, cluster, *deployment_ids]
-    if stopped_since is not None:
-        sql += " AND (last_status != 'STOPPED' OR updated_at >= ?)"
-        params.append(stopped_since)
-    return [
-        (str(arn), str(by), str(last), str(desired), float(at), loads(body))
-        for arn, by, last, desired, at, body in fetch_all(conn, sql + " ORDER BY created_at, arn", params)
-    ]
+    found: list[tuple[str, str, str, str, float, Row]] = []
+    for start in range(0, len(deployment_ids), _CHUNK):
+        chunk = deployment_ids[start : start + _CHUNK]
+        sql = (
+            "SELECT arn, started_by, last_status, desired_status, updated_at, body FROM tasks "
+            f"WHERE region = ? AND cluster = ? AND started_by IN ({placeholders(len(chunk))})"
+        )
+        params: list[Any] = [region, cluster, *chunk]
+        if stopped_since is not None:
+            sql += " AND (last_status != 'STOPPED' OR updated_at >= ?)"
+            params.append(stopped_since)
+        found += [
+            (str(arn), str(by), str(last), str(desired), float(at), loads(body))
+            for arn, by, last, desired, at, body in fetch_all(conn, sql + " ORDER BY created_at, arn", params)
+        ]
+    return found
 
 
 # ---- events -----------------------------------------------------------------------------------------

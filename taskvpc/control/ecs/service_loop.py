@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ecs.service_scheduler import ServiceKey, live_services, reconcile_service
+from taskvpc.control.ecs.service_scheduler import ServiceKey, busy_services, live_services, reconcile_service
 
 log = logging.getLogger("taskvpc.services")
 
@@ -54,8 +54,8 @@ class ServiceLoop:
     def pass_once(self) -> set[str]:
         """Reconcile every live service once; the container instances whose agents should wake."""
         notify: set[str] = set()
-        keys = live_services(self.control_plane.context(self.region, time.time()))
-        for key in keys:
+        now = self.control_plane.context(self.region, time.time())
+        for key in busy_services(now, live_services(now)):
             ctx = self.control_plane.context(key.region, time.time())
             try:
                 reconcile_service(ctx, key.service_id)

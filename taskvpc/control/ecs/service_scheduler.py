@@ -10,6 +10,7 @@ several control planes, one at a time per service under the row lock) may call i
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,12 @@ from taskvpc.domain import services as svc, tasks as taskdoc
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.lifecycle import StopCode, TaskEvent
 from taskvpc.scheduler import PlacementFailure
-from taskvpc.scheduler.services import DeploymentState, ServiceState, TaskState, plan_service
+from taskvpc.scheduler.services import DeploymentState, ServicePlan, ServiceState, TaskState, plan_service
 from taskvpc.store import ecs_repo, services_repo, tasks_repo
 
 Row = dict[str, Any]
 Doc = dict[str, Any]
+TaskRow = tuple[str, str, str, str, float, Doc]
 
 FAILURE_WINDOW = 900.0  # seconds of failures that count for backoff # unconfirmed (ECS has no number)
 _FAILURE_CODES = frozenset({StopCode.ESSENTIAL_CONTAINER_EXITED.value, StopCode.TASK_FAILED_TO_START.value})
@@ -60,7 +62,7 @@ def _is_failure(body: Doc) -> bool:
 def _states(
     doc: Doc,
     deployments: list[Doc],
-    rows: list[tuple[str, str, str, str, float, Doc]],
+    rows: list[TaskRow],
     now: float,
     desired: int,
 ) -> tuple[ServiceState, list[DeploymentState], list[TaskState]]:
@@ -118,6 +120,105 @@ def _desired(conn: Connection, ctx: RequestContext, doc: Doc, cluster: str) -> i
     return len(tasks_repo.list_instances(conn, ctx.region, cluster, statuses=["ACTIVE"]))
 
 
+@dataclass
+class _Assessment:
+    plan: ServicePlan
+    deployments: list[Doc]
+    states: list[DeploymentState]
+    desired: int
+
+
+def _since(deployments: list[Doc], now: float) -> float:
+    """Stopped tasks older than this do not matter: failures count within the window, or for as long
+    as a deployment is in progress (the circuit breaker's count)."""
+    in_progress = [d["createdAt"] for d in deployments if d["rolloutState"] == svc.IN_PROGRESS]
+    return float(min([now - FAILURE_WINDOW, *in_progress]))
+
+
+def _assessment(
+    row: Row, deployments: list[Doc], rows: list[TaskRow], now: float, desired: int
+) -> _Assessment:
+    service, deployment_states, task_states = _states(row["body"], deployments, rows, now, desired)
+    plan = plan_service(service, deployment_states, task_states, now)
+    return _Assessment(plan, deployments, deployment_states, desired)
+
+
+def _assess(conn: Connection, ctx: RequestContext, row: Row) -> _Assessment:
+    deployments = services_repo.deployments_of(conn, row["id"])
+    rows = services_repo.tasks_of(
+        conn,
+        ctx.region,
+        row["cluster"],
+        [d["id"] for d in deployments],
+        stopped_since=_since(deployments, ctx.now),
+    )
+    desired = _desired(conn, ctx, row["body"], row["cluster"])
+    return _assessment(row, deployments, rows, ctx.now, desired)
+
+
+def _refresh_counts(doc: Doc, by_id: dict[str, Doc], found: _Assessment) -> None:
+    """The counts DescribeServices shows, from the plan's view of the tasks."""
+    plan = found.plan
+    for ident, deployment in by_id.items():
+        counts = plan.deployment_counts.get(ident)
+        known = next((d for d in found.states if d.id == ident), None)
+        if counts is not None:
+            deployment.update(runningCount=counts.running, pendingCount=counts.pending)
+        if known is not None and deployment["rolloutState"] == svc.IN_PROGRESS:
+            deployment["failedTasks"] = known.failed_tasks
+        if deployment["status"] == svc.PRIMARY:
+            deployment["desiredCount"] = found.desired
+        elif counts is not None:
+            deployment["desiredCount"] = counts.running + counts.pending
+    doc.update(runningCount=plan.counts.running, pendingCount=plan.counts.pending, _steady=plan.steady)
+    if doc["schedulingStrategy"] == svc.DAEMON:
+        doc["desiredCount"] = found.desired
+
+
+def _idle(row: Row, found: _Assessment) -> bool:
+    """True when a pass would change nothing (checked on an unlocked read: a steady service costs no
+    write transaction)."""
+    plan = found.plan
+    if plan.start or plan.stop or plan.rollout or plan.retire or plan.rollback or plan.events or plan.drained:
+        return False
+    doc = copy.deepcopy(row["body"])
+    by_id = {d["id"]: copy.deepcopy(d) for d in found.deployments}
+    _refresh_counts(doc, by_id, found)
+    return doc == row["body"] and list(by_id.values()) == found.deployments
+
+
+def busy_services(ctx: RequestContext, keys: list[ServiceKey]) -> list[ServiceKey]:
+    """The services among ``keys`` that a pass would change, read in bulk (a handful of queries per
+    cluster, whatever the number of services): what lets one loop pass over 1,000 steady services take
+    milliseconds per hundred."""
+    wanted = {k.service_id: k for k in keys}
+    busy: list[ServiceKey] = []
+    with ctx.db.read() as conn:
+        rows = services_repo.get_services(conn, list(wanted))
+        by_cluster: dict[tuple[str, str], list[Row]] = {}
+        for row in rows:
+            if row["status"] != svc.INACTIVE:
+                by_cluster.setdefault((row["region"], row["cluster"]), []).append(row)
+        deployments = services_repo.deployments_of_services(conn, [r["id"] for r in rows])
+        for (region, cluster), members in by_cluster.items():
+            ids = [d["id"] for r in members for d in deployments.get(r["id"], [])]
+            since = min(
+                [ctx.now - FAILURE_WINDOW, *(_since(deployments.get(r["id"], []), ctx.now) for r in members)]
+            )
+            tasks_by_deployment: dict[str, list[TaskRow]] = {}
+            for task in services_repo.tasks_of(conn, region, cluster, ids, stopped_since=since):
+                tasks_by_deployment.setdefault(task[1], []).append(task)
+            instances = len(tasks_repo.list_instances(conn, region, cluster, statuses=["ACTIVE"]))
+            for row in members:
+                mine = deployments.get(row["id"], [])
+                task_rows = [t for d in mine for t in tasks_by_deployment.get(d["id"], [])]
+                daemon = row["body"]["schedulingStrategy"] == svc.DAEMON
+                desired = instances if daemon else int(row["body"]["desiredCount"])
+                if not _idle(row, _assessment(row, mine, task_rows, ctx.now, desired)):
+                    busy.append(wanted[row["id"]])
+    return busy
+
+
 def reconcile_service(ctx: RequestContext, service_id: str) -> bool:
     """One pass over one service; True when it changed anything."""
     with ctx.db.transaction() as conn:
@@ -138,17 +239,10 @@ def _reconcile(conn: Connection, ctx: RequestContext, row: Row, cluster: Doc) ->
     doc = row["body"]
     before = repr(doc)
     cluster_name = row["cluster"]
-    deployments = services_repo.deployments_of(conn, row["id"])
-    saved = {d["id"]: repr(d) for d in deployments}
-    in_progress = [d["createdAt"] for d in deployments if d["rolloutState"] == svc.IN_PROGRESS]
-    since = min([ctx.now - FAILURE_WINDOW, *in_progress])
-    rows = services_repo.tasks_of(
-        conn, ctx.region, cluster_name, [d["id"] for d in deployments], stopped_since=since
-    )
-    desired = _desired(conn, ctx, doc, cluster_name)
-    service, deployment_states, task_states = _states(doc, deployments, rows, ctx.now, desired)
-    plan = plan_service(service, deployment_states, task_states, ctx.now)
-    by_id = {d["id"]: d for d in deployments}
+    found = _assess(conn, ctx, row)
+    plan = found.plan
+    saved = {d["id"]: repr(d) for d in found.deployments}
+    by_id = {d["id"]: d for d in found.deployments}
     events = list(plan.events)
     touched: set[str] = set()
 
@@ -171,25 +265,12 @@ def _reconcile(conn: Connection, ctx: RequestContext, row: Row, cluster: Doc) ->
         if message is not None:
             events.append(message)
 
-    for ident, deployment in by_id.items():
-        counts = plan.deployment_counts.get(ident)
-        known = next((d for d in deployment_states if d.id == ident), None)
-        if counts is not None:
-            deployment.update(runningCount=counts.running, pendingCount=counts.pending)
-        if known is not None and deployment["rolloutState"] == svc.IN_PROGRESS:
-            deployment["failedTasks"] = known.failed_tasks
-        if deployment["status"] == svc.PRIMARY:
-            deployment["desiredCount"] = desired
-        elif counts is not None:
-            deployment["desiredCount"] = counts.running + counts.pending
+    _refresh_counts(doc, by_id, found)
     deployments_changed = False
     for ident, deployment in by_id.items():
         if saved.get(ident) != repr(deployment):
             services_repo.save_deployment(conn, deployment)
             deployments_changed = True
-    doc.update(runningCount=plan.counts.running, pendingCount=plan.counts.pending, _steady=plan.steady)
-    if doc["schedulingStrategy"] == svc.DAEMON:
-        doc["desiredCount"] = desired
     if plan.drained:
         doc["status"] = svc.INACTIVE
     _write_events(conn, ctx, row["id"], events)
@@ -202,6 +283,8 @@ def _reconcile(conn: Connection, ctx: RequestContext, row: Row, cluster: Doc) ->
 
 
 def _write_events(conn: Connection, ctx: RequestContext, service_id: str, messages: list[str]) -> None:
+    if not messages:
+        return
     newest = services_repo.events_of(conn, service_id, 1)
     last = newest[0]["message"] if newest else None
     for message in messages:
