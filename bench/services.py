@@ -5,7 +5,7 @@
   (tests/integration/fake_agent.py: tasks run the moment they are asked to; no runc, so this measures
   the control plane's part), time from UpdateService to ``rolloutState COMPLETED``.
 * ``reconcile``: N services of one task each, all steady, in-process on SQLite (and PostgreSQL with
-  ``--postgres``): the time of one service-loop pass over all of them.
+  ``--postgres``): the time of one pass of the runner's ``ecs-services`` loop over all of them.
 
     .venv/bin/python bench/services.py rollout
     .venv/bin/python bench/services.py reconcile --services 1000 [--postgres]
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from taskvpc.api.app import ControlPlane, Settings
 from taskvpc.control import agent as agent_api
 from taskvpc.control.ecs import clusters, services, task_definitions
-from taskvpc.control.ecs.service_loop import ServiceLoop
+from taskvpc.control.reconcile import ServiceScheduler, build_runner
 from taskvpc.store.db import Database, sqlite_url
 
 
@@ -111,15 +111,16 @@ def reconcile(count: int, url: str | None) -> None:
     )
     for n in range(count):
         services.create_service(ctx, {"serviceName": f"s{n}", "taskDefinition": "bench", "desiredCount": 1})
-    loop = ServiceLoop(plane)
+    runner = build_runner(db, plane.context)
+    name = ServiceScheduler().name
     _running(plane.context("us-east-1", time.time()), instance_id)  # the agent's first poll: connected
-    loop.pass_once()  # starts every service's task
+    runner.run_pass(name)  # starts every service's task
     print(f"{_running(plane.context('us-east-1', time.time()), instance_id)} tasks running")
-    loop.pass_once()  # deployments complete, steady-state events
+    runner.run_pass(name)  # deployments complete, steady-state events
     times = []
     for _ in range(5):
         started = time.perf_counter()
-        loop.pass_once()
+        runner.run_pass(name)
         times.append(time.perf_counter() - started)
     backend = "PostgreSQL" if url else "SQLite"
     print(f"{count} steady services, one pass on {backend}: median {statistics.median(times):.3f} s")

@@ -1,11 +1,12 @@
 """The service scheduler's apply step: one reconcile pass of one service, in one transaction.
 
-``reconcile_service(ctx, service_id)`` reads the service, its deployments and its tasks, asks the pure
+``reconcile_in(conn, ctx, service_id)`` reads the service, its deployments and its tasks, asks the pure
 planner (:func:`taskvpc.scheduler.services.plan_service`) what to do, and does it: starts tasks with
 RunTask's own placement and creation (``startedBy`` = the deployment id, ``group`` = ``service:NAME``),
 asks tasks to stop (``ServiceSchedulerInitiated``), moves deployments, writes events and counts. It is
-keyed and level-triggered: running it again on an unchanged world changes nothing, so any loop (or
-several control planes, one at a time per service under the row lock) may call it.
+keyed and level-triggered: running it again on an unchanged world changes nothing. The control plane's
+reconcile runner drives it (:class:`taskvpc.control.reconcile.services.ServiceScheduler`): its listing,
+:func:`busy_services`, finds in one unlocked bulk read the services a pass would change.
 """
 
 from __future__ import annotations
@@ -39,18 +40,6 @@ _CLOSEST = {
     "RESOURCE:MEMORY": "has insufficient memory available.",
     "ATTRIBUTE": "is missing an attribute required by your task.",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceKey:
-    region: str
-    service_id: str
-
-
-def live_services(ctx: RequestContext) -> list[ServiceKey]:
-    """The keys a service loop walks: every service that is ACTIVE or DRAINING, in every region."""
-    with ctx.db.read() as conn:
-        return [ServiceKey(r, i) for r, i in services_repo.live_service_keys(conn)]
 
 
 def _is_failure(body: Doc) -> bool:
@@ -187,52 +176,54 @@ def _idle(row: Row, found: _Assessment) -> bool:
     return doc == row["body"] and list(by_id.values()) == found.deployments
 
 
-def busy_services(ctx: RequestContext, keys: list[ServiceKey]) -> list[ServiceKey]:
-    """The services among ``keys`` that a pass would change, read in bulk (a handful of queries per
-    cluster, whatever the number of services): what lets one loop pass over 1,000 steady services take
-    milliseconds per hundred."""
-    wanted = {k.service_id: k for k in keys}
-    busy: list[ServiceKey] = []
-    with ctx.db.read() as conn:
-        rows = services_repo.get_services(conn, list(wanted))
-        by_cluster: dict[tuple[str, str], list[Row]] = {}
-        for row in rows:
-            if row["status"] != svc.INACTIVE:
-                by_cluster.setdefault((row["region"], row["cluster"]), []).append(row)
-        deployments = services_repo.deployments_of_services(conn, [r["id"] for r in rows])
-        for (region, cluster), members in by_cluster.items():
-            ids = [d["id"] for r in members for d in deployments.get(r["id"], [])]
-            since = min(
-                [ctx.now - FAILURE_WINDOW, *(_since(deployments.get(r["id"], []), ctx.now) for r in members)]
-            )
-            tasks_by_deployment: dict[str, list[TaskRow]] = {}
-            for task in services_repo.tasks_of(conn, region, cluster, ids, stopped_since=since):
-                tasks_by_deployment.setdefault(task[1], []).append(task)
-            instances = len(tasks_repo.list_instances(conn, region, cluster, statuses=["ACTIVE"]))
-            for row in members:
-                mine = deployments.get(row["id"], [])
-                task_rows = [t for d in mine for t in tasks_by_deployment.get(d["id"], [])]
-                daemon = row["body"]["schedulingStrategy"] == svc.DAEMON
-                desired = instances if daemon else int(row["body"]["desiredCount"])
-                if not _idle(row, _assessment(row, mine, task_rows, ctx.now, desired)):
-                    busy.append(wanted[row["id"]])
+def busy_services(conn: Connection, now: float) -> list[tuple[str, str]]:
+    """(region, id) of the live (ACTIVE or DRAINING) services a pass would change at ``now``, read in
+    bulk without locks (a handful of queries per cluster, whatever the number of services): a steady
+    service costs no write transaction, so a pass over 1,000 of them takes a fraction of a second."""
+    keys = services_repo.live_service_keys(conn)
+    rows = services_repo.get_services(conn, [service_id for _region, service_id in keys])
+    by_cluster: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        if row["status"] != svc.INACTIVE:
+            by_cluster.setdefault((row["region"], row["cluster"]), []).append(row)
+    deployments = services_repo.deployments_of_services(conn, [r["id"] for r in rows])
+    busy: list[tuple[str, str]] = []
+    for (region, cluster), members in by_cluster.items():
+        ids = [d["id"] for r in members for d in deployments.get(r["id"], [])]
+        since = min([now - FAILURE_WINDOW, *(_since(deployments.get(r["id"], []), now) for r in members)])
+        tasks_by_deployment: dict[str, list[TaskRow]] = {}
+        for task in services_repo.tasks_of(conn, region, cluster, ids, stopped_since=since):
+            tasks_by_deployment.setdefault(task[1], []).append(task)
+        instances = len(tasks_repo.list_instances(conn, region, cluster, statuses=["ACTIVE"]))
+        for row in members:
+            mine = deployments.get(row["id"], [])
+            task_rows = [t for d in mine for t in tasks_by_deployment.get(d["id"], [])]
+            daemon = row["body"]["schedulingStrategy"] == svc.DAEMON
+            desired = instances if daemon else int(row["body"]["desiredCount"])
+            if not _idle(row, _assessment(row, mine, task_rows, now, desired)):
+                busy.append((region, row["id"]))
     return busy
 
 
+def reconcile_in(conn: Connection, ctx: RequestContext, service_id: str) -> bool:
+    """One pass over one service in the caller's transaction; True when it changed anything."""
+    row = services_repo.get_service(conn, service_id)
+    if row is None or row["status"] == svc.INACTIVE or row["region"] != ctx.region:
+        return False
+    cluster_name = row["cluster"]
+    tasks_repo.lock_cluster(conn, ctx.region, cluster_name)  # as every writer of the cluster does
+    cluster = ecs_repo.get_cluster(conn, ctx.region, cluster_name)
+    services_repo.lock_service(conn, service_id)
+    row = services_repo.get_service(conn, service_id)  # re-read under the locks
+    if row is None or cluster is None or row["status"] == svc.INACTIVE:
+        return False
+    return _reconcile(conn, ctx, row, cluster)
+
+
 def reconcile_service(ctx: RequestContext, service_id: str) -> bool:
-    """One pass over one service; True when it changed anything."""
+    """:func:`reconcile_in` in a transaction of its own (tests, and callers outside a runner)."""
     with ctx.db.transaction() as conn:
-        row = services_repo.get_service(conn, service_id)
-        if row is None or row["status"] == svc.INACTIVE or row["region"] != ctx.region:
-            return False
-        cluster_name = row["cluster"]
-        tasks_repo.lock_cluster(conn, ctx.region, cluster_name)
-        cluster = ecs_repo.get_cluster(conn, ctx.region, cluster_name)
-        services_repo.lock_service(conn, service_id)
-        row = services_repo.get_service(conn, service_id)
-        if row is None or cluster is None:
-            return False
-        return _reconcile(conn, ctx, row, cluster)
+        return reconcile_in(conn, ctx, service_id)
 
 
 def _reconcile(conn: Connection, ctx: RequestContext, row: Row, cluster: Doc) -> bool:
