@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.ecs_support import awsvpc, default_subnets, error_of, register_web
+from tests.integration.ecs_support import WEB_CONTAINER, awsvpc, default_subnets, error_of, register_web
 from tests.integration.fake_agent import FakeAgent
 from tests.integration.server import TaskvpcServer
 
@@ -34,6 +34,18 @@ class CrashingAgent(FakeAgent):
             ):
                 self._handled[arn] = "STOPPED"
                 self.stopped(arn, exit_code=1)
+        super()._react(answer)
+
+
+class SickAgent(FakeAgent):
+    """An automatic agent whose containers report UNHEALTHY once running (for the ``sick`` family)."""
+
+    def _react(self, answer: dict[str, Any]) -> None:
+        for entry in answer.get("tasks", []):
+            arn = entry["taskArn"]
+            if entry["desiredStatus"] == "RUNNING" and entry["family"] == "sick" and arn not in self._handled:
+                self._handled[arn] = "RUNNING"
+                self.running(arn, health="UNHEALTHY")
         super()._react(answer)
 
 
@@ -224,3 +236,26 @@ def test_a_daemon_service_runs_one_task_per_instance(api: TaskvpcServer, agents:
     with pytest.raises(ClientError) as excinfo:
         ecs.update_service(service="web", desiredCount=3)
     assert error_of(excinfo)[0] == "InvalidParameterException"
+
+
+def test_an_unhealthy_task_is_replaced_and_tags_are_described(api: TaskvpcServer, agents: Any) -> None:
+    agent = agents(max_task_enis=10)
+    agent.__class__ = SickAgent
+    agent.start(auto=True)
+    ecs, ec2 = api.client("ecs"), api.client("ec2")
+    check = {"command": ["CMD-SHELL", "true"], "interval": 5, "timeout": 2, "retries": 1}
+    register_web(ecs, family="sick", containers=[{**WEB_CONTAINER, "healthCheck": check}])
+    subnets = list(default_subnets(ec2).values())
+    ecs.create_service(serviceName="web", taskDefinition="sick", desiredCount=1,
+                       networkConfiguration=awsvpc(*subnets), tags=[{"key": "k", "value": "v"}])  # fmt: skip
+    _until(lambda: len(ecs.list_tasks(serviceName="web", desiredStatus="STOPPED")["taskArns"]) >= 1)
+    stopped = ecs.describe_tasks(tasks=ecs.list_tasks(serviceName="web", desiredStatus="STOPPED")["taskArns"])
+    task = stopped["tasks"][0]
+    assert task["stopCode"] == "ServiceSchedulerInitiated"
+    assert task["stoppedReason"] == "Task failed container health checks"
+    described = ecs.describe_services(services=["web"], include=["TAGS"])["services"][0]
+    assert described["tags"] == [{"key": "k", "value": "v"}]
+    assert "tags" not in ecs.describe_services(services=["web"])["services"][0]
+    assert ecs.list_tags_for_resource(resourceArn=described["serviceArn"])["tags"] == [
+        {"key": "k", "value": "v"}
+    ]
