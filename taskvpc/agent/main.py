@@ -118,6 +118,9 @@ def resources(reserve: int = MEMORY_RESERVE_MIB) -> dict[str, Any]:
     }
 
 
+FARGATE_CAPACITY_ENV = "TASKVPC_FARGATE_CAPACITY"
+
+
 def attributes(
     instance_type: str | None, availability_zone: str | None, runtime: str = "process"
 ) -> dict[str, str | None]:
@@ -130,6 +133,8 @@ def attributes(
         attrs["ecs.instance-type"] = instance_type
     if availability_zone:
         attrs["ecs.availability-zone"] = availability_zone
+    if os.environ.get(FARGATE_CAPACITY_ENV) == "1":
+        attrs["taskvpc.fargate-capacity"] = None  # the control plane places FARGATE tasks here
     for name in (*CAPABILITY_ATTRIBUTES, *(RUNC_CAPABILITY_ATTRIBUTES if runtime == "runc" else ())):
         attrs[name] = None
     return attrs
@@ -386,12 +391,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", DEFAULT_REGION))
     parser.add_argument("--credentials-file", help="JSON with access_key_id/secret_access_key")
     parser.add_argument("--no-host-access", action="store_true", help="no routes from the host to tasks")
+    parser.add_argument("--fargate-capacity", action="store_true", help="also run FARGATE launch-type tasks")
     parser.add_argument("--log-level", default="INFO")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.fargate_capacity:
+        os.environ[FARGATE_CAPACITY_ENV] = "1"  # read by attributes() when registering
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if os.geteuid() != 0:
         print(

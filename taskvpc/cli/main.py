@@ -219,7 +219,7 @@ def _up(args: argparse.Namespace) -> int:
         from taskvpc.cli.local_agent import LocalAgent
 
         agent_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        extra = ["--runtime", args.runtime]
+        extra = ["--runtime", args.runtime, "--fargate-capacity"]  # the machine's own Fargate capacity
         if args.net_prefix:
             extra += ["--prefix", args.net_prefix]
         if args.instance_type:

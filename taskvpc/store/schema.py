@@ -289,4 +289,58 @@ tasks = Table(
     Index("ix_tasks_cluster", "region", "cluster", "desired_status", "arn"),
     Index("ix_tasks_instance", "container_instance_id", "last_status"),
     Index("ix_tasks_status_stopped", "last_status", "stopped_at"),
+    Index("ix_tasks_started_by", "region", "cluster", "started_by", "last_status"),
+    Index("ix_tasks_service", "region", "cluster", "service_name", "desired_status"),
+)
+
+# ---- ECS services (migration 0010) --------------------------------------------------------------------
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("cluster", String(255), nullable=False),
+    Column("name", String(255), nullable=False),  # unique among a cluster's services not INACTIVE
+    Column("arn", String(512), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("body", Text, nullable=False),  # the DescribeServices document without deployments and events
+    Index("ix_services_cluster", "region", "cluster", "status", "arn"),
+    Index("ix_services_name", "region", "cluster", "name"),
+)
+
+service_deployments = Table(
+    "service_deployments",
+    metadata,
+    Column("id", String(64), primary_key=True),  # ecs-svc/<19 digits>, the tasks' startedBy
+    Column("service_id", String(32), ForeignKey("services.id"), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # PRIMARY | ACTIVE | INACTIVE (retired)
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_service_deployments_service", "service_id", "status"),
+)
+
+service_events = Table(
+    "service_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("service_id", String(32), ForeignKey("services.id"), nullable=False),
+    Column("id", String(36), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_service_events_service", "service_id", "seq"),
+)
+
+capacity_providers = Table(
+    "capacity_providers",
+    metadata,
+    Column("region", String(32), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("arn", String(512), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
 )

@@ -369,6 +369,8 @@ def list_task_arns(
     started_by: str | None,
     after: str | None,
     limit: int,
+    service_name: str | None = None,
+    launch_type: str | None = None,
 ) -> list[str]:
     sql = "SELECT arn FROM tasks WHERE region = ? AND cluster = ? AND desired_status = ?"
     params: list[Any] = [region, cluster, desired_status]
@@ -376,6 +378,8 @@ def list_task_arns(
         ("container_instance_id", instance_id),
         ("family", family),
         ("started_by", started_by),
+        ("service_name", service_name),
+        ("launch_type", launch_type),
     ):
         if value is not None:
             sql += f" AND {column} = ?"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from taskvpc.control.ecs.tasks import NO_FARGATE_CAPACITY
 from tests.integration.ecs_support import (
     WEB_CONTAINER,
     awsvpc,
@@ -365,7 +366,7 @@ def test_run_task_request_errors(api: TaskvpcServer, agents: Any) -> None:
         "Override for container named nope is not a container in the TaskDefinition.",
         taskDefinition="web", networkConfiguration=net, overrides={"containerOverrides": [{"name": "nope"}]},
     )  # fmt: skip
-    _expect(ecs, "UnsupportedFeatureException", "taskvpc runs the EC2 launch type only, not FARGATE.",
+    _expect(ecs, "InvalidParameterException", NO_FARGATE_CAPACITY,  # no agent is Fargate capacity here
             taskDefinition="web", networkConfiguration=net, launchType="FARGATE")  # fmt: skip
     _expect(
         ecs, "InvalidParameterException", "distinctInstance expression should not be specified.",

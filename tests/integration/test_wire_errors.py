@@ -140,7 +140,9 @@ def test_ec2_unknown_action(api: TaskvpcServer) -> None:
 
 
 def test_unimplemented_operation_says_so(api: TaskvpcServer) -> None:
-    status, body = ecs_call(api, "ListServices", {})
+    status, body = ecs_call(
+        api, "ListServiceDeployments", {"service": "web"}
+    )  # services exist; this does not
     assert status == 501 and body["__type"] == "NotImplemented"
 
 

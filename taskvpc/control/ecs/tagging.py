@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.domain.arns import parse_arn
 from taskvpc.domain.errors import ClientError, cluster_not_found, invalid_parameter
-from taskvpc.store import ecs_repo, tasks_repo
+from taskvpc.store import ecs_repo, services_repo, tasks_repo
 
 MAX_TAGS = 50
 
@@ -57,6 +57,17 @@ def _require_resource(conn: Connection, ctx: RequestContext, resource_arn: str) 
             present = item_id in tasks_repo.get_instances(conn, ctx.region, cluster_name, [item_id])
         if not present:
             raise invalid_parameter("The specified resource is not found.")  # unconfirmed wording
+        return
+    if kind == "service":  # service/<cluster>/<name>
+        cluster_name, _, name = resource_id.rpartition("/")
+        found = services_repo.find_service(conn, ctx.region, cluster_name or "default", name)
+        if found is None or found["status"] == "INACTIVE":
+            raise ClientError("ServiceNotFoundException", "Service not found.")  # real text
+        return
+    if kind == "capacity-provider":
+        provider = services_repo.get_capacity_provider(conn, ctx.region, resource_id)
+        if provider is None or provider["status"] != "ACTIVE":
+            raise invalid_parameter("The specified capacity provider does not exist.")  # unconfirmed
         return
     raise invalid_parameter(f"The specified resource type '{kind}' does not support tagging.")  # unconfirmed
 

@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -23,15 +23,17 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import security_groups, subnets as ec2_subnets
 from taskvpc.control.ec2.task_enis import reserve_task_eni
-from taskvpc.control.ecs import container_instances, tagging, task_state
+from taskvpc.control.ecs import capacity_providers, container_instances, tagging, task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.control.ecs.task_definitions import find_task_definition
-from taskvpc.domain import tasks as taskdoc
+from taskvpc.domain import capacity, tasks as taskdoc
 from taskvpc.domain.arns import container_arn, last_path_part, match_identifiers, task_arn
 from taskvpc.domain.errors import ClientError, ecs_client_exception, invalid_parameter
 from taskvpc.domain.lifecycle import StopCode, TaskEvent
 from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.taskdef import FARGATE_SIZES
 from taskvpc.scheduler import (
+    PlacementFailure,
     TaskRequest,
     check_instance,
     constraints_from_api,
@@ -39,7 +41,7 @@ from taskvpc.scheduler import (
     required_from_api,
     strategies_from_api,
 )
-from taskvpc.store import ecs_repo, tasks_repo
+from taskvpc.store import ecs_repo, services_repo, tasks_repo
 
 Row = dict[str, Any]
 Doc = dict[str, Any]
@@ -53,6 +55,10 @@ MAX_CLIENT_TOKEN = 64  # "up to 64 ASCII characters in the range of 33-126" (API
 TOKEN_TTL = 24 * 3600.0
 _BAD_TOKEN = invalid_parameter("Invalid nextToken.")  # unconfirmed wording
 _TASK_NOT_FOUND = "The referenced task was not found."  # real text (StopTask outputs in public code)
+NO_FARGATE_CAPACITY = (
+    "No Fargate capacity is registered in this cluster: start an agent as Fargate capacity "
+    "(taskvpc up does, as root)."
+)  # taskvpc's own: AWS always has Fargate capacity
 
 
 # ---- validation -----------------------------------------------------------------------------------
@@ -71,7 +77,9 @@ class Network:
         return frozenset(s["AvailabilityZone"] for s in self.subnets)
 
 
-def _network(conn: Connection, ctx: RequestContext, td: Doc, params: dict[str, Any]) -> Network | None:
+def _network(
+    conn: Connection, ctx: RequestContext, td: Doc, params: dict[str, Any], launch_type: str = "EC2"
+) -> Network | None:
     mode = td.get("networkMode") or "bridge"
     configuration = params.get("networkConfiguration")
     if mode != taskdoc.AWSVPC:
@@ -96,7 +104,7 @@ def _network(conn: Connection, ctx: RequestContext, td: Doc, params: dict[str, A
         raise invalid_parameter(f"subnets can have at most {MAX_SUBNETS} items.")
     if len(group_ids) > MAX_SECURITY_GROUPS:
         raise invalid_parameter(f"securityGroups can have at most {MAX_SECURITY_GROUPS} items.")  # as above
-    if awsvpc.get("assignPublicIp") == "ENABLED":
+    if awsvpc.get("assignPublicIp") == "ENABLED" and launch_type != capacity.FARGATE:
         # real text (hashicorp/waypoint#643, aws/aws-cdk#13348)
         raise invalid_parameter("Assign public IP is not supported for this launch type.")
     subnets: list[Doc] = []
@@ -129,20 +137,18 @@ def _network(conn: Connection, ctx: RequestContext, td: Doc, params: dict[str, A
     return Network(subnets, list(dict.fromkeys(group_ids)), vpc_ids[0])
 
 
-def _check_launch_type(td: Doc, params: dict[str, Any]) -> None:
-    launch_type = params.get("launchType")
-    if params.get("capacityProviderStrategy"):
-        raise ClientError(
-            "UnsupportedFeatureException",
-            "taskvpc does not support capacity providers yet; use launchType EC2.",
-        )
-    if launch_type not in (None, "EC2"):
-        raise ClientError(
-            "UnsupportedFeatureException", f"taskvpc runs the EC2 launch type only, not {launch_type}."
-        )
-    if "EC2" not in td.get("compatibilities", ["EC2"]):
+def _check_launch_type(td: Doc, launch_type: str, overrides: Doc) -> None:
+    if launch_type not in td.get("compatibilities", ["EC2"]):
         # real form: "Task definition does not support launch_type FARGATE." (public outputs)
-        raise invalid_parameter("Task definition does not support launch_type EC2.")
+        raise invalid_parameter(f"Task definition does not support launch_type {launch_type}.")
+    if launch_type == capacity.FARGATE and (overrides.get("cpu") or overrides.get("memory")):
+        cpu, memory = taskdoc.task_limits(td, overrides)
+        if cpu is None or memory is None or memory not in FARGATE_SIZES.get(cpu, frozenset()):
+            # the RegisterTaskDefinition text for the same sizes (taskdef._check_fargate_task)
+            raise invalid_parameter(
+                f"No Fargate configuration exists for given values: {cpu} CPU, {memory} memory. "
+                "See the Amazon ECS documentation for the valid values."
+            )
 
 
 def _require_task_definition(conn: Connection, ctx: RequestContext, identifier: str) -> Doc:
@@ -169,6 +175,11 @@ class Launch:
     group: str
     started_by: str | None
     tags: list[dict[str, str]]
+    service_name: str | None = None  # tasks a service's scheduler starts (ListTasks serviceName)
+    launch_type: str = "EC2"
+    strategy: list[Doc] = field(default_factory=list)  # capacityProviderStrategy, normalised
+    capacity_provider: str | None = None  # of the tasks being created now
+    platform_version: str | None = None  # FARGATE: the resolved platform version
 
 
 _STARTED_BY = re.compile(r"[A-Za-z0-9_/-]{1,128}")  # "up to 128 letters, numbers, hyphens, /, _" (API)
@@ -189,12 +200,15 @@ def _check_request(params: dict[str, Any]) -> None:
         raise ClientError("UnsupportedFeatureException", "taskvpc does not support ECS Exec yet.")
 
 
-def _prepare(conn: Connection, ctx: RequestContext, cluster: Doc, params: dict[str, Any]) -> Launch:
+def prepare_launch(conn: Connection, ctx: RequestContext, cluster: Doc, params: dict[str, Any]) -> Launch:
+    """Validate what RunTask/StartTask (or a service's deployment, in the same shape) asks to start."""
     _check_request(params)
     td = _require_task_definition(conn, ctx, params["taskDefinition"])
-    _check_launch_type(td, params)
-    network = _network(conn, ctx, td, params)
+    launch_type, strategy = capacity_providers.launch_choice(conn, ctx, cluster, params)
     overrides = params.get("overrides", {})
+    _check_launch_type(td, launch_type, overrides)
+    platform_version = capacity.resolve_platform_version(launch_type, params.get("platformVersion"))
+    network = _network(conn, ctx, td, params, launch_type)
     taskdoc.check_overrides(td, overrides)
     containers = taskdoc.effective_containers(td, overrides)
     cpu, memory = taskdoc.task_resources(td, overrides, containers)
@@ -211,6 +225,9 @@ def _prepare(conn: Connection, ctx: RequestContext, cluster: Doc, params: dict[s
         group=params.get("group") or f"family:{td['family']}",
         started_by=params.get("startedBy"),
         tags=tags,
+        launch_type=launch_type,
+        strategy=strategy,
+        platform_version=platform_version,
     )
 
 
@@ -296,6 +313,10 @@ def _create_task(
             cpu_architecture=architecture,
         )
     )
+    if launch.launch_type == capacity.FARGATE:
+        body = _as_fargate(body, launch)
+    elif launch.capacity_provider:
+        body["capacityProviderName"] = launch.capacity_provider
     if failure is not None:
         taskdoc.request_stop(body, TaskEvent.FAILED_TO_START, StopCode.TASK_FAILED_TO_START, failure, ctx.now)
         taskdoc.finish(body, ctx.now)
@@ -308,8 +329,8 @@ def _create_task(
         "family": launch.td["family"],
         "task_group": launch.group,
         "started_by": launch.started_by,
-        "service_name": None,
-        "launch_type": taskdoc.LAUNCH_TYPE,
+        "service_name": launch.service_name,
+        "launch_type": launch.launch_type,
         "desired_status": body["desiredStatus"],
         "last_status": body["lastStatus"],
         "version": body["version"],
@@ -327,6 +348,19 @@ def _create_task(
     return task
 
 
+def _as_fargate(body: Doc, launch: Launch) -> Doc:
+    """What DescribeTasks shows of a Fargate task: no container instance, the platform it runs on."""
+    body.pop("containerInstanceArn", None)
+    body.update(
+        launchType=capacity.FARGATE,
+        capacityProviderName=launch.capacity_provider or capacity.FARGATE,
+        platformVersion=launch.platform_version,
+        platformFamily=capacity.PLATFORM_FAMILY,
+        ephemeralStorage={"sizeInGiB": capacity.EPHEMERAL_STORAGE_GIB},
+    )
+    return taskdoc.sort_task(body)
+
+
 def _after_changes(conn: Connection, ctx: RequestContext, cluster: str, instance_ids: set[str]) -> None:
     """Recompute usage of the instances touched, wake their agents, recompute the cluster's counters."""
     for instance_id in instance_ids:
@@ -336,6 +370,9 @@ def _after_changes(conn: Connection, ctx: RequestContext, cluster: str, instance
             tasks_repo.bump_generation(conn, instance_id)
             ctx.notify.add(instance_id)
     task_state.refresh_cluster(conn, ctx, cluster)
+
+
+after_changes = _after_changes  # the service scheduler's name for it
 
 
 def task_view(conn: Connection, task: Row, with_tags: bool) -> Doc:
@@ -393,35 +430,72 @@ def run_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
                     "tasks": [task_view(conn, t, True) for t in replayed],
                     "failures": response["failures"],
                 }
-        launch = _prepare(conn, ctx, cluster, params)
-        request = TaskRequest(
-            cpu=launch.cpu,
-            memory=launch.memory,
-            needs_eni=launch.network is not None,
-            required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
-            placement_constraints=constraints_from_api(
-                [*launch.td.get("placementConstraints", []), *params.get("placementConstraints", [])]
-            ),
-            placement_strategy=strategies_from_api(params.get("placementStrategy", [])),
-            allowed_azs=launch.network.availability_zones if launch.network else None,
-            group=launch.group,
-            count=count,
+        launch = prepare_launch(conn, ctx, cluster, params)
+        created, placement_failures = place_tasks(
+            conn,
+            ctx,
+            launch,
+            count,
+            params.get("placementConstraints", []),
+            params.get("placementStrategy", []),
         )
-        rows = tasks_repo.list_instances(conn, ctx.region, cluster_name, statuses=["ACTIVE", "DRAINING"])
-        snaps = container_instances.snapshots(conn, ctx, cluster_name, rows)
-        placement = place(request, snaps, random.Random(ctx.new_id()))
-        by_arn = {row["arn"]: row for row in rows}
-        architecture = {s.arn: s.attributes.get("ecs.cpu-architecture") for s in snaps}
-        created = [
-            _create_task(conn, ctx, launch, by_arn[arn], architecture.get(arn))
-            for arn in placement.assignments
-        ]
-        failures = [f.to_api() for f in placement.failures]
+        failures = [f.to_api() for f in placement_failures]
         _after_changes(conn, ctx, cluster_name, {t["container_instance_id"] for t in created})
         if token is not None:
             response = {"taskArns": [t["arn"] for t in created], "failures": failures}
             tasks_repo.put_token(conn, ctx.region, "RunTask", key, request_hash, response, ctx.now)
         return {"tasks": [task_view(conn, t, True) for t in created], "failures": failures}
+
+
+def place_tasks(
+    conn: Connection,
+    ctx: RequestContext,
+    launch: Launch,
+    count: int,
+    constraints: list[Doc],
+    strategies: list[Doc],
+) -> tuple[list[Row], tuple[PlacementFailure, ...]]:
+    """Place ``count`` tasks of ``launch`` on the cluster's instances and create those placed (RunTask and
+    the service scheduler). Raises InvalidParameterException when the cluster has no instance at all."""
+    if launch.strategy and launch.capacity_provider is None:
+        providers = capacity.split(launch.strategy, count, {})
+        created: list[Row] = []
+        failures: tuple[PlacementFailure, ...] = ()
+        for provider in dict.fromkeys(providers):
+            part, failed = place_tasks(
+                conn, ctx, replace(launch, capacity_provider=provider), providers.count(provider),
+                constraints, strategies,
+            )  # fmt: skip
+            created += part
+            failures += failed
+        return created, failures
+    cluster_name = launch.cluster["clusterName"]
+    request = TaskRequest(
+        cpu=launch.cpu,
+        memory=launch.memory,
+        needs_eni=launch.network is not None,
+        required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
+        placement_constraints=constraints_from_api(
+            [*launch.td.get("placementConstraints", []), *constraints]
+        ),
+        placement_strategy=strategies_from_api(strategies),
+        allowed_azs=launch.network.availability_zones if launch.network else None,
+        group=launch.group,
+        count=count,
+    )
+    rows = tasks_repo.list_instances(conn, ctx.region, cluster_name, statuses=["ACTIVE", "DRAINING"])
+    snaps = container_instances.snapshots(conn, ctx, cluster_name, rows)
+    if launch.launch_type == capacity.FARGATE:
+        snaps = [s for s in snaps if capacity.FARGATE_CAPACITY_ATTRIBUTE in s.attributes]
+        if not snaps:
+            raise invalid_parameter(NO_FARGATE_CAPACITY)
+    placement = place(request, snaps, random.Random(ctx.new_id()))
+    by_arn = {row["arn"]: row for row in rows}
+    architecture = {s.arn: s.attributes.get("ecs.cpu-architecture") for s in snaps}
+    created = [
+        _create_task(conn, ctx, launch, by_arn[arn], architecture.get(arn)) for arn in placement.assignments
+    ]
+    return created, placement.failures
 
 
 # ---- StartTask ------------------------------------------------------------------------------------
@@ -438,7 +512,7 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
-        launch = _prepare(conn, ctx, cluster, params)
+        launch = prepare_launch(conn, ctx, cluster, {**params, "launchType": "EC2"})  # instances: EC2
         request = TaskRequest(
             cpu=launch.cpu,
             memory=launch.memory,
@@ -527,11 +601,14 @@ def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     limit = page_size(params.get("maxResults"), 100, 100)
     with ctx.db.read() as conn:
         task_state.require_cluster(conn, ctx, cluster_name)
+        service_name = None
         if params.get("serviceName"):
-            # no services exist yet, so any name is unknown; real text of ServiceNotFoundException
-            raise ClientError("ServiceNotFoundException", "Service not found.")
-        if params.get("launchType") not in (None, taskdoc.LAUNCH_TYPE):
-            return {"taskArns": []}
+            service = services_repo.find_service(
+                conn, ctx.region, cluster_name, last_path_part(params["serviceName"])
+            )
+            if service is None:
+                raise ClientError("ServiceNotFoundException", "Service not found.")  # real text
+            service_name = service["name"]
         instance_id = None
         if params.get("containerInstance"):
             instance_id = last_path_part(params["containerInstance"])
@@ -543,6 +620,8 @@ def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             instance_id=instance_id,
             family=params.get("family"),
             started_by=params.get("startedBy"),
+            service_name=service_name,
+            launch_type=params.get("launchType"),
             after=after,
             limit=limit + 1,
         )

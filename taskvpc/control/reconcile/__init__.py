@@ -20,6 +20,7 @@ from taskvpc.control.ecs.container_instances import AGENT_TIMEOUT
 from taskvpc.control.reconcile.leadership import AdvisoryLocks, Leadership, SoleProcess, lock_key
 from taskvpc.control.reconcile.loops import AgentSilence, AttachmentTimeout, StoppedTaskPurge
 from taskvpc.control.reconcile.runner import Backoff, Key, Loop, MakeContext, PassResult, Runner, Wake
+from taskvpc.control.reconcile.services import ServiceScheduler
 from taskvpc.store.db import Database
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "MakeContext",
     "PassResult",
     "Runner",
+    "ServiceScheduler",
     "Settings",
     "SoleProcess",
     "StoppedTaskPurge",
@@ -76,5 +78,6 @@ def build_runner(
         StoppedTaskPurge(settings.stopped_task_retention, period_for(settings.stopped_task_retention)),
         AgentSilence(settings.agent_timeout, period_for(settings.agent_timeout)),
         AttachmentTimeout(settings.attachment_timeout, period_for(settings.attachment_timeout)),
+        ServiceScheduler(),
     ]
     return Runner(db, loops, make_context, clock=clock, leadership=leadership)

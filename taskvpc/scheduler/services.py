@@ -1,0 +1,215 @@
+"""The service scheduler's decision, pure: what one reconcile pass of a service does.
+
+``plan_service(service, deployments, tasks, now)`` looks at a service as it is (its deployments, its
+tasks that are not STOPPED yet, how many tasks each deployment lost) and answers what to do now: start
+N tasks of the PRIMARY deployment, stop these tasks, move rollout states, retire drained deployments,
+roll back, and which events to write. Applying it (placing, writing rows) is the control plane's.
+
+Rules (ECS API reference, DeploymentConfiguration; developer guide, rolling update and circuit breaker):
+
+* Every task that is not STOPPED counts against ``maximumPercent`` (rounded down), tasks on their way
+  down included, so no moment has more tasks up than the maximum.
+* A task is healthy when it is RUNNING, wanted RUNNING, and not UNHEALTHY after the grace period; the
+  scheduler never stops a healthy task if that leaves fewer than ``minimumHealthyPercent`` (rounded up).
+* Tasks of older deployments and tasks above the desired count are surplus: unhealthy surplus goes at
+  once, healthy surplus as far as the minimum allows. An UNHEALTHY task is replaced.
+* A task that stopped on its own (essential container exit, failure to start, failed health check) is a
+  failed task of its deployment. With the circuit breaker on, reaching the threshold fails the
+  deployment: it starts nothing more and, with ``rollback``, the last completed deployment comes back
+  as a new PRIMARY. Failing tasks also make the scheduler wait before it starts more (backoff).
+* The PRIMARY deployment is COMPLETED when it runs the desired count healthy and nothing else is up;
+  the service is in a steady state when that holds and no other deployment is left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from taskvpc.domain import services as svc
+
+RUNNING = "RUNNING"
+STOPPED = "STOPPED"
+PENDING_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
+BACKOFF_BASE = 1.0  # seconds after the first recent failure; doubles per failure # unconfirmed (ECS
+BACKOFF_MAX = 300.0  # throttles failing services but documents no numbers)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    name: str
+    status: str  # ACTIVE | DRAINING
+    desired_count: int
+    minimum_healthy_percent: int
+    maximum_percent: int
+    circuit_breaker: bool = False
+    rollback: bool = False
+    grace_period: float = 0.0
+    steady: bool = False  # the newest steady-state event still holds
+    stable_deployment: str | None = None  # the last deployment that completed (rollback target)
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentState:
+    id: str
+    status: str  # PRIMARY | ACTIVE
+    rollout_state: str  # IN_PROGRESS | COMPLETED | FAILED
+    failed_tasks: int = 0  # its tasks that stopped on their own, ever
+    recent_failures: int = 0  # ... in the backoff window
+    last_failure_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskState:
+    arn: str
+    deployment: str
+    last_status: str
+    desired_status: str = RUNNING
+    health: str = "UNKNOWN"
+    started_at: float | None = None
+    created_at: float = 0.0
+
+    @property
+    def task_id(self) -> str:
+        return self.arn.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    running: int = 0
+    pending: int = 0
+
+
+@dataclass
+class ServicePlan:
+    start: dict[str, int] = field(default_factory=dict)  # deployment id -> tasks to start
+    stop: list[tuple[str, str]] = field(default_factory=list)  # (task ARN, stoppedReason)
+    rollout: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (state, reason)
+    retire: list[str] = field(default_factory=list)  # drained non-primary deployments
+    rollback: bool = False  # make a new PRIMARY from ``stable_deployment``'s launch
+    events: list[str] = field(default_factory=list)
+    steady: bool = False
+    drained: bool = False  # a DRAINING service has no task left: INACTIVE
+    counts: Counts = Counts()
+    deployment_counts: dict[str, Counts] = field(default_factory=dict)
+
+
+def backoff_delay(recent_failures: int) -> float:
+    if recent_failures <= 0:
+        return 0.0
+    return float(min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (recent_failures - 1)))
+
+
+def _counts(tasks: list[TaskState]) -> Counts:
+    return Counts(
+        running=sum(1 for t in tasks if t.last_status == RUNNING),
+        pending=sum(1 for t in tasks if t.last_status in PENDING_STATUSES),
+    )
+
+
+def _unhealthy(task: TaskState, service: ServiceState, now: float) -> bool:
+    if task.health != "UNHEALTHY" or task.last_status != RUNNING:
+        return False
+    return task.started_at is None or now - task.started_at >= service.grace_period
+
+
+def plan_service(
+    service: ServiceState, deployments: list[DeploymentState], tasks: list[TaskState], now: float
+) -> ServicePlan:
+    plan = ServicePlan()
+    live = [t for t in tasks if t.last_status != STOPPED]
+    plan.counts = _counts(live)
+    for deployment in deployments:
+        plan.deployment_counts[deployment.id] = _counts([t for t in live if t.deployment == deployment.id])
+    draining = service.status != svc.ACTIVE
+    desired = 0 if draining else service.desired_count
+    minimum, maximum = svc.task_bounds(desired, service.minimum_healthy_percent, service.maximum_percent)
+    primary = next((d for d in deployments if d.status == svc.PRIMARY), None)
+    wanted = [t for t in live if t.desired_status == RUNNING]
+    stopping: dict[str, str] = {}
+
+    # Replace what failed its health checks (it is not healthy, so the minimum does not protect it).
+    for task in wanted:
+        if _unhealthy(task, service, now):
+            stopping[task.arn] = svc.UNHEALTHY_STOP_REASON
+
+    primary_failed = primary is not None and primary.rollout_state == svc.FAILED
+    if (
+        primary is not None
+        and not draining
+        and primary.rollout_state == svc.IN_PROGRESS
+        and service.circuit_breaker
+        and primary.failed_tasks >= svc.circuit_breaker_threshold(desired)
+    ):
+        primary_failed = True
+        plan.events.append(svc.event_deployment_failed(service.name, primary.id))
+        target = service.stable_deployment
+        if service.rollback and target is not None and target != primary.id:
+            plan.rollback = True
+            plan.events.append(svc.event_rolling_back(service.name, target))
+            reason = svc.ROLLOUT_ROLLED_BACK_REASON.format(id=target)
+        else:
+            reason = svc.ROLLOUT_FAILED_REASON
+        plan.rollout[primary.id] = (svc.FAILED, reason)
+
+    def healthy(task: TaskState) -> bool:
+        return task.last_status == RUNNING and task.arn not in stopping
+
+    remaining = [t for t in wanted if t.arn not in stopping]
+    ours = [t for t in remaining if primary is not None and t.deployment == primary.id]
+
+    # Start: the PRIMARY deployment up to the desired count, within the maximum, unless backing off.
+    if primary is not None and not primary_failed and not draining:
+        need = desired - len(ours)
+        room = maximum - len(live)
+        waited = primary.last_failure_at is None or now - primary.last_failure_at >= backoff_delay(
+            primary.recent_failures
+        )
+        if need > 0 and room > 0 and waited:
+            plan.start[primary.id] = min(need, room)
+
+    # Stop surplus: older deployments' tasks (not while a failed PRIMARY has nothing to replace them
+    # with) and tasks above the desired count; unhealthy ones first, the oldest deployments first.
+    surplus = [] if primary_failed else [t for t in remaining if t not in ours]
+    excess = len(ours) - desired
+    if excess > 0:
+        by_age = sorted(ours, key=lambda t: (t.last_status == RUNNING, -t.created_at))
+        surplus += by_age[:excess]
+    healthy_count = sum(1 for t in remaining if healthy(t))
+    allowance = healthy_count - minimum
+    for task in sorted(surplus, key=lambda t: (healthy(t), t.created_at)):
+        if not healthy(task):
+            stopping[task.arn] = _scaling_reason(task)
+        elif allowance > 0:
+            stopping[task.arn] = _scaling_reason(task)
+            allowance -= 1
+    plan.stop = sorted(stopping.items())
+    if plan.stop:
+        stopped_running = [t.task_id for t in live if t.arn in stopping]
+        plan.events.append(svc.event_stopped(service.name, stopped_running))
+
+    # Retire drained deployments; complete the primary; steady state.
+    busy = {t.deployment for t in live}
+    plan.retire = [d.id for d in deployments if d.status != svc.PRIMARY and d.id not in busy]
+    others_up = any(t.deployment != (primary.id if primary else None) for t in live)
+    settled = (
+        primary is not None
+        and not primary_failed
+        and not others_up
+        and not plan.stop
+        and not plan.start
+        and len(ours) == desired == len(live)
+        and all(healthy(t) for t in ours)
+    )
+    if settled and primary is not None and primary.rollout_state == svc.IN_PROGRESS:
+        plan.rollout[primary.id] = (svc.COMPLETED, svc.ROLLOUT_COMPLETED_REASON.format(id=primary.id))
+        plan.events.append(svc.event_deployment_completed(service.name, primary.id))
+    no_others = all(d.status == svc.PRIMARY or d.id in plan.retire for d in deployments)
+    plan.steady = settled and no_others and not draining
+    if plan.steady and not service.steady:
+        plan.events.append(svc.event_steady(service.name))
+    plan.drained = draining and not live
+    return plan
+
+
+def _scaling_reason(task: TaskState) -> str:
+    return svc.SCALING_STOP_REASON.format(id=task.deployment)
