@@ -222,7 +222,7 @@ def test_choose_never_reserved_used_or_outside(net: ipaddress.IPv4Network, data:
     assert got == free[index if use_pick else 0]
 
 
-@settings(max_examples=25)
+@settings(max_examples=25, deadline=None)
 @given(st.integers(24, 28), st.randoms(use_true_random=False))
 def test_allocating_until_exhaustion(prefix: int, rng: random.Random) -> None:
     cidr = f"10.9.0.0/{prefix}"
