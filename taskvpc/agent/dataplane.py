@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +13,11 @@ from functools import partial
 from typing import Any, TypeVar
 
 from taskvpc.agent import netplan
-from taskvpc.agent.desired import DesiredState, DesiredTask, Eni, VpcSpec
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.security import FirewallSync
+from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.network import Subnet, Vpc
+from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.netmodel.firewall_ir import EniPort
 
 log = logging.getLogger(__name__)
@@ -24,16 +25,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _eni_subnet(eni: Eni) -> str:
-    return str(ipaddress.IPv4Interface(f"{eni.private_ipv4_address}/{eni.prefix_length}").network)
-
-
 def task_eni(task: DesiredTask) -> netplan.TaskEni | None:
     if task.eni is None:
         return None
     return netplan.TaskEni(
         eni_id=task.eni.network_interface_id,
-        mac=task.eni.mac_address.lower(),
+        mac=task.eni.mac,
         ip=task.eni.private_ipv4_address,
         prefix_len=task.eni.prefix_length,
         gateway=task.eni.gateway,
@@ -62,8 +59,8 @@ class DataPlane:
         self.host_access = host_access
         self._netns_paths = netns_paths
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskvpc-net")
-        self._vpcs: dict[str, VpcSpec] = {}  # desired, from the control plane
-        self._ensured: dict[str, VpcSpec] = {}  # as last ensured on the host
+        self._vpcs: dict[str, Vpc] = {}  # desired, from the control plane
+        self._ensured: dict[str, Vpc] = {}  # as last ensured on the host
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -77,26 +74,30 @@ class DataPlane:
             return None
         return f"{self.cfg.netns_dir}/{netplan.task_netns(self.cfg, task_id)}"
 
-    def set_vpcs(self, vpcs: Iterable[VpcSpec]) -> None:
+    def set_vpcs(self, vpcs: Iterable[Vpc]) -> None:
         self._vpcs = {v.vpc_id: v for v in vpcs}
 
-    def vpc_for(self, task: DesiredTask) -> VpcSpec:
+    def vpc_for(self, task: DesiredTask) -> Vpc:
         assert task.eni is not None
-        vpc = self._vpcs.get(task.eni.vpc_id) or VpcSpec(task.eni.vpc_id, ())
-        return vpc.with_subnet(task.eni.subnet_id, _eni_subnet(task.eni))
+        vpc = self._vpcs.get(task.eni.vpc_id) or Vpc(task.eni.vpc_id)
+        return vpc.with_subnet(Subnet(task.eni.subnet_id, task.eni.subnet_cidr, task.eni.gateway))
 
     async def observe(self) -> netplan.ObservedNetwork:
         return await self.call(self.driver.observe)
 
-    async def ensure_vpc(self, vpc: VpcSpec) -> None:
+    async def ensure_vpc(self, vpc: Vpc) -> None:
         lock = self._locks.setdefault(vpc.vpc_id, asyncio.Lock())
         async with lock:
             if self._ensured.get(vpc.vpc_id) == vpc:
                 return
-            await self.call(self.driver.ensure_vpc_router, vpc.vpc_id, vpc.subnets)
+            await self.call(
+                self.driver.ensure_vpc_router, vpc.vpc_id, [(s.subnet_id, s.cidr_block) for s in vpc.subnets]
+            )
             if self.host_access:
                 try:
-                    await self.call(self.driver.ensure_host_access, vpc.vpc_id, [c for _, c in vpc.subnets])
+                    await self.call(
+                        self.driver.ensure_host_access, vpc.vpc_id, [s.cidr_block for s in vpc.subnets]
+                    )
                 except Exception as exc:  # tasks still work; only the host cannot reach them
                     log.error("host access failed %s", kv(vpc_id=vpc.vpc_id, error=repr(exc)))
             self._ensured[vpc.vpc_id] = vpc
@@ -117,7 +118,7 @@ class DataPlane:
             eni_id=task.eni.network_interface_id,
             port=netplan.eni_port(self.cfg, task.eni.network_interface_id),
             ip=task.eni.private_ipv4_address,
-            mac=task.eni.mac_address.lower(),
+            mac=task.eni.mac,
             group_ids=task.eni.security_group_ids,
         )
 

@@ -32,7 +32,6 @@ from typing import TypeVar
 from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
 from taskvpc.agent.dataplane import DataPlane as DataPlane, task_eni as task_eni
-from taskvpc.agent.desired import DesiredState as DesiredState, VpcSpec as VpcSpec
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.reporter import REPORT_INTERVAL as REPORT_INTERVAL, Reporter as Reporter
 from taskvpc.agent.runtime import (
@@ -47,6 +46,8 @@ from taskvpc.agent.runtime import (
 )
 from taskvpc.agent.runtime.health import HealthMonitor
 from taskvpc.agent.volumes import remove_task_volumes
+from taskvpc.agentapi.answer import DesiredState as DesiredState
+from taskvpc.agentapi.network import Vpc
 from taskvpc.domain.lifecycle import DesiredStatus
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ class Engine:
         self.workers: dict[str, TaskWorker] = {}
         self.finished: set[str] = set()  # tasks reported STOPPED and forgotten: ignore if still listed
         self.instance_status = "ACTIVE"
-        self.vpcs: dict[str, VpcSpec] = {}
+        self.vpcs: dict[str, Vpc] = {}
         self.adopted = False
         self._background: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
