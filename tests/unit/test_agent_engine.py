@@ -275,7 +275,7 @@ class FakeNetwork:
 
     def __init__(self) -> None:
         self.cfg = netplan.NetConfig()
-        self.routers: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.routers: dict[str, tuple[Subnet, ...]] = {}
         self.tasks: dict[str, tuple[str, netplan.TaskEni]] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail_ensure = 0
@@ -294,8 +294,8 @@ class FakeNetwork:
                 vpc_id,
                 netplan.router_netns(self.cfg, vpc_id),
                 True,
-                frozenset(netplan.router_address(c) for _, c in subnets),
-                frozenset(c for _, c in subnets),
+                frozenset(s.gateway for s in subnets),
+                frozenset(s.cidr_block for s in subnets),
                 ports,
             )
         tasks = {
@@ -314,7 +314,7 @@ class FakeNetwork:
         }
         return netplan.ObservedNetwork(routers, tasks)
 
-    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[tuple[str, str]]) -> None:
+    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[Subnet]) -> None:
         self.calls.append(("ensure_vpc_router", vpc_id))
         self.routers[vpc_id] = tuple(subnets)
 
@@ -625,6 +625,8 @@ async def test_agent_restart_adopts_running_tasks_and_removes_undesired_ones(h: 
         assert time.monotonic() < deadline, "undesired task not removed"
         await asyncio.sleep(0.02)
     assert all(r["taskArn"] != drop for _, r in h.server.reports[reports_before:])
+    assert ("remove_task_network", "f" * 32) not in h.network.calls  # adopted: its network stays too
+    assert h.network.calls.count(("ensure_task_network", "f" * 32)) == 1  # ... and was not made again
 
     await h.server.stop_task(keep)
     stopped = await h.server.wait_for(keep, "STOPPED")

@@ -86,7 +86,9 @@ containers = st.builds(
     cpu=st.integers(min_value=0, max_value=4096),
     memory=st.none() | small,
     memory_reservation=st.none() | small,
-    ulimits=st.lists(st.builds(Ulimit, names, st.integers(), st.integers()), max_size=2).map(tuple),
+    ulimits=st.lists(
+        st.builds(Ulimit, names, st.integers(-1, 2**31), st.integers(-1, 2**31)), max_size=2
+    ).map(tuple),
     readonly_root_filesystem=st.booleans(),
     privileged=st.booleans(),
     linux_parameters=st.builds(
