@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
@@ -46,6 +46,7 @@ from taskvpc.agent.runtime import (
     container_dir,
 )
 from taskvpc.agent.runtime.health import HealthMonitor
+from taskvpc.agent.taskresource import NetworkResource, ResourceContext, TaskResources
 from taskvpc.agent.volumes import remove_task_volumes
 from taskvpc.agentapi.answer import DesiredState as DesiredState
 from taskvpc.agentapi.network import Vpc
@@ -109,6 +110,7 @@ class TaskWorker:
         self.wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._watchers: dict[str, list[asyncio.Task[None]]] = {}
+        self._resources: TaskResources | None = None
         self.done = False
 
     @property
@@ -174,22 +176,33 @@ class TaskWorker:
         task.add_done_callback(self._inflight.discard)
 
     def _dispatch(self, action: tp.Action) -> None:
-        if isinstance(action, tp.EnsureNetwork):
-            self._spawn(self._ensure_network(action.attempt))
-        elif isinstance(action, tp.StartContainer):
-            self._spawn(self._start(action.name))
-        elif isinstance(action, tp.StopContainer):
-            self._spawn(self._stop(action.name, action.timeout))
-        elif isinstance(action, tp.RemoveNetwork):
-            self._spawn(self._remove_network())
-        elif isinstance(action, tp.Report):
-            self.engine.reporter.submit(action.report, self._acked)
-        elif isinstance(action, tp.BeginStop):
-            log.info("stopping %s", kv(task_arn=self.arn, reason=action.reason, code=action.code.value))
-        elif isinstance(action, tp.CancelContainer):
-            self._unwatch(action.name)
-        elif isinstance(action, tp.SetStatus):
-            log.info("known %s", kv(task_arn=self.arn, known=action.status.value))
+        handler = _HANDLERS.get(type(action))
+        if handler is not None:
+            handler(self, action)
+
+    def _on_ensure_network(self, action: tp.EnsureNetwork) -> None:
+        self._spawn(self._ensure_resources(action.attempt))
+
+    def _on_start(self, action: tp.StartContainer) -> None:
+        self._spawn(self._start(action.name))
+
+    def _on_stop(self, action: tp.StopContainer) -> None:
+        self._spawn(self._stop(action.name, action.timeout))
+
+    def _on_remove_network(self, action: tp.RemoveNetwork) -> None:
+        self._spawn(self._remove_resources())
+
+    def _on_report(self, action: tp.Report) -> None:
+        self.engine.reporter.submit(action.report, self._acked)
+
+    def _on_begin_stop(self, action: tp.BeginStop) -> None:
+        log.info("stopping %s", kv(task_arn=self.arn, reason=action.reason, code=action.code.value))
+
+    def _on_cancel(self, action: tp.CancelContainer) -> None:
+        self._unwatch(action.name)
+
+    def _on_status(self, action: tp.SetStatus) -> None:
+        log.info("known %s", kv(task_arn=self.arn, known=action.status.value))
 
     def _acked(self, report: tp.TaskReport) -> None:
         if report.known_status == tp.TaskView.STOPPED.value and not self.known.stopped_acked:
@@ -198,29 +211,41 @@ class TaskWorker:
 
     # ------------------------------------------------------------------------------ network
 
-    async def _ensure_network(self, attempt: int) -> None:
+    @property
+    def resources(self) -> TaskResources:
+        """The task's resources (taskresource.py), made the first time they are needed."""
+        if self._resources is None:
+            ctx = ResourceContext(self.desired, self.engine.network, self.engine.runtime.state_dir)
+            self._resources = TaskResources(ctx)
+        return self._resources
+
+    async def _ensure_resources(self, attempt: int) -> None:
+        """The planner's ``EnsureNetwork``: every task resource (the network first) before any container."""
         if attempt:
             await asyncio.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
         try:
-            self.netns_path = await self.engine.ensure_task_network(self.desired)
+            await self.resources.ensure()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("network failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc)))
+            log.warning("resources failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc)))
             self.known = tp.network_failed(self.known, str(exc) or type(exc).__name__)
             return
+        network = self.resources.get("network")
+        self.netns_path = network.netns_path if isinstance(network, NetworkResource) else None
         self.known = tp.network_ready(self.known)
 
-    async def _remove_network(self) -> None:
+    async def _remove_resources(self) -> None:
+        """The planner's ``RemoveNetwork``: every task resource, in reverse, once the containers stopped."""
         for attempt in range(NETWORK_REMOVE_ATTEMPTS):
             try:
-                await self.engine.remove_task_network(self.desired.task_id)
+                await self.resources.remove()
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep going: a later agent start removes whatever is left
                 log.error(
-                    "network removal failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc))
+                    "resource removal failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc))
                 )
                 await asyncio.sleep(0.1 * 2**attempt)
         self.known = tp.network_removed(self.known)
@@ -327,6 +352,20 @@ class TaskWorker:
         self.engine.worker_done(self)
 
 
+# What each of the planner's actions makes the worker do: one entry per action type (a decision without
+# I/O, such as ``Forget``, is handled in ``run``).
+_HANDLERS: dict[type, Callable[[TaskWorker, Any], None]] = {
+    tp.EnsureNetwork: TaskWorker._on_ensure_network,
+    tp.StartContainer: TaskWorker._on_start,
+    tp.StopContainer: TaskWorker._on_stop,
+    tp.RemoveNetwork: TaskWorker._on_remove_network,
+    tp.Report: TaskWorker._on_report,
+    tp.BeginStop: TaskWorker._on_begin_stop,
+    tp.CancelContainer: TaskWorker._on_cancel,
+    tp.SetStatus: TaskWorker._on_status,
+}
+
+
 # ---------------------------------------------------------------------------------------------- engine
 
 
@@ -368,15 +407,6 @@ class Engine:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
-
-    async def ensure_task_network(self, task: tp.DesiredTask) -> str | None:
-        if self.network is None:
-            return None
-        return await self.network.ensure_task(task)
-
-    async def remove_task_network(self, task_id: str) -> None:
-        if self.network is not None:
-            await self.network.remove_task(task_id)
 
     async def _reconcile_network(self) -> None:
         if self.network is not None:
