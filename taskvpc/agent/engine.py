@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -403,9 +404,14 @@ class Engine:
             except Exception:
                 log.exception("%s failed", what)
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            if task.cancelled() and inspect.iscoroutine(coro):
+                coro.close()  # cancelled before it began (at close): it never will
+
         task = asyncio.ensure_future(wrapped())
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(done)
         return task
 
     async def _reconcile_network(self) -> None:

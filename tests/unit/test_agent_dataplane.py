@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 
@@ -90,17 +91,9 @@ def test_a_failure_is_the_task_s_and_the_next_reconcile_looks_again() -> None:
         bad = task(8)
         assert bad.eni is not None
         with pytest.raises(NetworkFailed, match="fits no subnet"):  # a gateway the subnet does not have
-            await plane.ensure_task(
-                DesiredTask(
-                    bad.arn, bad.desired_status, (), Eni(**{**_fields(bad.eni), "gateway": "172.31.0.9"})
-                )
-            )
+            await plane.ensure_task(replace(bad, eni=replace(bad.eni, gateway="172.31.0.9")))
 
     run(body)
-
-
-def _fields(eni: Eni) -> dict[str, object]:
-    return {name: getattr(eni, name) for name in Eni.__slots__}
 
 
 def test_at_start_strays_and_routers_nobody_needs_go_and_kept_tasks_wait() -> None:

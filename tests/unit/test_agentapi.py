@@ -277,6 +277,7 @@ def test_reports_survive_the_wire_and_malformed_ones_are_refused() -> None:
         ]
     )
     assert Report.from_wire(_over_the_wire(report.to_wire())) == report
+    bad: Any
     for bad in (
         {"tasks": 5},
         {"tasks": [{"knownStatus": "RUNNING"}]},
