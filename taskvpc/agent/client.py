@@ -25,12 +25,14 @@ from urllib.parse import urlencode, urlsplit
 
 import h11
 
+from taskvpc.agentapi import PREFIX
+from taskvpc.agentapi.reports import Report
 from taskvpc.wire.http import HttpRequest
 from taskvpc.wire.sigv4 import sign_headers
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/_taskvpc/agent/v1"
+API_PREFIX = PREFIX.rstrip("/")
 SERVICE = "ecs"
 DEFAULT_REGION = "us-east-1"
 MAX_WAIT = 30.0
@@ -207,10 +209,8 @@ class AgentClient:
             self._poll, "GET", f"/instances/{instance_id}/desired", query=query, timeout=wait + 15.0
         )
 
-    async def report(self, instance_id: str, tasks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        return await self._call(
-            self._main, "POST", f"/instances/{instance_id}/report", body={"tasks": list(tasks)}
-        )
+    async def report(self, instance_id: str, report: Report) -> dict[str, Any]:
+        return await self._call(self._main, "POST", f"/instances/{instance_id}/report", body=report.to_wire())
 
     async def deregister(self, instance_id: str) -> dict[str, Any]:
         return await self._call(self._main, "POST", f"/instances/{instance_id}/deregister", body={})

@@ -1,22 +1,35 @@
-"""The data plane as the engine sees it: the network driver's synchronous calls on one thread of their
-own (the event loop stays free), VPC routers ensured once and on demand, and each task ENI's security
-groups registered with the VPC's firewall before its veth exists (``security.FirewallSync``)."""
+"""The agent's one network reconciler: what the host should carry -> ``netplan.plan`` -> the driver.
+
+Desired network = the VPCs of the latest answer (and of every task with a network), the task networks
+the engine wants (a task's network is a task resource: ``want`` when it is ensured, ``unwant`` when it is
+removed), and the task namespaces found on the host that must stay a while longer (``keep``: a task that is
+not desired, while its containers are being stopped). Everything else with our prefix goes: undesired task
+networks, access links, routers, strays.
+
+Each :meth:`DataPlane.reconcile` plans against the host as last known (observed at start, then updated by
+``netplan.assume`` after each successful action) and applies the plan through the driver on one thread of
+its own (the event loop stays free); after any failure the next reconcile observes the host again. Reconciles
+run one at a time; whoever asks while one runs gets the next one, which covers its change too.
+
+Security groups: a task's ENI is registered with its VPC's firewall (``security.FirewallSync``) before its
+veth exists (a failure there skips the network: never traffic without rules), and unregistered once the
+veth is gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, TypeVar
 
 from taskvpc.agent import netplan
-from taskvpc.agent.desired import DesiredState, DesiredTask, Eni, VpcSpec
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.security import FirewallSync
+from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.network import Subnet, Vpc
+from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.netmodel.firewall_ir import EniPort
 
 log = logging.getLogger(__name__)
@@ -24,28 +37,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _eni_subnet(eni: Eni) -> str:
-    return str(ipaddress.IPv4Interface(f"{eni.private_ipv4_address}/{eni.prefix_length}").network)
-
-
-def task_eni(task: DesiredTask) -> netplan.TaskEni | None:
-    if task.eni is None:
-        return None
-    return netplan.TaskEni(
-        eni_id=task.eni.network_interface_id,
-        mac=task.eni.mac_address.lower(),
-        ip=task.eni.private_ipv4_address,
-        prefix_len=task.eni.prefix_length,
-        gateway=task.eni.gateway,
-        task_key=task.task_id,
-    )
-
-
-# ---------------------------------------------------------------------------------------------- data plane
+class NetworkFailed(Exception):
+    """A task's network could not be made or removed in this reconcile (the reason is the driver's)."""
 
 
 class DataPlane:
-    """Async face of a ``netplan.NetworkDriver``: one thread for its calls; VPCs ensured once, on demand."""
+    """The network reconciler; see the module docstring."""
 
     def __init__(
         self,
@@ -62,9 +59,14 @@ class DataPlane:
         self.host_access = host_access
         self._netns_paths = netns_paths
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskvpc-net")
-        self._vpcs: dict[str, VpcSpec] = {}  # desired, from the control plane
-        self._ensured: dict[str, VpcSpec] = {}  # as last ensured on the host
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._vpcs: dict[str, Vpc] = {}  # the latest answer's
+        self._wanted: dict[str, DesiredTask] = {}  # by task id
+        self._keep: set[str] = set()
+        self._registered: dict[str, tuple[str, str]] = {}  # firewall: ENI id -> (VPC id, task id)
+        self.known: netplan.ObservedNetwork | None = None  # the host as last observed and changed since
+        self.failures: dict[str, str] = {}  # task id -> why its last ensure/remove failed
+        self.reconciles = 0
+        self._lock = asyncio.Lock()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -77,96 +79,179 @@ class DataPlane:
             return None
         return f"{self.cfg.netns_dir}/{netplan.task_netns(self.cfg, task_id)}"
 
-    def set_vpcs(self, vpcs: Iterable[VpcSpec]) -> None:
+    # -- what is desired ---------------------------------------------------------------------------
+
+    def set_vpcs(self, vpcs: Iterable[Vpc]) -> None:
         self._vpcs = {v.vpc_id: v for v in vpcs}
 
-    def vpc_for(self, task: DesiredTask) -> VpcSpec:
-        assert task.eni is not None
-        vpc = self._vpcs.get(task.eni.vpc_id) or VpcSpec(task.eni.vpc_id, ())
-        return vpc.with_subnet(task.eni.subnet_id, _eni_subnet(task.eni))
+    def want(self, task: DesiredTask) -> None:
+        if task.eni is not None:
+            self._wanted[task.task_id] = task
+            self._keep.discard(task.task_id)
+
+    def unwant(self, task_id: str) -> None:
+        self._wanted.pop(task_id, None)
+        self._keep.discard(task_id)
+
+    def keep(self, task_id: str) -> None:
+        """Leave a task namespace found on the host alone until :meth:`unwant`."""
+        self._keep.add(task_id)
+
+    def desired(self) -> netplan.DesiredNetwork:
+        """Routers are made for the VPCs of wanted tasks (with the answer's subnets); the answer's other
+        VPCs keep their router if there is one."""
+        vpcs: dict[str, Vpc] = {}
+        tasks = []
+        keep = set(self._keep)  # plus wanted tasks this reconcile cannot plan for: left as they are
+        for task_id, task in sorted(self._wanted.items()):
+            eni = task.eni
+            assert eni is not None
+            try:
+                task_eni = netplan.TaskEni.of(task_id, eni)
+            except ValueError as exc:
+                self.failures[task_id] = str(exc)
+                keep.add(task_id)
+                continue
+            vpc = vpcs.get(eni.vpc_id) or self._vpcs.get(eni.vpc_id) or Vpc(eni.vpc_id)
+            vpcs[eni.vpc_id] = vpc.with_subnet(Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway))
+            tasks.append(netplan.DesiredTask(eni.vpc_id, task_eni))
+        desired_vpcs = []
+        for vpc in vpcs.values():
+            cidrs = tuple(s.cidr_block for s in vpc.subnets) if self.host_access else ()
+            try:
+                desired_vpcs.append(netplan.DesiredVpc(vpc.vpc_id, vpc.subnets, cidrs))
+            except ValueError as exc:
+                log.error("vpc ignored %s", kv(vpc_id=vpc.vpc_id, error=str(exc)))
+        usable = {v.vpc_id: v for v in desired_vpcs}
+        checked = []
+        for t in tasks:
+            try:  # one task whose ENI fits no subnet must not hold up the others
+                netplan.DesiredNetwork(tuple(v for v in desired_vpcs if v.vpc_id == t.vpc_id), (t,))
+            except ValueError as exc:
+                self.failures[t.eni.task_key] = str(exc)
+                keep.add(t.eni.task_key)
+                continue
+            checked.append(t)
+        return netplan.DesiredNetwork(
+            tuple(usable.values()), tuple(checked), frozenset(keep), frozenset(self._vpcs) - set(usable)
+        )
+
+    # -- reconcile ---------------------------------------------------------------------------------
 
     async def observe(self) -> netplan.ObservedNetwork:
-        return await self.call(self.driver.observe)
+        async with self._lock:
+            self.known = await self.call(self.driver.observe)
+            return self.known
 
-    async def ensure_vpc(self, vpc: VpcSpec) -> None:
-        lock = self._locks.setdefault(vpc.vpc_id, asyncio.Lock())
-        async with lock:
-            if self._ensured.get(vpc.vpc_id) == vpc:
+    async def reconcile(self) -> netplan.ApplyReport:
+        async with self._lock:
+            if self.known is None:
+                self.known = await self.call(self.driver.observe)
+            self.failures.clear()  # this reconcile's outcome is the one that counts
+            desired = self.desired()
+            actions = netplan.plan(self.cfg, desired, self.known)
+            await self._register_adopted(desired, actions)
+            self.reconciles += 1
+            if not actions:
+                return netplan.ApplyReport()
+            report = await self.call(self._apply, desired, actions)
+            for action, error in report.failed:
+                key = _task_key(action)
+                if key is not None:
+                    self.failures[key] = str(error) or type(error).__name__
+                log.error("network action failed %s", kv(action=type(action).__name__, error=repr(error)))
+            for action in report.done:
+                key = _task_key(action)
+                if key is not None:
+                    self.failures.pop(key, None)
+            if report.failed:
+                self.known = None  # look again next time
+            return report
+
+    def _apply(self, desired: netplan.DesiredNetwork, actions: list[netplan.Action]) -> netplan.ApplyReport:
+        """On the network thread: every action, the firewall kept in step, the known host updated."""
+
+        def before(action: netplan.Action) -> None:
+            if isinstance(action, netplan.EnsureTaskNetwork) and self.firewall is not None:
+                port = self._eni_port(action.vpc_id, action.eni, desired)
+                self.firewall.add_eni(action.vpc_id, port, new_network=True)  # rules first
+                self._registered[action.eni.eni_id] = (action.vpc_id, action.eni.task_key)
+
+        def after(action: netplan.Action) -> None:
+            assert self.known is not None
+            self.known = netplan.assume(self.cfg, self.known, action)
+            if self.firewall is None:
                 return
-            await self.call(self.driver.ensure_vpc_router, vpc.vpc_id, vpc.subnets)
-            if self.host_access:
-                try:
-                    await self.call(self.driver.ensure_host_access, vpc.vpc_id, [c for _, c in vpc.subnets])
-                except Exception as exc:  # tasks still work; only the host cannot reach them
-                    log.error("host access failed %s", kv(vpc_id=vpc.vpc_id, error=repr(exc)))
-            self._ensured[vpc.vpc_id] = vpc
+            if isinstance(action, netplan.RemoveTaskNetwork):  # the veth is gone: its rules can go
+                for eni_id, (vpc_id, task_key) in list(self._registered.items()):
+                    if task_key == action.task_key:
+                        del self._registered[eni_id]
+                        self.firewall.remove_eni(vpc_id, eni_id)
+            elif isinstance(action, netplan.RemoveVpcRouter):
+                self.firewall.forget_vpc(action.vpc_id)
+                self._registered = {e: r for e, r in self._registered.items() if r[0] != action.vpc_id}
 
-    async def remove_vpc(self, vpc_id: str) -> None:
-        lock = self._locks.setdefault(vpc_id, asyncio.Lock())
-        async with lock:
-            self._ensured.pop(vpc_id, None)
-            with contextlib.suppress(Exception):
-                await self.call(self.driver.remove_host_access, vpc_id)
-            await self.call(self.driver.remove_vpc_router, vpc_id)
-            if self.firewall is not None:
-                await self.call(self.firewall.forget_vpc, vpc_id)
+        return netplan.apply(actions, self.driver, before=before, after=after)
 
-    def _eni_port(self, task: DesiredTask) -> EniPort:
-        assert task.eni is not None
-        return EniPort(
-            eni_id=task.eni.network_interface_id,
-            port=netplan.eni_port(self.cfg, task.eni.network_interface_id),
-            ip=task.eni.private_ipv4_address,
-            mac=task.eni.mac_address.lower(),
-            group_ids=task.eni.security_group_ids,
-        )
+    def _eni_port(self, vpc_id: str, eni: netplan.TaskEni, desired: netplan.DesiredNetwork) -> EniPort:
+        task = self._wanted.get(eni.task_key)
+        groups = task.eni.security_group_ids if task is not None and task.eni is not None else ()
+        return EniPort(eni.eni_id, netplan.eni_port(self.cfg, eni.eni_id), eni.ip, eni.mac, groups)
+
+    async def _register_adopted(self, desired: netplan.DesiredNetwork, actions: list[netplan.Action]) -> None:
+        """A wanted task whose network already exists (found at start) gets its rules loaded too."""
+        if self.firewall is None:
+            return
+        making = {a.eni.task_key for a in actions if isinstance(a, netplan.EnsureTaskNetwork)}
+        for t in desired.tasks:
+            if t.eni.task_key in making or self._registered.get(t.eni.eni_id) == (t.vpc_id, t.eni.task_key):
+                continue
+            try:
+                await self.call(self.firewall.add_eni, t.vpc_id, self._eni_port(t.vpc_id, t.eni, desired))
+                self._registered[t.eni.eni_id] = (t.vpc_id, t.eni.task_key)
+            except Exception as exc:  # its network counts as failed: the worker retries
+                self.failures[t.eni.task_key] = f"firewall: {exc!r}"
+                log.error("firewall registration failed %s", kv(task_id=t.eni.task_key, error=repr(exc)))
+
+    # -- for the engine ----------------------------------------------------------------------------
+
+    def matches(self, task: DesiredTask) -> bool:
+        """Whether the host, as known, carries the task's network as desired."""
+        if task.eni is None or self.known is None:
+            return False
+        try:
+            wanted = netplan.DesiredTask(task.eni.vpc_id, netplan.TaskEni.of(task.task_id, task.eni))
+        except ValueError:
+            return False
+        seen = self.known.tasks.get(task.task_id)
+        return netplan.task_matches(self.cfg, wanted, seen, self.known.routers.get(task.eni.vpc_id))
 
     async def set_security(self, state: DesiredState) -> None:
         """The desired groups and ENI memberships; VPCs with a table get the difference loaded."""
         if self.firewall is not None:
             await self.call(self.firewall.set_desired, state.security_groups, state.eni_groups())
 
-    async def protect_task(self, task: DesiredTask, *, new_network: bool = False) -> None:
-        """Register the task's ENI with its VPC's firewall (its rules loaded, the table made if new);
-        ``new_network``: its address may have served another task (forget that one's connections)."""
-        if self.firewall is not None and task.eni is not None:
-            port = self._eni_port(task)
-            await self.call(partial(self.firewall.add_eni, task.eni.vpc_id, port, new_network=new_network))
-
     async def ensure_task(self, task: DesiredTask) -> str | None:
-        eni = task_eni(task)
-        if eni is None or task.eni is None:
-            return None  # no ENI: the host's network
-        vpc = self.vpc_for(task)
-        try:
-            await self.ensure_vpc(vpc)
-            # rules first: the ENI never carries traffic without them
-            await self.protect_task(task, new_network=True)
-            await self.call(self.driver.ensure_task_network, task.eni.vpc_id, eni)
-        except Exception:
-            self._ensured.pop(vpc.vpc_id, None)  # the retry re-ensures the router (it may have gone)
-            raise
+        """The task's network (none without an ENI: the host's); raises NetworkFailed."""
+        if task.eni is None:
+            return None
+        self.want(task)
+        await self.reconcile()
+        if task.task_id in self.failures:
+            raise NetworkFailed(self.failures[task.task_id])
         return self.netns_path(task.task_id)
 
-    async def remove_task(
-        self, task_id: str, seen: netplan.ObservedTask | None = None, task: DesiredTask | None = None
-    ) -> None:
-        ip = None
-        if seen is not None and len(seen.addrs) == 1:
-            ip = next(iter(seen.addrs)).partition("/")[0]
-        try:
-            await self.call(
-                self.driver.remove_task_network,
-                task_id,
-                seen.vpc_id if seen else None,
-                seen.port if seen else None,
-                ip,
-            )
-        finally:  # even if a veth is left: an unregistered port gets no new flow (``to_task`` drops)
-            if self.firewall is not None and task is not None and task.eni is not None:
-                await self.call(self.firewall.remove_eni, task.eni.vpc_id, task.eni.network_interface_id)
-            elif self.firewall is not None and seen is not None and seen.port is not None:
-                await self.call(self.firewall.remove_port, seen.vpc_id, seen.port)
+    async def remove_task(self, task_id: str) -> None:
+        """No network for the task any more; raises NetworkFailed while some of it is left."""
+        self.unwant(task_id)
+        await self.reconcile()
+        if task_id in self.failures:
+            raise NetworkFailed(self.failures[task_id])
 
-    async def remove_stray(self, stray: netplan.Stray) -> None:
-        await self.call(self.driver.remove_stray, stray)
+
+def _task_key(action: netplan.Action) -> str | None:
+    if isinstance(action, netplan.EnsureTaskNetwork):
+        return action.eni.task_key
+    if isinstance(action, netplan.RemoveTaskNetwork):
+        return action.task_key
+    return None

@@ -10,29 +10,30 @@
   batches; the STOPPED report's acknowledgement lets a worker forget its task.
 * On start (:meth:`Engine.adopt`, with the first desired-state answer): everything of ours on the host is
   observed (the data plane's ``observe``, the runtime's ``list_ours``); desired tasks are adopted with what
-  was found (a container in an unknown state counts as running); containers and networks of tasks that
-  are not desired are stopped and removed, and so are strays.
+  was found (a container in an unknown state counts as running); containers of tasks that are not desired
+  are stopped, then their networks removed; the data plane's first reconcile removes strays and routers
+  no task needs.
 * Teardown runs in reverse (containers, then the network) and keeps going after errors.
 
-The network goes through :class:`~taskvpc.agent.dataplane.DataPlane` (a ``netplan.NetworkDriver``,
-``drivers.netlink.NetlinkDriver`` for real, and the VPC routers' firewalls), the containers through a
-:class:`~taskvpc.agent.runtime.Runtime`.
+The network goes through :class:`~taskvpc.agent.dataplane.DataPlane`, the one network reconciler (a pure
+``netplan.plan`` applied through a ``netplan.NetworkDriver``, ``drivers.netlink.NetlinkDriver`` for real,
+and the VPC routers' firewalls), the containers through a :class:`~taskvpc.agent.runtime.Runtime`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
-from taskvpc.agent.dataplane import DataPlane as DataPlane, task_eni as task_eni
-from taskvpc.agent.desired import DesiredState as DesiredState, VpcSpec as VpcSpec
+from taskvpc.agent.dataplane import DataPlane as DataPlane
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.reporter import REPORT_INTERVAL as REPORT_INTERVAL, Reporter as Reporter
 from taskvpc.agent.runtime import (
@@ -46,7 +47,10 @@ from taskvpc.agent.runtime import (
     container_dir,
 )
 from taskvpc.agent.runtime.health import HealthMonitor
+from taskvpc.agent.taskresource import NetworkResource, ResourceContext, TaskResources
 from taskvpc.agent.volumes import remove_task_volumes
+from taskvpc.agentapi.answer import DesiredState as DesiredState
+from taskvpc.agentapi.network import Vpc
 from taskvpc.domain.lifecycle import DesiredStatus
 
 log = logging.getLogger(__name__)
@@ -102,12 +106,12 @@ class TaskWorker:
     known: tp.KnownTask
     handles: dict[str, ContainerHandle] = field(default_factory=dict)
     netns_path: str | None = None
-    seen_network: netplan.ObservedTask | None = None
 
     def __post_init__(self) -> None:
         self.wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._watchers: dict[str, list[asyncio.Task[None]]] = {}
+        self._resources: TaskResources | None = None
         self.done = False
 
     @property
@@ -173,22 +177,33 @@ class TaskWorker:
         task.add_done_callback(self._inflight.discard)
 
     def _dispatch(self, action: tp.Action) -> None:
-        if isinstance(action, tp.EnsureNetwork):
-            self._spawn(self._ensure_network(action.attempt))
-        elif isinstance(action, tp.StartContainer):
-            self._spawn(self._start(action.name))
-        elif isinstance(action, tp.StopContainer):
-            self._spawn(self._stop(action.name, action.timeout))
-        elif isinstance(action, tp.RemoveNetwork):
-            self._spawn(self._remove_network())
-        elif isinstance(action, tp.Report):
-            self.engine.reporter.submit(action.report, self._acked)
-        elif isinstance(action, tp.BeginStop):
-            log.info("stopping %s", kv(task_arn=self.arn, reason=action.reason, code=action.code.value))
-        elif isinstance(action, tp.CancelContainer):
-            self._unwatch(action.name)
-        elif isinstance(action, tp.SetStatus):
-            log.info("known %s", kv(task_arn=self.arn, known=action.status.value))
+        handler = _HANDLERS.get(type(action))
+        if handler is not None:
+            handler(self, action)
+
+    def _on_ensure_network(self, action: tp.EnsureNetwork) -> None:
+        self._spawn(self._ensure_resources(action.attempt))
+
+    def _on_start(self, action: tp.StartContainer) -> None:
+        self._spawn(self._start(action.name))
+
+    def _on_stop(self, action: tp.StopContainer) -> None:
+        self._spawn(self._stop(action.name, action.timeout))
+
+    def _on_remove_network(self, action: tp.RemoveNetwork) -> None:
+        self._spawn(self._remove_resources())
+
+    def _on_report(self, action: tp.Report) -> None:
+        self.engine.reporter.submit(action.report, self._acked)
+
+    def _on_begin_stop(self, action: tp.BeginStop) -> None:
+        log.info("stopping %s", kv(task_arn=self.arn, reason=action.reason, code=action.code.value))
+
+    def _on_cancel(self, action: tp.CancelContainer) -> None:
+        self._unwatch(action.name)
+
+    def _on_status(self, action: tp.SetStatus) -> None:
+        log.info("known %s", kv(task_arn=self.arn, known=action.status.value))
 
     def _acked(self, report: tp.TaskReport) -> None:
         if report.known_status == tp.TaskView.STOPPED.value and not self.known.stopped_acked:
@@ -197,29 +212,41 @@ class TaskWorker:
 
     # ------------------------------------------------------------------------------ network
 
-    async def _ensure_network(self, attempt: int) -> None:
+    @property
+    def resources(self) -> TaskResources:
+        """The task's resources (taskresource.py), made the first time they are needed."""
+        if self._resources is None:
+            ctx = ResourceContext(self.desired, self.engine.network, self.engine.runtime.state_dir)
+            self._resources = TaskResources(ctx)
+        return self._resources
+
+    async def _ensure_resources(self, attempt: int) -> None:
+        """The planner's ``EnsureNetwork``: every task resource (the network first) before any container."""
         if attempt:
             await asyncio.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
         try:
-            self.netns_path = await self.engine.ensure_task_network(self.desired)
+            await self.resources.ensure()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("network failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc)))
+            log.warning("resources failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc)))
             self.known = tp.network_failed(self.known, str(exc) or type(exc).__name__)
             return
+        network = self.resources.get("network")
+        self.netns_path = network.netns_path if isinstance(network, NetworkResource) else None
         self.known = tp.network_ready(self.known)
 
-    async def _remove_network(self) -> None:
+    async def _remove_resources(self) -> None:
+        """The planner's ``RemoveNetwork``: every task resource, in reverse, once the containers stopped."""
         for attempt in range(NETWORK_REMOVE_ATTEMPTS):
             try:
-                await self.engine.remove_task_network(self.desired.task_id, self.seen_network, self.desired)
+                await self.resources.remove()
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep going: a later agent start removes whatever is left
                 log.error(
-                    "network removal failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc))
+                    "resource removal failed %s", kv(task_arn=self.arn, attempt=attempt + 1, error=repr(exc))
                 )
                 await asyncio.sleep(0.1 * 2**attempt)
         self.known = tp.network_removed(self.known)
@@ -326,6 +353,20 @@ class TaskWorker:
         self.engine.worker_done(self)
 
 
+# What each of the planner's actions makes the worker do: one entry per action type (a decision without
+# I/O, such as ``Forget``, is handled in ``run``).
+_HANDLERS: dict[type, Callable[[TaskWorker, Any], None]] = {
+    tp.EnsureNetwork: TaskWorker._on_ensure_network,
+    tp.StartContainer: TaskWorker._on_start,
+    tp.StopContainer: TaskWorker._on_stop,
+    tp.RemoveNetwork: TaskWorker._on_remove_network,
+    tp.Report: TaskWorker._on_report,
+    tp.BeginStop: TaskWorker._on_begin_stop,
+    tp.CancelContainer: TaskWorker._on_cancel,
+    tp.SetStatus: TaskWorker._on_status,
+}
+
+
 # ---------------------------------------------------------------------------------------------- engine
 
 
@@ -347,7 +388,7 @@ class Engine:
         self.workers: dict[str, TaskWorker] = {}
         self.finished: set[str] = set()  # tasks reported STOPPED and forgotten: ignore if still listed
         self.instance_status = "ACTIVE"
-        self.vpcs: dict[str, VpcSpec] = {}
+        self.vpcs: dict[str, Vpc] = {}
         self.adopted = False
         self._background: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -363,21 +404,19 @@ class Engine:
             except Exception:
                 log.exception("%s failed", what)
 
+        def done(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            if task.cancelled() and inspect.iscoroutine(coro):
+                coro.close()  # cancelled before it began (at close): it never will
+
         task = asyncio.ensure_future(wrapped())
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(done)
         return task
 
-    async def ensure_task_network(self, task: tp.DesiredTask) -> str | None:
-        if self.network is None:
-            return None
-        return await self.network.ensure_task(task)
-
-    async def remove_task_network(
-        self, task_id: str, seen: netplan.ObservedTask | None, task: tp.DesiredTask | None = None
-    ) -> None:
+    async def _reconcile_network(self) -> None:
         if self.network is not None:
-            await self.network.remove_task(task_id, seen, task)
+            await self.network.reconcile()
 
     def worker_done(self, worker: TaskWorker) -> None:
         if self.workers.get(worker.arn) is worker:
@@ -414,20 +453,20 @@ class Engine:
 
     # ------------------------------------------------------------------------------ desired state
 
-    def _set_vpcs(self, state: DesiredState) -> list[str]:
-        """Record the desired VPCs; the ones that went away (to remove once no task uses them)."""
-        gone = [v for v in self.vpcs if v not in {s.vpc_id for s in state.vpcs}]
+    def _set_vpcs(self, state: DesiredState) -> bool:
+        """Record the desired VPCs; whether they changed (a router may have to go)."""
+        before = self.vpcs
         self.vpcs = {v.vpc_id: v for v in state.vpcs}
         if self.network is not None:
             self.network.set_vpcs(state.vpcs)
-        return gone
+        return before != self.vpcs
 
     def apply(self, state: DesiredState) -> None:
         """A desired-state answer after adoption: new workers, forward moves, forgotten tasks stopped."""
         if not state.changed:
             return
         self.instance_status = state.instance_status
-        gone_vpcs = self._set_vpcs(state)
+        vpcs_changed = self._set_vpcs(state)
         if self.network is not None:
             self.spawn(self.network.set_security(state), "security groups")
         listed = {t.arn for t in state.tasks}
@@ -447,22 +486,8 @@ class Engine:
         for arn, worker in list(self.workers.items()):
             if arn not in listed or inactive:
                 worker.update(replace(worker.desired, desired_status=DesiredStatus.STOPPED))
-        if gone_vpcs and self.network is not None:
-            self.spawn(self._remove_vpcs_when_unused(gone_vpcs), "vpc removal")
-
-    async def _remove_vpcs_when_unused(self, vpc_ids: Sequence[str]) -> None:
-        assert self.network is not None
-        for vpc_id in vpc_ids:
-            while any(
-                w.desired.eni is not None and w.desired.eni.vpc_id == vpc_id for w in self.workers.values()
-            ):
-                await asyncio.sleep(0.2)
-            if vpc_id in self.vpcs:
-                continue
-            try:
-                await self.network.remove_vpc(vpc_id)
-            except Exception as exc:
-                log.error("vpc removal failed %s", kv(vpc_id=vpc_id, error=repr(exc)))
+        if vpcs_changed and self.network is not None:  # a VPC no task needs loses its router
+            self.spawn(self._reconcile_network(), "network")
 
     def stop_all(self) -> None:
         for worker in self.workers.values():
@@ -474,32 +499,42 @@ class Engine:
         """The first answer: adopt what is desired, remove what is not (see the module docstring)."""
         self.instance_status = state.instance_status
         self._set_vpcs(state)
-        observed = await self.network.observe() if self.network is not None else netplan.ObservedNetwork()
-        if self.network is not None:
-            await self.network.set_security(state)
+        network = self.network
+        observed = await network.observe() if network is not None else netplan.ObservedNetwork()
+        if network is not None:
+            await network.set_security(state)
         found: dict[str, dict[str, ContainerHandle]] = {}
         for handle in self.runtime.list_ours():
             found.setdefault(handle.task_id, {})[handle.name] = handle
-        desired = {t.task_id: t for t in state.tasks}
         inactive = state.instance_status == "INACTIVE"
+        desired = {
+            t.task_id: replace(t, desired_status=DesiredStatus.STOPPED) if inactive else t
+            for t in state.tasks
+        }
+        orphans = sorted((set(found) | set(observed.tasks)) - set(desired))
+        if network is not None:
+            for task_id, task in desired.items():
+                if task_id in observed.tasks or task.desired_status is DesiredStatus.RUNNING:
+                    network.want(task)
+            for task_id in orphans:
+                network.keep(task_id)  # until its containers are stopped
+            await network.reconcile()  # strays and undesired routers go; adopted ENIs get their rules
 
         for task_id, task in desired.items():
-            if inactive:
-                task = replace(task, desired_status=DesiredStatus.STOPPED)
             known = tp.KnownTask(task.arn)
             handles = found.pop(task_id, {})
             for name, handle in handles.items():
                 status = self.runtime.status(handle)
                 known = known.with_container(_known_from_runtime(name, status, handle.runtime_id))
-            seen = observed.tasks.get(task_id)
-            worker = TaskWorker(self, task, known, handles=dict(handles), seen_network=seen)
-            if seen is not None and self.network is not None and self._network_matches(task, seen, observed):
-                try:  # its table is reloaded whole (the first load of the VPC since we started)
-                    await self.network.protect_task(task)
-                    worker.known = tp.network_ready(worker.known)
-                    worker.netns_path = self.network.netns_path(task_id)
-                except Exception as exc:  # the worker's EnsureNetwork retries (and loads the rules)
-                    log.error("firewall adoption failed %s", kv(task_arn=task.arn, error=repr(exc)))
+            worker = TaskWorker(self, task, known, handles=dict(handles))
+            if (
+                network is not None
+                and task_id in observed.tasks
+                and network.matches(task)
+                and task_id not in network.failures
+            ):
+                worker.known = tp.network_ready(worker.known)
+                worker.netns_path = network.netns_path(task_id)
             log.info(
                 "adopted %s",
                 kv(
@@ -511,24 +546,8 @@ class Engine:
             )
             self._start_worker(worker)
 
-        orphans = set(found) | (set(observed.tasks) - set(desired))
-        cleanups = [
-            self.spawn(
-                self._remove_orphan(task_id, found.get(task_id, {}), observed.tasks.get(task_id)), "orphan"
-            )
-            for task_id in sorted(orphans)
-        ]
-        if self.network is not None:
-            for stray in observed.strays:
-                log.info("removing stray %s", kv(kind=stray.kind, name=stray.name))
-                try:
-                    await self.network.remove_stray(stray)
-                except Exception as exc:
-                    log.error("stray removal failed %s", kv(name=stray.name, error=repr(exc)))
-            undesired_vpcs = (set(observed.routers) | set(observed.host_access)) - set(self.vpcs)
-            undesired_vpcs -= {t.eni.vpc_id for t in desired.values() if t.eni is not None}
-            if undesired_vpcs:
-                self.spawn(self._remove_vpcs_after(cleanups, sorted(undesired_vpcs)), "vpc removal")
+        for task_id in orphans:
+            self.spawn(self._remove_orphan(task_id, found.get(task_id, {})), "orphan")
         self.spawn(self._prune_logs_forever(), "log pruning")
         self.adopted = True
 
@@ -560,27 +579,7 @@ class Engine:
                     log.warning("log pruning failed %s", kv(task_id=entry.name, error=repr(exc)))
         return pruned
 
-    def _network_matches(
-        self, task: tp.DesiredTask, seen: netplan.ObservedTask, observed: netplan.ObservedNetwork
-    ) -> bool:
-        if task.eni is None or self.network is None:
-            return False
-        try:
-            eni = task_eni(task)
-            if eni is None:
-                return False
-            return netplan.task_matches(
-                self.network.cfg,
-                netplan.DesiredTask(task.eni.vpc_id, eni),
-                seen,
-                observed.routers.get(task.eni.vpc_id),
-            )
-        except ValueError:
-            return False
-
-    async def _remove_orphan(
-        self, task_id: str, handles: Mapping[str, ContainerHandle], seen: netplan.ObservedTask | None
-    ) -> None:
+    async def _remove_orphan(self, task_id: str, handles: Mapping[str, ContainerHandle]) -> None:
         """A task that is not desired: stop its containers, then remove its network (errors don't stop us)."""
         log.info("removing undesired task %s", kv(task_id=task_id, containers=len(handles) or None))
 
@@ -595,14 +594,8 @@ class Engine:
                 )
 
         await asyncio.gather(*(stop(h) for h in handles.values()))
-        if self.network is not None and seen is not None:
+        if self.network is not None:
             try:
-                await self.network.remove_task(task_id, seen)
-            except Exception as exc:
+                await self.network.remove_task(task_id)
+            except Exception as exc:  # the next reconcile tries again
                 log.error("orphan network removal failed %s", kv(task_id=task_id, error=repr(exc)))
-
-    async def _remove_vpcs_after(
-        self, cleanups: Sequence[asyncio.Task[None]], vpc_ids: Sequence[str]
-    ) -> None:
-        await asyncio.gather(*cleanups, return_exceptions=True)
-        await self._remove_vpcs_when_unused(vpc_ids)

@@ -52,6 +52,7 @@ from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
+from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger("taskvpc.agent")
 
@@ -211,10 +212,13 @@ def _parse(doc: Any) -> DesiredState | None:
     try:
         if not isinstance(doc, dict):
             raise TypeError(f"an answer is an object, not {type(doc).__name__}")
-        return DesiredState.from_wire(doc)
+        state = DesiredState.from_wire(doc)
     except Exception as exc:
         log.error("unreadable desired state ignored: %r", exc)
         return None
+    for group_id, error in state.skipped_rules():  # a newer control plane's rule kind, or nonsense
+        log.warning("unreadable rule skipped group=%s error=%s", group_id, error)
+    return state
 
 
 async def _first_answer(client: AgentClient, instance_id: str) -> DesiredState:
@@ -285,8 +289,8 @@ async def run_agent(
         assert state.container_instance_arn is not None
         instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
 
-        async def send(tasks: list[dict[str, Any]]) -> None:
-            await client.report(instance_id, tasks)
+        async def send(report: Report) -> None:
+            await client.report(instance_id, report)
 
         reporter = Reporter(send)
         engine = Engine(the_runtime, network, reporter)

@@ -19,7 +19,9 @@ Topology (one host; ``P`` is the configured prefix, ``tvpc`` by default):
   and for ``.1`` itself because it is a local address of the router.
 * Router addresses are /32s on the router's ``lo`` (this kernel has no ``dummy`` links): a /32 keeps the
   rest of the subnet non-local, and ``unreachable <subnet cidr>`` makes an address with no task fail
-  fast (ICMP unreachable, no proxy-ARP answer) instead of black-holing.
+  fast (ICMP unreachable, no proxy-ARP answer) instead of black-holing. Each subnet's router address
+  (its ``gateway``) is what the control plane sends (``taskvpc.agentapi.network.subnet_gateway``); the
+  agent never derives it from the CIDR.
 * Strict reverse-path filtering in the router drops any packet whose source does not route back through
   the port it came in on: a task cannot send with another task's (or an unused) address.
 * Host access: one veth per VPC between the host and the router. Both ends use the *same* link-local
@@ -33,16 +35,19 @@ Names: namespaces carry the full id (no length limit); link names are at most 15
 most 7 characters) plus as many trailing hex digits of the ENI or VPC id as fit. The router end of an
 ENI carries the ENI id as its ``ifalias``; the host end of an access link carries the VPC id.
 
-Everything here is pure: no I/O, no netlink. ``drivers/netlink.py`` observes and changes the host.
+Everything here is pure: no I/O, no netlink. ``drivers/netlink.py`` observes and changes the host;
+``dataplane.py`` is the one reconciler that plans with :func:`plan` and applies through a driver.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Protocol
+
+from taskvpc.agentapi.network import Eni, Subnet
 
 IFNAMSIZ = 15
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,6}")
@@ -138,14 +143,6 @@ def parse_netns(cfg: NetConfig, name: str) -> tuple[str, str] | None:
     return ("stray", name)
 
 
-def router_address(cidr: str) -> str:
-    """The subnet router: the first host address (``.1`` of the subnet), as in a VPC."""
-    net = ipaddress.IPv4Network(cidr)
-    if net.prefixlen > 28:
-        raise ValueError(f"subnet {cidr} is smaller than a VPC allows (/28)")
-    return str(net.network_address + 1)
-
-
 def _norm_cidr(cidr: str) -> str:
     return str(ipaddress.IPv4Network(cidr))
 
@@ -177,6 +174,18 @@ class TaskEni:
         if iface.ip == ipaddress.IPv4Address(self.gateway):
             raise ValueError("the task's address cannot be its gateway")
 
+    @classmethod
+    def of(cls, task_key: str, eni: Eni) -> TaskEni:
+        """The one place the agent API's ENI becomes the data plane's (checked) one."""
+        return cls(
+            eni_id=eni.network_interface_id,
+            mac=eni.mac,
+            ip=eni.private_ipv4_address,
+            prefix_len=eni.prefix_length,
+            gateway=eni.gateway,
+            task_key=task_key,
+        )
+
     @property
     def cidr(self) -> str:
         return str(ipaddress.IPv4Interface(f"{self.ip}/{self.prefix_len}").network)
@@ -189,23 +198,31 @@ class TaskEni:
 @dataclass(frozen=True)
 class DesiredVpc:
     vpc_id: str
-    subnets: tuple[tuple[str, str], ...]  # (subnet id, CIDR)
+    subnets: tuple[Subnet, ...]  # each with the gateway the control plane sent
     host_cidrs: tuple[str, ...] = ()  # routed from the host through the access link; () = no access
 
     def __post_init__(self) -> None:
         vpc_hex(self.vpc_id)
-        for _, cidr in self.subnets:
-            router_address(cidr)
+        for subnet in self.subnets:
+            net = ipaddress.IPv4Network(subnet.cidr_block)
+            if net.prefixlen > 28:
+                raise ValueError(f"subnet {subnet.cidr_block} is smaller than a VPC allows (/28)")
+            gateway = ipaddress.IPv4Address(subnet.gateway)
+            if gateway not in net or gateway in (net.network_address, net.broadcast_address):
+                raise ValueError(f"gateway {subnet.gateway} is not a host of {subnet.cidr_block}")
         for cidr in self.host_cidrs:
             ipaddress.IPv4Network(cidr)
 
     @property
     def router_addrs(self) -> frozenset[str]:
-        return frozenset(router_address(cidr) for _, cidr in self.subnets)
+        return frozenset(s.gateway for s in self.subnets)
 
     @property
     def subnet_cidrs(self) -> frozenset[str]:
-        return frozenset(_norm_cidr(cidr) for _, cidr in self.subnets)
+        return frozenset(_norm_cidr(s.cidr_block) for s in self.subnets)
+
+    def gateway_of(self, cidr: str) -> str | None:
+        return next((s.gateway for s in self.subnets if _norm_cidr(s.cidr_block) == cidr), None)
 
 
 @dataclass(frozen=True)
@@ -216,8 +233,15 @@ class DesiredTask:
 
 @dataclass(frozen=True)
 class DesiredNetwork:
+    """What the host should carry. ``keep``: task namespaces found on the host that are neither wanted
+    nor to be removed yet (a task whose containers are still being stopped); their routers stay too.
+    ``keep_vpcs``: routers (and access links) left as they are if present, but not made (a VPC of the
+    instance with no task on this host right now)."""
+
     vpcs: tuple[DesiredVpc, ...] = ()
     tasks: tuple[DesiredTask, ...] = ()
+    keep: frozenset[str] = frozenset()
+    keep_vpcs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         vpcs = {v.vpc_id: v for v in self.vpcs}
@@ -231,7 +255,7 @@ class DesiredNetwork:
             if t.eni.task_key in keys:
                 raise ValueError(f"task {t.eni.task_key} is listed twice")
             keys.add(t.eni.task_key)
-            if t.eni.cidr not in vpc.subnet_cidrs or t.eni.gateway != router_address(t.eni.cidr):
+            if vpc.gateway_of(t.eni.cidr) != t.eni.gateway:
                 raise ValueError(
                     f"ENI {t.eni.eni_id} ({t.eni.address} via {t.eni.gateway}) fits no subnet of {t.vpc_id}"
                 )
@@ -306,7 +330,7 @@ class ObservedNetwork:
 @dataclass(frozen=True)
 class EnsureVpcRouter:
     vpc_id: str
-    subnets: tuple[tuple[str, str], ...]
+    subnets: tuple[Subnet, ...]
 
 
 @dataclass(frozen=True)
@@ -404,15 +428,19 @@ def plan(cfg: NetConfig, desired: DesiredNetwork, observed: ObservedNetwork) -> 
     """What to do so that the host carries exactly ``desired``: adopt what matches, fix, remove the rest.
 
     Order: undesired tasks and strays go first (their addresses may be reused), then routers, host access
-    and tasks are ensured, and undesired access links and routers go last (after their tasks).
+    and tasks are ensured, and undesired access links and routers go last (after their tasks). Tasks in
+    ``desired.keep`` and their routers are left as they are.
     """
     actions: list[Action] = []
     want_vpcs = {v.vpc_id: v for v in desired.vpcs}
     want_tasks = {t.eni.task_key: t for t in desired.tasks}
 
+    kept_vpcs = {observed.tasks[k].vpc_id for k in desired.keep if k in observed.tasks} | desired.keep_vpcs
     for key in sorted(observed.tasks):
         seen = observed.tasks[key]
         wanted = want_tasks.get(key)
+        if wanted is None and key in desired.keep:
+            continue
         if wanted is None or (seen.vpc_id is not None and seen.vpc_id != wanted.vpc_id):
             actions.append(RemoveTaskNetwork(key, seen.vpc_id, seen.port, _ip_of(seen)))
     actions.extend(RemoveStray(s) for s in observed.strays)
@@ -435,10 +463,10 @@ def plan(cfg: NetConfig, desired: DesiredNetwork, observed: ObservedNetwork) -> 
             actions.append(EnsureTaskNetwork(task.vpc_id, task.eni))
 
     for vpc_id in sorted(observed.host_access):
-        if vpc_id not in want_vpcs:
+        if vpc_id not in want_vpcs and vpc_id not in kept_vpcs:
             actions.append(RemoveHostAccess(vpc_id))
     for vpc_id in sorted(observed.routers):
-        if vpc_id not in want_vpcs:
+        if vpc_id not in want_vpcs and vpc_id not in kept_vpcs:
             actions.append(RemoveVpcRouter(vpc_id))
     return actions
 
@@ -456,7 +484,7 @@ class NetworkDriver(Protocol):
     """What ``apply`` needs from a driver; ``drivers.netlink.NetlinkDriver`` is the real one."""
 
     def observe(self) -> ObservedNetwork: ...
-    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[tuple[str, str]]) -> None: ...
+    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[Subnet]) -> None: ...
     def remove_vpc_router(self, vpc_id: str) -> bool: ...
     def ensure_host_access(self, vpc_id: str, cidrs: Sequence[str]) -> None: ...
     def remove_host_access(self, vpc_id: str) -> bool: ...
@@ -495,14 +523,94 @@ def run_action(action: Action, driver: NetworkDriver) -> None:
             driver.remove_stray(stray)
 
 
-def apply(actions: Sequence[Action], driver: NetworkDriver) -> ApplyReport:
-    """Carry out every action in order; an error is recorded and the next action still runs."""
+Hook = Callable[[Action], None]
+
+
+def apply(
+    actions: Sequence[Action],
+    driver: NetworkDriver,
+    *,
+    before: Hook | None = None,
+    after: Hook | None = None,
+) -> ApplyReport:
+    """Carry out every action in order; an error is recorded and the next action still runs.
+
+    ``before`` runs first (an error there skips the action: a task's rules are loaded before its veth
+    exists, never after), ``after`` once it succeeded."""
     report = ApplyReport()
     for action in actions:
         try:
+            if before is not None:
+                before(action)
             run_action(action, driver)
+            if after is not None:
+                after(action)
         except Exception as exc:
             report.failed.append((action, exc))
         else:
             report.done.append(action)
     return report
+
+
+# -- what the host looks like after a successful action ---------------------------------------------
+
+
+def assume(cfg: NetConfig, observed: ObservedNetwork, action: Action) -> ObservedNetwork:
+    """``observed`` as it is once ``action`` succeeded, so the next plan needs no new observation (the
+    drivers are idempotent and make exactly what ``*_matches`` checks)."""
+    routers, tasks = dict(observed.routers), dict(observed.tasks)
+    access = dict(observed.host_access)
+    strays = observed.strays
+    match action:
+        case EnsureVpcRouter(vpc_id, subnets):
+            old = routers.get(vpc_id)
+            routers[vpc_id] = ObservedRouter(
+                vpc_id,
+                router_netns(cfg, vpc_id),
+                True,
+                frozenset(s.gateway for s in subnets),
+                frozenset(_norm_cidr(s.cidr_block) for s in subnets),
+                old.ports if old else {},
+                old.access_ok if old else False,
+            )
+        case EnsureHostAccess(vpc_id, cidrs):
+            access[vpc_id] = ObservedHostAccess(
+                vpc_id, host_link(cfg, vpc_id), True, True, frozenset(_norm_cidr(c) for c in cidrs)
+            )
+            if vpc_id in routers:
+                routers[vpc_id] = replace(routers[vpc_id], access_ok=True)
+        case EnsureTaskNetwork(vpc_id, eni):
+            port = eni_port(cfg, eni.eni_id)
+            index = max((p.index for r in routers.values() for p in r.ports.values()), default=1) + 1
+            if vpc_id in routers:
+                ports = {n: p for n, p in routers[vpc_id].ports.items() if p.eni_id != eni.eni_id}
+                ports[port] = ObservedPort(port, index, eni.eni_id, True, frozenset({eni.ip}))
+                routers[vpc_id] = replace(routers[vpc_id], ports=ports)
+            tasks[eni.task_key] = ObservedTask(
+                eni.task_key,
+                task_netns(cfg, eni.task_key),
+                eni.mac,
+                frozenset({eni.address}),
+                eni.gateway,
+                True,
+                index,
+                vpc_id,
+                port,
+            )
+        case RemoveTaskNetwork(task_key):
+            gone = tasks.pop(task_key, None)
+            if gone is not None and gone.vpc_id in routers and gone.port is not None:
+                router = routers[gone.vpc_id]
+                routers[gone.vpc_id] = replace(
+                    router, ports={n: p for n, p in router.ports.items() if n != gone.port}
+                )
+        case RemoveHostAccess(vpc_id):
+            access.pop(vpc_id, None)
+            if vpc_id in routers:
+                routers[vpc_id] = replace(routers[vpc_id], access_ok=False)
+        case RemoveVpcRouter(vpc_id):
+            routers.pop(vpc_id, None)
+            access.pop(vpc_id, None)  # its access veth goes with the namespace
+        case RemoveStray(stray):
+            strays = tuple(s for s in strays if s != stray)
+    return ObservedNetwork(routers, tasks, access, strays)

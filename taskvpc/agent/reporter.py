@@ -11,6 +11,7 @@ from typing import Any
 
 from taskvpc.agent import taskplan as tp
 from taskvpc.agent.kvlog import kv
+from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class Reporter:
 
     def __init__(
         self,
-        send: Callable[[list[dict[str, Any]]], Awaitable[Any]],
+        send: Callable[[Report], Awaitable[Any]],
         *,
         interval: float = REPORT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
@@ -43,7 +44,7 @@ class Reporter:
         self._clock = clock
         self._pending: dict[str, tuple[tp.TaskReport, AckCallback | None]] = {}
         self._since: float | None = None  # when the oldest pending report came in
-        self._sent_status: dict[str, str] = {}
+        self._sent_status: dict[str, str | None] = {}
         self._wake = asyncio.Event()
         self._last = -1e9
         self.batches = 0
@@ -89,7 +90,7 @@ class Reporter:
             batch, self._pending, self._since = self._pending, {}, None
             self._last = self._clock()
             try:
-                await self._send([report.to_wire() for report, _ in batch.values()])
+                await self._send(Report.of([report for report, _ in batch.values()]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -20,14 +20,13 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from taskvpc.agent import netplan
 from taskvpc.netmodel.evaluator import GroupRules
 from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
 from taskvpc.netmodel.nft_compile import render
 from taskvpc.netmodel.nft_update import render_update
-from taskvpc.netmodel.security_groups import Rule, rule_from_doc
 
 log = logging.getLogger(__name__)
 
@@ -40,26 +39,6 @@ class NftLoader(Protocol):
     def apply(self, vpc_id: str, nft_text: str) -> None: ...
 
     def forget_flows(self, vpc_id: str, ip: str) -> int: ...
-
-
-def groups_from_wire(docs: Any) -> dict[str, GroupRules]:
-    """``vpcs[].securityGroups`` of a desired-state answer; a rule the agent cannot read is skipped."""
-    groups: dict[str, GroupRules] = {}
-    for doc in docs if isinstance(docs, list) else []:
-        if not isinstance(doc, Mapping) or not isinstance(doc.get("groupId"), str):
-            continue
-        ingress: list[Rule] = []
-        egress: list[Rule] = []
-        rule_docs = doc.get("rules")
-        for rule_doc in rule_docs if isinstance(rule_docs, list) else []:
-            try:
-                rule = rule_from_doc(rule_doc)  # checked as the EC2 API checks rules
-            except Exception as exc:  # a newer control plane's rule kind, or nonsense: enforce the rest
-                log.warning("unreadable rule skipped group=%s error=%r", doc["groupId"], exc)
-                continue
-            (egress if rule.direction == "egress" else ingress).append(rule)
-        groups[doc["groupId"]] = GroupRules(doc["groupId"], tuple(ingress), tuple(egress))
-    return groups
 
 
 @dataclass

@@ -35,15 +35,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
 
-from taskvpc.agent.desired import (  # re-exported: the planner's vocabulary (``tp.DesiredTask``)
+from taskvpc.agentapi.network import Eni as Eni
+from taskvpc.agentapi.reports import ContainerReport, HealthStatus, TaskReport as TaskReport
+from taskvpc.agentapi.tasks import (  # re-exported: the planner's vocabulary (``tp.DesiredTask``)
+    DEFAULT_STOP_TIMEOUT,
     Condition as Condition,
     Dependency as Dependency,
     DesiredContainer as DesiredContainer,
     DesiredTask as DesiredTask,
     DockerVolumeConfig as DockerVolumeConfig,
-    Eni as Eni,
     EnvironmentFile as EnvironmentFile,
     LinuxParameters as LinuxParameters,
     MountPoint as MountPoint,
@@ -52,7 +53,6 @@ from taskvpc.agent.desired import (  # re-exported: the planner's vocabulary (``
     VolumeScope as VolumeScope,
     task_id_of as task_id_of,
 )
-from taskvpc.agent.runtime import DEFAULT_STOP_TIMEOUT, HealthStatus
 from taskvpc.domain.lifecycle import (
     ESSENTIAL_CONTAINER_EXITED_REASON,
     DesiredStatus,
@@ -133,49 +133,6 @@ class KnownTask:
 
 
 # ---------------------------------------------------------------------------------------------- report
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerReport:
-    name: str
-    status: str
-    runtime_id: str | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    health_status: str = HealthStatus.UNKNOWN.value
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "runtimeId": self.runtime_id,
-            "exitCode": self.exit_code,
-            "reason": self.reason,
-            "healthStatus": self.health_status,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class TaskReport:
-    task_arn: str
-    known_status: str
-    attachment_status: str | None
-    reason: str | None
-    containers: tuple[ContainerReport, ...]
-    pull_started_at: float | None = None
-    pull_stopped_at: float | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"taskArn": self.task_arn, "knownStatus": self.known_status}
-        if self.attachment_status is not None:
-            doc["attachmentStatus"] = self.attachment_status
-        if self.pull_started_at is not None:
-            doc["pullStartedAt"] = self.pull_started_at
-        if self.pull_stopped_at is not None:
-            doc["pullStoppedAt"] = self.pull_stopped_at
-        doc["reason"] = self.reason
-        doc["containers"] = [c.to_wire() for c in self.containers]
-        return doc
 
 
 _REPORTED_PHASE = {

@@ -1,9 +1,12 @@
-"""The agent API, version 1 (docs/agent-api.md): routing, SigV4, JSON, and the desired-state long poll.
+"""The agent API (docs/agent-api.md): routing, SigV4, JSON, and the desired-state long poll.
 
-    POST /_taskvpc/agent/v1/register
-    GET  /_taskvpc/agent/v1/instances/<id>/desired?after=<generation>&wait=<seconds>
-    POST /_taskvpc/agent/v1/instances/<id>/report
-    POST /_taskvpc/agent/v1/instances/<id>/deregister
+    POST <PREFIX>register
+    GET  <PREFIX>instances/<id>/desired?after=<generation>&wait=<seconds>
+    POST <PREFIX>instances/<id>/report
+    POST <PREFIX>instances/<id>/deregister
+
+``PREFIX`` is ``/_taskvpc/agent/v<VERSION>/`` (taskvpc.agentapi). The bodies are the contract's values
+(taskvpc.agentapi), written and read by ``taskvpc.control.agent``.
 
 Every request is SigV4-signed with the root credentials (service ``ecs``, the cluster's region); one that
 fails is ``403 {"message"}``. Errors are ``{"code", "message"}`` with their status. The long poll answers
@@ -25,6 +28,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from taskvpc.agentapi import PREFIX as PREFIX
 from taskvpc.api.app import ControlPlane
 from taskvpc.control import agent
 from taskvpc.control.context import RequestContext
@@ -34,7 +38,6 @@ from taskvpc.wire.http import HttpRequest, HttpResponse
 
 log = logging.getLogger("taskvpc.agent_api")
 
-PREFIX = "/_taskvpc/agent/v1/"
 MAX_WAIT = 30.0
 RECHECK = 1.0  # seconds between re-reads of a waiting poll's generation
 _INSTANCE_ROUTE = re.compile(r"instances/([0-9a-f]{32})/(desired|report|deregister)")

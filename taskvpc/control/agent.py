@@ -8,20 +8,29 @@ Errors are ``ClientError``s with an HTTP status; the API layer renders them as `
 
 from __future__ import annotations
 
-import ipaddress
 import re
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+from taskvpc.agentapi import answer
+from taskvpc.agentapi.answer import Section
+from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
+from taskvpc.agentapi.reports import Report, TaskReport, WireError
+from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import container_instances, task_state
 from taskvpc.domain import tasks as taskdoc
 from taskvpc.domain.errors import ClientError
+from taskvpc.netmodel.security_groups import rule_from_doc
 from taskvpc.store import ec2_repo, tasks_repo
 
 Row = dict[str, Any]
 Doc = dict[str, Any]
+T = TypeVar("T")
 
 _CLUSTER_NAME = re.compile(r"[a-zA-Z0-9_-]{1,255}")
 
@@ -119,152 +128,138 @@ def generation(ctx: RequestContext, instance_id: str, heartbeat: bool) -> int:
     return found[0]
 
 
-def _vpcs(conn: Connection, ctx: RequestContext, vpc_ids: list[str]) -> list[Doc]:
-    vpcs = []
-    for vpc in ec2_repo.list_vpcs(conn, ctx.region, vpc_ids):
-        blocks = [a["CidrBlock"] for a in vpc.get("CidrBlockAssociationSet", [])] or [vpc["CidrBlock"]]
-        subnets = [
-            {
-                "subnetId": s["SubnetId"],
-                "cidrBlock": s["CidrBlock"],
-                "availabilityZone": s["AvailabilityZone"],
-                "gateway": str(ipaddress.ip_network(s["CidrBlock"]).network_address + 1),
-            }
-            for s in sorted(
-                ec2_repo.list_subnets(conn, ctx.region, vpc_id=vpc["VpcId"]), key=lambda s: s["CidrBlock"]
-            )
-        ]
-        vpcs.append({"vpcId": vpc["VpcId"], "cidrBlocks": blocks, "subnets": subnets})
-    return vpcs
+# Each section of the answer has one contributor here: a function of the instance's rows that returns the
+# section's typed value. A capability that needs something on the agent registers its section
+# (taskvpc.agentapi.answer.register_section) and its contributor (@contributes) and touches nothing else.
 
 
-def _task_entry(task: Row) -> Doc:
-    body, spec = task["body"], task["spec"]
-    stopping = body["desiredStatus"] == "STOPPED"
-    return {
-        "taskArn": task["arn"],
-        "desiredStatus": body["desiredStatus"],
-        "stopReason": body.get("stoppedReason") if stopping else None,
-        "family": spec["family"],
-        "revision": spec["revision"],
-        "networkMode": spec["networkMode"],
-        "cpu": spec["cpu"],
-        "memory": spec["memory"],
-        "limits": spec.get("limits") or {"cpu": None, "memory": None},  # rows from before it: unknown
-        "volumes": spec.get("volumes") or [],
-        "eni": spec.get("eni"),
-        "containers": spec["containers"],
-    }
+@dataclass
+class AnswerSource:
+    """What contributors read: the instance, its live tasks, in the answer's transaction."""
 
+    conn: Connection
+    ctx: RequestContext
+    instance: Row
+    tasks: list[Row]
 
-def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str, Any]:
-    """The answer to a poll: generation, the instance's status, its VPCs and its tasks (a heartbeat too)."""
-    with ctx.db.transaction() as conn:
-        row = _instance(conn, ctx, instance_id)
-        tasks_repo.set_heartbeat(conn, instance_id, ctx.now)
-        live = tasks_repo.tasks_on_instance(conn, instance_id)
-        vpc_ids = list(
-            dict.fromkeys([row["vpc_id"], *(t["spec"]["eni"]["vpcId"] for t in live if t["spec"].get("eni"))])
-        )
-        tasks = [_task_entry(t) for t in live]
-        vpcs = _vpcs(conn, ctx, vpc_ids)
-        _add_security(conn, vpcs, tasks)
+    @cached_property
+    def enis(self) -> dict[str, Eni]:
+        """Each task's ENI by task ARN, with its current groups (ModifyNetworkInterfaceAttribute may have
+        changed them since RunTask)."""
+        enis = {t["arn"]: Eni.from_wire(t["spec"]["eni"]) for t in self.tasks if t["spec"].get("eni")}
+        current = ec2_repo.eni_groups(self.conn, [e.network_interface_id for e in enis.values()])
         return {
-            "generation": row["generation"],
-            "changed": row["generation"] > after,
-            "instance": {
-                "status": row["status"],
-                "containerInstanceArn": row["arn"],
-                "cluster": row["cluster"],
-            },
-            "vpcs": vpcs,
-            "tasks": tasks,
+            arn: replace(eni, security_group_ids=tuple(current[eni.network_interface_id]))
+            if current.get(eni.network_interface_id)
+            else eni
+            for arn, eni in enis.items()
         }
 
 
-_RULE_FIELDS = (
-    "IsEgress",
-    "IpProtocol",
-    "FromPort",
-    "ToPort",
-    "CidrIpv4",
-    "CidrIpv6",
-    "PrefixListId",
-    "ReferencedGroupInfo",
-)
+Contributor = Callable[[AnswerSource], Any]
+CONTRIBUTORS: dict[str, tuple[Section[Any], Contributor]] = {}
 
 
-def _add_security(conn: Connection, vpcs: list[Doc], tasks: list[Doc]) -> None:
-    """Each task ENI's current groups (ModifyNetworkInterfaceAttribute may have changed them since RunTask)
-    and, per VPC, the rules of every group those ENIs carry: what the agent compiles into nftables."""
-    enis = {t["eni"]["networkInterfaceId"]: t["eni"] for t in tasks if t.get("eni")}
-    current = ec2_repo.eni_groups(conn, list(enis))
-    carried: dict[str, set[str]] = {}
-    for eni_id, eni in enis.items():
-        if current.get(eni_id):
-            eni["securityGroupIds"] = current[eni_id]
-        carried.setdefault(eni["vpcId"], set()).update(eni.get("securityGroupIds") or ())
-    all_groups = sorted(set().union(*carried.values())) if carried else []
-    rules = ec2_repo.rules_of(conn, all_groups)
-    for vpc in vpcs:
-        vpc["securityGroups"] = [
-            {
-                "groupId": group_id,
-                "rules": [{k: r[k] for k in _RULE_FIELDS if k in r} for r in rules[group_id]],
-            }
-            for group_id in sorted(carried.get(vpc["vpcId"], ()))
-        ]
+def contributes(section: Section[T]) -> Callable[[Callable[[AnswerSource], T]], Callable[[AnswerSource], T]]:
+    def register(build: Callable[[AnswerSource], T]) -> Callable[[AnswerSource], T]:
+        if section.key in CONTRIBUTORS:
+            raise ValueError(f"section {section.key!r} has a contributor already")
+        CONTRIBUTORS[section.key] = (section, build)
+        return build
+
+    return register
+
+
+@contributes(answer.INSTANCE)
+def _instance_section(source: AnswerSource) -> answer.Instance:
+    row = source.instance
+    return answer.Instance(row["status"], row["arn"], row["cluster"])
+
+
+@contributes(answer.TASKS)
+def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
+    tasks = []
+    for task in source.tasks:
+        body, spec = task["body"], task["spec"]
+        stopping = body["desiredStatus"] == "STOPPED"
+        entry = {
+            "taskArn": task["arn"],
+            "desiredStatus": body["desiredStatus"],
+            "stopReason": body.get("stoppedReason") if stopping else None,
+            "family": spec["family"],
+            "revision": spec["revision"],
+            "networkMode": spec["networkMode"],
+            "cpu": spec["cpu"],
+            "memory": spec["memory"],
+            "limits": spec.get("limits") or {},  # rows from before it: unknown
+            "volumes": spec.get("volumes") or [],
+            "containers": spec["containers"],
+        }
+        tasks.append(replace(DesiredTask.from_wire(entry), eni=source.enis.get(task["arn"])))
+    return tuple(tasks)
+
+
+@contributes(answer.VPCS)
+def _vpcs_section(source: AnswerSource) -> tuple[Vpc, ...]:
+    """The instance's own VPC and the VPCs of its tasks' ENIs, with all their subnets."""
+    vpc_ids = list(dict.fromkeys([source.instance["vpc_id"], *(e.vpc_id for e in source.enis.values())]))
+    region = source.ctx.region
+    vpcs = []
+    for vpc in ec2_repo.list_vpcs(source.conn, region, vpc_ids):
+        blocks = [a["CidrBlock"] for a in vpc.get("CidrBlockAssociationSet", [])] or [vpc["CidrBlock"]]
+        subnets = sorted(
+            ec2_repo.list_subnets(source.conn, region, vpc_id=vpc["VpcId"]), key=lambda s: s["CidrBlock"]
+        )
+        vpcs.append(
+            Vpc(
+                vpc["VpcId"],
+                tuple(blocks),
+                tuple(Subnet.of(s["SubnetId"], s["CidrBlock"], s["AvailabilityZone"]) for s in subnets),
+            )
+        )
+    return tuple(vpcs)
+
+
+@contributes(answer.SECURITY_GROUPS)
+def _security_groups_section(source: AnswerSource) -> tuple[SecurityGroup, ...]:
+    """Every group the task ENIs carry, with all its rules: what the agent compiles into nftables."""
+    carried: dict[str, str] = {}  # group id -> VPC id
+    for eni in source.enis.values():
+        carried.update((g, eni.vpc_id) for g in eni.security_group_ids)
+    rules = ec2_repo.rules_of(source.conn, sorted(carried))
+    groups = []
+    for group_id in sorted(carried):
+        parsed = [rule_from_doc(r) for r in rules[group_id]]
+        groups.append(
+            SecurityGroup(
+                group_id,
+                carried[group_id],
+                tuple(r for r in parsed if r.direction == "ingress"),
+                tuple(r for r in parsed if r.direction == "egress"),
+            )
+        )
+    return tuple(groups)
+
+
+def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str, Any]:
+    """The answer to a poll: generation and every contributed section (a heartbeat too)."""
+    with ctx.db.transaction() as conn:
+        row = _instance(conn, ctx, instance_id)
+        tasks_repo.set_heartbeat(conn, instance_id, ctx.now)
+        source = AnswerSource(conn, ctx, row, tasks_repo.tasks_on_instance(conn, instance_id))
+        sections = {key: build(source) for key, (_, build) in CONTRIBUTORS.items()}
+        state = answer.DesiredState(row["generation"], row["generation"] > after, sections)
+        return state.to_wire()
 
 
 # ---- report ---------------------------------------------------------------------------------------
 
 
-def _opt(item: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = item.get(name)
-    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise bad_request(f"{name} has the wrong type.")
-    return value
-
-
-def parse_report(payload: dict[str, Any]) -> list[taskdoc.TaskReport]:
-    items = payload.get("tasks")
-    if not isinstance(items, list):
-        raise bad_request("tasks must be a list.")
-    reports = []
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("taskArn"), str):
-            raise bad_request("each task needs a taskArn.")
-        containers = item.get("containers") or []
-        if not isinstance(containers, list):
-            raise bad_request("containers must be a list.")
-        parsed = []
-        for c in containers:
-            if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-                raise bad_request("each container needs a name.")
-            parsed.append(
-                taskdoc.ContainerReport(
-                    name=c["name"],
-                    status=_opt(c, "status", str),
-                    runtime_id=_opt(c, "runtimeId", str),
-                    exit_code=_opt(c, "exitCode", int),
-                    reason=_opt(c, "reason", str),
-                    health_status=_opt(c, "healthStatus", str),
-                )
-            )
-        pull_started = _opt(item, "pullStartedAt", (int, float))
-        pull_stopped = _opt(item, "pullStoppedAt", (int, float))
-        reports.append(
-            taskdoc.TaskReport(
-                task_arn=item["taskArn"],
-                known_status=_opt(item, "knownStatus", str),
-                attachment_status=_opt(item, "attachmentStatus", str),
-                pull_started_at=float(pull_started) if pull_started else None,
-                pull_stopped_at=float(pull_stopped) if pull_stopped else None,
-                reason=_opt(item, "reason", str),
-                containers=tuple(parsed),
-            )
-        )
-    return reports
+def parse_report(payload: dict[str, Any]) -> list[TaskReport]:
+    try:
+        return list(Report.from_wire(payload).tasks)
+    except WireError as error:
+        raise bad_request(str(error)) from None
 
 
 def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -29,9 +29,9 @@ memory. DRAINING and other non-ACTIVE instances are never candidates and produce
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.scheduler.model import (
@@ -44,6 +44,13 @@ from taskvpc.scheduler.model import (
     TaskRequest,
 )
 from taskvpc.scheduler.query import ATTRIBUTE_PREFIX, Expr, QuerySyntaxError, parse
+
+
+class Rng(Protocol):
+    """What placement needs of ``random.Random``: the caller owns the randomness (and tests seed it)."""
+
+    def random(self) -> float: ...
+
 
 MAX_CONSTRAINTS = 10  # "up to 10 constraints for each task" (API RunTaskRequest.placementConstraints)
 MAX_STRATEGIES = 5  # "a maximum of 5 strategy rules for each task"
@@ -206,7 +213,7 @@ def check_instance(request: TaskRequest, instance: InstanceSnapshot) -> str | No
     return first_failure(compile_request(request), instance)
 
 
-def place(request: TaskRequest, instances: Iterable[InstanceSnapshot], rng: random.Random) -> Placement:
+def place(request: TaskRequest, instances: Iterable[InstanceSnapshot], rng: Rng) -> Placement:
     """Place ``request.count`` tasks on ``instances`` (which are not modified)."""
     compiled = compile_request(request)
     pool = sorted((i.copy() for i in instances), key=lambda i: i.arn)
@@ -243,7 +250,7 @@ def _choose(
     candidates: list[InstanceSnapshot],
     pool: list[InstanceSnapshot],
     ledger: _Ledger,
-    rng: random.Random,
+    rng: Rng,
 ) -> InstanceSnapshot:
     spread_counts = {
         s.field or "": _spread_counts(s.field or "", pool, ledger)

@@ -21,9 +21,12 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from taskvpc.agentapi import PREFIX as AGENT_PREFIX
+from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.reports import ContainerReport, Report, TaskReport
 from tests.integration.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, TaskvpcServer
 
-PREFIX = "/_taskvpc/agent/v1"
+PREFIX = AGENT_PREFIX.rstrip("/")
 
 # What a Linux ECS agent registers (trimmed from real DescribeContainerInstances outputs), so the
 # requiresAttributes ECS derives for task definitions are met.
@@ -93,7 +96,8 @@ class FakeAgent:
         self.arn = ""
         self.id = ""
         self.generation = 0
-        self.desired: dict[str, Any] = {}
+        self.desired: dict[str, Any] = {}  # the last answer as sent
+        self.state: DesiredState | None = None  # the same, read as the agent reads it
         self.answers: list[tuple[float, dict[str, Any]]] = []  # (monotonic time, answer) of each poll
         self.auto = False
         self._handled: dict[str, str] = {}  # task ARN -> what auto mode reported last
@@ -144,15 +148,19 @@ class FakeAgent:
         answer = self.request(
             "GET", f"/instances/{self.id}/desired", query=f"after={after}&wait={wait}", timeout=wait + 15
         )
+        state = DesiredState.from_wire(answer)  # the contract's reader: an unreadable answer fails here
         with self._changed:
-            self.generation = answer["generation"]
+            self.generation = state.generation
             self.desired = answer
+            self.state = state
             self.answers.append((time.monotonic(), answer))
             self._changed.notify_all()
         return answer
 
-    def report(self, *tasks: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", f"/instances/{self.id}/report", {"tasks": list(tasks)})
+    def report(self, *tasks: TaskReport | dict[str, Any]) -> dict[str, Any]:
+        """Reports as the contract writes them; a dict goes as it is (a test sending a malformed one)."""
+        items = [t if isinstance(t, dict) else Report.of([t]).to_wire()["tasks"][0] for t in tasks]
+        return self.request("POST", f"/instances/{self.id}/report", {"tasks": items})
 
     def deregister(self) -> dict[str, Any]:
         return self.request("POST", f"/instances/{self.id}/deregister", {})
@@ -165,49 +173,35 @@ class FakeAgent:
         return [c["name"] for c in entry["containers"]]
 
     def attach(self, task_arn: str) -> dict[str, Any]:
-        return self.report({"taskArn": task_arn, "knownStatus": "PENDING", "attachmentStatus": "ATTACHED"})
+        return self.report(TaskReport(task_arn, "PENDING", "ATTACHED"))
 
     def running(self, task_arn: str, health: str | None = None) -> dict[str, Any]:
-        containers = [
-            {
-                "name": name,
-                "status": "RUNNING",
-                "runtimeId": f"fake-{uuid.uuid4().hex[:12]}",
-                **({"healthStatus": health} if health else {}),
-            }
+        containers = tuple(
+            ContainerReport(name, "RUNNING", f"fake-{uuid.uuid4().hex[:12]}", health_status=health)
             for name in self.containers_of(task_arn)
-        ]
+        )
         return self.report(
-            {
-                "taskArn": task_arn,
-                "knownStatus": "RUNNING",
-                "attachmentStatus": "ATTACHED",
-                "pullStartedAt": time.time() - 0.002,
-                "pullStoppedAt": time.time() - 0.001,
-                "containers": containers,
-            }
+            TaskReport(
+                task_arn,
+                "RUNNING",
+                "ATTACHED",
+                pull_started_at=time.time() - 0.002,
+                pull_stopped_at=time.time() - 0.001,
+                containers=containers,
+            )
         )
 
     def container_exited(
         self, task_arn: str, name: str, exit_code: int, reason: str | None = None
     ) -> dict[str, Any]:
-        container: dict[str, Any] = {"name": name, "status": "STOPPED", "exitCode": exit_code}
-        if reason:
-            container["reason"] = reason
-        return self.report({"taskArn": task_arn, "knownStatus": "RUNNING", "containers": [container]})
+        container = ContainerReport(name, "STOPPED", exit_code=exit_code, reason=reason)
+        return self.report(TaskReport(task_arn, "RUNNING", containers=(container,)))
 
     def stopped(self, task_arn: str, exit_code: int = 143, reason: str | None = None) -> dict[str, Any]:
         entry = self.task(task_arn)
         names = [c["name"] for c in entry["containers"]] if entry else []
-        item: dict[str, Any] = {
-            "taskArn": task_arn,
-            "knownStatus": "STOPPED",
-            "attachmentStatus": "DETACHED",
-            "containers": [{"name": n, "status": "STOPPED", "exitCode": exit_code} for n in names],
-        }
-        if reason:
-            item["reason"] = reason
-        return self.report(item)
+        containers = tuple(ContainerReport(n, "STOPPED", exit_code=exit_code) for n in names)
+        return self.report(TaskReport(task_arn, "STOPPED", "DETACHED", reason=reason, containers=containers))
 
     # ---- the background poller --------------------------------------------------------------------
 

@@ -13,10 +13,6 @@ from tests.integration.server import TaskvpcServer
 PORT_80 = [{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 
 
-def _vpc_entry(answer: dict[str, Any], vpc_id: str) -> dict[str, Any]:
-    return next(v for v in answer["vpcs"] if v["vpcId"] == vpc_id)
-
-
 def test_desired_state_carries_groups_and_rules(api: TaskvpcServer, agents: Any) -> None:
     agent = agents().start()
     ecs, ec2 = api.client("ecs"), api.client("ec2")
@@ -38,19 +34,21 @@ def test_desired_state_carries_groups_and_rules(api: TaskvpcServer, agents: Any)
     answer = agent.poll()
     [task] = [t for t in answer["tasks"] if t["taskArn"] == arn]
     assert task["eni"]["securityGroupIds"] == [web, api_group]
-    groups = {g["groupId"]: g["rules"] for g in _vpc_entry(answer, vpc_id)["securityGroups"]}
+    assert {g["vpcId"] for g in answer["securityGroups"]} == {vpc_id}
+    groups = {g["groupId"]: g["rules"] for g in answer["securityGroups"]}
     assert set(groups) == {web, api_group}
-    ingress_web = [r for r in groups[web] if not r["IsEgress"]]
+    ingress_web = [r for r in groups[web] if r["direction"] == "ingress"]
     assert ingress_web == [
-        {"IsEgress": False, "IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "CidrIpv4": "0.0.0.0/0"}
+        {"direction": "ingress", "protocol": "tcp", "fromPort": 80, "toPort": 80, "cidrIpv4": "0.0.0.0/0"}
     ]
-    egress_web = [r for r in groups[web] if r["IsEgress"]]
+    egress_web = [r for r in groups[web] if r["direction"] == "egress"]
     assert egress_web == [
-        {"IsEgress": True, "IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "CidrIpv4": "0.0.0.0/0"}
+        {"direction": "egress", "protocol": "-1", "fromPort": None, "toPort": None, "cidrIpv4": "0.0.0.0/0"}
     ]
-    [reference] = [r for r in groups[api_group] if not r["IsEgress"]]
-    assert reference["ReferencedGroupInfo"]["GroupId"] == web
-    assert (reference["IpProtocol"], reference["FromPort"], reference["ToPort"]) == ("udp", 53, 54)
+    [reference] = [r for r in groups[api_group] if r["direction"] == "ingress"]
+    assert reference["groupId"] == web
+    assert (reference["protocol"], reference["fromPort"], reference["toPort"]) == ("udp", 53, 54)
+    assert agent.state is not None and agent.state.security_groups[vpc_id][web].ingress[0].from_port == 80
 
 
 def test_rule_changes_answer_waiting_polls(api: TaskvpcServer, agents: Any) -> None:
@@ -77,5 +75,5 @@ def test_rule_changes_answer_waiting_polls(api: TaskvpcServer, agents: Any) -> N
         answered_at, answer = answers[0]
         assert answer["changed"] is True
         assert answered_at - changed_at < 1.0
-    rules = {g["groupId"]: g["rules"] for v in answer["vpcs"] for g in v["securityGroups"]}[web]
-    assert [r for r in rules if not r["IsEgress"]] == []  # revoked
+    rules = {g["groupId"]: g["rules"] for g in answer["securityGroups"]}[web]
+    assert [r for r in rules if r["direction"] == "ingress"] == []  # revoked

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from taskvpc.agentapi import PREFIX
 from tests.integration.ecs_support import (
     awsvpc,
     default_subnets,
@@ -335,7 +336,7 @@ def _raw(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
-        f"{api.endpoint}/_taskvpc/agent/v1{path}",
+        f"{api.endpoint}{PREFIX.rstrip('/')}{path}",
         data=body if method != "GET" else None,
         method=method,
         headers=headers or {},

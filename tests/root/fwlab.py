@@ -35,6 +35,7 @@ from taskvpc.agent.drivers import netns
 from taskvpc.agent.drivers.firewall import FirewallDriver
 from taskvpc.agent.drivers.netlink import NetlinkDriver
 from taskvpc.agent.netplan import NetConfig, TaskEni
+from taskvpc.agentapi.network import Subnet
 from taskvpc.netmodel.evaluator import Flow
 from tests.root import hostcheck
 
@@ -89,8 +90,8 @@ class Lab:
         flush_conntrack(self.router_fd)
 
 
-def subnets(net: int) -> list[tuple[str, str]]:
-    return [("subnet-0a", f"10.{net}.0.0/20"), ("subnet-0b", f"10.{net}.16.0/20")]
+def subnets(net: int) -> list[Subnet]:
+    return [Subnet.of("subnet-0a", f"10.{net}.0.0/20"), Subnet.of("subnet-0b", f"10.{net}.16.0/20")]
 
 
 def test_eni(n: int, ip: str, gateway: str, tag: str = "task") -> TaskEni:
@@ -126,7 +127,7 @@ def _fake_host(cfg: NetConfig, router_ns: str, net: int) -> str:
     _ip("-n", name, "link", "set", "lo", "up")
     _ip("-n", name, "link", "set", "eth0", "up")
     _ip("-n", name, "addr", "add", f"{HOST_IP}/32", "dev", "eth0")
-    for _, cidr in subnets(net):
+    for cidr in (s.cidr_block for s in subnets(net)):
         _ip("-n", name, "route", "add", cidr, "via", ROUTER_LINK_IP, "dev", "eth0", "onlink")
     _ip("-n", router_ns, "link", "set", port, "up")
     _ip("-n", router_ns, "addr", "add", f"{ROUTER_LINK_IP}/32", "dev", port)

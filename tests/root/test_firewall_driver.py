@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from taskvpc.agentapi.network import Subnet
 from taskvpc.netmodel.evaluator import Eni, Flow, GroupRules, evaluate
 from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
 from taskvpc.netmodel.nft_compile import render
@@ -40,8 +41,8 @@ if os.geteuid() == 0:
     from taskvpc.agent.drivers.netlink import NetlinkDriver
     from taskvpc.agent.netplan import NetConfig, TaskEni
 
-SUBNET_A = ("subnet-0a", "10.242.0.0/20")
-SUBNET_B = ("subnet-0b", "10.242.16.0/20")
+SUBNET_A = Subnet.of("subnet-0a", "10.242.0.0/20")
+SUBNET_B = Subnet.of("subnet-0b", "10.242.16.0/20")
 TIMEOUT = 0.3  # a denied flow is dropped: the client gives up after this long
 
 # TCP on each port given: greet with the task key, then echo lines until the peer closes (so one connection

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from taskvpc.agentapi.network import Subnet
 from tests.root import fwlab, hostcheck
 
 pytestmark = [
@@ -41,8 +42,8 @@ if os.geteuid() == 0:
         TaskEni,
     )
 
-SUBNET_A = ("subnet-0a", "10.241.0.0/20")
-SUBNET_B = ("subnet-0b", "10.241.16.0/20")
+SUBNET_A = Subnet.of("subnet-0a", "10.241.0.0/20")
+SUBNET_B = Subnet.of("subnet-0b", "10.241.16.0/20")
 SERVER = r"""
 import socket, sys
 s = socket.socket()
@@ -84,7 +85,7 @@ class World:
 
     @property
     def desired(self) -> DesiredNetwork:
-        vpc = DesiredVpc(self.vpc_id, (SUBNET_A, SUBNET_B), (SUBNET_A[1], SUBNET_B[1]))
+        vpc = DesiredVpc(self.vpc_id, (SUBNET_A, SUBNET_B), (SUBNET_A.cidr_block, SUBNET_B.cidr_block))
         return DesiredNetwork((vpc,), tuple(DesiredTask(self.vpc_id, e) for e in (self.a1, self.a2, self.b1)))
 
     def ns(self, eni: TaskEni) -> str:
@@ -104,7 +105,7 @@ def build(driver: NetlinkDriver) -> World:
         _eni(3, "10.241.16.7", "10.241.16.1"),
     )
     driver.ensure_vpc_router(world.vpc_id, [SUBNET_A, SUBNET_B])
-    driver.ensure_host_access(world.vpc_id, [SUBNET_A[1], SUBNET_B[1]])
+    driver.ensure_host_access(world.vpc_id, [SUBNET_A.cidr_block, SUBNET_B.cidr_block])
     for eni in (world.a1, world.a2, world.b1):
         driver.ensure_task_network(world.vpc_id, eni)
     return world
@@ -262,7 +263,7 @@ def test_ensure_twice_changes_nothing_and_plans_nothing(driver: NetlinkDriver, w
     before = driver.observe()
     build_again = [
         lambda: driver.ensure_vpc_router(world.vpc_id, [SUBNET_A, SUBNET_B]),
-        lambda: driver.ensure_host_access(world.vpc_id, [SUBNET_A[1], SUBNET_B[1]]),
+        lambda: driver.ensure_host_access(world.vpc_id, [SUBNET_A.cidr_block, SUBNET_B.cidr_block]),
         *[lambda e=e: driver.ensure_task_network(world.vpc_id, e) for e in (world.a1, world.a2, world.b1)],
     ]
     for step in build_again:
@@ -309,9 +310,9 @@ def test_host_access_refuses_overlapping_routes(driver: NetlinkDriver, world: Wo
     other = "vpc-" + secrets.token_hex(9)[:17]
     driver.ensure_vpc_router(other, [SUBNET_A])
     with pytest.raises(HostRouteConflict):
-        driver.ensure_host_access(other, [SUBNET_A[1]])
+        driver.ensure_host_access(other, [SUBNET_A.cidr_block])
     # The first VPC is still reachable as before.
-    assert driver.observe().host_access[world.vpc_id].routes == {SUBNET_A[1], SUBNET_B[1]}
+    assert driver.observe().host_access[world.vpc_id].routes == {SUBNET_A.cidr_block, SUBNET_B.cidr_block}
 
 
 def test_restart_adopts_desired_and_removes_the_rest(

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,13 @@ from taskvpc.agent.runtime import ContainerHandle, read_logs
 from taskvpc.agent.runtime.process import ProcessRuntime
 from taskvpc.agent.runtime.procs import alive, proc_start_time
 from taskvpc.agent.state import load_state
+from taskvpc.agentapi import PREFIX
+from taskvpc.agentapi.answer import DesiredState, Instance
+from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
+from taskvpc.agentapi.reports import Report, task_report_to_wire
+from taskvpc.agentapi.tasks import DesiredTask
+from taskvpc.domain.lifecycle import DesiredStatus
+from taskvpc.netmodel.security_groups import Rule
 from taskvpc.wire.http import HttpRequest
 from taskvpc.wire.sigv4 import AuthFailure, verify
 
@@ -42,19 +49,13 @@ SUBNET = "subnet-0123456789abcdef0"
 pytestmark = pytest.mark.timeout(120)
 
 # sg-1, every task's group: like a VPC's default group (its members reach each other, egress to anywhere)
-DEFAULT_GROUP = {
-    "groupId": "sg-1",
-    "rules": [
-        {
-            "IsEgress": False,
-            "IpProtocol": "-1",
-            "FromPort": -1,
-            "ToPort": -1,
-            "ReferencedGroupInfo": {"GroupId": "sg-1"},
-        },
-        {"IsEgress": True, "IpProtocol": "-1", "FromPort": -1, "ToPort": -1, "CidrIpv4": "0.0.0.0/0"},
-    ],
-}
+DEFAULT_GROUP = SecurityGroup(
+    "sg-1",
+    VPC,
+    ingress=(Rule("ingress", "-1", None, None, group_id="sg-1"),),
+    egress=(Rule("egress", "-1", None, None, cidr_ipv4="0.0.0.0/0"),),
+)
+THE_VPC = Vpc(VPC, ("172.31.0.0/16",), (Subnet.of(SUBNET, "172.31.0.0/20"),))
 
 
 # ---------------------------------------------------------------------------------------------- fake server
@@ -65,7 +66,7 @@ class FakeControlPlane:
     """The control plane's half of the agent API, in memory."""
 
     generation: int = 1
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[str, DesiredTask] = field(default_factory=dict)
     registrations: list[dict[str, Any]] = field(default_factory=list)
     reports: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     report_batches: list[float] = field(default_factory=list)
@@ -102,32 +103,37 @@ class FakeControlPlane:
 
     async def run_task(self, task_id: str, containers: list[dict[str, Any]], eni_last: int = 5) -> str:
         arn = f"arn:aws:ecs:us-east-1:000000000000:task/default/{task_id}"
-        self.tasks[arn] = {
-            "taskArn": arn,
-            "desiredStatus": "RUNNING",
-            "stopReason": None,
-            "family": "web",
-            "revision": 1,
-            "eni": {
-                "attachmentId": "att-" + task_id,
-                "networkInterfaceId": f"eni-{eni_last:017x}",
-                "macAddress": f"0e:00:00:00:00:{eni_last:02x}",
-                "privateIpv4Address": f"172.31.0.{eni_last}",
-                "prefixLength": 20,
-                "gateway": "172.31.0.1",
-                "subnetId": SUBNET,
-                "vpcId": VPC,
-                "privateDnsName": f"ip-172-31-0-{eni_last}.ec2.internal",
-                "securityGroupIds": ["sg-1"],
-            },
-            "containers": containers,
-        }
+        self.tasks[arn] = DesiredTask.from_wire(
+            {
+                "taskArn": arn,
+                "desiredStatus": "RUNNING",
+                "family": "web",
+                "revision": 1,
+                "containers": containers,
+            }
+        )
+        self.tasks[arn] = replace(
+            self.tasks[arn],
+            eni=Eni(
+                attachment_id="att-" + task_id,
+                network_interface_id=f"eni-{eni_last:017x}",
+                mac_address=f"0e:00:00:00:00:{eni_last:02x}",
+                private_ipv4_address=f"172.31.0.{eni_last}",
+                prefix_length=20,
+                gateway=THE_VPC.subnets[0].gateway,
+                subnet_id=SUBNET,
+                vpc_id=VPC,
+                private_dns_name=f"ip-172-31-0-{eni_last}.ec2.internal",
+                security_group_ids=("sg-1",),
+            ),
+        )
         await self.bump()
         return arn
 
     async def stop_task(self, arn: str) -> None:
-        self.tasks[arn]["desiredStatus"] = "STOPPED"
-        self.tasks[arn]["stopReason"] = "Task stopped by user"
+        self.tasks[arn] = replace(
+            self.tasks[arn], desired_status=DesiredStatus.STOPPED, stop_reason="Task stopped by user"
+        )
         await self.bump()
 
     def latest(self, arn: str) -> dict[str, Any] | None:
@@ -209,7 +215,7 @@ class FakeControlPlane:
             return 403, {"message": str(exc)}
         if self.refuse_auth:
             return 403, {"message": "refused"}
-        prefix = "/_taskvpc/agent/v1"
+        prefix = PREFIX.rstrip("/")
         assert path.startswith(prefix)
         route = path[len(prefix) :]
         doc = orjson.loads(body) if body else {}
@@ -232,29 +238,26 @@ class FakeControlPlane:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.changed.wait_for(lambda: self.generation > after), wait)
             changed = self.generation > after
-            answer: dict[str, Any] = {"generation": self.generation, "changed": changed}
+            state = DesiredState.of(self.generation, changed)
             if changed:
-                answer["instance"] = {"status": self.instance_status}
-                answer["vpcs"] = [
-                    {
-                        "vpcId": VPC,
-                        "cidrBlocks": ["172.31.0.0/16"],
-                        "subnets": [
-                            {"subnetId": SUBNET, "cidrBlock": "172.31.0.0/20", "gateway": "172.31.0.1"}
-                        ],
-                        "securityGroups": [DEFAULT_GROUP],
-                    }
-                ]
-                answer["tasks"] = list(self.tasks.values())
+                state = DesiredState.of(
+                    self.generation,
+                    changed,
+                    instance=Instance(self.instance_status),
+                    vpcs=(THE_VPC,),
+                    tasks=tuple(self.tasks.values()),
+                    securityGroups=(DEFAULT_GROUP,),
+                )
+            answer = state.to_wire()
             return 200, answer
         if route.endswith("/report"):
             now = time.monotonic()
             self.report_batches.append(now)
             stopped = False
-            for task in doc["tasks"]:
-                self.reports.append((now, task))
-                if task["knownStatus"] == "STOPPED" and task["taskArn"] in self.tasks:
-                    del self.tasks[task["taskArn"]]  # tasks leave the list once reported STOPPED
+            for task in Report.from_wire(doc).tasks:
+                self.reports.append((now, task_report_to_wire(task)))
+                if task.known_status == "STOPPED" and task.task_arn in self.tasks:
+                    del self.tasks[task.task_arn]  # tasks leave the list once reported STOPPED
                     stopped = True
             if stopped:
                 await self.bump()
@@ -272,7 +275,7 @@ class FakeNetwork:
 
     def __init__(self) -> None:
         self.cfg = netplan.NetConfig()
-        self.routers: dict[str, tuple[tuple[str, str], ...]] = {}
+        self.routers: dict[str, tuple[Subnet, ...]] = {}
         self.tasks: dict[str, tuple[str, netplan.TaskEni]] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail_ensure = 0
@@ -291,8 +294,8 @@ class FakeNetwork:
                 vpc_id,
                 netplan.router_netns(self.cfg, vpc_id),
                 True,
-                frozenset(netplan.router_address(c) for _, c in subnets),
-                frozenset(c for _, c in subnets),
+                frozenset(s.gateway for s in subnets),
+                frozenset(s.cidr_block for s in subnets),
                 ports,
             )
         tasks = {
@@ -311,7 +314,7 @@ class FakeNetwork:
         }
         return netplan.ObservedNetwork(routers, tasks)
 
-    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[tuple[str, str]]) -> None:
+    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[Subnet]) -> None:
         self.calls.append(("ensure_vpc_router", vpc_id))
         self.routers[vpc_id] = tuple(subnets)
 
@@ -622,6 +625,8 @@ async def test_agent_restart_adopts_running_tasks_and_removes_undesired_ones(h: 
         assert time.monotonic() < deadline, "undesired task not removed"
         await asyncio.sleep(0.02)
     assert all(r["taskArn"] != drop for _, r in h.server.reports[reports_before:])
+    assert ("remove_task_network", "f" * 32) not in h.network.calls  # adopted: its network stays too
+    assert h.network.calls.count(("ensure_task_network", "f" * 32)) == 1  # ... and was not made again
 
     await h.server.stop_task(keep)
     stopped = await h.server.wait_for(keep, "STOPPED")
@@ -719,21 +724,19 @@ def test_reporter_keeps_the_latest_report_per_task_and_retries() -> None:
         sent: list[list[dict[str, Any]]] = []
         fail = [True]
 
-        async def send(tasks: list[dict[str, Any]]) -> None:
+        async def send(report: Report) -> None:
             if fail[0]:
                 fail[0] = False
                 raise OSError("down")
-            sent.append(tasks)
+            sent.append(report.to_wire()["tasks"])
 
         acked: list[str] = []
         reporter = Reporter(send, interval=0.01)
         runner = asyncio.ensure_future(reporter.run())
         try:
             for status in ("PENDING", "RUNNING"):
-                reporter.submit(
-                    tp.TaskReport("t1", status, None, None, ()), lambda r: acked.append(r.known_status)
-                )
-            reporter.submit(tp.TaskReport("t2", "PENDING", None, None, ()))
+                reporter.submit(tp.TaskReport("t1", status), lambda r: acked.append(r.known_status))
+            reporter.submit(tp.TaskReport("t2", "PENDING"))
             for _ in range(200):
                 if sent:
                     break
@@ -759,15 +762,15 @@ def test_reporter_batches_routine_reports_and_sends_news_at_once() -> None:
         gate = asyncio.Event()
         gate.set()
 
-        async def send(tasks: list[dict[str, Any]]) -> None:
+        async def send(report: Report) -> None:
             await gate.wait()
-            sent.append((time.monotonic(), [f"{t['taskArn']}:{t['knownStatus']}" for t in tasks]))
+            sent.append((time.monotonic(), [f"{t.task_arn}:{t.known_status}" for t in report.tasks]))
 
         reporter = Reporter(send, interval=0.2)
         runner = asyncio.ensure_future(reporter.run())
 
         def report(arn: str, status: str) -> None:
-            reporter.submit(tp.TaskReport(arn, status, None, None, ()))
+            reporter.submit(tp.TaskReport(arn, status))
 
         async def until(count: int) -> None:
             for _ in range(500):

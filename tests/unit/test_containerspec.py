@@ -24,6 +24,7 @@ from taskvpc.agent.runtime import (
     Ulimit,
     task_dir,
 )
+from taskvpc.agentapi.reports import Report
 
 TASK_ID = "0123456789abcdef0123456789abcdef"
 ARN = f"arn:aws:ecs:us-east-1:000000000000:task/default/{TASK_ID}"
@@ -174,8 +175,8 @@ def run_engine(state_dir: Path, task: dict[str, Any]) -> tuple[RecordingRuntime,
     runtime = RecordingRuntime(state_dir)
     reports: list[dict[str, Any]] = []
 
-    async def send(batch: list[dict[str, Any]]) -> None:
-        reports.extend(batch)
+    async def send(batch: Report) -> None:
+        reports.extend(batch.to_wire()["tasks"])
 
     async def main() -> None:
         engine = Engine(runtime, None, Reporter(send, interval=0.001))

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from taskvpc.agent.desired import _int, _seconds
 from taskvpc.agent.main import _parse
+from taskvpc.agentapi.read import integer as _int, seconds as _seconds
 
 GOOD_TASK = {"taskArn": "arn:aws:ecs:us-east-1:000000000000:task/default/abc", "containers": []}
 
@@ -42,7 +42,11 @@ def test_a_readable_answer_parses() -> None:
 
 
 def test_odd_security_groups_read_as_none() -> None:
-    doc = {"generation": 2, "vpcs": [{"vpcId": "vpc-1", "securityGroups": [{"groupId": "sg-1", "rules": 5}]}]}
+    doc = {
+        "generation": 2,
+        "vpcs": [{"vpcId": "vpc-1"}],
+        "securityGroups": [{"groupId": "sg-1", "vpcId": "vpc-1", "rules": 5}],
+    }
     parsed = _parse(doc)
     assert parsed is not None and parsed.security_groups["vpc-1"]["sg-1"].ingress == ()
 
@@ -69,7 +73,7 @@ def test_durations_are_finite_and_not_negative(value: Any) -> None:
 )
 def test_any_json_never_raises(doc: Any) -> None:
     _parse(doc)
-    _parse({"generation": 1, "tasks": [doc], "vpcs": [doc]})
+    _parse({"generation": 1, "tasks": [doc], "vpcs": [doc], "securityGroups": [doc], "instance": doc})
 
 
 @pytest.mark.parametrize(

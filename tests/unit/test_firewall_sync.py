@@ -6,7 +6,8 @@ import pytest
 
 from taskvpc.agent import netplan
 from taskvpc.agent.engine import DesiredState
-from taskvpc.agent.security import FirewallSync, groups_from_wire
+from taskvpc.agent.security import FirewallSync
+from taskvpc.agentapi.network import SecurityGroup
 from taskvpc.netmodel.evaluator import GroupRules
 from taskvpc.netmodel.firewall_ir import EniPort
 from taskvpc.netmodel.security_groups import Rule
@@ -113,48 +114,46 @@ def test_removing_by_eni_or_by_port() -> None:
 def test_desired_state_parses_groups_and_skips_unreadable_rules() -> None:
     doc = {
         "generation": 3,
-        "vpcs": [
+        "vpcs": [{"vpcId": "vpc-1", "subnets": []}],
+        "securityGroups": [
             {
+                "groupId": "sg-web",
                 "vpcId": "vpc-1",
-                "subnets": [],
-                "securityGroups": [
+                "rules": [
                     {
-                        "groupId": "sg-web",
-                        "rules": [
-                            {
-                                "IsEgress": False,
-                                "IpProtocol": "tcp",
-                                "FromPort": 80,
-                                "ToPort": 80,
-                                "CidrIpv4": "0.0.0.0/0",
-                            },
-                            {
-                                "IsEgress": False,
-                                "IpProtocol": "bogus",
-                                "FromPort": 1,
-                                "ToPort": 1,
-                                "CidrIpv4": "1.2.3.4/32",
-                            },
-                            {
-                                "IsEgress": True,
-                                "IpProtocol": "udp",
-                                "FromPort": 53,
-                                "ToPort": 53,
-                                "ReferencedGroupInfo": {"GroupId": "sg-dns"},
-                            },
-                        ],
+                        "direction": "ingress",
+                        "protocol": "tcp",
+                        "fromPort": 80,
+                        "toPort": 80,
+                        "cidrIpv4": "0.0.0.0/0",
                     },
-                    "garbage",
+                    {
+                        "direction": "ingress",
+                        "protocol": "bogus",
+                        "fromPort": 1,
+                        "toPort": 1,
+                        "cidrIpv4": "1.2.3.4/32",
+                    },
+                    {
+                        "direction": "egress",
+                        "protocol": "udp",
+                        "fromPort": 53,
+                        "toPort": 53,
+                        "groupId": "sg-dns",
+                    },
                 ],
-            }
+            },
+            "garbage",
+            {"groupId": 7},
         ],
         "tasks": [],
     }
     state = DesiredState.from_wire(doc)
+    assert set(state.security_groups["vpc-1"]) == {"sg-web"}
     web = state.security_groups["vpc-1"]["sg-web"]
     assert web.ingress == (Rule("ingress", "tcp", 80, 80, cidr_ipv4="0.0.0.0/0"),)
     assert web.egress == (Rule("egress", "udp", 53, 53, group_id="sg-dns"),)
-    assert groups_from_wire([{"groupId": 7}]) == {}
+    assert [g for g, _ in state.skipped_rules()] == ["sg-web"]
 
 
 def test_connections_of_an_address_are_forgotten_when_it_changes_hands() -> None:
@@ -209,41 +208,48 @@ def test_a_vpc_forgotten_keeps_its_desired_groups() -> None:
 
 
 def test_rules_nft_would_refuse_are_skipped() -> None:
-    docs = [
-        {
-            "groupId": "sg-odd",
-            "rules": [
-                {
-                    "IsEgress": False,
-                    "IpProtocol": "tcp",
-                    "FromPort": -1,
-                    "ToPort": -1,
-                    "CidrIpv4": "0.0.0.0/0",
-                },
-                {
-                    "IsEgress": False,
-                    "IpProtocol": "tcp",
-                    "FromPort": 80,
-                    "ToPort": 80,
-                    "CidrIpv4": "10.0.0.1/8",
-                },
-                {
-                    "IsEgress": False,
-                    "IpProtocol": "icmp",
-                    "FromPort": 300,
-                    "ToPort": -1,
-                    "CidrIpv4": "0.0.0.0/0",
-                },
-                {
-                    "IsEgress": False,
-                    "IpProtocol": "tcp",
-                    "FromPort": 22,
-                    "ToPort": 22,
-                    "CidrIpv4": "10.0.0.0/8",
-                },
-            ],
-        }
-    ]
-    assert groups_from_wire(docs)["sg-odd"].ingress == (
-        Rule("ingress", "tcp", 22, 22, cidr_ipv4="10.0.0.0/8"),
-    )
+    doc = {
+        "groupId": "sg-odd",
+        "vpcId": "vpc-1",
+        "rules": [
+            {
+                "direction": "ingress",
+                "protocol": "tcp",
+                "fromPort": -1,
+                "toPort": -1,
+                "cidrIpv4": "0.0.0.0/0",
+            },
+            {
+                "direction": "ingress",
+                "protocol": "tcp",
+                "fromPort": 80,
+                "toPort": 80,
+                "cidrIpv4": "10.0.0.1/8",
+            },
+            {
+                "direction": "ingress",
+                "protocol": "icmp",
+                "fromPort": 300,
+                "toPort": -1,
+                "cidrIpv4": "0.0.0.0/0",
+            },
+            {
+                "direction": "sideways",
+                "protocol": "tcp",
+                "fromPort": 22,
+                "toPort": 22,
+                "cidrIpv4": "10.0.0.0/8",
+            },
+            {"direction": "ingress", "protocol": "tcp", "fromPort": 22, "toPort": 22},
+            {
+                "direction": "ingress",
+                "protocol": "tcp",
+                "fromPort": 22,
+                "toPort": 22,
+                "cidrIpv4": "10.0.0.0/8",
+            },
+        ],
+    }
+    group = SecurityGroup.from_wire(doc)
+    assert group is not None and len(group.skipped) == 5
+    assert group.ingress == (Rule("ingress", "tcp", 22, 22, cidr_ipv4="10.0.0.0/8"),)

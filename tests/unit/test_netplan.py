@@ -29,12 +29,13 @@ from taskvpc.agent.netplan import (
     Stray,
     TaskEni,
 )
+from taskvpc.agentapi.network import Subnet
 
 CFG = NetConfig()
 VPC = "vpc-0123456789abcdef0"
 VPC2 = "vpc-00000000000000002"
-A = ("subnet-0a", "172.31.0.0/20")
-B = ("subnet-0b", "172.31.16.0/20")
+A = Subnet.of("subnet-0a", "172.31.0.0/20")
+B = Subnet.of("subnet-0b", "172.31.16.0/20")
 
 
 def eni(n: int, ip: str = "", gateway: str = "172.31.0.1", key: str = "") -> TaskEni:
@@ -49,7 +50,7 @@ def eni(n: int, ip: str = "", gateway: str = "172.31.0.1", key: str = "") -> Tas
 
 
 def desired(*enis: TaskEni, host: bool = True) -> DesiredNetwork:
-    vpc = DesiredVpc(VPC, (A, B), (A[1], B[1]) if host else ())
+    vpc = DesiredVpc(VPC, (A, B), (A.cidr_block, B.cidr_block) if host else ())
     return DesiredNetwork((vpc,), tuple(DesiredTask(VPC, e) for e in enis))
 
 
@@ -75,15 +76,15 @@ class FakeDriver:
     def observe(self) -> ObservedNetwork:
         return ObservedNetwork(dict(self.routers), dict(self.tasks), dict(self.access), tuple(self.strays))
 
-    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[tuple[str, str]]) -> None:
+    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[Subnet]) -> None:
         self._call(f"ensure_vpc_router {vpc_id}")
         old = self.routers.get(vpc_id)
         self.routers[vpc_id] = ObservedRouter(
             vpc_id,
             netplan.router_netns(self.cfg, vpc_id),
             True,
-            frozenset(netplan.router_address(c) for _, c in subnets),
-            frozenset(subnets_cidr for _, subnets_cidr in subnets),
+            frozenset(s.gateway for s in subnets),
+            frozenset(s.cidr_block for s in subnets),
             dict(old.ports) if old else {},
             old.access_ok if old else False,
         )
@@ -167,11 +168,25 @@ def test_bad_prefixes_are_refused(prefix: str) -> None:
         NetConfig(prefix=prefix)
 
 
-def test_router_address_is_the_subnet_dot_one() -> None:
-    assert netplan.router_address("172.31.16.0/20") == "172.31.16.1"
-    assert netplan.router_address("10.0.0.16/28") == "10.0.0.17"
-    with pytest.raises(ValueError):
-        netplan.router_address("10.0.0.0/29")
+def test_the_router_answers_on_the_gateways_it_is_sent() -> None:
+    """The agent never derives a gateway: a subnet's router address is the one the control plane sent."""
+    odd = Subnet("subnet-0z", "10.0.0.0/24", "10.0.0.254")
+    vpc = DesiredVpc(VPC, (odd,))
+    assert vpc.router_addrs == {"10.0.0.254"}
+    task = TaskEni("eni-00000000000000001", "02:00:00:00:00:01", "10.0.0.5", 24, "10.0.0.254", "t1")
+    drv = FakeDriver()
+    converge(DesiredNetwork((vpc,), (DesiredTask(VPC, task),)), drv)
+    assert drv.routers[VPC].router_addrs == {"10.0.0.254"} and drv.tasks["t1"].gateway == "10.0.0.254"
+    with pytest.raises(ValueError, match="fits no subnet"):  # a .1 gateway the subnet does not have
+        DesiredNetwork((vpc,), (DesiredTask(VPC, dataclasses.replace(task, gateway="10.0.0.1")),))
+    outside, network_address, too_small = (
+        Subnet("s", "10.0.0.0/24", "10.1.0.1"),
+        Subnet("s", "10.0.0.0/24", "10.0.0.0"),
+        Subnet("s", "10.0.0.0/29", "10.0.0.1"),
+    )
+    for bad in (outside, network_address, too_small):
+        with pytest.raises(ValueError):
+            DesiredVpc(VPC, (bad,))
 
 
 @pytest.mark.parametrize(
@@ -212,7 +227,7 @@ def test_empty_host_gets_router_then_access_then_tasks() -> None:
     actions = netplan.plan(CFG, desired(e1, e2), ObservedNetwork())
     assert actions == [
         EnsureVpcRouter(VPC, (A, B)),
-        EnsureHostAccess(VPC, (A[1], B[1])),
+        EnsureHostAccess(VPC, (A.cidr_block, B.cidr_block)),
         EnsureTaskNetwork(VPC, e1),
         EnsureTaskNetwork(VPC, e2),
     ]
@@ -290,17 +305,17 @@ def test_host_access_follows_the_desired_cidrs() -> None:
     drv = FakeDriver()
     converge(desired(), drv)
     assert netplan.plan(CFG, desired(host=False), drv.observe()) == [RemoveHostAccess(VPC)]
-    narrower = DesiredNetwork((DesiredVpc(VPC, (A, B), (A[1],)),))
-    assert netplan.plan(CFG, narrower, drv.observe()) == [EnsureHostAccess(VPC, (A[1],))]
+    narrower = DesiredNetwork((DesiredVpc(VPC, (A, B), (A.cidr_block,)),))
+    assert netplan.plan(CFG, narrower, drv.observe()) == [EnsureHostAccess(VPC, (A.cidr_block,))]
     lost = dataclasses.replace(
         drv.observe(), routers={VPC: dataclasses.replace(drv.routers[VPC], access_ok=False)}
     )
-    assert netplan.plan(CFG, desired(), lost) == [EnsureHostAccess(VPC, (A[1], B[1]))]
+    assert netplan.plan(CFG, desired(), lost) == [EnsureHostAccess(VPC, (A.cidr_block, B.cidr_block))]
 
 
 def test_a_task_seen_in_another_vpc_is_removed_then_made_again() -> None:
     drv = FakeDriver()
-    other = DesiredVpc(VPC2, (("subnet-0c", "10.9.0.0/16"),))
+    other = DesiredVpc(VPC2, (Subnet.of("subnet-0c", "10.9.0.0/16"),))
     moved = TaskEni("eni-00000000000000001", "02:00:00:00:00:01", "10.9.0.5", 16, "10.9.0.1", "task1")
     converge(DesiredNetwork((DesiredVpc(VPC, (A,)), other), (DesiredTask(VPC2, moved),)), drv)
     want = DesiredNetwork((DesiredVpc(VPC, (A,)), other), (DesiredTask(VPC, eni(1)),))
@@ -345,3 +360,65 @@ def test_plan_then_apply_always_converges(first: set[int], second: set[int], hos
     converge(want, drv)
     assert netplan.plan(CFG, want, drv.observe()) == []
     assert set(drv.tasks) == {f"task{n}" for n in second}
+
+
+# -- the reconciler's known host, and what it leaves alone ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "want",
+    [desired(eni(1), eni(2)), desired(eni(1), host=False), DesiredNetwork(), desired()],
+)
+def test_the_host_assumed_after_a_plan_needs_no_second_plan(want: DesiredNetwork) -> None:
+    drv = FakeDriver()
+    converge(
+        DesiredNetwork((DesiredVpc(VPC2, (Subnet.of("subnet-0c", "10.9.0.0/16"),), ("10.9.0.0/16",)),)), drv
+    )
+    drv.strays.append(Stray("netns", "tvpc-junk"))
+    known = drv.observe()
+    actions = netplan.plan(CFG, want, known)
+    assert actions
+    for action in actions:
+        known = netplan.assume(CFG, known, action)
+    assert netplan.plan(CFG, want, known) == []  # what the reconciler believes ...
+    assert netplan.apply(actions, drv).ok
+    assert netplan.plan(CFG, want, drv.observe()) == []  # ... is what the host has
+
+
+def test_kept_tasks_and_vpcs_stay_until_released() -> None:
+    drv = FakeDriver()
+    converge(desired(eni(1)), drv)
+    assert netplan.plan(CFG, DesiredNetwork(keep=frozenset({"task1"})), drv.observe()) == []
+    seen = drv.observe().tasks["task1"]
+    quiet = DesiredNetwork(keep_vpcs=frozenset({VPC}))  # the answer still lists the VPC: keep its router
+    assert netplan.plan(CFG, quiet, drv.observe()) == [
+        RemoveTaskNetwork("task1", VPC, seen.port, "172.31.0.11")
+    ]
+    assert netplan.plan(CFG, DesiredNetwork(), drv.observe())[-2:] == [
+        RemoveHostAccess(VPC),
+        RemoveVpcRouter(VPC),
+    ]
+
+
+def test_a_failed_action_does_not_stop_the_others_and_hooks_run_around_each() -> None:
+    drv = FakeDriver()
+    drv.fail.add("ensure_task_network task1")
+    seen: list[str] = []
+    actions = netplan.plan(CFG, desired(eni(1), eni(2)), drv.observe())
+    report = netplan.apply(
+        actions,
+        drv,
+        before=lambda a: seen.append("before " + type(a).__name__),
+        after=lambda a: seen.append("after " + type(a).__name__),
+    )
+    assert [type(a).__name__ for a, _ in report.failed] == ["EnsureTaskNetwork"]
+    assert seen.count("before EnsureTaskNetwork") == 2 and seen.count("after EnsureTaskNetwork") == 1
+    assert "task2" in drv.tasks and "task1" not in drv.tasks
+
+    def refuse(action: netplan.Action) -> None:
+        if isinstance(action, EnsureTaskNetwork):
+            raise RuntimeError("no rules, no network")
+
+    drv2 = FakeDriver()
+    report = netplan.apply(netplan.plan(CFG, desired(eni(3)), drv2.observe()), drv2, before=refuse)
+    assert not drv2.tasks and len(report.failed) == 1  # never a veth without its rules

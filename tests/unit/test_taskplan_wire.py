@@ -8,6 +8,7 @@ import pytest
 
 from taskvpc.agent import taskplan as tp
 from taskvpc.agent.runtime import Tmpfs, Ulimit
+from taskvpc.agentapi.reports import task_report_to_wire
 
 ARN = "arn:aws:ecs:us-east-1:000000000000:task/default/0123456789abcdef0123456789abcdef"
 
@@ -177,7 +178,7 @@ def test_pull_times_keep_the_first_start_and_the_latest_end() -> None:
     known = tp.image_pulled(known, 9.0, 11.0)  # reported out of order
     assert (known.pull_started_at, known.pull_stopped_at) == (9.0, 15.0)
     desired = tp.DesiredTask.from_wire(entry())
-    wire = tp.report_for(desired, known).to_wire()
+    wire = task_report_to_wire(tp.report_for(desired, known))
     assert (wire["pullStartedAt"], wire["pullStoppedAt"]) == (9.0, 15.0)
-    bare = tp.report_for(desired, tp.KnownTask(ARN)).to_wire()
+    bare = task_report_to_wire(tp.report_for(desired, tp.KnownTask(ARN)))
     assert "pullStartedAt" not in bare and "pullStoppedAt" not in bare

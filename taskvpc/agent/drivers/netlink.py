@@ -60,6 +60,7 @@ from taskvpc.agent.netplan import (
     Stray,
     TaskEni,
 )
+from taskvpc.agentapi.network import Subnet
 
 RT_TABLE_MAIN = 254
 RT_TABLE_LOCAL = 255
@@ -305,10 +306,10 @@ class NetlinkDriver:
 
     # -- VPC router --------------------------------------------------------------------------------
 
-    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[tuple[str, str]]) -> None:
-        """The router namespace of ``vpc_id`` with each subnet's ``.1`` on lo; extra subnets are dropped."""
-        want_addrs = {netplan.router_address(cidr) for _, cidr in subnets}
-        want_unreach = {str(ipaddress.IPv4Network(cidr)) for _, cidr in subnets}
+    def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[Subnet]) -> None:
+        """The router namespace of ``vpc_id`` with each subnet's gateway on lo; extra subnets are dropped."""
+        want_addrs = {s.gateway for s in subnets}
+        want_unreach = {str(ipaddress.IPv4Network(s.cidr_block)) for s in subnets}
         with self._lock:
             router = self._router(vpc_id, create=True)
             assert router is not None

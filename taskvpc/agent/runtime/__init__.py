@@ -19,7 +19,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-DEFAULT_STOP_TIMEOUT = 30.0  # ECS_CONTAINER_STOP_TIMEOUT's default on EC2
+from taskvpc.agentapi.reports import HealthStatus as HealthStatus
+from taskvpc.agentapi.tasks import (
+    DEFAULT_STOP_TIMEOUT as DEFAULT_STOP_TIMEOUT,
+    HealthCheckSpec as HealthCheckSpec,
+    Tmpfs as Tmpfs,
+    Ulimit as Ulimit,
+)
 
 
 class ContainerStatus(StrEnum):
@@ -30,43 +36,6 @@ class ContainerStatus(StrEnum):
     UNKNOWN = "UNKNOWN"  # cannot tell (supervisor gone, process maybe alive): treat as running
 
 
-class HealthStatus(StrEnum):
-    HEALTHY = "HEALTHY"
-    UNHEALTHY = "UNHEALTHY"
-    UNKNOWN = "UNKNOWN"
-
-
-@dataclass(frozen=True, slots=True)
-class HealthCheckSpec:
-    """``healthCheck`` of a container definition, in seconds (Docker's defaults when absent)."""
-
-    command: tuple[str, ...]
-    interval: float = 30.0
-    timeout: float = 5.0
-    retries: int = 3
-    start_period: float = 0.0
-
-    def argv(self) -> list[str] | None:
-        """``CMD-SHELL x`` -> ``sh -c x``; ``CMD a b`` -> ``a b``; ``NONE`` (or nothing) -> None."""
-        if not self.command or self.command[0] == "NONE":
-            return None
-        kind, rest = self.command[0], list(self.command[1:])
-        if kind == "CMD-SHELL":
-            return ["/bin/sh", "-c", " ".join(rest)] if rest else None
-        if kind == "CMD":
-            return rest or None
-        return list(self.command)
-
-
-@dataclass(frozen=True, slots=True)
-class Ulimit:
-    """``ulimits`` entry: ``name`` as in ECS (``nofile``, ``core``, ...), soft and hard limits."""
-
-    name: str
-    soft: int
-    hard: int
-
-
 @dataclass(frozen=True, slots=True)
 class Mount:
     """A bind mount into the container, already resolved to a host path by the engine (volumes)."""
@@ -74,15 +43,6 @@ class Mount:
     source: str
     destination: str
     read_only: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Tmpfs:
-    """``linuxParameters.tmpfs`` entry: size in MiB, mount options as ECS lists them."""
-
-    container_path: str
-    size: int
-    options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

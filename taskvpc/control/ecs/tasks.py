@@ -11,7 +11,6 @@ error. ``clientToken`` makes RunTask idempotent per cluster for 24 hours (the AP
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from taskvpc.agentapi.network import Eni
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import security_groups, subnets as ec2_subnets
 from taskvpc.control.ec2.task_enis import reserve_task_eni
@@ -235,19 +235,8 @@ def prepare_launch(conn: Connection, ctx: RequestContext, cluster: Doc, params: 
 
 
 def _eni_spec(eni: Doc, subnet: Doc) -> Doc:
-    network = ipaddress.ip_network(subnet["CidrBlock"])
-    return {
-        "attachmentId": eni["Description"].rsplit("/", 1)[-1],
-        "networkInterfaceId": eni["NetworkInterfaceId"],
-        "macAddress": eni["MacAddress"],
-        "privateIpv4Address": eni["PrivateIpAddress"],
-        "prefixLength": network.prefixlen,
-        "gateway": str(network.network_address + 1),
-        "subnetId": eni["SubnetId"],
-        "vpcId": eni["VpcId"],
-        "privateDnsName": eni["PrivateDnsName"],
-        "securityGroupIds": [g["GroupId"] for g in eni.get("Groups", [])],
-    }
+    attachment_id = eni["Description"].rsplit("/", 1)[-1]
+    return Eni.from_ec2(eni, subnet["CidrBlock"], attachment_id).to_wire()
 
 
 def _create_task(
