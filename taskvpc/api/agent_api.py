@@ -52,7 +52,9 @@ class AgentApi:
     async def handle(self, request: HttpRequest) -> HttpResponse:
         now = self.control_plane.clock()
         try:
-            identity = sigv4.verify(request, self.control_plane.secret_for, datetime.fromtimestamp(now, UTC))
+            identity = sigv4.verify(
+                request, self.control_plane.credentials.resolve, datetime.fromtimestamp(now, UTC)
+            )
         except sigv4.AuthFailure as failure:
             return _json(403, {"message": f"agent request refused: {failure.kind}"})
         if identity.service != "ecs":

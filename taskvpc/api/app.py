@@ -1,18 +1,18 @@
 """The control plane's ASGI application: admin routes, SigV4, protocol routing, use-case dispatch.
 
 The request is buffered once; from then on everything below is a call on plain values:
-``sigv4.verify`` -> ``<protocol>.decode`` -> handler -> ``<protocol>.encode``. Only this module and
-``asgi.py`` know about ASGI.
+``sigv4.verify`` -> ``codec.decode`` -> handler -> ``codec.encode_*``, where the service (and so its
+codec and handlers) comes from its manifest, found by the request's SigV4 signing name. Only this module
+and ``asgi.py`` know about ASGI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,28 +20,20 @@ from typing import Any
 import orjson
 
 from taskvpc.api.notify import Notifier
-from taskvpc.api.service_models import service_spec
+from taskvpc.api.service_models import ServedService, served, unserved_protocol
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2.default_vpc import ensure_region
-from taskvpc.control.registry import handler_for
-from taskvpc.domain.arns import root_principal_arn
+from taskvpc.control.identity import Credential, CredentialResolver, Principal, StaticCredentials
+from taskvpc.control.manifest import ServiceManifest
+from taskvpc.control.registry import SERVICES
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.regions import is_region
 from taskvpc.store.db import Database, wipe
-from taskvpc.wire import auth_errors, json11, presigned_json, query, sigv4
+from taskvpc.wire import auth_errors, json11, presigned_json, sigv4
 from taskvpc.wire.http import HttpRequest, HttpResponse
-from taskvpc.wire.shapes import ServiceSpec
-from taskvpc.wire.validate import ec2_validation_error, query_validation_error, validate
+from taskvpc.wire.protocols import guess_protocol, unserved_error
 
 log = logging.getLogger("taskvpc.api")
-
-# Services whose first request in a region creates the region's default VPC.
-_REGIONAL = frozenset({"ecs", "ec2"})
-# SigV4 signing name -> botocore service name.
-_BY_SIGNING_NAME = {"ecs": "ecs", "ec2": "ec2", "elasticloadbalancing": "elbv2", "sts": "sts"}
-_ECS_TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
-# The Action of a query request, found by one scan (the form is only parsed once the signature holds).
-_ACTION = re.compile(rb"(?:^|&)Action=([A-Za-z0-9]{1,64})(?:&|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +47,27 @@ class Settings:
 class ControlPlane:
     """Turns one buffered AWS request into one response."""
 
-    def __init__(self, settings: Settings, db: Database, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        clock: Callable[[], float] = time.time,
+        *,
+        services: Iterable[ServiceManifest] = SERVICES,
+        credentials: CredentialResolver | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.clock = clock
-        self.specs = {name: service_spec(name) for name in _BY_SIGNING_NAME.values()}
+        self.services = served(services)  # by SigV4 signing name
+        # Who may call: the root key of the settings unless the caller brings its own resolver.
+        self.credentials = credentials or StaticCredentials(
+            [
+                Credential(
+                    settings.access_key_id, settings.secret_access_key, Principal.root(settings.account_id)
+                )
+            ]
+        )
         # SQLite calls take microseconds and serialize anyway: run them inline. A network database
         # would stall the event loop, so its calls go to worker threads.
         self.inline = db.is_sqlite
@@ -79,12 +87,14 @@ class ControlPlane:
         ensure_region(self.context(region, self.clock()))
         self.regions_ready.add(region)
 
-    def context(self, region: str, now: float, request_id: str | None = None) -> RequestContext:
+    def context(
+        self, region: str, now: float, request_id: str | None = None, principal: Principal | None = None
+    ) -> RequestContext:
         """A request context for ``region`` at ``now`` (the agent API builds its own requests' with it)."""
         return RequestContext(
             region=region,
             account_id=self.settings.account_id,
-            principal_arn=root_principal_arn(self.settings.account_id),
+            principal=principal or Principal.root(self.settings.account_id),
             now=now,
             request_id=request_id or str(uuid.uuid4()),
             db=self.db,
@@ -97,112 +107,98 @@ class ControlPlane:
             await self._run(ensure_region, ctx)
             self.regions_ready.add(ctx.region)
 
-    def secret_for(self, access_key_id: str) -> str | None:
-        return self.settings.secret_access_key if access_key_id == self.settings.access_key_id else None
-
     async def handle_aws(self, request: HttpRequest) -> HttpResponse:
         request_id = str(uuid.uuid4())
-        spec = self._guess_spec(request)
         now = self.clock()
+        scope = sigv4.credential_scope(request)
+        routed = self._route(request, scope)
+        if routed is None:
+            # Not one of ours by its shape, and signed for a service taskvpc does not serve: nothing there
+            # needs authenticating, so say so in that service's error shape.
+            assert scope is not None
+            return _unserved(scope.service, request, request_id)
+        service, expected_signing_name = routed
         try:
             # The raw body's hash is checked before anything of it is parsed; the scope must name a real
             # region and the service the request is for (an ECS target is signed for ecs).
             identity = sigv4.verify(
                 request,
-                self.secret_for,
+                self.credentials.resolve,
                 datetime.fromtimestamp(now, UTC),
-                service=_expected_service(request, spec),
+                service=expected_signing_name,
                 valid_region=is_region,
             )
         except sigv4.AuthFailure as failure:
-            error = auth_errors.auth_error(failure, spec.protocol, datetime.fromtimestamp(now, UTC))
-            return self._error(spec, error, request_id)
-        signed_spec = self.specs.get(_BY_SIGNING_NAME.get(identity.service, ""))
-        if signed_spec is None:  # a second Credential= in the header can name another service
+            error = auth_errors.auth_error(failure, service.codec.auth, datetime.fromtimestamp(now, UTC))
+            return service.codec.encode_error(service.spec, error, request_id)
+        signed = self.services.get(identity.service)
+        if signed is None:  # a second Credential= in the header can name another service
             error = ClientError("UnrecognizedClientException", f"Unknown service '{identity.service}'.", 400)
-            return self._error(spec, error, request_id)
-        spec = signed_spec
+            return service.codec.encode_error(service.spec, error, request_id)
+        service = signed
+        credential = self.credentials.resolve(identity.access_key_id)
+        spec, codec = service.spec, service.codec
         try:
-            if identity.presigned and spec.protocol == "json" and not request.body.strip():
+            if identity.presigned and codec.name == "json" and not request.body.strip():
                 # botocore's presigned POST carries the operation's parameters in the URL.
                 operation = json11.operation_for_target(spec, request.headers.get("x-amz-target"))
                 request = replace(
                     request, body=presigned_json.body_from_query(operation, request.query_string)
                 )
-            operation_name, params = self._decode(spec, request)
-            handler = handler_for(spec.name, operation_name)
+            operation_name, params = codec.decode(spec, request)
+            handler = service.manifest.handlers.get(operation_name)
             if handler is None:
                 raise ClientError(
                     "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
                 )
-            ctx = self.context(identity.region, now, request_id)
-            if spec.name in _REGIONAL:
+            principal = credential.principal if credential is not None else None
+            ctx = self.context(identity.region, now, request_id, principal)
+            if service.manifest.regional:
                 await self.prepare(ctx)
             if self.inline:
                 result = handler(ctx, params)
             else:
                 result = await asyncio.to_thread(handler, ctx, params)
             self.notifier.wake(ctx.notify)
-            return self._result(spec, operation_name, result, request_id)
+            return codec.encode_result(spec, operation_name, result, request_id)
         except ClientError as error:
-            return self._error(spec, error, request_id)
+            return codec.encode_error(spec, error, request_id)
         except Exception:
             log.exception("internal error", extra={"request_id": request_id})
-            if spec.protocol == "json":
-                return json11.encode_server_error(request_id)
-            return query.encode_server_error(spec, request_id)
+            return codec.encode_server_error(spec, request_id)
 
-    def _guess_spec(self, request: HttpRequest) -> ServiceSpec:
-        """The service a request is meant for, before it is authenticated (to render auth errors)."""
-        if request.headers.get("x-amz-target", "").startswith(_ECS_TARGET_PREFIX):
-            return self.specs["ecs"]  # whatever its scope claims: a wrong one is an ECS error
-        scope = sigv4.credential_scope(request)
-        if scope is not None and scope.service in _BY_SIGNING_NAME:
-            return self.specs[_BY_SIGNING_NAME[scope.service]]
-        if "x-amz-target" in request.headers:
-            return self.specs["ecs"]
-        raw_query = request.query_string.encode("latin-1", "replace")
-        found = _ACTION.search(raw_query) or _ACTION.search(request.body)
-        action = found.group(1).decode() if found else ""
-        for name in ("ec2", "elbv2", "sts"):
-            if action in self.specs[name].operations:
-                return self.specs[name]
-        return (
-            self.specs["ecs"]
-            if request.headers.get("content-type", "").startswith("application/x-amz-json")
-            else self.specs["ec2"]
+    def _route(
+        self, request: HttpRequest, scope: sigv4.CredentialScope | None
+    ) -> tuple[ServedService, str | None] | None:
+        """Before authentication: the service a request is for (its errors take that service's shape) and
+        the signing name its credential scope must then have (None: any served one, for AWS's "Credential
+        should be scoped to correct service" names the endpoint's). None when the request is not
+        recognisably for a served service and its scope names one taskvpc does not serve."""
+        services = list(self.services.values())
+        for service in services:
+            if service.codec.claims(service.spec, request):
+                return service, service.manifest.signing_name  # whatever its scope claims
+        if scope is not None and scope.service in self.services:
+            return self.services[scope.service], None
+        for service in services:
+            if service.codec.recognizes(service.spec, request):
+                return service, service.manifest.signing_name
+        if scope is not None:
+            return None
+        # Unsigned and unrecognisable: JSON requests get a JSON service's answer, others a query service's.
+        headers = request.headers
+        wants_json = "x-amz-target" in headers or headers.get("content-type", "").startswith(
+            "application/x-amz-json"
         )
-
-    def _decode(self, spec: ServiceSpec, request: HttpRequest) -> tuple[str, dict[str, Any]]:
-        if spec.protocol == "json":
-            operation, params = json11.decode_request(spec, request)
-            return operation.name, params
-        form = query.parse_form(request.body, request.query_string)
-        operation = query.operation_for_action(spec, form)
-        params = query.decode_params(spec, operation, form)
-        if operation.input is not None and (problems := validate(operation.input, params)):
-            if spec.protocol == "ec2":
-                raise ec2_validation_error(problems)
-            raise query_validation_error(problems)
-        return operation.name, params
-
-    def _result(self, spec: ServiceSpec, name: str, result: dict[str, Any], request_id: str) -> HttpResponse:
-        operation = spec.operations[name]
-        if spec.protocol == "json":
-            return json11.encode_result(operation, result, request_id)
-        return query.encode_result(spec, operation, result, request_id)
-
-    def _error(self, spec: ServiceSpec, error: ClientError, request_id: str) -> HttpResponse:
-        if spec.protocol == "json":
-            return json11.encode_error(error, request_id)
-        return query.encode_error(spec, error, request_id)
+        fallback = next((s for s in services if (s.codec.name == "json") == wants_json), services[0])
+        return fallback, fallback.manifest.signing_name
 
     async def reset(self, request: HttpRequest) -> HttpResponse:
         """Wipe all state (test suites call this between tests); signed, and only with --allow-reset."""
         if not self.settings.allow_reset:
             return _json(403, {"message": "reset is disabled; start taskvpc with --allow-reset"})
         try:
-            sigv4.verify(request, self.secret_for, datetime.fromtimestamp(self.clock(), UTC))
+            sigv4.verify(request, self.credentials.resolve, datetime.fromtimestamp(self.clock(), UTC))
         except sigv4.AuthFailure as failure:
             return _json(403, {"message": f"reset refused: {failure.kind}"})
         if self.inline:
@@ -214,16 +210,15 @@ class ControlPlane:
         return _json(200, {"reset": True})
 
 
-def _expected_service(request: HttpRequest, guessed: ServiceSpec) -> str | None:
-    """The signing name the credential scope must have: ``ecs`` for an ECS target, else any service this
-    endpoint serves (None), else the guessed service's (AWS's "Credential should be scoped to correct
-    service" names the endpoint's)."""
-    if request.headers.get("x-amz-target", "").startswith(_ECS_TARGET_PREFIX):
-        return "ecs"
-    scope = sigv4.credential_scope(request)
-    if scope is not None and scope.service in _BY_SIGNING_NAME:
-        return None
-    return guessed.signing_name
+def _unserved(signing_name: str, request: HttpRequest, request_id: str) -> HttpResponse:
+    """What a client of a service taskvpc does not serve sees: NotImplemented, in its SDK's error shape."""
+    protocol = unserved_protocol(signing_name) or guess_protocol(request)
+    error = ClientError("NotImplemented", f"taskvpc does not serve {_printable(signing_name)}", 501)
+    return unserved_error(protocol, error, request_id)
+
+
+def _printable(name: str) -> str:
+    return name if name.isascii() and name.replace("-", "").isalnum() and len(name) <= 64 else "this service"
 
 
 def _new_uuid() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from taskvpc.control.identity import Principal
 from taskvpc.store.db import Database
 
 
@@ -12,7 +13,7 @@ from taskvpc.store.db import Database
 class RequestContext:
     region: str
     account_id: str
-    principal_arn: str
+    principal: Principal  # resolved from the request's access key by SigV4 verification
     now: float  # epoch seconds, taken once per request so one call sees one time
     request_id: str
     db: Database
@@ -20,3 +21,7 @@ class RequestContext:
     # Container instances whose desired state this request changed: the API layer wakes their agents'
     # long polls once the use case has returned (and so committed).
     notify: set[str] = field(default_factory=set)
+
+    @property
+    def principal_arn(self) -> str:
+        return self.principal.arn

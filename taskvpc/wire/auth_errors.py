@@ -26,6 +26,7 @@ SIGNATURE_MISMATCH = (
     "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
 )
 INVALID_TOKEN = "The security token included in the request is invalid."
+EXPIRED_TOKEN = "The security token included in the request is expired"
 
 # Placeholder meaning "use the failure's own AWS text": the Signature expired/not yet current sentence for
 # ``expired``, ``AuthFailure.aws_message`` for malformed headers and credential-scope mismatches.
@@ -54,6 +55,10 @@ AUTH_ERRORS: dict[tuple[Protocol, AuthFailureKind], tuple[str, str, int]] = {
     # parameter. ... Authorization=<header>", "Credential must have exactly 5 slash-delimited elements, ...".
     # UNCONFIRMED for ECS.
     ("json", "malformed"): ("IncompleteSignatureException", _FROM_FAILURE, 400),
+    # Temporary credentials past their expiry: "ExpiredTokenException: The security token included in the
+    # request is expired" (hashicorp/terraform-provider-aws#32809, EKS, which said 403; aws/aws-sdk-go#253
+    # names the code). Coral JSON services answer their client faults with 400: status UNCONFIRMED for ECS.
+    ("json", "expired_token"): ("ExpiredTokenException", EXPIRED_TOKEN, 400),
     # ---- EC2 query ---------------------------------------------------------------------------------
     # Unsigned GET ec2.us-east-1.amazonaws.com/?Action=DescribeInstances: "HTTP 400 ... <Code>MissingParameter
     # </Code><Message>The request must contain the parameter AWSAccessKeyId</Message>" (observed capture found
@@ -80,6 +85,10 @@ AUTH_ERRORS: dict[tuple[Protocol, AuthFailureKind], tuple[str, str, int]] = {
     ("ec2", "expired"): ("RequestExpired", "Request has expired.", 400),
     # EC2 CommonErrors lists IncompleteSignature, 400. Message text UNCONFIRMED for EC2 (coral wording).
     ("ec2", "malformed"): ("IncompleteSignature", _FROM_FAILURE, 400),
+    # EC2 answers expired session credentials as an expired request: "An error occurred (RequestExpired)
+    # when calling the DescribeTags operation: Request has expired." (99designs/aws-vault#394, expired
+    # credential_process session; aws/aws-sdk-go-v2#1674 after SSO).
+    ("ec2", "expired_token"): ("RequestExpired", "Request has expired.", 400),
     # ---- query with <ErrorResponse> (STS, ELBv2) ---------------------------------------------------
     # STS: HTTP 403, <Type>Sender</Type><Code>MissingAuthenticationToken</Code><Message>Request is missing
     # Authentication Token</Message> (amzn/selling-partner-api-docs#3081); CloudWatch the same. ELBv2 UNCONFIRMED.
@@ -95,6 +104,10 @@ AUTH_ERRORS: dict[tuple[Protocol, AuthFailureKind], tuple[str, str, int]] = {
     ("query", "expired"): ("SignatureDoesNotMatch", _FROM_FAILURE, 403),
     # IncompleteSignature, 400 (STS/IAM CommonErrors); text as for JSON. UNCONFIRMED by capture.
     ("query", "malformed"): ("IncompleteSignature", _FROM_FAILURE, 400),
+    # "ExpiredToken: The security token included in the request is expired" with "Forbidden" (403) from an
+    # STS-family query API (miasma-rb/miasma#23, mapbox/ecs-watchbot#61; IAM CreateRole in
+    # aws-samples/aws-iot-twinmaker-samples#147).
+    ("query", "expired_token"): ("ExpiredToken", EXPIRED_TOKEN, 403),
 }
 
 

@@ -2,7 +2,7 @@
 
 No I/O, standard library only. The caller supplies the buffered request, a secret lookup and the clock:
 
-    identity = verify(request, secret_for=keys.get, now=clock())
+    identity = verify(request, credentials.resolve, now=clock())
 
 Canonicalisation follows what botocore's ``SigV4Auth`` / ``SigV4QueryAuth`` sign for non-S3 services, so
 anything the real ``aws`` CLI or boto3 sends verifies byte for byte:
@@ -22,9 +22,11 @@ Decisions worth knowing:
 * The order of checks follows the AWS front door as dynalite (mhart/dynalite, tested against DynamoDB)
   records it: malformed auth, then the time window, then the credential scope, then the key, then the
   signature, then any session token.
-* Session tokens (``X-Amz-Security-Token``) are never issued by us, so a request carrying one, even
-  correctly signed, fails as ``unknown_key``: AWS answers an unknown token exactly like an unknown key
-  (``UnrecognizedClientException`` / ``InvalidClientTokenId``).
+* The key lookup answers a :class:`SigningKey` (secret, session token, expiry) or, for a long-term key,
+  just its secret. A temporary key (``ASIA...``) must come with its session token (``X-Amz-Security-Token``,
+  compared in constant time); a missing or wrong token, or a token sent with a long-term key, fails as
+  ``unknown_key``: AWS answers a bad token exactly like an unknown key (``UnrecognizedClientException`` /
+  ``InvalidClientTokenId``). A temporary key past its expiry fails as ``expired_token`` (``ExpiredToken``).
 * Auth parameters may also arrive in an ``application/x-www-form-urlencoded`` body (query protocol): the
   body's pairs are then canonicalised as query parameters and the payload is the empty string, which is
   what ``SigV4QueryAuth`` signs when it moves a form body into the URL.
@@ -43,7 +45,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit, urlunsplit
 
 from taskvpc.wire.http import HttpRequest
@@ -82,7 +84,28 @@ UNSIGNED_HEADERS = frozenset(
     }
 )
 
-AuthFailureKind = Literal["missing", "unknown_key", "bad_signature", "expired", "malformed"]
+AuthFailureKind = Literal["missing", "unknown_key", "bad_signature", "expired", "expired_token", "malformed"]
+
+
+class SigningKey(Protocol):
+    """What verification needs to know about an access key (the control plane's credential records)."""
+
+    @property
+    def secret(self) -> str: ...
+
+    @property
+    def session_token(self) -> str | None:
+        """Set for temporary credentials: the request must carry exactly this token."""
+        ...
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When temporary credentials stop working; None for long-term keys."""
+        ...
+
+
+# Access key id -> its key, or None if unknown. A bare string is a long-term key's secret.
+KeyLookup = Callable[[str], "SigningKey | str | None"]
 
 SIGNATURE_MISMATCH_DETAIL = "signature does not match"
 
@@ -353,7 +376,7 @@ class _Claim:
     presigned: bool
     expires: int | None
     form_body: str | None  # form-body auth: the body's pairs count as query parameters
-    session_token: bool
+    session_token: str | None  # X-Amz-Security-Token as sent, if any
 
 
 def _malformed(message: str, *, presigned: bool = False) -> AuthFailure:
@@ -412,7 +435,7 @@ def _parse_header_auth(request: HttpRequest, auth: str) -> _Claim:
         presigned=False,
         expires=None,
         form_body=None,
-        session_token="x-amz-security-token" in headers,
+        session_token=headers.get("x-amz-security-token"),
     )
 
 
@@ -473,7 +496,7 @@ def _parse_presigned(query: str, form_body: str | None) -> _Claim:
         presigned=True,
         expires=expires,
         form_body=form_body,
-        session_token="X-Amz-Security-Token" in params,
+        session_token=params.get("X-Amz-Security-Token"),
     )
 
 
@@ -606,7 +629,7 @@ def _payload_hash(request: HttpRequest, claim: _Claim) -> str:
 
 def verify(
     request: HttpRequest,
-    secret_for: Callable[[str], str | None],
+    lookup: KeyLookup,
     now: datetime,
     *,
     max_skew: timedelta = DEFAULT_MAX_SKEW,
@@ -616,7 +639,7 @@ def verify(
 ) -> SignedIdentity:
     """Verify a SigV4 request (header or presigned form); raise :class:`AuthFailure` if it does not hold.
 
-    ``secret_for(access_key_id)`` returns the secret or None for an unknown key. ``region``/``service``,
+    ``lookup(access_key_id)`` returns the key (or a long-term key's secret), None if unknown. ``region``/``service``,
     when given, must match the credential scope (AWS's "Credential should be scoped ..." errors), and so
     must ``valid_region(scope region)`` when given. Nothing of the body is parsed before the signature
     holds, except the pairs of a form body that itself carries the presigned parameters.
@@ -626,11 +649,12 @@ def verify(
     _check_time(claim, now, max_skew)
     scope = _check_scope(claim, region, service, valid_region)
     _check_headers_signed(request, claim)
-    secret = secret_for(scope.access_key_id)
-    if secret is None:
+    key = lookup(scope.access_key_id)
+    if key is None:
         raise AuthFailure(
             "unknown_key", f"unknown access key {scope.access_key_id!r}", presigned=claim.presigned
         )
+    secret = key if isinstance(key, str) else key.secret
     payload_hash = _payload_hash(request, claim)
     canonical = canonical_request(
         request.method,
@@ -645,13 +669,31 @@ def verify(
     expected = compute_signature(secret, scope, claim.amz_date, canonical)
     if not hmac.compare_digest(expected.encode(), claim.signature.encode("utf-8", "replace")):
         raise AuthFailure("bad_signature", SIGNATURE_MISMATCH_DETAIL, presigned=claim.presigned)
-    if claim.session_token:
+    if not isinstance(key, str):
+        _check_session(key, claim, now)
+    elif claim.session_token is not None:
         raise AuthFailure(
-            "unknown_key",
-            "session tokens (X-Amz-Security-Token) are not issued here",
-            presigned=claim.presigned,
+            "unknown_key", "a session token sent with a long-term key", presigned=claim.presigned
         )
     return SignedIdentity(scope.access_key_id, scope.region, scope.service, claim.signed_at, claim.presigned)
+
+
+def _check_session(key: SigningKey, claim: _Claim, now: datetime) -> None:
+    expected = key.session_token
+    sent = claim.session_token
+    if expected is None:
+        if sent is not None:
+            raise AuthFailure(
+                "unknown_key", "a session token sent with a long-term key", presigned=claim.presigned
+            )
+    elif sent is None or not hmac.compare_digest(expected.encode(), sent.encode("utf-8", "replace")):
+        raise AuthFailure("unknown_key", "missing or wrong session token", presigned=claim.presigned)
+    if key.expires_at is not None and now >= _as_utc(key.expires_at):
+        raise AuthFailure(
+            "expired_token",
+            f"credentials expired at {format_amz_date(key.expires_at)}",
+            presigned=claim.presigned,
+        )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -207,7 +207,7 @@ class FakeControlPlane:
         try:
             verify(
                 HttpRequest(request.method.decode(), path, query, headers, body),
-                secret_for={CREDS.access_key_id: CREDS.secret_access_key}.get,
+                lookup={CREDS.access_key_id: CREDS.secret_access_key}.get,
                 now=datetime.now(UTC),
                 service="ecs",
             )

@@ -19,6 +19,7 @@ from alembic.migration import MigrationContext
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import default_vpc, eni_attributes, enis, security_groups, subnets, vpcs
 from taskvpc.control.ec2.task_enis import attach_task_eni, release_task_eni, reserve_task_eni
+from taskvpc.control.identity import Principal
 from taskvpc.domain.errors import ClientError
 from taskvpc.store.db import Database, sqlite_url
 from taskvpc.store.schema import metadata
@@ -42,7 +43,7 @@ def ctx(db: Database) -> RequestContext:
     context = RequestContext(
         region=REGION,
         account_id=ACCOUNT,
-        principal_arn=f"arn:aws:iam::{ACCOUNT}:root",
+        principal=Principal.root(ACCOUNT),
         now=1_800_000_000.0,
         request_id="test",
         db=db,

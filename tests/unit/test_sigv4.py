@@ -953,7 +953,7 @@ def test_error_messages_are_the_aws_sentences() -> None:
     )
     with pytest.raises(ValueError):
         auth_error(scoped, "rest-xml", now)
-    assert len(AUTH_ERRORS) == 15
+    assert len(AUTH_ERRORS) == 18
 
 
 def test_presigned_expiry_message_uses_x_amz_expires() -> None:
