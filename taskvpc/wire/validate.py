@@ -130,7 +130,8 @@ def _check(shape: Shape, value: Any, path: str, out: list[Problem]) -> None:
         _check_length(shape, len(value), value, path, out)
         assert shape.member is not None
         for index, item in enumerate(value, start=1):
-            if item is None:
+            if item is None:  # a JSON null among the members: Coral refuses it as a missing member
+                out.append(Problem("required", f"{path}.{index}.member", None))
                 continue
             _check(shape.member.shape, item, f"{path}.{index}.member", out)
         return

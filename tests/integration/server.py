@@ -1,7 +1,19 @@
-"""A real ``taskvpc up`` process for integration tests, on loopback, with fixed credentials."""
+"""The servers integration tests talk to, with fixed credentials.
+
+* :class:`InProcessServer` (the default): the real control plane and ASGI application on a real store
+  (SQLite file or PostgreSQL), called in this process by real boto3 clients, the ``aws`` CLI's driver and
+  urllib (tests.support.inprocess) - no process to start, no socket, no HTTP parsing;
+* :class:`TaskvpcServer`: a real ``taskvpc up`` process on loopback, for what only a process shows
+  (kill -9, the CLI's start-up, ``taskvpc env``).
+
+Both offer ``client``, ``aws``, ``reset``, ``http`` and ``endpoint``, so a test does not care which it has.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import io
 import os
 import signal
 import socket
@@ -9,8 +21,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import pytest
@@ -19,6 +33,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
+from taskvpc.api.app import ControlPlane, Settings
+from taskvpc.api.asgi import Application
+from taskvpc.store.db import Database, sqlite_url
+from tests.support.inprocess import HOST, AsgiTransport
 
 ACCESS_KEY_ID = "AKIATESTTASKVPC00001"
 SECRET_ACCESS_KEY = "taskvpc-test-secret-key-0000000000000000"
@@ -104,6 +123,19 @@ class TaskvpcServer:
                 self.process.wait(timeout=15)
         self.process = None
 
+    def http(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One raw HTTP exchange: (status, body, lower-case headers)."""
+        parts = urlsplit(self.endpoint)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            connection.request(method, target, body=body, headers=dict(headers))
+            response = connection.getresponse()
+            return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
+        finally:
+            connection.close()
+
     def client(self, service: str, region: str = REGION, **config: Any) -> Any:
         return boto3.client(
             service,
@@ -147,3 +179,111 @@ class TaskvpcServer:
         if check and result.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
+
+
+class InProcessServer:
+    """The control plane in this process on a real store; the same surface as :class:`TaskvpcServer`."""
+
+    def __init__(
+        self, state_dir: Path, database_url: str | None = None, credentials: Any = None, host: str = HOST
+    ) -> None:
+        self.state_dir = state_dir
+        self.database_url = database_url
+        self.credentials = credentials
+        self.host = host
+        self.endpoint = f"http://{host}"
+        self.transport: AsgiTransport | None = None
+        self.control_plane: ControlPlane | None = None
+        self._database: Database | None = None
+
+    def start(self, services: Any = None) -> InProcessServer:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        database = self._database = Database(self.database_url or sqlite_url(self.state_dir))
+        database.migrate()
+        settings = Settings(ACCOUNT_ID, ACCESS_KEY_ID, SECRET_ACCESS_KEY, allow_reset=True)
+        options: dict[str, Any] = {"credentials": self.credentials}
+        if services is not None:
+            options["services"] = services
+        self.control_plane = ControlPlane(settings, database, **options)
+        self.control_plane.prepare_region(REGION)
+        # From here on urllib (the fake agent, raw-HTTP tests) reaches this server by its host name too.
+        self.transport = AsgiTransport(Application(self.control_plane), self.host)
+        return self
+
+    def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self._database is not None:
+            self._database.dispose()
+            self._database = None
+
+    def _transport(self) -> AsgiTransport:
+        assert self.transport is not None, "server not started"
+        return self.transport
+
+    def http(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
+    ) -> tuple[int, bytes, dict[str, str]]:
+        headers = {"host": self.host, **{k.lower(): v for k, v in headers.items()}}
+        status, out, body_bytes = self._transport().request(method, target, headers, body)
+        return status, body_bytes, {k.lower(): v for k, v in out}
+
+    def client(self, service: str, region: str = REGION, **config: Any) -> Any:
+        client = boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=region,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            config=Config(retries={"max_attempts": 1}, **config),
+        )
+        return self._transport().attach(client)
+
+    def reset(self) -> None:
+        request = AWSRequest(method="POST", url=f"{self.endpoint}/_taskvpc/reset", data=b"")
+        SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), "ecs", REGION).add_auth(request)
+        prepared = request.prepare()
+        status, body, _ = self.http("POST", "/_taskvpc/reset", dict(prepared.headers))
+        assert status == 200, body
+
+    def aws(self, *args: str, region: str = REGION, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The ``aws`` CLI's own driver, run here with its requests routed to this server."""
+        from awscli.clidriver import create_clidriver
+
+        env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "AWS_DEFAULT_REGION": region,
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        }
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with _environment(env), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            driver = create_clidriver()
+            self._transport().attach(driver.session)
+            code = driver.main(list(args))
+        result = subprocess.CompletedProcess(["aws", *args], code, stdout.getvalue(), stderr.getvalue())
+        if check and code != 0:
+            raise AssertionError(f"aws {' '.join(args)} failed ({code}):\n{result.stderr}")
+        return result
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` without the user's AWS_ settings but with ``values`` for the duration (the CLI reads
+    it). ``AWS_DATA_PATH`` stays: importing awscli put its own data directory there."""
+    saved = dict(os.environ)
+    for name in [name for name in os.environ if name.startswith("AWS_") and name != "AWS_DATA_PATH"]:
+        del os.environ[name]
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+# What the ``api``/``live_api`` fixtures hand a test.
+Server = TaskvpcServer | InProcessServer

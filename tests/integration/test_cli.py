@@ -1,4 +1,7 @@
-"""The real `aws` CLI and `taskvpc env`, end to end: a new user's first steps."""
+"""The `aws` CLI (its own driver, in process) and `taskvpc up`'s first start: a new user's first steps.
+
+``taskvpc env`` against a running server is in test_live_server.py.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.server import ACCOUNT_ID, VENV_BIN, TaskvpcServer
+from tests.integration.server import ACCOUNT_ID, VENV_BIN, Server, TaskvpcServer
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_aws_cli_seed_example(api: TaskvpcServer) -> None:
+def test_aws_cli_seed_example(api: Server) -> None:
     example = REPO / "examples" / "windows-simple-iis.json"
     registered = json.loads(
         api.aws("ecs", "register-task-definition", "--cli-input-json", f"file://{example}").stdout
@@ -31,7 +34,7 @@ def test_aws_cli_seed_example(api: TaskvpcServer) -> None:
     assert described["containerDefinitions"][0]["portMappings"][0]["hostPort"] == 80
 
 
-def test_aws_cli_linux_example_and_clusters(api: TaskvpcServer) -> None:
+def test_aws_cli_linux_example_and_clusters(api: Server) -> None:
     example = REPO / "examples" / "linux-simple-web.json"
     api.aws("ecs", "register-task-definition", "--cli-input-json", f"file://{example}")
     api.aws("ecs", "create-cluster", "--cluster-name", "cli")
@@ -40,18 +43,6 @@ def test_aws_cli_linux_example_and_clusters(api: TaskvpcServer) -> None:
     failed = api.aws("ecs", "describe-task-definition", "--task-definition", "nope", check=False)
     assert failed.returncode != 0
     assert "(ClientException) when calling the DescribeTaskDefinition operation" in failed.stderr
-
-
-def test_env_then_get_caller_identity(api: TaskvpcServer) -> None:
-    env = {**api.env(), "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"}
-    env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
-    env.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
-    script = f'eval "$(taskvpc env --state-dir {api.state_dir})" && aws sts get-caller-identity'
-    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    identity = json.loads(result.stdout)
-    assert identity["Account"] == ACCOUNT_ID
-    assert identity["Arn"] == f"arn:aws:iam::{ACCOUNT_ID}:root"
 
 
 def test_first_start_creates_private_credentials(tmp_path: Path) -> None:
@@ -88,7 +79,7 @@ def test_first_start_creates_private_credentials(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_reset_is_refused_without_flag_or_signature(api: TaskvpcServer) -> None:
+def test_reset_is_refused_without_flag_or_signature(api: Server) -> None:
     import urllib.error
     import urllib.request
 

@@ -25,13 +25,13 @@ from tests.integration.ecs_support import (
     remaining,
 )
 from tests.integration.fake_agent import AgentError, FakeAgent
-from tests.integration.server import ACCOUNT_ID, REGION, TaskvpcServer
+from tests.integration.server import ACCOUNT_ID, REGION, Server, TaskvpcServer
 from tests.support.pgserver import ThrowawayPostgres
 
 INSTANCE_ARN_PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:container-instance/default/"
 
 
-def test_registration_through_the_agent_api(api: TaskvpcServer, agents: Any) -> None:
+def test_registration_through_the_agent_api(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     agent = agents(instance_type="c5.large", cpu=2048, memory=3768)
     answer = agent.register()
@@ -88,7 +88,7 @@ def test_registration_through_the_agent_api(api: TaskvpcServer, agents: Any) -> 
     assert ecs.list_container_instances()["containerInstanceArns"] == [agent.arn]
 
 
-def test_describe_missing_and_errors(api: TaskvpcServer, agents: Any) -> None:
+def test_describe_missing_and_errors(api: Server, agents: Any) -> None:
     ecs = api.client("ecs")
     agent = agents()
     agent.register()
@@ -101,7 +101,7 @@ def test_describe_missing_and_errors(api: TaskvpcServer, agents: Any) -> None:
     assert error_of(excinfo) == ("ClusterNotFoundException", "Cluster not found.")
 
 
-def test_list_container_instances_filters_status_and_pages(api: TaskvpcServer, agents: Any) -> None:
+def test_list_container_instances_filters_status_and_pages(api: Server, agents: Any) -> None:
     ecs = api.client("ecs")
     c5 = agents(instance_type="c5.large").start()
     m5 = agents(instance_type="m5.xlarge", cpu=4096, memory=15000).start()
@@ -132,7 +132,7 @@ def test_list_container_instances_filters_status_and_pages(api: TaskvpcServer, a
     assert idle.arn not in ecs.list_container_instances()["containerInstanceArns"]
 
 
-def test_resources_go_down_and_back_up(api: TaskvpcServer, agents: Any) -> None:
+def test_resources_go_down_and_back_up(api: Server, agents: Any) -> None:
     ecs = api.client("ecs")
     agent = agents(max_task_enis=4).start()
     register_web(ecs, cpu="512", memory="1024")
@@ -162,7 +162,7 @@ def test_resources_go_down_and_back_up(api: TaskvpcServer, agents: Any) -> None:
     assert remaining(done) == full and (done["pendingTasksCount"], done["runningTasksCount"]) == (0, 0)
 
 
-def test_deregister_without_and_with_force(api: TaskvpcServer, agents: Any) -> None:
+def test_deregister_without_and_with_force(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     agent = agents().start()
     register_web(ecs)
@@ -197,7 +197,7 @@ def test_deregister_without_and_with_force(api: TaskvpcServer, agents: Any) -> N
     assert error_of(excinfo)[0] == "ClusterNotFoundException"
 
 
-def test_agent_deregisters_itself_and_registers_anew(api: TaskvpcServer, agents: Any) -> None:
+def test_agent_deregisters_itself_and_registers_anew(api: Server, agents: Any) -> None:
     ecs = api.client("ecs")
     agent = agents()
     agent.register()
@@ -209,7 +209,7 @@ def test_agent_deregisters_itself_and_registers_anew(api: TaskvpcServer, agents:
     assert ecs.list_container_instances()["containerInstanceArns"] == [agent.arn]
 
 
-def test_update_container_instances_state_errors(api: TaskvpcServer, agents: Any) -> None:
+def test_update_container_instances_state_errors(api: Server, agents: Any) -> None:
     ecs = api.client("ecs")
     agent = agents()
     agent.register()
@@ -224,7 +224,7 @@ def test_update_container_instances_state_errors(api: TaskvpcServer, agents: Any
     assert again["containerInstances"][0]["status"] == "ACTIVE"
 
 
-def test_attributes_api(api: TaskvpcServer, agents: Any) -> None:
+def test_attributes_api(api: Server, agents: Any) -> None:
     ecs = api.client("ecs")
     first, second = agents(), agents()
     first.register()
@@ -283,7 +283,7 @@ def test_attributes_api(api: TaskvpcServer, agents: Any) -> None:
     assert "a3" in {a["name"] for a in instance(ecs, first.arn)["attributes"]}
 
 
-def test_public_register_container_instance(api: TaskvpcServer) -> None:
+def test_public_register_container_instance(api: Server) -> None:
     ecs = api.client("ecs")
     ecs.create_cluster(clusterName="prod")
     document = json.dumps(
@@ -329,7 +329,7 @@ def test_public_register_container_instance(api: TaskvpcServer) -> None:
 
 
 def _raw(
-    api: TaskvpcServer,
+    api: Server,
     path: str,
     method: str = "POST",
     body: bytes = b"{}",
@@ -348,7 +348,7 @@ def _raw(
         return error.code, json.loads(error.read())
 
 
-def test_agent_api_authentication_and_errors(api: TaskvpcServer, agents: Any) -> None:
+def test_agent_api_authentication_and_errors(api: Server, agents: Any) -> None:
     status, payload = _raw(api, "/register")
     assert status == 403 and "message" in payload
     status, _ = _raw(
@@ -386,7 +386,7 @@ def test_agent_api_authentication_and_errors(api: TaskvpcServer, agents: Any) ->
     ) == {"generation": agent.poll()["generation"]}
 
 
-def test_reset_wipes_instances_and_tasks(api: TaskvpcServer, agents: Any) -> None:
+def test_reset_wipes_instances_and_tasks(api: Server, agents: Any) -> None:
     ecs = api.client("ecs")
     agent = agents().start()
     register_web(ecs)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import TaskvpcServer, aws_error as error
+from tests.integration.server import Server, TaskvpcServer, aws_error as error
 
 
 def _vpc(ec2: Any, cidr: str = "10.0.0.0/16") -> str:
@@ -235,13 +235,13 @@ def test_eni_attributes(ec2: Any) -> None:
     assert error(excinfo)[:2] == ("DependencyViolation", f"resource {groups[0]} has a dependent object")
 
 
-def _second_server(api: TaskvpcServer, tmp_path: Path) -> TaskvpcServer:
+def _second_server(api: Server, tmp_path: Path) -> TaskvpcServer:
     """Another ``taskvpc up`` process on the same database (the multi-host set-up)."""
     url = api.database_url or f"sqlite:///{api.state_dir / 'taskvpc.db'}"
     return TaskvpcServer(tmp_path / "second", url).start()
 
 
-def test_concurrent_enis_never_share_an_address(api: TaskvpcServer, tmp_path: Path) -> None:
+def test_concurrent_enis_never_share_an_address(api: Server, tmp_path: Path) -> None:
     ec2 = api.client("ec2")
     vpc_id = _vpc(ec2)
     subnet_id = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.0.8.0/27")["Subnet"]["SubnetId"]  # 27 usable

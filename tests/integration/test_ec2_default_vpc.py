@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import ACCOUNT_ID, TaskvpcServer
+from tests.integration.server import ACCOUNT_ID, Server
 
 US_EAST_1_ZONES = [f"us-east-1{letter}" for letter in "abcdef"]
 EU_WEST_1_ZONES = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
@@ -65,7 +65,7 @@ def _check_default_vpc(ec2: Any, region: str, zones: list[str]) -> str:
     return str(vpc["VpcId"])
 
 
-def test_default_vpc_in_two_regions(api: TaskvpcServer) -> None:
+def test_default_vpc_in_two_regions(api: Server) -> None:
     east = api.client("ec2", region="us-east-1")
     west = api.client("ec2", region="eu-west-1")
     east_vpc = _check_default_vpc(east, "us-east-1", US_EAST_1_ZONES)
@@ -82,7 +82,7 @@ def test_default_vpc_in_two_regions(api: TaskvpcServer) -> None:
     assert attributes == [{"AttributeName": "default-vpc", "AttributeValues": [{"AttributeValue": east_vpc}]}]
 
 
-def test_default_vpc_is_made_once_and_stays_deleted(api: TaskvpcServer) -> None:
+def test_default_vpc_is_made_once_and_stays_deleted(api: Server) -> None:
     ec2 = api.client("ec2")
     vpc_id = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
     assert ec2.describe_vpcs()["Vpcs"][0]["VpcId"] == vpc_id  # not re-created by the next request
@@ -105,14 +105,14 @@ def test_default_vpc_is_made_once_and_stays_deleted(api: TaskvpcServer) -> None:
     }
 
 
-def test_ecs_request_creates_the_default_vpc(api: TaskvpcServer) -> None:
+def test_ecs_request_creates_the_default_vpc(api: Server) -> None:
     api.client("ecs", region="ap-southeast-2").list_clusters()
     # Visible without any EC2 call having been made in that region before.
     ec2 = api.client("ec2", region="ap-southeast-2")
     assert [v["IsDefault"] for v in ec2.describe_vpcs()["Vpcs"]] == [True]
 
 
-def test_aws_cli_sees_the_default_vpc(api: TaskvpcServer) -> None:
+def test_aws_cli_sees_the_default_vpc(api: Server) -> None:
     out = json.loads(api.aws("ec2", "describe-vpcs", "--filters", "Name=isDefault,Values=true").stdout)
     assert [(v["CidrBlock"], v["IsDefault"]) for v in out["Vpcs"]] == [("172.31.0.0/16", True)]
     subnets = json.loads(

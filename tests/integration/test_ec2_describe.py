@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import TaskvpcServer, aws_error as error
+from tests.integration.server import Server, aws_error as error
 
 
 def _tagged_vpcs(ec2: Any) -> dict[str, str]:
@@ -57,7 +57,7 @@ def test_filters_with_wildcards_and_tags(ec2: Any) -> None:
     ]  # '[' is literal: only '*' and '?' are wildcards
 
 
-def test_pagination(api: TaskvpcServer, ec2: Any) -> None:
+def test_pagination(api: Server, ec2: Any) -> None:
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet_ids = {
         ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i}.0/24")["Subnet"]["SubnetId"] for i in range(12)

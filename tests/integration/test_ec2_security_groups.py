@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import ACCOUNT_ID, TaskvpcServer, aws_error
+from tests.integration.server import ACCOUNT_ID, Server, aws_error
 
 
 def error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
@@ -228,7 +228,7 @@ def test_delete_groups_in_use_referenced_default(ec2: Any, vpc_id: str) -> None:
     assert error(excinfo)[0] == "CannotDelete"
 
 
-def test_aws_cli_rules(api: TaskvpcServer, ec2: Any, vpc_id: str) -> None:
+def test_aws_cli_rules(api: Server, ec2: Any, vpc_id: str) -> None:
     group_id = ec2.create_security_group(GroupName="cli", Description="cli", VpcId=vpc_id)["GroupId"]
     out = json.loads(
         api.aws(

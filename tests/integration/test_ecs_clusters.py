@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.integration.server import ACCOUNT_ID, REGION, TaskvpcServer, aws_error as error_of
+from tests.integration.server import ACCOUNT_ID, REGION, Server, aws_error as error_of
 
 
 def arn(name: str, region: str = REGION) -> str:
@@ -84,7 +84,7 @@ def test_update_cluster_settings(ecs) -> None:  # type: ignore[no-untyped-def]
     assert error_of(excinfo)[0] == "ClusterNotFoundException"
 
 
-def test_state_is_per_region(api: TaskvpcServer) -> None:
+def test_state_is_per_region(api: Server) -> None:
     east = api.client("ecs", region="us-east-1")
     west = api.client("ecs", region="eu-west-1")
     east.create_cluster(clusterName="east-only")

@@ -19,7 +19,7 @@ from tests.integration.ecs_support import (
     error_of,
     register_web,
 )
-from tests.integration.server import TaskvpcServer
+from tests.integration.server import Server
 
 # what a runc agent registers for these features (docker-plugin.local: dockerVolumeConfiguration;
 # env-files.s3: environmentFiles; the private registry one: repositoryCredentials)
@@ -67,7 +67,7 @@ SIDECAR: dict[str, Any] = {
 EXECUTION_ROLE = "arn:aws:iam::000000000000:role/ecsTaskExecutionRole"
 
 
-def test_desired_state_carries_volumes_limits_and_container_fields(api: TaskvpcServer, agents: Any) -> None:
+def test_desired_state_carries_volumes_limits_and_container_fields(api: Server, agents: Any) -> None:
     agent = agents(attributes=RUNC_ATTRIBUTES).start()
     ecs = api.client("ecs")
     register_web(ecs, containers=[APP, SIDECAR], volumes=VOLUMES, executionRoleArn=EXECUTION_ROLE)
@@ -124,7 +124,7 @@ def test_desired_state_carries_volumes_limits_and_container_fields(api: TaskvpcS
     ]
 
 
-def test_limits_are_null_without_task_level_cpu_and_memory(api: TaskvpcServer, agents: Any) -> None:
+def test_limits_are_null_without_task_level_cpu_and_memory(api: Server, agents: Any) -> None:
     agent = agents().start()
     ecs = api.client("ecs")
     register_web(ecs, cpu=None, memory=None)
@@ -137,7 +137,7 @@ def test_limits_are_null_without_task_level_cpu_and_memory(api: TaskvpcServer, a
     assert (desired.task_cpu, desired.task_memory) == (None, None)
 
 
-def test_volume_errors_at_registration(api: TaskvpcServer) -> None:
+def test_volume_errors_at_registration(api: Server) -> None:
     ecs = api.client("ecs")
     undeclared = {**WEB_CONTAINER, "mountPoints": [{"sourceVolume": "nope", "containerPath": "/x"}]}
     with pytest.raises(ClientError) as excinfo:
@@ -170,7 +170,7 @@ def test_volume_errors_at_registration(api: TaskvpcServer) -> None:
     assert {"name": "ecs.capability.fsxWindowsFileServer"} in td["requiresAttributes"]
 
 
-def test_pull_times_are_the_first_start_and_the_latest_end(api: TaskvpcServer, agents: Any) -> None:
+def test_pull_times_are_the_first_start_and_the_latest_end(api: Server, agents: Any) -> None:
     agent = agents().start()
     ecs = api.client("ecs")
     register_web(ecs)

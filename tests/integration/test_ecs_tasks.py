@@ -22,7 +22,7 @@ from tests.integration.ecs_support import (
     register_web,
     remaining,
 )
-from tests.integration.server import ACCOUNT_ID, REGION, TaskvpcServer
+from tests.integration.server import ACCOUNT_ID, REGION, Server
 
 TASK_ARN_PREFIX = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task/default/"
 
@@ -31,7 +31,7 @@ def _available(ec2: Any, subnet_id: str) -> int:
     return int(ec2.describe_subnets(SubnetIds=[subnet_id])["Subnets"][0]["AvailableIpAddressCount"])
 
 
-def test_lifecycle_shapes_from_provisioning_to_stopped(api: TaskvpcServer, agents: Any) -> None:
+def test_lifecycle_shapes_from_provisioning_to_stopped(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     agent = agents(instance_type="c5.large").start()
     subnet = default_subnets(ec2)["us-east-1a"]
@@ -157,7 +157,7 @@ def test_lifecycle_shapes_from_provisioning_to_stopped(api: TaskvpcServer, agent
     assert ecs.list_tasks(desiredStatus="STOPPED")["taskArns"] == [arn]
 
 
-def test_stop_reason_and_stop_before_attachment(api: TaskvpcServer, agents: Any) -> None:
+def test_stop_reason_and_stop_before_attachment(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     agent = agents().start()
     subnet = default_subnets(ec2)["us-east-1a"]
@@ -177,7 +177,7 @@ def test_stop_reason_and_stop_before_attachment(api: TaskvpcServer, agents: Any)
     assert error_of(excinfo) == ("InvalidParameterException", "The referenced task was not found.")
 
 
-def test_essential_container_exit_stops_the_task(api: TaskvpcServer, agents: Any) -> None:
+def test_essential_container_exit_stops_the_task(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     agent = agents().start()
     subnet = default_subnets(ec2)["us-east-1a"]
@@ -208,7 +208,7 @@ def test_essential_container_exit_stops_the_task(api: TaskvpcServer, agents: Any
     assert task["lastStatus"] == "STOPPED" and task["containers"][0]["exitCode"] == 1
 
 
-def test_agent_failure_to_start_is_task_failed_to_start(api: TaskvpcServer, agents: Any) -> None:
+def test_agent_failure_to_start_is_task_failed_to_start(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     agent = agents().start()
     register_web(ecs)
@@ -221,7 +221,7 @@ def test_agent_failure_to_start_is_task_failed_to_start(api: TaskvpcServer, agen
     assert task["stoppedReason"] == "CannotStartContainerError: no such image"
 
 
-def test_waiters_of_the_real_cli(api: TaskvpcServer, agents: Any) -> None:
+def test_waiters_of_the_real_cli(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     agent = agents().start()
     register_web(ecs)
@@ -246,7 +246,7 @@ def test_waiters_of_the_real_cli(api: TaskvpcServer, agents: Any) -> None:
     assert describe(ecs, arn)["lastStatus"] == "STOPPED"
 
 
-def test_run_task_with_the_cli_and_an_automatic_agent(api: TaskvpcServer, agents: Any) -> None:
+def test_run_task_with_the_cli_and_an_automatic_agent(api: Server, agents: Any) -> None:
     agent = agents().start(auto=True)
     register_web(api.client("ecs"))
     subnet = default_subnets(api.client("ec2"))["us-east-1a"]
@@ -262,7 +262,7 @@ def test_run_task_with_the_cli_and_an_automatic_agent(api: TaskvpcServer, agents
     assert agent.errors == []
 
 
-def _web_and_subnets(api: TaskvpcServer) -> tuple[Any, Any, dict[str, str]]:
+def _web_and_subnets(api: Server) -> tuple[Any, Any, dict[str, str]]:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     register_web(ecs)
     return ecs, ec2, default_subnets(ec2)
@@ -274,7 +274,7 @@ def _expect(ecs: Any, code: str, message: str, **request: Any) -> None:
     assert error_of(excinfo) == (code, message)
 
 
-def test_run_task_network_configuration_errors(api: TaskvpcServer, agents: Any) -> None:
+def test_run_task_network_configuration_errors(api: Server, agents: Any) -> None:
     agents().start()
     ecs, ec2, subnets = _web_and_subnets(api)
     a, b = subnets["us-east-1a"], subnets["us-east-1b"]
@@ -342,7 +342,7 @@ def test_run_task_network_configuration_errors(api: TaskvpcServer, agents: Any) 
     assert len(ok["tasks"]) == 1
 
 
-def test_run_task_request_errors(api: TaskvpcServer, agents: Any) -> None:
+def test_run_task_request_errors(api: Server, agents: Any) -> None:
     ecs, _ec2, subnets = _web_and_subnets(api)
     net = awsvpc(subnets["us-east-1a"])
     _expect(
@@ -376,7 +376,7 @@ def test_run_task_request_errors(api: TaskvpcServer, agents: Any) -> None:
     assert ecs.list_tasks()["taskArns"] == []
 
 
-def test_security_groups_default_and_given(api: TaskvpcServer, agents: Any) -> None:
+def test_security_groups_default_and_given(api: Server, agents: Any) -> None:
     agent = agents().start()
     ecs, ec2, subnets = _web_and_subnets(api)
     subnet = subnets["us-east-1a"]
@@ -392,7 +392,7 @@ def test_security_groups_default_and_given(api: TaskvpcServer, agents: Any) -> N
     assert agent.wait_for_task(grouped_arn)["eni"]["securityGroupIds"] == [web_sg]
 
 
-def test_client_token_idempotency(api: TaskvpcServer, agents: Any) -> None:
+def test_client_token_idempotency(api: Server, agents: Any) -> None:
     agents(max_task_enis=10).start()
     ecs, _ec2, subnets = _web_and_subnets(api)
     request = {"taskDefinition": "web", "networkConfiguration": awsvpc(subnets["us-east-1a"]), "count": 2}
@@ -411,7 +411,7 @@ def test_client_token_idempotency(api: TaskvpcServer, agents: Any) -> None:
     assert len(ecs.list_tasks()["taskArns"]) == 6
 
 
-def test_overrides_reach_the_agent_and_describe(api: TaskvpcServer, agents: Any) -> None:
+def test_overrides_reach_the_agent_and_describe(api: Server, agents: Any) -> None:
     agent = agents().start()
     ecs, _ec2, subnets = _web_and_subnets(api)
     overrides = {
@@ -443,7 +443,7 @@ def test_overrides_reach_the_agent_and_describe(api: TaskvpcServer, agents: Any)
     assert container["entryPoint"] == ["sh", "-c"] and container["essential"] is True
 
 
-def test_describe_tasks_missing_tags_and_ids(api: TaskvpcServer, agents: Any) -> None:
+def test_describe_tasks_missing_tags_and_ids(api: Server, agents: Any) -> None:
     agents().start()
     ecs, _ec2, subnets = _web_and_subnets(api)
     task = ecs.run_task(
@@ -469,7 +469,7 @@ def test_describe_tasks_missing_tags_and_ids(api: TaskvpcServer, agents: Any) ->
     assert error_of(excinfo) == ("ClusterNotFoundException", "Cluster not found.")
 
 
-def test_list_tasks_filters_and_pagination(api: TaskvpcServer, agents: Any) -> None:
+def test_list_tasks_filters_and_pagination(api: Server, agents: Any) -> None:
     first = agents(max_task_enis=10).start()
     second = agents(max_task_enis=10).start()
     ecs, _ec2, subnets = _web_and_subnets(api)
@@ -504,7 +504,7 @@ def test_list_tasks_filters_and_pagination(api: TaskvpcServer, agents: Any) -> N
     assert error_of(excinfo)[0] == "InvalidParameterException"
 
 
-def test_long_poll_answers_within_a_second_of_run_and_stop(api: TaskvpcServer, agents: Any) -> None:
+def test_long_poll_answers_within_a_second_of_run_and_stop(api: Server, agents: Any) -> None:
     agent = agents()
     agent.register()
     agent.poll()  # now at the current generation: the next poll waits
@@ -544,7 +544,7 @@ def test_long_poll_answers_within_a_second_of_run_and_stop(api: TaskvpcServer, a
     assert time.monotonic() - started >= 0.5
 
 
-def test_start_task_on_named_instances(api: TaskvpcServer, agents: Any) -> None:
+def test_start_task_on_named_instances(api: Server, agents: Any) -> None:
     agent = agents().start()
     ecs, _ec2, subnets = _web_and_subnets(api)
     missing = "0" * 32
@@ -570,7 +570,7 @@ def test_start_task_on_named_instances(api: TaskvpcServer, agents: Any) -> None:
     assert agent.wait_for_task(task["taskArn"])
 
 
-def test_full_subnet_fails_the_task_to_start(api: TaskvpcServer, agents: Any) -> None:
+def test_full_subnet_fails_the_task_to_start(api: Server, agents: Any) -> None:
     ecs, ec2 = api.client("ecs"), api.client("ec2")
     vpc_id = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.20.0.0/28", AvailabilityZone="us-east-1a")[

@@ -9,10 +9,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from tests.integration.ecs_support import awsvpc, default_subnets, register_web
-from tests.integration.server import TaskvpcServer
+from tests.integration.server import Server
 
 
-def _setup(api: TaskvpcServer, **td: Any) -> tuple[Any, dict[str, str]]:
+def _setup(api: Server, **td: Any) -> tuple[Any, dict[str, str]]:
     ecs = api.client("ecs")
     register_web(ecs, **td)
     return ecs, default_subnets(api.client("ec2"))
@@ -25,7 +25,7 @@ def _run(ecs: Any, subnet: str, **request: Any) -> dict[str, Any]:
     return result
 
 
-def test_eni_capacity_of_a_c5_large(api: TaskvpcServer, agents: Any) -> None:
+def test_eni_capacity_of_a_c5_large(api: Server, agents: Any) -> None:
     agent = agents(instance_type="c5.large").start()  # 3 ENIs: the primary + 2 task ENIs
     ecs, subnets = _setup(api)
     a = subnets["us-east-1a"]
@@ -42,7 +42,7 @@ def test_eni_capacity_of_a_c5_large(api: TaskvpcServer, agents: Any) -> None:
     assert len(_run(ecs, a)["tasks"]) == 1
 
 
-def test_count_beyond_capacity_places_what_fits(api: TaskvpcServer, agents: Any) -> None:
+def test_count_beyond_capacity_places_what_fits(api: Server, agents: Any) -> None:
     agent = agents(instance_type="c5.large").start()
     ecs, subnets = _setup(api)
     result = _run(ecs, subnets["us-east-1a"], count=3)
@@ -50,7 +50,7 @@ def test_count_beyond_capacity_places_what_fits(api: TaskvpcServer, agents: Any)
     assert result["failures"] == [{"arn": agent.arn, "reason": "RESOURCE:ENI"}]
 
 
-def test_location_attribute_agent_memory_cpu(api: TaskvpcServer, agents: Any) -> None:
+def test_location_attribute_agent_memory_cpu(api: Server, agents: Any) -> None:
     ecs, subnets = _setup(api, cpu="1024", memory="2048")
     in_a = agents().start()  # default subnet of us-east-1a
     assert _run(ecs, subnets["us-east-1b"])["failures"] == [{"arn": in_a.arn, "reason": "LOCATION"}]
@@ -80,7 +80,7 @@ def test_location_attribute_agent_memory_cpu(api: TaskvpcServer, agents: Any) ->
     assert _run(ecs, subnets["us-east-1a"])["failures"] == [{"arn": weak.arn, "reason": "RESOURCE:CPU"}]
 
 
-def test_member_of_and_distinct_instance(api: TaskvpcServer, agents: Any) -> None:
+def test_member_of_and_distinct_instance(api: Server, agents: Any) -> None:
     ecs, subnets = _setup(api)
     first = agents(max_task_enis=10).start()
     second = agents(max_task_enis=10).start()
@@ -117,7 +117,7 @@ def test_member_of_and_distinct_instance(api: TaskvpcServer, agents: Any) -> Non
     }
 
 
-def test_task_definition_constraints_apply(api: TaskvpcServer, agents: Any) -> None:
+def test_task_definition_constraints_apply(api: Server, agents: Any) -> None:
     ecs, subnets = _setup(
         api,
         placementConstraints=[{"type": "memberOf", "expression": "attribute:ecs.instance-type == m5.large"}],
@@ -128,7 +128,7 @@ def test_task_definition_constraints_apply(api: TaskvpcServer, agents: Any) -> N
     assert {t["containerInstanceArn"] for t in result["tasks"]} == {m5.arn}
 
 
-def test_strategies_binpack_and_spread(api: TaskvpcServer, agents: Any) -> None:
+def test_strategies_binpack_and_spread(api: Server, agents: Any) -> None:
     ecs, subnets = _setup(api)
     big = agents(max_task_enis=10, memory=8192).start()
     small = agents(max_task_enis=10, memory=4096).start()
@@ -143,7 +143,7 @@ def test_strategies_binpack_and_spread(api: TaskvpcServer, agents: Any) -> None:
     assert Counter(t["containerInstanceArn"] for t in spread["tasks"]) == {big.arn: 2, small.arn: 2}
 
 
-def test_spread_across_availability_zones(api: TaskvpcServer, agents: Any) -> None:
+def test_spread_across_availability_zones(api: Server, agents: Any) -> None:
     ecs, subnets = _setup(api)
     in_a = agents(max_task_enis=10, subnet_id=subnets["us-east-1a"]).start()
     in_b = agents(max_task_enis=10, subnet_id=subnets["us-east-1b"]).start()
@@ -161,7 +161,7 @@ def test_spread_across_availability_zones(api: TaskvpcServer, agents: Any) -> No
         assert entry["eni"]["subnetId"] == subnets[task["availabilityZone"]]
 
 
-def test_draining_stops_new_placement(api: TaskvpcServer, agents: Any) -> None:
+def test_draining_stops_new_placement(api: Server, agents: Any) -> None:
     ecs, subnets = _setup(api)
     first = agents(max_task_enis=10).start()
     running = _run(ecs, subnets["us-east-1a"])["tasks"][0]["taskArn"]

@@ -5,11 +5,10 @@ Every client mistake gets AWS's code and status for its protocol; none is ever a
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -17,13 +16,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.integration.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, TaskvpcServer
+from tests.integration.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, Server
 
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
 
 
 def send(
-    server: TaskvpcServer,
+    server: Server,
     body: bytes,
     headers: dict[str, str],
     *,
@@ -50,17 +49,10 @@ def send(
         else:
             signer.add_auth(request)
     prepared = request.prepare()
-    parts = urlsplit(server.endpoint)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    try:
-        connection.request("POST", "/", body=body, headers=dict(prepared.headers))
-        response = connection.getresponse()
-        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        connection.close()
+    return server.http("POST", "/", dict(prepared.headers), body)
 
 
-def ecs_call(server: TaskvpcServer, operation: str, payload: Any = None, **kwargs: Any) -> tuple[int, Any]:
+def ecs_call(server: Server, operation: str, payload: Any = None, **kwargs: Any) -> tuple[int, Any]:
     body = payload if isinstance(payload, bytes) else json.dumps(payload or {}).encode()
     headers = {"X-Amz-Target": ECS_TARGET + operation, "Content-Type": "application/x-amz-json-1.1"}
     status, raw, response_headers = send(server, body, headers, **kwargs)
@@ -69,14 +61,14 @@ def ecs_call(server: TaskvpcServer, operation: str, payload: Any = None, **kwarg
     return status, json.loads(raw)
 
 
-def query_call(server: TaskvpcServer, service: str, params: dict[str, str], **kwargs: Any) -> tuple[int, str]:
+def query_call(server: Server, service: str, params: dict[str, str], **kwargs: Any) -> tuple[int, str]:
     body = urlencode(params).encode()
     headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
     status, raw, _ = send(server, body, headers, service=service, **kwargs)
     return status, raw.decode()
 
 
-def test_ecs_auth_failures(api: TaskvpcServer) -> None:
+def test_ecs_auth_failures(api: Server) -> None:
     assert ecs_call(api, "ListClusters", sign=False) == (
         400,
         {"__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"},
@@ -98,7 +90,7 @@ def test_ecs_auth_failures(api: TaskvpcServer) -> None:
     assert ecs_call(api, "ListClusters", when=time.time() - 14 * 60)[0] == 200
 
 
-def test_ec2_and_sts_auth_failures(api: TaskvpcServer) -> None:
+def test_ec2_and_sts_auth_failures(api: Server) -> None:
     params = {"Action": "GetCallerIdentity", "Version": "2011-06-15"}
     status, body = query_call(api, "sts", params, secret="wrong")
     assert status == 403 and "<Code>SignatureDoesNotMatch</Code>" in body
@@ -111,7 +103,7 @@ def test_ec2_and_sts_auth_failures(api: TaskvpcServer) -> None:
     assert status == 400 and "<Code>MissingParameter</Code>" in body
 
 
-def test_ecs_malformed_input(api: TaskvpcServer) -> None:
+def test_ecs_malformed_input(api: Server) -> None:
     status, body = ecs_call(api, "CreateCluster", b"{not json")
     assert (status, body["__type"]) == (400, "SerializationException")
     status, body = ecs_call(api, "CreateCluster", {"clusterName": 5})
@@ -132,14 +124,14 @@ def test_ecs_malformed_input(api: TaskvpcServer) -> None:
     assert (status, body["__type"]) == (400, "UnknownOperationException")
 
 
-def test_ec2_unknown_action(api: TaskvpcServer) -> None:
+def test_ec2_unknown_action(api: Server) -> None:
     status, body = query_call(api, "ec2", {"Action": "LaunchRockets", "Version": "2016-11-15"})
     assert status == 400
     assert "<Code>InvalidAction</Code>" in body
     assert "The action LaunchRockets is not valid for this web service." in body
 
 
-def test_unimplemented_operation_says_so(api: TaskvpcServer) -> None:
+def test_unimplemented_operation_says_so(api: Server) -> None:
     status, body = ecs_call(
         api, "ListServiceDeployments", {"service": "web"}
     )  # services exist; this does not
@@ -166,7 +158,7 @@ def test_unimplemented_operation_says_so(api: TaskvpcServer) -> None:
         max_leaves=12,
     ),
 )
-def test_garbage_never_gets_a_500(api: TaskvpcServer, operation: str, payload: Any) -> None:
+def test_garbage_never_gets_a_500(api: Server, operation: str, payload: Any) -> None:
     status, body = ecs_call(api, operation, json.dumps(payload).encode())
     assert status < 500, body
     if status >= 400:
@@ -179,9 +171,5 @@ def test_garbage_never_gets_a_500(api: TaskvpcServer, operation: str, payload: A
 
 
 @pytest.mark.parametrize("path", ["/_taskvpc/health"])
-def test_health(api: TaskvpcServer, path: str) -> None:
-    parts = urlsplit(api.endpoint)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
-    connection.request("GET", path)
-    assert connection.getresponse().status == 200
-    connection.close()
+def test_health(api: Server, path: str) -> None:
+    assert api.http("GET", path, {})[0] == 200

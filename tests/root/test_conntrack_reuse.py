@@ -8,7 +8,6 @@ when its ENI is unregistered and before a new network takes it (drivers/conntrac
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -24,7 +23,6 @@ from tests.root import fwlab
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces and nftables"),
 ]
 
 PORT = 5000

@@ -39,7 +39,6 @@ from tests.root import fwlab
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces and nftables"),
 ]
 
 EXAMPLES = int(os.environ.get("TASKVPC_FW_DIFF_EXAMPLES", "80"))

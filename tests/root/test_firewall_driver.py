@@ -31,7 +31,6 @@ from tests.root import fwlab, hostcheck
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces and nftables"),
 ]
 
 if os.geteuid() == 0:

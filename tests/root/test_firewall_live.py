@@ -9,7 +9,6 @@ as EC2 keeps tracked connections (its conntrack entry is accepted before any rul
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from tests.root import fwlab
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates network namespaces and nftables"),
 ]
 
 HELD_PORT = 900  # outside fwlab.PORTS: an echo server that keeps connections open

@@ -41,7 +41,6 @@ from tests.root import hostcheck
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, other users"),
     pytest.mark.timeout(120),
 ]
 

@@ -51,7 +51,6 @@ from tests.root import hostcheck
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: runc, namespaces, cgroups, mounts"),
     pytest.mark.skipif(find_oci_runtime() is None, reason="needs runc or crun"),
     pytest.mark.timeout(120),
 ]

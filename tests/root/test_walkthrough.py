@@ -27,7 +27,6 @@ from tests.root.upserver import (
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real namespaces, links and processes"),
 ]
 
 

@@ -1,0 +1,21 @@
+"""Rules for the whole suite.
+
+``@pytest.mark.root`` (or ``pytestmark = pytest.mark.root``) is the one way to say a test needs root
+(real namespaces, nftables, runc, file owners): such tests are skipped, not failed, for other users.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+_NOT_ROOT = pytest.mark.skip(reason="needs root: real namespaces, links, nftables, runc or file owners")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        if item.get_closest_marker("root") is not None:
+            item.add_marker(_NOT_ROOT)
