@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Connection, create_engine, text
 
 from taskvpc.control.context import RequestContext
+from taskvpc.control.identity import Principal
 from taskvpc.control.reconcile import AdvisoryLocks, Key, Runner
 from taskvpc.store.db import Database
 from tests.support.pgserver import ThrowawayPostgres
@@ -52,7 +53,7 @@ def _context_for(db: Database) -> Callable[[str, float], RequestContext]:
         return RequestContext(
             region=region,
             account_id="123456789012",
-            principal_arn="arn:aws:iam::123456789012:root",
+            principal=Principal.root("123456789012"),
             now=now,
             request_id="reconcile",
             db=db,

@@ -20,6 +20,7 @@ from sqlalchemy import text
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import default_vpc, enis
 from taskvpc.control.ecs import container_instances, task_definitions, task_state, tasks
+from taskvpc.control.identity import Principal
 from taskvpc.control.reconcile import Runner, Settings, build_runner
 from taskvpc.domain import tasks as taskdoc
 from taskvpc.domain.lifecycle import ENI_PROVISIONING_TIMEOUT_REASON
@@ -81,7 +82,7 @@ class World:
         return RequestContext(
             region=region,
             account_id=ACCOUNT,
-            principal_arn=f"arn:aws:iam::{ACCOUNT}:root",
+            principal=Principal.root(ACCOUNT),
             now=self.clock() if now is None else now,
             request_id="test",
             db=self.db,

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
+from taskvpc.control.identity import Principal
 from taskvpc.control.reconcile import Backoff, Key, Runner, lock_key, period_for
 from taskvpc.store.db import Database, sqlite_url
 
@@ -73,7 +74,9 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def _runner(db: Database, loop: ToyLoop, clock: Clock, **options: object) -> Runner:
     def make(region: str, now: float) -> RequestContext:
-        return RequestContext(region, "123456789012", "root", now, "r", db, lambda: str(uuid.uuid4()))
+        return RequestContext(
+            region, "123456789012", Principal.root("123456789012"), now, "r", db, lambda: str(uuid.uuid4())
+        )
 
     return Runner(db, [loop], make, clock=clock, **options)  # type: ignore[arg-type]
 
