@@ -10,7 +10,7 @@ VPC must exist first, and which use case answers each operation.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from taskvpc.control.context import RequestContext
@@ -35,4 +35,4 @@ class ServiceManifest:
     migrations: tuple[str, ...] = ()
     # What the service adds to an agent's desired-state answer: taskvpc.agentapi section contributors,
     # registered here once that registry exists. None of today's services contributes through it yet.
-    desired_state: tuple[Callable[..., Any], ...] = field(default=())
+    desired_state: tuple[Callable[..., Any], ...] = ()

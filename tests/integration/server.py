@@ -222,6 +222,10 @@ class InProcessServer:
         assert self.transport is not None, "server not started"
         return self.transport
 
+    def attach(self, client: Any) -> Any:
+        """Route a boto3/botocore client made elsewhere (other keys, another model) to this server."""
+        return self._transport().attach(client)
+
     def http(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes = b""
     ) -> tuple[int, bytes, dict[str, str]]:

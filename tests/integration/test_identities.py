@@ -67,7 +67,7 @@ def client(server: InProcessServer, service: str, credential: Credential, token:
         aws_session_token=token,
         config=Config(retries={"max_attempts": 1}),
     )
-    return server._transport().attach(made)
+    return server.attach(made)
 
 
 def test_root_credentials_are_the_account_root(server: InProcessServer) -> None:

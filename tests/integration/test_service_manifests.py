@@ -106,7 +106,7 @@ def toy_client(toy_server: InProcessServer, tmp_path_factory: pytest.TempPathFac
         aws_secret_access_key=SECRET_ACCESS_KEY,
         config=Config(retries={"max_attempts": 1}),
     )
-    return toy_server._transport().attach(client)
+    return toy_server.attach(client)
 
 
 def test_a_toy_service_is_one_manifest_and_one_registration(
