@@ -126,14 +126,10 @@ def test_presigned_session_requests_carry_the_token_in_the_query() -> None:
     assert _failure(unsigned_token).kind == "unknown_key"
 
 
-@given(st.text(min_size=0, max_size=40))
+@given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40))
 def test_no_other_token_is_accepted(token: str) -> None:
-    if token == SESSION.session_token:
-        return
-    headers_ok = all(32 <= ord(c) < 127 for c in token) and token.strip() == token and "  " not in token
-    if not headers_ok:
-        return  # not something an HTTP header carries
-    assert _failure(_request(SESSION, token)).kind == "unknown_key"
+    if token != SESSION.session_token:
+        assert _failure(_request(SESSION, token)).kind == "unknown_key"
 
 
 def test_principals_are_spelled_as_sts_reports_them() -> None:
