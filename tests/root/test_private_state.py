@@ -24,7 +24,6 @@ from tests.root.upserver import RootServer, kill_task_shims
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: another user, and the agent"),
 ]
 
 SECRET_VALUE = "s3cr3t-" + secrets.token_hex(8)
