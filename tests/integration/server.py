@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 
 from taskvpc.api.app import ControlPlane, Settings
 from taskvpc.api.asgi import Application
+from taskvpc.control import reconcile
 from taskvpc.store.db import Database, sqlite_url
 from tests.support.inprocess import HOST, AsgiTransport
 
@@ -206,8 +207,10 @@ class InProcessServer:
             options["services"] = services
         self.control_plane = ControlPlane(settings, database, **options)
         self.control_plane.prepare_region(REGION)
+        # The reconcile loops of `taskvpc up` (its default windows), started with the lifespan.
+        runner = reconcile.build_runner(database, self.control_plane.context)
         # From here on urllib (the fake agent, raw-HTTP tests) reaches this server by its host name too.
-        self.transport = AsgiTransport(Application(self.control_plane), self.host)
+        self.transport = AsgiTransport(Application(self.control_plane, runner), self.host)
         return self
 
     def stop(self) -> None:

@@ -17,7 +17,6 @@ from tests.root.upserver import REPO, RootServer, container_processes, fetch, we
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real namespaces, links and processes"),
 ]
 
 

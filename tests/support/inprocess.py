@@ -11,7 +11,8 @@ unmodified clients on it:
   and leaves every other URL to the normal handler (the fake agent and raw-HTTP tests use urllib).
 
 Each open transport has its own host name, so two control planes (two "hosts" on one database) can run
-side by side.
+side by side. Opening and closing a transport runs the application's ASGI lifespan, as uvicorn does (the
+control plane's reconcile loops start and stop with it).
 """
 
 from __future__ import annotations
@@ -56,16 +57,40 @@ class AsgiTransport:
         if host in _OPEN:
             raise ValueError(f"a transport for {host} is already open")
         self.loop = asyncio.new_event_loop()
+        self._startup: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self.loop.run_forever, name=f"asgi-{host}", daemon=True)
         self._thread.start()
+        self._lifespan: asyncio.Queue[dict[str, Any]] | None = None
+        self._lifespan_task = asyncio.run_coroutine_threadsafe(self._run_lifespan(), self.loop)
+        concurrent.futures.wait(
+            [self._startup, self._lifespan_task], timeout=30, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        if self._lifespan_task.done():
+            self._lifespan_task.result()  # the application failed to start: raise its error here
+        self._startup.result(0)
         if not _OPEN:
             urllib.request.install_opener(urllib.request.build_opener(_UrllibHandler()))
         _OPEN[host] = self
+
+    async def _run_lifespan(self) -> None:
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._lifespan = inbox
+        await inbox.put({"type": "lifespan.startup"})
+
+        async def send(message: Any) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self._startup.set_result(None)
+
+        await self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
 
     def close(self) -> None:
         _OPEN.pop(self.host, None)
         if not _OPEN:
             urllib.request.install_opener(None)  # type: ignore[arg-type]
+        inbox = self._lifespan
+        if inbox is not None:
+            self.loop.call_soon_threadsafe(inbox.put_nowait, {"type": "lifespan.shutdown"})
+            self._lifespan_task.result(30)
 
         async def _cancel_all() -> None:
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
