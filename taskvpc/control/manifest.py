@@ -33,6 +33,7 @@ class ServiceManifest:
     # Store tables this service owns (taskvpc/store/schema.py) and the migrations that made them.
     tables: tuple[str, ...] = ()
     migrations: tuple[str, ...] = ()
-    # What the service adds to an agent's desired-state answer: taskvpc.agentapi section contributors,
-    # registered here once that registry exists. None of today's services contributes through it yet.
+    # What the service adds to an agent's desired-state answer. Today sections are registered with
+    # taskvpc.agentapi.answer.register_section and filled by @contributes in taskvpc.control.agent; a
+    # service's own sections belong here once one has any (none does yet).
     desired_state: tuple[Callable[..., Any], ...] = ()
