@@ -17,16 +17,17 @@ What it registers (docs/agent-api.md ``register``):
   1.21 (``memoryReservation``), 1.25 (``initProcessEnabled``: under ``process`` the shim forwards
   signals and the command is never a namespace's PID 1), 1.29 (``healthCheck.startPeriod``);
   ``logging-driver.json-file`` (output is captured per container); ``container-health-check``;
-  ``container-ordering``; ``network.container-port-range``; ``env-files.s3`` (the engine reads
-  environment files: an absolute host path works, an S3 ARN fails the task saying S3 is not available).
-  ``runc`` adds 1.19, ``privileged-container`` and ``docker-plugin.local`` (docker volumes with the local
-  driver). Left out on purpose: ``task-iam-role``, ``execution-role-*``, ``ecr-auth``,
-  ``logging-driver.awslogs`` and other log drivers, secrets, private registry authentication, EFS/FSx,
-  FireLens, App Mesh, ``docker-remote-api`` 1.24 (sysctls) and 1.28;
+  ``container-ordering``; ``network.container-port-range``. Not ``env-files.s3``: ECS's environment
+  files are S3 objects, and there is no S3 here (the engine reads an absolute host path instead; an
+  operator who wants that puts the attribute on the instance with PutAttributes). ``runc`` adds 1.19,
+  ``privileged-container`` and ``docker-plugin.local`` (docker volumes with the local driver). Left
+  out on purpose: ``task-iam-role``, ``execution-role-*``, ``ecr-auth``, ``logging-driver.awslogs`` and
+  other log drivers, secrets, private registry authentication, EFS/FSx, FireLens, App Mesh,
+  ``docker-remote-api`` 1.24 (sysctls) and 1.28;
 * with ``runc``, the examples' image (``busybox:latest``, also tagged as ECR Public's busybox) made from
   the host's ``busybox-static`` when the image store lacks it;
-* resources ``CPU`` (1024 per core), ``MEMORY`` (MiB of RAM minus a reserve, 256 MiB by default),
-  ``PORTS`` (ECS's defaults: 22, 2375, 2376, 51678, 51679), ``PORTS_UDP`` (none).
+* resources ``CPU`` (``--cpu``, else 1024 per core), ``MEMORY`` (``--memory`` MiB, else RAM minus a
+  reserve of 256 MiB), ``PORTS`` (ECS's defaults: 22, 2375, 2376, 51678, 51679), ``PORTS_UDP`` (none).
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ from typing import Any
 from taskvpc.agent import netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
+from taskvpc.agent.helpformat import DefaultsHelpFormatter
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
+from taskvpc.agent.teardown import PrefixBusy, cgroup_parent, prefix_lock
 from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger("taskvpc.agent")
@@ -70,6 +73,7 @@ DEFAULT_REGION = "us-east-1"
 MEMORY_RESERVE_MIB = 256
 RESERVED_PORTS = [22, 2375, 2376, 51678, 51679]
 POLL_WAIT = 20.0
+EXIT_PREFIX_BUSY = 3  # ``taskvpc up`` does not restart an agent that exits so
 
 _C = "com.amazonaws.ecs.capability."
 _E = "ecs.capability."
@@ -84,7 +88,6 @@ CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
     _E + "container-ordering",
     _E + "network.container-port-range",
     _E + "task-eni",
-    _E + "env-files.s3",  # read by the engine: a host path works, an S3 ARN fails the task honestly
 )
 # What the runc runtime adds: images, cgroup limits, privileged containers, volumes with the local driver.
 RUNC_CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
@@ -110,10 +113,13 @@ def memory_mib(reserve: int = MEMORY_RESERVE_MIB) -> int:
     return 0
 
 
-def resources(reserve: int = MEMORY_RESERVE_MIB) -> dict[str, Any]:
+def resources(
+    reserve: int = MEMORY_RESERVE_MIB, cpu: int | None = None, memory: int | None = None
+) -> dict[str, Any]:
+    """What the instance registers; ``cpu``/``memory`` (``--cpu``/``--memory``) replace the host's."""
     return {
-        "CPU": (os.cpu_count() or 1) * 1024,
-        "MEMORY": memory_mib(reserve),
+        "CPU": (os.cpu_count() or 1) * 1024 if cpu is None else cpu,
+        "MEMORY": memory_mib(reserve) if memory is None else memory,
         "PORTS": list(RESERVED_PORTS),
         "PORTS_UDP": [],
     }
@@ -149,12 +155,13 @@ def registration(
     runtime: str,
     availability_zone: str | None,
     memory_reserve: int = MEMORY_RESERVE_MIB,
+    capacity: tuple[int | None, int | None] = (None, None),
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "cluster": cluster,
         "instanceId": state.instance_id,
         "hostname": socket.gethostname(),
-        "resources": resources(memory_reserve),
+        "resources": resources(memory_reserve, *capacity),
         "attributes": attributes(instance_type, availability_zone, runtime),
         "agentVersion": f"taskvpc-{_version()}",
         "capabilities": [f"runtime:{runtime}"],
@@ -174,12 +181,14 @@ async def _register(
     instance_type: str | None,
     max_task_enis: int | None,
     runtime: str,
+    capacity: tuple[int | None, int | None] = (None, None),
 ) -> AgentState:
     zone = state.availability_zone if state.cluster == cluster else None
-    body = registration(state, cluster, instance_type, max_task_enis, runtime, zone)
+    body = registration(state, cluster, instance_type, max_task_enis, runtime, zone, capacity=capacity)
     answer = await client.register(body)
     if answer.availability_zone and answer.availability_zone != zone:
-        body = registration(state, cluster, instance_type, max_task_enis, runtime, answer.availability_zone)
+        az = answer.availability_zone
+        body = registration(state, cluster, instance_type, max_task_enis, runtime, az, capacity=capacity)
         answer = await client.register(body)
     state = state.registered(cluster, answer.container_instance_arn, answer.availability_zone)
     save_state(state_dir, state)
@@ -249,22 +258,23 @@ async def run_agent(
     netns_paths: bool = True,
     host_access: bool = True,
     ready: Callable[[Engine], None] | None = None,
+    cpu: int | None = None,
+    memory: int | None = None,
 ) -> None:
     """Run the agent until cancelled (or until the instance is deregistered); see the module docstring.
 
     ``network_driver`` replaces the netlink driver (tests); ``netns_paths=False`` runs containers in the
     host's namespace (with a fake driver). ``ready`` is called with the engine once the first desired
-    state has been adopted.
+    state has been adopted. ``cpu``/``memory`` replace the host's in the registered resources.
     """
+    capacity = (cpu, memory)
     path = Path(state_dir).resolve()
     prepare_state_dir(path)
     state = load_state(path)
     runtime = resolve_runtime(runtime)
     # cgroups of this agent's containers: /taskvpc/<task>/<container>, or /taskvpc-<prefix>/... for an
     # agent with its own name prefix (tests, several agents on one host)
-    options = (
-        {"cgroup_parent": "taskvpc" if prefix == "tvpc" else f"taskvpc-{prefix}"} if runtime == "runc" else {}
-    )
+    options = {"cgroup_parent": cgroup_parent(prefix)} if runtime == "runc" else {}
     the_runtime = create_runtime(runtime, path, **options)
     if runtime == "runc":
         _prepare_example_images(path)
@@ -285,7 +295,7 @@ async def run_agent(
     client = AgentClient(endpoint, credentials, region)
     engine: Engine | None = None
     try:
-        state = await _register(client, path, state, cluster, instance_type, max_task_enis, runtime)
+        state = await _register(client, path, state, cluster, instance_type, max_task_enis, runtime, capacity)
         assert state.container_instance_arn is not None
         instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
 
@@ -309,7 +319,7 @@ async def run_agent(
                 if exc.status in (403, 404):  # the control plane forgot us, or our keys: register again
                     try:
                         state = await _register(
-                            client, path, state, cluster, instance_type, max_task_enis, runtime
+                            client, path, state, cluster, instance_type, max_task_enis, runtime, capacity
                         )
                     except AgentApiError as again:
                         log.error("registering again failed (%s)", again)
@@ -373,30 +383,50 @@ def _credentials(args: argparse.Namespace) -> AgentCredentials | None:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="taskvpc agent", description=__doc__.split("\n")[0])
-    parser.add_argument("--cluster", default="default", help="cluster to join (default: default)")
+    parser = parser or argparse.ArgumentParser(
+        prog="taskvpc agent",
+        description=__doc__.split("\n")[0],
+        formatter_class=DefaultsHelpFormatter,
+    )
+    parser.add_argument("--cluster", default="default", help="cluster to join")
     parser.add_argument(
         "--endpoint",
         default=os.environ.get("TASKVPC_ENDPOINT", DEFAULT_ENDPOINT),
-        help=f"control plane URL (default: $TASKVPC_ENDPOINT or {DEFAULT_ENDPOINT})",
+        help="control plane URL ($TASKVPC_ENDPOINT sets the default)",
     )
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"default: {DEFAULT_STATE_DIR}")
-    parser.add_argument("--instance-type", help="EC2 instance type to present (drives the task-ENI limit)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the agent's state")
+    parser.add_argument(
+        "--instance-type", help="EC2 instance type to present (drives the task-ENI limit); default none"
+    )
     parser.add_argument("--max-task-enis", type=int, help="awsvpc tasks this instance may host")
+    parser.add_argument("--cpu", type=int, help="CPU units to register (default: 1024 per core of this host)")
+    parser.add_argument(
+        "--memory",
+        type=int,
+        help=f"MiB of memory to register (default: this host's RAM minus {MEMORY_RESERVE_MIB})",
+    )
     parser.add_argument(
         "--runtime",
         default="auto",
         choices=("auto", "runc", "process"),
-        help="container runtime (default auto: runc where runc or crun is installed, else process)",
+        help="container runtime (auto: runc where runc or crun is installed, else process)",
     )
     parser.add_argument(
-        "--prefix", default="tvpc", help="name prefix of namespaces and links (default: tvpc)"
+        "--net-prefix",
+        "--prefix",
+        dest="prefix",
+        default="tvpc",
+        help="name prefix of namespaces and links (cgroup: taskvpc-<prefix>, or taskvpc for tvpc)",
     )
-    parser.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", DEFAULT_REGION))
+    parser.add_argument(
+        "--region",
+        default=os.environ.get("AWS_DEFAULT_REGION", DEFAULT_REGION),
+        help="region of the control plane ($AWS_DEFAULT_REGION sets the default)",
+    )
     parser.add_argument("--credentials-file", help="JSON with access_key_id/secret_access_key")
     parser.add_argument("--no-host-access", action="store_true", help="no routes from the host to tasks")
     parser.add_argument("--fargate-capacity", action="store_true", help="also run FARGATE launch-type tasks")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
 
 
@@ -436,10 +466,16 @@ def main(argv: list[str] | None = None) -> int:
             runtime=args.runtime,
             region=args.region,
             host_access=not args.no_host_access,
+            cpu=args.cpu,
+            memory=args.memory,
         )
 
     try:
-        asyncio.run(run())
+        with prefix_lock(args.prefix):  # one live agent per prefix: another would remove our tasks
+            asyncio.run(run())
+    except PrefixBusy as exc:
+        print(f"taskvpc agent: {exc}", file=sys.stderr)
+        return EXIT_PREFIX_BUSY
     except asyncio.CancelledError:
         log.info("agent stopped (containers keep running; the next agent adopts them)")
     except AgentApiError as exc:

@@ -105,7 +105,7 @@ class AgentApi:
             current = await self._call(agent.generation, ctx, instance_id, heartbeat)
             heartbeat = False
             remaining = deadline - loop.time()
-            if current > after or remaining <= 0:
+            if current > after or remaining <= 0 or self.control_plane.notifier.closing:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=min(RECHECK, remaining))

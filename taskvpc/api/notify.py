@@ -16,6 +16,12 @@ from collections.abc import Iterable
 class Notifier:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self.closing = False  # the server is stopping: waiting polls answer at once
+
+    def close(self) -> None:
+        """Answer every waiting poll now (``unchanged``), and every later one without waiting."""
+        self.closing = True
+        self.wake_all()
 
     def event(self, key: str) -> asyncio.Event:
         """The event the next :meth:`wake` of ``key`` sets (shared by every poller of ``key``)."""

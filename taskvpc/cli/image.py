@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from taskvpc.agent.helpformat import DefaultsHelpFormatter
 from taskvpc.cli import config
 
 if TYPE_CHECKING:  # the store is imported when a command runs: ``taskvpc --help`` stays quick
@@ -27,30 +28,41 @@ PROG = "taskvpc image"
 
 def add_parser(commands: Any) -> None:
     """Adds ``image`` to the ``taskvpc`` subcommands (``commands`` is argparse's subparsers action)."""
-    image = commands.add_parser("image", help="import, pull, list and remove container images")
-    image.add_argument("--state-dir", type=Path, default=None)
+    image = commands.add_parser(
+        "image", help="import, pull, list and remove container images", formatter_class=DefaultsHelpFormatter
+    )
+    image.add_argument("--state-dir", type=Path, default=None, help="default: as for 'taskvpc up'")
     actions = image.add_subparsers(dest="image_command", required=True)
+    fmt = DefaultsHelpFormatter
 
-    imported = actions.add_parser("import", help="store a rootfs directory, OCI layout or docker-archive tar")
+    imported = actions.add_parser(
+        "import", help="store a rootfs directory, OCI layout or docker-archive tar", formatter_class=fmt
+    )
     imported.add_argument("reference", metavar="NAME[:TAG]")
     imported.add_argument("source", type=Path, metavar="SOURCE")
     imported.add_argument(
         "--cmd", default=None, metavar="'COMMAND ARGS'", help="the command of a rootfs directory's image"
     )
     busybox = actions.add_parser(
-        "import-busybox", help="store the examples' image, built from the host's busybox-static"
+        "import-busybox",
+        help="store the examples' image, built from the host's busybox-static",
+        formatter_class=fmt,
     )
     busybox.add_argument("reference", metavar="NAME[:TAG]", nargs="?", default="busybox:latest")
 
-    pull = actions.add_parser("pull", help="fetch an image from its registry (needs skopeo and network)")
+    pull = actions.add_parser(
+        "pull", help="fetch an image from its registry (needs skopeo and network)", formatter_class=fmt
+    )
     pull.add_argument("reference", metavar="NAME[:TAG]")
     pull.add_argument("--username", default=None)
     pull.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
 
-    listing = actions.add_parser("ls", help="list stored images")
+    listing = actions.add_parser("ls", help="list stored images", formatter_class=fmt)
     listing.add_argument("--json", action="store_true", help="one JSON document with every image")
 
-    remove = actions.add_parser("rm", help="remove references (an image in use stays until unused)")
+    remove = actions.add_parser(
+        "rm", help="remove references (an image in use stays until unused)", formatter_class=fmt
+    )
     remove.add_argument("references", metavar="NAME[:TAG]", nargs="+")
     for parser in (imported, busybox, pull, listing, remove):  # accepted after the action too
         parser.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS)

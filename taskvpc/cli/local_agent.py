@@ -4,6 +4,9 @@ It is the same program as ``taskvpc agent`` and talks to the control plane only 
 ``taskvpc up`` (PR_SET_PDEATHSIG), so a restarted ``up`` never finds a second agent running; the task
 processes it supervised keep running and the next agent adopts them. If the agent dies on its own (a
 crash, a ``kill -9``), ``up`` starts a new one, which adopts the running tasks in the same way.
+
+The agent runs in a session of its own: a Ctrl-C in ``up``'s terminal reaches only ``up``, which stops
+the agent itself (:meth:`LocalAgent.stop`) and never restarts one while stopping.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from taskvpc.cli.config import Credentials
 
 _PR_SET_PDEATHSIG = 1
+EXIT_PREFIX_BUSY = 3  # taskvpc.agent.main's exit code when another agent holds the prefix
 log = logging.getLogger("taskvpc.up")
 
 
@@ -52,7 +56,7 @@ def start_local_agent(
         region,
         *extra_args,
     ]
-    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent, start_new_session=True)
 
 
 def stop_local_agent(process: subprocess.Popen[bytes]) -> None:
@@ -85,14 +89,18 @@ class LocalAgent:
             code = self.process.wait()
             if self._stopping.wait(self.RESTART_DELAY):
                 return
-            log.warning("local agent (pid %s) exited with %s; starting a new one", self.process.pid, code)
             with self._lock:
                 if self._stopping.is_set():
                     return
+                if code == EXIT_PREFIX_BUSY:  # it said why; another start would say the same
+                    log.error("local agent (pid %s) cannot run here; not starting another", self.process.pid)
+                    return
+                log.warning("local agent (pid %s) exited with %s; starting a new one", self.process.pid, code)
                 self.process = start_local_agent(*self._arguments)
 
     def stop(self) -> None:
+        """Stop the agent (SIGTERM, SIGKILL after 15 s) and never start another; idempotent."""
+        self._stopping.set()  # first, outside the lock: the watcher must not restart what we stop
         with self._lock:
-            self._stopping.set()
             stop_local_agent(self.process)
         self._thread.join(timeout=5)

@@ -1,74 +1,47 @@
-"""The ``taskvpc`` command: ``up`` runs the control plane, ``env`` prints the AWS environment for it."""
+"""The ``taskvpc`` command: ``up`` runs the control plane, ``down`` removes what it made, ``env`` prints the
+AWS environment for it."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
 
-from taskvpc.cli import config, image as image_cli
+from taskvpc.agent.helpformat import DefaultsHelpFormatter
+from taskvpc.cli import config, down as down_cli, image as image_cli, up as up_cli
 
-_ACCOUNT_ID = re.compile(r"\d{12}")
-LOCAL_MAX_TASK_ENIS = 1024
+_FORMATTER = DefaultsHelpFormatter
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="taskvpc", description=__doc__)
+    parser = argparse.ArgumentParser(prog="taskvpc", description=__doc__, formatter_class=_FORMATTER)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="run the control plane (and, as root, the local agent)")
-    up.add_argument("--host", default=config.DEFAULT_HOST)
-    up.add_argument("--port", type=int, default=config.DEFAULT_PORT)
-    up.add_argument("--state-dir", type=Path, default=None)
-    up.add_argument("--database-url", default=None, help="default: SQLite in the state dir")
-    up.add_argument("--no-agent", action="store_true", help="serve the control plane only")
-    up.add_argument("--allow-reset", action="store_true", help="enable POST /_taskvpc/reset (tests)")
-    up.add_argument(
-        "--region", default=config.DEFAULT_REGION, help="region whose default VPC is created at start-up"
+    up = commands.add_parser(
+        "up", help="run the control plane (and, as root, the local agent)", formatter_class=_FORMATTER
     )
-    up.add_argument("--instance-type", default=None, help="instance type the local agent presents")
-    up.add_argument("--max-task-enis", type=int, default=None, help="awsvpc tasks the local agent may host")
-    up.add_argument(
-        "--runtime",
-        default="auto",
-        choices=("auto", "runc", "process"),
-        help="container runtime of the local agent (default auto: runc where installed, else process)",
+    up_cli.add_arguments(up)
+    down = commands.add_parser(
+        "down",
+        help="stop every task of a prefix and remove its namespaces, links, routes, mounts, cgroups",
+        formatter_class=_FORMATTER,
     )
-    up.add_argument(
-        "--net-prefix", default=None, help="name prefix of the local agent's namespaces and links"
-    )
-    up.add_argument(
-        "--stopped-task-retention",
-        type=_seconds,
-        default=3600.0,
-        help="seconds a stopped task stays in DescribeTasks/ListTasks (ECS: at least an hour)",
-    )
-    up.add_argument(
-        "--agent-timeout",
-        type=_seconds,
-        default=60.0,
-        help="seconds without a poll after which agentConnected is false (keep it above 30)",
-    )
-    up.add_argument(
-        "--attachment-timeout",
-        type=_seconds,
-        default=180.0,
-        help="seconds a task ENI may wait for its agent before the task fails",
-    )
-    up.add_argument("--log-level", default="info")
+    down_cli.add_arguments(down)
 
-    env = commands.add_parser("env", help="print exports that point the aws CLI and SDKs at taskvpc")
+    env = commands.add_parser(
+        "env", help="print exports that point the aws CLI and SDKs at taskvpc", formatter_class=_FORMATTER
+    )
     env.add_argument("--state-dir", type=Path, default=None)
     env.add_argument("--region", default=None)
     env.add_argument("--endpoint", default=None)
 
     commands.add_parser("agent", help="run an agent on this host (taskvpc agent --help)", add_help=False)
 
-    logs = commands.add_parser("logs", help="print a task's container output (on the host that ran it)")
+    logs = commands.add_parser(
+        "logs", help="print a task's container output (on the host that ran it)", formatter_class=_FORMATTER
+    )
     logs.add_argument("task", help="task id or ARN")
     logs.add_argument("container", nargs="?", default=None)
     logs.add_argument(
@@ -76,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     logs.add_argument("--state-dir", type=Path, default=None)
 
-    demo = commands.add_parser("demo", help="run the seed's walkthrough against a running 'taskvpc up'")
+    demo = commands.add_parser(
+        "demo", help="run the seed's walkthrough against a running 'taskvpc up'", formatter_class=_FORMATTER
+    )
     demo.add_argument("--state-dir", type=Path, default=None)
     demo.add_argument("--region", default=config.DEFAULT_REGION)
     demo.add_argument("--keep", action="store_true", help="leave the two tasks running")
@@ -89,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return agent_main(arguments[1:])
     args = parser.parse_args(arguments)
     if args.command == "up":
-        return _up(args)
+        return up_cli.run(args)
+    if args.command == "down":
+        return down_cli.run(args)
     if args.command == "image":
         return image_cli.run(args)
     if args.command == "logs":
@@ -99,13 +76,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(args.state_dir or config.default_state_dir(), args.region, args.keep)
     return _env(args)
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -166,100 +136,6 @@ def _follow_logs(task_dir: Path, container: str | None) -> int:
     finally:
         for follower in followers.values():
             follower.close()
-
-
-def _up(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from taskvpc.api.app import ControlPlane, Settings
-    from taskvpc.api.asgi import Application
-    from taskvpc.api.limits import Limits
-    from taskvpc.api.server import guarded_protocol
-    from taskvpc.control import reconcile
-    from taskvpc.store.db import Database, sqlite_url
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    account_id = config.account_id()
-    if not _ACCOUNT_ID.fullmatch(account_id):
-        print(f"taskvpc: TASKVPC_ACCOUNT_ID must be 12 digits, not {account_id!r}", file=sys.stderr)
-        return 2
-    state_dir: Path = args.state_dir or config.default_state_dir()
-    try:
-        for note in config.ensure_private_state_dir(state_dir):
-            print(f"taskvpc: {note}", file=sys.stderr)
-    except config.StateDirError as error:
-        print(f"taskvpc: {error}", file=sys.stderr)
-        return 2
-    credentials = config.load_or_create_credentials(state_dir)
-    database = Database(args.database_url or sqlite_url(state_dir))
-    database.migrate()
-    endpoint = f"http://{args.host}:{args.port}"
-    config.write_server_file(state_dir, endpoint)
-    settings = Settings(
-        account_id=account_id,
-        access_key_id=credentials.access_key_id,
-        secret_access_key=credentials.secret_access_key,
-        allow_reset=args.allow_reset,
-    )
-    control_plane = ControlPlane(settings, database)
-    control_plane.prepare_region(args.region)  # other regions get theirs on first use
-    reconcile_settings = reconcile.Settings(
-        stopped_task_retention=args.stopped_task_retention,
-        agent_timeout=args.agent_timeout,
-        attachment_timeout=args.attachment_timeout,
-    )
-    app = Application(
-        control_plane, reconcile.build_runner(database, control_plane.context, reconcile_settings)
-    )
-    agent = None
-    if not args.no_agent and os.geteuid() != 0:
-        print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)
-    elif not args.no_agent:
-        from taskvpc.cli.local_agent import LocalAgent
-
-        agent_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        extra = ["--runtime", args.runtime, "--fargate-capacity"]  # the machine's own Fargate capacity
-        if args.net_prefix:
-            extra += ["--prefix", args.net_prefix]
-        if args.instance_type:
-            extra += ["--instance-type", args.instance_type]
-        if args.max_task_enis is not None:
-            extra += ["--max-task-enis", str(args.max_task_enis)]
-        elif not args.instance_type:
-            # A developer's host has no EC2 ENI limit; the kernel holds thousands of task networks.
-            extra += ["--max-task-enis", str(LOCAL_MAX_TASK_ENIS)]
-        agent = LocalAgent(f"http://{agent_host}:{args.port}", state_dir, credentials, args.region, extra)
-        print(f"taskvpc: local agent (pid {agent.process.pid}) joins cluster 'default'", file=sys.stderr)
-    print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)
-    print(
-        f'taskvpc: eval "$(taskvpc env --state-dir {shlex.quote(str(state_dir))})" to use it', file=sys.stderr
-    )
-    limits = Limits()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            loop="uvloop",
-            # httptools with the head, body, time and connection limits an unauthenticated peer meets.
-            http=guarded_protocol(limits),
-            ws="none",
-            timeout_keep_alive=int(limits.keep_alive_timeout),
-            lifespan="on",
-            access_log=False,
-            log_level="warning",
-            # Agents' long polls (up to 30 s) must not hold a shutdown up: cut them after 2 s.
-            timeout_graceful_shutdown=2,
-        )
-    )
-    try:
-        server.run()
-    finally:
-        if agent is not None:
-            agent.stop()
-        database.dispose()
-    return 0
 
 
 def _env(args: argparse.Namespace) -> int:

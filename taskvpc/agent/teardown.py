@@ -1,0 +1,296 @@
+"""Remove everything one taskvpc instance (one name prefix) made on this host: ``taskvpc down``.
+
+What belongs to prefix ``P`` is found on the host itself, not in the state dir (which may be damaged
+or gone while its tasks still run):
+
+* network namespaces ``/run/netns/P-*`` (exactly ``P-``: prefix ``tvpc`` never touches ``tvpcx-…``);
+  VPC routers hold their nftables tables and every task ENI's router end, so both go with them;
+* host access links (``netplan.host_link_re``: ``Ph<hex>``); their addresses and routes go with them;
+* the cgroup tree ``/taskvpc`` (prefix ``tvpc``) or ``/taskvpc-P`` in every hierarchy;
+* processes: every one in that cgroup tree or in one of those namespaces, and the runtime's shims whose
+  command line names the state dir's ``tasks/`` (a ``process``-runtime task in ``host`` mode has
+  neither); each is checked again by its ``/proc`` start time before it is signalled;
+* mounts in this mount namespace at or below the state dir (container root file systems).
+
+Order: processes first (SIGTERM, SIGKILL after a grace period), so nothing re-creates what follows;
+then mounts, namespaces, links and cgroups. Like the ECS agent's teardown it keeps going after an error
+and reports what it could not remove. A live agent of the prefix holds :func:`prefix_lock`; teardown
+refuses to run under it (the agent would start the tasks again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from taskvpc.agent import netplan
+from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers.netlink import NetlinkDriver
+from taskvpc.agent.drivers.rtnl import Rtnl, attr
+from taskvpc.agent.netplan import Stray
+from taskvpc.agent.runtime import cgroups
+from taskvpc.agent.runtime.procs import alive, cmdline, proc_start_time
+
+LOCK_DIR = Path("/run/taskvpc")
+SHIM_MARKERS = ("taskvpc-shim", "taskvpc.agent.runtime.shim")
+MNT_DETACH = 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def cgroup_parent(prefix: str) -> str:
+    """The cgroup under which an agent of ``prefix`` puts its tasks (``taskvpc`` for the default)."""
+    return "taskvpc" if prefix == "tvpc" else f"taskvpc-{prefix}"
+
+
+# ---------------------------------------------------------------------------------------------- lock
+
+
+class PrefixBusy(Exception):
+    """Another live agent holds the prefix."""
+
+
+@contextlib.contextmanager
+def prefix_lock(prefix: str, lock_dir: Path = LOCK_DIR) -> Iterator[None]:
+    """Hold the prefix for this process's lifetime (the kernel drops the lock when it dies)."""
+    netplan.NetConfig(prefix=prefix)  # ValueError for a name that is no prefix (it names a file here)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{prefix}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise PrefixBusy(f"an agent with prefix {prefix!r} is running (pid {holder})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------- scan
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One instance's things: its name prefix and (when known) the state dir of its ``taskvpc up``."""
+
+    prefix: str
+    state_dir: Path | None = None
+    netns_dir: str = netns.DEFAULT_NETNS_DIR
+    cgroup_root: Path = cgroups.CGROUP_ROOT
+
+    def __post_init__(self) -> None:
+        netplan.NetConfig(prefix=self.prefix)  # ValueError for a name that is no prefix
+
+    @property
+    def cfg(self) -> netplan.NetConfig:
+        return netplan.NetConfig(prefix=self.prefix, netns_dir=self.netns_dir)
+
+
+@dataclass
+class Found:
+    namespaces: list[str] = field(default_factory=list)
+    host_links: list[str] = field(default_factory=list)
+    processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, start time)
+    mounts: list[str] = field(default_factory=list)
+    cgroups: list[Path] = field(default_factory=list)
+    task_ids: set[str] = field(default_factory=set)
+
+    def empty(self) -> bool:
+        return not (self.namespaces or self.host_links or self.processes or self.mounts or self.cgroups)
+
+
+def _namespaces(scope: Scope) -> list[str]:
+    return [n for n in netns.list_names(scope.netns_dir) if netplan.parse_netns(scope.cfg, n) is not None]
+
+
+def _host_links(scope: Scope) -> list[str]:
+    """The prefix's access links in this process's network namespace (the agent's "host")."""
+    pattern = netplan.host_link_re(scope.cfg)
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
+    with Rtnl(sock) as nl:
+        names = [attr(link, "IFLA_IFNAME", "") for link in nl.links()]
+    return sorted(n for n in names if pattern.fullmatch(n))
+
+
+def _cgroup_dirs(scope: Scope) -> list[Path]:
+    """The prefix's cgroup directories in every hierarchy, deepest first."""
+    found: list[Path] = []
+    for top in cgroups.existing(cgroup_parent(scope.prefix), scope.cgroup_root):
+        found.extend(d for d in top.rglob("*") if d.is_dir())
+        found.append(top)
+    return sorted(found, key=lambda d: -len(d.parts))
+
+
+def _cgroup_pids(directories: list[Path]) -> set[int]:
+    pids: set[int] = set()
+    for directory in directories:
+        with contextlib.suppress(OSError, ValueError):
+            pids.update(int(x) for x in (directory / "cgroup.procs").read_text().split())
+    return pids
+
+
+def _shim_dir(scope: Scope) -> str | None:
+    return None if scope.state_dir is None else f"{scope.state_dir.resolve()}/agent/tasks/"
+
+
+def _mount_points(scope: Scope) -> list[str]:
+    """Mount points at or below the state dir in this mount namespace, deepest first."""
+    if scope.state_dir is None:
+        return []
+    base = str(scope.state_dir.resolve())
+    points = []
+    try:
+        with open("/proc/self/mountinfo") as handle:
+            lines = handle.readlines()
+    except OSError:
+        return []
+    for line in lines:
+        point = line.split()[4].replace("\\040", " ").removesuffix(" (deleted)")
+        if point == base or point.startswith(base + "/"):
+            points.append(point)
+    return sorted(set(points), key=len, reverse=True)
+
+
+def scan(scope: Scope) -> Found:
+    """Everything of ``scope`` on this host now (see the module docstring)."""
+    found = Found(
+        namespaces=_namespaces(scope),
+        host_links=_host_links(scope),
+        mounts=_mount_points(scope),
+        cgroups=_cgroup_dirs(scope),
+    )
+    for name in found.namespaces:
+        parsed = netplan.parse_netns(scope.cfg, name)
+        if parsed is not None and parsed[0] == "task":
+            found.task_ids.add(parsed[1])
+    parent = cgroup_parent(scope.prefix)
+    for directory in found.cgroups:
+        for top in cgroups.hierarchies(scope.cgroup_root):
+            with contextlib.suppress(ValueError):
+                rel = directory.relative_to(top / parent).parts
+                if rel and _cgroup_pids([directory]):
+                    found.task_ids.add(rel[0])
+    namespace_inodes = set()
+    for name in found.namespaces:
+        with contextlib.suppress(OSError):
+            st = os.stat(netns.path_of(name, scope.netns_dir))
+            namespace_inodes.add((st.st_dev, st.st_ino))
+    shim_dir = _shim_dir(scope)
+    pids = _cgroup_pids(found.cgroups)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/proc/{pid}/ns/net")
+            if (st.st_dev, st.st_ino) in namespace_inodes:
+                pids.add(pid)
+                continue
+        if shim_dir is not None:
+            args = cmdline(pid)
+            if any(m in a for m in SHIM_MARKERS for a in args):
+                for arg in args:
+                    if arg.startswith(shim_dir):
+                        pids.add(pid)
+                        found.task_ids.add(arg[len(shim_dir) :].split("/")[0])
+    pids.discard(os.getpid())
+    for pid in sorted(pids):
+        start = proc_start_time(pid)
+        if start is not None and alive(pid, start):
+            found.processes.append((pid, start))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- remove
+
+
+@dataclass
+class Result:
+    found: Found
+    problems: list[str] = field(default_factory=list)
+    left: Found | None = None
+
+
+def _signal_all(processes: list[tuple[int, int]], signum: int) -> None:
+    for pid, start in processes:
+        if alive(pid, start):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+
+def _stop_processes(processes: list[tuple[int, int]], grace: float) -> list[str]:
+    _signal_all(processes, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(alive(p, s) for p, s in processes):
+        time.sleep(0.05)
+    _signal_all(processes, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(alive(p, s) for p, s in processes):
+        time.sleep(0.05)
+    return [f"process {p} survived SIGKILL" for p, s in processes if alive(p, s)]
+
+
+def _unmount(point: str) -> str | None:
+    if _libc.umount2(point.encode(), MNT_DETACH) == 0:
+        return None
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOENT):
+        return None
+    return f"umount {point}: {os.strerror(err)}"
+
+
+def _remove_cgroups(directories: list[Path]) -> list[str]:
+    problems = []
+    deadline = time.monotonic() + 5
+    for directory in directories:  # deepest first
+        while True:
+            try:
+                directory.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EBUSY and time.monotonic() < deadline:
+                    time.sleep(0.05)  # its last processes are still exiting
+                    continue
+                problems.append(f"cgroup {directory}: {exc.strerror}")
+                break
+    return problems
+
+
+def teardown(scope: Scope, grace: float = 3.0) -> Result:
+    """Stop the scope's processes and remove its mounts, namespaces, links and cgroups."""
+    found = scan(scope)
+    result = Result(found)
+    result.problems += _stop_processes(found.processes, grace)
+    again = scan(scope)  # a shim may have started a container while we looked: once more
+    result.problems += _stop_processes([p for p in again.processes if p not in found.processes], grace)
+    for point in _mount_points(scope):
+        if (problem := _unmount(point)) is not None:
+            result.problems.append(problem)
+    # the driver removes only names of the prefix (it checks again), and a link with its routes
+    with NetlinkDriver(scope.cfg) as driver:
+        strays = [Stray("netns", n) for n in _namespaces(scope)]
+        strays += [Stray("link", n) for n in _host_links(scope)]
+        for stray in strays:
+            try:
+                driver.remove_stray(stray)
+            except (OSError, ValueError, NetlinkError) as exc:
+                result.problems.append(f"{stray.kind} {stray.name}: {exc}")
+    result.problems += _remove_cgroups(_cgroup_dirs(scope))
+    result.left = scan(scope)
+    return result
