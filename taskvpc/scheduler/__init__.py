@@ -12,7 +12,13 @@ from taskvpc.scheduler.model import (
     required_from_api,
     strategies_from_api,
 )
-from taskvpc.scheduler.placement import check_instance, compile_expression, compile_request, place
+from taskvpc.scheduler.placement import (
+    check_instance,
+    compile_expression,
+    compile_request,
+    instance_failure,
+    place,
+)
 from taskvpc.scheduler.query import QuerySyntaxError, parse
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "compile_expression",
     "compile_request",
     "constraints_from_api",
+    "instance_failure",
     "parse",
     "place",
     "required_from_api",

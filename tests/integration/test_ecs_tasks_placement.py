@@ -60,7 +60,9 @@ def test_location_attribute_agent_memory_cpu(api: Server, agents: Any) -> None:
     no_eni = agents(attributes={"ecs.capability.task-eni": "x"}).start()
     ecs.delete_attributes(attributes=[{"name": "ecs.capability.task-eni", "targetId": no_eni.arn}])
     # deleting an agent attribute works as on ECS; the agent puts it back when it registers again
-    assert _run(ecs, subnets["us-east-1a"])["failures"] == [{"arn": no_eni.arn, "reason": "ATTRIBUTE"}]
+    assert _run(ecs, subnets["us-east-1a"])["failures"] == [
+        {"arn": no_eni.arn, "reason": "ATTRIBUTE", "detail": "Missing attribute: ecs.capability.task-eni"}
+    ]
     no_eni.register()
     assert len(_run(ecs, subnets["us-east-1a"])["tasks"]) == 1
     no_eni.stop()

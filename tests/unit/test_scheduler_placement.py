@@ -20,6 +20,7 @@ from taskvpc.scheduler import (
     TaskRequest,
     check_instance,
     constraints_from_api,
+    instance_failure,
     place,
     required_from_api,
     strategies_from_api,
@@ -125,7 +126,9 @@ def test_draining_instances_never_get_tasks_and_report_nothing() -> None:
 def test_each_reason(instance: InstanceSnapshot, request_kw: dict[str, Any], reason: str) -> None:
     placed, failures = run(req(**request_kw), instance)
     assert placed == []
-    assert failures == [{"arn": instance.arn, "reason": reason}]  # no "detail", as in real outputs
+    # no "detail", as in real outputs, except ATTRIBUTE's: which attribute is missing (taskvpc's addition)
+    detail = {"detail": "Missing attribute: ecs.capability.task-eni"} if reason == "ATTRIBUTE" else {}
+    assert failures == [{"arn": instance.arn, "reason": reason, **detail}]
 
 
 def test_value_of_a_required_attribute_must_match() -> None:
@@ -391,3 +394,26 @@ def test_api_shapes() -> None:
         "reason": "AGENT",
         "detail": "down",
     }
+
+
+def test_attribute_failures_name_the_missing_attributes() -> None:
+    need = TaskRequest(
+        cpu=256,
+        memory=512,
+        count=1,
+        required_attributes=(
+            RequiredAttribute("com.amazonaws.ecs.capability.task-iam-role"),
+            TASK_ENI,
+            RequiredAttribute("ecs.os-type", "linux"),
+        ),
+    )
+    [failure] = place(need, [inst("a", attributes={"ecs.os-type": "windows"})], random.Random(0)).failures
+    assert failure.to_api() == {
+        "arn": failure.arn,
+        "reason": "ATTRIBUTE",
+        "detail": "Missing attributes: com.amazonaws.ecs.capability.task-iam-role, ecs.os-type=linux",
+    }
+    assert instance_failure(need, inst("a", attributes={"ecs.os-type": "linux"})) == PlacementFailure(
+        failure.arn, "ATTRIBUTE", "Missing attribute: com.amazonaws.ecs.capability.task-iam-role"
+    )
+    assert place(req(cpu=10**6), [inst("a")], random.Random(0)).failures[0].detail is None

@@ -162,7 +162,7 @@ def test_placement_properties(cluster: list[InstanceSnapshot], request: TaskRequ
         final = {i.arn: i for i in replayed}
         for failure in result.failures:
             assert failure.reason in REASONS
-            assert failure.detail is None
+            assert (failure.detail is not None) == (failure.reason == "ATTRIBUTE")
             assert first_failure(compiled, final[failure.arn]) == failure.reason
 
 

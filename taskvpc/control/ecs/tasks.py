@@ -35,8 +35,8 @@ from taskvpc.domain.taskdef import FARGATE_SIZES
 from taskvpc.scheduler import (
     PlacementFailure,
     TaskRequest,
-    check_instance,
     constraints_from_api,
+    instance_failure,
     place,
     required_from_api,
     strategies_from_api,
@@ -525,9 +525,9 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
                 failures.append({"arn": row["arn"], "reason": "INACTIVE"})
                 continue
             snap = snaps[row["arn"]]
-            reason = check_instance(request, snap)
-            if reason is not None:
-                failures.append({"arn": row["arn"], "reason": reason})
+            failure = instance_failure(request, snap)
+            if failure is not None:
+                failures.append(failure.to_api())
                 continue
             created.append(_create_task(conn, ctx, launch, row, snap.attributes.get("ecs.cpu-architecture")))
             snap.remaining["CPU"] -= launch.cpu
