@@ -1,13 +1,17 @@
 """``taskvpc down``: stop every task of a prefix and remove everything taskvpc made for it on this host.
 
 The host is searched, not the state dir (``taskvpc/agent/teardown.py``), so a damaged or deleted state
-dir still comes down. ``--purge`` also deletes the state dir (database, credentials, images), after
-every mount below it is gone. It refuses while an agent of the prefix runs: stop ``taskvpc up`` first.
+dir still comes down. Then the control plane's record follows (:func:`record_stopped`): the local
+instance's tasks are stopped in its database as a StopTask and the agent's STOPPED report would, so
+the next ``taskvpc up`` does not start them again. ``--purge`` also deletes the state dir (database,
+credentials, images), after every mount below it is gone. It refuses while an agent of the prefix
+runs: stop ``taskvpc up`` first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -25,6 +29,9 @@ def add_arguments(down: argparse.ArgumentParser) -> None:
         help="the state dir 'taskvpc up' used (default: as for up)",
     )
     down.add_argument("--net-prefix", default=DEFAULT_NET_PREFIX, help="the name prefix 'taskvpc up' used")
+    down.add_argument(
+        "--database-url", default=None, help="the one 'taskvpc up' used (default: SQLite in the state dir)"
+    )
     down.add_argument("--purge", action="store_true", help="also delete the state dir")
     down.add_argument(
         "--grace", type=float, default=3.0, help="seconds between SIGTERM and SIGKILL of the tasks"
@@ -54,7 +61,55 @@ def run(args: argparse.Namespace) -> int:
     if left is not None and not left.empty():
         print(f"taskvpc down: still there: {summary(left)}", file=sys.stderr)
         return 1
+    if not args.purge:
+        print(f"taskvpc down: {record_stopped(state_dir, args.database_url)}", file=sys.stderr)
     if args.purge and state_dir.exists():
         shutil.rmtree(state_dir)
         print(f"taskvpc down: removed {state_dir}", file=sys.stderr)
     return 0
+
+
+STOP_REASON = "taskvpc down: stopped on the host"  # taskvpc's own
+
+
+def record_stopped(state_dir: Path, database_url: str | None) -> str:
+    """Stop the local instance's tasks in the control plane's database; a line saying what was done."""
+    import time
+
+    from taskvpc.agent.state import STATE_FILE, load_state
+    from taskvpc.api.app import ControlPlane, Settings
+    from taskvpc.control import agent as agent_api
+    from taskvpc.control.ecs import tasks as ecs_tasks
+    from taskvpc.domain.errors import ClientError
+    from taskvpc.store import tasks_repo
+    from taskvpc.store.db import Database, sqlite_url
+
+    agent_dir = state_dir / "agent"
+    arn = load_state(agent_dir).container_instance_arn if (agent_dir / STATE_FILE).exists() else None
+    url = database_url or (sqlite_url(state_dir) if (state_dir / "taskvpc.db").exists() else None)
+    if arn is None or url is None:
+        return "no local container instance on record: the control plane's tasks were left as they are"
+    region, instance_id = arn.split(":")[3], arn.rsplit("/", 1)[-1]
+    database = Database(url)
+    try:
+        plane = ControlPlane(Settings(config.account_id(), "", "", False), database)
+        ctx = plane.context(region, time.time())
+        with database.read() as conn:
+            tasks = tasks_repo.tasks_on_instance(conn, instance_id)
+        reports = []
+        for task in tasks:
+            with contextlib.suppress(ClientError):  # a task StopTask no longer finds is stopped already
+                ecs_tasks.stop_task(
+                    ctx, {"cluster": task["cluster"], "task": task["arn"], "reason": STOP_REASON}
+                )
+            containers = [{"name": c["name"], "status": "STOPPED"} for c in task["spec"]["containers"]]
+            reports.append({"taskArn": task["arn"], "knownStatus": "STOPPED", "containers": containers})
+        if reports:
+            agent_api.report(ctx, instance_id, {"tasks": reports})
+        with database.transaction() as conn:  # no agent runs here now: the instance is disconnected
+            tasks_repo.set_heartbeat(conn, instance_id, 0.0)
+    except ClientError as exc:
+        return f"the control plane's record was not updated ({exc})"
+    finally:
+        database.dispose()
+    return f"{len(reports)} task(s) recorded STOPPED on {arn}"

@@ -168,7 +168,7 @@ def assert_quiet(log: str) -> None:
 def test_sigint_keeps_tasks_then_down_restores_the_host(server: RootServer) -> None:
     before = snapshot()
     server.start()
-    run_task(server)
+    arn = run_task(server)
     processes = [(main, proc_start_time(main)) for _, main in container_processes(server.state_dir)]
     assert len(processes) == 1
 
@@ -182,11 +182,24 @@ def test_sigint_keeps_tasks_then_down_restores_the_host(server: RootServer) -> N
     result = down(server)
     assert result.returncode == 0, result.stderr
     assert f"prefix {server.prefix}: 1 task(s)" in result.stderr
+    assert "1 task(s) recorded STOPPED" in result.stderr
     assert not any(alive(pid, start) for pid, start in processes)
     assert processes_naming(server.state_dir) == []
     after = settled_equal(before)
     assert after == before, differences(before, after)
     assert server.state_dir.exists()
+
+    # the control plane's record agrees: a new `up` shows the task STOPPED and does not start it again
+    server.log_path.write_text("")
+    server.start()
+    ecs = server.client("ecs")
+    [task] = ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"]
+    assert (task["lastStatus"], task["desiredStatus"]) == ("STOPPED", "STOPPED")
+    assert task["stoppedReason"] == "taskvpc down: stopped on the host"
+    time.sleep(1.0)
+    assert [n for n in hostcheck.namespaces(server.prefix) if "-t-" in n] == []
+    assert "task(s) keep running" not in stop_up(server, signal.SIGINT)
+    assert down(server).returncode == 0
 
     again = down(server, "--purge")  # nothing left to remove, and then the state dir goes
     assert again.returncode == 0, again.stderr
