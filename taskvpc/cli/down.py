@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from taskvpc.cli import config
-from taskvpc.cli.up import DEFAULT_NET_PREFIX, summary
+from taskvpc.cli.up import default_net_prefix, summary
 
 
 def add_arguments(down: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def add_arguments(down: argparse.ArgumentParser) -> None:
         default=None,
         help="the state dir 'taskvpc up' used (default: as for up)",
     )
-    down.add_argument("--net-prefix", default=DEFAULT_NET_PREFIX, help="the name prefix 'taskvpc up' used")
+    down.add_argument("--net-prefix", default=default_net_prefix(), help="the name prefix 'taskvpc up' used")
     down.add_argument(
         "--database-url", default=None, help="the one 'taskvpc up' used (default: SQLite in the state dir)"
     )

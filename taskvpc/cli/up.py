@@ -80,7 +80,7 @@ def add_arguments(up: argparse.ArgumentParser) -> None:
     )
     up.add_argument(
         "--net-prefix",
-        default=DEFAULT_NET_PREFIX,
+        default=default_net_prefix(),
         help="name prefix of the local agent's namespaces and links (cgroup: taskvpc-<prefix>, or taskvpc "
         "for tvpc)",
     )
@@ -115,6 +115,11 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
+
+
+def default_net_prefix() -> str:
+    """``$TASKVPC_NET_PREFIX`` (a test suite's, or a second instance's), else ``tvpc``."""
+    return os.environ.get("TASKVPC_NET_PREFIX") or DEFAULT_NET_PREFIX
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -313,16 +318,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefix_busy(prefix: str) -> str | None:
+def _prefix_busy(prefix: str, patience: float = 10.0) -> str | None:
+    """Why no agent of ``prefix`` can start here, if so; an agent that is still stopping (its ``up``
+    was killed a moment ago) gets ``patience`` seconds to let go."""
+    import time
+
     from taskvpc.agent.teardown import PrefixBusy, prefix_lock
 
-    try:
-        with prefix_lock(prefix):
-            return None
-    except PrefixBusy as exc:
-        return str(exc)
-    except OSError:
-        return None  # no /run to lock in: the agent says so itself
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with prefix_lock(prefix):
+                return None
+        except PrefixBusy as exc:
+            if time.monotonic() > deadline:
+                return str(exc)
+            time.sleep(0.2)
+        except OSError:
+            return None  # no /run to lock in: the agent says so itself
 
 
 def _after_stop(args: argparse.Namespace, state_dir: Path, command: str) -> None:
@@ -338,7 +351,7 @@ def _after_stop(args: argparse.Namespace, state_dir: Path, command: str) -> None
     count = len(scan(scope).task_ids)
     if count:
         down = f"{command} down --state-dir {shlex.quote(str(state_dir))}"
-        if args.net_prefix != DEFAULT_NET_PREFIX:
+        if args.net_prefix != default_net_prefix():
             down += f" --net-prefix {args.net_prefix}"
         print(
             f"taskvpc: {count} task(s) keep running for the next 'taskvpc up' to adopt; "
