@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from taskvpc.scheduler.ports import HostPorts, PortNeeds
+
 CPU = "CPU"
 MEMORY = "MEMORY"
 AZ_ATTRIBUTE = "ecs.availability-zone"
@@ -32,6 +34,7 @@ class InstanceSnapshot:
     pending_tasks_count: int = 0
     agent_version: str | None = None
     registered_at: datetime | None = None
+    ports: HostPorts = field(default_factory=HostPorts)  # host ports held (reserved and by tasks)
 
     def attribute(self, name: str) -> tuple[bool, str | None]:
         """``(present, value)``; the AZ attribute falls back to ``availability_zone``."""
@@ -47,6 +50,7 @@ class InstanceSnapshot:
             remaining=dict(self.remaining),
             attributes=dict(self.attributes),
             task_groups=dict(self.task_groups),
+            ports=self.ports.copy(),
         )
 
 
@@ -87,6 +91,7 @@ class TaskRequest:
     allowed_azs: frozenset[str] | None = None  # AZs of the awsvpcConfiguration subnets
     group: str | None = None  # RunTask ``group`` (default ``family:<family>``, set by the caller)
     count: int = 1
+    ports: PortNeeds = field(default_factory=PortNeeds)  # host ports of a bridge/host task
 
 
 @dataclass(frozen=True, slots=True)

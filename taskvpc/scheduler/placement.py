@@ -13,7 +13,8 @@ Order of the checks, and why (ECS documents the reasons but not their order [U])
 1. ``AGENT`` - a disconnected agent cannot start anything, whatever else is true.
 2. ``ATTRIBUTE`` - the task definition's ``requiresAttributes`` (e.g. ``ecs.capability.task-eni``).
 3. ``LOCATION`` - the instance's AZ is not one of the subnets' AZs (``awsvpcConfiguration``).
-4. ``RESOURCE:CPU``, ``RESOURCE:MEMORY``, ``RESOURCE:ENI`` - capacity, checked before constraints as the
+4. ``RESOURCE:CPU``, ``RESOURCE:MEMORY``, ``RESOURCE:PORTS`` (``_UDP``; ``ports.py``), ``RESOURCE:ENI`` -
+   capacity, checked before constraints as the
    Developer Guide's ``task-placement.md`` describes ("instances that satisfy the CPU, memory and port
    requirements", then "the task placement constraints").
 5. ``MemberOf placement constraint unsatisfied.`` then ``DistinctInstance placement constraint
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from taskvpc.domain.errors import ClientError, invalid_parameter
+from taskvpc.scheduler import ports
 from taskvpc.scheduler.model import (
     CPU,
     MEMORY,
@@ -66,6 +68,8 @@ REASON_LOCATION = "LOCATION"
 REASON_CPU = "RESOURCE:CPU"
 REASON_MEMORY = "RESOURCE:MEMORY"
 REASON_ENI = "RESOURCE:ENI"
+REASON_PORTS = "RESOURCE:PORTS"
+REASON_PORTS_UDP = "RESOURCE:PORTS_UDP"
 REASON_MEMBER_OF = "MemberOf placement constraint unsatisfied."
 REASON_DISTINCT = "DistinctInstance placement constraint unsatisfied."
 
@@ -100,6 +104,7 @@ class _Ledger:
         instance.remaining[MEMORY] = instance.remaining.get(MEMORY, 0) - request.memory
         if request.needs_eni:
             instance.task_eni_free -= 1
+        ports.charge(request.ports, instance.ports)
         if self.group is not None:
             instance.task_groups[self.group] = instance.task_groups.get(self.group, 0) + 1
         instance.pending_tasks_count += 1
@@ -118,6 +123,8 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ),
     (REASON_CPU, lambda c, i, led: i.remaining.get(CPU, 0) >= c.request.cpu),
     (REASON_MEMORY, lambda c, i, led: i.remaining.get(MEMORY, 0) >= c.request.memory),
+    (REASON_PORTS, lambda c, i, led: ports.conflict(c.request.ports, i.ports) != "PORTS"),
+    (REASON_PORTS_UDP, lambda c, i, led: ports.conflict(c.request.ports, i.ports) != "PORTS_UDP"),
     (REASON_ENI, lambda c, i, led: not c.request.needs_eni or i.task_eni_free >= 1),
     (REASON_MEMBER_OF, lambda c, i, led: all(e.evaluate(i) for e in c.member_of)),
     (REASON_DISTINCT, lambda c, i, led: not c.distinct or led.group_count(i) == 0),

@@ -11,6 +11,7 @@ but whose agent never polled is not connected, as a real one whose agent never o
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,8 @@ from taskvpc.domain.arns import container_instance_arn, last_path_part, match_id
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.domain.lifecycle import ContainerInstanceEvent, ContainerInstanceStatus
 from taskvpc.domain.pagination import decode_token, encode_token, page_size
-from taskvpc.scheduler import InstanceSnapshot, compile_expression
+from taskvpc.scheduler import InstanceSnapshot, compile_expression, ports
+from taskvpc.scheduler.ports import HostPorts
 from taskvpc.store import ec2_repo, ecs_repo, tasks_repo
 
 Row = dict[str, Any]
@@ -167,13 +169,40 @@ def snapshot(
 
 
 def snapshots(
-    conn: Connection, ctx: RequestContext, cluster: str, rows: list[Row] | None = None
+    conn: Connection,
+    ctx: RequestContext,
+    cluster: str,
+    rows: list[Row] | None = None,
+    *,
+    with_ports: bool = False,
 ) -> list[InstanceSnapshot]:
+    """The instances as the scheduler sees them; ``with_ports`` adds the host ports each one holds (a
+    query per instance: only for tasks that need host ports)."""
     if rows is None:
         rows = tasks_repo.list_instances(conn, ctx.region, cluster, statuses=["ACTIVE", "DRAINING"])
     attributes = tasks_repo.attributes_of(conn, [r["id"] for r in rows])
     groups = tasks_repo.group_counts(conn, ctx.region, cluster)
-    return [snapshot(r, attributes[r["id"]], groups.get(r["id"], {}), ctx.now) for r in rows]
+    found = [snapshot(r, attributes[r["id"]], groups.get(r["id"], {}), ctx.now) for r in rows]
+    if with_ports:
+        for snap, row in zip(found, rows, strict=True):
+            snap.ports = host_ports(conn, row)
+    return found
+
+
+def host_ports(conn: Connection, row: Row) -> HostPorts:
+    """The ports an instance holds: those it registered as reserved, and its live tasks' bindings."""
+    held = HostPorts()
+    for resource in row["body"]["registeredResources"]:
+        protocol = {"PORTS": "tcp", "PORTS_UDP": "udp"}.get(resource["name"])
+        if protocol is None:
+            continue
+        for port in resource.get("stringSetValue") or []:
+            with contextlib.suppress(ValueError):
+                held.add(protocol, int(port))
+    for task in tasks_repo.tasks_on_instance(conn, row["id"]):
+        for container in task["body"]["containers"]:
+            ports.held_by(container.get("networkBindings") or [], held)
+    return held
 
 
 # ---- registration ---------------------------------------------------------------------------------

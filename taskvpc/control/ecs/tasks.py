@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +42,8 @@ from taskvpc.scheduler import (
     required_from_api,
     strategies_from_api,
 )
+from taskvpc.scheduler.model import InstanceSnapshot
+from taskvpc.scheduler.ports import HostPorts, PortNeeds, bind as bind_ports, port_needs
 from taskvpc.store import ecs_repo, services_repo, tasks_repo
 
 Row = dict[str, Any]
@@ -180,6 +183,7 @@ class Launch:
     strategy: list[Doc] = field(default_factory=list)  # capacityProviderStrategy, normalised
     capacity_provider: str | None = None  # of the tasks being created now
     platform_version: str | None = None  # FARGATE: the resolved platform version
+    ports: PortNeeds = field(default_factory=PortNeeds)  # host ports of a bridge/host task
 
 
 _STARTED_BY = re.compile(r"[A-Za-z0-9_/-]{1,128}")  # "up to 128 letters, numbers, hyphens, /, _" (API)
@@ -228,7 +232,24 @@ def prepare_launch(conn: Connection, ctx: RequestContext, cluster: Doc, params: 
         launch_type=launch_type,
         strategy=strategy,
         platform_version=platform_version,
+        ports=port_needs(td.get("networkMode") or "bridge", containers),
     )
+
+
+def _held_ports(
+    launch: Launch, assignments: Sequence[str], snaps: Mapping[str, InstanceSnapshot]
+) -> dict[str, HostPorts]:
+    """The host ports of each instance that got a task of a bridge/host ``launch``, before the tasks'
+    dynamic ports are chosen: what its snapshot held, and every task's static ports of this call."""
+    if not launch.ports:
+        return {}
+    held: dict[str, HostPorts] = {}
+    for arn in assignments:
+        if arn not in held:
+            held[arn] = snaps[arn].ports.copy()
+            for protocol, port in launch.ports.static:
+                held[arn].add(protocol, port)
+    return held
 
 
 # ---- creating tasks -------------------------------------------------------------------------------
@@ -240,7 +261,12 @@ def _eni_spec(eni: Doc, subnet: Doc) -> Doc:
 
 
 def _create_task(
-    conn: Connection, ctx: RequestContext, launch: Launch, instance: Row, architecture: str | None
+    conn: Connection,
+    ctx: RequestContext,
+    launch: Launch,
+    instance: Row,
+    architecture: str | None,
+    held_ports: HostPorts | None = None,
 ) -> Row:
     cluster_name = launch.cluster["clusterName"]
     task_id = ctx.new_id().replace("-", "")
@@ -306,6 +332,12 @@ def _create_task(
         body = _as_fargate(body, launch)
     elif launch.capacity_provider:
         body["capacityProviderName"] = launch.capacity_provider
+    if held_ports is not None:  # bridge/host: the host ports it binds (dynamic ones chosen now)
+        bindings = bind_ports(spec["networkMode"], launch.containers, held_ports)
+        spec["networkBindings"] = bindings
+        for container, bound in zip(body["containers"], bindings, strict=True):
+            if bound:
+                container["networkBindings"] = bound
     if failure is not None:
         taskdoc.request_stop(body, TaskEvent.FAILED_TO_START, StopCode.TASK_FAILED_TO_START, failure, ctx.now)
         taskdoc.finish(body, ctx.now)
@@ -471,18 +503,23 @@ def place_tasks(
         allowed_azs=launch.network.availability_zones if launch.network else None,
         group=launch.group,
         count=count,
+        ports=launch.ports,
     )
     rows = tasks_repo.list_instances(conn, ctx.region, cluster_name, statuses=["ACTIVE", "DRAINING"])
-    snaps = container_instances.snapshots(conn, ctx, cluster_name, rows)
+    snaps = container_instances.snapshots(conn, ctx, cluster_name, rows, with_ports=bool(launch.ports))
     if launch.launch_type == capacity.FARGATE:
         snaps = [s for s in snaps if capacity.FARGATE_CAPACITY_ATTRIBUTE in s.attributes]
         if not snaps:
             raise invalid_parameter(NO_FARGATE_CAPACITY)
     placement = place(request, snaps, random.Random(ctx.new_id()))
     by_arn = {row["arn"]: row for row in rows}
-    architecture = {s.arn: s.attributes.get("ecs.cpu-architecture") for s in snaps}
+    by_snap = {s.arn: s for s in snaps}
+    held = _held_ports(launch, placement.assignments, by_snap)
     created = [
-        _create_task(conn, ctx, launch, by_arn[arn], architecture.get(arn)) for arn in placement.assignments
+        _create_task(
+            conn, ctx, launch, by_arn[arn], by_snap[arn].attributes.get("ecs.cpu-architecture"), held.get(arn)
+        )
+        for arn in placement.assignments
     ]
     return created, placement.failures
 
@@ -509,10 +546,14 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
             allowed_azs=launch.network.availability_zones if launch.network else None,
             group=launch.group,
+            ports=launch.ports,
         )
         found, missing = container_instances.find_instances(conn, ctx, cluster_name, identifiers)
         snaps = {
-            s.arn: s for s in container_instances.snapshots(conn, ctx, cluster_name, list(found.values()))
+            s.arn: s
+            for s in container_instances.snapshots(
+                conn, ctx, cluster_name, list(found.values()), with_ports=bool(launch.ports)
+            )
         }
         created: list[Row] = []
         failures: list[dict[str, str]] = []
@@ -529,7 +570,12 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             if failure is not None:
                 failures.append(failure.to_api())
                 continue
-            created.append(_create_task(conn, ctx, launch, row, snap.attributes.get("ecs.cpu-architecture")))
+            held = _held_ports(launch, [snap.arn], snaps)
+            created.append(
+                _create_task(
+                    conn, ctx, launch, row, snap.attributes.get("ecs.cpu-architecture"), held.get(snap.arn)
+                )
+            )
             snap.remaining["CPU"] -= launch.cpu
             snap.remaining["MEMORY"] -= launch.memory
             if request.needs_eni:
