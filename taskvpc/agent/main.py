@@ -51,10 +51,10 @@ from taskvpc.agent import netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
+from taskvpc.agent.prefix import PrefixBusy, cgroup_parent, prefix_lock
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
-from taskvpc.agent.teardown import PrefixBusy, cgroup_parent, prefix_lock
 from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger("taskvpc.agent")

@@ -14,7 +14,7 @@ or gone while its tasks still run):
 
 Order: processes first (SIGTERM, SIGKILL after a grace period), so nothing re-creates what follows;
 then mounts, namespaces, links and cgroups. Like the ECS agent's teardown it keeps going after an error
-and reports what it could not remove. A live agent of the prefix holds :func:`prefix_lock`; teardown
+and reports what it could not remove. A live agent of the prefix holds ``prefix.prefix_lock``; teardown
 refuses to run under it (the agent would start the tasks again).
 """
 
@@ -23,12 +23,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,45 +37,13 @@ from taskvpc.agent.drivers import netns
 from taskvpc.agent.drivers.netlink import NetlinkDriver
 from taskvpc.agent.drivers.rtnl import Rtnl, attr
 from taskvpc.agent.netplan import Stray
+from taskvpc.agent.prefix import cgroup_parent
 from taskvpc.agent.runtime import cgroups
 from taskvpc.agent.runtime.procs import alive, cmdline, proc_start_time
 
-LOCK_DIR = Path("/run/taskvpc")
 SHIM_MARKERS = ("taskvpc-shim", "taskvpc.agent.runtime.shim")
 MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def cgroup_parent(prefix: str) -> str:
-    """The cgroup under which an agent of ``prefix`` puts its tasks (``taskvpc`` for the default)."""
-    return "taskvpc" if prefix == "tvpc" else f"taskvpc-{prefix}"
-
-
-# ---------------------------------------------------------------------------------------------- lock
-
-
-class PrefixBusy(Exception):
-    """Another live agent holds the prefix."""
-
-
-@contextlib.contextmanager
-def prefix_lock(prefix: str, lock_dir: Path = LOCK_DIR) -> Iterator[None]:
-    """Hold the prefix for this process's lifetime (the kernel drops the lock when it dies)."""
-    netplan.NetConfig(prefix=prefix)  # ValueError for a name that is no prefix (it names a file here)
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / f"{prefix}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise PrefixBusy(f"an agent with prefix {prefix!r} is running (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------- scan

@@ -39,7 +39,8 @@ def add_arguments(down: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from taskvpc.agent.teardown import PrefixBusy, Scope, prefix_lock, teardown
+    from taskvpc.agent.prefix import PrefixBusy, prefix_lock
+    from taskvpc.agent.teardown import Scope, teardown
 
     if os.geteuid() != 0:
         print("taskvpc down: needs root (namespaces, links, other users' processes)", file=sys.stderr)

@@ -323,7 +323,7 @@ def _prefix_busy(prefix: str, patience: float = 10.0) -> str | None:
     was killed a moment ago) gets ``patience`` seconds to let go."""
     import time
 
-    from taskvpc.agent.teardown import PrefixBusy, prefix_lock
+    from taskvpc.agent.prefix import PrefixBusy, prefix_lock
 
     deadline = time.monotonic() + patience
     while True:
@@ -343,10 +343,13 @@ def _after_stop(args: argparse.Namespace, state_dir: Path, command: str) -> None
 
     scope = Scope(args.net_prefix, state_dir)
     if args.cleanup_on_exit:
+        from taskvpc.cli.down import record_stopped
+
         result = teardown(scope)
         print(f"taskvpc: --cleanup-on-exit: {summary(result.found)} removed", file=sys.stderr)
         for problem in result.problems:
             print(f"taskvpc: not removed: {problem}", file=sys.stderr)
+        print(f"taskvpc: {record_stopped(state_dir, args.database_url)}", file=sys.stderr)
         return
     count = len(scan(scope).task_ids)
     if count:

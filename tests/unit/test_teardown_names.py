@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from taskvpc.agent import netplan
-from taskvpc.agent.teardown import PrefixBusy, Scope, cgroup_parent, prefix_lock
+from taskvpc.agent.prefix import PrefixBusy, cgroup_parent, prefix_lock
+from taskvpc.agent.teardown import Scope
 
 PREFIXES = st.from_regex(r"[a-z][a-z0-9]{1,6}", fullmatch=True)
 
