@@ -14,8 +14,8 @@ or gone while its tasks still run):
 
 Order: processes first (SIGTERM, SIGKILL after a grace period), so nothing re-creates what follows;
 then mounts, namespaces, links and cgroups. Like the ECS agent's teardown it keeps going after an error
-and reports what it could not remove. A live agent of the prefix holds ``prefix.prefix_lock``; teardown
-refuses to run under it (the agent would start the tasks again).
+and reports what it could not remove. A live agent of the prefix holds ``prefix.prefix_lock``;
+``taskvpc down`` refuses to run under it (the agent would start the tasks again).
 """
 
 from __future__ import annotations
