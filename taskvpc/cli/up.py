@@ -221,6 +221,10 @@ def run(args: argparse.Namespace) -> int:
     if not _ACCOUNT_ID.fullmatch(account_id):
         print(f"taskvpc: TASKVPC_ACCOUNT_ID must be 12 digits, not {account_id!r}", file=sys.stderr)
         return 2
+    # a signal while starting (migrations, the agent) is kept, and stops the server once it serves
+    early: list[int] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda number, _frame: early.append(number))
     with_agent = not args.no_agent and os.geteuid() == 0
     if with_agent and (busy := _prefix_busy(args.net_prefix)):
         print(f"taskvpc: {busy}: stop it or pick another --net-prefix", file=sys.stderr)
@@ -300,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopper.request, signum)
+        if early:
+            stopper.request(early[0])
         await server.serve(sockets=[listener])
 
     try:
