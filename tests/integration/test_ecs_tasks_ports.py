@@ -44,6 +44,11 @@ def test_static_host_port_conflicts_and_frees(api: TaskvpcServer, agents: Any) -
     assert ecs.start_task(taskDefinition="ssh", containerInstances=[agent.arn])["failures"] == [
         {"arn": agent.arn, "reason": "RESOURCE:PORTS"}
     ]
+    # DescribeContainerInstances lists the ports in use among the remaining resources, as ECS does
+    [described] = ecs.describe_container_instances(containerInstances=[agent.arn])["containerInstances"]
+    remaining = {r["name"]: r for r in described["remainingResources"]}
+    assert remaining["PORTS"]["stringSetValue"] == ["22", "2375", "2376", "8080", "51678", "51679"]
+    assert remaining["PORTS_UDP"]["stringSetValue"] == []
     # the port is free again once the task stopped
     ecs.stop_task(task=arn)
     agent.wait_for_task(arn, "STOPPED")

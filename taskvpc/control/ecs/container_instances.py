@@ -84,13 +84,18 @@ def _resource(name: str, value: int | list[str]) -> Doc:
     return {"name": name, "type": "INTEGER", "doubleValue": 0.0, "longValue": 0, "integerValue": value}
 
 
-def remaining_resources(row: Row) -> list[Doc]:
+def remaining_resources(row: Row, held: HostPorts | None = None) -> list[Doc]:
+    """CPU and MEMORY left; ``PORTS``/``PORTS_UDP`` list the ports in use (reserved and the tasks'), as
+    ECS's ``remainingResources`` does, when ``held`` is given."""
     remaining = []
     for resource in row["body"]["registeredResources"]:
         if resource["name"] == "CPU":
             resource = {**resource, "integerValue": row["cpu_registered"] - row["cpu_used"]}
         elif resource["name"] == "MEMORY":
             resource = {**resource, "integerValue": row["memory_registered"] - row["memory_used"]}
+        elif held is not None and resource["name"] in ("PORTS", "PORTS_UDP"):
+            in_use = held.used.get("tcp" if resource["name"] == "PORTS" else "udp", set())
+            resource = {**resource, "stringSetValue": [str(p) for p in sorted(in_use)]}
         remaining.append(resource)
     return remaining
 
@@ -115,7 +120,7 @@ def view(
         "ec2InstanceId": row["ec2_instance_id"],
         "version": row["version"],
         "versionInfo": row["body"].get("versionInfo", {}),
-        "remainingResources": remaining_resources(row),
+        "remainingResources": remaining_resources(row, host_ports(conn, row)),
         "registeredResources": row["body"]["registeredResources"],
         "status": row["status"],
         "agentConnected": connected,
