@@ -82,7 +82,7 @@ def record_stopped(state_dir: Path, database_url: str | None) -> str:
     from taskvpc.control import agent as agent_api
     from taskvpc.control.ecs import tasks as ecs_tasks
     from taskvpc.domain.errors import ClientError
-    from taskvpc.store import tasks_repo
+    from taskvpc.store import reconcile_repo, tasks_repo
     from taskvpc.store.db import Database, sqlite_url
 
     agent_dir = state_dir / "agent"
@@ -108,7 +108,7 @@ def record_stopped(state_dir: Path, database_url: str | None) -> str:
         if reports:
             agent_api.report(ctx, instance_id, {"tasks": reports})
         with database.transaction() as conn:  # no agent runs here now: the instance is disconnected
-            tasks_repo.set_heartbeat(conn, instance_id, 0.0)
+            reconcile_repo.mark_disconnected(conn, instance_id, heard_before=time.time() + 1)
     except ClientError as exc:
         return f"the control plane's record was not updated ({exc})"
     finally:
