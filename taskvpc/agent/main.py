@@ -51,7 +51,7 @@ from taskvpc.agent import netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
-from taskvpc.agent.prefix import PrefixBusy, cgroup_parent, prefix_lock
+from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
@@ -73,7 +73,6 @@ DEFAULT_REGION = "us-east-1"
 MEMORY_RESERVE_MIB = 256
 RESERVED_PORTS = [22, 2375, 2376, 51678, 51679]
 POLL_WAIT = 20.0
-EXIT_PREFIX_BUSY = 3  # ``taskvpc up`` does not restart an agent that exits so
 
 _C = "com.amazonaws.ecs.capability."
 _E = "ecs.capability."

@@ -18,6 +18,7 @@ from pathlib import Path
 from taskvpc.agent import netplan
 
 LOCK_DIR = Path("/run/taskvpc")
+EXIT_PREFIX_BUSY = 3  # the agent's exit code when another holds its prefix: ``taskvpc up`` does not retry
 log = logging.getLogger("taskvpc.prefix")
 
 

@@ -20,10 +20,10 @@ import sys
 import threading
 from pathlib import Path
 
+from taskvpc.agent.prefix import EXIT_PREFIX_BUSY
 from taskvpc.cli.config import Credentials
 
 _PR_SET_PDEATHSIG = 1
-EXIT_PREFIX_BUSY = 3  # taskvpc.agent.main's exit code when another agent holds the prefix
 log = logging.getLogger("taskvpc.up")
 
 
