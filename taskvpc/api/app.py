@@ -26,7 +26,9 @@ from taskvpc.control.ec2.default_vpc import ensure_region
 from taskvpc.control.identity import Credential, CredentialResolver, Principal, StaticCredentials
 from taskvpc.control.manifest import ServiceManifest
 from taskvpc.control.registry import SERVICES
+from taskvpc.domain.arns import root_principal_arn
 from taskvpc.domain.errors import ClientError
+from taskvpc.domain.pagination import derive_key
 from taskvpc.domain.regions import is_region
 from taskvpc.store.db import Database, wipe
 from taskvpc.wire import auth_errors, json11, presigned_json, sigv4
@@ -42,6 +44,7 @@ class Settings:
     access_key_id: str
     secret_access_key: str
     allow_reset: bool = False
+    page_token_key: bytes | None = None  # MACs pagination tokens; derived from the secret when absent
 
 
 class ControlPlane:
@@ -75,6 +78,7 @@ class ControlPlane:
         self.regions_ready: set[str] = set()
         # Agents' long polls waiting in this process, woken by requests that change their desired state.
         self.notifier = Notifier()
+        self.page_key = settings.page_token_key or derive_key(settings.secret_access_key)
 
     async def _run(self, function: Callable[[RequestContext], None], ctx: RequestContext) -> None:
         if self.inline:
@@ -94,11 +98,12 @@ class ControlPlane:
         return RequestContext(
             region=region,
             account_id=self.settings.account_id,
-            principal=principal or Principal.root(self.settings.account_id),
+            principal=_in_partition(principal, self.settings.account_id, region),
             now=now,
             request_id=request_id or str(uuid.uuid4()),
             db=self.db,
             new_id=_new_uuid,
+            page_key=self.page_key,
         )
 
     async def prepare(self, ctx: RequestContext) -> None:
@@ -219,6 +224,13 @@ def _unserved(signing_name: str, request: HttpRequest, request_id: str) -> HttpR
 
 def _printable(name: str) -> str:
     return name if name.isascii() and name.replace("-", "").isalnum() and len(name) <= 64 else "this service"
+
+
+def _in_partition(principal: Principal | None, account_id: str, region: str) -> Principal:
+    """The root user's ARN in the region's partition (``arn:aws-cn:iam::...:root`` in cn-north-1)."""
+    if principal is None or principal.arn == root_principal_arn(principal.account_id):
+        return Principal.root(principal.account_id if principal else account_id, region)
+    return principal
 
 
 def _new_uuid() -> str:

@@ -5,17 +5,21 @@ instance's desired state wakes it once its transaction committed. The poller tak
 it reads the generation, so a change that commits after the read still wakes it. Other server processes
 (several hosts on one PostgreSQL) are not reached this way: their pollers re-read the generation every
 second as well.
+
+The map holds its events weakly: an event lives only while a poll holds it, so polls for ids that never
+get a wake-up (unknown ones, say) leave nothing behind once they answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Iterable
 
 
 class Notifier:
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self._events: weakref.WeakValueDictionary[str, asyncio.Event] = weakref.WeakValueDictionary()
         self.closing = False  # the server is stopping: waiting polls answer at once
 
     def close(self) -> None:
@@ -24,10 +28,12 @@ class Notifier:
         self.wake_all()
 
     def event(self, key: str) -> asyncio.Event:
-        """The event the next :meth:`wake` of ``key`` sets (shared by every poller of ``key``)."""
+        """The event the next :meth:`wake` of ``key`` sets (shared by every poller of ``key``); keep a
+        reference while waiting on it, as a poll does: an event nobody holds is forgotten."""
         event = self._events.get(key)
         if event is None:
-            event = self._events[key] = asyncio.Event()
+            event = asyncio.Event()
+            self._events[key] = event
         return event
 
     def wake(self, keys: Iterable[str]) -> None:
@@ -37,4 +43,8 @@ class Notifier:
                 event.set()
 
     def wake_all(self) -> None:
-        self.wake(list(self._events))
+        self.wake(list(self._events.keys()))
+
+    def watched(self) -> int:
+        """How many keys have an event now (each held by a waiting poll); tests check it drops to zero."""
+        return len(self._events)

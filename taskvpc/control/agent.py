@@ -55,8 +55,17 @@ def _instance(conn: Connection, ctx: RequestContext, instance_id: str) -> Row:
 
 def _int(payload: dict[str, Any], name: str, default: int | None = None) -> int | None:
     value = payload.get(name, default)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-        raise bad_request(f"{name} must be an integer.")
+    if value is not None and (
+        not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31
+    ):
+        raise bad_request(f"{name} must be an integer from 0 to 2147483647.")  # the store's int column
+    return value
+
+
+def _optional_str(payload: dict[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is not None and not isinstance(value, str):
+        raise bad_request(f"{name} must be a string.")
     return value
 
 
@@ -94,10 +103,10 @@ def register(ctx: RequestContext, payload: dict[str, Any]) -> dict[str, Any]:
         ports_udp=_ports(resources, "PORTS_UDP"),
         eni_capacity=container_instances.eni_capacity_for(instance_type, _int(payload, "maxTaskEnis")),
         instance_type=instance_type,
-        subnet_id=payload.get("subnetId"),
+        subnet_id=_optional_str(payload, "subnetId"),
         attributes=[(str(k), None if v is None else str(v)) for k, v in attributes.items()],
         version_info={"agentVersion": str(payload["agentVersion"])} if payload.get("agentVersion") else {},
-        hostname=payload.get("hostname"),
+        hostname=_optional_str(payload, "hostname"),
         capabilities=[str(c) for c in capabilities] if isinstance(capabilities, list) else [],
     )
     with ctx.db.transaction() as conn:

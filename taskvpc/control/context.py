@@ -21,6 +21,8 @@ class RequestContext:
     # Container instances whose desired state this request changed: the API layer wakes their agents'
     # long polls once the use case has returned (and so committed).
     notify: set[str] = field(default_factory=set)
+    # The key that MACs pagination tokens (taskvpc.domain.pagination); the API layer always passes one.
+    page_key: bytes = b""
 
     @property
     def principal_arn(self) -> str:

@@ -25,8 +25,8 @@ class Principal:
     account_id: str
 
     @classmethod
-    def root(cls, account_id: str) -> Principal:
-        return cls(root_principal_arn(account_id), account_id, account_id)
+    def root(cls, account_id: str, region: str = "") -> Principal:
+        return cls(root_principal_arn(account_id, region), account_id, account_id)
 
     @classmethod
     def user(cls, account_id: str, name: str, unique_id: str) -> Principal:

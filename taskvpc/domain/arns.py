@@ -1,12 +1,41 @@
-"""ARNs of the resources taskvpc serves, built and taken apart in one place."""
+"""ARNs of the resources taskvpc serves, built and taken apart in one place.
+
+An ARN's partition follows from its region (``cn-north-1`` is ``aws-cn``, ``us-gov-west-1``
+``aws-us-gov``, ...), as AWS writes them; an ARN names a resource here only when its partition, region
+and account are the caller's (:meth:`Arn.is_local`), so another account's ARN is never a local resource.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 PARTITION = "aws"
+
+# Region-name patterns per partition (botocore's endpoints.json ``regionRegex``), most specific first:
+# ``us-gov-`` and ``us-iso-`` would otherwise read as the commercial ``us-`` partition.
+_PARTITIONS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern, re.ASCII))
+    for name, pattern in (
+        ("aws-us-gov", r"us-gov-\w+-\d+"),
+        ("aws-iso", r"us-iso-\w+-\d+"),
+        ("aws-iso-b", r"us-isob-\w+-\d+"),
+        ("aws-iso-f", r"us-isof-\w+-\d+"),
+        ("aws-iso-e", r"eu-isoe-\w+-\d+"),
+        ("aws-eusc", r"eusc-de-\w+-\d+"),
+        ("aws-cn", r"cn-\w+-\d+"),
+    )
+)
+
+
+def partition_of(region: str) -> str:
+    """The partition a region belongs to; ``aws`` for the commercial regions and anything else."""
+    for name, pattern in _PARTITIONS:
+        if pattern.fullmatch(region):
+            return name
+    return PARTITION
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,9 +44,16 @@ class Arn:
     region: str
     account_id: str
     resource: str  # everything after the account: 'cluster/default', 'task-definition/web:3'
+    partition: str = ""  # '' means the region's own (what every ARN taskvpc builds has)
 
     def __str__(self) -> str:
-        return f"arn:{PARTITION}:{self.service}:{self.region}:{self.account_id}:{self.resource}"
+        partition = self.partition or partition_of(self.region)
+        return f"arn:{partition}:{self.service}:{self.region}:{self.account_id}:{self.resource}"
+
+    def is_local(self, region: str, account_id: str) -> bool:
+        """Whether this ARN can name a resource of ``account_id`` in ``region`` (partition included)."""
+        partition = self.partition or partition_of(self.region)
+        return self.region == region and self.account_id == account_id and partition == partition_of(region)
 
     @property
     def resource_type(self) -> str:
@@ -32,7 +68,15 @@ def parse_arn(text: str) -> Arn | None:
     parts = text.split(":", 5)
     if len(parts) != 6 or parts[0] != "arn" or not parts[1] or not parts[2] or not parts[5]:
         return None
-    return Arn(service=parts[2], region=parts[3], account_id=parts[4], resource=parts[5])
+    return Arn(service=parts[2], region=parts[3], account_id=parts[4], resource=parts[5], partition=parts[1])
+
+
+def foreign_arn(identifier: str, region: str, account_id: str) -> bool:
+    """True for an ARN (anything starting ``arn:``) that cannot name a resource of this account and region."""
+    if not identifier.startswith("arn:"):
+        return False
+    arn = parse_arn(identifier)
+    return arn is None or not arn.is_local(region, account_id)
 
 
 def ecs_arn(region: str, account_id: str, resource: str) -> str:
@@ -47,8 +91,13 @@ def task_definition_arn(region: str, account_id: str, family: str, revision: int
     return ecs_arn(region, account_id, f"task-definition/{family}:{revision}")
 
 
-def root_principal_arn(account_id: str) -> str:
-    return f"arn:{PARTITION}:iam::{account_id}:root"
+def root_principal_arn(account_id: str, region: str = "") -> str:
+    """The account's root user; IAM ARNs carry no region, but the partition of the one asked about."""
+    return f"arn:{partition_of(region)}:iam::{account_id}:root"
+
+
+def ec2_arn(region: str, account_id: str, resource: str) -> str:
+    return str(Arn("ec2", region, account_id, resource))
 
 
 def container_instance_arn(region: str, account_id: str, cluster: str, instance_id: str) -> str:

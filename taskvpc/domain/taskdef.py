@@ -18,6 +18,7 @@ error texts quoted in GitHub issues, cited as ``owner/repo#number``. Derived fie
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
@@ -28,7 +29,15 @@ from taskvpc.domain.units import parse_cpu_units, parse_memory_mib
 # --------------------------------------------------------------------------------------------------
 # Limits and tables
 
-NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # family and container names [API]
+MAX_FAMILY_LENGTH: Final = 255
+NAME_RE: Final = re.compile(
+    r"^[A-Za-z0-9_-]{1,255}\Z"
+)  # family and container names [API]; \Z: no trailing newline
+# ECS keeps task cpu/memory as 32-bit integers; larger values are no real host's (unconfirmed message).
+MAX_TASK_UNITS: Final = 2**31 - 1
+# "Actual length: '66420'. Max allowed length is '65536' bytes." (ClientException, CloudTrail event quoted
+# in awsdocs/amazon-ecs-developer-guide#149); measured here on the stored document as compact JSON.
+MAX_TASK_DEFINITION_BYTES: Final = 65536
 MAX_CONTAINERS: Final = 10  # "Container definitions per task definition" quota [DG service-quotas]
 EC2_TASK_CPU_MIN: Final = 128  # [API RegisterTaskDefinitionRequest.cpu]
 EC2_TASK_CPU_MAX: Final = 196608
@@ -243,7 +252,27 @@ def validate_registration(request: Mapping[str, Any]) -> dict[str, Any]:
     # an empty list is not printed (aws/aws-cli awscli/examples/ecs/register-task-definition.rst)
     if attributes:
         body["requiresAttributes"] = attributes
+    _check_size(body)
     return order_task_definition(body)
+
+
+def _check_size(body: Mapping[str, Any]) -> None:
+    size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    if size > MAX_TASK_DEFINITION_BYTES:
+        raise ecs_client_exception(
+            f"Actual length: '{size}'. Max allowed length is '{MAX_TASK_DEFINITION_BYTES}' bytes."
+        )
+
+
+def parse_revision(text: str) -> int | None:
+    """A task definition revision written in ``family:revision``: ASCII digits, 1 to 2**31 - 1."""
+    if not _REVISION_RE.fullmatch(text):
+        return None
+    number = int(text)
+    return number if 1 <= number <= MAX_TASK_UNITS else None
+
+
+_REVISION_RE = re.compile(r"[0-9]{1,10}")
 
 
 def derive_compatibilities(td: Mapping[str, Any]) -> list[str]:
@@ -524,7 +553,7 @@ def _task_units(req: Mapping[str, Any], key: str) -> int | None:
         return None
     text = str(raw)
     value = parse_cpu_units(text) if key == "cpu" else parse_memory_mib(text)
-    if value is None or value <= 0:
+    if value is None or value <= 0 or value > MAX_TASK_UNITS:
         raise _invalid_task_setting(key)
     return value
 
@@ -952,7 +981,9 @@ def _os_family(td: Mapping[str, Any]) -> str | None:
 
 
 def _secret_store(secret: Mapping[str, Any]) -> str:
-    return "asm" if str(secret.get("valueFrom", "")).startswith("arn:aws:secretsmanager:") else "ssm"
+    # Any partition's Secrets Manager ARN (arn:aws-cn:secretsmanager:..., arn:aws-us-gov:...).
+    value = str(secret.get("valueFrom", ""))
+    return "asm" if value.startswith("arn:") and value.split(":")[2:3] == ["secretsmanager"] else "ssm"
 
 
 def _ecs_attribute_order(names: Iterable[str]) -> list[str]:
@@ -985,9 +1016,14 @@ def _int_or_none(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and _DECIMAL_INT_RE.fullmatch(value.strip()):
         return int(value)
     return None
+
+
+# ASCII digits only (str.isdigit() admits "²", which int() refuses), at most 18 so int() is cheap and
+# the value fits the store's 64-bit integers.
+_DECIMAL_INT_RE = re.compile(r"-?[0-9]{1,18}")
 
 
 def _is_set(value: Any) -> bool:

@@ -18,8 +18,8 @@ VCPU_UNITS = 1024
 GB_MIB = 1024
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
-_CPU_RE = re.compile(rf"^\s*{_NUMBER}\s*(vcpus?)?\s*$", re.IGNORECASE)
-_MEMORY_RE = re.compile(rf"^\s*{_NUMBER}\s*(gb|gib|mb|mib)?\s*$", re.IGNORECASE)
+_CPU_RE = re.compile(rf"^\s*{_NUMBER}\s*(vcpus?)?\s*$", re.IGNORECASE | re.ASCII)
+_MEMORY_RE = re.compile(rf"^\s*{_NUMBER}\s*(gb|gib|mb|mib)?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def _whole(number: str, scale: int) -> int | None:

@@ -348,6 +348,10 @@ def _zone_id_prefix(region: str) -> str:
     parts = region.split("-")
     if len(parts) == 3 and parts[2].isdigit():
         return parts[0] + _DIRECTIONS.get(parts[1], parts[1][:1]) + parts[2]
+    if len(parts) == 4 and parts[3].isdigit():
+        # us-gov-west-1 -> usgw1, us-gov-east-1 -> usge1 (GovCloud zone ids); the ISO partitions'
+        # regions are named the same way here (unconfirmed)
+        return parts[0] + parts[1][:1] + _DIRECTIONS.get(parts[2], parts[2][:1]) + parts[3]
     return re.sub(r"[^a-z0-9]", "", region)
 
 

@@ -222,7 +222,7 @@ def normalize_protocol(value: Any) -> str:
     lowered = text.lower()
     if lowered in NAMED_PROTOCOLS or lowered == "-1":
         return lowered
-    if lowered.isdigit():
+    if lowered.isascii() and lowered.isdigit() and len(lowered) <= 3:  # not "²", not 5,000 digits
         number = int(lowered)
         if number <= 255:
             return PROTOCOL_NAMES.get(str(number), str(number))

@@ -86,18 +86,20 @@ def to_wire(shape: Shape, value: Any) -> Any:
                 continue
             out[name] = item if member.shape.type in _SCALARS else to_wire(member.shape, item)
         return out
+    # A null inside a stored list or map is dropped rather than failing the answer: an answer is
+    # encoded after its transaction committed, so nothing here may raise on what the store holds.
     if kind == "list":
         assert shape.member is not None
         item_shape = shape.member.shape
         if item_shape.type in _SCALARS:
-            return list(value)
-        return [to_wire(item_shape, item) for item in value]
+            return [item for item in value if item is not None]
+        return [to_wire(item_shape, item) for item in value if item is not None]
     if kind == "map":
         assert shape.value is not None
         value_shape = shape.value.shape
         if value_shape.type in _SCALARS:
-            return dict(value)
-        return {k: to_wire(value_shape, v) for k, v in value.items()}
+            return {k: v for k, v in value.items() if v is not None}
+        return {k: to_wire(value_shape, v) for k, v in value.items() if v is not None}
     if kind == "timestamp":
         return value.timestamp() if isinstance(value, datetime) else value
     if kind == "blob":

@@ -76,6 +76,8 @@ _TRANSPORT_KEYS: Final = frozenset(
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _INTEGER_RE = re.compile(r"[+-]?[0-9]+")
+_MAX_INT_DIGITS = 19  # 2**63 - 1 has 19 digits
+_MAX_INDEX_DIGITS = 9  # unconfirmed: a longer list index is treated as an unknown parameter
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?Infinity|NaN")
 
 
@@ -345,7 +347,9 @@ def _indexed(node: dict[str, Any], ec2: bool) -> list[Any]:
     """The children of ``Key.1``, ``Key.2``, ... in numeric order."""
     numbered: list[tuple[int, Any]] = []
     for index, child in node.items():
-        if index.isdigit() and index.isascii():
+        # A list position is a few ASCII digits (botocore numbers from 1); a longer one cannot be a
+        # position in any list a request may carry, and int() of thousands of digits would raise.
+        if index.isascii() and index.isdigit() and len(index) <= _MAX_INDEX_DIGITS:
             numbered.append((int(index), child))
         elif ec2:
             raise unknown_parameter(index)
@@ -416,7 +420,9 @@ def _string(raw: str, label: str, ec2: bool) -> str:
 
 
 def _integer(raw: str, label: str, ec2: bool, bounds: tuple[int, int] = _INT32) -> int:
-    if _INTEGER_RE.fullmatch(raw):
+    # Leading zeros aside, more than 19 digits is outside every bound: refused without int(), which
+    # raises on thousands of digits.
+    if _INTEGER_RE.fullmatch(raw) and len(raw.lstrip("+-").lstrip("0")) <= _MAX_INT_DIGITS:
         value = int(raw)
         if bounds[0] <= value <= bounds[1]:
             return value

@@ -8,6 +8,11 @@ them the way its service does: the JSON services answer with the Coral phrasing
 Types are checked here too (a JSON number where the model says string, a list where it says structure);
 such a mismatch is a ``type`` problem and the JSON codec renders it as ``SerializationException``.
 Members the model does not know are dropped by the codecs before they get here, as AWS ignores them.
+
+The check is total: a ``null`` list item or map value is a ``required`` problem (a handler never sees
+one), and an integer the model leaves unbounded is still held to its type's range (``integer`` is 32
+bits, ``long`` 64, as in the services' Java models), so no number a handler or the store cannot hold
+gets past here.
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ def _compiled(pattern: str) -> re.Pattern[str] | None:
 
 
 _INT_TYPES = ("integer", "long")
+# The Java types behind the models' integer shapes; a value outside them is refused whatever min/max say.
+_INT_BOUNDS = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _JSON_TYPE_NAMES = {
     "string": "String",
     "integer": "Integer",
@@ -130,10 +137,12 @@ def _check(shape: Shape, value: Any, path: str, out: list[Problem]) -> None:
         _check_length(shape, len(value), value, path, out)
         assert shape.member is not None
         for index, item in enumerate(value, start=1):
-            if item is None:  # a JSON null among the members: Coral refuses it as a missing member
-                out.append(Problem("required", f"{path}.{index}.member", None))
+            item_path = f"{path}.{index}.member"
+            if item is None:
+                # Coral phrasing for a null element (unconfirmed: ECS's answer to `[null]` not probed).
+                out.append(Problem("required", item_path, None))
                 continue
-            _check(shape.member.shape, item, f"{path}.{index}.member", out)
+            _check(shape.member.shape, item, item_path, out)
         return
     if kind == "map":
         if not isinstance(value, dict):
@@ -143,7 +152,9 @@ def _check(shape: Shape, value: Any, path: str, out: list[Problem]) -> None:
         assert shape.key is not None and shape.value is not None
         for key, item in value.items():
             _check(shape.key.shape, key, f"{path}.key", out)
-            if item is not None:
+            if item is None:
+                out.append(Problem("required", f"{path}.{key}.value", None))  # unconfirmed, as for lists
+            else:
                 _check(shape.value.shape, item, f"{path}.{key}.value", out)
         return
     if kind == "string":
@@ -163,7 +174,13 @@ def _check(shape: Shape, value: Any, path: str, out: list[Problem]) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             out.append(Problem("type", path, value, _JSON_TYPE_NAMES[kind]))
             return
-        _check_range(shape, value, path, out)
+        low, high = _INT_BOUNDS[kind]
+        if value < low:
+            out.append(Problem("min_value", path, value, low if shape.min is None else max(shape.min, low)))
+        elif value > high:
+            out.append(Problem("max_value", path, value, high if shape.max is None else min(shape.max, high)))
+        else:
+            _check_range(shape, value, path, out)
         return
     if kind in ("double", "float"):
         if isinstance(value, bool) or not isinstance(value, int | float):

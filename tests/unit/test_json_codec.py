@@ -14,7 +14,6 @@ from hypothesis import given, strategies as st
 
 from taskvpc.api.service_models import service_spec
 from taskvpc.domain.errors import ClientError
-from taskvpc.domain.pagination import decode_token, encode_token
 from taskvpc.wire import json11
 from taskvpc.wire.http import HttpRequest
 from taskvpc.wire.validate import validate
@@ -140,18 +139,3 @@ def test_tag_key_length_bounds_are_model_driven(key: str) -> None:
     problems = validate(shape, {"resourceArn": "a", "tags": [{"key": key, "value": "v"}]})
     expected = ["min_length"] if not key else ["max_length"] if len(key) > 128 else []
     assert [p.kind for p in problems] == expected
-
-
-@given(
-    st.one_of(st.integers(), st.text(), st.lists(st.text(), max_size=3), st.tuples(st.text(), st.integers()))
-)
-def test_pagination_tokens_round_trip(position: Any) -> None:
-    expected = list(position) if isinstance(position, tuple) else position
-    assert decode_token(encode_token(position), ClientError("X", "bad")) == expected
-
-
-@pytest.mark.parametrize("token", ["!!!", "e30", encode_token(1)[:-2] + "zz", "bm90IGpzb24"])
-def test_foreign_tokens_are_refused(token: str) -> None:
-    with pytest.raises(ClientError) as excinfo:
-        decode_token(token, ClientError("InvalidParameterException", "Invalid nextToken."))
-    assert excinfo.value.code == "InvalidParameterException"

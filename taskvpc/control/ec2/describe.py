@@ -12,8 +12,9 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import errors, ids
-from taskvpc.domain.pagination import decode_token, encode_token
+from taskvpc.domain.pagination import Pager, is_str
 from taskvpc.netmodel import filters
 from taskvpc.wire.query import dry_run_error
 
@@ -71,12 +72,12 @@ def select(listing: Listing, docs: list[Doc], params: Mapping[str, Any]) -> list
     ]
 
 
-def page(listing: Listing, docs: list[Doc], params: Mapping[str, Any]) -> tuple[list[Doc], str | None]:
+def page(
+    listing: Listing, docs: list[Doc], params: Mapping[str, Any], pager: Pager
+) -> tuple[list[Doc], str | None]:
     """One page in id order, and the token for the next (None when this is the last)."""
     token = params.get("NextToken")
-    after = decode_token(token, errors.invalid_next_token(str(token))) if token else None
-    if after is not None and not isinstance(after, str):
-        raise errors.invalid_next_token(str(token))
+    after = pager.decode(token, errors.invalid_next_token(str(token)), is_str)
     ordered = sorted(docs, key=lambda doc: str(doc[listing.id_member]))
     if after is not None:
         ordered = [doc for doc in ordered if doc[listing.id_member] > after]
@@ -84,15 +85,21 @@ def page(listing: Listing, docs: list[Doc], params: Mapping[str, Any]) -> tuple[
     if limit is None or len(ordered) <= limit:  # without MaxResults EC2 answers with everything
         return ordered, None
     chunk = ordered[:limit]
-    return chunk, encode_token(chunk[-1][listing.id_member])
+    return chunk, pager.encode(chunk[-1][listing.id_member])
 
 
 def respond(
-    listing: Listing, docs: list[Doc], params: Mapping[str, Any], requested: list[str] | None, result_key: str
+    ctx: RequestContext,
+    listing: Listing,
+    docs: list[Doc],
+    params: Mapping[str, Any],
+    requested: list[str] | None,
+    result_key: str,
 ) -> dict[str, Any]:
     """The common tail of a Describe*: existence of named ids, filters, one page."""
     require_all(listing, docs, requested)
-    chunk, token = page(listing, select(listing, docs, params), params)
+    pager = Pager.of(ctx.page_key, f"ec2:{result_key}", ctx.region, ctx.account_id, params)
+    chunk, token = page(listing, select(listing, docs, params), params, pager)
     # Keys starting with "_" carry what only filters need; they are not part of the answer.
     shown = [{key: value for key, value in doc.items() if not key.startswith("_")} for doc in chunk]
     result: dict[str, Any] = {result_key: shown}

@@ -274,7 +274,7 @@ def describe_network_interfaces(ctx: RequestContext, params: dict[str, Any]) -> 
     requested = describe.check_request(LISTING, params, "NetworkInterfaceIds")
     with ctx.db.read() as conn:
         docs = view(conn, ctx, ec2_repo.list_enis(conn, ctx.region, requested))
-    return describe.respond(LISTING, docs, params, requested, "NetworkInterfaces")
+    return describe.respond(ctx, LISTING, docs, params, requested, "NetworkInterfaces")
 
 
 def delete_network_interface(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -171,6 +171,22 @@ def invalid_id(value: str) -> ClientError:
     return ClientError("InvalidID", f"The ID '{value}' is not valid")
 
 
+def protocol_not_given() -> ClientError:
+    # A VPC rule without IpProtocol: EC2's text as the issue tracker of this project quotes it (#12);
+    # the code InvalidParameterValue as for EC2's other "Invalid value '...' for ..." texts # unconfirmed
+    return ClientError(
+        "InvalidParameterValue",
+        "Invalid value 'null' for protocol. VPC security group rules must specify protocols explicitly.",
+    )
+
+
+def group_id_malformed(value: str) -> ClientError:
+    # A malformed group-id *filter* value (DescribeSecurityGroupRules): real EC2 answered
+    # "InvalidGroupId.Malformed: The security group ID '' is malformed" (localstack/localstack#9059,
+    # CLI output against AWS); ids given as parameters get the "Invalid id" text of ``malformed``.
+    return ClientError("InvalidGroupId.Malformed", f"The security group ID '{value}' is malformed")
+
+
 def invalid_parameter_value(message: str) -> ClientError:
     return ClientError("InvalidParameterValue", message)
 

@@ -1,7 +1,8 @@
 """DescribeAvailabilityZones, DescribeRegions, DescribeAccountAttributes.
 
 Every region works in taskvpc (the region is the request's SigV4 scope), so DescribeRegions lists the
-regions enabled by default in a new AWS account, plus the caller's own region when it is another.
+regions of the caller's partition enabled by default in a new AWS account, plus the caller's own region
+(opted in); with AllRegions, or by name, the opt-in ones too (``not-opted-in``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import describe, errors
+from taskvpc.domain.arns import partition_of
 from taskvpc.netmodel import filters, ipam
 from taskvpc.store import ec2_repo
 
@@ -102,22 +104,75 @@ def describe_availability_zones(ctx: RequestContext, params: dict[str, Any]) -> 
     return {"AvailabilityZones": selected}
 
 
+# Every region of each partition (botocore's endpoints.json, 2026). DescribeRegions accepts any of the
+# caller's partition by name, enabled or not (EC2 API reference, RegionNames), and lists them all with
+# AllRegions; the commercial ones beyond DEFAULT_REGIONS are opt-in regions.
+PARTITION_REGIONS: dict[str, tuple[str, ...]] = {
+    "aws": (
+        *DEFAULT_REGIONS,
+        "af-south-1",
+        "ap-east-1",
+        "ap-east-2",
+        "ap-south-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
+        "ap-southeast-6",
+        "ap-southeast-7",
+        "ca-west-1",
+        "eu-central-2",
+        "eu-south-1",
+        "eu-south-2",
+        "il-central-1",
+        "me-central-1",
+        "me-south-1",
+        "mx-central-1",
+    ),
+    "aws-cn": ("cn-north-1", "cn-northwest-1"),
+    "aws-us-gov": ("us-gov-east-1", "us-gov-west-1"),
+    "aws-iso": ("us-iso-east-1", "us-iso-west-1"),
+    "aws-iso-b": ("us-isob-east-1", "us-isob-west-1"),
+    "aws-iso-e": ("eu-isoe-west-1",),
+    "aws-iso-f": ("us-isof-east-1", "us-isof-south-1"),
+    "aws-eusc": ("eusc-de-east-1",),
+}
+# The DNS suffix of each partition's endpoints (botocore's endpoints.json ``dnsSuffix``).
+_DNS_SUFFIX = {
+    "aws": "amazonaws.com",
+    "aws-cn": "amazonaws.com.cn",
+    "aws-us-gov": "amazonaws.com",
+    "aws-iso": "c2s.ic.gov",
+    "aws-iso-b": "sc2s.sgov.gov",
+    "aws-iso-e": "cloud.adc-e.uk",
+    "aws-iso-f": "csp.hci.ic.gov",
+    "aws-eusc": "amazonaws.eu",
+}
+
+
+def _region(name: str, caller: str, partition: str) -> Doc:
+    if partition != "aws" or name in DEFAULT_REGIONS:
+        status = "opt-in-not-required"
+    else:
+        status = "opted-in" if name == caller else "not-opted-in"  # the caller uses its own region
+    return {"OptInStatus": status, "RegionName": name, "Endpoint": f"ec2.{name}.{_DNS_SUFFIX[partition]}"}
+
+
 def describe_regions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     wanted = params.get("Filters")
     filters.check_filter_names(wanted, ("endpoint", "opt-in-status", "region-name"), tags=False)
     describe.dry_run(params)
-    names = sorted({*DEFAULT_REGIONS, ctx.region})
-    regions = [
-        {"OptInStatus": "opt-in-not-required", "RegionName": name, "Endpoint": f"ec2.{name}.amazonaws.com"}
-        for name in names
-    ]
+    partition = partition_of(ctx.region)
+    known = sorted({*PARTITION_REGIONS[partition], ctx.region})
+    regions = [_region(name, ctx.region, partition) for name in known]
     asked = params.get("RegionNames")
     if asked:
-        unknown = [name for name in asked if name not in names]
+        unknown = [name for name in asked if name not in known]
         if unknown:
             # "InvalidParameterValue: Invalid region names: [xx-1]" # unconfirmed wording
             raise errors.invalid_parameter_value(f"Invalid region names: [{', '.join(unknown)}]")
         regions = [region for region in regions if region["RegionName"] in asked]
+    elif not params.get("AllRegions"):
+        regions = [region for region in regions if region["OptInStatus"] != "not-opted-in"]
     selected = [
         region
         for region in regions

@@ -15,6 +15,7 @@ from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import ids
+from taskvpc.domain.arns import ec2_arn
 from taskvpc.netmodel import security_groups as sg
 from taskvpc.store import ec2_repo
 
@@ -26,7 +27,7 @@ def key_of(rule: sg.Rule) -> str:
 
 
 def rule_arn(ctx: RequestContext, rule_id: str) -> str:
-    return f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:security-group-rule/{rule_id}"
+    return ec2_arn(ctx.region, ctx.account_id, f"security-group-rule/{rule_id}")
 
 
 def to_doc(ctx: RequestContext, rule: sg.Rule, group_id: str, rule_id: str) -> Doc:

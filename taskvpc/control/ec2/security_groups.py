@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import describe, errors, ids, rules, tags
+from taskvpc.domain.arns import ec2_arn
 from taskvpc.netmodel import security_groups as sg
 from taskvpc.store import ec2_repo
 
@@ -30,7 +31,7 @@ def _doc(ctx: RequestContext, group_id: str, name: str, description: str, vpc_id
         "Description": description,
         "VpcId": vpc_id,
         "OwnerId": ctx.account_id,
-        "SecurityGroupArn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:security-group/{group_id}",
+        "SecurityGroupArn": ec2_arn(ctx.region, ctx.account_id, f"security-group/{group_id}"),
     }
 
 
@@ -106,10 +107,24 @@ def _check_name(name: str) -> None:
         )
 
 
+def _check_charset(parameter: str, value: str) -> None:
+    if not value.isascii():
+        # "Value (...) for parameter GroupDescription is invalid. Character sets beyond ASCII are not
+        # supported." (real EC2 answers quoted in many public deployment notes); the same for GroupName.
+        raise errors.invalid_parameter_value(
+            f"Value ({value}) for parameter {parameter} is invalid. Character sets beyond ASCII are not supported."
+        )
+
+
 def create_security_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["GroupName"]
     description = params["Description"]
+    if not description:
+        # The model's GroupDescription is required; EC2 counts an empty one as missing (issue #12) # unconfirmed
+        raise errors.missing_parameter("GroupDescription")
     _check_name(name)
+    _check_charset("GroupName", name)
+    _check_charset("GroupDescription", description)
     if len(description) > MAX_NAME:
         raise errors.invalid_parameter_value(
             f"Value ({description}) for parameter GroupDescription is invalid. "
@@ -207,7 +222,7 @@ def describe_security_groups(ctx: RequestContext, params: dict[str, Any]) -> dic
             ]
             for member in ("IpPermissions", "IpPermissionsEgress")
         }
-    return describe.respond(LISTING, docs, params, requested, "SecurityGroups")
+    return describe.respond(ctx, LISTING, docs, params, requested, "SecurityGroups")
 
 
 def delete_security_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def _legacy_permissions(params: dict[str, Any]) -> list[Doc]:
     """The pre-IpPermissions form (CidrIp, IpProtocol, FromPort, ToPort, SourceSecurityGroupName)."""
     if not any(params.get(k) is not None for k in ("CidrIp", "IpProtocol", "SourceSecurityGroupName")):
         return []
-    perm: Doc = {"IpProtocol": params.get("IpProtocol", "-1")}
+    perm: Doc = {"IpProtocol": params.get("IpProtocol")}
     for member in ("FromPort", "ToPort"):
         if params.get(member) is not None:
             perm[member] = params[member]
@@ -36,6 +36,12 @@ def _legacy_permissions(params: dict[str, Any]) -> list[Doc]:
             pair["UserId"] = params["SourceSecurityGroupOwnerId"]
         perm["UserIdGroupPairs"] = [pair]
     return [perm]
+
+
+def _require_protocols(permissions: list[Doc]) -> None:
+    """A VPC rule names its protocol (``-1`` for all); EC2 assumes none."""
+    if any(perm.get("IpProtocol") is None for perm in permissions):
+        raise errors.protocol_not_given()
 
 
 def _resolve_pairs(conn: Connection, ctx: RequestContext, group: Doc, permissions: list[Doc]) -> list[Doc]:
@@ -68,6 +74,7 @@ def _requested_rules(
     conn: Connection, ctx: RequestContext, group: Doc, params: dict[str, Any], direction: sg.Direction
 ) -> list[sg.Rule]:
     permissions = list(params.get("IpPermissions") or []) or _legacy_permissions(params)
+    _require_protocols(permissions)
     permissions = _resolve_pairs(conn, ctx, group, permissions)
     return sg.rules_from_permissions(direction, permissions, owner_id=ctx.account_id)
 
@@ -166,12 +173,17 @@ LISTING = describe.Listing(
 
 def describe_security_group_rules(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     requested = describe.check_request(LISTING, params, "SecurityGroupRuleIds")
+    for wanted in params.get("Filters") or ():
+        if wanted.get("Name") == "group-id":
+            for value in wanted.get("Values") or ():
+                if not ids.is_well_formed("sg", value):
+                    raise errors.group_id_malformed(value)
     with ctx.db.read() as conn:
         docs = ec2_repo.list_rules(conn, ctx.region, requested)
         by_tags = ec2_repo.tags_of(conn, [d["SecurityGroupRuleId"] for d in docs])
     for doc in docs:
         doc["Tags"] = by_tags[doc["SecurityGroupRuleId"]]
-    return describe.respond(LISTING, docs, params, requested, "SecurityGroupRules")
+    return describe.respond(ctx, LISTING, docs, params, requested, "SecurityGroupRules")
 
 
 def _replacement(conn: Connection, ctx: RequestContext, group: Doc, current: Doc, request: Doc) -> sg.Rule:
@@ -190,6 +202,7 @@ def _replacement(conn: Connection, ctx: RequestContext, group: Doc, current: Doc
     if request.get("ReferencedGroupId"):
         permission["UserIdGroupPairs"] = [{"GroupId": request["ReferencedGroupId"], **described}]
     direction: sg.Direction = "egress" if current["IsEgress"] else "ingress"
+    _require_protocols([permission])
     found = sg.rules_from_permissions(
         direction, _resolve_pairs(conn, ctx, group, [permission]), owner_id=ctx.account_id
     )

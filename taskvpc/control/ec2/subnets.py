@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import describe, errors, ids, tags, vpcs
+from taskvpc.domain.arns import ec2_arn
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel import ipam
 from taskvpc.store import ec2_repo
@@ -35,7 +36,7 @@ def new_subnet(
         "OwnerId": ctx.account_id,
         "AssignIpv6AddressOnCreation": False,
         "Ipv6CidrBlockAssociationSet": [],
-        "SubnetArn": f"arn:aws:ec2:{ctx.region}:{ctx.account_id}:subnet/{subnet_id}",
+        "SubnetArn": ec2_arn(ctx.region, ctx.account_id, f"subnet/{subnet_id}"),
         "EnableDns64": False,
         "Ipv6Native": False,
         "PrivateDnsNameOptionsOnLaunch": {
@@ -132,6 +133,9 @@ def _filter_values(doc: Doc) -> dict[str, Any]:
     return {
         "availability-zone": doc["AvailabilityZone"],
         "availability-zone-id": doc["AvailabilityZoneId"],
+        # The documented aliases (EC2 API reference, DescribeSubnets Filter.N)
+        "availabilityZone": doc["AvailabilityZone"],
+        "availabilityZoneId": doc["AvailabilityZoneId"],
         "available-ip-address-count": doc["AvailableIpAddressCount"],
         "cidr-block": doc["CidrBlock"],
         "cidr": doc["CidrBlock"],
@@ -155,6 +159,8 @@ LISTING = describe.Listing(
     supported_filters=(
         "availability-zone",
         "availability-zone-id",
+        "availabilityZone",
+        "availabilityZoneId",
         "available-ip-address-count",
         "cidr-block",
         "cidr",
@@ -182,7 +188,7 @@ def describe_subnets(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
     requested = describe.check_request(LISTING, params, "SubnetIds")
     with ctx.db.read() as conn:
         docs = view(conn, ec2_repo.list_subnets(conn, ctx.region, requested))
-    return describe.respond(LISTING, docs, params, requested, "Subnets")
+    return describe.respond(ctx, LISTING, docs, params, requested, "Subnets")
 
 
 def delete_subnet(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

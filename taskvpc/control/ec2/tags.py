@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import describe, errors, ids
-from taskvpc.domain.pagination import decode_token, encode_token
+from taskvpc.domain.pagination import Pager, is_pair, is_str
 from taskvpc.netmodel import filters
 from taskvpc.store import ec2_repo
 
@@ -102,6 +102,8 @@ def delete_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     if not resource_ids:
         raise errors.missing_parameter("resourceIdSet")  # unconfirmed
     named = params.get("Tags")
+    if any(tag.get("Key") is None for tag in named or ()):
+        raise errors.missing_parameter("key")  # as CreateTags says it; unconfirmed wording
     with ctx.db.transaction() as conn:
         _check_resources(conn, ctx, resource_ids)
         describe.dry_run(params)
@@ -133,10 +135,9 @@ def describe_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
             )
         ]
     token = params.get("NextToken")
-    after = decode_token(token, errors.invalid_next_token(str(token))) if token else None
+    pager = Pager.of(ctx.page_key, "ec2:DescribeTags", ctx.region, ctx.account_id, params)
+    after = pager.decode(token, errors.invalid_next_token(str(token)), is_pair(is_str, is_str))
     if after is not None:
-        if not (isinstance(after, list) and len(after) == 2):
-            raise errors.invalid_next_token(str(token))
         rows = [row for row in rows if [row["ResourceId"], row["Key"]] > after]
     limit = params.get("MaxResults")
     if limit is None:  # without MaxResults EC2 answers with everything
@@ -149,5 +150,5 @@ def describe_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     result: dict[str, Any] = {"Tags": rows[:limit]}
     if len(rows) > limit:
         last = rows[limit - 1]
-        result["NextToken"] = encode_token([last["ResourceId"], last["Key"]])
+        result["NextToken"] = pager.encode([last["ResourceId"], last["Key"]])
     return result

@@ -129,7 +129,7 @@ def describe_vpcs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     requested = describe.check_request(LISTING, params, "VpcIds")
     with ctx.db.read() as conn:
         docs = view(conn, ec2_repo.list_vpcs(conn, ctx.region, requested))
-    return describe.respond(LISTING, docs, params, requested, "Vpcs")
+    return describe.respond(ctx, LISTING, docs, params, requested, "Vpcs")
 
 
 def delete_vpc(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

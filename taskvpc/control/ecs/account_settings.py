@@ -11,7 +11,7 @@ from typing import Any
 from taskvpc.control.context import RequestContext
 from taskvpc.domain.arns import root_principal_arn
 from taskvpc.domain.errors import invalid_parameter
-from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.pagination import Pager, is_int, page_size
 from taskvpc.store import ecs_repo
 
 # AWS's defaults today (long ARNs are no longer optional; trunking is opt-in).
@@ -55,7 +55,7 @@ def put_account_setting(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     name, value = params["name"], params["value"]
     principal = params.get("principalArn") or ctx.principal_arn
     _check_value(name, value)
-    if name in _DEFAULT_ONLY and principal != root_principal_arn(ctx.account_id):
+    if name in _DEFAULT_ONLY and principal != root_principal_arn(ctx.account_id, ctx.region):
         raise invalid_parameter(f"The {name} setting can only be changed with PutAccountSettingDefault.")
     with ctx.db.transaction() as conn:
         ecs_repo.put_setting(conn, ctx.region, principal, name, value)
@@ -65,7 +65,7 @@ def put_account_setting(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 def put_account_setting_default(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name, value = params["name"], params["value"]
     _check_value(name, value)
-    root = root_principal_arn(ctx.account_id)
+    root = root_principal_arn(ctx.account_id, ctx.region)
     with ctx.db.transaction() as conn:
         ecs_repo.put_setting(conn, ctx.region, root, name, value)
     return {"setting": _setting(name, value, root)}
@@ -85,7 +85,7 @@ def delete_account_setting(ctx: RequestContext, params: dict[str, Any]) -> dict[
 
 def list_account_settings(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     principal = params.get("principalArn") or ctx.principal_arn
-    root = root_principal_arn(ctx.account_id)
+    root = root_principal_arn(ctx.account_id, ctx.region)
     with ctx.db.read() as conn:
         stored = ecs_repo.get_settings(conn, ctx.region)
     own = {n: v for p, n, v in stored if p == principal}
@@ -105,11 +105,10 @@ def list_account_settings(ctx: RequestContext, params: dict[str, Any]) -> dict[s
         settings = [s for s in settings if s["name"] == params["name"]]
     if "value" in params:
         settings = [s for s in settings if s["value"] == params["value"]]
-    start = decode_token(params.get("nextToken"), invalid_parameter("Invalid nextToken.")) or 0
-    if not isinstance(start, int) or start < 0:
-        raise invalid_parameter("Invalid nextToken.")
+    pager = Pager.of(ctx.page_key, "ecs:ListAccountSettings", ctx.region, ctx.account_id, params)
+    start = pager.decode(params.get("nextToken"), invalid_parameter("Invalid nextToken."), is_int) or 0
     limit = page_size(params.get("maxResults"), 10, 10)
     result: dict[str, Any] = {"settings": settings[start : start + limit]}
     if start + limit < len(settings):
-        result["nextToken"] = encode_token(start + limit)
+        result["nextToken"] = pager.encode(start + limit)
     return result

@@ -17,7 +17,7 @@ from taskvpc.control.ecs import task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.control.ecs.container_instances import find_instances
 from taskvpc.domain.errors import ClientError, invalid_parameter
-from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.pagination import Pager, is_pair, is_str, page_size
 from taskvpc.store import tasks_repo
 
 TARGET_TYPE = "container-instance"
@@ -55,7 +55,7 @@ def _targets(
 
 
 def put_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     attributes = params["attributes"]
     if len(attributes) > MAX_CUSTOM:
         raise invalid_parameter(f"attributes can have at most {MAX_CUSTOM} items.")  # patterned, unconfirmed
@@ -88,7 +88,7 @@ def put_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
 
 
 def delete_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     attributes = params["attributes"]
     for attribute in attributes:
         _check(attribute, with_value=False)
@@ -103,12 +103,11 @@ def delete_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 
 
 def list_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     if params.get("attributeValue") is not None and not params.get("attributeName"):
         raise invalid_parameter("attributeName must be specified when attributeValue is.")  # unconfirmed
-    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
-    if after is not None and not (isinstance(after, list) and len(after) == 2):
-        raise _BAD_TOKEN
+    pager = Pager.of(ctx.page_key, "ecs:ListAttributes", ctx.region, ctx.account_id, params)
+    after = pager.decode(params.get("nextToken"), _BAD_TOKEN, is_pair(is_str, is_str))
     limit = page_size(params.get("maxResults"), 100, 100)
     with ctx.db.read() as conn:
         task_state.require_cluster(conn, ctx, cluster)
@@ -130,5 +129,5 @@ def list_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
         ]
     }
     if len(rows) > limit:
-        result["nextToken"] = encode_token([page[-1][0], page[-1][1]])
+        result["nextToken"] = pager.encode([page[-1][0], page[-1][1]])
     return result

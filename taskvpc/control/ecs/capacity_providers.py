@@ -17,7 +17,7 @@ from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import tagging, task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.domain import capacity
-from taskvpc.domain.arns import ecs_arn, last_path_part
+from taskvpc.domain.arns import ecs_arn, foreign_arn, last_path_part, parse_arn
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.domain.services import check_launch_choice
 from taskvpc.store import ecs_repo, services_repo
@@ -40,6 +40,8 @@ def _not_found() -> ClientError:
 
 
 def _find(conn: Connection, ctx: RequestContext, identifier: str) -> Doc | None:
+    if foreign_arn(identifier, ctx.region, ctx.account_id):
+        return None  # another partition's, region's or account's provider is not one of ours
     name = last_path_part(identifier)
     if name in capacity.FARGATE_PROVIDERS:
         return _reserved(ctx, name)
@@ -89,7 +91,8 @@ def create_capacity_provider(ctx: RequestContext, params: dict[str, Any]) -> dic
         raise ClientError(
             "UnsupportedFeatureException", "taskvpc records Auto Scaling group capacity providers only."
         )
-    if not str(group.get("autoScalingGroupArn", "")).startswith("arn:aws:autoscaling:"):
+    group_arn = parse_arn(str(group.get("autoScalingGroupArn", "")))
+    if group_arn is None or group_arn.service != "autoscaling":  # in any partition
         raise invalid_parameter("The specified Auto Scaling group ARN is not valid.")  # unconfirmed wording
     new_tags = params.get("tags", [])
     tagging.check_new_tags(new_tags)
@@ -199,7 +202,7 @@ def describe_capacity_providers(ctx: RequestContext, params: dict[str, Any]) -> 
 def put_cluster_capacity_providers(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     names = list(params["capacityProviders"])
     strategy = capacity.normalized_strategy(params["defaultCapacityProviderStrategy"])
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = dict(task_state.lock(conn, ctx, cluster_name))
         for name in names:

@@ -11,27 +11,31 @@ from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import tagging
 from taskvpc.domain.arns import cluster_arn, parse_arn
 from taskvpc.domain.errors import ClientError, cluster_not_found, invalid_parameter
-from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.pagination import Pager, is_str, page_size
 from taskvpc.store import ecs_repo
 
 _CLUSTER_NAME = re.compile(r"[a-zA-Z0-9_-]{1,255}")
 DEFAULT_CLUSTER = "default"
 
 
-def cluster_name_of(identifier: str) -> str:
-    """Name from a cluster name or ARN (``arn:aws:ecs:r:a:cluster/NAME``)."""
+def cluster_name_of(ctx: RequestContext, identifier: str) -> str:
+    """Name from a cluster name or ARN (``arn:aws:ecs:r:a:cluster/NAME``).
+
+    The ARN of another partition, region or account stays whole: no cluster has a ``:`` in its name,
+    so it is not found, as on ECS, and never taken for the local cluster of the same name.
+    """
     if identifier.startswith("arn:"):
         arn = parse_arn(identifier)
         if arn is None or arn.resource_type != "cluster" or not arn.resource_id:
             raise invalid_parameter(
                 f"Invalid identifier: Unexpected number of separators: {identifier}"
             )  # unconfirmed
-        return arn.resource_id
+        return arn.resource_id if arn.is_local(ctx.region, ctx.account_id) else identifier
     return identifier
 
 
 def require_active_cluster(conn: Connection, ctx: RequestContext, identifier: str | None) -> dict[str, Any]:
-    cluster = ecs_repo.get_cluster(conn, ctx.region, cluster_name_of(identifier or DEFAULT_CLUSTER))
+    cluster = ecs_repo.get_cluster(conn, ctx.region, cluster_name_of(ctx, identifier or DEFAULT_CLUSTER))
     if cluster is None or cluster["status"] != "ACTIVE":
         raise cluster_not_found()
     return cluster
@@ -94,7 +98,7 @@ def ensure_cluster(conn: Connection, ctx: RequestContext, name: str) -> dict[str
 def describe_clusters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     identifiers = params.get("clusters") or [DEFAULT_CLUSTER]
     include = set(params.get("include", ()))
-    names = [cluster_name_of(identifier) for identifier in identifiers]
+    names = [cluster_name_of(ctx, identifier) for identifier in identifiers]
     found: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     with ctx.db.read() as conn:
@@ -132,13 +136,16 @@ def _with_tags(conn: Connection, cluster: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_clusters(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    after = decode_token(params.get("nextToken"), invalid_parameter("Invalid nextToken."))  # unconfirmed
+    pager = Pager.of(ctx.page_key, "ecs:ListClusters", ctx.region, ctx.account_id, params)
+    after = pager.decode(
+        params.get("nextToken"), invalid_parameter("Invalid nextToken."), is_str
+    )  # unconfirmed
     limit = page_size(params.get("maxResults"), 100, 100)
     with ctx.db.read() as conn:
         arns = ecs_repo.list_cluster_arns(conn, ctx.region, after, limit + 1)
     result: dict[str, Any] = {"clusterArns": arns[:limit]}
     if len(arns) > limit:
-        result["nextToken"] = encode_token(arns[limit - 1])
+        result["nextToken"] = pager.encode(arns[limit - 1])
     return result
 
 

@@ -28,7 +28,7 @@ from taskvpc.domain import instance_types, lifecycle
 from taskvpc.domain.arns import container_instance_arn, last_path_part, match_identifiers
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.domain.lifecycle import ContainerInstanceEvent, ContainerInstanceStatus
-from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.pagination import Pager, is_str, page_size
 from taskvpc.scheduler import InstanceSnapshot, compile_expression, ports
 from taskvpc.scheduler.ports import HostPorts
 from taskvpc.store import ec2_repo, ecs_repo, tasks_repo
@@ -393,7 +393,7 @@ def register_container_instance(ctx: RequestContext, params: dict[str, Any]) -> 
     tagging.check_new_tags(tags)
     cpu, memory, ports, ports_udp = _resources_from_api(params.get("totalResources", []), instance_type)
     reg = Registration(
-        cluster=cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER),
+        cluster=cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER),
         ec2_instance_id=document["instanceId"],
         cpu=cpu,
         memory=memory,
@@ -449,7 +449,7 @@ def deregister(conn: Connection, ctx: RequestContext, row: Row, force: bool) -> 
 
 
 def deregister_container_instance(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         task_state.lock(conn, ctx, cluster)
         row = require_instance(conn, ctx, cluster, params["containerInstance"])
@@ -461,10 +461,9 @@ def deregister_container_instance(ctx: RequestContext, params: dict[str, Any]) -
 
 
 def list_container_instances(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
-    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
-    if after is not None and not isinstance(after, str):
-        raise _BAD_TOKEN
+    cluster = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
+    pager = Pager.of(ctx.page_key, "ecs:ListContainerInstances", ctx.region, ctx.account_id, params)
+    after = pager.decode(params.get("nextToken"), _BAD_TOKEN, is_str)
     limit = page_size(params.get("maxResults"), 100, 100)
     expression = compile_expression(params["filter"]) if params.get("filter") else None
     status = params.get("status")
@@ -483,12 +482,12 @@ def list_container_instances(ctx: RequestContext, params: dict[str, Any]) -> dic
     arns = [row["arn"] for row in rows]
     result: dict[str, Any] = {"containerInstanceArns": arns[:limit]}
     if len(arns) > limit:
-        result["nextToken"] = encode_token(arns[limit - 1])
+        result["nextToken"] = pager.encode(arns[limit - 1])
     return result
 
 
 def describe_container_instances(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     identifiers = params["containerInstances"]
     if len(identifiers) > MAX_DESCRIBE:
         raise invalid_parameter(f"containerInstances can have at most {MAX_DESCRIBE} items.")  # patterned
@@ -505,7 +504,7 @@ def describe_container_instances(ctx: RequestContext, params: dict[str, Any]) ->
 
 
 def update_container_instances_state(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     status = params["status"]
     events = {"ACTIVE": ContainerInstanceEvent.ACTIVATE, "DRAINING": ContainerInstanceEvent.DRAIN}
     if status not in events:

@@ -19,9 +19,9 @@ from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import capacity_providers, tagging, task_state, tasks
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.domain import capacity, services as svc
-from taskvpc.domain.arns import last_path_part
+from taskvpc.domain.arns import foreign_arn, last_path_part
 from taskvpc.domain.errors import ClientError, invalid_parameter
-from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.pagination import Pager, is_str, page_size
 from taskvpc.store import ecs_repo, services_repo
 
 Row = dict[str, Any]
@@ -54,6 +54,8 @@ def check_launch(conn: Connection, ctx: RequestContext, cluster: Doc, name: str,
 
 
 def find(conn: Connection, ctx: RequestContext, cluster: str, identifier: str) -> Row | None:
+    if foreign_arn(identifier, ctx.region, ctx.account_id):
+        return None  # another partition's, region's or account's service is not one of ours
     return services_repo.find_service(conn, ctx.region, cluster, last_path_part(identifier))
 
 
@@ -77,6 +79,10 @@ def view(conn: Connection, row: Row, with_tags: bool) -> Doc:
 
 def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     svc.check_create(params)
+    if not params.get("taskDefinition"):
+        # optional in the model (EXTERNAL deployment controllers omit it), needed by ECS's own scheduler;
+        # was a KeyError 500 (found by tests/unit/test_fuzz_api.py) # unconfirmed wording
+        raise invalid_parameter("A task definition must be specified for a service scheduled by ECS.")
     name = params["serviceName"]
     new_tags = params.get("tags", [])
     tagging.check_new_tags(new_tags)
@@ -89,7 +95,7 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     if daemon:  # DAEMON: at most one task per instance; by default all may stop (API reference)
         given = params.get("deploymentConfiguration") or {}
         configuration.update(maximumPercent=100, minimumHealthyPercent=given.get("minimumHealthyPercent", 0))
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
         existing = services_repo.find_service(conn, ctx.region, cluster_name, name)
@@ -160,7 +166,7 @@ def update_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     svc.check_common(params)
     if params.get("desiredCount") is not None:
         svc.check_desired_count(params["desiredCount"])
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
         row = find(conn, ctx, cluster_name, params["service"])
@@ -223,7 +229,7 @@ def new_primary(conn: Connection, ctx: RequestContext, row: Row, launch: Doc) ->
 
 
 def delete_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
         row = find(conn, ctx, cluster_name, params["service"])
@@ -248,7 +254,7 @@ def describe_services(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     identifiers = params["services"]
     if len(identifiers) > svc.MAX_DESCRIBE:
         raise invalid_parameter(f"services can have at most {svc.MAX_DESCRIBE} items.")  # patterned
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with_tags = "TAGS" in params.get("include", ())
     found: list[Doc] = []
     failures: list[dict[str, str]] = []
@@ -267,10 +273,9 @@ def describe_services(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 
 
 def list_services(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
-    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
-    if after is not None and not isinstance(after, str):
-        raise _BAD_TOKEN
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
+    pager = Pager.of(ctx.page_key, "ecs:ListServices", ctx.region, ctx.account_id, params)
+    after = pager.decode(params.get("nextToken"), _BAD_TOKEN, is_str)
     limit = page_size(params.get("maxResults"), 10, 100)  # default 10, at most 100 (API reference)
     with ctx.db.read() as conn:
         task_state.require_cluster(conn, ctx, cluster_name)
@@ -285,7 +290,7 @@ def list_services(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
         )
     result: dict[str, Any] = {"serviceArns": arns[:limit]}
     if len(arns) > limit:
-        result["nextToken"] = encode_token(arns[limit - 1])
+        result["nextToken"] = pager.encode(arns[limit - 1])
     return result
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
+from taskvpc.domain import taskdef
 from taskvpc.domain.arns import parse_arn
 from taskvpc.domain.errors import ClientError, cluster_not_found, invalid_parameter
 from taskvpc.store import ecs_repo, services_repo, tasks_repo
@@ -19,6 +20,10 @@ def check_new_tags(new_tags: list[dict[str, str]]) -> None:
         raise invalid_parameter(
             f"The number of tags specified exceeds the maximum of {MAX_TAGS}."
         )  # unconfirmed
+    keys = [tag.get("key") for tag in new_tags]
+    if len(set(keys)) != len(keys):
+        # the store keeps one value per key; CloudFormation's words for the same refusal # unconfirmed for ECS
+        raise invalid_parameter("Tags contain duplicate keys; tag keys must be unique.")
     for tag in new_tags:
         key = tag.get("key")
         if not key:
@@ -33,7 +38,7 @@ def _require_resource(conn: Connection, ctx: RequestContext, resource_arn: str) 
     arn = parse_arn(resource_arn)
     if arn is None or arn.service != "ecs":
         raise invalid_parameter("Invalid Arn")  # unconfirmed
-    if arn.region != ctx.region or arn.account_id != ctx.account_id:
+    if not arn.is_local(ctx.region, ctx.account_id):
         raise invalid_parameter("The specified resource ARN is not in this region or account.")  # unconfirmed
     kind, resource_id = arn.resource_type, arn.resource_id
     if kind == "cluster":
@@ -43,7 +48,8 @@ def _require_resource(conn: Connection, ctx: RequestContext, resource_arn: str) 
         return
     if kind == "task-definition":
         family, _, revision = resource_id.rpartition(":")
-        found = revision.isdigit() and ecs_repo.get_task_definition(conn, ctx.region, family, int(revision))
+        number = taskdef.parse_revision(revision)
+        found = number is not None and ecs_repo.get_task_definition(conn, ctx.region, family, number)
         if not found:
             raise ClientError(
                 "ClientException", "The specified task definition does not exist."

@@ -11,7 +11,7 @@ from taskvpc.control.ecs import tagging
 from taskvpc.domain import taskdef
 from taskvpc.domain.arns import parse_arn, task_definition_arn
 from taskvpc.domain.errors import ClientError, invalid_parameter
-from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.pagination import Pager, is_int, is_pair, is_str, page_size
 from taskvpc.store import ecs_repo
 
 _NOT_FOUND = "Unable to describe task definition."
@@ -45,25 +45,32 @@ def register_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dic
     return result
 
 
-def parse_identifier(identifier: str) -> tuple[str, int | None]:
-    """(family, revision) from ``family``, ``family:revision`` or a task definition ARN."""
+def parse_identifier(ctx: RequestContext, identifier: str) -> tuple[str, int | None]:
+    """(family, revision) from ``family``, ``family:revision`` or a task definition ARN of this account
+    and region (another's is not found); a revision must be an ASCII number a revision can be."""
     text = identifier
     if identifier.startswith("arn:"):
         arn = parse_arn(identifier)
-        if arn is None or arn.resource_type != "task-definition" or not arn.resource_id:
+        if (
+            arn is None
+            or arn.resource_type != "task-definition"
+            or not arn.resource_id
+            or not arn.is_local(ctx.region, ctx.account_id)
+        ):
             raise ClientError("ClientException", _NOT_FOUND)
         text = arn.resource_id
     family, colon, revision = text.rpartition(":")
     if not colon:
         return text, None
-    if not revision.isdigit() or not family:
+    number = taskdef.parse_revision(revision)
+    if number is None or not family:
         raise ClientError("ClientException", _NOT_FOUND)
-    return family, int(revision)
+    return family, number
 
 
 def find_task_definition(conn: Connection, ctx: RequestContext, identifier: str) -> dict[str, Any] | None:
     """A bare family means its newest ACTIVE revision; an explicit revision may be INACTIVE."""
-    family, revision = parse_identifier(identifier)
+    family, revision = parse_identifier(ctx, identifier)
     if revision is None:
         return ecs_repo.latest_active_task_definition(conn, ctx.region, family)
     found = ecs_repo.get_task_definition(conn, ctx.region, family, revision)
@@ -84,14 +91,8 @@ def describe_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dic
 
 
 def list_task_definitions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
-    if after is not None and not (
-        isinstance(after, list)
-        and len(after) == 2
-        and isinstance(after[0], str)
-        and isinstance(after[1], int)
-    ):
-        raise _BAD_TOKEN
+    pager = Pager.of(ctx.page_key, "ecs:ListTaskDefinitions", ctx.region, ctx.account_id, params)
+    after = pager.decode(params.get("nextToken"), _BAD_TOKEN, is_pair(is_str, is_int))
     limit = page_size(params.get("maxResults"), 100, 100)
     with ctx.db.read() as conn:
         keys = ecs_repo.list_task_definition_keys(
@@ -106,14 +107,15 @@ def list_task_definitions(ctx: RequestContext, params: dict[str, Any]) -> dict[s
     result: dict[str, Any] = {"taskDefinitionArns": [arn for _f, _r, arn in keys[:limit]]}
     if len(keys) > limit:
         family, revision, _arn = keys[limit - 1]
-        result["nextToken"] = encode_token([family, revision])
+        result["nextToken"] = pager.encode([family, revision])
     return result
 
 
 def list_task_definition_families(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
-    if after is not None and not isinstance(after, str):
-        raise _BAD_TOKEN
+    pager = Pager.of(ctx.page_key, "ecs:ListTaskDefinitionFamilies", ctx.region, ctx.account_id, params)
+    after = pager.decode(params.get("nextToken"), _BAD_TOKEN, is_str)
+    if len(params.get("familyPrefix") or "") > taskdef.MAX_FAMILY_LENGTH:
+        return {"families": []}  # no family is that long; SQLite refuses LIKE patterns over 50,000 bytes
     limit = page_size(params.get("maxResults"), 100, 100)
     with ctx.db.read() as conn:
         families = ecs_repo.list_families(
@@ -126,12 +128,12 @@ def list_task_definition_families(ctx: RequestContext, params: dict[str, Any]) -
         )
     result: dict[str, Any] = {"families": families[:limit]}
     if len(families) > limit:
-        result["nextToken"] = encode_token(families[limit - 1])
+        result["nextToken"] = pager.encode(families[limit - 1])
     return result
 
 
 def deregister_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    family, revision = parse_identifier(params["taskDefinition"])
+    family, revision = parse_identifier(ctx, params["taskDefinition"])
     if revision is None:
         raise ClientError(
             "ClientException",
@@ -152,7 +154,7 @@ def delete_task_definitions(ctx: RequestContext, params: dict[str, Any]) -> dict
     failures: list[dict[str, str]] = []
     with ctx.db.transaction() as conn:
         for identifier in params["taskDefinitions"]:
-            family, revision = parse_identifier(identifier)
+            family, revision = parse_identifier(ctx, identifier)
             found = (
                 ecs_repo.get_task_definition(conn, ctx.region, family, revision)
                 if revision is not None

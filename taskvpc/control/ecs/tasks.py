@@ -28,10 +28,10 @@ from taskvpc.control.ecs import capacity_providers, container_instances, tagging
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.control.ecs.task_definitions import find_task_definition
 from taskvpc.domain import capacity, tasks as taskdoc
-from taskvpc.domain.arns import container_arn, last_path_part, match_identifiers, task_arn
+from taskvpc.domain.arns import container_arn, foreign_arn, last_path_part, match_identifiers, task_arn
 from taskvpc.domain.errors import ClientError, ecs_client_exception, invalid_parameter
 from taskvpc.domain.lifecycle import StopCode, TaskEvent
-from taskvpc.domain.pagination import decode_token, encode_token, page_size
+from taskvpc.domain.pagination import Pager, is_str, page_size
 from taskvpc.domain.taskdef import FARGATE_SIZES
 from taskvpc.scheduler import (
     PlacementFailure,
@@ -430,7 +430,7 @@ def run_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         raise invalid_parameter(f"count must be between 1 and {MAX_COUNT}.")  # unconfirmed wording
     token = params.get("clientToken")
     _check_token(token)
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
         request_hash = _request_hash(params)
@@ -535,7 +535,7 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         raise invalid_parameter(
             f"containerInstances can have at most {MAX_START_INSTANCES} items."
         )  # patterned
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
         launch = prepare_launch(conn, ctx, cluster, {**params, "launchType": "EC2"})  # instances: EC2
@@ -597,7 +597,7 @@ def _find_tasks(
 
 
 def stop_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with ctx.db.transaction() as conn:
         task_state.lock(conn, ctx, cluster_name)
         found, _missing = _find_tasks(conn, ctx, cluster_name, [params["task"]])
@@ -618,7 +618,7 @@ def describe_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     identifiers = params["tasks"]
     if len(identifiers) > MAX_DESCRIBE:
         raise invalid_parameter(f"taskIds can have at most {MAX_DESCRIBE} items.")  # real text
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
     with_tags = "TAGS" in params.get("include", ())
     with ctx.db.read() as conn:
         task_state.require_cluster(conn, ctx, cluster_name)
@@ -629,10 +629,9 @@ def describe_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
 
 
 def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    cluster_name = cluster_name_of(params.get("cluster") or DEFAULT_CLUSTER)
-    after = decode_token(params.get("nextToken"), _BAD_TOKEN)
-    if after is not None and not isinstance(after, str):
-        raise _BAD_TOKEN
+    cluster_name = cluster_name_of(ctx, params.get("cluster") or DEFAULT_CLUSTER)
+    pager = Pager.of(ctx.page_key, "ecs:ListTasks", ctx.region, ctx.account_id, params)
+    after = pager.decode(params.get("nextToken"), _BAD_TOKEN, is_str)
     limit = page_size(params.get("maxResults"), 100, 100)
     with ctx.db.read() as conn:
         task_state.require_cluster(conn, ctx, cluster_name)
@@ -646,6 +645,8 @@ def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             service_name = service["name"]
         instance_id = None
         if params.get("containerInstance"):
+            if foreign_arn(params["containerInstance"], ctx.region, ctx.account_id):
+                return {"taskArns": []}  # another account's or region's instance runs nothing here
             instance_id = last_path_part(params["containerInstance"])
         arns = tasks_repo.list_task_arns(
             conn,
@@ -662,5 +663,5 @@ def list_tasks(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         )
     result: dict[str, Any] = {"taskArns": arns[:limit]}
     if len(arns) > limit:
-        result["nextToken"] = encode_token(arns[limit - 1])
+        result["nextToken"] = pager.encode(arns[limit - 1])
     return result
