@@ -319,6 +319,7 @@ def _select(document: object, selector: str) -> tuple[bool, object]:
 
 _FIELD = re.compile(r'"([^"]*)"|\[([^\]]*)\]|(\S+)')
 ELLIPSIS = "..."
+MAX_ELLIPSES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +334,10 @@ def _compile_delimited(text: str) -> Matcher:
     columns = [_column(part) for part in _split_columns(text[1:-1])]
     if not columns:
         raise FilterPatternError("A space-delimited filter pattern needs at least one field")
+    # Each "..." multiplies the ways to bind fields; a few are all real patterns use, and the cap keeps
+    # one request's matching cost bounded.
+    if sum(column.name == ELLIPSIS for column in columns) > MAX_ELLIPSES:
+        raise FilterPatternError(f"At most {MAX_ELLIPSES} '...' are allowed in a space-delimited filter pattern")
 
     def matches(message: str) -> bool:
         fields = [next(g for g in m.groups() if g is not None) for m in _FIELD.finditer(message)]
