@@ -42,7 +42,7 @@ def test_exactly_full_batch_is_accepted() -> None:
 
 
 def test_rejections_are_reported_by_index() -> None:
-    old = NOW - 14 * 24 * HOUR - 1
+    old = NOW - 14 * 24 * HOUR - 2
     verdict = rules.judge_batch(batch(old, old + 1, old + 2 * HOUR), NOW, None)
     assert verdict.rejected == {"tooOldLogEventEndIndex": 1} and verdict.accepted == [2]
     verdict = rules.judge_batch(batch(NOW, NOW + 2 * HOUR, NOW + 2 * HOUR + 1), NOW, None)
