@@ -10,6 +10,7 @@ older than 14 days or than the group's retention, are rejected one by one and re
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,9 +65,11 @@ def judge_batch(events: Sequence[dict[str, Any]], now_ms: int, retention_days: i
         raise invalid_parameter(f"The batch of log events exceeds the maximum count of {MAX_BATCH_EVENTS}.")
     size = sum(len(str(e["message"]).encode()) + EVENT_OVERHEAD_BYTES for e in events)
     if size > MAX_BATCH_BYTES:
-        raise invalid_parameter(f"The batch of log events exceeds the maximum size of {MAX_BATCH_BYTES} bytes.")
+        raise invalid_parameter(
+            f"The batch of log events exceeds the maximum size of {MAX_BATCH_BYTES} bytes."
+        )
     stamps = [int(e["timestamp"]) for e in events]
-    if any(later < earlier for earlier, later in zip(stamps, stamps[1:], strict=False)):
+    if any(later < earlier for earlier, later in itertools.pairwise(stamps)):
         raise invalid_parameter("Log events in a single PutLogEvents request must be in chronological order.")
     if stamps and stamps[-1] - stamps[0] > MAX_BATCH_SPAN_MS:
         raise invalid_parameter("The batch of log events in a single PutLogEvents request cannot span more than 24 hours.")  # fmt: skip

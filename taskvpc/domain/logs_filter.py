@@ -306,12 +306,13 @@ def _selector_steps(selector: str) -> list[str | int]:
 def _select(document: object, selector: str) -> tuple[bool, object]:
     current = document
     for step in _selector_steps(selector):
-        if isinstance(step, int) and isinstance(current, list) and step < len(current):
+        if isinstance(current, list) and isinstance(step, int) and step < len(current):
             current = current[step]
-        elif isinstance(step, str) and isinstance(current, dict) and step in current:
+            continue
+        if isinstance(current, dict) and isinstance(step, str) and step in current:
             current = current[step]
-        else:
-            return False, None
+            continue
+        return False, None
     return True, current
 
 
@@ -337,7 +338,9 @@ def _compile_delimited(text: str) -> Matcher:
     # Each "..." multiplies the ways to bind fields; a few are all real patterns use, and the cap keeps
     # one request's matching cost bounded.
     if sum(column.name == ELLIPSIS for column in columns) > MAX_ELLIPSES:
-        raise FilterPatternError(f"At most {MAX_ELLIPSES} '...' are allowed in a space-delimited filter pattern")
+        raise FilterPatternError(
+            f"At most {MAX_ELLIPSES} '...' are allowed in a space-delimited filter pattern"
+        )
 
     def matches(message: str) -> bool:
         fields = [next(g for g in m.groups() if g is not None) for m in _FIELD.finditer(message)]
@@ -348,7 +351,9 @@ def _compile_delimited(text: str) -> Matcher:
 
 def _split_columns(body: str) -> list[str]:
     """Top-level commas separate columns; commas inside quotes do not."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in body:
         if char == '"':
             quoted = not quoted

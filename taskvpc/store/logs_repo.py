@@ -29,7 +29,9 @@ def get_group(conn: Connection, region: str, name: str) -> Row | None:
 
 
 def insert_group(conn: Connection, values: Row) -> int:
-    return int(conn.execute(insert(log_groups).values(**values)).inserted_primary_key[0])
+    key = conn.execute(insert(log_groups).values(**values)).inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def delete_group(conn: Connection, group_id: int) -> None:
@@ -60,7 +62,9 @@ def set_retention(conn: Connection, group_id: int, days: int | None) -> None:
 
 def stored_bytes(conn: Connection, group_id: int) -> int:
     total = conn.execute(
-        select(func.coalesce(func.sum(log_streams.c.stored_bytes), 0)).where(log_streams.c.group_id == group_id)
+        select(func.coalesce(func.sum(log_streams.c.stored_bytes), 0)).where(
+            log_streams.c.group_id == group_id
+        )
     ).scalar_one()
     return int(total)
 
@@ -78,7 +82,9 @@ def put_tags(conn: Connection, group_id: int, tags: dict[str, str]) -> None:
     if not tags:
         return
     conn.execute(delete(log_group_tags).where(t.group_id == group_id, t.key.in_(list(tags))))
-    conn.execute(insert(log_group_tags), [{"group_id": group_id, "key": k, "value": v} for k, v in tags.items()])
+    conn.execute(
+        insert(log_group_tags), [{"group_id": group_id, "key": k, "value": v} for k, v in tags.items()]
+    )
 
 
 def delete_tags(conn: Connection, group_id: int, keys: Sequence[str]) -> None:
@@ -97,7 +103,9 @@ def get_stream(conn: Connection, group_id: int, name: str) -> Row | None:
 
 def insert_stream(conn: Connection, group_id: int, name: str, created_at: int) -> int:
     values = {"group_id": group_id, "name": name, "created_at": created_at, "stored_bytes": 0}
-    return int(conn.execute(insert(log_streams).values(**values)).inserted_primary_key[0])
+    key = conn.execute(insert(log_streams).values(**values)).inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def delete_stream(conn: Connection, stream_id: int) -> None:
@@ -149,7 +157,13 @@ def put_events(
     conn.execute(
         insert(log_events),
         [
-            {"group_id": group_id, "stream_id": stream_id, "timestamp": ts, "ingestion_time": ingestion, "message": m}
+            {
+                "group_id": group_id,
+                "stream_id": stream_id,
+                "timestamp": ts,
+                "ingestion_time": ingestion,
+                "message": m,
+            }
             for ts, m in events
         ],
     )
@@ -252,4 +266,3 @@ def delete_expired(conn: Connection, group_id: int, now_ms: int) -> int:
     horizon = now_ms - int(days) * DAY_MS
     result = conn.execute(delete(log_events).where(e.group_id == group_id, e.timestamp < horizon))
     return int(result.rowcount or 0)
-

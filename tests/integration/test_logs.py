@@ -107,7 +107,10 @@ def test_retention_policy(logs: Any) -> None:
     code, message, _ = fails(logs.put_retention_policy, logGroupName="g", retentionInDays=2)
     assert code == "InvalidParameterException" and "retentionInDays" in message
     assert logs.describe_log_groups()["logGroups"][0]["retentionInDays"] == 14
-    assert fails(logs.put_retention_policy, logGroupName="nope", retentionInDays=1)[0] == "ResourceNotFoundException"
+    assert (
+        fails(logs.put_retention_policy, logGroupName="nope", retentionInDays=1)[0]
+        == "ResourceNotFoundException"
+    )
     logs.delete_retention_policy(logGroupName="g")
     assert "retentionInDays" not in logs.describe_log_groups()["logGroups"][0]
 
@@ -139,7 +142,10 @@ def test_streams_create_describe_order_delete(logs: Any) -> None:
         "ResourceAlreadyExistsException",
         "The specified log stream already exists",
     )
-    assert fails(logs.create_log_stream, logGroupName="nope", logStreamName="a")[0] == "ResourceNotFoundException"
+    assert (
+        fails(logs.create_log_stream, logGroupName="nope", logStreamName="a")[0]
+        == "ResourceNotFoundException"
+    )
     base = now_ms() - 10_000
     put(logs, "g", "c", ["x"], base)
     put(logs, "g", "a", ["y"], base + 1000)
@@ -156,7 +162,10 @@ def test_streams_create_describe_order_delete(logs: Any) -> None:
     assert stream["arn"].endswith(":log-group:g:log-stream:b")
     assert [s["logStreamName"] for s in logs.describe_log_streams(logGroupName="g", logStreamNamePrefix="b")["logStreams"]] == ["b"]  # fmt: skip
     code, message, _ = fails(logs.describe_log_streams, logGroupName="g", orderBy="LastEventTime", logStreamNamePrefix="a")  # fmt: skip
-    assert (code, message) == ("InvalidParameterException", "Cannot order by LastEventTime with a logStreamNamePrefix.")
+    assert (code, message) == (
+        "InvalidParameterException",
+        "Cannot order by LastEventTime with a logStreamNamePrefix.",
+    )
     logs.delete_log_stream(logGroupName="g", logStreamName="a")
     assert fails(logs.delete_log_stream, logGroupName="g", logStreamName="a")[:2] == (
         "ResourceNotFoundException",
@@ -183,7 +192,10 @@ def test_put_log_events_limits(logs: Any, stream: tuple[str, str]) -> None:
     # 1,048,576 bytes counted with 26 bytes per event: exactly full passes, one byte more does not.
     full = [{"timestamp": now, "message": "x" * (524_288 - 26)}] * 2
     logs.put_log_events(logGroupName=group, logStreamName=name, logEvents=full)
-    over = [{"timestamp": now, "message": "x" * (524_288 - 26)}, {"timestamp": now, "message": "x" * (524_288 - 25)}]
+    over = [
+        {"timestamp": now, "message": "x" * (524_288 - 26)},
+        {"timestamp": now, "message": "x" * (524_288 - 25)},
+    ]
     code, message, _ = fails(logs.put_log_events, logGroupName=group, logStreamName=name, logEvents=over)
     assert code == "InvalidParameterException" and "1048576" in message
     span = [{"timestamp": now - DAY_MS - 1, "message": "a"}, {"timestamp": now, "message": "b"}]
@@ -203,13 +215,18 @@ def test_too_old_too_new_and_expired_are_rejected_one_by_one(logs: Any, stream: 
         {"timestamp": now - 15 * DAY_MS, "message": "too old"},
         {"timestamp": now - 15 * DAY_MS + 1, "message": "too old too"},
     ]
-    result = logs.put_log_events(logGroupName=group, logStreamName=name, logEvents=events, sequenceToken="any")
+    result = logs.put_log_events(
+        logGroupName=group, logStreamName=name, logEvents=events, sequenceToken="any"
+    )
     assert result["rejectedLogEventsInfo"] == {"tooOldLogEventEndIndex": 1}
     fresh = [{"timestamp": now, "message": "ok"}, {"timestamp": now + 3 * 3600 * 1000, "message": "too new"}]
     result = logs.put_log_events(logGroupName=group, logStreamName=name, logEvents=fresh)
     assert result["rejectedLogEventsInfo"] == {"tooNewLogEventStartIndex": 1}
     logs.put_retention_policy(logGroupName=group, retentionInDays=1)
-    aged = [{"timestamp": now - DAY_MS - 3_600_000, "message": "expired"}, {"timestamp": now - 7_200_000, "message": "ok2"}]
+    aged = [
+        {"timestamp": now - DAY_MS - 3_600_000, "message": "expired"},
+        {"timestamp": now - 7_200_000, "message": "ok2"},
+    ]
     result = logs.put_log_events(logGroupName=group, logStreamName=name, logEvents=aged)
     assert result["rejectedLogEventsInfo"] == {"expiredLogEventEndIndex": 0}
     got = logs.get_log_events(logGroupName=group, logStreamName=name, startFromHead=True)["events"]
@@ -238,7 +255,9 @@ def test_get_log_events_tokens_forward_and_backward(logs: Any, stream: tuple[str
     assert messages == [f"line {i}" for i in range(25)]
     tail = logs.get_log_events(logGroupName=group, logStreamName=name, limit=5)  # startFromHead false
     assert [e["message"] for e in tail["events"]] == [f"line {i}" for i in range(20, 25)]
-    back = logs.get_log_events(logGroupName=group, logStreamName=name, nextToken=tail["nextBackwardToken"], limit=5)
+    back = logs.get_log_events(
+        logGroupName=group, logStreamName=name, nextToken=tail["nextBackwardToken"], limit=5
+    )
     assert [e["message"] for e in back["events"]] == [f"line {i}" for i in range(15, 20)]
     window = logs.get_log_events(
         logGroupName=group, logStreamName=name, startTime=base + 3, endTime=base + 6, startFromHead=True
@@ -247,7 +266,9 @@ def test_get_log_events_tokens_forward_and_backward(logs: Any, stream: tuple[str
     assert window["events"][0]["timestamp"] == base + 3 and "ingestionTime" in window["events"][0]
     bad = fails(logs.get_log_events, logGroupName=group, logStreamName=name, nextToken="x/123")
     assert bad[0] == "InvalidParameterException"
-    assert fails(logs.get_log_events, logGroupName=group, logStreamName="nope")[0] == "ResourceNotFoundException"
+    assert (
+        fails(logs.get_log_events, logGroupName=group, logStreamName="nope")[0] == "ResourceNotFoundException"
+    )
 
 
 def test_new_events_appear_after_the_forward_token(logs: Any, stream: tuple[str, str]) -> None:
@@ -286,7 +307,9 @@ def test_filter_log_events_patterns_streams_and_pages(logs: Any) -> None:
     assert messages(filterPattern='{ $.level = "error" && $.latency > 500 }') == [
         json.dumps({"level": "error", "latency": 700})
     ]
-    assert messages(filterPattern="[ip, dash, user, t, verb, status = 4*, bytes]") == ["10.0.0.1 - bob [x] GET 404 12"]
+    assert messages(filterPattern="[ip, dash, user, t, verb, status = 4*, bytes]") == [
+        "10.0.0.1 - bob [x] GET 404 12"
+    ]
     assert messages(filterPattern="[..., bytes > 1000]") == ["10.0.0.2 - amy [x] GET 200 9000"]
     assert messages(filterPattern="ERROR", logStreamNames=["app/2"]) == ["ERROR again"]
     assert messages(logStreamNamePrefix="db/") == [
@@ -312,7 +335,9 @@ def test_filter_log_events_patterns_streams_and_pages(logs: Any) -> None:
     assert pages == [e["eventId"] for e in everything["events"]]
     code, _, _ = fails(logs.filter_log_events, logGroupName="g", filterPattern="{ $.a = ")
     assert code == "InvalidParameterException"
-    code, message, _ = fails(logs.filter_log_events, logGroupName="g", logStreamNames=["a"], logStreamNamePrefix="a")
+    code, message, _ = fails(
+        logs.filter_log_events, logGroupName="g", logStreamNames=["a"], logStreamNamePrefix="a"
+    )
     assert code == "InvalidParameterException" and "logStreamNamePrefix" in message
     assert fails(logs.filter_log_events, logGroupName="nope")[0] == "ResourceNotFoundException"
 
@@ -331,7 +356,9 @@ def test_paginator_reads_everything(logs: Any, stream: tuple[str, str]) -> None:
 def test_aws_cli_get_and_filter_log_events(api: Server, logs: Any, stream: tuple[str, str]) -> None:
     group, name = stream
     put(logs, group, name, ["hello from the cli", "ERROR from the cli"])
-    out = json.loads(api.aws("logs", "get-log-events", "--log-group-name", group, "--log-stream-name", name).stdout)
+    out = json.loads(
+        api.aws("logs", "get-log-events", "--log-group-name", group, "--log-stream-name", name).stdout
+    )
     assert [e["message"] for e in out["events"]] == ["hello from the cli", "ERROR from the cli"]
     out = json.loads(
         api.aws("logs", "filter-log-events", "--log-group-name", group, "--filter-pattern", "ERROR").stdout

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from taskvpc.domain.logs_filter import FilterPatternError, compile_pattern
 
@@ -51,10 +50,10 @@ CORPUS: list[tuple[str, str, bool]] = [
     ("{ $.eventType = UpdateTrail }", CLOUDTRAIL, True),
     ('{ $.eventType = "Update*" }', CLOUDTRAIL, True),
     ('{ $.eventType != "UpdateTrail" }', CLOUDTRAIL, False),
-    ('{ $.sourceIPAddress != 123.123.* }', CLOUDTRAIL, False),
+    ("{ $.sourceIPAddress != 123.123.* }", CLOUDTRAIL, False),
     ('{ $.arrayKey[0] = "value" }', CLOUDTRAIL, True),
     ('{ $.arrayKey[1] = "value" }', CLOUDTRAIL, False),
-    ('{ $.objectList[1].id = 2 }', CLOUDTRAIL, True),
+    ("{ $.objectList[1].id = 2 }", CLOUDTRAIL, True),
     ("{ $.objectList[1].id > 1 && $.objectList[0].id < 2 }", CLOUDTRAIL, True),
     ("{ $.SomeObject IS NULL }", CLOUDTRAIL, True),
     ("{ $.ThisFlag IS TRUE }", CLOUDTRAIL, True),
@@ -65,7 +64,7 @@ CORPUS: list[tuple[str, str, bool]] = [
     ("{ $.latency > 88.5 }", CLOUDTRAIL, False),
     ('{ ($.user.name = "bob") || ($.latency < 100) }', CLOUDTRAIL, True),
     ('{ ($.user.name = "bob" || $.latency < 10) && $.ThisFlag IS TRUE }', CLOUDTRAIL, False),
-    ('{ $.user.groups[0] = %adm.*% }', CLOUDTRAIL, True),
+    ("{ $.user.groups[0] = %adm.*% }", CLOUDTRAIL, True),
     ('{ $.eventType = "UpdateTrail" }', "not json at all", False),
     ("{ $.latency = 88.5 }", json.dumps({"latency": "fast"}), False),  # a string is not a number
     ('{ $.level = "error" }', json.dumps({"level": 3}), False),
@@ -117,11 +116,15 @@ def test_malformed_patterns_are_refused(pattern: str) -> None:
         compile_pattern(pattern)
 
 
-WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", min_size=1, max_size=8)
+WORDS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_", min_size=1, max_size=8
+)
 
 
 @given(st.lists(WORDS, min_size=1, max_size=6), st.data())
-def test_a_word_of_the_message_matches_and_its_exclusion_does_not(words: list[str], data: st.DataObject) -> None:
+def test_a_word_of_the_message_matches_and_its_exclusion_does_not(
+    words: list[str], data: st.DataObject
+) -> None:
     message = " ".join(words)
     word = data.draw(st.sampled_from(words))
     assert compile_pattern(word)(message)

@@ -46,11 +46,11 @@ def group_name_of(params: dict[str, Any], *, required: bool = True) -> str | Non
             rest = identifier.split(":log-group:", 1)
             if len(rest) != 2 or not rest[1]:
                 raise invalid_parameter(f"Invalid log group identifier: {identifier}")  # unconfirmed
-            return rest[1].removesuffix(":*")
+            return str(rest[1]).removesuffix(":*")
         return str(identifier)
     if name is None and required:
         raise invalid_parameter("Either logGroupName or logGroupIdentifier must be specified.")  # unconfirmed
-    return name
+    return None if name is None else str(name)
 
 
 def require_group(conn: Connection, ctx: RequestContext, name: str) -> dict[str, Any]:

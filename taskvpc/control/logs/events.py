@@ -69,12 +69,16 @@ def get_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         stream = require_stream(conn, require_group(conn, ctx, name), params["logStreamName"])
         if backwards:
             before = position if direction == "b" else None
-            rows = logs_repo.read_stream(conn, stream["id"], after=None, before=before, newest_first=True, **window)
+            rows = logs_repo.read_stream(
+                conn, stream["id"], after=None, before=before, newest_first=True, **window
+            )
             rows = list(reversed(_within_bytes(rows)))  # newest kept, shown oldest first
         else:
             after = position if direction == "f" else None
             rows = _within_bytes(
-                logs_repo.read_stream(conn, stream["id"], after=after, before=None, newest_first=False, **window)
+                logs_repo.read_stream(
+                    conn, stream["id"], after=after, before=None, newest_first=False, **window
+                )
             )
     if rows:
         forward: rules.Position = (rows[-1]["timestamp"], rows[-1]["seq"])
@@ -105,7 +109,9 @@ def filter_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     token = params.get("nextToken")
     bad_token = rules.invalid_parameter("The specified nextToken is invalid.")
     after = decode_token(token, bad_token) if token else None
-    if after is not None and not (isinstance(after, list) and len(after) == 2 and all(isinstance(v, int) for v in after)):
+    if after is not None and not (
+        isinstance(after, list) and len(after) == 2 and all(isinstance(v, int) for v in after)
+    ):
         raise bad_token
     limit = params.get("limit", PAGE_EVENTS)
     found: list[dict[str, Any]] = []

@@ -8,12 +8,12 @@ from sqlalchemy.exc import IntegrityError
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.logs.common import (
+    GROUP_NOT_FOUND,
     already_exists,
     group_arn,
     not_found,
     now_ms,
     require_group,
-    GROUP_NOT_FOUND,
 )
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.logs_events import check_group_name, check_retention, invalid_parameter

@@ -34,7 +34,9 @@ def upgrade() -> None:
     op.create_table(
         "log_streams",
         sa.Column("id", _id(), primary_key=True, autoincrement=True),
-        sa.Column("group_id", sa.BigInteger, sa.ForeignKey("log_groups.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "group_id", sa.BigInteger, sa.ForeignKey("log_groups.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("name", sa.String(512), nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("first_event_at", sa.BigInteger, nullable=True),
