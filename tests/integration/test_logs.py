@@ -364,3 +364,55 @@ def test_aws_cli_get_and_filter_log_events(api: Server, logs: Any, stream: tuple
         api.aws("logs", "filter-log-events", "--log-group-name", group, "--filter-pattern", "ERROR").stdout
     )
     assert [(e["logStreamName"], e["message"]) for e in out["events"]] == [(name, "ERROR from the cli")]
+
+
+# ---- what `aws logs tail --follow` (CLI v2) does ----------------------------------------------------
+# aws/aws-cli v2 awscli/customizations/logs/tail.py, FollowLogEventsGenerator: FilterLogEvents with
+# interleaved=True; while an answer has nextToken, ask again with it at once; when it has none, drop the
+# token, set startTime to the newest timestamp seen, sleep 5 s and ask again, yielding only eventIds not
+# yet seen at that timestamp. The CLI v1 in the venv has no `logs tail`, so the loop is replayed here.
+
+
+def follow(logs: Any, group: str, start: int, polls: int, between: Any) -> list[str]:
+    seen: dict[int, set[str]] = {}
+    shown: list[str] = []
+    kwargs: dict[str, Any] = {"logGroupName": group, "interleaved": True, "startTime": start}
+    done = 0
+    while done < polls:
+        answer = logs.filter_log_events(**kwargs)
+        for event in answer["events"]:
+            if event["eventId"] not in seen.setdefault(event["timestamp"], set()):
+                seen[event["timestamp"]].add(event["eventId"])
+                shown.append(event["message"])
+        if seen:
+            newest = max(seen)
+            seen = {newest: seen[newest]}
+        if "nextToken" in answer:
+            kwargs["nextToken"] = answer["nextToken"]
+            continue
+        kwargs.pop("nextToken", None)
+        if seen:
+            kwargs["startTime"] = max(seen)
+        done += 1
+        between(done)
+    return shown
+
+
+def test_tail_follow_sees_every_event_once(logs: Any, stream: tuple[str, str]) -> None:
+    group, name = stream
+    now = now_ms()
+    logs.create_log_stream(logGroupName=group, logStreamName="other")
+    put(logs, group, name, ["a1", "a2"], now - 10)
+
+    def between(poll: int) -> None:
+        if poll == 1:  # new events at the very timestamp the next poll starts from, and later
+            logs.put_log_events(
+                logGroupName=group,
+                logStreamName="other",
+                logEvents=[{"timestamp": now - 9, "message": "b-same-ms"}, {"timestamp": now, "message": "b2"}],
+            )
+        if poll == 2:
+            put(logs, group, name, [f"c{i}" for i in range(25)], now + 1)
+
+    shown = follow(logs, group, now - 60_000, polls=4, between=between)
+    assert shown == ["a1", "a2", "b-same-ms", "b2"] + [f"c{i}" for i in range(25)]
