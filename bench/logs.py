@@ -88,7 +88,9 @@ def run(endpoint: str, total: int, batch: int) -> dict[str, float]:
 
     started = time.perf_counter()
     for first in range(0, total, batch):
-        chunk = [{"timestamp": base + i, "message": expected[i]} for i in range(first, min(first + batch, total))]
+        chunk = [
+            {"timestamp": base + i, "message": expected[i]} for i in range(first, min(first + batch, total))
+        ]
         answer = logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=chunk)
         if answer.get("rejectedLogEventsInfo"):
             raise SystemExit(f"events rejected: {answer['rejectedLogEventsInfo']}")
@@ -124,7 +126,9 @@ def run(endpoint: str, total: int, batch: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--endpoint", help="a running server; default: start taskvpc on loopback")
     parser.add_argument("--database-url", help="PostgreSQL URL for the started taskvpc (default SQLite)")
     parser.add_argument("--events", type=int, default=100_000)

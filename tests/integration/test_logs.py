@@ -409,7 +409,10 @@ def test_tail_follow_sees_every_event_once(logs: Any, stream: tuple[str, str]) -
             logs.put_log_events(
                 logGroupName=group,
                 logStreamName="other",
-                logEvents=[{"timestamp": now - 9, "message": "b-same-ms"}, {"timestamp": now, "message": "b2"}],
+                logEvents=[
+                    {"timestamp": now - 9, "message": "b-same-ms"},
+                    {"timestamp": now, "message": "b2"},
+                ],
             )
         if poll == 2:
             put(logs, group, name, [f"c{i}" for i in range(25)], now + 1)

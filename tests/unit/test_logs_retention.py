@@ -54,7 +54,9 @@ def test_expired_events_are_deleted_and_the_rest_kept(db: Database) -> None:
         )
 
     def messages(group: str) -> list[str]:
-        page = events.get_log_events(ctx(), {"logGroupName": group, "logStreamName": "s", "startFromHead": True})
+        page = events.get_log_events(
+            ctx(), {"logGroupName": group, "logStreamName": "s", "startFromHead": True}
+        )
         return [e["message"] for e in page["events"]]
 
     for group in ("kept-forever", "one-day"):
