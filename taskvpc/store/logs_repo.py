@@ -47,8 +47,8 @@ def list_groups(
     g = log_groups.c
     query = select(log_groups).where(g.region == region).order_by(g.name)
     if prefix:
-        # Prefix by range, so the (region, name) index serves it and LIKE wildcards in names do not count.
-        query = query.where(g.name >= prefix, g.name < prefix + "\U0010ffff")
+        # substr, not LIKE (names may hold "_") nor a range (PostgreSQL collations do not order by bytes).
+        query = query.where(func.substr(g.name, 1, len(prefix)) == prefix)
     if after is not None:
         query = query.where(g.name > after)
     if limit is not None:
@@ -127,7 +127,7 @@ def list_streams(
     s = log_streams.c
     query = select(log_streams).where(s.group_id == group_id)
     if prefix:
-        query = query.where(s.name >= prefix, s.name < prefix + "\U0010ffff")
+        query = query.where(func.substr(s.name, 1, len(prefix)) == prefix)
     if by_last_event:
         sort_key: Any = tuple_(func.coalesce(s.last_event_at, -1), s.id)
         order = [func.coalesce(s.last_event_at, -1), s.id]

@@ -98,6 +98,10 @@ def test_describe_groups_pagination_prefix_and_pattern(logs: Any) -> None:
     code, message, _ = fails(logs.describe_log_groups, logGroupNamePrefix="/a", logGroupNamePattern="b")
     assert code == "InvalidParameterException" and "mutually exclusive" in message
     assert fails(logs.describe_log_groups, nextToken="garbage!")[0] == "InvalidParameterException"
+    for name in ("a_b", "axb", "a_", "A_b", "a/_"):
+        logs.create_log_group(logGroupName=name)
+    by_prefix = logs.describe_log_groups(logGroupNamePrefix="a_")["logGroups"]
+    assert sorted(g["logGroupName"] for g in by_prefix) == ["a_", "a_b"]  # "_" is no wildcard
 
 
 def test_retention_policy(logs: Any) -> None:
