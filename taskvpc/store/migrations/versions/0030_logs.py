@@ -1,14 +1,14 @@
 """CloudWatch Logs (groups, streams, events, group tags) and EC2 flow logs.
 
 Revision ID: 0030
-Revises: 0004
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0030"
-down_revision = "0004"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
