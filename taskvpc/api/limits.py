@@ -20,6 +20,10 @@ MIB = 1024 * KIB
 JSON_BODY_LIMIT = 1 * MIB
 QUERY_BODY_LIMIT = 1 * MIB
 AGENT_BODY_LIMIT = 8 * MIB
+# A full PutLogEvents batch is 1 MiB of message bytes (+26 per event) *before* JSON encoding: 10,000
+# events' framing and escaping (a control character becomes six bytes) take it well past 1 MiB.
+LOGS_BODY_LIMIT = 8 * MIB
+LOGS_TARGET_PREFIX = "Logs_20140328."
 OTHER_BODY_LIMIT = 64 * KIB
 AGENT_PATHS = "/_taskvpc/agent/"  # every version of the agent API
 
@@ -41,6 +45,8 @@ def body_limit(path: str, headers: Mapping[str, str]) -> int:
         return AGENT_BODY_LIMIT
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type.startswith("application/x-amz-json"):
+        if headers.get("x-amz-target", "").startswith(LOGS_TARGET_PREFIX):
+            return LOGS_BODY_LIMIT
         return JSON_BODY_LIMIT
     if content_type == "application/x-www-form-urlencoded":
         return QUERY_BODY_LIMIT

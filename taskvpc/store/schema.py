@@ -344,3 +344,71 @@ capacity_providers = Table(
     Column("created_at", Float, nullable=False),
     Column("body", Text, nullable=False),
 )
+
+# ---- CloudWatch Logs (0030) ------------------------------------------------------------------------------
+# Times are epoch milliseconds, as the Logs API shows them. Events are read by (stream, timestamp, seq)
+# (GetLogEvents) and by (group, timestamp, seq) (FilterLogEvents, retention); seq is the insertion number
+# that orders events with equal timestamps and makes eventId unique.
+
+log_groups = Table(
+    "log_groups",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("region", String(32), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("arn", String(1024), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("retention_days", Integer, nullable=True),
+    Column("kms_key_id", String(256), nullable=True),
+    Column("log_group_class", String(32), nullable=False),
+    UniqueConstraint("region", "name", name="uq_log_groups_region_name"),
+    Index("ix_log_groups_retention", "retention_days"),
+)
+
+log_streams = Table(
+    "log_streams",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("group_id", BigInteger, ForeignKey("log_groups.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("first_event_at", BigInteger, nullable=True),
+    Column("last_event_at", BigInteger, nullable=True),
+    Column("last_ingestion_at", BigInteger, nullable=True),
+    Column("stored_bytes", BigInteger, nullable=False),
+    UniqueConstraint("group_id", "name", name="uq_log_streams_group_name"),
+    Index("ix_log_streams_last_event", "group_id", "last_event_at"),
+)
+
+log_events = Table(
+    "log_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("group_id", BigInteger, nullable=False),
+    Column("stream_id", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("ingestion_time", BigInteger, nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_log_events_stream", "stream_id", "timestamp", "seq"),
+    Index("ix_log_events_group", "group_id", "timestamp", "seq"),
+)
+
+log_group_tags = Table(
+    "log_group_tags",
+    metadata,
+    Column("group_id", BigInteger, ForeignKey("log_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
+
+# EC2 CreateFlowLogs: one row per flow log (one per resource id of the call).
+flow_logs = Table(
+    "flow_logs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),  # the DescribeFlowLogs document
+    Index("ix_flow_logs_resource", "region", "resource_id"),
+)

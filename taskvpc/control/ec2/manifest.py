@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from taskvpc.control.ec2 import eni_attributes, enis, regions, security_groups, sg_rules, subnets, tags, vpcs
+from taskvpc.control.ec2 import (
+    eni_attributes,
+    enis,
+    flow_logs,
+    regions,
+    security_groups,
+    sg_rules,
+    subnets,
+    tags,
+    vpcs,
+)
 from taskvpc.control.manifest import ServiceManifest
 
 MANIFEST = ServiceManifest(
@@ -40,6 +50,9 @@ MANIFEST = ServiceManifest(
         "CreateTags": tags.create_tags,
         "DeleteTags": tags.delete_tags,
         "DescribeTags": tags.describe_tags,
+        "CreateFlowLogs": flow_logs.create_flow_logs,
+        "DescribeFlowLogs": flow_logs.describe_flow_logs,
+        "DeleteFlowLogs": flow_logs.delete_flow_logs,
     },
     tables=(
         "ec2_regions",
@@ -51,6 +64,7 @@ MANIFEST = ServiceManifest(
         "network_interface_groups",
         "ip_addresses",
         "ec2_tags",
+        "flow_logs",
     ),
-    migrations=("0002",),
+    migrations=("0002", "0030"),
 )

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from taskvpc.control.ecs.container_instances import AGENT_TIMEOUT
+from taskvpc.control.logs.retention import LogRetention
 from taskvpc.control.reconcile.leadership import AdvisoryLocks, Leadership, SoleProcess, lock_key
 from taskvpc.control.reconcile.loops import AgentSilence, AttachmentTimeout, StoppedTaskPurge
 from taskvpc.control.reconcile.runner import Backoff, Key, Loop, MakeContext, PassResult, Runner, Wake
@@ -79,5 +80,6 @@ def build_runner(
         AgentSilence(settings.agent_timeout, period_for(settings.agent_timeout)),
         AttachmentTimeout(settings.attachment_timeout, period_for(settings.attachment_timeout)),
         ServiceScheduler(),
+        LogRetention(),
     ]
     return Runner(db, loops, make_context, clock=clock, leadership=leadership)
