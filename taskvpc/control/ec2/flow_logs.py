@@ -20,6 +20,7 @@ from taskvpc.control.ec2 import describe, errors, ids, tags
 from taskvpc.control.logs.common import group_arn
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.logs_events import GROUP_NAME
+from taskvpc.domain.pagination import Pager
 from taskvpc.netmodel import filters, flow_logs as model
 from taskvpc.store import ec2_repo, flow_logs_repo, logs_repo
 
@@ -190,7 +191,8 @@ def describe_flow_logs(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
     if wanted:
         docs = [doc for doc in docs if doc["FlowLogId"] in set(wanted)]
     selected = describe.select(LISTING, docs, {"Filters": params.get("Filter")})
-    chunk, token = describe.page(LISTING, selected, params)
+    pager = Pager.of(ctx.page_key, "ec2:DescribeFlowLogs", ctx.region, ctx.account_id, params)
+    chunk, token = describe.page(LISTING, selected, params, pager)
     result: dict[str, Any] = {"FlowLogs": chunk}
     if token is not None:
         result["NextToken"] = token

@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.logs_events import invalid_parameter
+from taskvpc.domain.pagination import PAGING_MEMBERS
 from taskvpc.store import logs_repo
 
 # Texts as the Logs API answers them (botocore docs examples; moto's logs backend, which mirrors them).
@@ -65,3 +66,7 @@ def require_stream(conn: Connection, group: dict[str, Any], name: str) -> dict[s
     if stream is None:
         raise not_found(STREAM_NOT_FOUND)
     return stream
+
+
+# ``limit`` sizes a page of a Logs listing; a later page may ask for another size.
+LOGS_PAGING = PAGING_MEMBERS | {"limit"}

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.logs.common import group_name_of, now_ms, require_group, require_stream
+from taskvpc.control.logs.common import LOGS_PAGING, group_name_of, now_ms, require_group, require_stream
 from taskvpc.domain import logs_events as rules
 from taskvpc.domain.logs_filter import FilterPatternError, compile_pattern
-from taskvpc.domain.pagination import decode_token, encode_token
+from taskvpc.domain.pagination import Pager
 from taskvpc.store import logs_repo
 
 PAGE_EVENTS = 10_000
@@ -107,8 +107,9 @@ def filter_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     except FilterPatternError as problem:
         raise rules.invalid_parameter(f"Invalid filter pattern: {problem}") from None
     token = params.get("nextToken")
+    pager = Pager.of(ctx.page_key, "logs:FilterLogEvents", ctx.region, ctx.account_id, params, LOGS_PAGING)
     bad_token = rules.invalid_parameter("The specified nextToken is invalid.")
-    after = decode_token(token, bad_token) if token else None
+    after = pager.decode(token, bad_token)
     if after is not None and not (
         isinstance(after, list) and len(after) == 2 and all(isinstance(v, int) for v in after)
     ):
@@ -153,7 +154,7 @@ def filter_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
             exhausted = True
     result: dict[str, Any] = {"events": found, "searchedLogStreams": []}
     if not exhausted and position is not None:
-        result["nextToken"] = encode_token(list(position))
+        result["nextToken"] = pager.encode(list(position))
     return result
 
 

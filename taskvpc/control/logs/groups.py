@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from taskvpc.control.context import RequestContext
 from taskvpc.control.logs.common import (
     GROUP_NOT_FOUND,
+    LOGS_PAGING,
     already_exists,
     group_arn,
     not_found,
@@ -17,7 +18,7 @@ from taskvpc.control.logs.common import (
 )
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.logs_events import check_group_name, check_retention, invalid_parameter
-from taskvpc.domain.pagination import decode_token, encode_token
+from taskvpc.domain.pagination import Pager
 from taskvpc.store import logs_repo
 
 MAX_TAGS = 50
@@ -64,8 +65,9 @@ def describe_log_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str
             "LogGroup name prefix and LogGroup name pattern are mutually exclusive parameters."
         )
     limit = params.get("limit", DESCRIBE_LIMIT)
+    pager = Pager.of(ctx.page_key, "logs:DescribeLogGroups", ctx.region, ctx.account_id, params, LOGS_PAGING)
     token = params.get("nextToken")
-    after = decode_token(token, invalid_parameter("The specified nextToken is invalid.")) if token else None
+    after = pager.decode(token, invalid_parameter("The specified nextToken is invalid."))
     if after is not None and not isinstance(after, str):
         raise invalid_parameter("The specified nextToken is invalid.")
     wanted = set(params.get("logGroupIdentifiers") or ())
@@ -83,7 +85,7 @@ def describe_log_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         shown = [_group_document(r, logs_repo.stored_bytes(conn, r["id"])) for r in page]
     result: dict[str, Any] = {"logGroups": shown}
     if len(rows) > limit:
-        result["nextToken"] = encode_token(page[-1]["name"])
+        result["nextToken"] = pager.encode(page[-1]["name"])
     return result
 
 

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.logs.common import (
+    LOGS_PAGING,
     already_exists,
     group_name_of,
     now_ms,
@@ -16,7 +17,7 @@ from taskvpc.control.logs.common import (
     stream_arn,
 )
 from taskvpc.domain.logs_events import invalid_parameter
-from taskvpc.domain.pagination import decode_token, encode_token
+from taskvpc.domain.pagination import Pager
 from taskvpc.store import logs_repo
 
 DESCRIBE_LIMIT = 50
@@ -50,9 +51,10 @@ def describe_log_streams(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     prefix = params.get("logStreamNamePrefix")
     if by_last_event and prefix is not None:
         raise invalid_parameter("Cannot order by LastEventTime with a logStreamNamePrefix.")
+    pager = Pager.of(ctx.page_key, "logs:DescribeLogStreams", ctx.region, ctx.account_id, params, LOGS_PAGING)
     token = params.get("nextToken")
     bad_token = invalid_parameter("The specified nextToken is invalid.")
-    after = decode_token(token, bad_token) if token else None
+    after = pager.decode(token, bad_token)
     if after is not None and not (isinstance(after, list) and len(after) == (2 if by_last_event else 1)):
         raise bad_token
     limit = params.get("limit", DESCRIBE_LIMIT)
@@ -72,7 +74,7 @@ def describe_log_streams(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     if len(rows) > limit:
         last = page[-1]
         key = [last["last_event_at"] if last["last_event_at"] is not None else -1, last["id"]]
-        result["nextToken"] = encode_token(key if by_last_event else [last["name"]])
+        result["nextToken"] = pager.encode(key if by_last_event else [last["name"]])
     return result
 
 
