@@ -189,3 +189,11 @@ def test_records_are_delivered_per_eni_by_traffic_type(
     stream = logs.describe_log_streams(logGroupName="all-flows")["logStreams"][0]
     assert stream["logStreamName"] == eni and stream["firstEventTimestamp"] == start * 1000
     assert deliver_flow_records(ctx, "eni-0123456789abcdef0", [accepted]) == 0
+
+
+def test_describe_flow_logs_max_results_below_one_is_refused(ec2: Any) -> None:
+    # found by the API fuzzer: MaxResults=-1 was a 500 (the model gives DescribeFlowLogs no minimum)
+    with pytest.raises(ClientError) as caught:
+        ec2.describe_flow_logs(MaxResults=-1)
+    assert caught.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

@@ -82,6 +82,11 @@ def page(
     if after is not None:
         ordered = [doc for doc in ordered if doc[listing.id_member] > after]
     limit = params.get("MaxResults")
+    if limit is not None and limit < 1:  # where the model sets no minimum, the listing does
+        # unconfirmed: EC2's exact text for a MaxResults below 1 on listings without a model minimum
+        raise errors.invalid_parameter_value(
+            f"Value ( {limit} ) for parameter maxResults is invalid. Parameter must be greater than 0."
+        )
     if limit is None or len(ordered) <= limit:  # without MaxResults EC2 answers with everything
         return ordered, None
     chunk = ordered[:limit]
