@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
@@ -52,6 +52,9 @@ from taskvpc.agent.volumes import remove_task_volumes
 from taskvpc.agentapi.answer import DesiredState as DesiredState
 from taskvpc.agentapi.network import Vpc
 from taskvpc.domain.lifecycle import DesiredStatus
+
+if TYPE_CHECKING:
+    from taskvpc.agent.taskmeta_server import TaskEndpoints
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +229,9 @@ class TaskWorker:
             await asyncio.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)))
         try:
             await self.resources.ensure()
+            endpoints, eni = self.engine.endpoints, self.desired.eni
+            if endpoints is not None and eni is not None:  # 169.254.170.2 before any container
+                await endpoints.ensure_vpc(eni.vpc_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -263,7 +269,9 @@ class TaskWorker:
 
     def _container_spec(self, name: str) -> ContainerSpec:
         """Everything the runtime needs (volume directories made, env files read); raises StartError."""
-        return build_container_spec(self.desired, name, self.engine.runtime.state_dir)
+        spec = build_container_spec(self.desired, name, self.engine.runtime.state_dir)
+        endpoints = self.engine.endpoints
+        return spec if endpoints is None else endpoints.container_spec(self.desired, spec)
 
     async def _start(self, name: str) -> None:
         runtime = self.engine.runtime
@@ -392,6 +400,7 @@ class Engine:
         self.adopted = False
         self._background: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
+        self.endpoints: TaskEndpoints | None = None  # 169.254.170.2 (taskmeta_server), real networks only
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -422,6 +431,8 @@ class Engine:
         if self.workers.get(worker.arn) is worker:
             del self.workers[worker.arn]
         self.finished.add(worker.arn)
+        if self.endpoints is not None:
+            self.endpoints.forget_unused(w.desired.eni.vpc_id for w in self.workers.values() if w.desired.eni)
         self._changed.set()
 
     def _start_worker(self, worker: TaskWorker) -> None:

@@ -46,6 +46,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from taskvpc.agent import netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
@@ -55,6 +56,8 @@ from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, pr
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
+from taskvpc.agent.taskmeta_server import TaskEndpoints, load_secret
+from taskvpc.agentapi.credentials import CREDENTIALS
 from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger("taskvpc.agent")
@@ -127,8 +130,19 @@ def resources(
 FARGATE_CAPACITY_ENV = "TASKVPC_FARGATE_CAPACITY"
 
 
+# What the agent's endpoints at 169.254.170.2 add (taskmeta_server): task role credentials. The control
+# plane keeps them from placement while it has no credential vendor (control/task_credentials.py).
+TASK_ROLE_CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
+    _C + "task-iam-role",
+    _E + "execution-role-ecr-pull",
+)
+
+
 def attributes(
-    instance_type: str | None, availability_zone: str | None, runtime: str = "process"
+    instance_type: str | None,
+    availability_zone: str | None,
+    runtime: str = "process",
+    endpoints: bool = False,
 ) -> dict[str, str | None]:
     attrs: dict[str, str | None] = {
         "ecs.os-type": "linux",
@@ -143,6 +157,8 @@ def attributes(
         attrs["taskvpc.fargate-capacity"] = None  # the control plane places FARGATE tasks here
     for name in (*CAPABILITY_ATTRIBUTES, *(RUNC_CAPABILITY_ATTRIBUTES if runtime == "runc" else ())):
         attrs[name] = None
+    for name in TASK_ROLE_CAPABILITY_ATTRIBUTES if endpoints else ():
+        attrs[name] = None
     return attrs
 
 
@@ -155,13 +171,14 @@ def registration(
     availability_zone: str | None,
     memory_reserve: int = MEMORY_RESERVE_MIB,
     capacity: tuple[int | None, int | None] = (None, None),
+    endpoints: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "cluster": cluster,
         "instanceId": state.instance_id,
         "hostname": socket.gethostname(),
         "resources": resources(memory_reserve, *capacity),
-        "attributes": attributes(instance_type, availability_zone, runtime),
+        "attributes": attributes(instance_type, availability_zone, runtime, endpoints),
         "agentVersion": f"taskvpc-{_version()}",
         "capabilities": [f"runtime:{runtime}"],
     }
@@ -181,13 +198,18 @@ async def _register(
     max_task_enis: int | None,
     runtime: str,
     capacity: tuple[int | None, int | None] = (None, None),
+    endpoints: bool = False,
 ) -> AgentState:
     zone = state.availability_zone if state.cluster == cluster else None
-    body = registration(state, cluster, instance_type, max_task_enis, runtime, zone, capacity=capacity)
+    body = registration(
+        state, cluster, instance_type, max_task_enis, runtime, zone, capacity=capacity, endpoints=endpoints
+    )
     answer = await client.register(body)
     if answer.availability_zone and answer.availability_zone != zone:
         az = answer.availability_zone
-        body = registration(state, cluster, instance_type, max_task_enis, runtime, az, capacity=capacity)
+        body = registration(
+            state, cluster, instance_type, max_task_enis, runtime, az, capacity=capacity, endpoints=endpoints
+        )
         answer = await client.register(body)
     state = state.registered(cluster, answer.container_instance_arn, answer.availability_zone)
     save_state(state_dir, state)
@@ -294,7 +316,17 @@ async def run_agent(
     client = AgentClient(endpoint, credentials, region)
     engine: Engine | None = None
     try:
-        state = await _register(client, path, state, cluster, instance_type, max_task_enis, runtime, capacity)
+        state = await _register(
+            client,
+            path,
+            state,
+            cluster,
+            instance_type,
+            max_task_enis,
+            runtime,
+            capacity,
+            owned_driver is not None,
+        )
         assert state.container_instance_arn is not None
         instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
 
@@ -303,8 +335,12 @@ async def run_agent(
 
         reporter = Reporter(send)
         engine = Engine(the_runtime, network, reporter)
+        if owned_driver is not None:  # real router namespaces: the tasks' 169.254.170.2
+            engine.endpoints = _endpoints(engine, cfg, path, endpoint, region)
         engine.spawn(reporter.run(), "reporter")
         answer = await _first_answer(client, instance_id)
+        if engine.endpoints is not None:
+            engine.endpoints.set_credentials(answer[CREDENTIALS])
         await engine.adopt(answer)
         if ready is not None:
             ready(engine)
@@ -318,7 +354,15 @@ async def run_agent(
                 if exc.status in (403, 404):  # the control plane forgot us, or our keys: register again
                     try:
                         state = await _register(
-                            client, path, state, cluster, instance_type, max_task_enis, runtime, capacity
+                            client,
+                            path,
+                            state,
+                            cluster,
+                            instance_type,
+                            max_task_enis,
+                            runtime,
+                            capacity,
+                            owned_driver is not None,
                         )
                     except AgentApiError as again:
                         log.error("registering again failed (%s)", again)
@@ -336,12 +380,16 @@ async def run_agent(
                 generation = -1  # the control plane's counter went back: ask for the full state again
                 continue
             generation = answer.generation
+            if engine.endpoints is not None:  # every answer carries the current credentials
+                engine.endpoints.set_credentials(answer[CREDENTIALS])
             engine.apply(answer)
         log.info("container instance deregistered: stopping every task")
         engine.stop_all()
         await engine.wait_idle()
     finally:
         if engine is not None:
+            if engine.endpoints is not None:
+                engine.endpoints.close()
             await engine.close()
         else:
             network.close()
@@ -352,6 +400,15 @@ async def run_agent(
         if firewall_driver is not None:
             with contextlib.suppress(Exception):
                 firewall_driver.close()
+
+
+def _endpoints(
+    engine: Engine, cfg: netplan.NetConfig, state_dir: Path, endpoint: str, region: str
+) -> TaskEndpoints:
+    """The tasks' 169.254.170.2; the API relay goes to the control plane's own address (``endpoint``)."""
+    url = urlsplit(endpoint)
+    api = (url.hostname, url.port or (443 if url.scheme == "https" else 80)) if url.hostname else None
+    return TaskEndpoints(engine, cfg, secret=load_secret(state_dir), region=region, api_address=api)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

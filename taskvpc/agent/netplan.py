@@ -50,6 +50,7 @@ from typing import Protocol
 from taskvpc.agentapi.network import Eni, Subnet
 
 IFNAMSIZ = 15
+TASK_ENDPOINT_IP = "169.254.170.2"  # on every router's lo: the agent's task endpoints (agent/taskmeta.py)
 _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,6}")
 _VPC_RE = re.compile(r"vpc-([0-9a-f]{8}|[0-9a-f]{17})")
 _ENI_RE = re.compile(r"eni-([0-9a-f]{8}|[0-9a-f]{17})")

@@ -414,6 +414,10 @@ class DesiredTask:
     network_mode: str = "awsvpc"
     cpu: int = 0  # what the task reserves on the instance (placement)
     memory: int = 0
+    task_role_arn: str | None = None  # the role whose credentials the containers get (169.254.170.2)
+    execution_role_arn: str | None = None
+    launch_type: str = "EC2"
+    availability_zone: str = ""
 
     @property
     def task_id(self) -> str:
@@ -457,6 +461,10 @@ class DesiredTask:
             network_mode=read.string(doc.get("networkMode")) or "awsvpc",
             cpu=max(0, read.integer(doc.get("cpu")) or 0),
             memory=max(0, read.integer(doc.get("memory")) or 0),
+            task_role_arn=read.string(doc.get("taskRoleArn")),
+            execution_role_arn=read.string(doc.get("executionRoleArn")),
+            launch_type=read.string(doc.get("launchType")) or "EC2",
+            availability_zone=read.text(doc.get("availabilityZone")),
         )
 
     def to_wire(self) -> Doc:
@@ -473,4 +481,8 @@ class DesiredTask:
             "volumes": [v.to_wire() for v in self.volumes],
             "eni": self.eni.to_wire() if self.eni else None,
             "containers": [c.to_wire() for c in self.containers],
+            "taskRoleArn": self.task_role_arn,
+            "executionRoleArn": self.execution_role_arn,
+            "launchType": self.launch_type,
+            "availabilityZone": self.availability_zone,
         }

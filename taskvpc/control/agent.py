@@ -18,9 +18,11 @@ from sqlalchemy import Connection
 
 from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import Section
+from taskvpc.agentapi.credentials import CREDENTIALS, TaskCredentials
 from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
+from taskvpc.control import task_credentials
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import container_instances, task_state
 from taskvpc.domain import tasks as taskdoc
@@ -104,7 +106,9 @@ def register(ctx: RequestContext, payload: dict[str, Any]) -> dict[str, Any]:
         eni_capacity=container_instances.eni_capacity_for(instance_type, _int(payload, "maxTaskEnis")),
         instance_type=instance_type,
         subnet_id=_optional_str(payload, "subnetId"),
-        attributes=[(str(k), None if v is None else str(v)) for k, v in attributes.items()],
+        attributes=task_credentials.withhold_attributes(
+            [(str(k), None if v is None else str(v)) for k, v in attributes.items()]
+        ),
         version_info={"agentVersion": str(payload["agentVersion"])} if payload.get("agentVersion") else {},
         hostname=_optional_str(payload, "hostname"),
         capabilities=[str(c) for c in capabilities] if isinstance(capabilities, list) else [],
@@ -203,6 +207,10 @@ def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
             "limits": spec.get("limits") or {},  # rows from before it: unknown
             "volumes": spec.get("volumes") or [],
             "containers": spec["containers"],
+            "taskRoleArn": spec.get("taskRoleArn"),
+            "executionRoleArn": spec.get("executionRoleArn"),
+            "launchType": body.get("launchType"),
+            "availabilityZone": body.get("availabilityZone"),
         }
         tasks.append(replace(DesiredTask.from_wire(entry), eni=source.enis.get(task["arn"])))
     return tuple(tasks)
@@ -248,6 +256,19 @@ def _security_groups_section(source: AnswerSource) -> tuple[SecurityGroup, ...]:
             )
         )
     return tuple(groups)
+
+
+@contributes(CREDENTIALS)
+def _credentials_section(source: AnswerSource) -> tuple[TaskCredentials, ...]:
+    """The current role credentials of each running task with a ``taskRoleArn`` (see task_credentials)."""
+    out = []
+    for task in source.tasks:
+        role = task["spec"].get("taskRoleArn")
+        if role and task["body"]["desiredStatus"] == "RUNNING":
+            creds = task_credentials.current(source.ctx, task["arn"], role)
+            if creds is not None:
+                out.append(creds)
+    return tuple(out)
 
 
 def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from taskvpc.agent import netplan
 from taskvpc.agent.drivers import netns
 from taskvpc.agent.drivers.rtnl import Msg, Rtnl, attr
 from taskvpc.agent.netplan import (
+    TASK_ENDPOINT_IP,
     NetConfig,
     ObservedHostAccess,
     ObservedNetwork,
@@ -308,7 +309,7 @@ class NetlinkDriver:
 
     def ensure_vpc_router(self, vpc_id: str, subnets: Sequence[Subnet]) -> None:
         """The router namespace of ``vpc_id`` with each subnet's gateway on lo; extra subnets are dropped."""
-        want_addrs = {s.gateway for s in subnets}
+        want_addrs = {s.gateway for s in subnets} | {TASK_ENDPOINT_IP}  # the agent's endpoints (taskmeta)
         want_unreach = {str(ipaddress.IPv4Network(s.cidr_block)) for s in subnets}
         with self._lock:
             router = self._router(vpc_id, create=True)
@@ -712,6 +713,7 @@ class NetlinkDriver:
                 if a["index"] == LO_INDEX
                 and a["prefixlen"] == 32
                 and not attr(a, "IFA_LOCAL", "").startswith("127.")
+                and attr(a, "IFA_LOCAL") != TASK_ENDPOINT_IP
             ),
             unreachable=frozenset(_route_cidr(r) for r in routes if r["type"] == RTN_UNREACHABLE),
             ports=ports,

@@ -282,6 +282,9 @@ def _create_task(
         "volumes": launch.td.get("volumes", []),
         "containers": launch.containers,
         "eni": None,
+        # the roles the agent's 169.254.170.2 serves (RunTask's overrides win, as ECS applies them)
+        "taskRoleArn": launch.overrides.get("taskRoleArn") or launch.td.get("taskRoleArn"),
+        "executionRoleArn": launch.overrides.get("executionRoleArn") or launch.td.get("executionRoleArn"),
     }
     attachment_id = subnet_id = eni_id = None
     failure: str | None = None
