@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import DesiredState, Instance, Section
+from taskvpc.agentapi.credentials import TaskCredentials
 from taskvpc.agentapi.network import (
     Eni,
     SecurityGroup,
@@ -211,6 +212,9 @@ def test_a_whole_answer_survives_the_wire() -> None:
         tasks=(DesiredTask(ARN, DesiredStatus.RUNNING, (DesiredContainer("app"),), eni=eni),),
         securityGroups=(
             SecurityGroup("sg-1", "vpc-1", (Rule("ingress", "tcp", 80, 80, cidr_ipv4="0.0.0.0/0"),)),
+        ),
+        credentials=(
+            TaskCredentials(ARN, "arn:aws:iam::1:role/r", "ASIA1", "s", "t", "2026-12-05T13:00:00Z"),
         ),
     )
     back = DesiredState.from_wire(_over_the_wire(state.to_wire()))
