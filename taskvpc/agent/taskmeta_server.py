@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 from taskvpc.agent import netplan, taskmeta
 from taskvpc.agent.drivers import netns
 from taskvpc.agent.kvlog import kv
-from taskvpc.agent.runtime import ContainerHandle, ContainerSpec
+from taskvpc.agent.runtime import ContainerHandle, ContainerSpec, container_dir
 from taskvpc.agentapi.credentials import TaskCredentials
 from taskvpc.agentapi.tasks import DesiredTask
 
@@ -209,8 +209,22 @@ class TaskEndpoints:
     def host_facts(self, worker: TaskWorker | None = None) -> taskmeta.HostFacts:
         ids: dict[str, str] = {}
         if worker is not None:
-            ids = {n: h.runtime_id for n, h in worker.handles.items() if h.runtime_id}
+            for c in worker.desired.containers:
+                handle = worker.handles.get(c.name)
+                runtime_id = handle.runtime_id if handle is not None else self._starting_id(worker, c.name)
+                if runtime_id:
+                    ids[c.name] = runtime_id
         return taskmeta.HostFacts("", self.region, self.api_port, ids)
+
+    def _starting_id(self, worker: TaskWorker, name: str) -> str | None:
+        """The runtime id of a container still starting (asking about itself before ``start`` returned):
+        the runtime wrote it to the container's spec before running it."""
+        path = container_dir(self.engine.runtime.state_dir, worker.desired.task_id, name) / "spec.json"
+        try:
+            value = json.loads(path.read_text()).get("runtimeId")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return value if isinstance(value, str) else None
 
     def container_spec(self, task: DesiredTask, spec: ContainerSpec) -> ContainerSpec:
         """``spec`` with the endpoints' environment (see ``taskmeta.container_env``)."""
@@ -390,34 +404,81 @@ def _int_file(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def read_sample(pid: int) -> taskmeta.StatsSample:
-    """The process's cgroup (v2) and network namespace counters (``/proc/<pid>/net/dev``)."""
-    rel = ""
+def _cgroups(pid: int) -> dict[str, Path]:
+    """The process's cgroup directory per controller (``""``: the unified v2 hierarchy)."""
+    out: dict[str, Path] = {}
     for line in _read(Path(f"/proc/{pid}/cgroup")).splitlines():
-        if line.startswith("0::"):
-            rel = line[3:].lstrip("/")
-    cg = CGROUP_ROOT / rel
-    cpu = taskmeta.parse_flat_keyed(_read(cg / "cpu.stat")) if (cg / "cpu.stat").exists() else {}
-    memory_stats = (
-        taskmeta.parse_flat_keyed(_read(cg / "memory.stat")) if (cg / "memory.stat").exists() else {}
+        _, controllers, rel = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            base = CGROUP_ROOT if controller == "" else CGROUP_ROOT / controller
+            out[controller] = base / rel.lstrip("/")
+    if not (CGROUP_ROOT / "cgroup.controllers").exists():
+        out.pop("", None)  # v1 (or hybrid): the unified hierarchy there carries no controllers
+    return out
+
+
+def _cgroup_readings(groups: dict[str, Path]) -> dict[str, Any]:
+    """cpu (ns), memory and pids from v2 files, or from the v1 controllers' own files."""
+    if "" in groups:
+        cg = groups[""]
+        cpu = taskmeta.parse_flat_keyed(_read(cg / "cpu.stat")) if (cg / "cpu.stat").exists() else {}
+        return {
+            "cpu": (
+                cpu.get("usage_usec", 0) * 1000,
+                cpu.get("user_usec", 0) * 1000,
+                cpu.get("system_usec", 0) * 1000,
+            ),
+            "memory": (_int_file(cg / "memory.current"), _int_file(cg / "memory.max")),
+            "memory_stats": taskmeta.parse_flat_keyed(_read(cg / "memory.stat"))
+            if (cg / "memory.stat").exists()
+            else {},
+            "pids": (_int_file(cg / "pids.current"), _int_file(cg / "pids.max")),
+        }
+    acct, mem, pids = groups.get("cpuacct"), groups.get("memory"), groups.get("pids")
+    total = _int_file(acct / "cpuacct.usage") if acct else None
+    ticks = (
+        taskmeta.parse_flat_keyed(_read(acct / "cpuacct.stat"))
+        if acct and (acct / "cpuacct.stat").exists()
+        else {}
     )
+    tick_ns = 1_000_000_000 // _CLK_TCK
+    return {
+        "cpu": (total or 0, ticks.get("user", 0) * tick_ns, ticks.get("system", 0) * tick_ns),
+        "memory": (
+            _int_file(mem / "memory.usage_in_bytes") if mem else None,
+            _int_file(mem / "memory.limit_in_bytes") if mem else None,
+        ),
+        "memory_stats": taskmeta.parse_flat_keyed(_read(mem / "memory.stat"))
+        if mem and (mem / "memory.stat").exists()
+        else {},
+        "pids": (
+            _int_file(pids / "pids.current") if pids else None,
+            _int_file(pids / "pids.max") if pids else None,
+        ),
+    }
+
+
+def read_sample(pid: int) -> taskmeta.StatsSample:
+    """The process's cgroup (v2, or v1's controllers) and network namespace counters (/proc/<pid>/net/dev)."""
+    readings = _cgroup_readings(_cgroups(pid))
     stat_line = _read(Path("/proc/stat")).splitlines()[0].split()[1:]
     system_ns = sum(int(v) for v in stat_line) * 1_000_000_000 // _CLK_TCK
-    memory_limit = _int_file(cg / "memory.max")
-    if memory_limit is None:  # "max": no limit of its own; Docker shows the host's memory
-        memory_limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    host_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    usage, limit = readings["memory"]
+    total, user, system = readings["cpu"]
+    pids, pids_limit = readings["pids"]
     return taskmeta.StatsSample(
         read_at=time.time(),
-        cpu_total_ns=cpu.get("usage_usec", 0) * 1000,
-        cpu_user_ns=cpu.get("user_usec", 0) * 1000,
-        cpu_system_ns=cpu.get("system_usec", 0) * 1000,
+        cpu_total_ns=total,
+        cpu_user_ns=user,
+        cpu_system_ns=system,
         system_cpu_ns=system_ns,
         online_cpus=os.cpu_count() or 1,
-        memory_usage=_int_file(cg / "memory.current") or 0,
-        memory_limit=memory_limit,
-        memory_stats=memory_stats,
-        pids=_int_file(cg / "pids.current") or 0,
-        pids_limit=_int_file(cg / "pids.max"),
+        memory_usage=usage or 0,
+        memory_limit=min(limit, host_memory) if limit else host_memory,  # "max"/huge: the host's, as Docker
+        memory_stats=readings["memory_stats"],
+        pids=pids or 0,
+        pids_limit=pids_limit,
         networks=taskmeta.parse_net_dev(_read(Path(f"/proc/{pid}/net/dev"))),
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -164,7 +165,7 @@ def test_ids_are_stable_and_distinct_per_task(a: str, b: str) -> None:
 
 
 def _endpoints(*workers: Any) -> TaskEndpoints:
-    runtime = SimpleNamespace(status=lambda handle: SimpleNamespace(pid=None))
+    runtime = SimpleNamespace(status=lambda handle: SimpleNamespace(pid=None), state_dir=Path("/nonexistent"))
     engine: Any = SimpleNamespace(workers={w.desired.arn: w for w in workers}, runtime=runtime)
     return TaskEndpoints(engine, NetConfig(), secret="s3cret", region="us-east-1")
 
