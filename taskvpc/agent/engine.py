@@ -557,6 +557,12 @@ class Engine:
             )
             self._start_worker(worker)
 
+        endpoints = self.endpoints
+        if endpoints is not None:  # adopted networks skip EnsureNetwork: their VPCs' 169.254.170.2 now
+            for vpc_id in sorted(
+                {t.eni.vpc_id for t in desired.values() if t.eni and t.task_id in observed.tasks}
+            ):
+                self.spawn(endpoints.ensure_vpc(vpc_id), f"task endpoints {vpc_id}")
         for task_id in orphans:
             self.spawn(self._remove_orphan(task_id, found.get(task_id, {})), "orphan")
         self.spawn(self._prune_logs_forever(), "log pruning")

@@ -20,8 +20,10 @@ What it registers (docs/agent-api.md ``register``):
   ``container-ordering``; ``network.container-port-range``. Not ``env-files.s3``: ECS's environment
   files are S3 objects, and there is no S3 here (the engine reads an absolute host path instead; an
   operator who wants that puts the attribute on the instance with PutAttributes). ``runc`` adds 1.19,
-  ``privileged-container`` and ``docker-plugin.local`` (docker volumes with the local driver). Left
-  out on purpose: ``task-iam-role``, ``execution-role-*``, ``ecr-auth``, ``logging-driver.awslogs`` and
+  ``privileged-container`` and ``docker-plugin.local`` (docker volumes with the local driver). With real
+  networks (the task endpoints at 169.254.170.2, ``taskmeta_server``): ``task-iam-role`` and
+  ``execution-role-ecr-pull`` (the control plane drops them while it has no credential vendor). Left
+  out on purpose: other ``execution-role-*``, ``ecr-auth``, ``logging-driver.awslogs`` and
   other log drivers, secrets, private registry authentication, EFS/FSx, FireLens, App Mesh,
   ``docker-remote-api`` 1.24 (sysctls) and 1.28;
 * with ``runc``, the examples' image (``busybox:latest``, also tagged as ECR Public's busybox) made from
