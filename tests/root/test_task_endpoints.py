@@ -21,6 +21,7 @@ import pytest
 
 from taskvpc.agent import netplan
 from tests.root import hostcheck
+from tests.root.test_walkthrough import agent_pids, wait_for
 from tests.root.upserver import REPO, RootServer, kill_task_shims
 
 pytestmark = [
@@ -101,9 +102,8 @@ def _message(line: str) -> str:
     return str(doc.get("log", line)) if isinstance(doc, dict) else line
 
 
-def test_metadata_credentials_and_api_from_inside_tasks(server: RootServer) -> None:
-    ecs, ec2 = server.client("ecs"), server.client("ec2")
-    ecs.register_task_definition(
+def register_meta(server: RootServer) -> None:
+    server.client("ecs").register_task_definition(
         family="meta",
         networkMode="awsvpc",
         taskRoleArn=ROLE,
@@ -120,6 +120,11 @@ def test_metadata_credentials_and_api_from_inside_tasks(server: RootServer) -> N
             }
         ],
     )
+
+
+def test_metadata_credentials_and_api_from_inside_tasks(server: RootServer) -> None:
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    register_meta(server)
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
     subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]
     group = ec2.create_security_group(GroupName="closed", Description="no rules at all")["GroupId"]
@@ -207,3 +212,40 @@ def test_metadata_credentials_and_api_from_inside_tasks(server: RootServer) -> N
     ecs.stop_task(cluster="default", task=arns[0])
     ecs.stop_task(cluster="default", task=arns[1])
     ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=arns, WaiterConfig={"Delay": 1})
+
+
+def test_a_restarted_agent_serves_the_adopted_task_under_the_same_uris(server: RootServer) -> None:
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    register_meta(server)
+    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+    subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]["SubnetId"]
+    arn = ecs.run_task(
+        cluster="default",
+        taskDefinition="meta",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet]}},
+    )["tasks"][0]["taskArn"]
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    task_id = arn.rsplit("/", 1)[-1]
+    env = container_env(server.state_dir, task_id, "app")
+    cfg = netplan.NetConfig(prefix=server.prefix)
+    ns = f"{cfg.netns_dir}/{netplan.task_netns(cfg, task_id)}"
+    urls = (
+        env["ECS_CONTAINER_METADATA_URI_V4"],
+        "http://169.254.170.2" + env["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"],
+    )
+    assert [status for status, _ in probe(ns, *urls)] == [200, 200]
+
+    [old_agent] = agent_pids(server)
+    os.kill(old_agent, 9)
+    wait_for(lambda: agent_pids(server) not in ([], [old_agent]))
+    answers: list[tuple[int, str]] = []
+
+    def served() -> bool:
+        answers[:] = probe(ns, *urls)
+        return [status for status, _ in answers] == [200, 200]
+
+    wait_for(served, timeout=30)  # the new agent adopted the task: same ids, same credentials URI
+    assert json.loads(answers[0][1])["Name"] == "app"
+    assert json.loads(answers[1][1])["RoleArn"] == ROLE
+    ecs.stop_task(cluster="default", task=arn)
+    ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
