@@ -314,7 +314,6 @@ def container_env(
     injected: list[tuple[str, str]] = [
         ("ECS_CONTAINER_METADATA_URI_V4", f"{base}/v4/{cid}"),
         ("ECS_CONTAINER_METADATA_URI", f"{base}/v3/{cid}"),
-        ("ECS_AGENT_URI", f"{base}/api/{cid}"),
     ]
     if credentials_uri is not None and task.task_role_arn:
         injected.append(("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", credentials_uri))

@@ -289,10 +289,11 @@ class TaskEndpoints:
             status, body = self.answer(worker, method, target)
             keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
             payload = json.dumps(body).encode()
+            content = b"" if method == "HEAD" else payload
             writer.write(
                 f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: {'keep-alive' if keep else 'close'}\r\n\r\n".encode()
-                + payload
+                + content
             )
             await writer.drain()
             if target.startswith("/v2/credentials") or target.startswith("/v1/credentials"):
@@ -315,7 +316,7 @@ class TaskEndpoints:
                 cid = (parse_qs(url.query).get("id") or [""])[0]
             return self._credentials(worker, cid)
         parts = path.strip("/").split("/")
-        if len(parts) < 2 or parts[0] not in ("v3", "v4", "api"):
+        if len(parts) < 2 or parts[0] not in ("v3", "v4"):
             return HTTPStatus.NOT_FOUND, "404 page not found"
         version, cid, rest = parts[0], parts[1], "/".join(parts[2:])
         label = "V4" if version == "v4" else "V3"
