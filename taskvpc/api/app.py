@@ -163,11 +163,6 @@ class ControlPlane:
                     request, body=presigned_json.body_from_query(operation, request.query_string)
                 )
             operation_name, params = codec.decode(spec, request)
-            handler = service.manifest.handlers.get(operation_name)
-            if handler is None:
-                raise ClientError(
-                    "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
-                )
             principal = credential.principal if credential is not None else None
             ctx = self.context(identity.region, now, request_id, principal)
             if grants is not None and not grants.unrestricted:
@@ -175,6 +170,11 @@ class ControlPlane:
                 # every service (the manifest's signing name is the IAM action prefix).
                 manifest = service.manifest
                 authorize(ctx, grants, manifest.signing_name, manifest.protocol, operation_name, params)
+            handler = service.manifest.handlers.get(operation_name)
+            if handler is None:
+                raise ClientError(
+                    "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
+                )
             if service.manifest.regional:
                 await self.prepare(ctx)
             if self.inline:

@@ -19,10 +19,21 @@ from functools import lru_cache
 Context = Mapping[str, Sequence[str]]
 
 
+# Policy variables ${*} and ${?} stand for a literal * and ?: substitution writes these placeholders,
+# which match only the character itself.
+LITERAL_STAR, LITERAL_QUESTION = "\x00", "\x01"
+_GLOB_PARTS = {"*": ".*", "?": ".", LITERAL_STAR: re.escape("*"), LITERAL_QUESTION: re.escape("?")}
+
+
+def literal(text: str) -> str:
+    """``text`` with the placeholders of literal wildcards turned back into the characters."""
+    return text.replace(LITERAL_STAR, "*").replace(LITERAL_QUESTION, "?")
+
+
 @lru_cache(maxsize=4096)
 def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
     """IAM wildcards: ``*`` any run of characters, ``?`` one character, nothing else special."""
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    body = "".join(_GLOB_PARTS.get(c) or re.escape(c) for c in pattern)
     return re.compile(f"(?s:{body})\\Z", re.IGNORECASE if ignore_case else 0)
 
 
@@ -40,7 +51,7 @@ def arn_like(pattern: str, value: str) -> bool:
     want = pattern.split(":", 5)
     have = value.split(":", 5)
     if len(want) != 6 or len(have) != 6:
-        return wildcard_match(pattern, value)
+        return False  # not an ARN (or a pattern of one): IAM matches nothing
     return all(wildcard_match(w, h) for w, h in zip(want, have, strict=True))
 
 
@@ -111,10 +122,10 @@ _OPERATORS: dict[str, tuple[Callable[[str, str], bool], bool]] = {
     "BinaryEquals": (_binary, False),
     "IpAddress": (_ip, False),
     "NotIpAddress": (_ip, True),
-    "ArnEquals": (arn_like, False),
-    "ArnLike": (arn_like, False),
-    "ArnNotEquals": (arn_like, True),
-    "ArnNotLike": (arn_like, True),
+    "ArnEquals": (lambda v, w: arn_like(w, v), False),
+    "ArnLike": (lambda v, w: arn_like(w, v), False),
+    "ArnNotEquals": (lambda v, w: arn_like(w, v), True),
+    "ArnNotLike": (lambda v, w: arn_like(w, v), True),
 }
 
 

@@ -86,8 +86,6 @@ def parse_document(document: Any, kind: PolicyKind = "identity") -> Policy:
     sids = [s.sid for s in statements if s.sid]
     if len(sids) != len(set(sids)):
         raise malformed("Statement IDs (SID) in a single policy must be unique.")
-    if version == "2008-10-17" and "${" in orjson.dumps(document).decode():
-        raise malformed("The policy failed legacy parsing")
     return Policy(version, statements)
 
 

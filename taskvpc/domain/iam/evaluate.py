@@ -14,7 +14,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from taskvpc.domain.iam.conditions import Context, arn_like, condition_holds, wildcard_match
+from taskvpc.domain.iam.conditions import (
+    LITERAL_QUESTION,
+    LITERAL_STAR,
+    Context,
+    arn_like,
+    condition_holds,
+    literal,
+    wildcard_match,
+)
 from taskvpc.domain.iam.document import Policy, Statement
 
 
@@ -32,12 +40,12 @@ class Request:
 
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
-_LITERALS = {"*": "*", "?": "?", "$": "$"}
+_LITERALS = {"*": LITERAL_STAR, "?": LITERAL_QUESTION, "$": "$"}
 
 
 def substitute(text: str, context: Context) -> str | None:
     """``text`` with its policy variables replaced; None when one has no value and no default (the
-    element then matches nothing)."""
+    element then matches nothing). ``${*}``/``${?}`` become placeholders that match only themselves."""
     if "${" not in text:
         return text
     missing = False
@@ -82,6 +90,8 @@ def conditions_hold(statement: Statement, policy: Policy, context: Context) -> b
             values = wanted
             if policy.variables:
                 values = tuple(v for v in (substitute(w, context) for w in wanted) if v is not None)
+                if "Like" not in operator:
+                    values = tuple(literal(v) for v in values)
             if not condition_holds(operator, key, values, context):
                 return False
     return True
