@@ -8,8 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.iam.conditions import arn_like, wildcard_match
