@@ -21,7 +21,7 @@ from taskvpc.control.iam.policies import policy_document
 from taskvpc.control.identity import Principal
 from taskvpc.control.manifest import ServiceManifest
 from taskvpc.domain.errors import ClientError
-from taskvpc.domain.iam.document import Policy, parse_policy
+from taskvpc.domain.iam.document import parse_policy
 from taskvpc.domain.iam.evaluate import Caller, Request, may_assume
 from taskvpc.store import iam_repo
 
@@ -189,5 +189,3 @@ MANIFEST = ServiceManifest(
         "GetSessionToken": get_session_token,
     },
 )
-
-__all__ = ["MANIFEST", "Policy", "vend_task_credentials"]

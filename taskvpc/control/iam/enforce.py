@@ -2,8 +2,9 @@
 
 The action is ``<signing name>:<Operation>`` (the signing names of the services taskvpc serves are their
 IAM prefixes: ecs, ec2, elasticloadbalancing, sts, iam). The resource is the ARN the operation acts on
-where ``resource_arn`` computes it - ECS cluster operations, IAM users/roles/policies, sts:AssumeRole, EC2
-operations on one VPC, subnet or security group - and ``*`` for every other operation (list and
+where ``resource_arn`` computes it - ECS cluster operations, IAM users/roles/policies (with the request's
+Path, or ``/``: an existing entity's path is not looked up), sts:AssumeRole, EC2 operations on one VPC,
+subnet or security group - and ``*`` for every other operation (list and
 describe calls, and operations whose ARN is not computed yet). ECS also checks ``iam:PassRole`` for the
 roles a task definition names. Denials answer in each protocol's shape with AWS's wording.
 """
@@ -42,7 +43,7 @@ def _iam(kind: str, field: str) -> Callable[[RequestContext, dict[str, Any]], st
         value = params.get(field)
         if not value:
             return "*"
-        path = params.get("Path", "/") if kind != "user" or "Path" in params else "/"
+        path = params.get("Path", "/")  # an existing entity's own path is not looked up (see above)
         return f"arn:aws:iam::{ctx.account_id}:{kind}{path}{value}"
 
     return arn
