@@ -394,3 +394,18 @@ def test_access_keys(api: InProcessServer) -> None:
     with pytest.raises(ClientError) as raised:
         iam.delete_access_key(UserName="k", AccessKeyId=key)
     assert aws_error(raised) == ("NoSuchEntity", f"The Access Key with id {key} cannot be found.", 404)
+
+
+def test_get_session_token_keeps_the_users_identity_and_policies(api: InProcessServer) -> None:
+    key = _user(api, "tok", ALLOW_LIST_CLUSTERS)
+    creds = _client(api, "sts", *key).get_session_token(DurationSeconds=900)["Credentials"]
+    session = (creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+    assert creds["AccessKeyId"].startswith("ASIA")
+    assert _client(api, "sts", *session).get_caller_identity()["Arn"] == f"arn:aws:iam::{ACCOUNT_ID}:user/tok"
+    _client(api, "ecs", *session).list_clusters()
+    with pytest.raises(ClientError) as raised:
+        _client(api, "ecs", *session).create_cluster(clusterName="x")
+    assert aws_error(raised)[0] == "AccessDeniedException"
+    with pytest.raises(ClientError) as raised:  # session credentials cannot mint more
+        _client(api, "sts", *session).get_session_token()
+    assert aws_error(raised)[0] == "AccessDenied"

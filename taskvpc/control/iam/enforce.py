@@ -20,9 +20,10 @@ from taskvpc.control.iam.credentials import Grants
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.iam.evaluate import Decision, Request, evaluate
 
-# Operations every principal may call whatever its policies say (AWS: GetCallerIdentity needs no
-# permission and cannot be denied).
-ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity"})
+# Operations every principal may call whatever its policies say: GetCallerIdentity needs no permission
+# and cannot be denied; IAM users need no permission for GetSessionToken (IAM User Guide, "Permissions for
+# GetSessionToken").
+ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity", "sts:GetSessionToken"})
 # Decided by the handler itself: AssumeRole weighs the role's trust policy with the caller's policies.
 DECIDED_BY_HANDLER = frozenset({"sts:AssumeRole"})
 
@@ -172,6 +173,9 @@ def authorize(
     """The authorization step for one decoded request (the API layer's, before the handler runs)."""
     if grants.unrestricted or f"{service}:{operation}" in DECIDED_BY_HANDLER:
         return
+    if service == "sts" and operation == "GetSessionToken" and grants.issued_at is not None:
+        # Temporary credentials cannot mint more, whatever their policies say.
+        raise ClientError("AccessDenied", "Cannot call GetSessionToken with session credentials", 403)
     check(ctx, grants, protocol, f"{service}:{operation}", resource_arn(service, operation, ctx, params))
     if service == "ecs" and operation in ("RegisterTaskDefinition", "RunTask", "StartTask"):
         overrides = params.get("overrides") or {}
