@@ -232,6 +232,8 @@ class ControlPlane:
         else:
             await asyncio.to_thread(wipe, self.db)
         self.regions_ready.clear()  # the next request of a region lays its default VPC out again
+        if self.iam is not None:
+            self.iam.forget()  # users, keys and sessions are gone
         self.notifier.wake_all()  # waiting polls re-read and find their instance gone
         return _json(200, {"reset": True})
 

@@ -6,11 +6,12 @@ what a principal may do bumps the IAM generation (``bump``), which caches of eff
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, update
+from sqlalchemy import Connection, Engine, delete, event, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from taskvpc.store.rawsql import fetch_all, fetch_one
@@ -37,7 +38,31 @@ def generation(conn: Connection) -> int | None:
     return int(row[0]) if row else None
 
 
+# IAM changes committed by this process: a cache here sees its own process's changes at once, without a
+# store read; the stored generation tells it about other processes' (see control/iam/credentials.py).
+_committed = itertools.count(1)
+_local_changes = 0
+_CHANGED = "taskvpc_iam_changed"
+
+
+def local_changes() -> int:
+    return _local_changes
+
+
+@event.listens_for(Engine, "commit")
+def _on_commit(conn: Connection) -> None:
+    global _local_changes
+    if conn.info.pop(_CHANGED, False):
+        _local_changes = next(_committed)
+
+
+@event.listens_for(Engine, "rollback")
+def _on_rollback(conn: Connection) -> None:
+    conn.info.pop(_CHANGED, None)
+
+
 def bump(conn: Connection) -> None:
+    conn.info[_CHANGED] = True
     updated = conn.execute(
         update(iam_generation)
         .where(iam_generation.c.id == 1)

@@ -1,5 +1,7 @@
 """The credential resolver behind SigV4 for IAM users' access keys and STS sessions, and what each
-credential's principal is granted (its policies), both cached while the IAM generation stands still.
+credential's principal is granted (its policies), both cached: an entry stands while this process has
+committed no IAM change and the stored IAM generation (other processes' changes, re-read at most every
+RECHECK_SECONDS) is the one it was loaded under.
 
 The root key (from the settings) resolves without a store read and is never restricted. A user's key
 resolves to the user while it is Active; an ``ASIA...`` key to its STS session until the session is
@@ -9,6 +11,7 @@ gone (its expiry is SigV4's to check, so an expired session answers ExpiredToken
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,6 +24,7 @@ from taskvpc.store import iam_repo
 from taskvpc.store.db import Database
 
 _MAX_CACHED = 10_000
+RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,29 +64,30 @@ class IamCredentials:
         self.account_id = account_id
         self.root = root
         self._lock = threading.Lock()
-        self._credentials: dict[str, tuple[int, Credential | None, Grants | None]] = {}
+        # key id -> ((local changes, stored generation) when loaded, credential, grants)
+        self._credentials: dict[str, tuple[tuple[int, int | None], Credential | None, Grants | None]] = {}
+        self._checked_local, self._checked_at = -1, float("-inf")
+        self._generation: int | None = None
 
-    def _cached(
-        self, conn: Connection, key_id: str
-    ) -> tuple[int | None, tuple[Credential | None, Grants | None] | None]:
+    def forget(self) -> None:
+        """Drop every cached credential (the store was wiped)."""
+        with self._lock:
+            self._credentials.clear()
+            self._checked_at = float("-inf")
+
+    def _state(self, conn: Connection) -> tuple[int, int | None]:
+        """(this process's IAM changes, the stored generation): what cached entries must match. The stored
+        generation is re-read when this process changed IAM or after RECHECK_SECONDS (other hosts' changes
+        are seen that late: IAM itself is eventually consistent)."""
+        local = iam_repo.local_changes()
+        now = time.monotonic()
+        with self._lock:
+            if local == self._checked_local and now - self._checked_at < RECHECK_SECONDS:
+                return local, self._generation
         generation = iam_repo.generation(conn)
-        if generation is None:
-            return None, None
         with self._lock:
-            hit = self._credentials.get(key_id)
-        if hit is not None and hit[0] == generation:
-            return generation, (hit[1], hit[2])
-        return generation, None
-
-    def _remember(
-        self, generation: int | None, key_id: str, credential: Credential | None, grants: Grants | None
-    ) -> None:
-        if generation is None:
-            return
-        with self._lock:
-            if len(self._credentials) >= _MAX_CACHED:
-                self._credentials.clear()
-            self._credentials[key_id] = (generation, credential, grants)
+            self._checked_local, self._generation, self._checked_at = local, generation, now
+        return local, generation
 
     def resolve(self, access_key_id: str) -> Credential | None:
         return self.lookup(access_key_id)[0]
@@ -93,12 +98,24 @@ class IamCredentials:
             return self.root, ROOT_GRANTS
         if not access_key_id.startswith(("AKIA", "ASIA")) or len(access_key_id) > 32:
             return None, None
+        local = iam_repo.local_changes()
+        with self._lock:
+            hit = self._credentials.get(access_key_id)
+            fresh = local == self._checked_local and time.monotonic() - self._checked_at < RECHECK_SECONDS
+            if hit is not None and fresh and hit[0] == (local, self._generation):
+                return hit[1], hit[2]
         with self.db.read() as conn:
-            generation, hit = self._cached(conn, access_key_id)
-            if hit is not None:
-                return hit
+            state = self._state(conn)
+            with self._lock:
+                hit = self._credentials.get(access_key_id)
+            if hit is not None and hit[0] == state and state[1] is not None:
+                return hit[1], hit[2]
             found = self._load(conn, access_key_id)
-        self._remember(generation, access_key_id, *found)
+        if state[1] is not None:  # an empty store (no generation yet, or wiped) is never cached
+            with self._lock:
+                if len(self._credentials) >= _MAX_CACHED:
+                    self._credentials.clear()
+                self._credentials[access_key_id] = (state, *found)
         return found
 
     def _load(self, conn: Connection, key_id: str) -> tuple[Credential | None, Grants | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from taskvpc.control.context import RequestContext
@@ -102,6 +103,11 @@ def resource_arn(service: str, operation: str, ctx: RequestContext, params: dict
     return "*"
 
 
+@lru_cache(maxsize=64)
+def _iso_time(epoch_second: int) -> str:
+    return datetime.fromtimestamp(epoch_second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def request_context(ctx: RequestContext, grants: Grants) -> dict[str, list[str]]:
     """The global condition keys of a request (lower-cased names)."""
     principal = ctx.principal
@@ -110,7 +116,7 @@ def request_context(ctx: RequestContext, grants: Grants) -> dict[str, list[str]]
         "aws:principalaccount": [principal.account_id],
         "aws:userid": [principal.user_id],
         "aws:principaltype": ["User" if grants.kind == "user" else "AssumedRole"],
-        "aws:currenttime": [datetime.fromtimestamp(ctx.now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
+        "aws:currenttime": [_iso_time(int(ctx.now))],
         "aws:epochtime": [str(int(ctx.now))],
         "aws:requestedregion": [ctx.region],
         "aws:securetransport": ["false"],
@@ -119,9 +125,7 @@ def request_context(ctx: RequestContext, grants: Grants) -> dict[str, list[str]]
     if grants.kind == "user":
         keys["aws:username"] = [grants.name]
     if grants.issued_at is not None:
-        keys["aws:tokenissuetime"] = [
-            datetime.fromtimestamp(grants.issued_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ]
+        keys["aws:tokenissuetime"] = [_iso_time(int(grants.issued_at))]
     return keys
 
 
