@@ -409,3 +409,45 @@ def test_get_session_token_keeps_the_users_identity_and_policies(api: InProcessS
     with pytest.raises(ClientError) as raised:  # session credentials cannot mint more
         _client(api, "sts", *session).get_session_token()
     assert aws_error(raised)[0] == "AccessDenied"
+
+
+def test_another_hosts_iam_change_is_seen_through_the_stored_generation(
+    api: InProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers on one store: a change committed elsewhere (here: written to the store directly,
+    without this process's commit hook) reaches this server's cache once it re-reads the generation."""
+    from taskvpc.control.iam import credentials
+    from taskvpc.store import iam_repo
+
+    key = _user(api, "far", ALLOW_LIST_CLUSTERS)
+    ecs = _client(api, "ecs", *key)
+    ecs.list_clusters()  # cached now
+    assert api.control_plane is not None
+    db = api.control_plane.db
+    local = iam_repo.local_changes()
+    with db.engine.connect() as conn:  # "another host": no commit hook marks this process's cache stale
+        conn.exec_driver_sql("DELETE FROM iam_documents WHERE owner = 'far'")
+        conn.exec_driver_sql("UPDATE iam_generation SET generation = generation + 1")
+        conn.commit()
+    monkeypatch.setattr(credentials, "RECHECK_SECONDS", 0.0)
+    assert iam_repo.local_changes() == local  # so only the stored generation can tell
+    with pytest.raises(ClientError) as raised:
+        ecs.list_clusters()
+    assert aws_error(raised)[0] == "AccessDeniedException"
+
+
+def test_only_the_root_key_may_reset(api: InProcessServer) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    key, secret = _user(
+        api,
+        "resetter",
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+    )
+    request = AWSRequest(method="POST", url=f"{api.endpoint}/_taskvpc/reset", data=b"")
+    SigV4Auth(Credentials(key, secret), "ecs", REGION).add_auth(request)
+    status, body, _ = api.http("POST", "/_taskvpc/reset", dict(request.prepare().headers))
+    assert status == 403 and b"only the root key" in body
+    assert api.client("iam").get_user(UserName="resetter")["User"]["UserName"] == "resetter"
