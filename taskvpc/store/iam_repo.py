@@ -286,5 +286,10 @@ def session(conn: Connection, key_id: str) -> tuple[str, str, float, dict[str, A
     return (str(row[0]), str(row[1]), float(row[2]), _loads(row[3])) if row else None
 
 
-def purge_sessions(conn: Connection, before: float) -> int:
-    return int(conn.execute(delete(sts_sessions).where(sts_sessions.c.expires_at < before)).rowcount)
+def delete_expired_session(conn: Connection, key_id: str, expired_before: float) -> bool:
+    deleted = conn.execute(
+        delete(sts_sessions).where(
+            sts_sessions.c.access_key_id == key_id, sts_sessions.c.expires_at < expired_before
+        )
+    )
+    return bool(deleted.rowcount)

@@ -451,3 +451,32 @@ def test_only_the_root_key_may_reset(api: InProcessServer) -> None:
     status, body, _ = api.http("POST", "/_taskvpc/reset", dict(request.prepare().headers))
     assert status == 403 and b"only the root key" in body
     assert api.client("iam").get_user(UserName="resetter")["User"]["UserName"] == "resetter"
+
+
+def test_expired_sessions_are_purged_after_their_grace(api: InProcessServer) -> None:
+    from taskvpc.control.iam.session_purge import ExpiredSessionPurge
+
+    api.client("iam").create_role(RoleName="task", AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))
+    assert api.control_plane is not None
+    plane = api.control_plane
+    task = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:task/web/0123456789abcdef0123456789abcdef"
+    role = f"arn:aws:iam::{ACCOUNT_ID}:role/task"
+    old = vend_task_credentials(plane.context(REGION, time.time() - 3 * 3600), task, role, 3600)
+    recent = vend_task_credentials(plane.context(REGION, time.time() - 1800), task, role, 900)
+    live = vend_task_credentials(plane.context(REGION, time.time()), task, role, 3600)
+    loop = ExpiredSessionPurge(grace=3600)
+    with plane.db.transaction() as conn:
+        due = loop.pending(conn, time.time())
+        assert [key.id for key in due] == [old[0]]  # expired an hour ago or more: not the recent one
+        assert loop.reconcile(conn, plane.context(REGION, time.time()), due[0])
+    with pytest.raises(ClientError) as raised:
+        _client(api, "sts", *old[:3]).get_caller_identity()
+    assert aws_error(raised)[0] == "InvalidClientTokenId"
+    with pytest.raises(ClientError) as raised:
+        _client(api, "sts", *recent[:3]).get_caller_identity()
+    assert aws_error(raised)[0] == "ExpiredToken"
+    assert (
+        _client(api, "sts", *live[:3])
+        .get_caller_identity()["Arn"]
+        .endswith("/task/0123456789abcdef0123456789abcdef")
+    )
