@@ -71,6 +71,7 @@ class ControlPlane:
         root = Credential(
             settings.access_key_id, settings.secret_access_key, Principal.root(settings.account_id)
         )
+        self.root = root
         self.iam = IamCredentials(db, settings.account_id, root) if credentials is None else None
         self.credentials: CredentialResolver = self.iam or credentials or StaticCredentials([root])
         # SQLite calls take microseconds and serialize anyway: run them inline. A network database
@@ -81,6 +82,10 @@ class ControlPlane:
         # Agents' long polls waiting in this process, woken by requests that change their desired state.
         self.notifier = Notifier()
         self.page_key = settings.page_token_key or derive_key(settings.secret_access_key)
+
+    def resolve_root(self, access_key_id: str) -> Credential | None:
+        """The root key only: what agents sign with (IAM users' and tasks' keys never reach the agent API)."""
+        return self.root if access_key_id == self.root.access_key_id else None
 
     async def _run(self, function: Callable[[RequestContext], None], ctx: RequestContext) -> None:
         if self.inline:

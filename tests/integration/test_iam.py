@@ -480,3 +480,19 @@ def test_expired_sessions_are_purged_after_their_grace(api: InProcessServer) -> 
         .get_caller_identity()["Arn"]
         .endswith("/task/0123456789abcdef0123456789abcdef")
     )
+
+
+def test_iam_keys_never_reach_the_agent_api(api: InProcessServer) -> None:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from taskvpc.api.agent_api import PREFIX
+
+    admin = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+    key, secret = _user(api, "agentish", admin)
+    url = f"{api.endpoint}{PREFIX}register"
+    request = AWSRequest(method="POST", url=url, data=b"{}", headers={"content-type": "application/json"})
+    SigV4Auth(Credentials(key, secret), "ecs", REGION).add_auth(request)
+    status, body, _ = api.http("POST", f"{PREFIX}register", dict(request.prepare().headers), b"{}")
+    assert (status, json.loads(body)) == (403, {"message": "agent request refused: unknown_key"})
