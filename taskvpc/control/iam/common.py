@@ -10,7 +10,7 @@ from urllib.parse import quote
 from taskvpc.control.context import RequestContext
 from taskvpc.domain.arns import PARTITION
 from taskvpc.domain.errors import ClientError
-from taskvpc.domain.iam.document import MAX_DOCUMENT_CHARS, Policy, PolicyKind, malformed, parse_policy
+from taskvpc.domain.iam.document import MAX_DOCUMENT_CHARS, Policy, PolicyKind, parse_policy
 
 _ID_ALPHABET = string.ascii_uppercase + string.digits
 
@@ -108,9 +108,3 @@ def merge_tags(current: list[dict[str, str]], new: list[dict[str, str]]) -> list
     if len(merged) > 50:
         raise limit_exceeded("Cannot exceed quota for TagsPerRole: 50")
     return [{"Key": k, "Value": v} for k, v in merged.items()]
-
-
-def not_malformed(text: str) -> None:
-    """A document IAM stores must at least be JSON text."""
-    if not text:
-        raise malformed("Syntax errors in policy.")
