@@ -2,14 +2,14 @@
 sessions; the IAM generation counter that caches of effective policies key on.
 
 Revision ID: 0020
-Revises: 0004
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0004"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
