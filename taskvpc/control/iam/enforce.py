@@ -11,7 +11,7 @@ roles a task definition names. Denials answer in each protocol's shape with AWS'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -129,6 +129,29 @@ def request_context(ctx: RequestContext, grants: Grants) -> dict[str, list[str]]
     return keys
 
 
+class _LazyContext(Mapping[str, Sequence[str]]):
+    """The request context, built on first use: most requests meet no condition and no policy variable
+    in the statements that match their action, and then never need it."""
+
+    def __init__(self, build: Callable[[], dict[str, list[str]]]) -> None:
+        self._build = build
+        self._keys: dict[str, list[str]] | None = None
+
+    def _all(self) -> dict[str, list[str]]:
+        if self._keys is None:
+            self._keys = self._build()
+        return self._keys
+
+    def __getitem__(self, key: str) -> Sequence[str]:
+        return self._all()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
 def denial(
     protocol: str, principal_arn: str, action: str, resource: str, decision: Decision, session: bool
 ) -> ClientError:
@@ -160,10 +183,11 @@ def check(
     """Raise the protocol's AccessDenied unless ``grants`` allow ``action`` on ``resource``."""
     if grants.unrestricted or action in ALWAYS_ALLOWED:
         return
-    context = request_context(ctx, grants)
-    if extra:
-        context.update(extra)
-    request = Request(action, resource, context)
+
+    def build() -> dict[str, list[str]]:
+        return request_context(ctx, grants) | (extra or {})
+
+    request = Request(action, resource, _LazyContext(build))
     decision = evaluate(grants.identity, request, grants.session)
     if decision is Decision.ALLOW:
         return

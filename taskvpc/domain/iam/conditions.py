@@ -37,6 +37,13 @@ def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
     return re.compile(f"(?s:{body})\\Z", re.IGNORECASE if ignore_case else 0)
 
 
+@lru_cache(maxsize=4096)
+def any_glob(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One case-insensitive pattern for a statement's Action list (matching actions is the hot path)."""
+    bodies = ("".join(_GLOB_PARTS.get(c) or re.escape(c) for c in p) for p in patterns)
+    return re.compile("(?s:" + "|".join(f"(?:{b})" for b in bodies) + ")\\Z", re.IGNORECASE)
+
+
 def wildcard_match(pattern: str, value: str, *, ignore_case: bool = False) -> bool:
     if pattern == "*":
         return True

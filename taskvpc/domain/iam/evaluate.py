@@ -18,10 +18,10 @@ from taskvpc.domain.iam.conditions import (
     LITERAL_QUESTION,
     LITERAL_STAR,
     Context,
+    any_glob,
     arn_like,
     condition_holds,
     literal,
-    wildcard_match,
 )
 from taskvpc.domain.iam.document import Policy, Statement
 
@@ -70,7 +70,7 @@ def substitute(text: str, context: Context) -> str | None:
 
 
 def _action_matches(statement: Statement, action: str) -> bool:
-    found = any(wildcard_match(pattern, action, ignore_case=True) for pattern in statement.actions)
+    found = any_glob(statement.actions).match(action) is not None
     return found != statement.not_actions
 
 
