@@ -2,14 +2,14 @@
 sessions; the IAM generation counter that caches of effective policies key on.
 
 Revision ID: 0020
-Revises: 0010
+Revises: 0030 (logs; the heads on main when this landed)
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0010"
+down_revision = "0030"
 branch_labels = None
 depends_on = None
 
