@@ -53,7 +53,7 @@ class AgentApi:
         now = self.control_plane.clock()
         try:
             identity = sigv4.verify(
-                request, self.control_plane.credentials.resolve, datetime.fromtimestamp(now, UTC)
+                request, self.control_plane.resolve_root, datetime.fromtimestamp(now, UTC)
             )
         except sigv4.AuthFailure as failure:
             return _json(403, {"message": f"agent request refused: {failure.kind}"})

@@ -23,6 +23,8 @@ from taskvpc.api.notify import Notifier
 from taskvpc.api.service_models import ServedService, served, unserved_protocol
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2.default_vpc import ensure_region
+from taskvpc.control.iam.credentials import Grants, IamCredentials
+from taskvpc.control.iam.enforce import authorize
 from taskvpc.control.identity import Credential, CredentialResolver, Principal, StaticCredentials
 from taskvpc.control.manifest import ServiceManifest
 from taskvpc.control.registry import SERVICES
@@ -63,14 +65,15 @@ class ControlPlane:
         self.db = db
         self.clock = clock
         self.services = served(services)  # by SigV4 signing name
-        # Who may call: the root key of the settings unless the caller brings its own resolver.
-        self.credentials = credentials or StaticCredentials(
-            [
-                Credential(
-                    settings.access_key_id, settings.secret_access_key, Principal.root(settings.account_id)
-                )
-            ]
+        # Who may call: the root key of the settings and the IAM users' and STS sessions' keys in the store,
+        # held to their policies - unless the caller brings its own resolver, whose keys it vouches for
+        # (they act unrestricted: tests and embedders that hand out fixed identities).
+        root = Credential(
+            settings.access_key_id, settings.secret_access_key, Principal.root(settings.account_id)
         )
+        self.root = root
+        self.iam = IamCredentials(db, settings.account_id, root) if credentials is None else None
+        self.credentials: CredentialResolver = self.iam or credentials or StaticCredentials([root])
         # SQLite calls take microseconds and serialize anyway: run them inline. A network database
         # would stall the event loop, so its calls go to worker threads.
         self.inline = db.is_sqlite
@@ -79,6 +82,10 @@ class ControlPlane:
         # Agents' long polls waiting in this process, woken by requests that change their desired state.
         self.notifier = Notifier()
         self.page_key = settings.page_token_key or derive_key(settings.secret_access_key)
+
+    def resolve_root(self, access_key_id: str) -> Credential | None:
+        """The root key only: what agents sign with (IAM users' and tasks' keys never reach the agent API)."""
+        return self.root if access_key_id == self.root.access_key_id else None
 
     async def _run(self, function: Callable[[RequestContext], None], ctx: RequestContext) -> None:
         if self.inline:
@@ -123,12 +130,22 @@ class ControlPlane:
             assert scope is not None
             return _unserved(scope.service, request, request_id)
         service, expected_signing_name = routed
+        found: list[tuple[Credential | None, Grants | None]] = []
+
+        def lookup(access_key_id: str) -> Credential | None:
+            # One store read per request for the key and what its principal is granted.
+            if self.iam is not None:
+                found.append(self.iam.lookup(access_key_id))
+            else:
+                found.append((self.credentials.resolve(access_key_id), None))
+            return found[-1][0]
+
         try:
             # The raw body's hash is checked before anything of it is parsed; the scope must name a real
             # region and the service the request is for (an ECS target is signed for ecs).
             identity = sigv4.verify(
                 request,
-                self.credentials.resolve,
+                lookup,
                 datetime.fromtimestamp(now, UTC),
                 service=expected_signing_name,
                 valid_region=is_region,
@@ -141,7 +158,7 @@ class ControlPlane:
             error = ClientError("UnrecognizedClientException", f"Unknown service '{identity.service}'.", 400)
             return service.codec.encode_error(service.spec, error, request_id)
         service = signed
-        credential = self.credentials.resolve(identity.access_key_id)
+        credential, grants = found[-1]
         spec, codec = service.spec, service.codec
         try:
             if identity.presigned and codec.name == "json" and not request.body.strip():
@@ -151,13 +168,18 @@ class ControlPlane:
                     request, body=presigned_json.body_from_query(operation, request.query_string)
                 )
             operation_name, params = codec.decode(spec, request)
+            principal = credential.principal if credential is not None else None
+            ctx = self.context(identity.region, now, request_id, principal)
+            if grants is not None and not grants.unrestricted:
+                # Every non-root principal's request is evaluated against its policies here, once, for
+                # every service (the manifest's signing name is the IAM action prefix).
+                manifest = service.manifest
+                authorize(ctx, grants, manifest.signing_name, manifest.protocol, operation_name, params)
             handler = service.manifest.handlers.get(operation_name)
             if handler is None:
                 raise ClientError(
                     "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
                 )
-            principal = credential.principal if credential is not None else None
-            ctx = self.context(identity.region, now, request_id, principal)
             if service.manifest.regional:
                 await self.prepare(ctx)
             if self.inline:
@@ -203,14 +225,20 @@ class ControlPlane:
         if not self.settings.allow_reset:
             return _json(403, {"message": "reset is disabled; start taskvpc with --allow-reset"})
         try:
-            sigv4.verify(request, self.credentials.resolve, datetime.fromtimestamp(self.clock(), UTC))
+            signed = sigv4.verify(
+                request, self.credentials.resolve, datetime.fromtimestamp(self.clock(), UTC)
+            )
         except sigv4.AuthFailure as failure:
             return _json(403, {"message": f"reset refused: {failure.kind}"})
+        if self.iam is not None and signed.access_key_id != self.settings.access_key_id:
+            return _json(403, {"message": "reset refused: only the root key may reset"})
         if self.inline:
             wipe(self.db)
         else:
             await asyncio.to_thread(wipe, self.db)
         self.regions_ready.clear()  # the next request of a region lays its default VPC out again
+        if self.iam is not None:
+            self.iam.forget()  # users, keys and sessions are gone
         self.notifier.wake_all()  # waiting polls re-read and find their instance gone
         return _json(200, {"reset": True})
 

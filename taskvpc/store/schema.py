@@ -412,3 +412,67 @@ flow_logs = Table(
     Column("body", Text, nullable=False),  # the DescribeFlowLogs document
     Index("ix_flow_logs_resource", "region", "resource_id"),
 )
+
+# ---- IAM and STS (global: no region column) -----------------------------------------------------------
+# Users, roles and customer managed policies, each with its document in the wire form (0020).
+iam_entities = Table(
+    "iam_entities",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # user | role | policy
+    Column("name", String(128), primary_key=True),
+    Column("arn", String(1024), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("arn", name="uq_iam_entities_arn"),
+)
+
+# Inline policies of users and roles, and the versions of managed policies (owner_kind "policy").
+iam_documents = Table(
+    "iam_documents",
+    metadata,
+    Column("owner_kind", String(16), primary_key=True),
+    Column("owner", String(128), primary_key=True),
+    Column("name", String(128), primary_key=True),  # the inline policy's name, or a version id (v1, v2...)
+    Column("document", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+iam_attachments = Table(
+    "iam_attachments",
+    metadata,
+    Column("owner_kind", String(16), primary_key=True),  # user | role
+    Column("owner", String(128), primary_key=True),
+    Column("policy_arn", String(1024), primary_key=True),
+    Index("ix_iam_attachments_policy", "policy_arn"),
+)
+
+iam_access_keys = Table(
+    "iam_access_keys",
+    metadata,
+    Column("access_key_id", String(32), primary_key=True),
+    Column("user_name", String(128), nullable=False),
+    Column("secret", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_iam_access_keys_user", "user_name"),
+)
+
+# Temporary credentials STS issued; ``body`` is the session (principal, role, session policies).
+sts_sessions = Table(
+    "sts_sessions",
+    metadata,
+    Column("access_key_id", String(32), primary_key=True),
+    Column("secret", String(64), nullable=False),
+    Column("session_token", Text, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_sts_sessions_expires", "expires_at"),
+)
+
+# One row, bumped by every IAM change: caches of principals' policies are valid while it stands still.
+iam_generation = Table(
+    "iam_generation",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+)

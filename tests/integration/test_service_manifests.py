@@ -152,7 +152,7 @@ UNSERVED = [
     ("s3", "list_buckets", {}),  # rest-xml
     ("sqs", "list_queues", {}),  # json 1.0 (query-compatible)
     ("lambda", "list_functions", {}),  # rest-json
-    ("iam", "list_users", {}),  # query
+    ("sns", "list_topics", {}),  # query (IAM, the query example before, is served now)
     ("cloudwatch", "list_metrics", {}),  # smithy rpc-v2 cbor
     ("dynamodb", "list_tables", {}),  # json 1.0
 ]

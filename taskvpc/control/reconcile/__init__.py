@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from taskvpc.control.ecs.container_instances import AGENT_TIMEOUT
+from taskvpc.control.iam.session_purge import ExpiredSessionPurge
 from taskvpc.control.logs.retention import LogRetention
 from taskvpc.control.reconcile.leadership import AdvisoryLocks, Leadership, SoleProcess, lock_key
 from taskvpc.control.reconcile.loops import AgentSilence, AttachmentTimeout, StoppedTaskPurge
@@ -81,5 +82,6 @@ def build_runner(
         AttachmentTimeout(settings.attachment_timeout, period_for(settings.attachment_timeout)),
         ServiceScheduler(),
         LogRetention(),
+        ExpiredSessionPurge(),
     ]
     return Runner(db, loops, make_context, clock=clock, leadership=leadership)
