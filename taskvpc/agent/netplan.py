@@ -140,6 +140,8 @@ def parse_netns(cfg: NetConfig, name: str) -> tuple[str, str] | None:
         return ("router", "vpc-" + rest[2:])
     if rest.startswith("t-") and _TASK_KEY_RE.fullmatch(rest[2:]):
         return ("task", rest[2:])
+    if rest.startswith("b-") and _TASK_KEY_RE.fullmatch(rest[2:]):
+        return ("bridged", rest[2:])  # a bridge/none task's namespace (drivers/bridge.py), not ours
     return ("stray", name)
 
 

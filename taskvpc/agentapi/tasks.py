@@ -398,6 +398,26 @@ class DesiredContainer:
 
 
 @dataclass(frozen=True, slots=True)
+class PortBinding:
+    """One host port of a ``bridge`` task: the control plane chose ``host_port`` at placement."""
+
+    container_port: int
+    host_port: int
+    protocol: str = "tcp"
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> PortBinding | None:
+        container, host = read.integer(doc.get("containerPort")), read.integer(doc.get("hostPort"))
+        protocol = read.text(doc.get("protocol"), "tcp")
+        if not (container and host and 0 < container < 65536 and 0 < host < 65536):
+            return None
+        return cls(container, host, protocol if protocol in ("tcp", "udp") else "tcp")
+
+    def to_wire(self) -> Doc:
+        return {"containerPort": self.container_port, "hostPort": self.host_port, "protocol": self.protocol}
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredTask:
     """One entry of ``tasks``: a task placed on this instance and what should become of it."""
 
@@ -414,6 +434,7 @@ class DesiredTask:
     network_mode: str = "awsvpc"
     cpu: int = 0  # what the task reserves on the instance (placement)
     memory: int = 0
+    port_bindings: tuple[PortBinding, ...] = ()  # bridge mode: NAT port mappings on the instance
 
     @property
     def task_id(self) -> str:
@@ -457,6 +478,9 @@ class DesiredTask:
             network_mode=read.string(doc.get("networkMode")) or "awsvpc",
             cpu=max(0, read.integer(doc.get("cpu")) or 0),
             memory=max(0, read.integer(doc.get("memory")) or 0),
+            port_bindings=tuple(
+                b for b in map(PortBinding.from_wire, read.mappings(doc.get("portBindings"))) if b is not None
+            ),
         )
 
     def to_wire(self) -> Doc:
@@ -473,4 +497,5 @@ class DesiredTask:
             "volumes": [v.to_wire() for v in self.volumes],
             "eni": self.eni.to_wire() if self.eni else None,
             "containers": [c.to_wire() for c in self.containers],
+            "portBindings": [b.to_wire() for b in self.port_bindings],
         }

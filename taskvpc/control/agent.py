@@ -203,6 +203,7 @@ def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
             "limits": spec.get("limits") or {},  # rows from before it: unknown
             "volumes": spec.get("volumes") or [],
             "containers": spec["containers"],
+            "portBindings": [b for bound in spec.get("networkBindings") or [] for b in bound],
         }
         tasks.append(replace(DesiredTask.from_wire(entry), eni=source.enis.get(task["arn"])))
     return tuple(tasks)

@@ -658,6 +658,8 @@ class NetlinkDriver:
                         strays.append(Stray("netns", name))
                     else:
                         tasks[ident] = seen_task
+                elif kind == "bridged":
+                    continue  # the bridge driver's (drivers/bridge.py)
                 else:
                     strays.append(Stray("netns", name))
             tasks = {key: self._match_router(t, routers) for key, t in tasks.items()}
