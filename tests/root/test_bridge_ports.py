@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
 from tests.root.test_teardown import differences, down, settled_equal, snapshot, stop_up
 from tests.root.upserver import REPO, RootServer, kill_task_shims
@@ -125,3 +126,20 @@ def test_bridge_port_mappings_answer_on_localhost_and_down_removes_them(server: 
     assert result.returncode == 0, result.stderr
     after = settled_equal(before)
     assert after == before, differences(before, after)
+
+
+def test_demo_compare_shows_bridge_conflict_then_awsvpc_side_by_side(server: RootServer) -> None:
+    server.start()
+    result = subprocess.run(
+        [str(VENV_BIN / "taskvpc"), "demo", "--compare", "--state-dir", str(server.state_dir)],
+        env=server.env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "second: not placed, RESOURCE:PORTS" in out
+    assert "holds the instance's port 80 -> GET http://127.0.0.1/ served the sample page" in out
+    assert out.count("served the sample page") == 3  # the bridge task on 127.0.0.1, two awsvpc tasks
+    assert "stopped both tasks" in out
