@@ -335,6 +335,11 @@ class EnsureVpcRouter:
     subnets: tuple[Subnet, ...]
 
 
+class HostAccessConflict(Exception):
+    """Host access would collide with something else in the agent's namespace (another taskvpc's link,
+    a route of the host): the message names it. The data plane then runs without host access."""
+
+
 @dataclass(frozen=True)
 class EnsureHostAccess:
     vpc_id: str
