@@ -156,6 +156,11 @@ class DataPlane:
                 return netplan.ApplyReport()
             report = await self.call(self._apply, desired, actions)
             for action, error in report.failed:
+                if isinstance(error, netplan.HostAccessConflict) and self.host_access:
+                    # another owner's link or route is there: say so once and carry on without host access
+                    log.warning("no host access (tasks still run): %s", error)
+                    self.host_access = False
+                    continue
                 key = _task_key(action)
                 if key is not None:
                     self.failures[key] = str(error) or type(error).__name__

@@ -47,7 +47,7 @@ from taskvpc.agent.runtime import (
     container_dir,
 )
 from taskvpc.agent.runtime.health import HealthMonitor
-from taskvpc.agent.taskresource import NetworkResource, ResourceContext, TaskResources
+from taskvpc.agent.taskresource import BridgedNetwork, NetworkResource, ResourceContext, TaskResources
 from taskvpc.agent.volumes import remove_task_volumes
 from taskvpc.agentapi.answer import DesiredState as DesiredState
 from taskvpc.agentapi.network import Vpc
@@ -239,7 +239,9 @@ class TaskWorker:
             self.known = tp.network_failed(self.known, str(exc) or type(exc).__name__)
             return
         network = self.resources.get("network")
-        self.netns_path = network.netns_path if isinstance(network, NetworkResource) else None
+        self.netns_path = (
+            network.netns_path if isinstance(network, NetworkResource | BridgedNetwork) else None
+        )
         self.known = tp.network_ready(self.known)
 
     async def _remove_resources(self) -> None:

@@ -141,6 +141,8 @@ def parse_netns(cfg: NetConfig, name: str) -> tuple[str, str] | None:
         return ("router", "vpc-" + rest[2:])
     if rest.startswith("t-") and _TASK_KEY_RE.fullmatch(rest[2:]):
         return ("task", rest[2:])
+    if rest.startswith("b-") and _TASK_KEY_RE.fullmatch(rest[2:]):
+        return ("bridged", rest[2:])  # a bridge/none task's namespace (drivers/bridge.py), not ours
     return ("stray", name)
 
 
@@ -332,6 +334,11 @@ class ObservedNetwork:
 class EnsureVpcRouter:
     vpc_id: str
     subnets: tuple[Subnet, ...]
+
+
+class HostAccessConflict(Exception):
+    """Host access would collide with something else in the agent's namespace (another taskvpc's link,
+    a route of the host): the message names it. The data plane then runs without host access."""
 
 
 @dataclass(frozen=True)

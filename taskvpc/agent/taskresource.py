@@ -12,6 +12,7 @@ volumes. Credentials, log routing and load-balancer registration come the same w
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from taskvpc.agent.dataplane import DataPlane
+from taskvpc.agent.drivers.bridge import BridgeDriver
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.volumes import VOLUME_NAME_RE, task_volume_dir
 from taskvpc.agentapi.tasks import DesiredTask, VolumeScope
@@ -160,6 +162,36 @@ def _network(ctx: ResourceContext) -> TaskResource | None:
     if ctx.network is None or ctx.task.eni is None:
         return None  # the host's network
     return NetworkResource(ctx.network, ctx.task)
+
+
+class BridgedNetwork:
+    """A ``bridge`` task's namespace on the instance's bridge with its NAT port mappings, or a ``none``
+    task's namespace with loopback only (``drivers/bridge.py``)."""
+
+    name = "network"
+
+    def __init__(self, driver: BridgeDriver, task: DesiredTask) -> None:
+        self.driver = driver
+        self.task = task
+        self.netns_path: str | None = None
+
+    async def ensure(self) -> None:
+        if self.task.network_mode == "none":
+            self.netns_path = await asyncio.to_thread(self.driver.ensure_isolated, self.task.task_id)
+        else:
+            self.netns_path = await asyncio.to_thread(
+                self.driver.ensure_task, self.task.task_id, self.task.port_bindings
+            )
+
+    async def remove(self) -> None:
+        await asyncio.to_thread(self.driver.remove_task, self.task.task_id, self.task.port_bindings)
+
+
+@register
+def _bridged(ctx: ResourceContext) -> TaskResource | None:
+    if ctx.network is None or ctx.task.eni is not None or ctx.task.network_mode not in ("bridge", "none"):
+        return None
+    return BridgedNetwork(BridgeDriver(ctx.network.cfg), ctx.task)
 
 
 class TaskVolumes:

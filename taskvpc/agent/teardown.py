@@ -6,6 +6,7 @@ or gone while its tasks still run):
 * network namespaces ``/run/netns/P-*`` (exactly ``P-``: prefix ``tvpc`` never touches ``tvpcx-…``);
   VPC routers hold their nftables tables and every task ENI's router end, so both go with them;
 * host access links (``netplan.host_link_re``: ``Ph<hex>``); their addresses and routes go with them;
+* the bridge ``P-br`` of bridge-mode tasks and its NAT table ``ip P_bridge`` (``drivers/bridge.py``);
 * the cgroup tree ``/taskvpc`` (prefix ``tvpc``) or ``/taskvpc-P`` in every hierarchy;
 * processes: every one in that cgroup tree or in one of those namespaces, and the runtime's shims whose
   command line names the state dir's ``tasks/`` (a ``process``-runtime task in ``host`` mode has
@@ -34,6 +35,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from taskvpc.agent import netplan
 from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers.bridge import BridgeDriver, BridgeError, bridge_name
 from taskvpc.agent.drivers.netlink import NetlinkDriver
 from taskvpc.agent.drivers.rtnl import Rtnl, attr
 from taskvpc.agent.netplan import Stray
@@ -141,7 +143,7 @@ def scan(scope: Scope) -> Found:
     )
     for name in found.namespaces:
         parsed = netplan.parse_netns(scope.cfg, name)
-        if parsed is not None and parsed[0] == "task":
+        if parsed is not None and parsed[0] in ("task", "bridged"):
             found.task_ids.add(parsed[1])
     parent = cgroup_parent(scope.prefix)
     for directory in found.cgroups:
@@ -257,6 +259,10 @@ def teardown(scope: Scope, grace: float = 3.0) -> Result:
                 driver.remove_stray(stray)
             except (OSError, ValueError, NetlinkError) as exc:
                 result.problems.append(f"{stray.kind} {stray.name}: {exc}")
+    try:  # the bridge of bridge-mode tasks and its NAT table (drivers/bridge.py)
+        BridgeDriver(scope.cfg).remove_bridge()
+    except (OSError, BridgeError) as exc:
+        result.problems.append(f"bridge {bridge_name(scope.cfg)}: {exc}")
     result.problems += _remove_cgroups(_cgroup_dirs(scope))
     result.left = scan(scope)
     return result

@@ -398,6 +398,26 @@ class DesiredContainer:
 
 
 @dataclass(frozen=True, slots=True)
+class PortBinding:
+    """One host port of a ``bridge`` task: the control plane chose ``host_port`` at placement."""
+
+    container_port: int
+    host_port: int
+    protocol: str = "tcp"
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> PortBinding | None:
+        container, host = read.integer(doc.get("containerPort")), read.integer(doc.get("hostPort"))
+        protocol = read.text(doc.get("protocol"), "tcp")
+        if not (container and host and 0 < container < 65536 and 0 < host < 65536):
+            return None
+        return cls(container, host, protocol if protocol in ("tcp", "udp") else "tcp")
+
+    def to_wire(self) -> Doc:
+        return {"containerPort": self.container_port, "hostPort": self.host_port, "protocol": self.protocol}
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredTask:
     """One entry of ``tasks``: a task placed on this instance and what should become of it."""
 
@@ -418,6 +438,7 @@ class DesiredTask:
     execution_role_arn: str | None = None
     launch_type: str = "EC2"
     availability_zone: str = ""
+    port_bindings: tuple[PortBinding, ...] = ()  # bridge mode: NAT port mappings on the instance
 
     @property
     def task_id(self) -> str:
@@ -465,6 +486,9 @@ class DesiredTask:
             execution_role_arn=read.string(doc.get("executionRoleArn")),
             launch_type=read.string(doc.get("launchType")) or "EC2",
             availability_zone=read.text(doc.get("availabilityZone")),
+            port_bindings=tuple(
+                b for b in map(PortBinding.from_wire, read.mappings(doc.get("portBindings"))) if b is not None
+            ),
         )
 
     def to_wire(self) -> Doc:
@@ -485,4 +509,5 @@ class DesiredTask:
             "executionRoleArn": self.execution_role_arn,
             "launchType": self.launch_type,
             "availabilityZone": self.availability_zone,
+            "portBindings": [b.to_wire() for b in self.port_bindings],
         }

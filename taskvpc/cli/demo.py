@@ -3,6 +3,11 @@
 Registers ``examples/linux-simple-web.json``, runs two copies in awsvpc mode in one subnet of the default
 VPC, waits for them, fetches the sample page from each task's own IP on port 80 (both on the same
 instance, both on port 80), and tells a new user what to look at. It is a client of the public APIs only.
+
+``--compare`` first shows the "before": the same definition in ``bridge`` mode with ``hostPort`` 80.
+The first task takes the instance's port 80 (and answers on http://127.0.0.1/ through the NAT mapping);
+the second cannot be placed (``RESOURCE:PORTS``): one port 80 per instance. Then the awsvpc run shows two
+port-80 tasks side by side, each on its own IP.
 """
 
 from __future__ import annotations
@@ -42,13 +47,49 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def run_demo(state_dir: Path, region: str, keep: bool, example: Path = EXAMPLE) -> int:
+def run_bridge_comparison(ecs: Any, definition: dict[str, Any]) -> bool:
+    """Two port-80 tasks in bridge mode: the second fails placement. True when it went as described."""
+    bridged = json.loads(json.dumps(definition))
+    bridged["family"] = f"{definition['family']}-bridge"
+    bridged["networkMode"] = "bridge"
+    for container in bridged["containerDefinitions"]:
+        for mapping in container.get("portMappings", []):
+            mapping["hostPort"] = mapping["containerPort"]
+    registered = ecs.register_task_definition(**bridged)["taskDefinition"]
+    family_revision = f"{registered['family']}:{registered['revision']}"
+    _say(f"0. before awsvpc: {family_revision} in bridge mode, hostPort 80, run twice")
+    first = ecs.run_task(cluster="default", taskDefinition=family_revision)
+    if not first["tasks"]:
+        _say(f"   the first bridge task was not placed: {first['failures']}")
+        return False
+    arn = first["tasks"][0]["taskArn"]
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    page = _fetch("http://127.0.0.1:80/")
+    served = "Amazon ECS Sample App" in page
+    _say(
+        f"   first:  {arn.rpartition('/')[2]} RUNNING, holds the instance's port 80 -> GET http://127.0.0.1/ "
+        f"{'served the sample page' if served else 'FAILED'}"
+    )
+    second = ecs.run_task(cluster="default", taskDefinition=family_revision)
+    reasons = [f["reason"] for f in second.get("failures", [])]
+    _say(
+        f"   second: not placed, {', '.join(reasons) or 'placed?!'} (one port 80 per instance in bridge mode)"
+    )
+    for extra in second["tasks"]:
+        ecs.stop_task(cluster="default", task=extra["taskArn"], reason="taskvpc demo finished")
+    ecs.stop_task(cluster="default", task=arn, reason="taskvpc demo finished")
+    ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    return served and reasons == ["RESOURCE:PORTS"]
+
+
+def run_demo(state_dir: Path, region: str, keep: bool, example: Path = EXAMPLE, compare: bool = False) -> int:
     ecs, ec2 = _clients(state_dir, region)
     instances = ecs.list_container_instances(cluster="default").get("containerInstanceArns", [])
     if not instances:
         _say("taskvpc demo: no container instance in cluster 'default' yet: is 'taskvpc up' running as root?")
         return 1
     definition = json.loads(example.read_text())
+    compared = run_bridge_comparison(ecs, definition) if compare else True
     registered = ecs.register_task_definition(**definition)["taskDefinition"]
     family_revision = f"{registered['family']}:{registered['revision']}"
     _say(f"1. registered {family_revision} (networkMode {registered['networkMode']})")
@@ -98,7 +139,9 @@ def run_demo(state_dir: Path, region: str, keep: bool, example: Path = EXAMPLE) 
             ecs.stop_task(cluster="default", task=arn, reason="taskvpc demo finished")
         ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=arns, WaiterConfig={"Delay": 1})
         _say("5. stopped both tasks; their namespaces, links and addresses are gone (--keep leaves them)")
-    return 0 if ok else 1
+    if compare:
+        _say("   awsvpc: both tasks listen on port 80, each on its own IP; bridge: one port 80 per instance")
+    return 0 if ok and compared else 1
 
 
 def _demo_group(ec2: Any, vpc_id: str) -> str:
@@ -131,9 +174,9 @@ def _fetch(url: str, attempts: int = 50) -> str:
     return ""
 
 
-def main(state_dir: Path, region: str, keep: bool) -> int:
+def main(state_dir: Path, region: str, keep: bool, compare: bool = False) -> int:
     try:
-        return run_demo(state_dir, region, keep)
+        return run_demo(state_dir, region, keep, compare=compare)
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the narrated walkthrough reports, rather than dumps, what went wrong

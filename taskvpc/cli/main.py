@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--state-dir", type=Path, default=None)
     demo.add_argument("--region", default=config.DEFAULT_REGION)
     demo.add_argument("--keep", action="store_true", help="leave the two tasks running")
+    demo.add_argument(
+        "--compare",
+        action="store_true",
+        help="first show two port-80 tasks conflicting in bridge mode (RESOURCE:PORTS)",
+    )
     image_cli.add_parser(commands)
 
     arguments = sys.argv[1:] if argv is None else argv
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from taskvpc.cli.demo import main as demo_main
 
-        return demo_main(args.state_dir or config.default_state_dir(), args.region, args.keep)
+        return demo_main(args.state_dir or config.default_state_dir(), args.region, args.keep, args.compare)
     return _env(args)
 
 

@@ -211,6 +211,7 @@ def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
             "executionRoleArn": spec.get("executionRoleArn"),
             "launchType": body.get("launchType"),
             "availabilityZone": body.get("availabilityZone"),
+            "portBindings": [b for bound in spec.get("networkBindings") or [] for b in bound],
         }
         tasks.append(replace(DesiredTask.from_wire(entry), eni=source.enis.get(task["arn"])))
     return tuple(tasks)

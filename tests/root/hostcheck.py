@@ -63,6 +63,7 @@ def scrub(prefix: str) -> None:
         ifname = line.split()[0].partition("@")[0]
         if ifname.startswith(prefix):
             subprocess.run(["ip", "link", "del", ifname], capture_output=True, check=False)
+    subprocess.run(["nft", "delete", "table", "ip", f"{prefix}_bridge"], capture_output=True, check=False)
     for directory in cgroups(prefix):  # deepest first; a cgroup with processes left stays (and is reported)
         with contextlib.suppress(OSError):
             directory.rmdir()

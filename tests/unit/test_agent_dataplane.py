@@ -114,3 +114,29 @@ def test_at_start_strays_and_routers_nobody_needs_go_and_kept_tasks_wait() -> No
         assert set(driver.tasks) == {"t5"} and set(driver.routers) == {VPC}
 
     run(body)
+
+
+def test_host_access_of_another_owner_is_said_once_and_tasks_run_without_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body(plane: DataPlane, driver: FakeDriver, loader: Loader) -> None:
+        def taken(vpc_id: str, cidrs: object) -> None:
+            driver.calls.append(f"ensure_host_access {vpc_id}")
+            raise netplan.HostAccessConflict(
+                "the host link address 169.254.100.1 is already on interface tvbh1"
+            )
+
+        driver.ensure_host_access = taken  # type: ignore[method-assign]
+        with caplog.at_level("WARNING"):
+            await plane.ensure_task(task(5))
+            await plane.ensure_task(task(6))
+            await plane.reconcile()
+        assert set(driver.tasks) == {"t5", "t6"} and not plane.failures
+        assert plane.host_access is False and driver.calls.count(f"ensure_host_access {VPC}") == 1
+        said = [r.getMessage() for r in caplog.records if "no host access" in r.getMessage()]
+        assert said == [
+            "no host access (tasks still run): the host link address 169.254.100.1 is already on "
+            "interface tvbh1"
+        ]
+
+    run(body)

@@ -103,7 +103,7 @@ class RouterMissing(DataPlaneError):
     pass
 
 
-class HostRouteConflict(DataPlaneError):
+class HostRouteConflict(DataPlaneError, netplan.HostAccessConflict):
     pass
 
 
@@ -112,6 +112,12 @@ class LinkConflict(DataPlaneError):
 
 
 # -- message builders -------------------------------------------------------------------------------
+
+
+def _owner(link: Msg) -> str:
+    """An interface by name, with its alias (another taskvpc's host link carries its VPC id there)."""
+    name, alias = attr(link, "IFLA_IFNAME", f"#{link['index']}"), attr(link, "IFLA_IFALIAS")
+    return f"interface {name} ({alias})" if alias else f"interface {name}"
 
 
 def _link_set(index: int, up: bool | None = None, attrs: Iterable[tuple[str, Any]] = ()) -> Msg:
@@ -564,6 +570,7 @@ class NetlinkDriver:
 
     def _check_host_conflicts(self, host: Rtnl, links: list[Msg], vpc_id: str, want: set[str]) -> None:
         ours = {x["index"]: attr(x, "IFLA_IFALIAS") for x in links if self._is_our_host_link(x)}
+        names = {x["index"]: _owner(x) for x in links}
         nets = [ipaddress.IPv4Network(c) for c in want]
         for a in host.addrs():
             if a["index"] in ours:
@@ -572,11 +579,11 @@ class NetlinkDriver:
             iface = ipaddress.IPv4Interface(f"{local}/{a['prefixlen']}")
             if local == self.cfg.host_link_addr:
                 raise HostRouteConflict(
-                    f"the host link address {local} is already on interface #{a['index']}"
+                    f"the host link address {local} is already on {names.get(a['index'], a['index'])}"
                 )
             for net in nets:
                 if net.overlaps(iface.network):
-                    raise HostRouteConflict(f"{net} overlaps {iface} of host interface #{a['index']}")
+                    raise HostRouteConflict(f"{net} overlaps {iface} of {names.get(a['index'], a['index'])}")
         for r in host.routes():
             if r["dst_len"] == 0 or r["type"] in _ADDRESS_ROUTE_TYPES or r["table"] == RT_TABLE_LOCAL:
                 continue  # default routes cover everything; local/broadcast ones follow the addresses
@@ -587,7 +594,9 @@ class NetlinkDriver:
                 continue
             for net in nets:
                 if net.overlaps(dst):
-                    where = f"{owner}'s access link" if owner else f"a host route ({dst})"
+                    where = (
+                        f"{owner}'s access link" if owner else f"a host route ({dst} dev {names.get(oif)})"
+                    )
                     raise HostRouteConflict(f"{net} overlaps {where}")
 
     def _is_our_host_link(self, link: Msg) -> bool:
@@ -659,6 +668,8 @@ class NetlinkDriver:
                         strays.append(Stray("netns", name))
                     else:
                         tasks[ident] = seen_task
+                elif kind == "bridged":
+                    continue  # the bridge driver's (drivers/bridge.py)
                 else:
                     strays.append(Stray("netns", name))
             tasks = {key: self._match_router(t, routers) for key, t in tasks.items()}
