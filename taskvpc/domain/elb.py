@@ -54,7 +54,9 @@ def check_lb_name(name: str) -> None:
         # (CLI transcripts quoting ELB); a leading/trailing hyphen: ELB's own sentence # unconfirmed
         if re.fullmatch(r"[A-Za-z0-9-]+", name):
             raise validation("LoadBalancer name cannot begin or end with '-' character")
-        raise validation("LoadBalancer name cannot contain characters that are not letters, or digits or the dash.")
+        raise validation(
+            "LoadBalancer name cannot contain characters that are not letters, or digits or the dash."
+        )
 
 
 def check_tg_name(name: str) -> None:
@@ -114,21 +116,17 @@ def tg_is_alb(protocol: str | None) -> bool:
     return protocol in ALB_PROTOCOLS
 
 
-def health_check_defaults(protocol: str | None, target_type: str, hc_protocol: str | None) -> dict[str, object]:
+def health_check_defaults(
+    protocol: str | None, target_type: str, hc_protocol: str | None
+) -> dict[str, object]:
     """The health-check settings a new target group gets (notes §2: ALB vs NLB columns)."""
     if target_type == "lambda":
         return {"HealthCheckEnabled": False}
     alb = tg_is_alb(protocol)
-    check = hc_protocol or ("HTTP" if protocol in (None, "HTTP", "HTTPS") and alb else protocol or "HTTP")
-    if check == "HTTPS" and protocol == "HTTP":
-        check = "HTTPS"
-    if not alb and protocol in ("UDP", "TCP_UDP", "TLS") and hc_protocol is None:
-        check = "TCP"
+    # HealthCheckProtocol's default: HTTP for ALB target groups, TCP for NLB ones (botocore docs).
+    check = hc_protocol or ("HTTP" if alb else "TCP")
     http_check = check in ("HTTP", "HTTPS")
-    if alb:
-        timeout = 5
-    else:
-        timeout = 6 if check == "HTTP" else 10
+    timeout = 5 if alb else 6 if check == "HTTP" else 10
     defaults: dict[str, object] = {
         "HealthCheckProtocol": check,
         "HealthCheckPort": "traffic-port",
@@ -189,11 +187,22 @@ def check_tg_attribute(key: str, value: str, allowed: Mapping[str, str]) -> None
         low, high = ranges[key]
         if not value.isdigit() or not low <= int(value) <= high:
             raise bad
-    if key == "slow_start.duration_seconds" and (not value.isdigit() or not (value == "0" or 30 <= int(value) <= 900)):
+    if key == "slow_start.duration_seconds" and (
+        not value.isdigit() or not (value == "0" or 30 <= int(value) <= 900)
+    ):
         raise bad
-    if key == "stickiness.type" and value not in ("lb_cookie", "app_cookie", "source_ip", "source_ip_dest_ip"):
+    if key == "stickiness.type" and value not in (
+        "lb_cookie",
+        "app_cookie",
+        "source_ip",
+        "source_ip_dest_ip",
+    ):
         raise bad
-    if key == "load_balancing.algorithm.type" and value not in ("round_robin", "least_outstanding_requests", "weighted_random"):
+    if key == "load_balancing.algorithm.type" and value not in (
+        "round_robin",
+        "least_outstanding_requests",
+        "weighted_random",
+    ):
         raise bad
 
 
@@ -230,9 +239,13 @@ def check_lb_attribute(key: str, value: str, allowed: Mapping[str, str]) -> None
         # "Load balancer attribute key 'x' is not recognized" (CLI transcripts)
         raise validation(f"Load balancer attribute key '{key}' is not recognized")
     if key.endswith(".enabled") and value not in _BOOL:
-        raise validation(f"Load balancer attribute value '{value}' is not valid for key '{key}'")  # unconfirmed
+        raise validation(
+            f"Load balancer attribute value '{value}' is not valid for key '{key}'"
+        )  # unconfirmed
     if key == "idle_timeout.timeout_seconds" and (not value.isdigit() or not 1 <= int(value) <= 4000):
-        raise validation(f"Load balancer attribute value '{value}' is not valid for key '{key}'")  # unconfirmed
+        raise validation(
+            f"Load balancer attribute value '{value}' is not valid for key '{key}'"
+        )  # unconfirmed
 
 
 # ---- ip targets --------------------------------------------------------------------------------------
@@ -270,7 +283,9 @@ def ip_target_zone(
         # A public address can never be an ip target (notes §2, [B7]): ELB answers InvalidTarget # unconfirmed
         raise invalid_target()
     if requested_zone is None:
-        raise validation(f"The Availability Zone is required for IP address '{address}' because it is not in the VPC")
+        raise validation(
+            f"The Availability Zone is required for IP address '{address}' because it is not in the VPC"
+        )
     if requested_zone != "all":
         raise validation(
             f"You must specify a valid Availability Zone or select 'all' for all enabled Availability zones, "

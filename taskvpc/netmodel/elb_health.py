@@ -87,7 +87,9 @@ def _register(health: Health, event: Event, policy: Policy) -> Health:
 
 
 def _checking(health: Health, event: Event, policy: Policy) -> Health:
-    return replace(health, reason="Elb.InitialHealthChecking", description=describe("Elb.InitialHealthChecking"))
+    return replace(
+        health, reason="Elb.InitialHealthChecking", description=describe("Elb.InitialHealthChecking")
+    )
 
 
 def _same(health: Health, event: Event, policy: Policy) -> Health:

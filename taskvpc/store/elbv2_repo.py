@@ -37,7 +37,9 @@ def _loads(text: str) -> Doc:
     return value
 
 
-def insert_doc(conn: Connection, kind: str, region: str, arn: str, body: Doc, now: float, **columns: Any) -> bool:
+def insert_doc(
+    conn: Connection, kind: str, region: str, arn: str, body: Doc, now: float, **columns: Any
+) -> bool:
     """False when a unique column (name, port, priority) is taken: the caller answers the duplicate."""
     table = TABLES[kind]
     values = {"arn": arn, "region": region, "created_at": now, "body": orjson.dumps(body).decode(), **columns}
@@ -166,7 +168,9 @@ def put_tags(conn: Connection, region: str, arn: str, tags: list[dict[str, str]]
     for tag in tags:
         conn.execute(delete(elb_tags).where(elb_tags.c.resource_arn == arn, elb_tags.c.key == tag["Key"]))
         conn.execute(
-            insert(elb_tags).values(resource_arn=arn, key=tag["Key"], region=region, value=tag.get("Value", ""))
+            insert(elb_tags).values(
+                resource_arn=arn, key=tag["Key"], region=region, value=tag.get("Value", "")
+            )
         )
 
 

@@ -18,20 +18,28 @@ def elbv2(api: InProcessServer) -> Any:
 
 def _network(ec2: Any) -> dict[str, Any]:
     vpc_id = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
-    a = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.20.1.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
-    b = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.20.2.0/24", AvailabilityZone="us-east-1b")["Subnet"]["SubnetId"]
-    c = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.20.3.0/24", AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
+    a = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.20.1.0/24", AvailabilityZone="us-east-1a")["Subnet"][
+        "SubnetId"
+    ]
+    b = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.20.2.0/24", AvailabilityZone="us-east-1b")["Subnet"][
+        "SubnetId"
+    ]
+    c = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.20.3.0/24", AvailabilityZone="us-east-1a")["Subnet"][
+        "SubnetId"
+    ]
     sg = ec2.create_security_group(VpcId=vpc_id, GroupName="lb", Description="lb")["GroupId"]
     return {"vpc": vpc_id, "a": a, "b": b, "a2": c, "sg": sg}
 
 
 def _alb(elbv2: Any, net: dict[str, Any], name: str = "web", **extra: Any) -> dict[str, Any]:
-    return elbv2.create_load_balancer(Name=name, Subnets=[net["a"], net["b"]], SecurityGroups=[net["sg"]], **extra)[
-        "LoadBalancers"
-    ][0]
+    return elbv2.create_load_balancer(
+        Name=name, Subnets=[net["a"], net["b"]], SecurityGroups=[net["sg"]], **extra
+    )["LoadBalancers"][0]
 
 
-def _tg(elbv2: Any, net: dict[str, Any], name: str = "web-tg", protocol: str = "HTTP", **extra: Any) -> dict[str, Any]:
+def _tg(
+    elbv2: Any, net: dict[str, Any], name: str = "web-tg", protocol: str = "HTTP", **extra: Any
+) -> dict[str, Any]:
     return elbv2.create_target_group(
         Name=name, Protocol=protocol, Port=8080, VpcId=net["vpc"], TargetType="ip", **extra
     )["TargetGroups"][0]
@@ -48,9 +56,9 @@ def test_alb_gets_enis_dns_and_is_released(elbv2: Any, ec2: Any) -> None:
     assert lb["State"] == {"Code": "active"} and lb["Type"] == "application" and lb["Scheme"] == "internal"
     assert lb["SecurityGroups"] == [net["sg"]] and lb["VpcId"] == net["vpc"]
     assert sorted(z["ZoneName"] for z in lb["AvailabilityZones"]) == ["us-east-1a", "us-east-1b"]
-    enis = ec2.describe_network_interfaces(Filters=[{"Name": "description", "Values": [f"ELB app/web/{suffix}"]}])[
-        "NetworkInterfaces"
-    ]
+    enis = ec2.describe_network_interfaces(
+        Filters=[{"Name": "description", "Values": [f"ELB app/web/{suffix}"]}]
+    )["NetworkInterfaces"]
     assert sorted(e["SubnetId"] for e in enis) == sorted([net["a"], net["b"]])
     for eni in enis:
         assert eni["RequesterManaged"] is True and eni["RequesterId"] == "amazon-elb"
@@ -66,7 +74,9 @@ def test_alb_gets_enis_dns_and_is_released(elbv2: Any, ec2: Any) -> None:
     described = elbv2.describe_load_balancers(Names=["web"])["LoadBalancers"]
     assert [d["LoadBalancerArn"] for d in described] == [arn]
     elbv2.delete_load_balancer(LoadBalancerArn=arn)
-    left = ec2.describe_network_interfaces(Filters=[{"Name": "description", "Values": [f"ELB app/web/{suffix}"]}])
+    left = ec2.describe_network_interfaces(
+        Filters=[{"Name": "description", "Values": [f"ELB app/web/{suffix}"]}]
+    )
     assert left["NetworkInterfaces"] == []
     with pytest.raises(ClientError) as excinfo:
         elbv2.describe_load_balancers(Names=["web"])
@@ -92,7 +102,11 @@ def test_create_load_balancer_errors(elbv2: Any, ec2: Any) -> None:
     cases = [
         (
             {"Name": "one", "Subnets": [net["a"]]},
-            ("ValidationError", "At least two subnets in two different Availability Zones must be specified", 400),
+            (
+                "ValidationError",
+                "At least two subnets in two different Availability Zones must be specified",
+                400,
+            ),
         ),
         (
             {"Name": "same", "Subnets": [net["a"], net["a2"]]},
@@ -124,7 +138,11 @@ def test_create_load_balancer_errors(elbv2: Any, ec2: Any) -> None:
             elbv2.create_load_balancer(**params)
         assert error(excinfo) == expected, params
     assert elbv2.describe_load_balancers()["LoadBalancers"] == []
-    assert not [e for e in ec2.describe_network_interfaces()["NetworkInterfaces"] if e["Description"].startswith("ELB")]
+    assert not [
+        e
+        for e in ec2.describe_network_interfaces()["NetworkInterfaces"]
+        if e["Description"].startswith("ELB")
+    ]
     first = _alb(elbv2, net)
     assert _alb(elbv2, net)["LoadBalancerArn"] == first["LoadBalancerArn"]  # same settings: the same LB
     with pytest.raises(ClientError) as excinfo:
@@ -138,8 +156,14 @@ def test_create_load_balancer_errors(elbv2: Any, ec2: Any) -> None:
 
 def test_load_balancer_attributes_and_deletion_protection(elbv2: Any, ec2: Any) -> None:
     arn = _alb(elbv2, _network(ec2))["LoadBalancerArn"]
-    attributes = {a["Key"]: a["Value"] for a in elbv2.describe_load_balancer_attributes(LoadBalancerArn=arn)["Attributes"]}
-    assert attributes["idle_timeout.timeout_seconds"] == "60" and attributes["deletion_protection.enabled"] == "false"
+    attributes = {
+        a["Key"]: a["Value"]
+        for a in elbv2.describe_load_balancer_attributes(LoadBalancerArn=arn)["Attributes"]
+    }
+    assert (
+        attributes["idle_timeout.timeout_seconds"] == "60"
+        and attributes["deletion_protection.enabled"] == "false"
+    )
     elbv2.modify_load_balancer_attributes(
         LoadBalancerArn=arn, Attributes=[{"Key": "deletion_protection.enabled", "Value": "true"}]
     )

@@ -40,13 +40,17 @@ def _forward(conn: Connection, ctx: RequestContext, action: Doc, lb: Doc, listen
     groups = [dict(g) for g in config.get("TargetGroups") or []]
     single = action.get("TargetGroupArn")
     if single and groups and [g["TargetGroupArn"] for g in groups] != [single]:
-        raise elb.validation("You cannot specify a target group ARN and a forward config with different target groups")  # unconfirmed
+        raise elb.validation(
+            "You cannot specify a target group ARN and a forward config with different target groups"
+        )  # unconfirmed
     if not groups:
         if not single:
             raise elb.validation("A target group ARN must be specified")  # unconfirmed
         groups = [{"TargetGroupArn": single}]
     if len(groups) > 5 or (lb["Type"] == "network" and len(groups) > 1):
-        raise elb.validation("You can specify up to 5 target groups in a forward action (1 for a Network Load Balancer)")  # unconfirmed
+        raise elb.validation(
+            "You can specify up to 5 target groups in a forward action (1 for a Network Load Balancer)"
+        )  # unconfirmed
     used = target_groups.usage(conn, ctx)
     for group in groups:
         tg = common.require_tg(conn, ctx, group["TargetGroupArn"])
@@ -56,7 +60,9 @@ def _forward(conn: Connection, ctx: RequestContext, action: Doc, lb: Doc, listen
                 f"Listener protocol '{listener_protocol}' is not supported with a target group with the protocol '{tg['Protocol']}'"
             )
         if tg["VpcId"] != lb["VpcId"]:
-            raise elb.configuration(f"Target group '{tg['TargetGroupArn']}' is not in the same VPC as the load balancer")  # unconfirmed
+            raise elb.configuration(
+                f"Target group '{tg['TargetGroupArn']}' is not in the same VPC as the load balancer"
+            )  # unconfirmed
         others = used.get(tg["TargetGroupArn"], set()) - {lb["LoadBalancerArn"]}
         if others:
             raise ClientError(
@@ -68,7 +74,9 @@ def _forward(conn: Connection, ctx: RequestContext, action: Doc, lb: Doc, listen
             raise elb.validation(f"Target group weight '{weight}' must be between 0 and 999")  # unconfirmed
     stickiness = dict(config.get("TargetGroupStickinessConfig") or {"Enabled": False})
     if stickiness.get("Enabled") and not 1 <= stickiness.get("DurationSeconds", 0) <= 604800:
-        raise elb.validation("Target group stickiness duration must be between 1 and 604800 seconds")  # unconfirmed
+        raise elb.validation(
+            "Target group stickiness duration must be between 1 and 604800 seconds"
+        )  # unconfirmed
     shown: Doc = {"Type": "forward"}
     if len(groups) == 1:
         shown["TargetGroupArn"] = groups[0]["TargetGroupArn"]
@@ -86,15 +94,25 @@ def _redirect(action: Doc) -> Doc:
     config.setdefault("Path", "/#{path}")
     config.setdefault("Query", "#{query}")
     if config["Protocol"] not in ("HTTP", "HTTPS", "#{protocol}"):
-        raise elb.validation(f"Redirect protocol '{config['Protocol']}' must be 'HTTP', 'HTTPS' or '#{{protocol}}'")  # unconfirmed
+        raise elb.validation(
+            f"Redirect protocol '{config['Protocol']}' must be 'HTTP', 'HTTPS' or '#{{protocol}}'"
+        )  # unconfirmed
     port = config["Port"]
     if port != "#{port}" and (not port.isdigit() or not 1 <= int(port) <= 65535):
-        raise elb.validation(f"Redirect port '{port}' must be '#{{port}}' or a number from 1 to 65535")  # unconfirmed
+        raise elb.validation(
+            f"Redirect port '{port}' must be '#{{port}}' or a number from 1 to 65535"
+        )  # unconfirmed
     if not config["Path"].startswith("/"):
         raise elb.validation("A redirect path must start with a '/'")  # unconfirmed
     if config["Query"].startswith("?"):
         raise elb.validation("A redirect query must not start with a '?'")  # unconfirmed
-    unchanged = {"Protocol": "#{protocol}", "Port": "#{port}", "Host": "#{host}", "Path": "/#{path}", "Query": "#{query}"}
+    unchanged = {
+        "Protocol": "#{protocol}",
+        "Port": "#{port}",
+        "Host": "#{host}",
+        "Path": "/#{path}",
+        "Query": "#{query}",
+    }
     if all(config[key] == value for key, value in unchanged.items()):
         # A redirect to the very URL would loop forever; ELB refuses it # unconfirmed wording
         raise invalid_action("The redirect configuration is not valid: it would redirect to the original URL")
@@ -106,7 +124,9 @@ def _fixed_response(action: Doc) -> Doc:
     if not re.fullmatch(r"[245][0-9][0-9]", str(config.get("StatusCode", ""))):
         raise elb.validation("A fixed-response status code must be 2XX, 4XX or 5XX")  # unconfirmed
     if "ContentType" in config and config["ContentType"] not in _CONTENT_TYPES:
-        raise elb.validation(f"Content type '{config['ContentType']}' must be one of: {', '.join(_CONTENT_TYPES)}")  # unconfirmed
+        raise elb.validation(
+            f"Content type '{config['ContentType']}' must be one of: {', '.join(_CONTENT_TYPES)}"
+        )  # unconfirmed
     if len(config.get("MessageBody", "")) > 1024:
         raise elb.validation("A fixed-response message body can have at most 1024 characters")  # unconfirmed
     return {"Type": "fixed-response", "FixedResponseConfig": config}
@@ -128,7 +148,9 @@ def check_actions(
             # Exactly one terminal action, the last one (ELB)  # unconfirmed wording
             raise invalid_action(f"Action type '{kind}' must be the last action")
         if lb["Type"] == "network" and kind != "forward":
-            raise invalid_action(f"Action type '{kind}' is not supported for Network Load Balancer listeners")  # unconfirmed
+            raise invalid_action(
+                f"Action type '{kind}' is not supported for Network Load Balancer listeners"
+            )  # unconfirmed
         if kind == "forward":
             normal = _forward(conn, ctx, action, lb, listener_protocol)
         elif kind == "redirect":
@@ -157,12 +179,18 @@ def check_conditions(conditions: list[Doc]) -> list[Doc]:
     for condition in conditions:
         field = condition.get("Field")
         if field not in _CONFIG_OF:
-            raise elb.validation(f"Condition field '{field}' must be one of [{', '.join(_CONFIG_OF)}]")  # unconfirmed
+            raise elb.validation(
+                f"Condition field '{field}' must be one of [{', '.join(_CONFIG_OF)}]"
+            )  # unconfirmed
         config_name = _CONFIG_OF[field]
         if condition.get("Values") and condition.get(config_name):
-            raise elb.validation(f"You cannot specify both Values and {config_name} for a '{field}' condition")  # unconfirmed
+            raise elb.validation(
+                f"You cannot specify both Values and {config_name} for a '{field}' condition"
+            )  # unconfirmed
         if condition.get("Values") and field not in ("host-header", "path-pattern"):
-            raise elb.validation(f"Values can only be specified for 'host-header' and 'path-pattern' conditions, use {config_name}")  # unconfirmed
+            raise elb.validation(
+                f"Values can only be specified for 'host-header' and 'path-pattern' conditions, use {config_name}"
+            )  # unconfirmed
         if field in seen and field not in ("http-header", "query-string"):
             raise elb.validation(f"A rule can only have one '{field}' condition")  # unconfirmed
         seen.add(field)
@@ -172,7 +200,9 @@ def check_conditions(conditions: list[Doc]) -> list[Doc]:
         total += len(values)
         for value in values:
             if len(value) > 128:
-                raise elb.validation(f"Condition value '{value}' cannot be longer than 128 characters")  # unconfirmed
+                raise elb.validation(
+                    f"Condition value '{value}' cannot be longer than 128 characters"
+                )  # unconfirmed
         normal: Doc = {"Field": field}
         config = dict(condition.get(config_name) or {})
         if field in ("host-header", "path-pattern"):

@@ -15,7 +15,9 @@ from taskvpc.store import elbv2_repo
 
 Doc = dict[str, Any]
 DEFAULT_SSL_POLICY = "ELBSecurityPolicy-2016-08"
-_CERTIFICATE_ARN = re.compile(r"arn:aws[a-z-]*:(acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+|iam::\d{12}:server-certificate/.+)")
+_CERTIFICATE_ARN = re.compile(
+    r"arn:aws[a-z-]*:(acm:[a-z0-9-]+:\d{12}:certificate/[A-Za-z0-9-]+|iam::\d{12}:server-certificate/.+)"
+)
 
 
 def _protocol(lb: Doc, params: dict[str, Any]) -> str:
@@ -23,7 +25,9 @@ def _protocol(lb: Doc, params: dict[str, Any]) -> str:
     protocol = params.get("Protocol") or allowed[0]
     if protocol not in allowed:
         kind = "Application" if lb["Type"] == "application" else "Network"
-        raise elb.validation(f"Listener protocol '{protocol}' is not supported for {kind} Load Balancers")  # unconfirmed
+        raise elb.validation(
+            f"Listener protocol '{protocol}' is not supported for {kind} Load Balancers"
+        )  # unconfirmed
     return protocol
 
 
@@ -36,7 +40,9 @@ def _certificates(protocol: str, params: dict[str, Any]) -> list[Doc]:
         raise elb.validation(f"A certificate must be specified for {protocol} listeners")
     for certificate in given:
         if not _CERTIFICATE_ARN.fullmatch(certificate.get("CertificateArn", "")):
-            raise ClientError("CertificateNotFound", f"Certificate '{certificate.get('CertificateArn')}' not found")
+            raise ClientError(
+                "CertificateNotFound", f"Certificate '{certificate.get('CertificateArn')}' not found"
+            )
     return [{"CertificateArn": given[0]["CertificateArn"]}]
 
 
@@ -58,7 +64,9 @@ def _fill(conn: Connection, ctx: RequestContext, lb: Doc, listener: Doc, params:
         raise elb.validation("A listener port must be between 1 and 65535")  # unconfirmed
     listener["Protocol"], listener["Port"] = protocol, port
     if "Certificates" in params or protocol in ("HTTPS", "TLS"):
-        certificates = _certificates(protocol, {"Certificates": params.get("Certificates", listener.get("Certificates"))})
+        certificates = _certificates(
+            protocol, {"Certificates": params.get("Certificates", listener.get("Certificates"))}
+        )
         listener["Certificates"] = certificates
         # taskvpc has no ACM: the data plane serves a locally generated certificate under this ARN.
         listener["_LocalCertificate"] = bool(certificates)
@@ -76,20 +84,37 @@ def create_listener(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
         lb = common.require_lb(conn, ctx, params["LoadBalancerArn"])
         listener: Doc = {"LoadBalancerArn": lb["LoadBalancerArn"]}
         _fill(conn, ctx, lb, listener, params)
-        existing = elbv2_repo.list_docs(conn, "listener", ctx.region, load_balancer_arn=lb["LoadBalancerArn"], port=listener["Port"])
+        existing = elbv2_repo.list_docs(
+            conn, "listener", ctx.region, load_balancer_arn=lb["LoadBalancerArn"], port=listener["Port"]
+        )
         if existing:
             # "A listener already exists on this port for this load balancer 'arn:...'" (CLI transcripts)
             raise ClientError(
-                "DuplicateListener", f"A listener already exists on this port for this load balancer '{lb['LoadBalancerArn']}'"
+                "DuplicateListener",
+                f"A listener already exists on this port for this load balancer '{lb['LoadBalancerArn']}'",
             )
         arn = elb.listener_arn(lb["LoadBalancerArn"], common.new_suffix(ctx))
         listener = {"ListenerArn": arn, **listener, "_DefaultRuleSuffix": common.new_suffix(ctx)}
         elbv2_repo.insert_doc(
-            conn, "listener", ctx.region, arn, listener, ctx.now, load_balancer_arn=lb["LoadBalancerArn"], port=listener["Port"]
+            conn,
+            "listener",
+            ctx.region,
+            arn,
+            listener,
+            ctx.now,
+            load_balancer_arn=lb["LoadBalancerArn"],
+            port=listener["Port"],
         )
         rule = _default_rule(listener)
         elbv2_repo.insert_doc(
-            conn, "rule", ctx.region, rule["RuleArn"], rule, ctx.now, listener_arn=arn, priority=elb.DEFAULT_RULE_PRIORITY
+            conn,
+            "rule",
+            ctx.region,
+            rule["RuleArn"],
+            rule,
+            ctx.now,
+            listener_arn=arn,
+            priority=elb.DEFAULT_RULE_PRIORITY,
         )
         elbv2_repo.put_tags(conn, ctx.region, arn, new_tags)
     return {"Listeners": [common.public(listener)]}
@@ -120,9 +145,12 @@ def modify_listener(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
         listener = common.require_listener(conn, ctx, params["ListenerArn"])
         lb = common.require_lb(conn, ctx, listener["LoadBalancerArn"])
         _fill(conn, ctx, lb, listener, params)
-        if not elbv2_repo.update_doc(conn, "listener", listener["ListenerArn"], listener, port=listener["Port"]):
+        if not elbv2_repo.update_doc(
+            conn, "listener", listener["ListenerArn"], listener, port=listener["Port"]
+        ):
             raise ClientError(
-                "DuplicateListener", f"A listener already exists on this port for this load balancer '{lb['LoadBalancerArn']}'"
+                "DuplicateListener",
+                f"A listener already exists on this port for this load balancer '{lb['LoadBalancerArn']}'",
             )
         rule = _default_rule(listener)
         elbv2_repo.update_doc(conn, "rule", rule["RuleArn"], rule)

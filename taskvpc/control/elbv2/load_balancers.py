@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import enis, ids, security_groups, subnets
+from taskvpc.control.ec2 import enis, ids, security_groups
 from taskvpc.control.elbv2 import common, tagging
 from taskvpc.domain import elb
 from taskvpc.domain.errors import ClientError
@@ -32,7 +32,11 @@ def _subnet_ids(params: dict[str, Any]) -> list[str]:
 def _resolve_subnets(conn: Connection, ctx: RequestContext, subnet_ids: list[str], lb_type: str) -> list[Doc]:
     found = []
     for subnet_id in subnet_ids:
-        subnet = ec2_repo.get_subnet(conn, ctx.region, subnet_id) if ids.is_well_formed("subnet", subnet_id) else None
+        subnet = (
+            ec2_repo.get_subnet(conn, ctx.region, subnet_id)
+            if ids.is_well_formed("subnet", subnet_id)
+            else None
+        )
         if subnet is None:
             # "The subnet ID 'subnet-123' is not valid" (CLI transcripts quoting ELB)
             raise ClientError("SubnetNotFound", f"The subnet ID '{subnet_id}' is not valid")
@@ -42,13 +46,17 @@ def _resolve_subnets(conn: Connection, ctx: RequestContext, subnet_ids: list[str
     zones = [s["AvailabilityZone"] for s in found]
     if len(set(zones)) < len(zones):
         # "A load balancer cannot be attached to multiple subnets in the same Availability Zone" (ELB)
-        raise elb.configuration("A load balancer cannot be attached to multiple subnets in the same Availability Zone")
+        raise elb.configuration(
+            "A load balancer cannot be attached to multiple subnets in the same Availability Zone"
+        )
     if lb_type == "application" and len(set(zones)) < 2:
         raise elb.validation("At least two subnets in two different Availability Zones must be specified")
     return found
 
 
-def _resolve_groups(conn: Connection, ctx: RequestContext, group_ids: list[str], vpc_id: str, lb_type: str) -> list[str]:
+def _resolve_groups(
+    conn: Connection, ctx: RequestContext, group_ids: list[str], vpc_id: str, lb_type: str
+) -> list[str]:
     if not group_ids:
         if lb_type == "network":
             return []  # an NLB without groups at creation never gets any (notes §2)
@@ -62,7 +70,9 @@ def _resolve_groups(conn: Connection, ctx: RequestContext, group_ids: list[str],
     return list(dict.fromkeys(group_ids))
 
 
-def _attach_enis(conn: Connection, ctx: RequestContext, lb: Doc, found: list[Doc], groups: list[str]) -> list[str]:
+def _attach_enis(
+    conn: Connection, ctx: RequestContext, lb: Doc, found: list[Doc], groups: list[str]
+) -> list[str]:
     path = elb.lb_path(lb["LoadBalancerArn"])
     interface_type = "interface" if lb["Type"] == "application" else "network_load_balancer"
     made = []
@@ -73,7 +83,13 @@ def _attach_enis(conn: Connection, ctx: RequestContext, lb: Doc, found: list[Doc
                 "addresses in each subnet."
             )
         eni = enis.allocate(
-            conn, ctx, subnet, groups, description=f"ELB {path}", interface_type=interface_type, requester_id=ELB_REQUESTER
+            conn,
+            ctx,
+            subnet,
+            groups,
+            description=f"ELB {path}",
+            interface_type=interface_type,
+            requester_id=ELB_REQUESTER,
         )
         eni["Status"] = "in-use"
         eni["Attachment"] = {
@@ -130,7 +146,8 @@ def create_load_balancer(ctx: RequestContext, params: dict[str, Any]) -> dict[st
                 return {"LoadBalancers": [view(existing[0])]}
             # "A load balancer with the same name 'x' exists, but with different settings" (ELB)
             raise ClientError(
-                "DuplicateLoadBalancerName", f"A load balancer with the same name '{name}' exists, but with different settings"
+                "DuplicateLoadBalancerName",
+                f"A load balancer with the same name '{name}' exists, but with different settings",
             )
         found = _resolve_subnets(conn, ctx, subnet_ids, lb_type)
         vpc_id = found[0]["VpcId"]
@@ -148,7 +165,8 @@ def create_load_balancer(ctx: RequestContext, params: dict[str, Any]) -> dict[st
             "State": {"Code": "active"},
             "Type": lb_type,
             "AvailabilityZones": [
-                {"ZoneName": s["AvailabilityZone"], "SubnetId": s["SubnetId"], "LoadBalancerAddresses": []} for s in found
+                {"ZoneName": s["AvailabilityZone"], "SubnetId": s["SubnetId"], "LoadBalancerAddresses": []}
+                for s in found
             ],
             "IpAddressType": "ipv4",
             "_Attributes": elb.lb_attribute_defaults(lb_type),
@@ -158,7 +176,8 @@ def create_load_balancer(ctx: RequestContext, params: dict[str, Any]) -> dict[st
         _attach_enis(conn, ctx, lb, found, groups)
         if not elbv2_repo.insert_doc(conn, "load_balancer", ctx.region, arn, lb, ctx.now, name=name):
             raise ClientError(
-                "DuplicateLoadBalancerName", f"A load balancer with the same name '{name}' exists, but with different settings"
+                "DuplicateLoadBalancerName",
+                f"A load balancer with the same name '{name}' exists, but with different settings",
             )
         elbv2_repo.put_tags(conn, ctx.region, arn, new_tags)
     return {"LoadBalancers": [view(lb)]}
@@ -168,7 +187,9 @@ def describe_load_balancers(ctx: RequestContext, params: dict[str, Any]) -> dict
     arns = list(params.get("LoadBalancerArns") or [])
     names = list(params.get("Names") or [])
     if arns and names:
-        raise elb.validation("Load balancer names and load balancer ARNs cannot be specified at the same time")
+        raise elb.validation(
+            "Load balancer names and load balancer ARNs cannot be specified at the same time"
+        )
     with ctx.db.read() as conn:
         docs = elbv2_repo.list_docs(conn, "load_balancer", ctx.region)
     if arns or names:

@@ -62,6 +62,13 @@ MANIFEST = ServiceManifest(
         "DescribeTags": tagging.describe_tags,
         "DescribeAccountLimits": describe_account_limits,
     },
-    tables=("elb_load_balancers", "elb_target_groups", "elb_listeners", "elb_rules", "elb_targets", "elb_tags"),
+    tables=(
+        "elb_load_balancers",
+        "elb_target_groups",
+        "elb_listeners",
+        "elb_rules",
+        "elb_targets",
+        "elb_tags",
+    ),
     migrations=("0040",),
 )

@@ -19,7 +19,9 @@ def priority_in_use(priority: int) -> ClientError:
 
 
 def default_rule_error(arn: str) -> ClientError:
-    return ClientError("OperationNotPermitted", f"Default rule '{arn}' cannot be modified or deleted this way")  # unconfirmed
+    return ClientError(
+        "OperationNotPermitted", f"Default rule '{arn}' cannot be modified or deleted this way"
+    )  # unconfirmed
 
 
 def _check_priority(priority: int) -> None:
@@ -36,7 +38,9 @@ def create_rule(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         listener = common.require_listener(conn, ctx, params["ListenerArn"])
         lb = common.require_lb(conn, ctx, listener["LoadBalancerArn"])
         if lb["Type"] != "application":
-            raise elb.validation("Rules are supported only by Application Load Balancer listeners")  # unconfirmed
+            raise elb.validation(
+                "Rules are supported only by Application Load Balancer listeners"
+            )  # unconfirmed
         shown_actions = actions.check_actions(conn, ctx, params["Actions"], lb, listener["Protocol"])
         arn = elb.rule_arn(listener["ListenerArn"], common.new_suffix(ctx))
         rule = {
@@ -48,7 +52,14 @@ def create_rule(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             "_ListenerArn": listener["ListenerArn"],
         }
         if not elbv2_repo.insert_doc(
-            conn, "rule", ctx.region, arn, rule, ctx.now, listener_arn=listener["ListenerArn"], priority=priority
+            conn,
+            "rule",
+            ctx.region,
+            arn,
+            rule,
+            ctx.now,
+            listener_arn=listener["ListenerArn"],
+            priority=priority,
         ):
             raise priority_in_use(priority)
         elbv2_repo.put_tags(conn, ctx.region, arn, new_tags)
@@ -116,7 +127,11 @@ def set_rule_priorities(ctx: RequestContext, params: dict[str, Any]) -> dict[str
             if rule["IsDefault"]:
                 raise default_rule_error(rule["RuleArn"])
         listeners = {rule["_ListenerArn"] for rule in rules}
-        others = [r for r in elbv2_repo.list_rules(conn, listeners) if r["RuleArn"] not in wanted and not r["IsDefault"]]
+        others = [
+            r
+            for r in elbv2_repo.list_rules(conn, listeners)
+            if r["RuleArn"] not in wanted and not r["IsDefault"]
+        ]
         taken = {(r["_ListenerArn"], int(r["Priority"])) for r in others}
         for rule in rules:
             if (rule["_ListenerArn"], wanted[rule["RuleArn"]]) in taken:

@@ -21,7 +21,10 @@ def checked_tags(tags: list[dict[str, str]]) -> list[dict[str, str]]:
             # Reserved prefix, as every AWS service answers it # unconfirmed wording for ELB
             raise elb.validation("Tag keys starting with 'aws:' are reserved for internal use")
     if len({t["Key"] for t in tags}) > _MAX_TAGS:
-        raise ClientError("TooManyTags", "The quota for the number of tags that can be assigned to a load balancer has been reached")
+        raise ClientError(
+            "TooManyTags",
+            "The quota for the number of tags that can be assigned to a load balancer has been reached",
+        )
     return tags
 
 
@@ -35,7 +38,9 @@ def _require_resource(conn: Connection, ctx: RequestContext, arn: str) -> None:
     elif ":listener/" in arn:
         common.require_listener(conn, ctx, arn)
     else:
-        raise elb.validation(f"'{arn}' is not a valid load balancer, target group, listener or rule ARN")  # unconfirmed
+        raise elb.validation(
+            f"'{arn}' is not a valid load balancer, target group, listener or rule ARN"
+        )  # unconfirmed
 
 
 def add_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -46,7 +51,8 @@ def add_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             present = {t["Key"] for t in elbv2_repo.tags_of(conn, [arn])[arn]}
             if len(present | {t["Key"] for t in tags}) > _MAX_TAGS:
                 raise ClientError(
-                    "TooManyTags", "The quota for the number of tags that can be assigned to a load balancer has been reached"
+                    "TooManyTags",
+                    "The quota for the number of tags that can be assigned to a load balancer has been reached",
                 )
             elbv2_repo.put_tags(conn, ctx.region, arn, tags)
     return {}

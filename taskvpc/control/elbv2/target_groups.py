@@ -72,23 +72,31 @@ def _check_health_check(doc: Doc) -> None:
         if value is not None and not low <= value <= high:
             # "Health check interval must be between 5 and 300 seconds"-style texts # unconfirmed
             raise elb.validation(f"{member} must be between {low} and {high}")
-    if doc.get("HealthCheckTimeoutSeconds", 0) >= doc.get("HealthCheckIntervalSeconds", 301) and doc.get("HealthCheckEnabled"):
+    if doc.get("HealthCheckTimeoutSeconds", 0) >= doc.get("HealthCheckIntervalSeconds", 301) and doc.get(
+        "HealthCheckEnabled"
+    ):
         # "Health check interval must be greater than the timeout." (CLI transcripts quoting ELB)
         raise elb.validation("Health check interval must be greater than the timeout.")
-    if doc.get("HealthCheckProtocol") not in ("HTTP", "HTTPS") and ("HealthCheckPath" in doc or "Matcher" in doc):
+    if doc.get("HealthCheckProtocol") not in ("HTTP", "HTTPS") and (
+        "HealthCheckPath" in doc or "Matcher" in doc
+    ):
         raise elb.validation(
             f"Health check path and matcher cannot be specified for {doc.get('HealthCheckProtocol')} health checks"
         )  # unconfirmed
     port = doc.get("HealthCheckPort", "traffic-port")
     if port != "traffic-port" and (not str(port).isdigit() or not 1 <= int(port) <= 65535):
-        raise elb.validation(f"Health check port '{port}' must be 'traffic-port' or a number from 1 to 65535")  # unconfirmed
+        raise elb.validation(
+            f"Health check port '{port}' must be 'traffic-port' or a number from 1 to 65535"
+        )  # unconfirmed
     matcher = (doc.get("Matcher") or {}).get("HttpCode")
     if matcher is not None:
         low, high = (200, 499) if elb.tg_is_alb(doc.get("Protocol")) else (200, 599)
         for part in matcher.replace("-", ",").split(","):
             if not part.isdigit() or not low <= int(part) <= high:
                 # "Health check matcher HTTP code '600' must be within '200-499' inclusive" (ELB) # unconfirmed
-                raise elb.validation(f"Health check matcher HTTP code '{part}' must be within '{low}-{high}' inclusive")
+                raise elb.validation(
+                    f"Health check matcher HTTP code '{part}' must be within '{low}-{high}' inclusive"
+                )
 
 
 def _apply_health_check(doc: Doc, params: dict[str, Any]) -> None:
@@ -130,7 +138,9 @@ def create_target_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     if elb.tg_is_alb(protocol):
         doc["ProtocolVersion"] = params.get("ProtocolVersion", "HTTP1")
     elif params.get("ProtocolVersion"):
-        raise elb.validation("Protocol version can be specified only for HTTP and HTTPS target groups")  # unconfirmed
+        raise elb.validation(
+            "Protocol version can be specified only for HTTP and HTTPS target groups"
+        )  # unconfirmed
     _apply_health_check(doc, params)
     new_tags = tagging.checked_tags(params.get("Tags") or [])
     with ctx.db.transaction() as conn:
@@ -142,13 +152,15 @@ def create_target_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str
             if all(existing[0].get(k) == doc.get(k) for k in ("Protocol", "Port", "VpcId", "TargetType")):
                 return {"TargetGroups": [view(existing[0], usage(conn, ctx))]}
             raise ClientError(
-                "DuplicateTargetGroupName", f"A target group with the same name '{name}' exists, but with different settings"
+                "DuplicateTargetGroupName",
+                f"A target group with the same name '{name}' exists, but with different settings",
             )
         arn = elb.tg_arn(ctx.region, ctx.account_id, name, common.new_suffix(ctx))
         doc = {"TargetGroupArn": arn, **doc, "_Attributes": elb.tg_attribute_defaults(protocol, target_type)}
         if not elbv2_repo.insert_doc(conn, "target_group", ctx.region, arn, doc, ctx.now, name=name):
             raise ClientError(
-                "DuplicateTargetGroupName", f"A target group with the same name '{name}' exists, but with different settings"
+                "DuplicateTargetGroupName",
+                f"A target group with the same name '{name}' exists, but with different settings",
             )
         elbv2_repo.put_tags(conn, ctx.region, arn, new_tags)
     return {"TargetGroups": [view(doc, {})]}
@@ -158,7 +170,9 @@ def describe_target_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[
     arns, names = list(params.get("TargetGroupArns") or []), list(params.get("Names") or [])
     lb_arn = params.get("LoadBalancerArn")
     if sum(bool(x) for x in (arns, names, lb_arn)) > 1:
-        raise elb.validation("Target group names, target group ARNs, and a load balancer ARN cannot be specified at the same time")  # unconfirmed
+        raise elb.validation(
+            "Target group names, target group ARNs, and a load balancer ARN cannot be specified at the same time"
+        )  # unconfirmed
     with ctx.db.read() as conn:
         docs = elbv2_repo.list_docs(conn, "target_group", ctx.region)
         used = usage(conn, ctx)
@@ -184,7 +198,9 @@ def modify_target_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         doc = common.require_tg(conn, ctx, params["TargetGroupArn"])
         if params.get("HealthCheckEnabled") is False and doc["TargetType"] in ("ip", "instance"):
             # Health checks cannot be disabled for ip/instance targets (notes §2) # unconfirmed wording
-            raise elb.validation("Health checks cannot be disabled for target groups with target type 'instance' or 'ip'")
+            raise elb.validation(
+                "Health checks cannot be disabled for target groups with target type 'instance' or 'ip'"
+            )
         _apply_health_check(doc, params)
         elbv2_repo.update_doc(conn, "target_group", doc["TargetGroupArn"], doc)
         shown = view(doc, usage(conn, ctx))
@@ -198,7 +214,9 @@ def delete_target_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str
             return {}
         if arn in usage(conn, ctx):
             # "Target group 'arn:...' is currently in use by a listener or a rule" (CLI transcripts)
-            raise ClientError("ResourceInUse", f"Target group '{arn}' is currently in use by a listener or a rule")
+            raise ClientError(
+                "ResourceInUse", f"Target group '{arn}' is currently in use by a listener or a rule"
+            )
         elbv2_repo.remove_all_targets(conn, arn)
         elbv2_repo.delete_doc(conn, "target_group", arn)
     return {}

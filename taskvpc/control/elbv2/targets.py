@@ -35,7 +35,10 @@ def _zone(conn: Connection, ctx: RequestContext, tg: Doc, target: Doc) -> str | 
     vpc = ec2_repo.get_vpc(conn, ctx.region, tg["VpcId"])
     if vpc is None:
         raise elb.invalid_target()
-    subnets = [(s["CidrBlock"], s["AvailabilityZone"]) for s in ec2_repo.list_subnets(conn, ctx.region, vpc_id=tg["VpcId"])]
+    subnets = [
+        (s["CidrBlock"], s["AvailabilityZone"])
+        for s in ec2_repo.list_subnets(conn, ctx.region, vpc_id=tg["VpcId"])
+    ]
     return elb.ip_target_zone(target["Id"], vpc["CidrBlock"], subnets, target.get("AvailabilityZone"))
 
 
@@ -46,7 +49,7 @@ def register(conn: Connection, ctx: RequestContext, tg: Doc, targets: list[Doc])
     present = {(t["target_id"], t["port"]): t for t in elbv2_repo.targets_of(conn, [tg["TargetGroupArn"]])}
     checked = []
     for target in targets:
-        port = target.get("Port", tg["Port"])
+        port: int = target["Port"] if "Port" in target else tg["Port"]
         if not 1 <= port <= 65535:
             raise elb.validation(f"Port '{port}' must be between 1 and 65535")  # unconfirmed
         checked.append((target["Id"], port, _zone(conn, ctx, tg, target)))
@@ -72,7 +75,9 @@ def register(conn: Connection, ctx: RequestContext, tg: Doc, targets: list[Doc])
     return count
 
 
-def deregister(conn: Connection, ctx: RequestContext, tg: Doc, targets: list[Doc], *, strict: bool = True) -> int:
+def deregister(
+    conn: Connection, ctx: RequestContext, tg: Doc, targets: list[Doc], *, strict: bool = True
+) -> int:
     """Start draining ``targets``; the number that began to drain. Unregistered targets are an
     ``InvalidTarget`` error when ``strict`` (the API), skipped otherwise (the service scheduler)."""
     elbv2_repo.remove_targets_drained(conn, tg["TargetGroupArn"], ctx.now)
@@ -96,7 +101,9 @@ def deregister(conn: Connection, ctx: RequestContext, tg: Doc, targets: list[Doc
         if not in_use or rules.deregistration_delay <= 0:
             elbv2_repo.set_target_state(conn, tg["TargetGroupArn"], target_id, port, drain_until=ctx.now)
             continue
-        draining = elb_health.step(elb_health.Health(row["state"]), elb_health.Event("deregister", now=ctx.now), rules)
+        draining = elb_health.step(
+            elb_health.Health(row["state"]), elb_health.Event("deregister", now=ctx.now), rules
+        )
         elbv2_repo.set_target_state(
             conn,
             tg["TargetGroupArn"],
@@ -172,7 +179,11 @@ def describe_target_health(ctx: RequestContext, params: dict[str, Any]) -> dict[
         return {"TargetHealthDescriptions": found}
     descriptions = []
     for target in asked:
-        matching = [r for r in rows if r["target_id"] == target["Id"] and ("Port" not in target or r["port"] == target["Port"])]
+        matching = [
+            r
+            for r in rows
+            if r["target_id"] == target["Id"] and ("Port" not in target or r["port"] == target["Port"])
+        ]
         if not matching:
             descriptions.append(_description(tg, None, target, in_use))
         descriptions.extend(_description(tg, row, target, in_use) for row in matching)
@@ -180,7 +191,12 @@ def describe_target_health(ctx: RequestContext, params: dict[str, Any]) -> dict[
 
 
 def report_target_health(
-    ctx: RequestContext, tg_arn: str, target: tuple[str, int], state: str, reason: str | None, code: str | None = None
+    ctx: RequestContext,
+    tg_arn: str,
+    target: tuple[str, int],
+    state: str,
+    reason: str | None,
+    code: str | None = None,
 ) -> bool:
     """Record what a health checker saw (the data plane calls this). False when the target is not
     registered or is draining: a drain is judged by the clock, not by checks."""

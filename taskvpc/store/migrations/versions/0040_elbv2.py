@@ -13,7 +13,7 @@ branch_labels = None
 depends_on = None
 
 
-def _document_table(name: str, *columns: sa.Column, unique: tuple[str, ...]) -> None:
+def _document_table(name: str, *columns: sa.Column[object], unique: tuple[str, ...]) -> None:
     op.create_table(
         name,
         sa.Column("arn", sa.String(512), primary_key=True),
@@ -26,8 +26,12 @@ def _document_table(name: str, *columns: sa.Column, unique: tuple[str, ...]) -> 
 
 
 def upgrade() -> None:
-    _document_table("elb_load_balancers", sa.Column("name", sa.String(64), nullable=False), unique=("region", "name"))
-    _document_table("elb_target_groups", sa.Column("name", sa.String(64), nullable=False), unique=("region", "name"))
+    _document_table(
+        "elb_load_balancers", sa.Column("name", sa.String(64), nullable=False), unique=("region", "name")
+    )
+    _document_table(
+        "elb_target_groups", sa.Column("name", sa.String(64), nullable=False), unique=("region", "name")
+    )
     _document_table(
         "elb_listeners",
         sa.Column("load_balancer_arn", sa.String(512), nullable=False),
@@ -63,5 +67,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("elb_tags", "elb_targets", "elb_rules", "elb_listeners", "elb_target_groups", "elb_load_balancers"):
+    for name in (
+        "elb_tags",
+        "elb_targets",
+        "elb_rules",
+        "elb_listeners",
+        "elb_target_groups",
+        "elb_load_balancers",
+    ):
         op.drop_table(name)
