@@ -75,8 +75,10 @@ def compile_table(lb_id: str, lb_address: str, listeners: Sequence[NlbListener])
             total, entries = _map(targets)
             lines.append(f"    {match} dnat ip to numgen random mod {total} map {{ {entries} }}")
             if not listener.preserve_client_ip:
+                # nft needs the layer-4 protocol before it can read a port out of the conntrack tuple.
                 snat.append(
-                    f"    ct original ip daddr {lb_address} ct original proto-dst {listener.port} ct status dnat snat ip to {lb_address}"
+                    f"    meta l4proto {proto} ct original ip daddr {lb_address} ct original proto-dst {listener.port} "
+                    f"ct status dnat snat ip to {lb_address}"
                 )
     lines.append("  }")
     lines.extend(

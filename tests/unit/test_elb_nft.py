@@ -33,7 +33,7 @@ def test_weighted_map_ranges_cover_the_total() -> None:
     snat = [line.strip() for line in text.splitlines() if "snat" in line]
     # Client IP preserved on port 53 (no SNAT); port 80 replies must return through the NLB.
     assert snat == [
-        "ct original ip daddr 10.0.0.9 ct original proto-dst 80 ct status dnat snat ip to 10.0.0.9"
+        "meta l4proto tcp ct original ip daddr 10.0.0.9 ct original proto-dst 80 ct status dnat snat ip to 10.0.0.9"
     ]
 
 
