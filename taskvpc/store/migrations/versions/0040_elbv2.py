@@ -1,14 +1,14 @@
 """ELBv2: load balancers, target groups, listeners, rules, registered targets and their health, tags.
 
 Revision ID: 0040
-Revises: 0010
+Revises: 0030
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0040"
-down_revision = "0010"
+down_revision = "0030"
 branch_labels = None
 depends_on = None
 
