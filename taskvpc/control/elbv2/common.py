@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.domain import elb
 from taskvpc.domain.errors import ClientError
-from taskvpc.domain.pagination import decode_token, encode_token
+from taskvpc.domain.pagination import Pager, is_str
 from taskvpc.store import elbv2_repo
 
 Doc = dict[str, Any]
@@ -75,12 +75,19 @@ def public(doc: Doc) -> Doc:
 _BAD_MARKER = elb.validation("Invalid value for parameter Marker")  # unconfirmed
 
 
-def page(docs: list[Doc], params: dict[str, Any], key: str, list_member: str) -> dict[str, Any]:
-    """One page of ``docs`` (already ordered) after ``Marker``, at most ``PageSize`` (1-400) long."""
+_PAGING = frozenset({"Marker", "PageSize"})
+
+
+def page(
+    ctx: RequestContext, operation: str, docs: list[Doc], params: dict[str, Any], key: str, list_member: str
+) -> dict[str, Any]:
+    """One page of ``docs`` (already ordered) after ``Marker``, at most ``PageSize`` (1-400) long; markers
+    are bound to the listing (operation, region, account, filters) that issued them."""
     size = params.get("PageSize")
     if size is not None and not 1 <= size <= 400:
         raise elb.validation(f"Page size '{size}' must be between 1 and 400")  # unconfirmed
-    after = decode_token(params.get("Marker"), _BAD_MARKER)
+    pager = Pager.of(ctx.page_key, f"elbv2:{operation}", ctx.region, ctx.account_id, params, _PAGING)
+    after = pager.decode(params.get("Marker"), _BAD_MARKER, is_str)
     if after is not None:
         keys = [doc[key] for doc in docs]
         if after not in keys:
@@ -89,5 +96,5 @@ def page(docs: list[Doc], params: dict[str, Any], key: str, list_member: str) ->
     limit = size or 400
     result: dict[str, Any] = {list_member: [public(doc) for doc in docs[:limit]]}
     if len(docs) > limit:
-        result["NextMarker"] = encode_token(docs[limit - 1][key])
+        result["NextMarker"] = pager.encode(docs[limit - 1][key])
     return result

@@ -137,7 +137,7 @@ def describe_listeners(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
             raise common.listener_not_found(missing)
         docs = [by_arn[arn] for arn in dict.fromkeys(arns) if arn in by_arn]
     docs.sort(key=lambda doc: doc["Port"])
-    return common.page(docs, params, "ListenerArn", "Listeners")
+    return common.page(ctx, "DescribeListeners", docs, params, "ListenerArn", "Listeners")
 
 
 def modify_listener(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

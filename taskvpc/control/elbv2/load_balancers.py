@@ -199,7 +199,7 @@ def describe_load_balancers(ctx: RequestContext, params: dict[str, Any]) -> dict
         if missing:
             raise common.lb_not_found(missing)
         docs = [by_key[w] for w in dict.fromkeys(wanted)]
-    result = common.page(docs, params, "LoadBalancerArn", "LoadBalancers")
+    result = common.page(ctx, "DescribeLoadBalancers", docs, params, "LoadBalancerArn", "LoadBalancers")
     result["LoadBalancers"] = [view(doc) for doc in result["LoadBalancers"]]
     return result
 

@@ -82,7 +82,7 @@ def describe_rules(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         if missing:
             raise common.rule_not_found(missing)
         docs = [by_arn[arn] for arn in dict.fromkeys(arns)]
-    return common.page(docs, params, "RuleArn", "Rules")
+    return common.page(ctx, "DescribeRules", docs, params, "RuleArn", "Rules")
 
 
 def modify_rule(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -187,7 +187,7 @@ def describe_target_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[
         if missing:
             raise common.tg_not_found(missing)
         docs = [by_key[w] for w in dict.fromkeys(wanted)]
-    result = common.page(docs, params, "TargetGroupArn", "TargetGroups")
+    result = common.page(ctx, "DescribeTargetGroups", docs, params, "TargetGroupArn", "TargetGroups")
     by_arn = {doc["TargetGroupArn"]: doc for doc in docs}
     result["TargetGroups"] = [view(by_arn[tg["TargetGroupArn"]], used) for tg in result["TargetGroups"]]
     return result
