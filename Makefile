@@ -19,7 +19,7 @@ MAKEFLAGS += --no-print-directory
 #   busybox-static  httpd and sh for the examples: the agent makes the image busybox:latest from it
 #   skopeo      `taskvpc image pull` fetches images from registries (layers are unpacked in Python, so
 #               no umoci: the store applies OCI whiteouts itself and caches layers by digest)
-DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo
+DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo haproxy
 
 PYTHON ?= python3
 VENV   := .venv

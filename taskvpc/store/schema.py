@@ -476,3 +476,77 @@ iam_generation = Table(
     Column("id", Integer, primary_key=True),
     Column("generation", BigInteger, nullable=False),
 )
+
+# ---- ELBv2: load balancers, target groups, listeners, rules, targets, tags (revision 0040) ----------
+# Each resource is its wire document keyed by ARN, with the columns lookups use beside it. A target is a
+# row per (group, id, port): its health state lives in columns so the data plane's reports are one UPDATE.
+
+elb_load_balancers = Table(
+    "elb_load_balancers",
+    metadata,
+    Column("arn", String(512), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("region", "name", name="uq_elb_load_balancers_name"),
+)
+
+elb_target_groups = Table(
+    "elb_target_groups",
+    metadata,
+    Column("arn", String(512), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("region", "name", name="uq_elb_target_groups_name"),
+)
+
+elb_listeners = Table(
+    "elb_listeners",
+    metadata,
+    Column("arn", String(512), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("load_balancer_arn", String(512), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("load_balancer_arn", "port", name="uq_elb_listeners_port"),
+)
+
+elb_rules = Table(
+    "elb_rules",
+    metadata,
+    Column("arn", String(512), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("listener_arn", String(512), nullable=False),
+    Column("priority", Integer, nullable=False),  # the default rule sorts last (DEFAULT_RULE_PRIORITY)
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("listener_arn", "priority", name="uq_elb_rules_priority"),
+)
+
+elb_targets = Table(
+    "elb_targets",
+    metadata,
+    Column("target_group_arn", String(512), primary_key=True),
+    Column("target_id", String(64), primary_key=True),
+    Column("port", Integer, primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("availability_zone", String(32), nullable=True),
+    Column("state", String(32), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("description", String(256), nullable=True),
+    Column("registered_at", Float, nullable=False),
+    Column("drain_until", Float, nullable=True),  # set while draining: when the target is gone
+)
+
+elb_tags = Table(
+    "elb_tags",
+    metadata,
+    Column("resource_arn", String(512), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("value", String(256), nullable=False),
+)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from tests.support import fuzzing
 from tests.support.inprocess_api import InProcessApi, TracebackCatcher
 
-EXAMPLES = {"ecs": 1000, "ec2": 1000, "sts": 50}  # ~30 s on a loaded 2-core machine
+EXAMPLES = {"ecs": 1000, "ec2": 1000, "elbv2": 200, "sts": 50}  # ~50 s on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
