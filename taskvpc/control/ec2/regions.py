@@ -12,6 +12,7 @@ from typing import Any
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import describe, errors
 from taskvpc.domain.arns import partition_of
+from taskvpc.domain.regions import REGIONS_BY_PARTITION
 from taskvpc.netmodel import filters, ipam
 from taskvpc.store import ec2_repo
 
@@ -104,38 +105,9 @@ def describe_availability_zones(ctx: RequestContext, params: dict[str, Any]) -> 
     return {"AvailabilityZones": selected}
 
 
-# Every region of each partition (botocore's endpoints.json, 2026). DescribeRegions accepts any of the
-# caller's partition by name, enabled or not (EC2 API reference, RegionNames), and lists them all with
-# AllRegions; the commercial ones beyond DEFAULT_REGIONS are opt-in regions.
-PARTITION_REGIONS: dict[str, tuple[str, ...]] = {
-    "aws": (
-        *DEFAULT_REGIONS,
-        "af-south-1",
-        "ap-east-1",
-        "ap-east-2",
-        "ap-south-2",
-        "ap-southeast-3",
-        "ap-southeast-4",
-        "ap-southeast-5",
-        "ap-southeast-6",
-        "ap-southeast-7",
-        "ca-west-1",
-        "eu-central-2",
-        "eu-south-1",
-        "eu-south-2",
-        "il-central-1",
-        "me-central-1",
-        "me-south-1",
-        "mx-central-1",
-    ),
-    "aws-cn": ("cn-north-1", "cn-northwest-1"),
-    "aws-us-gov": ("us-gov-east-1", "us-gov-west-1"),
-    "aws-iso": ("us-iso-east-1", "us-iso-west-1"),
-    "aws-iso-b": ("us-isob-east-1", "us-isob-west-1"),
-    "aws-iso-e": ("eu-isoe-west-1",),
-    "aws-iso-f": ("us-isof-east-1", "us-isof-south-1"),
-    "aws-eusc": ("eusc-de-east-1",),
-}
+# DescribeRegions accepts any region of the caller's partition by name, enabled or not (EC2 API
+# reference, RegionNames), and lists them all with AllRegions (the list is the one SigV4 scopes are held
+# to: domain/regions.py); the commercial ones beyond DEFAULT_REGIONS are opt-in regions.
 # The DNS suffix of each partition's endpoints (botocore's endpoints.json ``dnsSuffix``).
 _DNS_SUFFIX = {
     "aws": "amazonaws.com",
@@ -162,7 +134,7 @@ def describe_regions(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
     filters.check_filter_names(wanted, ("endpoint", "opt-in-status", "region-name"), tags=False)
     describe.dry_run(params)
     partition = partition_of(ctx.region)
-    known = sorted({*PARTITION_REGIONS[partition], ctx.region})
+    known = sorted({*REGIONS_BY_PARTITION[partition], ctx.region})
     regions = [_region(name, ctx.region, partition) for name in known]
     asked = params.get("RegionNames")
     if asked:
