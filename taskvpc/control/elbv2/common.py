@@ -67,6 +67,11 @@ def require_rule(conn: Connection, ctx: RequestContext, arn: str) -> Doc:
     return doc
 
 
+def attributes(doc: Doc) -> list[dict[str, str]]:
+    """A load balancer's or target group's attributes as Describe*Attributes answers them."""
+    return [{"Key": key, "Value": value} for key, value in doc["_Attributes"].items()]
+
+
 def public(doc: Doc) -> Doc:
     """The wire document: members starting with ``_`` are taskvpc's own bookkeeping."""
     return {key: value for key, value in doc.items() if not key.startswith("_")}

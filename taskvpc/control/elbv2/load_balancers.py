@@ -232,14 +232,10 @@ def delete_load_balancer(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     return {}
 
 
-def _attributes(doc: Doc) -> list[dict[str, str]]:
-    return [{"Key": key, "Value": value} for key, value in doc["_Attributes"].items()]
-
-
 def describe_load_balancer_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.db.read() as conn:
         lb = common.require_lb(conn, ctx, params["LoadBalancerArn"])
-    return {"Attributes": _attributes(lb)}
+    return {"Attributes": common.attributes(lb)}
 
 
 def modify_load_balancer_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -253,4 +249,4 @@ def modify_load_balancer_attributes(ctx: RequestContext, params: dict[str, Any])
         if lb["_Attributes"]["access_logs.s3.enabled"] == "true":
             raise elb.configuration("taskvpc does not write access logs to S3")
         elbv2_repo.update_doc(conn, "load_balancer", lb["LoadBalancerArn"], lb)
-    return {"Attributes": _attributes(lb)}
+    return {"Attributes": common.attributes(lb)}

@@ -222,14 +222,10 @@ def delete_target_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     return {}
 
 
-def _attributes(doc: Doc) -> list[dict[str, str]]:
-    return [{"Key": key, "Value": value} for key, value in doc["_Attributes"].items()]
-
-
 def describe_target_group_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.db.read() as conn:
         doc = common.require_tg(conn, ctx, params["TargetGroupArn"])
-    return {"Attributes": _attributes(doc)}
+    return {"Attributes": common.attributes(doc)}
 
 
 def modify_target_group_attributes(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
@@ -241,4 +237,4 @@ def modify_target_group_attributes(ctx: RequestContext, params: dict[str, Any]) 
         for attribute in params["Attributes"]:
             doc["_Attributes"][attribute["Key"]] = attribute.get("Value", "")
         elbv2_repo.update_doc(conn, "target_group", doc["TargetGroupArn"], doc)
-    return {"Attributes": _attributes(doc)}
+    return {"Attributes": common.attributes(doc)}
