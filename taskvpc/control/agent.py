@@ -262,6 +262,7 @@ def _security_groups_section(source: AnswerSource) -> tuple[SecurityGroup, ...]:
 @contributes(CREDENTIALS)
 def _credentials_section(source: AnswerSource) -> tuple[TaskCredentials, ...]:
     """The current role credentials of each running task with a ``taskRoleArn`` (see task_credentials)."""
+    task_credentials.forget_expired(source.ctx.now)
     out = []
     for task in source.tasks:
         role = task["spec"].get("taskRoleArn")

@@ -87,6 +87,14 @@ def _as_datetime(value: datetime | str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def forget_expired(now: float) -> None:
+    """Drop credentials past their expiry (a stopped task's go this way): once per answer, not per task."""
+    moment = datetime.fromtimestamp(now, UTC)
+    with _lock:
+        for stale in [k for k, h in _held.items() if h.expires <= moment]:
+            del _held[stale]
+
+
 def current(ctx: RequestContext, task_arn: str, role_arn: str) -> TaskCredentials | None:
     """The task's credentials, vended again when they are near expiry; None without a vendor."""
     vend = vendor()
@@ -95,8 +103,6 @@ def current(ctx: RequestContext, task_arn: str, role_arn: str) -> TaskCredential
     now = datetime.fromtimestamp(ctx.now, UTC)
     key = (task_arn, role_arn)
     with _lock:
-        for stale in [k for k, h in _held.items() if h.expires <= now]:  # stopped tasks' go this way
-            del _held[stale]
         held = _held.get(key)
     if held is not None and held.expires - now > REFRESH_BEFORE:
         return held.creds
