@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
+
+from taskvpc.api.service_models import service_spec
+from taskvpc.control.registry import SERVICES
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -20,10 +24,6 @@ MIB = 1024 * KIB
 JSON_BODY_LIMIT = 1 * MIB
 QUERY_BODY_LIMIT = 1 * MIB
 AGENT_BODY_LIMIT = 8 * MIB
-# A full PutLogEvents batch is 1 MiB of message bytes (+26 per event) *before* JSON encoding: 10,000
-# events' framing and escaping (a control character becomes six bytes) take it well past 1 MiB.
-LOGS_BODY_LIMIT = 8 * MIB
-LOGS_TARGET_PREFIX = "Logs_20140328."
 OTHER_BODY_LIMIT = 64 * KIB
 AGENT_PATHS = "/_taskvpc/agent/"  # every version of the agent API
 
@@ -45,9 +45,19 @@ def body_limit(path: str, headers: Mapping[str, str]) -> int:
         return AGENT_BODY_LIMIT
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type.startswith("application/x-amz-json"):
-        if headers.get("x-amz-target", "").startswith(LOGS_TARGET_PREFIX):
-            return LOGS_BODY_LIMIT
-        return JSON_BODY_LIMIT
+        prefix = headers.get("x-amz-target", "").partition(".")[0]
+        return _json_body_limits().get(prefix, JSON_BODY_LIMIT)
     if content_type == "application/x-www-form-urlencoded":
         return QUERY_BODY_LIMIT
     return OTHER_BODY_LIMIT
+
+
+@cache
+def _json_body_limits() -> dict[str, int]:
+    """JSON target prefix -> body limit, for the served services whose manifests need more than the
+    protocol's (``ServiceManifest.max_body``)."""
+    return {
+        str(service_spec(m.model).target_prefix): m.max_body
+        for m in SERVICES
+        if m.max_body is not None and m.protocol == "json"
+    }

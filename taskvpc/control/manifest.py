@@ -30,6 +30,9 @@ class ServiceManifest:
     handlers: Mapping[str, Handler]  # operation name -> use case; other operations answer NotImplemented
     # The service-2 document when it is not botocore's own (tests, services botocore does not ship).
     document: Mapping[str, Any] | None = None
+    # A body limit above its protocol's (api/limits.py), for services whose requests need it; it is
+    # checked before authentication, so only raise it where a real request needs the room.
+    max_body: int | None = None
     # Store tables this service owns (taskvpc/store/schema.py) and the migrations that made them.
     tables: tuple[str, ...] = ()
     migrations: tuple[str, ...] = ()
