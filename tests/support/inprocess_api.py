@@ -1,16 +1,16 @@
 """The control plane's ASGI application called in process with botocore-signed requests.
 
-No socket and no server process: each request is signed by botocore's own SigV4 signer and handed to
-the ASGI callable on one event loop, so thousands of requests (the fuzzer's) take seconds. The store is
-a real SQLite file; :meth:`InProcessApi.snapshot` reads every table so a test can require that a refused
-request changed nothing.
+No socket and no server process: each request is signed by botocore's own SigV4 signer and handed to the
+ASGI application through the suite's one in-process transport (tests/support/inprocess.py), so thousands
+of requests (the fuzzer's) take seconds. The store is a real SQLite file; :meth:`InProcessApi.snapshot`
+reads every table so a test can require that a refused request changed nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +25,7 @@ from taskvpc.api.app import ControlPlane, Settings
 from taskvpc.api.asgi import Application
 from taskvpc.store.db import Database, sqlite_url
 from taskvpc.store.schema import metadata
+from tests.support.inprocess import AsgiTransport
 
 ACCOUNT_ID = "123456789012"
 ACCESS_KEY_ID = "AKIDINPROCESS0000001"
@@ -44,10 +45,10 @@ class InProcessApi:
         self.control_plane = ControlPlane(settings, self.db)
         self.control_plane.prepare_region(REGION)
         self.app = Application(self.control_plane)
-        self.loop = asyncio.new_event_loop()
+        self.transport = AsgiTransport(self.app, host=f"api-{secrets.token_hex(4)}.inprocess")
 
     def close(self) -> None:
-        self.loop.close()
+        self.transport.close()
         self.db.dispose()
 
     # ---------------------------------------------------------------------------------------------
@@ -67,47 +68,11 @@ class InProcessApi:
         if sign:
             SigV4Auth(Credentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), service, region).add_auth(request)
         prepared = request.prepare()
-        wire_headers = [(b"host", b"127.0.0.1:4599")]
-        for name, value in prepared.headers.items():
-            raw = value if isinstance(value, bytes) else str(value).encode("latin-1")
-            wire_headers.append((name.lower().encode("latin-1"), raw))
-        return self.loop.run_until_complete(self._asgi(method, path, body, wire_headers))
-
-    def raw(self, method: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> Response:
-        return self.loop.run_until_complete(self._asgi(method, path, body, headers))
-
-    async def _asgi(
-        self, method: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> Response:
-        path_part, _, query_string = path.partition("?")
-        scope = {
-            "type": "http",
-            "method": method,
-            "path": path_part,
-            "raw_path": path.encode("latin-1"),
-            "query_string": query_string.encode("latin-1"),
-            "headers": headers,
-        }
-        sent = False
-        started: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                started.update(message)
-            else:
-                chunks.append(message.get("body", b""))
-
-        await self.app(scope, receive, send)
-        response_headers = {k.decode().lower(): v.decode() for k, v in started.get("headers", [])}
-        return started["status"], b"".join(chunks), response_headers
+        # The full URL: the transport sends its host (127.0.0.1:4599) as the Host header that was signed.
+        status, response_headers, payload = self.transport.request(
+            method, ENDPOINT + path, dict(prepared.headers.items()), body
+        )
+        return status, payload, {name.lower(): value for name, value in response_headers}
 
     def ecs(self, operation: str, payload: Any = None, **kwargs: Any) -> tuple[int, Any]:
         """An ECS JSON 1.1 call; ``payload`` may be raw bytes. Returns (status, decoded JSON body)."""
