@@ -10,7 +10,6 @@ it says so in one line naming the first one's link, and its tasks still run and 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.root import hostcheck
-from tests.root.upserver import REPO, RootServer, kill_task_shims, web_group
+from tests.root.upserver import RootServer, kill_task_shims, run_sample_tasks
 
 pytestmark = [
     pytest.mark.root,
@@ -83,32 +82,9 @@ def world(tmp_path: Path) -> Iterator[tuple[str, NamespacedServer, NamespacedSer
 
 def run_two(server: RootServer) -> list[str]:
     """Two sample tasks in the local agent's AZ; their private IPs once RUNNING."""
-    ecs, ec2 = server.client("ecs"), server.client("ec2")
-    ecs.register_task_definition(**json.loads((REPO / "examples" / "linux-simple-web.json").read_text()))
-    [instance] = ecs.describe_container_instances(
-        cluster="default",
-        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
-    )["containerInstances"]
-    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
-    [subnet] = ec2.describe_subnets(
-        Filters=[
-            {"Name": "default-for-az", "Values": ["true"]},
-            {"Name": "availability-zone", "Values": [zone]},
-        ]
-    )["Subnets"]
-    run = ecs.run_task(
-        cluster="default",
-        taskDefinition="linux-simple-web",
-        count=2,
-        networkConfiguration={
-            "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [web_group(server)]}
-        },
-    )
-    assert run["failures"] == []
-    arns = [t["taskArn"] for t in run["tasks"]]
-    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=arns, WaiterConfig={"Delay": 1})
+    arns = run_sample_tasks(server, count=2)
     ips = []
-    for task in ecs.describe_tasks(cluster="default", tasks=arns)["tasks"]:
+    for task in server.client("ecs").describe_tasks(cluster="default", tasks=arns)["tasks"]:
         details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
         ips.append(details["privateIPv4Address"])
     return ips

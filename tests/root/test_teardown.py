@@ -8,7 +8,6 @@ cgroup tree), runs `taskvpc up` with a test-unique prefix and a task, stops `up`
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -23,7 +22,12 @@ import pytest
 from taskvpc.agent.runtime.procs import alive, proc_start_time
 from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
-from tests.root.upserver import REPO, RootServer, container_processes, kill_task_shims, web_group
+from tests.root.upserver import (
+    RootServer,
+    container_processes,
+    kill_task_shims,
+    run_sample_tasks,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -115,29 +119,7 @@ def down(server: RootServer, *extra: str) -> subprocess.CompletedProcess[str]:
 
 def run_task(server: RootServer) -> str:
     """One sample task in a subnet of the local agent's AZ, RUNNING."""
-    ecs, ec2 = server.client("ecs"), server.client("ec2")
-    ecs.register_task_definition(**json.loads((REPO / "examples" / "linux-simple-web.json").read_text()))
-    [instance] = ecs.describe_container_instances(
-        cluster="default",
-        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
-    )["containerInstances"]
-    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
-    [subnet] = ec2.describe_subnets(
-        Filters=[
-            {"Name": "default-for-az", "Values": ["true"]},
-            {"Name": "availability-zone", "Values": [zone]},
-        ]
-    )["Subnets"]
-    run = ecs.run_task(
-        cluster="default",
-        taskDefinition="linux-simple-web",
-        networkConfiguration={
-            "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [web_group(server)]}
-        },
-    )
-    assert run["failures"] == []
-    arn = str(run["tasks"][0]["taskArn"])
-    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    [arn] = run_sample_tasks(server)
     return arn
 
 

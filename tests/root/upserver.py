@@ -142,6 +142,36 @@ def web_group(server: RootServer, name: str = "web") -> str:
     return group_id
 
 
+def run_sample_tasks(server: RootServer, count: int = 1) -> list[str]:
+    """``count`` tasks of examples/linux-simple-web.json in the local agent's AZ (its default subnet there),
+    open on tcp/80; their ARNs once RUNNING."""
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    ecs.register_task_definition(**json.loads((REPO / "examples" / "linux-simple-web.json").read_text()))
+    [instance] = ecs.describe_container_instances(
+        cluster="default",
+        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
+    )["containerInstances"]
+    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
+    [subnet] = ec2.describe_subnets(
+        Filters=[
+            {"Name": "default-for-az", "Values": ["true"]},
+            {"Name": "availability-zone", "Values": [zone]},
+        ]
+    )["Subnets"]
+    run = ecs.run_task(
+        cluster="default",
+        taskDefinition="linux-simple-web",
+        count=count,
+        networkConfiguration={
+            "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [web_group(server)]}
+        },
+    )
+    assert run["failures"] == []
+    arns = [str(t["taskArn"]) for t in run["tasks"]]
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=arns, WaiterConfig={"Delay": 1})
+    return arns
+
+
 def container_pids(state_dir: Path) -> list[int]:
     """The main process of every container the test's agent runs (from the runtime's pid files)."""
     return [main for _, main in container_processes(state_dir)]
