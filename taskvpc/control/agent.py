@@ -267,7 +267,7 @@ def _credentials_section(source: AnswerSource) -> tuple[TaskCredentials, ...]:
     for task in source.tasks:
         role = task["spec"].get("taskRoleArn")
         if role and task["body"]["desiredStatus"] == "RUNNING":
-            creds = task_credentials.current(source.ctx, task["arn"], role)
+            creds = task_credentials.current(source.ctx, task["arn"], role, source.conn)
             if creds is not None:
                 out.append(creds)
     return tuple(out)

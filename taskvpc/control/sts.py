@@ -147,34 +147,48 @@ def get_session_token(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 
 
 def vend_task_credentials(
-    ctx: RequestContext, task_arn: str, role_arn: str, seconds: int = TASK_CREDENTIALS_SECONDS
+    ctx: RequestContext,
+    task_arn: str,
+    role_arn: str,
+    seconds: int = TASK_CREDENTIALS_SECONDS,
+    *,
+    conn: Connection | None = None,
 ) -> tuple[str, str, str, float]:
     """Credentials for a task's role, as ECS assumes it on the task's behalf: the role's trust policy must
     allow the service ``ecs-tasks.amazonaws.com`` (with aws:SourceAccount and aws:SourceArn = the task),
-    and the session is ``assumed-role/<role>/<task id>``. -> (AccessKeyId, SecretAccessKey, Token,
-    Expiration as epoch seconds)."""
+    and the session is ``assumed-role/<role>/<task id>``. Written with ``conn`` when given (the caller's
+    open transaction: the agent's desired-state answer holds the write lock already), else in a
+    transaction of its own. -> (AccessKeyId, SecretAccessKey, Token, Expiration as epoch seconds)."""
+    if conn is None:
+        with ctx.db.transaction() as own:
+            return _vend_task_credentials(own, ctx, task_arn, role_arn, seconds)
+    return _vend_task_credentials(conn, ctx, task_arn, role_arn, seconds)
+
+
+def _vend_task_credentials(
+    conn: Connection, ctx: RequestContext, task_arn: str, role_arn: str, seconds: int
+) -> tuple[str, str, str, float]:
     task_id = task_arn.rsplit("/", 1)[-1]
-    with ctx.db.transaction() as conn:
-        found = iam_repo.get_entity_by_arn(conn, role_arn)
-        role = found[1] if found is not None and found[0] == "role" else None
-        context = {"aws:sourceaccount": [ctx.account_id], "aws:sourcearn": [task_arn]}
-        request = Request("sts:AssumeRole", role_arn, context)
-        trusted = role is not None and may_assume(
-            parse_policy(role["AssumeRolePolicyDocument"], "trust"),
-            Caller(ctx.account_id, service=ECS_TASKS),
-            request,
-            None,
+    found = iam_repo.get_entity_by_arn(conn, role_arn)
+    role = found[1] if found is not None and found[0] == "role" else None
+    context = {"aws:sourceaccount": [ctx.account_id], "aws:sourcearn": [task_arn]}
+    request = Request("sts:AssumeRole", role_arn, context)
+    trusted = role is not None and may_assume(
+        parse_policy(role["AssumeRolePolicyDocument"], "trust"),
+        Caller(ctx.account_id, service=ECS_TASKS),
+        request,
+        None,
+    )
+    if role is None or not trusted:
+        raise ClientError(
+            "ClientException",
+            f"ECS was unable to assume the role '{role_arn}' that was provided for this task. Please verify "
+            "that the role being passed has the proper trust relationship and permissions and that your IAM "
+            "user has permissions to pass this role.",
+            400,
         )
-        if role is None or not trusted:
-            raise ClientError(
-                "ClientException",
-                f"ECS was unable to assume the role '{role_arn}' that was provided for this task. Please verify "
-                "that the role being passed has the proper trust relationship and permissions and that your IAM "
-                "user has permissions to pass this role.",
-                400,
-            )
-        principal = Principal.assumed_role(ctx.account_id, role["RoleName"], task_id, role["RoleId"])
-        issued = _issue(conn, ctx, principal, "role", role["RoleName"], seconds, None)
+    principal = Principal.assumed_role(ctx.account_id, role["RoleName"], task_id, role["RoleId"])
+    issued = _issue(conn, ctx, principal, "role", role["RoleName"], seconds, None)
     return issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"], issued["Expiration"]
 
 

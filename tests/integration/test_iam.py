@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -96,7 +97,20 @@ def test_a_user_is_held_to_its_policies_in_every_service(api: InProcessServer) -
         _denied("iam:CreateUser", f"arn:aws:iam::{ACCOUNT_ID}:user/eve", bob),
         403,
     )
+    with pytest.raises(ClientError) as raised:
+        _client(api, "logs", *key).create_log_group(logGroupName="app")
+    assert aws_error(raised) == ("AccessDeniedException", _denied("logs:CreateLogGroup", "*", bob), 400)
+    with pytest.raises(ClientError) as raised:
+        _client(api, "sts", *key).assume_role(
+            RoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/any", RoleSessionName="bob"
+        )
+    assert aws_error(raised)[:2] == (
+        "AccessDenied",
+        f"User: {bob} is not authorized to perform: sts:AssumeRole on resource: "
+        f"arn:aws:iam::{ACCOUNT_ID}:role/any",
+    )
     assert api.client("ecs").list_clusters()["clusterArns"] == []  # the denied create changed nothing
+    assert api.client("logs").describe_log_groups()["logGroups"] == []
     assert api.client("iam").list_users()["Users"][0]["UserName"] == "bob"
 
 
@@ -496,3 +510,105 @@ def test_iam_keys_never_reach_the_agent_api(api: InProcessServer) -> None:
     SigV4Auth(Credentials(key, secret), "ecs", REGION).add_auth(request)
     status, body, _ = api.http("POST", f"{PREFIX}register", dict(request.prepare().headers), b"{}")
     assert (status, json.loads(body)) == (403, {"message": "agent request refused: unknown_key"})
+
+
+def _role_for_tasks(api: InProcessServer, name: str, policy: dict[str, Any]) -> str:
+    iam = api.client("iam")
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    return str(arn)
+
+
+def test_a_running_tasks_answer_carries_sts_credentials_that_act_as_the_task(
+    api: InProcessServer, agents: Any
+) -> None:
+    """STS is the default vendor: the desired-state answer (which holds the write transaction) vends on
+    its own connection - on SQLite a second transaction would wait for it - and the credentials it sends
+    are a real session of the role, kept across answers."""
+    from tests.integration.ecs_support import awsvpc, default_subnets, register_web
+
+    role = _role_for_tasks(api, "web-task", ALLOW_LIST_CLUSTERS)
+    agent = agents().start(auto=True)
+    ecs, ec2 = api.client("ecs"), api.client("ec2")
+    register_web(ecs, taskRoleArn=role)
+    subnet = default_subnets(ec2)["us-east-1a"]
+    run = ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet))
+    assert run["failures"] == []  # placed: the agent's task-iam-role capability is kept
+    arn = run["tasks"][0]["taskArn"]
+    task_id = arn.rsplit("/", 1)[-1]
+    started = time.monotonic()
+    answer = agent.poll(after=-1)
+    assert time.monotonic() - started < 5  # no wait for a second write transaction
+    [creds] = [c for c in answer["credentials"] if c["taskArn"] == arn]
+    assert creds["roleArn"] == role and creds["accessKeyId"].startswith("ASIA")
+    expires = datetime.strptime(creds["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert expires.timestamp() > time.time() + 5 * 3600  # ECS's hours, rotated 30 minutes before
+    assert agent.poll(after=-1)["credentials"] == answer["credentials"]  # kept, not vended per answer
+    keys = (creds["accessKeyId"], creds["secretAccessKey"], creds["sessionToken"])
+    identity = _client(api, "sts", *keys).get_caller_identity()
+    assert identity["Arn"] == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/web-task/{task_id}"
+    assert _client(api, "ecs", *keys).list_clusters()["clusterArns"]
+    who = f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/web-task/{task_id}"
+    with pytest.raises(ClientError) as raised:
+        _client(api, "ecs", *keys).create_cluster(clusterName="x")
+    cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/x"
+    assert aws_error(raised) == ("AccessDeniedException", _denied("ecs:CreateCluster", cluster, who), 400)
+
+
+def test_a_role_ecs_cannot_assume_gives_no_credentials_and_spoils_no_answer(
+    api: InProcessServer, agents: Any
+) -> None:
+    from tests.integration.ecs_support import awsvpc, default_subnets, register_web
+
+    agent = agents().start(auto=True)
+    ecs, ec2 = api.client("ecs"), api.client("ec2")
+    register_web(ecs, taskRoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/missing")
+    subnet = default_subnets(ec2)["us-east-1a"]
+    arn = ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet))["tasks"][0]["taskArn"]
+    answer = agent.poll(after=-1)
+    assert [t["taskArn"] for t in answer["tasks"]] == [arn] and answer["credentials"] == []
+
+
+def test_pass_role_is_checked_when_a_task_with_a_role_is_launched(api: InProcessServer) -> None:
+    from tests.integration.ecs_support import awsvpc, default_subnets, register_web
+
+    role = f"arn:aws:iam::{ACCOUNT_ID}:role/web-task"
+    api.client("ecs").create_cluster(clusterName="default")
+    register_web(api.client("ecs"), taskRoleArn=role)  # by root
+    launch = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["ecs:RunTask", "ecs:CreateService"], "Resource": "*"},
+            {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"},
+        ],
+    }
+    key = _user(api, "launcher", launch)
+    ecs = _client(api, "ecs", *key)
+    who = f"arn:aws:iam::{ACCOUNT_ID}:user/launcher"
+    subnet = default_subnets(api.client("ec2"))["us-east-1a"]
+    with pytest.raises(ClientError) as raised:
+        ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet))
+    assert aws_error(raised) == ("AccessDeniedException", _denied("iam:PassRole", role, who), 400)
+    with pytest.raises(ClientError) as raised:
+        ecs.create_service(
+            serviceName="s", taskDefinition="web:1", desiredCount=0, networkConfiguration=awsvpc(subnet)
+        )
+    assert aws_error(raised) == ("AccessDeniedException", _denied("iam:PassRole", role, who), 400)
+    assert api.client("ecs").list_tasks()["taskArns"] == []  # nothing was launched
+    pass_role = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iam:PassRole",
+                "Resource": role,
+                "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            }
+        ],
+    }
+    api.client("iam").put_user_policy(
+        UserName="launcher", PolicyName="pass", PolicyDocument=json.dumps(pass_role)
+    )
+    assert ecs.create_service(
+        serviceName="s", taskDefinition="web:1", desiredCount=0, networkConfiguration=awsvpc(subnet)
+    )["service"]["taskDefinition"].endswith("web:1")

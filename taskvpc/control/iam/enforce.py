@@ -6,7 +6,7 @@ where ``resource_arn`` computes it - ECS cluster operations, IAM users/roles/pol
 Path, or ``/``: an existing entity's path is not looked up), sts:AssumeRole, EC2 operations on one VPC,
 subnet or security group - and ``*`` for every other operation (list and
 describe calls, and operations whose ARN is not computed yet). ECS also checks ``iam:PassRole`` for the
-roles a task definition names. Denials answer in each protocol's shape with AWS's wording.
+roles a task definition names, when it is registered and when it is launched (``passed_roles``). Denials answer in each protocol's shape with AWS's wording.
 """
 
 from __future__ import annotations
@@ -205,14 +205,38 @@ def authorize(
         # Temporary credentials cannot mint more, whatever their policies say.
         raise ClientError("AccessDenied", "Cannot call GetSessionToken with session credentials", 403)
     check(ctx, grants, protocol, f"{service}:{operation}", resource_arn(service, operation, ctx, params))
-    if service == "ecs" and operation in ("RegisterTaskDefinition", "RunTask", "StartTask"):
-        overrides = params.get("overrides") or {}
-        for role in (
-            params.get("taskRoleArn"),
-            params.get("executionRoleArn"),
-            overrides.get("taskRoleArn"),
-            overrides.get("executionRoleArn"),
-        ):
-            if isinstance(role, str) and role:
-                extra = {"iam:passedtoservice": ["ecs-tasks.amazonaws.com"]}
-                check(ctx, grants, protocol, "iam:PassRole", role, extra)
+    if service == "ecs":
+        for role, to_service in passed_roles(ctx, operation, params):
+            check(ctx, grants, protocol, "iam:PassRole", role, {"iam:passedtoservice": [to_service]})
+
+
+# ECS operations that hand a task definition's roles to ECS (the caller must be allowed to pass them).
+_LAUNCHES = frozenset({"RunTask", "StartTask", "CreateService", "UpdateService"})
+
+
+def passed_roles(ctx: RequestContext, operation: str, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role ARN, service it is passed to) of each role an ECS request passes: a task definition's task
+    and execution roles when it is registered or launched (RunTask, StartTask, CreateService,
+    UpdateService; its stored revision is read), their overrides, and a service's load-balancer role."""
+    from taskvpc.control.ecs.task_definitions import find_task_definition  # beside us in control
+
+    found: list[object] = []
+    if operation == "RegisterTaskDefinition":
+        found += [params.get("taskRoleArn"), params.get("executionRoleArn")]
+    if operation in _LAUNCHES and isinstance(params.get("taskDefinition"), str):
+        try:
+            with ctx.db.read() as conn:
+                taskdef = find_task_definition(conn, ctx, params["taskDefinition"])
+        except ClientError:
+            taskdef = None  # a malformed identifier: the handler answers it
+        if taskdef is not None:
+            found += [taskdef.get("taskRoleArn"), taskdef.get("executionRoleArn")]
+    overrides = params.get("overrides")
+    if isinstance(overrides, dict):
+        found += [overrides.get("taskRoleArn"), overrides.get("executionRoleArn")]
+    roles = [(r, "ecs-tasks.amazonaws.com") for r in dict.fromkeys(found) if isinstance(r, str) and r]
+    role = params.get("role") if operation == "CreateService" else None
+    if isinstance(role, str) and role:  # a name means the role of that name at path /
+        arn = role if role.startswith("arn:") else f"arn:aws:iam::{ctx.account_id}:role/{role}"
+        roles.append((arn, "ecs.amazonaws.com"))
+    return roles
