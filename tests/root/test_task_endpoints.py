@@ -1,9 +1,14 @@
-"""169.254.170.2 for real: `taskvpc up` as root, two awsvpc tasks with a task role and no egress rule.
+"""169.254.170.2 for real: `taskvpc up` as root (STS's own task credentials, no stand-in vendor), two
+awsvpc tasks with a task role that allows ``ecs:ListClusters`` only, and no egress rule.
 
 Inside a task (busybox wget in the container, and the task's own namespace for the rest): metadata v4
 matches DescribeTasks for the ENI, MAC, IP, subnet and gateway; the credentials URI answers the task's
 role credentials; stats come from the container's cgroup; the API is reachable at ``AWS_ENDPOINT_URL``.
-Another task knowing the URI gets 400; the host reaches nothing at 169.254.170.2, even with a route.
+The unmodified ``aws`` CLI of the host, run in the task's network namespace with nothing but the
+container's environment (no keys, no config file), finds the role's credentials at 169.254.170.2 and
+calls taskvpc through it: GetCallerIdentity is ``assumed-role/app/<task id>``, ListClusters works,
+CreateCluster is denied with ECS's AccessDeniedException text. Another task knowing the URI gets 400;
+the host reaches nothing at 169.254.170.2, even with a route.
 """
 
 from __future__ import annotations
@@ -20,16 +25,27 @@ from pathlib import Path
 import pytest
 
 from taskvpc.agent import netplan
+from tests.integration.server import ACCOUNT_ID
 from tests.root import hostcheck
 from tests.root.test_walkthrough import agent_pids, wait_for
-from tests.root.upserver import REPO, RootServer, kill_task_shims
+from tests.root.upserver import RootServer, kill_task_shims
 
 pytestmark = [
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real namespaces, links and processes"),
 ]
 
-ROLE = "arn:aws:iam::000000000000:role/app"
+ROLE = f"arn:aws:iam::{ACCOUNT_ID}:role/app"
+TRUST_ECS_TASKS = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ],
+}
+LIST_CLUSTERS_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "ecs:ListClusters", "Resource": "*"}],
+}
 SCRIPT = (
     'wget -qO- "$ECS_CONTAINER_METADATA_URI_V4/task"; echo; '
     'wget -qO- "169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"; echo; exec sleep 600'
@@ -51,8 +67,7 @@ for url in sys.argv[1:]:
 
 @pytest.fixture()
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RootServer]:
-    monkeypatch.setenv("TASKVPC_TASK_CREDENTIAL_VENDOR", "tests.support.task_vendor:vend")
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.delenv("TASKVPC_TASK_CREDENTIAL_VENDOR", raising=False)  # the product's own: STS
     prefix = "tvm" + secrets.token_hex(2)
     server = RootServer(tmp_path / "state", prefix)
     try:
@@ -102,7 +117,26 @@ def _message(line: str) -> str:
     return str(doc.get("log", line)) if isinstance(doc, dict) else line
 
 
+def aws_in(netns_path: str, env: dict[str, str], home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The host's unmodified ``aws`` CLI in a task's network namespace with only the container's AWS
+    environment: no keys, no profile, no config file (an empty HOME)."""
+    keep = {k: v for k, v in env.items() if k.startswith(("AWS_", "ECS_"))}
+    clean = {"PATH": os.environ["PATH"], "HOME": str(home), **keep}
+    if "PYENV_ROOT" in os.environ:
+        clean["PYENV_ROOT"] = os.environ["PYENV_ROOT"]
+    return subprocess.run(
+        ["nsenter", f"--net={netns_path}", "aws", *args, "--output", "json"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def register_meta(server: RootServer) -> None:
+    iam = server.client("iam")
+    iam.create_role(RoleName="app", AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))
+    iam.put_role_policy(RoleName="app", PolicyName="list", PolicyDocument=json.dumps(LIST_CLUSTERS_ONLY))
     server.client("ecs").register_task_definition(
         family="meta",
         networkMode="awsvpc",
@@ -167,7 +201,7 @@ def test_metadata_credentials_and_api_from_inside_tasks(server: RootServer) -> N
         assert meta["Containers"][0]["DockerId"] == task["containers"][0]["runtimeId"]
         creds = json.loads(second)
         assert creds["RoleArn"] == ROLE and creds["AccessKeyId"].startswith("ASIA")
-        assert creds["Token"] == f"token-{task_id}" and creds["Expiration"].endswith("Z")
+        assert creds["Token"] and creds["Expiration"].endswith("Z")  # an STS session, ISO 8601
         docs.append((task_id, container_env(state, task_id, "app"), meta))
 
     (a_id, a_env, _), (b_id, _, _) = docs
@@ -193,6 +227,24 @@ def test_metadata_credentials_and_api_from_inside_tasks(server: RootServer) -> N
     a_runtime_id = next(t for t in tasks if t["taskArn"].endswith(a_id))["containers"][0]["runtimeId"]
     assert tstatus == 200 and list(json.loads(tbody)) == [a_runtime_id]
     assert hstatus == 200  # taskvpc's API through 169.254.170.2:<port>, though the group allows no egress
+
+    # the unmodified aws CLI in A's namespace, with A's container environment only
+    home = server.state_dir / "empty-home"
+    home.mkdir()
+    who = aws_in(a_ns, a_env, home, "sts", "get-caller-identity")
+    assert who.returncode == 0, who.stderr
+    assert json.loads(who.stdout)["Arn"] == f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/app/{a_id}"
+    listed = aws_in(a_ns, a_env, home, "ecs", "list-clusters")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["clusterArns"] == [f"arn:aws:ecs:us-east-1:{ACCOUNT_ID}:cluster/default"]
+    refused = aws_in(a_ns, a_env, home, "ecs", "create-cluster", "--cluster-name", "x")
+    assert refused.returncode != 0
+    assert (
+        "An error occurred (AccessDeniedException) when calling the CreateCluster operation: User: "
+        f"arn:aws:sts::{ACCOUNT_ID}:assumed-role/app/{a_id} is not authorized to perform: ecs:CreateCluster "
+        f"on resource: arn:aws:ecs:us-east-1:{ACCOUNT_ID}:cluster/x because no identity-based policy allows "
+        "the ecs:CreateCluster action"
+    ) in refused.stderr
 
     # from B's namespace: A's credentials and A's metadata are not B's
     (cstatus, cbody), (mstatus, _) = probe(b_ns, a_creds, f"{a_meta}/task")
