@@ -21,9 +21,10 @@ What it registers (docs/agent-api.md ``register``):
   files are S3 objects, and there is no S3 here (the engine reads an absolute host path instead; an
   operator who wants that puts the attribute on the instance with PutAttributes). ``runc`` adds 1.19,
   ``privileged-container`` and ``docker-plugin.local`` (docker volumes with the local driver). With real
-  networks (the task endpoints at 169.254.170.2, ``taskmeta_server``): ``task-iam-role`` and
-  ``execution-role-ecr-pull`` (the control plane drops them while it has no credential vendor). Left
-  out on purpose: other ``execution-role-*``, ``ecr-auth``, ``logging-driver.awslogs`` and
+  networks (the task endpoints at 169.254.170.2, ``taskmeta_server``): ``task-iam-role`` (the control
+  plane drops it when its credential vendor is switched off). Left out on purpose: ``execution-role-*``
+  (no execution-role credentials are used: images come from the local store, logs stay on the host),
+  ``ecr-auth``, ``logging-driver.awslogs`` and
   other log drivers, secrets, private registry authentication, EFS/FSx, FireLens, App Mesh,
   ``docker-remote-api`` 1.24 (sysctls) and 1.28;
 * with ``runc``, the examples' image (``busybox:latest``, also tagged as ECR Public's busybox) made from
@@ -134,10 +135,7 @@ FARGATE_CAPACITY_ENV = "TASKVPC_FARGATE_CAPACITY"
 
 # What the agent's endpoints at 169.254.170.2 add (taskmeta_server): task role credentials. The control
 # plane keeps them from placement while it has no credential vendor (control/task_credentials.py).
-TASK_ROLE_CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
-    _C + "task-iam-role",
-    _E + "execution-role-ecr-pull",
-)
+TASK_ROLE_CAPABILITY_ATTRIBUTES: tuple[str, ...] = (_C + "task-iam-role",)
 
 
 def attributes(

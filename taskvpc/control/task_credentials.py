@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 REFRESH_BEFORE = timedelta(minutes=30)
 RETRY_REFUSED = 60.0  # seconds before a refused task is asked for again (not on every answer)
 VENDOR_ENV = "TASKVPC_TASK_CREDENTIAL_VENDOR"
-ROLE_CAPABILITIES = ("com.amazonaws.ecs.capability.task-iam-role", "ecs.capability.execution-role-ecr-pull")
+ROLE_CAPABILITIES = ("com.amazonaws.ecs.capability.task-iam-role",)
 _PENDING = "taskvpc_task_credentials_pending"  # conn.info key: vended in a transaction not yet committed
 
 

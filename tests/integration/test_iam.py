@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -13,6 +13,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from taskvpc.control import task_credentials
 from taskvpc.control.sts import vend_task_credentials
 from tests.integration.server import ACCOUNT_ID, REGION, InProcessServer, aws_error
 
@@ -520,7 +521,7 @@ def _role_for_tasks(api: InProcessServer, name: str, policy: dict[str, Any]) -> 
 
 
 def test_a_running_tasks_answer_carries_sts_credentials_that_act_as_the_task(
-    api: InProcessServer, agents: Any
+    api: InProcessServer, agents: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """STS is the default vendor: the desired-state answer (which holds the write transaction) vends on
     its own connection - on SQLite a second transaction would wait for it - and the credentials it sends
@@ -553,6 +554,15 @@ def test_a_running_tasks_answer_carries_sts_credentials_that_act_as_the_task(
         _client(api, "ecs", *keys).create_cluster(clusterName="x")
     cluster = f"arn:aws:ecs:{REGION}:{ACCOUNT_ID}:cluster/x"
     assert aws_error(raised) == ("AccessDeniedException", _denied("ecs:CreateCluster", cluster, who), 400)
+
+    # near expiry (here: the refresh window made longer than the session), the next answer carries a
+    # new session of the same task; the old one stays valid until its own expiry
+    monkeypatch.setattr(task_credentials, "REFRESH_BEFORE", timedelta(hours=7))
+    [rotated] = [c for c in agent.poll(after=-1)["credentials"] if c["taskArn"] == arn]
+    assert rotated["accessKeyId"] != creds["accessKeyId"] and rotated["roleArn"] == role
+    fresh = (rotated["accessKeyId"], rotated["secretAccessKey"], rotated["sessionToken"])
+    assert _client(api, "sts", *fresh).get_caller_identity()["Arn"] == who
+    assert _client(api, "sts", *keys).get_caller_identity()["Arn"] == who
 
 
 def test_a_role_ecs_cannot_assume_gives_no_credentials_and_spoils_no_answer(
