@@ -134,7 +134,7 @@ FARGATE_CAPACITY_ENV = "TASKVPC_FARGATE_CAPACITY"
 
 
 # What the agent's endpoints at 169.254.170.2 add (taskmeta_server): task role credentials. The control
-# plane keeps them from placement while it has no credential vendor (control/task_credentials.py).
+# plane drops it at registration when its credential vendor is switched off (control/task_credentials.py).
 TASK_ROLE_CAPABILITY_ATTRIBUTES: tuple[str, ...] = (_C + "task-iam-role",)
 
 

@@ -6,7 +6,8 @@ where ``resource_arn`` computes it - ECS cluster operations, IAM users/roles/pol
 Path, or ``/``: an existing entity's path is not looked up), sts:AssumeRole, EC2 operations on one VPC,
 subnet or security group - and ``*`` for every other operation (list and
 describe calls, and operations whose ARN is not computed yet). ECS also checks ``iam:PassRole`` for the
-roles a task definition names, when it is registered and when it is launched (``passed_roles``). Denials answer in each protocol's shape with AWS's wording.
+roles a task definition names, when it is registered and when it is launched (``passed_roles``).
+Denials answer in each protocol's shape with AWS's wording.
 """
 
 from __future__ import annotations
