@@ -36,6 +36,7 @@ from taskvpc.store.db import Database, wipe
 from taskvpc.wire import auth_errors, json11, presigned_json, sigv4
 from taskvpc.wire.http import HttpRequest, HttpResponse
 from taskvpc.wire.protocols import guess_protocol, unserved_error
+from taskvpc.wire.validate import coral_message, validate
 
 log = logging.getLogger("taskvpc.api")
 
@@ -134,10 +135,7 @@ class ControlPlane:
 
         def lookup(access_key_id: str) -> Credential | None:
             # One store read per request for the key and what its principal is granted.
-            if self.iam is not None:
-                found.append(self.iam.lookup(access_key_id))
-            else:
-                found.append((self.credentials.resolve(access_key_id), None))
+            found.append(self.lookup(access_key_id))
             return found[-1][0]
 
         try:
@@ -170,29 +168,67 @@ class ControlPlane:
             operation_name, params = codec.decode(spec, request)
             principal = credential.principal if credential is not None else None
             ctx = self.context(identity.region, now, request_id, principal)
-            if grants is not None and not grants.unrestricted:
-                # Every non-root principal's request is evaluated against its policies here, once, for
-                # every service (the manifest's signing name is the IAM action prefix).
-                manifest = service.manifest
-                authorize(ctx, grants, manifest.signing_name, manifest.protocol, operation_name, params)
-            handler = service.manifest.handlers.get(operation_name)
-            if handler is None:
-                raise ClientError(
-                    "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
-                )
-            if service.manifest.regional:
-                await self.prepare(ctx)
-            if self.inline:
-                result = handler(ctx, params)
-            else:
-                result = await asyncio.to_thread(handler, ctx, params)
-            self.notifier.wake(ctx.notify)
+            result = await self._dispatch(service, operation_name, params, ctx, grants)
             return codec.encode_result(spec, operation_name, result, request_id)
         except ClientError as error:
             return codec.encode_error(spec, error, request_id)
         except Exception:
             log.exception("internal error", extra={"request_id": request_id})
             return codec.encode_server_error(spec, request_id)
+
+    async def _dispatch(
+        self,
+        service: ServedService,
+        operation_name: str,
+        params: dict[str, Any],
+        ctx: RequestContext,
+        grants: Grants | None,
+    ) -> dict[str, Any]:
+        """An authenticated, decoded call: IAM, the use case, then the agents it concerns are woken."""
+        if grants is not None and not grants.unrestricted:
+            # Every non-root principal's request is evaluated against its policies here, once, for
+            # every service (the manifest's signing name is the IAM action prefix).
+            manifest = service.manifest
+            authorize(ctx, grants, manifest.signing_name, manifest.protocol, operation_name, params)
+        handler = service.manifest.handlers.get(operation_name)
+        if handler is None:
+            raise ClientError(
+                "NotImplemented", f"taskvpc does not implement the {operation_name} operation yet.", 501
+            )
+        if service.manifest.regional:
+            await self.prepare(ctx)
+        if self.inline:
+            result = handler(ctx, params)
+        else:
+            result = await asyncio.to_thread(handler, ctx, params)
+        self.notifier.wake(ctx.notify)
+        return result
+
+    def lookup(self, access_key_id: str) -> tuple[Credential | None, Grants | None]:
+        """An access key's credential and what its principal is granted (None, None: nobody's key)."""
+        if self.iam is not None:
+            return self.iam.lookup(access_key_id)
+        return self.credentials.resolve(access_key_id), None
+
+    async def invoke(
+        self, signing_name: str, operation_name: str, params: dict[str, Any], access_key_id: str, region: str
+    ) -> dict[str, Any]:
+        """One operation as the holder of ``access_key_id``, for a caller that authenticated the key itself
+        (the console's session): the same validation, IAM evaluation and use case as a SigV4 request.
+        Raises ClientError as the use case does."""
+        credential, grants = self.lookup(access_key_id)
+        if credential is None:
+            raise ClientError(
+                "UnrecognizedClientException", "The security token included in the request is invalid.", 403
+            )
+        service = self.services[signing_name]
+        operation = service.spec.operations.get(operation_name)
+        if operation is None:
+            raise ClientError("InvalidAction", f"The action {operation_name} is not valid.", 400)
+        if operation.input is not None and (problems := validate(operation.input, params)):
+            raise ClientError("ValidationException", coral_message(problems), 400)
+        ctx = self.context(region, self.clock(), None, credential.principal)
+        return await self._dispatch(service, operation_name, params, ctx, grants)
 
     def _route(
         self, request: HttpRequest, scope: sigv4.CredentialScope | None

@@ -9,6 +9,7 @@ from typing import Any
 from taskvpc.api.agent_api import PREFIX as AGENT_PREFIX, AgentApi
 from taskvpc.api.app import ControlPlane
 from taskvpc.api.limits import body_limit
+from taskvpc.console import PREFIX as CONSOLE_PREFIX, Console, wants_console
 from taskvpc.control.reconcile import Runner
 from taskvpc.wire.http import HttpRequest, HttpResponse
 
@@ -24,9 +25,12 @@ _TOO_LARGE = HttpResponse(
 
 
 class Application:
-    def __init__(self, control_plane: ControlPlane, reconcilers: Runner | None = None) -> None:
+    def __init__(
+        self, control_plane: ControlPlane, reconcilers: Runner | None = None, region: str = "us-east-1"
+    ) -> None:
         self.control_plane = control_plane
         self.agent_api = AgentApi(control_plane)
+        self.console = Console(control_plane, region)  # the web console acts in ``region``
         self.reconcilers = reconcilers  # started and stopped with the server (the ASGI lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -37,6 +41,13 @@ class Application:
             return
         headers = _headers(scope)
         path = _path(scope)
+        if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/"):
+            await self.console(scope, receive, send)  # it streams (SSE), so it reads its own body
+            return
+        query_string = scope.get("query_string", b"").decode("latin-1")
+        if wants_console(scope["method"], path, headers, query_string):  # a person's browser at /
+            await _write_response(send, HttpResponse(303, b"", [("location", CONSOLE_PREFIX + "/")]))
+            return
         limit = body_limit(path, headers)
         declared = headers.get("content-length", "0")
         if not declared.isdigit() or len(declared) > 12 or int(declared) > limit:
@@ -52,7 +63,7 @@ class Application:
         request = HttpRequest(
             method=scope["method"],
             path=path,
-            query_string=scope.get("query_string", b"").decode("latin-1"),
+            query_string=query_string,
             headers=headers,
             body=body,
         )

@@ -262,7 +262,9 @@ def run(args: argparse.Namespace) -> int:
         attachment_timeout=args.attachment_timeout,
     )
     app = Application(
-        control_plane, reconcile.build_runner(database, control_plane.context, reconcile_settings)
+        control_plane,
+        reconcile.build_runner(database, control_plane.context, reconcile_settings),
+        region=args.region,
     )
     agent = None
     if not args.no_agent and not with_agent:
