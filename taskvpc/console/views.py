@@ -8,7 +8,6 @@ runs on whatever a form produces (the console sends it through the same dispatch
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,17 +157,10 @@ def parse_port_mappings(text: str) -> list[Doc]:
     return mappings
 
 
-def _words(text: str, label: str) -> list[str]:
-    """A command or entry point: comma-separated as in the AWS console, or shell words when no comma."""
-    text = text.strip()
-    if not text:
-        return []
-    if "," in text:
-        return [part.strip() for part in text.split(",") if part.strip()]
-    try:
-        return shlex.split(text)
-    except ValueError as error:
-        raise FormError(f"{label}: {error}.") from None
+def _words(text: str) -> list[str]:
+    """A command or entry point, comma-separated as the AWS console takes it (``sh,-c``); a part that
+    needs a comma of its own is written in the JSON form."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _positive(form: Mapping[str, list[str]], name: str, label: str) -> int | None:
@@ -200,10 +192,10 @@ def task_definition_from_form(form: Mapping[str, list[str]], region: str) -> Doc
     mappings = parse_port_mappings(_one(form, "portMappings"))
     if mappings:
         container["portMappings"] = mappings
-    entry_point = _words(_one(form, "entryPoint"), "Entry point")
+    entry_point = _words(_one(form, "entryPoint"))
     if entry_point:
         container["entryPoint"] = entry_point
-    command = _words(_one(form, "command"), "Command")
+    command = _words(_one(form, "command"))
     if command:
         container["command"] = command
     log_group = _one(form, "logGroup")

@@ -40,8 +40,13 @@ class Browser:
     def origin(self) -> str:
         return f"http://{self.transport.host}"
 
-    def request(self, method: str, path: str, form: dict[str, str | list[str]] | None = None,
-                headers: dict[str, str] | None = None) -> Page:
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str | list[str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Page:
         sent = {"accept": "text/html", **(headers or {})}
         if self.cookies:
             sent["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
@@ -64,8 +69,15 @@ class Browser:
     def get(self, path: str) -> Page:
         return self.request("GET", path)
 
-    def post(self, path: str, form: dict[str, str | list[str]], *, origin: str | None = "",
-             csrf: str | None = "", headers: dict[str, str] | None = None) -> Page:
+    def post(
+        self,
+        path: str,
+        form: dict[str, str | list[str]],
+        *,
+        origin: str | None = "",
+        csrf: str | None = "",
+        headers: dict[str, str] | None = None,
+    ) -> Page:
         """A form POST as the console's page sends it: its Origin and the session's CSRF token, unless a
         test passes None (left out) or another value."""
         sent = dict(headers or {})
