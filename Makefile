@@ -19,7 +19,8 @@ MAKEFLAGS += --no-print-directory
 #   busybox-static  httpd and sh for the examples: the agent makes the image busybox:latest from it
 #   skopeo      `taskvpc image pull` fetches images from registries (layers are unpacked in Python, so
 #               no umoci: the store applies OCI whiteouts itself and caches layers by digest)
-DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo haproxy
+#   chromium    the console's browser tests (Playwright drives it by executable_path; no browser download)
+DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo haproxy chromium
 
 PYTHON ?= python3
 VENV   := .venv

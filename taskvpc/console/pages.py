@@ -71,7 +71,7 @@ async def _cluster_tasks(console: Console, user: User, cluster: str) -> list[vie
     if not arns:
         return []
     answer = await console.call(user, "ecs", "DescribeTasks", {"cluster": cluster, "tasks": arns[:100]})
-    tasks = sorted(answer["tasks"], key=lambda t: str(t.get("createdAt", "")), reverse=True)
+    tasks = sorted(answer["tasks"], key=lambda t: float(t.get("createdAt") or 0), reverse=True)
     return [views.task_view(task) for task in tasks]
 
 
@@ -229,6 +229,49 @@ async def stop_task(console: Console, request: Request, user: User, match: re.Ma
     except ClientError as error:
         return console.error_page(request, user, error)
     return _back(request, f"/clusters/{quote(match['cluster'])}/tasks/{match['task']}")
+
+
+# ---- services ----------------------------------------------------------------------------------------
+
+
+async def _service_panel(console: Console, user: User, cluster: str, name: str) -> str:
+    try:
+        answer = await console.call(user, "ecs", "DescribeServices", {"cluster": cluster, "services": [name]})
+        if not answer["services"]:
+            raise ClientError("ServiceNotFoundException", f"Service {name} not found.", 400)
+        service = answer["services"][0]
+        arns = (
+            await console.call(
+                user, "ecs", "ListTasks", {"cluster": cluster, "serviceName": name, "maxResults": 100}
+            )
+        )["taskArns"]
+        tasks: list[views.TaskView] = []
+        if arns:
+            described = await console.call(user, "ecs", "DescribeTasks", {"cluster": cluster, "tasks": arns})
+            tasks = [views.task_view(t) for t in described["tasks"]]
+    except ClientError as error:
+        return console.fragment("_message.html", message=f"{error.code}: {error.message}")
+    return console.fragment(
+        "_service.html", service=views.service_view(service), tasks=tasks, cluster=cluster
+    )
+
+
+async def service(console: Console, request: Request, user: User, match: re.Match[str]) -> Response:
+    panel = await _service_panel(console, user, match["cluster"], match["service"])
+    return console.page(
+        request, user, "service.html", cluster=match["cluster"], name=match["service"], panel=panel
+    )
+
+
+async def service_events(
+    console: Console, request: Request, user: User, match: re.Match[str]
+) -> Response | None:
+    async def render() -> str:
+        return await _service_panel(console, user, match["cluster"], match["service"])
+
+    assert request.send is not None and request.receive is not None
+    await event_stream(request.send, request.receive, render, "service", stopping=lambda: console.stopping)
+    return None
 
 
 # ---- task definitions ------------------------------------------------------------------------------
@@ -394,6 +437,7 @@ async def revoke_ingress(console: Console, request: Request, user: User, match: 
 
 _CLUSTER = r"/clusters/(?P<cluster>[A-Za-z0-9_-]{1,255})"
 _TASK = _CLUSTER + r"/tasks/(?P<task>[0-9a-f]{32})"
+_SERVICE = _CLUSTER + r"/services/(?P<service>[A-Za-z0-9_-]{1,255})"
 _FAMILY = r"/task-definitions/(?P<family>[A-Za-z0-9_-]{1,255})"
 _GROUP = r"/security-groups/(?P<group>sg-[0-9a-f]{1,17})"
 
@@ -405,6 +449,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Page]] = [
         ("GET", _CLUSTER, cluster),
         ("GET", _CLUSTER + r"/tasks/events", cluster_tasks_events),
         ("GET", _CLUSTER + r"/run-task", run_task_form),
+        ("GET", _SERVICE, service),
+        ("GET", _SERVICE + r"/events", service_events),
         ("POST", _CLUSTER + r"/run-task", run_task),
         ("GET", _TASK, task),
         ("GET", _TASK + r"/events", task_events),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 Doc = dict[str, Any]
@@ -17,6 +18,13 @@ Doc = dict[str, Any]
 NETWORK_MODES = ("awsvpc", "bridge", "host", "none")
 LAUNCH_TYPES = ("EC2", "FARGATE", "EXTERNAL")
 PROTOCOLS = ("tcp", "udp", "icmp", "-1")
+
+
+def format_time(value: Any) -> str:
+    """A use case's timestamp (epoch seconds, as the codecs take them) as UTC text; others as given."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "" if value is None else str(value)
 
 
 class FormError(ValueError):
@@ -104,6 +112,75 @@ def task_view(task: Mapping[str, Any], security_groups: tuple[str, ...] = ()) ->
         attachment_status=attachment_status,
         containers=containers,
         security_groups=security_groups,
+    )
+
+
+# ---- services ------------------------------------------------------------------------------------------
+
+MAX_EVENTS = 100  # the AWS console's Events tab shows the 100 newest
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentRow:
+    deployment_id: str
+    status: str
+    rollout_state: str
+    task_definition: str
+    desired: int
+    running: int
+    pending: int
+    failed: int
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    name: str
+    status: str
+    task_definition: str
+    desired: int
+    running: int
+    pending: int
+    launch_type: str
+    deployments: tuple[DeploymentRow, ...]
+    events: tuple[tuple[str, str], ...]  # (createdAt, message), newest first
+    load_balancers: tuple[str, ...]
+
+
+def service_view(service: Mapping[str, Any]) -> ServiceView:
+    """A DescribeServices service as its page shows it."""
+    deployments = tuple(
+        DeploymentRow(
+            deployment_id=str(d.get("id", "")),
+            status=str(d.get("status", "")),
+            rollout_state=str(d.get("rolloutState", "")),
+            task_definition=family_revision(str(d.get("taskDefinition", ""))),
+            desired=int(d.get("desiredCount", 0)),
+            running=int(d.get("runningCount", 0)),
+            pending=int(d.get("pendingCount", 0)),
+            failed=int(d.get("failedTasks", 0)),
+            updated_at=format_time(d.get("updatedAt")),
+        )
+        for d in service.get("deployments", [])
+    )
+    newest = sorted(service.get("events", []), key=lambda e: _sortable(e.get("createdAt")), reverse=True)
+    events = [(format_time(e.get("createdAt")), str(e.get("message", ""))) for e in newest[:MAX_EVENTS]]
+    balancers = tuple(
+        f"{lb.get('targetGroupArn', lb.get('loadBalancerName', ''))} → "
+        f"{lb.get('containerName', '')}:{lb.get('containerPort', '')}"
+        for lb in service.get("loadBalancers", [])
+    )
+    return ServiceView(
+        name=str(service.get("serviceName", "")),
+        status=str(service.get("status", "")),
+        task_definition=family_revision(str(service.get("taskDefinition", ""))),
+        desired=int(service.get("desiredCount", 0)),
+        running=int(service.get("runningCount", 0)),
+        pending=int(service.get("pendingCount", 0)),
+        launch_type=str(service.get("launchType", "")),
+        deployments=deployments,
+        events=tuple(events),
+        load_balancers=balancers,
     )
 
 
@@ -341,6 +418,10 @@ def revoke_permission(text: str) -> Doc:
     if not isinstance(doc, dict) or "IpProtocol" not in doc:
         raise FormError("That rule could not be read; reload the page.")
     return doc
+
+
+def _sortable(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _one(form: Mapping[str, list[str]], name: str) -> str:

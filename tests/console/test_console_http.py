@@ -236,3 +236,15 @@ def test_pages_answer_for_unknown_resources_without_a_server_error(signed_in: Br
         page = signed_in.get(path)
         assert 400 <= page.status < 500, (path, page.status)
         assert 'role="alert"' in page.text
+
+
+def test_service_page_shows_deployments_and_events(signed_in: Browser, server: InProcessServer) -> None:
+    ecs = server.client("ecs")
+    ecs.create_cluster(clusterName="c1")
+    ecs.register_task_definition(family="w", containerDefinitions=[{"name": "a", "image": "i", "memory": 64}])
+    deployment = ecs.create_service(cluster="c1", serviceName="svc", taskDefinition="w", desiredCount=1)
+    assert 'href="/console/clusters/c1/services/svc"' in signed_in.get("/console/clusters/c1").text
+    page = signed_in.get("/console/clusters/c1/services/svc")
+    assert page.status == 200
+    assert deployment["service"]["deployments"][0]["id"] in page.text
+    assert "PRIMARY" in page.text and 'sse-connect="/console/clusters/c1/services/svc/events"' in page.text

@@ -254,3 +254,33 @@ def test_cookie_flags_and_origin_rules() -> None:
     session = sessions.Session("k", "token", 0)
     assert sessions.csrf_matches(session, "token")
     assert not sessions.csrf_matches(session, "other") and not sessions.csrf_matches(session, None)
+
+
+def test_service_view_newest_events_first_and_times_in_utc() -> None:
+    service = {
+        "serviceName": "svc",
+        "status": "ACTIVE",
+        "taskDefinition": "arn:aws:ecs:us-east-1:1:task-definition/w:2",
+        "desiredCount": 2,
+        "runningCount": 1,
+        "pendingCount": 1,
+        "deployments": [
+            {
+                "id": "ecs-svc/1",
+                "status": "PRIMARY",
+                "rolloutState": "IN_PROGRESS",
+                "taskDefinition": "arn:aws:ecs:us-east-1:1:task-definition/w:2",
+                "desiredCount": 2,
+                "runningCount": 1,
+                "pendingCount": 1,
+                "updatedAt": 0,
+            },
+        ],
+        "events": [{"createdAt": float(i), "message": f"m{i}"} for i in range(150)],
+    }
+    view = views.service_view(service)
+    assert (view.task_definition, view.desired, view.running) == ("w:2", 2, 1)
+    [deployment] = view.deployments
+    assert (deployment.rollout_state, deployment.updated_at) == ("IN_PROGRESS", "1970-01-01 00:00:00 UTC")
+    assert len(view.events) == views.MAX_EVENTS
+    assert view.events[0][1] == "m149" and view.events[-1][1] == "m50"
