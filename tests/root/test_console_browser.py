@@ -5,7 +5,9 @@ One test walks it in order, as a user would: sign in (a wrong secret first), cre
 form (equal to DescribeTaskDefinition), run it and watch it reach RUNNING without a reload (its ENI, IP,
 MAC and subnet equal DescribeTasks), open a port in the rule editor (curl from the host then answers) and
 remove it again (curl fails), stop the task and watch STOPPED arrive. Throughout, the page logs no
-console error and requests nothing outside loopback. Screenshots land in docs/console/.
+console error and requests nothing outside loopback. Screenshots go to the test's temporary directory,
+or to the directory TASKVPC_CONSOLE_SCREENSHOTS names (`TASKVPC_CONSOLE_SCREENSHOTS=docs/console`
+refreshes the README's).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ FLAGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SHOTS = REPO / "docs" / "console"
 PORT = 8080
 COMMAND = f"mkdir -p /www && echo console-ok > /www/index.html && exec busybox httpd -f -p {PORT} -h /www"
 
@@ -75,9 +76,16 @@ def browser_page() -> Iterator[tuple[Any, list[str], list[str]]]:
             browser.close()
 
 
-def _shot(page: Any, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+@pytest.fixture()
+def shots(tmp_path: Path) -> Path:
+    named = os.environ.get("TASKVPC_CONSOLE_SCREENSHOTS")
+    folder = (REPO / named) if named else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _shot(page: Any, folder: Path, name: str) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 def _curl(url: str) -> str | None:
@@ -113,7 +121,7 @@ def _local_subnet(server: RootServer) -> str:
 
 
 def test_the_seeds_flow_in_a_real_browser(
-    root_server: RootServer, browser_page: tuple[Any, list[str], list[str]]
+    root_server: RootServer, browser_page: tuple[Any, list[str], list[str]], shots: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -131,14 +139,14 @@ def test_the_seeds_flow_in_a_real_browser(
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("not right")
     assert page.context.cookies() == []
-    _shot(page, "signin")
+    _shot(page, shots, "signin")
     page.get_by_label("Secret access key").fill(SECRET_ACCESS_KEY)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Clusters")).to_be_visible()
     [cookie] = page.context.cookies()
     assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/console")
     assert page.evaluate("document.cookie") == ""  # script cannot read the session
-    _shot(page, "clusters")
+    _shot(page, shots, "clusters")
 
     # ---- a task definition by form, equal to DescribeTaskDefinition ---------------------------------
     page.get_by_role("link", name="Task definitions").click()
@@ -151,7 +159,7 @@ def test_the_seeds_flow_in_a_real_browser(
     page.get_by_label("Port mappings").fill(f"{PORT}/tcp")
     page.get_by_label("Entry point").fill("sh,-c")
     page.get_by_label("Command").fill(COMMAND)
-    _shot(page, "task-definition-form")
+    _shot(page, shots, "task-definition-form")
     page.get_by_role("button", name="Create", exact=True).click()
     expect(page.get_by_role("heading", name="console-web:1")).to_be_visible()
     td = ecs.describe_task_definition(taskDefinition="console-web:1")["taskDefinition"]
@@ -164,14 +172,14 @@ def test_the_seeds_flow_in_a_real_browser(
     )
     assert container["portMappings"] == [{"containerPort": PORT, "hostPort": PORT, "protocol": "tcp"}]
     assert (container["entryPoint"], container["command"]) == (["sh", "-c"], [COMMAND])
-    _shot(page, "task-definition")
+    _shot(page, shots, "task-definition")
 
     # ---- run it; RUNNING arrives without a reload, the ENI matches DescribeTasks ----------------------
     page.get_by_role("link", name="Run task").click()
     page.get_by_label("Task definition").select_option("console-web:1")
     page.get_by_label("Subnets").select_option([subnet])
     page.get_by_label("Security groups").select_option([group])
-    _shot(page, "run-task")
+    _shot(page, shots, "run-task")
     page.get_by_role("button", name="Run task").click()
     page.wait_for_url(re.compile(r".*/console/clusters/default/tasks/[0-9a-f]{32}$"))
     task_id = page.url.rsplit("/", 1)[1]
@@ -186,7 +194,7 @@ def test_the_seeds_flow_in_a_real_browser(
     expect(page.locator("#eni-subnet")).to_have_text(details["subnetId"])
     expect(page.locator("#eni-groups")).to_have_text(group)
     assert details["subnetId"] == subnet
-    _shot(page, "task-running")
+    _shot(page, shots, "task-running")
 
     # ---- the rule editor opens the port (curl from the host answers) and closes it again -------------
     url = f"http://{details['privateIPv4Address']}:{PORT}/"
@@ -199,7 +207,7 @@ def test_the_seeds_flow_in_a_real_browser(
     remove = page.get_by_role("button", name=f"Remove tcp {PORT} from 169.254.100.1/32")
     expect(remove).to_be_visible()
     assert _until(lambda: _curl(url), timeout=10) == "console-ok\n"
-    _shot(page, "security-group")
+    _shot(page, shots, "security-group")
     remove.click()
     expect(remove).to_have_count(0)
     assert _until(lambda: _curl(url) is None, timeout=10)
@@ -213,7 +221,7 @@ def test_the_seeds_flow_in_a_real_browser(
     expect(page.locator("#last-status")).to_have_text("STOPPED", timeout=60_000)
     assert page.evaluate("window.sameDocument === true")
     expect(page.locator("#stopped-reason")).to_contain_text("Stopped in the console")
-    _shot(page, "task-stopped")
+    _shot(page, shots, "task-stopped")
 
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
@@ -221,4 +229,4 @@ def test_the_seeds_flow_in_a_real_browser(
 
     assert errors == [], f"browser console errors: {errors}"
     assert outside == [], f"requests that left loopback: {outside}"
-    assert os.path.exists(SHOTS / "task-running.png")
+    assert (shots / "task-running.png").stat().st_size > 0
