@@ -435,6 +435,56 @@ async def revoke_ingress(console: Console, request: Request, user: User, match: 
     return await _rules_response(console, request, user, match["group"], error)
 
 
+# ---- logs --------------------------------------------------------------------------------------------
+
+_LOG_EVENTS = 200  # the newest events a stream's page shows
+
+
+async def log_groups(console: Console, request: Request, user: User, match: re.Match[str]) -> Response:
+    try:
+        groups = await collect(console, user, "logs", "DescribeLogGroups", {}, "logGroups")
+    except ClientError as error:
+        return console.error_page(request, user, error)
+    return console.page(request, user, "log_groups.html", groups=groups, fmt=views.format_time)
+
+
+async def _log_tail(console: Console, user: User, group: str, stream: str) -> str:
+    params = {"logGroupName": group, "logStreamName": stream, "limit": _LOG_EVENTS, "startFromHead": False}
+    try:
+        answer = await console.call(user, "logs", "GetLogEvents", params)
+    except ClientError as error:
+        return console.fragment("_message.html", message=f"{error.code}: {error.message}")
+    lines = [(views.format_time(e["timestamp"] / 1000), e["message"]) for e in answer.get("events", [])]
+    return console.fragment("_log_lines.html", lines=lines)
+
+
+async def log_group(console: Console, request: Request, user: User, match: re.Match[str]) -> Response:
+    group = match["group"]
+    stream = request.query.get("stream", [""])[0]
+    try:
+        if stream:
+            tail = await _log_tail(console, user, group, stream)
+            return console.page(request, user, "log_stream.html", group=group, stream=stream, tail=tail)
+        params = {"logGroupName": group, "orderBy": "LastEventTime", "descending": True}
+        streams = await collect(console, user, "logs", "DescribeLogStreams", params, "logStreams")
+    except ClientError as error:
+        return console.error_page(request, user, error)
+    return console.page(request, user, "log_group.html", group=group, streams=streams, fmt=views.format_time)
+
+
+async def log_stream_events(
+    console: Console, request: Request, user: User, match: re.Match[str]
+) -> Response | None:
+    stream = request.query.get("stream", [""])[0]
+
+    async def render() -> str:
+        return await _log_tail(console, user, match["group"], stream)
+
+    assert request.send is not None and request.receive is not None
+    await event_stream(request.send, request.receive, render, "log", stopping=lambda: console.stopping)
+    return None
+
+
 _CLUSTER = r"/clusters/(?P<cluster>[A-Za-z0-9_-]{1,255})"
 _TASK = _CLUSTER + r"/tasks/(?P<task>[0-9a-f]{32})"
 _SERVICE = _CLUSTER + r"/services/(?P<service>[A-Za-z0-9_-]{1,255})"
@@ -465,5 +515,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Page]] = [
         ("GET", _GROUP, security_group),
         ("POST", _GROUP + r"/ingress", authorize_ingress),
         ("POST", _GROUP + r"/ingress/revoke", revoke_ingress),
+        ("GET", r"/log-groups", log_groups),
+        ("GET", r"/log-events/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_stream_events),
+        ("GET", r"/log-groups/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_group),
     ]
 ]

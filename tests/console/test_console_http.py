@@ -248,3 +248,25 @@ def test_service_page_shows_deployments_and_events(signed_in: Browser, server: I
     assert page.status == 200
     assert deployment["service"]["deployments"][0]["id"] in page.text
     assert "PRIMARY" in page.text and 'sse-connect="/console/clusters/c1/services/svc/events"' in page.text
+
+
+def test_log_groups_streams_and_events(signed_in: Browser, server: InProcessServer) -> None:
+    logs = server.client("logs")
+    logs.create_log_group(logGroupName="/ecs/web")
+    logs.create_log_stream(logGroupName="/ecs/web", logStreamName="web/app/abc")
+    import time
+
+    now = int(time.time() * 1000)
+    logs.put_log_events(
+        logGroupName="/ecs/web",
+        logStreamName="web/app/abc",
+        logEvents=[{"timestamp": now, "message": "hello <from> the task"}],
+    )
+    assert 'href="/console/log-groups//ecs/web"' in signed_in.get("/console/log-groups").text
+    group = signed_in.get("/console/log-groups//ecs/web")
+    assert group.status == 200 and "web/app/abc" in group.text
+    stream = signed_in.get("/console/log-groups//ecs/web?stream=web/app/abc")
+    assert stream.status == 200 and "hello &lt;from&gt; the task" in stream.text
+    assert 'sse-connect="/console/log-events//ecs/web?stream=web/app/abc"' in stream.text
+    missing = signed_in.get("/console/log-groups//ecs/none")
+    assert missing.status == 400 and "ResourceNotFoundException" in missing.text
