@@ -199,6 +199,8 @@ class Console:
             request, user, "error.html", status=error.http_status, title=error.code, message=error.message
         )
 
-    @property
-    def stopping(self) -> bool:
-        return self.control_plane.notifier.closing
+    def stream_ends(self, user: User) -> Callable[[], bool]:
+        """When a page's live stream ends: the server is stopping or the session ran out (a deleted key
+        ends it sooner: its next call is refused)."""
+        ends_at = user.session.issued_at + sessions.MAX_AGE
+        return lambda: self.control_plane.notifier.closing or self.control_plane.clock() >= ends_at

@@ -81,7 +81,7 @@ async def cluster_tasks_events(
         return console.fragment("_tasks.html", tasks=tasks, cluster=name)
 
     assert request.send is not None and request.receive is not None
-    await event_stream(request.send, request.receive, render, "tasks", stopping=lambda: console.stopping)
+    await event_stream(request.send, request.receive, render, "tasks", stopping=console.stream_ends(user))
     return None
 
 
@@ -191,7 +191,7 @@ async def task_events(
         return console.fragment("_task.html", task=view, cluster=match["cluster"], user=user)
 
     assert request.send is not None and request.receive is not None
-    await event_stream(request.send, request.receive, render, "task", stopping=lambda: console.stopping)
+    await event_stream(request.send, request.receive, render, "task", stopping=console.stream_ends(user))
     return None
 
 
@@ -243,5 +243,5 @@ async def service_events(
         return await _service_panel(console, user, match["cluster"], match["service"])
 
     assert request.send is not None and request.receive is not None
-    await event_stream(request.send, request.receive, render, "service", stopping=lambda: console.stopping)
+    await event_stream(request.send, request.receive, render, "service", stopping=console.stream_ends(user))
     return None

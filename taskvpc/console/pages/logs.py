@@ -56,5 +56,5 @@ async def log_stream_events(
         return await _log_tail(console, user, match["group"], stream)
 
     assert request.send is not None and request.receive is not None
-    await event_stream(request.send, request.receive, render, "log", stopping=lambda: console.stopping)
+    await event_stream(request.send, request.receive, render, "log", stopping=console.stream_ends(user))
     return None
