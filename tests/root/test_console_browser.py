@@ -23,25 +23,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.console.chromium import browser_context
 from tests.integration.server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 from tests.root.upserver import REPO, RootServer
 
 pytestmark = [pytest.mark.root]
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Measured to work here (shared/reference/console-notes.md): headless without the sandbox (root), no
-# background traffic of the browser's own.
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 PORT = 8080
 COMMAND = f"mkdir -p /www && echo console-ok > /www/index.html && exec busybox httpd -f -p {PORT} -h /www"
 
@@ -49,31 +36,8 @@ COMMAND = f"mkdir -p /www && echo console-ok > /www/index.html && exec busybox h
 @pytest.fixture()
 def browser_page() -> Iterator[tuple[Any, list[str], list[str]]]:
     """A fresh page, with the console errors and the non-loopback requests it made."""
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is not installed: `make setup` as root installs it (Debian package chromium)")
-    from playwright.sync_api import sync_playwright
-
-    errors: list[str] = []
-    outside: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-
-            def record(request: Any) -> None:
-                host = urlsplit(request.url).hostname or ""
-                if request.url.startswith(("http:", "https:", "ws:", "wss:")) and not host.startswith("127."):
-                    outside.append(request.url)
-
-            page.on("request", record)
-            yield page, errors, outside
-            context.close()
-        finally:
-            browser.close()
+    with browser_context() as (context, watch):
+        yield watch.page(context), watch.errors, watch.outside
 
 
 @pytest.fixture()
