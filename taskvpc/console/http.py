@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
+
+log = logging.getLogger("taskvpc.console")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -156,7 +159,11 @@ async def event_stream(
     last, last_sent = None, loop.time()
     try:
         while not gone.is_set() and not stopping():
-            html = await render()
+            try:
+                html = await render()
+            except Exception:  # the response has started: end the stream; the browser reconnects
+                log.exception("console event stream %s failed", event)
+                break
             if html != last:
                 await send(
                     {"type": "http.response.body", "body": sse_message(event, html), "more_body": True}

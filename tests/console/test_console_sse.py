@@ -87,3 +87,22 @@ def test_task_stream_through_the_application(signed_in: Browser, server: InProce
     assert sent[0]["status"] == 200
     assert sent[1]["body"].startswith(b"event: task\ndata: ")
     assert b"not found" in sent[1]["body"]
+
+
+def test_a_failing_render_ends_the_stream_instead_of_a_second_response(caplog: Any) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def render() -> str:
+        raise RuntimeError("store went away")
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    asyncio.run(asyncio.wait_for(event_stream(send, receive, render, "task"), 5))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    assert sent[-1]["more_body"] is False
+    assert "store went away" in caplog.text
