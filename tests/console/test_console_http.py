@@ -270,3 +270,19 @@ def test_log_groups_streams_and_events(signed_in: Browser, server: InProcessServ
     assert 'sse-connect="/console/log-events//ecs/web?stream=web/app/abc"' in stream.text
     missing = signed_in.get("/console/log-groups//ecs/none")
     assert missing.status == 400 and "ResourceNotFoundException" in missing.text
+
+
+def test_create_security_group_in_the_console(signed_in: Browser, server: InProcessServer) -> None:
+    ec2 = server.client("ec2")
+    [vpc] = ec2.describe_vpcs()["Vpcs"]
+    page = signed_in.post(
+        "/console/security-groups", {"name": "web", "description": "port 80", "vpc": vpc["VpcId"]}
+    )
+    assert page.status == 303
+    group_id = page.header("location").rsplit("/", 1)[1]
+    [group] = ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
+    assert (group["GroupName"], group["Description"], group["VpcId"]) == ("web", "port 80", vpc["VpcId"])
+    again = signed_in.post(
+        "/console/security-groups", {"name": "web", "description": "x", "vpc": vpc["VpcId"]}
+    )
+    assert again.status == 200 and "InvalidGroup.Duplicate" in again.text

@@ -2,7 +2,7 @@
 `taskvpc up` as root with its local agent: the seed's flow by point and click.
 
 One test walks it in order, as a user would: sign in (a wrong secret first), create a task definition by
-form (equal to DescribeTaskDefinition), run it and watch it reach RUNNING without a reload (its ENI, IP,
+form (equal to DescribeTaskDefinition), make a security group, run the task and watch it reach RUNNING without a reload (its ENI, IP,
 MAC and subnet equal DescribeTasks), open a port in the rule editor (curl from the host then answers) and
 remove it again (curl fails), stop the task and watch STOPPED arrive. Throughout, the page logs no
 console error and requests nothing outside loopback. Screenshots go to the test's temporary directory,
@@ -93,7 +93,6 @@ def test_the_seeds_flow_in_a_real_browser(
     server = root_server
     ecs, ec2 = server.client("ecs"), server.client("ec2")
     subnet = _local_subnet(server)
-    group = ec2.create_security_group(GroupName="console-web", Description="opened in the console")["GroupId"]
 
     # ---- sign-in: a browser at / lands on the sign-in page; a wrong secret is refused ------------------
     page.goto(server.endpoint + "/")
@@ -138,7 +137,19 @@ def test_the_seeds_flow_in_a_real_browser(
     assert (container["entryPoint"], container["command"]) == (["sh", "-c"], [COMMAND])
     _shot(page, shots, "task-definition")
 
+    # ---- a security group of its own, made in the console (no rules yet) -----------------------------
+    page.get_by_role("link", name="Security groups").click()
+    page.get_by_text("New security group").click()
+    page.get_by_label("Security group name").fill("console-web")
+    page.get_by_label("Description").fill("opened in the console")
+    page.get_by_role("button", name="Create security group").click()
+    page.wait_for_url(re.compile(r".*/console/security-groups/sg-[0-9a-f]+$"))
+    group = page.url.rsplit("/", 1)[1]
+    [made] = ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]
+    assert (made["GroupName"], made["IpPermissions"]) == ("console-web", [])
+
     # ---- run it; RUNNING arrives without a reload, the ENI matches DescribeTasks ----------------------
+    page.goto(f"{server.endpoint}/console/task-definitions/console-web:1")
     page.get_by_role("link", name="Run task").click()
     page.get_by_label("Task definition").select_option("console-web:1")
     page.get_by_label("Subnets").select_option([subnet])

@@ -24,7 +24,13 @@ from taskvpc.console.pages.clusters import (
     task_events,
 )
 from taskvpc.console.pages.logs import log_group, log_groups, log_stream_events
-from taskvpc.console.pages.network import authorize_ingress, revoke_ingress, security_group, security_groups
+from taskvpc.console.pages.network import (
+    authorize_ingress,
+    create_security_group,
+    revoke_ingress,
+    security_group,
+    security_groups,
+)
 from taskvpc.console.pages.task_definitions import (
     deregister_task_definition,
     new_task_definition,
@@ -61,6 +67,7 @@ ROUTES: list[tuple[str, re.Pattern[str], Page]] = [
         ("GET", _FAMILY + r":(?P<revision>[0-9]{1,9})", task_definition),
         ("POST", _FAMILY + r":(?P<revision>[0-9]{1,9})/deregister", deregister_task_definition),
         ("GET", r"/security-groups", security_groups),
+        ("POST", r"/security-groups", create_security_group),
         ("GET", _GROUP, security_group),
         ("POST", _GROUP + r"/ingress", authorize_ingress),
         ("POST", _GROUP + r"/ingress/revoke", revoke_ingress),

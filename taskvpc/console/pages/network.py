@@ -14,13 +14,37 @@ from taskvpc.domain.errors import ClientError
 # ---- security groups -----------------------------------------------------------------------------
 
 
-async def security_groups(console: Console, request: Request, user: User, match: re.Match[str]) -> Response:
+async def _groups_page(
+    console: Console, request: Request, user: User, error: str, form: dict[str, str]
+) -> Response:
     try:
         groups = await collect(console, user, "ec2", "DescribeSecurityGroups", {}, "SecurityGroups")
-    except ClientError as error:
-        return console.error_page(request, user, error)
+        vpcs = await collect(console, user, "ec2", "DescribeVpcs", {}, "Vpcs")
+    except ClientError as failure:
+        return console.error_page(request, user, failure)
     groups.sort(key=lambda g: (g["VpcId"], g["GroupName"]))
-    return console.page(request, user, "security_groups.html", groups=groups)
+    vpcs.sort(key=lambda v: (not v.get("IsDefault"), v["VpcId"]))
+    return console.page(
+        request, user, "security_groups.html", groups=groups, vpcs=vpcs, error=error, form=form
+    )
+
+
+async def security_groups(console: Console, request: Request, user: User, match: re.Match[str]) -> Response:
+    return await _groups_page(console, request, user, "", {})
+
+
+async def create_security_group(
+    console: Console, request: Request, user: User, match: re.Match[str]
+) -> Response:
+    form = {key: values[0].strip() for key, values in request.form.items() if values}
+    params = {"GroupName": form.get("name", ""), "Description": form.get("description", "")}
+    if form.get("vpc"):
+        params["VpcId"] = form["vpc"]
+    try:
+        answer = await console.call(user, "ec2", "CreateSecurityGroup", params)
+    except ClientError as failure:
+        return await _groups_page(console, request, user, f"{failure.code}: {failure.message}", form)
+    return back(request, f"/security-groups/{answer['GroupId']}")
 
 
 async def _group(console: Console, user: User, group_id: str) -> dict[str, Any]:
