@@ -47,7 +47,7 @@ def test_eight_tabs_each_hidden_in_turn_all_load_and_the_shown_one_streams_again
         tabs = []
         for _ in range(8):
             tab = watch.page(context)
-            tab.set_default_timeout(5_000)  # a tab left waiting for a connection fails here
+            tab.set_default_timeout(10_000)  # a tab left waiting for a connection fails here
             tab.goto(live_server.endpoint + "/console/clusters/default")
             expect(tab.locator("#tasks")).to_contain_text("No tasks")
             tab.evaluate(_SET_VISIBILITY, "hidden")
