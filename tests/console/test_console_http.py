@@ -99,6 +99,9 @@ def test_sign_out_ends_the_session(signed_in: Browser) -> None:
     [cookie] = page.headers_named("set-cookie")
     assert "Max-Age=0" in cookie
     assert signed_in.get("/console/clusters").status == 303
+    # A change without a session is refused before anything else is looked at.
+    form = {"family": "late", "containerName": "a", "image": "i", "containerMemory": "64", "csrf": "x"}
+    assert signed_in.post("/console/task-definitions", form, csrf=None).status == 401
 
 
 def test_task_definition_by_form_and_by_json_equal_describe(
