@@ -48,6 +48,9 @@ def main() -> None:
             if not ran["tasks"]:
                 raise SystemExit(f"placement failed: {ran['failures'][:1]}")
         task_id = ran["tasks"][0]["taskArn"].rsplit("/", 1)[1]
+        for agent in agents:  # their polls would compete for this process's one interpreter
+            agent.stop()
+        agents.clear()
         assert server.transport is not None
         browser = Browser(server.transport)
         browser.sign_in()
