@@ -184,12 +184,14 @@ class AgentClient:
         self._now = now
         self._poll = _Connection(self._host, self._port)
         self._main = _Connection(self._host, self._port)
+        self._logs = _Connection(self._host, self._port)  # log shipping never delays a task's report
         self.closed = False
 
     async def close(self) -> None:
         self.closed = True
         await self._poll.close()
         await self._main.close()
+        await self._logs.close()
 
     # ------------------------------------------------------------------------------ API
 
@@ -211,6 +213,10 @@ class AgentClient:
 
     async def report(self, instance_id: str, report: Report) -> dict[str, Any]:
         return await self._call(self._main, "POST", f"/instances/{instance_id}/report", body=report.to_wire())
+
+    async def report_logs(self, instance_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A report carrying ``logEvents`` (``agentapi/logdriver.py``), on a connection of its own."""
+        return await self._call(self._logs, "POST", f"/instances/{instance_id}/report", body=body)
 
     async def deregister(self, instance_id: str) -> dict[str, Any]:
         return await self._call(self._main, "POST", f"/instances/{instance_id}/deregister", body={})

@@ -35,6 +35,7 @@ from taskvpc.agent import netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
 from taskvpc.agent.dataplane import DataPlane as DataPlane
 from taskvpc.agent.kvlog import kv
+from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.reporter import REPORT_INTERVAL as REPORT_INTERVAL, Reporter as Reporter
 from taskvpc.agent.runtime import (
     ContainerHandle,
@@ -219,7 +220,8 @@ class TaskWorker:
     def resources(self) -> TaskResources:
         """The task's resources (taskresource.py), made the first time they are needed."""
         if self._resources is None:
-            ctx = ResourceContext(self.desired, self.engine.network, self.engine.runtime.state_dir)
+            engine = self.engine
+            ctx = ResourceContext(self.desired, engine.network, engine.runtime.state_dir, engine.logs)
             self._resources = TaskResources(ctx)
         return self._resources
 
@@ -403,6 +405,7 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self.endpoints: TaskEndpoints | None = None  # 169.254.170.2 (taskmeta_server), real networks only
+        self.logs: LogShipper | None = None  # the awslogs driver (logshipper.py)
 
     # ------------------------------------------------------------------------------ plumbing
 
@@ -461,6 +464,8 @@ class Engine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.logs is not None:
+            await self.logs.close()
         if self.network is not None:
             self.network.close()
 
@@ -557,6 +562,8 @@ class Engine:
                     network=worker.known.network.value,
                 ),
             )
+            if self.logs is not None:  # adopted: awslogs goes on from each container's cursor
+                self.logs.resume(task)
             self._start_worker(worker)
 
         endpoints = self.endpoints

@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from taskvpc.agent import netplan
+from taskvpc.agent import logshipper as logship, netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
+from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
@@ -89,6 +90,9 @@ CAPABILITY_ATTRIBUTES: tuple[str, ...] = (
     _C + "docker-remote-api.1.25",
     _C + "docker-remote-api.1.29",
     _C + "logging-driver.json-file",
+    _C + "logging-driver.awslogs",  # logshipper.py: through the agent API, no credentials on the host
+    _C + "docker-remote-api.1.28",  # log options mode / max-buffer-size (what ECS derives 1.28 from)
+    _E + "execution-role-awslogs",  # the control plane checks the execution role's logs:* permissions
     _E + "container-health-check",
     _E + "container-ordering",
     _E + "network.container-port-range",
@@ -335,6 +339,7 @@ async def run_agent(
 
         reporter = Reporter(send)
         engine = Engine(the_runtime, network, reporter)
+        engine.logs = LogShipper(the_runtime.state_dir, logship.sender(client, lambda: instance_id))
         if owned_driver is not None:  # real router namespaces: the tasks' 169.254.170.2
             engine.endpoints = _endpoints(engine, cfg, path, endpoint, region)
         engine.spawn(reporter.run(), "reporter")

@@ -369,7 +369,13 @@ def _stop_decision(desired: DesiredTask, known: KnownTask) -> BeginStop | None:
         if c.essential and known.container(c.name).phase is Phase.STOPPED:
             return BeginStop(ESSENTIAL_CONTAINER_EXITED_REASON, StopCode.ESSENTIAL_CONTAINER_EXITED)
     if known.network is NetPhase.FAILED and known.network_attempts >= MAX_NETWORK_ATTEMPTS:
-        reason = NETWORK_FAILED_REASON.format(error=known.network_error or "unknown error")
+        error = known.network_error or "unknown error"
+        # a resource that names its failure as ECS would (the awslogs driver's) keeps its own words
+        reason = (
+            error
+            if error.startswith("CannotStartContainerError")
+            else NETWORK_FAILED_REASON.format(error=error)
+        )
         return BeginStop(reason, StopCode.TASK_FAILED_TO_START)
     return None
 

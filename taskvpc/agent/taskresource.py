@@ -23,6 +23,7 @@ from typing import Protocol
 from taskvpc.agent.dataplane import DataPlane
 from taskvpc.agent.drivers.bridge import BridgeDriver
 from taskvpc.agent.kvlog import kv
+from taskvpc.agent.logshipper import AwslogsResource, LogShipper, wants_awslogs
 from taskvpc.agent.volumes import VOLUME_NAME_RE, task_volume_dir
 from taskvpc.agentapi.tasks import DesiredTask, VolumeScope
 
@@ -82,6 +83,7 @@ class ResourceContext:
     task: DesiredTask
     network: DataPlane | None
     state_dir: Path
+    logs: LogShipper | None = None  # the awslogs driver (logshipper.py)
 
 
 ResourceFactory = Callable[[ResourceContext], TaskResource | None]
@@ -223,3 +225,8 @@ def _volumes(ctx: ResourceContext) -> TaskResource | None:
         and (v.docker is None or (v.docker.scope is VolumeScope.TASK and v.docker.driver == "local"))
     ]
     return TaskVolumes(own) if own else None
+
+
+@register
+def _awslogs(ctx: ResourceContext) -> TaskResource | None:
+    return AwslogsResource(ctx.logs, ctx.task) if ctx.logs is not None and wants_awslogs(ctx.task) else None

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from taskvpc.agentapi import read
+from taskvpc.agentapi.logdriver import LogConfiguration
 from taskvpc.agentapi.network import Eni
 from taskvpc.domain.lifecycle import DesiredStatus, advance_desired
 from taskvpc.domain.units import parse_cpu_units, parse_memory_mib
@@ -289,6 +290,7 @@ class DesiredContainer:
     volumes_from: tuple[VolumeFrom, ...] = ()
     environment_files: tuple[EnvironmentFile, ...] = ()
     repository_credentials: str | None = None  # ``repositoryCredentials.credentialsParameter``
+    log_configuration: LogConfiguration | None = None
 
     @property
     def effective_stop_timeout(self) -> float:
@@ -352,6 +354,7 @@ class DesiredContainer:
                 if read.named(f, "value")
             ),
             repository_credentials=read.string(credentials.get("credentialsParameter")),
+            log_configuration=LogConfiguration.from_wire(doc.get("logConfiguration")),
         )
 
     def to_wire(self) -> Doc:
@@ -393,6 +396,7 @@ class DesiredContainer:
                     if self.repository_credentials
                     else None
                 ),
+                "logConfiguration": self.log_configuration.to_wire() if self.log_configuration else None,
             }
         )
 

@@ -19,12 +19,14 @@ from sqlalchemy import Connection
 from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import Section
 from taskvpc.agentapi.credentials import CREDENTIALS, TaskCredentials
+from taskvpc.agentapi.logdriver import LOG_ACKS, deliveries_from_report
 from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.control import task_credentials
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import container_instances, task_state
+from taskvpc.control.logs import delivery as log_delivery
 from taskvpc.domain import tasks as taskdoc
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel.security_groups import rule_from_doc
@@ -296,6 +298,9 @@ def parse_report(payload: dict[str, Any]) -> list[TaskReport]:
 
 def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     reports = parse_report(payload)
+    logs = _log_events(ctx, instance_id, payload)  # the awslogs driver's events: their own transactions
+    if logs and not reports:
+        return {"generation": generation(ctx, instance_id, heartbeat=False), **logs}
     with ctx.db.transaction() as conn:
         row = _instance(conn, ctx, instance_id)
         tasks_repo.lock_cluster(conn, ctx.region, row["cluster"])
@@ -332,7 +337,18 @@ def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> di
             ctx.notify.add(instance_id)
         found = tasks_repo.generation_of(conn, instance_id)
         assert found is not None
-        return {"generation": found[0]}
+        return {"generation": found[0], **logs}
+
+
+def _log_events(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The report's ``logEvents`` delivered (control/logs/delivery.py): ``{"logAcks": [...]}``, or {}."""
+    try:
+        deliveries = deliveries_from_report(payload)
+    except WireError as error:
+        raise bad_request(str(error)) from None
+    if not deliveries:
+        return {}
+    return {LOG_ACKS: [ack.to_wire() for ack in log_delivery.deliver(ctx, instance_id, deliveries)]}
 
 
 # ---- deregister -----------------------------------------------------------------------------------

@@ -550,3 +550,13 @@ elb_tags = Table(
     Column("region", String(32), nullable=False),
     Column("value", String(256), nullable=False),
 )
+
+# The awslogs driver (control/logs/delivery.py): per task container, the number of the next event the
+# agent may send; moved in the transaction that stores the events, so a batch sent again is not stored twice.
+awslogs_cursors = Table(
+    "awslogs_cursors",
+    metadata,
+    Column("task_arn", String(512), primary_key=True),
+    Column("container", String(255), primary_key=True),
+    Column("next_seq", BigInteger, nullable=False),
+)
