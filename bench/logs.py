@@ -8,6 +8,15 @@ Writes ``--events`` (100,000) events into one stream in batches of ``--batch`` (
 then reads them back with GetLogEvents (startFromHead, following nextForwardToken until it repeats) and
 with FilterLogEvents (following nextToken), and fails unless both give exactly the events written, in
 order. Prints the time of each phase and events/s.
+
+    sudo .venv/bin/python bench/logs.py --awslogs        # the awslogs driver: needs root (a real agent)
+
+``--awslogs`` starts `taskvpc up` with its agent (runc, a throwaway ``--net-prefix``, ``--cleanup-on-exit``)
+and measures the driver: (1) latency, a container writing one line every 100 ms: the time from the line
+reaching the container's output file on the host to its being returned by GetLogEvents (polled every
+10 ms with its forward token), p50/p95/max over ``--ticks`` lines; (2) a container writing ``--lines``
+(100,000) lines as fast as it can (``mode: blocking``), read back by GetLogEvents and FilterLogEvents,
+which must give exactly those lines, in order.
 """
 
 from __future__ import annotations
@@ -125,6 +134,212 @@ def run(endpoint: str, total: int, batch: int) -> dict[str, float]:
     return timings
 
 
+def _signed_env(endpoint: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TASKVPC_ACCESS_KEY_ID": KEYS[0],
+        "TASKVPC_SECRET_ACCESS_KEY": KEYS[1],
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+
+
+def start_with_agent(state_dir: str, prefix: str) -> tuple[subprocess.Popen[bytes], str]:
+    exe = shutil.which("taskvpc", path=str(Path(sys.executable).parent)) or "taskvpc"
+    port = free_port()
+    argv = [exe, "up", "--allow-reset", "--cleanup-on-exit", "--port", str(port), "--state-dir", state_dir]
+    argv += ["--net-prefix", prefix]
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(Path(state_dir) / "server.log", "wb")  # noqa: SIM115 - the child writes it until stopped
+    process = subprocess.Popen(
+        argv, env=_signed_env(endpoint), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    ecs = _client("ecs", endpoint)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"taskvpc exited; see {state_dir}/server.log")
+        try:
+            if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                return process, endpoint
+        except Exception:  # not serving yet, or no cluster yet
+            pass
+        time.sleep(0.2)
+    stop(process)
+    raise SystemExit(f"no agent registered in 60 s; see {state_dir}/server.log")
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=KEYS[0],
+        aws_secret_access_key=KEYS[1],
+        config=Config(retries={"max_attempts": 2}, read_timeout=300),
+    )
+
+
+def _run_task(endpoint: str, family: str, script: str, mode: str) -> str:
+    ecs, ec2 = _client("ecs", endpoint), _client("ec2", endpoint)
+    options = {
+        "awslogs-group": "/bench/awslogs",
+        "awslogs-region": REGION,
+        "awslogs-stream-prefix": "bench",
+        "awslogs-create-group": "true",
+        "mode": mode,
+    }
+    ecs.register_task_definition(
+        family=family,
+        networkMode="awsvpc",
+        containerDefinitions=[
+            {
+                "name": "app",
+                "image": "public.ecr.aws/docker/library/busybox:stable",
+                "memory": 64,
+                "essential": True,
+                "entryPoint": ["sh", "-c"],
+                "command": [script],
+                "logConfiguration": {"logDriver": "awslogs", "options": options},
+            }
+        ],
+    )
+    [instance] = ecs.describe_container_instances(
+        cluster="default",
+        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
+    )["containerInstances"]
+    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
+    [subnet] = ec2.describe_subnets(
+        Filters=[
+            {"Name": "default-for-az", "Values": ["true"]},
+            {"Name": "availability-zone", "Values": [zone]},
+        ]
+    )["Subnets"]
+    run = ecs.run_task(
+        taskDefinition=family,
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]]}},
+    )
+    if run["failures"]:
+        raise SystemExit(f"RunTask failed: {run['failures']}")
+    arn = str(run["tasks"][0]["taskArn"])
+    ecs.get_waiter("tasks_running").wait(tasks=[arn], WaiterConfig={"Delay": 1})
+    return arn
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def awslogs_latency(endpoint: str, state_dir: str, ticks: int) -> list[float]:
+    """Seconds from each line's arrival in the container's log file to GetLogEvents returning it."""
+    script = f'for i in $(seq 1 {ticks}); do echo "tick $i"; usleep 100000; done; exec sleep 600'
+    arn = _run_task(endpoint, "bench-latency", script, "non-blocking")
+    task_id = arn.rsplit("/", 1)[-1]
+    log_file = Path(state_dir) / "agent" / "tasks" / task_id / "app" / "log"
+    logs = _client("logs", endpoint)
+    stream = f"bench/app/{task_id}"
+    written: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    token: str | None = None
+    deadline = time.monotonic() + ticks * 0.1 + 60
+    last_poll = 0.0
+    while len(seen) < ticks and time.monotonic() < deadline:
+        now = time.monotonic()
+        try:
+            for line in log_file.read_text().splitlines():
+                written.setdefault(line, now)
+        except FileNotFoundError:
+            pass
+        if now - last_poll >= 0.01:
+            last_poll = now
+            try:
+                kwargs: dict[str, Any] = {"logGroupName": "/bench/awslogs", "logStreamName": stream}
+                kwargs.update({"nextToken": token} if token else {"startFromHead": True})
+                page = logs.get_log_events(**kwargs)
+            except logs.exceptions.ResourceNotFoundException:
+                continue
+            token = page["nextForwardToken"]
+            for event in page["events"]:
+                seen.setdefault(event["message"], time.monotonic())
+        time.sleep(0.002)
+    _client("ecs", endpoint).stop_task(task=arn)
+    return [seen[line] - written[line] for line in seen if line in written]
+
+
+def awslogs_bulk(endpoint: str, lines: int) -> dict[str, float]:
+    script = f'seq 1 {lines} | sed "s/^/line /"; exec sleep 600'
+    started = time.perf_counter()
+    arn = _run_task(endpoint, "bench-bulk", script, "blocking")
+    running = time.perf_counter()
+    logs = _client("logs", endpoint)
+    stream = f"bench/app/{arn.rsplit('/', 1)[-1]}"
+    expected = [f"line {i}" for i in range(1, lines + 1)]
+    got: list[str] = []
+    kwargs: dict[str, Any] = {
+        "logGroupName": "/bench/awslogs",
+        "logStreamName": stream,
+        "startFromHead": True,
+    }
+    deadline = time.monotonic() + 600
+    while len(got) < lines and time.monotonic() < deadline:
+        try:
+            page = logs.get_log_events(**kwargs)
+        except logs.exceptions.ResourceNotFoundException:
+            time.sleep(0.1)
+            continue
+        got += [e["message"] for e in page["events"]]
+        if not page["events"]:
+            time.sleep(0.05)
+        kwargs = {
+            "logGroupName": "/bench/awslogs",
+            "logStreamName": stream,
+            "nextToken": page["nextForwardToken"],
+        }
+    visible = time.perf_counter()
+    if got != expected:
+        raise SystemExit(f"GetLogEvents read {len(got)} events, not the {lines} lines written in order")
+    filtered: list[str] = []
+    fkwargs: dict[str, Any] = {"logGroupName": "/bench/awslogs", "logStreamNames": [stream]}
+    while True:
+        answer = logs.filter_log_events(**fkwargs)
+        filtered += [e["message"] for e in answer["events"]]
+        if "nextToken" not in answer:
+            break
+        fkwargs["nextToken"] = answer["nextToken"]
+    if filtered != expected:
+        raise SystemExit(f"FilterLogEvents read {len(filtered)} events, not the {lines} lines in order")
+    _client("ecs", endpoint).stop_task(task=arn)
+    return {"start": running - started, "visible": visible - running}
+
+
+def main_awslogs(ticks: int, lines: int) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("--awslogs needs root (it runs a real agent)")
+    state_dir = tempfile.mkdtemp(prefix="taskvpc-bench-awslogs-")
+    prefix = "tvb" + os.urandom(2).hex()
+    process, endpoint = start_with_agent(state_dir, prefix)
+    try:
+        latencies = awslogs_latency(endpoint, state_dir, ticks)
+        bulk = awslogs_bulk(endpoint, lines)
+    finally:
+        stop(process)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if not latencies:
+        raise SystemExit("no line became visible")
+    print(f"awslogs: container line -> GetLogEvents, {len(latencies)} lines (one per 100 ms)")
+    print(
+        f"  p50 {_percentile(latencies, 0.5) * 1000:6.0f} ms  p95 {_percentile(latencies, 0.95) * 1000:6.0f} ms"
+        f"  max {max(latencies) * 1000:6.0f} ms"
+    )
+    print(
+        f"awslogs: {lines} lines (mode blocking) -> exactly {lines} ordered events (GetLogEvents, FilterLogEvents)"
+    )
+    print(
+        f"  RunTask to RUNNING {bulk['start']:6.2f} s; RUNNING to the last line visible {bulk['visible']:6.2f} s"
+    )
+    print(f"  {lines / bulk['visible']:8.0f} lines/s end to end")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -133,7 +348,13 @@ def main() -> None:
     parser.add_argument("--database-url", help="PostgreSQL URL for the started taskvpc (default SQLite)")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--awslogs", action="store_true", help="measure the awslogs driver (root)")
+    parser.add_argument("--ticks", type=int, default=100, help="--awslogs: lines timed for latency")
+    parser.add_argument("--lines", type=int, default=100_000, help="--awslogs: lines of the bulk run")
     args = parser.parse_args()
+    if args.awslogs:
+        main_awslogs(args.ticks, args.lines)
+        return
     if not 1 <= args.batch <= 10_000 or not 1 <= args.events <= 10_000_000:
         parser.error("--batch must be 1..10000 and --events 1..10000000")
     process = None
