@@ -16,17 +16,19 @@ What it registers (docs/agent-api.md ``register``):
   would). Both runtimes: ``docker-remote-api`` 1.17 (``user``), 1.18 (``awsvpc``, ``logConfiguration``),
   1.21 (``memoryReservation``), 1.25 (``initProcessEnabled``: under ``process`` the shim forwards
   signals and the command is never a namespace's PID 1), 1.29 (``healthCheck.startPeriod``);
-  ``logging-driver.json-file`` (output is captured per container); ``container-health-check``;
+  ``logging-driver.json-file`` (output is captured per container); ``logging-driver.awslogs``,
+  ``execution-role-awslogs`` and 1.28 (log ``mode``/``max-buffer-size``): ``logshipper.py`` ships the
+  output through the agent API and the control plane checks the execution role's ``logs:*`` permissions,
+  so no credentials are needed on the host; ``container-health-check``;
   ``container-ordering``; ``network.container-port-range``. Not ``env-files.s3``: ECS's environment
   files are S3 objects, and there is no S3 here (the engine reads an absolute host path instead; an
   operator who wants that puts the attribute on the instance with PutAttributes). ``runc`` adds 1.19,
   ``privileged-container`` and ``docker-plugin.local`` (docker volumes with the local driver). With real
   networks (the task endpoints at 169.254.170.2, ``taskmeta_server``): ``task-iam-role`` (the control
-  plane drops it when its credential vendor is switched off). Left out on purpose: ``execution-role-*``
-  (no execution-role credentials are used: images come from the local store, logs stay on the host),
-  ``ecr-auth``, ``logging-driver.awslogs`` and
-  other log drivers, secrets, private registry authentication, EFS/FSx, FireLens, App Mesh,
-  ``docker-remote-api`` 1.24 (sysctls) and 1.28;
+  plane drops it when its credential vendor is switched off). Left out on purpose: ``execution-role-ecr-pull``
+  (no execution-role credentials are used: images come from the local store), ``ecr-auth``, log drivers
+  other than json-file and awslogs, secrets, private registry authentication, EFS/FSx, FireLens, App Mesh,
+  ``docker-remote-api`` 1.24 (sysctls);
 * with ``runc``, the examples' image (``busybox:latest``, also tagged as ECR Public's busybox) made from
   the host's ``busybox-static`` when the image store lacks it;
 * resources ``CPU`` (``--cpu``, else 1024 per core), ``MEMORY`` (``--memory`` MiB, else RAM minus a

@@ -128,7 +128,15 @@ def container_doc(
         doc["ContainerARN"] = (
             f"{task.arn.replace(':task/', ':container/', 1)}/{endpoint_id(task.arn, spec.name)}"
         )
-        doc["LogDriver"] = "json-file"
+        config = spec.log_configuration
+        doc["LogDriver"] = config.driver if config is not None else "json-file"
+        if config is not None and config.options:  # as ECS shows them (awslogs: with its stream)
+            options = dict(config.options)
+            if config.driver == "awslogs" and options.get("awslogs-stream-prefix"):
+                options.setdefault(
+                    "awslogs-stream", f"{options['awslogs-stream-prefix']}/{spec.name}/{task.task_id}"
+                )
+            doc["LogOptions"] = options
     return _drop_none(doc)
 
 
