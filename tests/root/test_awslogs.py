@@ -127,7 +127,8 @@ def cli_events(server: RootServer, stream: str) -> list[str]:
 def test_console_task_definition_ships_its_lines_through_an_agent_restart(root_server: RootServer) -> None:
     server = root_server
     ecs, ec2 = server.client("ecs"), server.client("ec2")
-    ecs.register_task_definition(**console_task_definition(execution_role(server)))
+    execution_role_arn = execution_role(server)
+    ecs.register_task_definition(**console_task_definition(execution_role_arn))
     [instance] = ecs.describe_container_instances(
         cluster="default",
         containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
@@ -186,3 +187,23 @@ def test_console_task_definition_ships_its_lines_through_an_agent_restart(root_s
         ecs.stop_task(cluster="default", task=arn)
         ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
     assert cli_events(server, stream) == expected  # stopping adds nothing twice
+
+    # a group that does not exist, without awslogs-create-group: the task fails as Docker's driver fails it
+    missing = console_task_definition(execution_role_arn)
+    missing["family"] = "no-group"
+    options = missing["containerDefinitions"][0]["logConfiguration"]["options"]
+    options["awslogs-group"] = "/ecs/absent"
+    del options["awslogs-create-group"]
+    ecs.register_task_definition(**missing)
+    arn = ecs.run_task(
+        cluster="default",
+        taskDefinition="no-group",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]]}},
+    )["tasks"][0]["taskArn"]
+    ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
+    task = ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0]
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert task["stoppedReason"] == (
+        "CannotStartContainerError: failed to initialize logging driver: failed to create Cloudwatch log "
+        "stream: ResourceNotFoundException: The specified log group does not exist."
+    )
