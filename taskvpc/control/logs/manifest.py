@@ -32,6 +32,7 @@ MANIFEST = ServiceManifest(
     # A full PutLogEvents batch is 1 MiB of message bytes (+26 per event) *before* JSON encoding: 10,000
     # events' framing and escaping (a control character becomes six bytes) take it well past 1 MiB.
     max_body=8 * 1024 * 1024,
-    tables=("log_groups", "log_streams", "log_events", "log_group_tags"),
-    migrations=("0030",),
+    # awslogs_cursors: the awslogs driver's per-container delivery cursors (delivery.py)
+    tables=("log_groups", "log_streams", "log_events", "log_group_tags", "awslogs_cursors"),
+    migrations=("0030", "0090"),
 )
