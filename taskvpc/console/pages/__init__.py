@@ -2,7 +2,8 @@
 
 URLs are stable per resource: ``/console/clusters/<name>``, ``.../tasks/<task id>``,
 ``.../services/<name>``, ``/console/task-definitions/<family>:<revision>``,
-``/console/security-groups/<id>``, ``/console/log-groups/<name>``.
+``/console/security-groups/<id>``, ``/console/log-groups/<name>``, ``/console/load-balancers/<name>``,
+``/console/target-groups/<name>``, ``/console/flow-logs``, ``/console/vpcs/<id>``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from taskvpc.console.pages.clusters import (
     task,
     task_events,
 )
+from taskvpc.console.pages.flow_logs import flow_logs
+from taskvpc.console.pages.load_balancers import (
+    load_balancer,
+    load_balancers,
+    target_group,
+    target_groups,
+    target_health_events,
+)
 from taskvpc.console.pages.logs import log_group, log_groups, log_stream_events
 from taskvpc.console.pages.network import (
     authorize_ingress,
@@ -31,6 +40,7 @@ from taskvpc.console.pages.network import (
     security_group,
     security_groups,
 )
+from taskvpc.console.pages.vpcs import vpc, vpcs
 from taskvpc.console.pages.task_definitions import (
     deregister_task_definition,
     new_task_definition,
@@ -45,6 +55,7 @@ _TASK = _CLUSTER + r"/tasks/(?P<task>[0-9a-f]{32})"
 _SERVICE = _CLUSTER + r"/services/(?P<service>[A-Za-z0-9_-]{1,255})"
 _FAMILY = r"/task-definitions/(?P<family>[A-Za-z0-9_-]{1,255})"
 _GROUP = r"/security-groups/(?P<group>sg-[0-9a-f]{1,17})"
+_ELB_NAME = r"(?P<name>[A-Za-z0-9-]{1,32})"  # load balancer and target group names
 
 ROUTES: list[tuple[str, re.Pattern[str], Page]] = [
     (method, re.compile(pattern), page)
@@ -71,6 +82,14 @@ ROUTES: list[tuple[str, re.Pattern[str], Page]] = [
         ("GET", _GROUP, security_group),
         ("POST", _GROUP + r"/ingress", authorize_ingress),
         ("POST", _GROUP + r"/ingress/revoke", revoke_ingress),
+        ("GET", r"/load-balancers", load_balancers),
+        ("GET", r"/load-balancers/" + _ELB_NAME, load_balancer),
+        ("GET", r"/target-groups", target_groups),
+        ("GET", r"/target-groups/" + _ELB_NAME, target_group),
+        ("GET", r"/target-groups/" + _ELB_NAME + r"/events", target_health_events),
+        ("GET", r"/flow-logs", flow_logs),
+        ("GET", r"/vpcs", vpcs),
+        ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})", vpc),
         ("GET", r"/log-groups", log_groups),
         ("GET", r"/log-events/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_stream_events),
         ("GET", r"/log-groups/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_group),
