@@ -63,10 +63,10 @@ def vpc_layout(
     vpc_id = str(vpc.get("VpcId", ""))
     ec2_ids = {str(i.get("containerInstanceArn", "")): str(i.get("ec2InstanceId", "")) for i in instances}
     by_eni: dict[str, Mapping[str, Any]] = {}
-    for task in tasks:
-        details, _ = eni_details(task)
+    for described in tasks:
+        details, _ = eni_details(described)
         if details.get("networkInterfaceId"):
-            by_eni[details["networkInterfaceId"]] = task
+            by_eni[details["networkInterfaceId"]] = described
     zones: dict[str, list[SubnetBox]] = {}
     for subnet in sorted(subnets, key=lambda s: (str(s.get("AvailabilityZone")), str(s.get("SubnetId")))):
         if subnet.get("VpcId", vpc_id) != vpc_id:
@@ -105,7 +105,11 @@ def vpc_layout(
                 subnet_id,
                 str(subnet.get("CidrBlock", "")),
                 tuple(
-                    HostBox(ec2_ids.get(arn) or (resource_id(arn) if arn else NO_INSTANCE), resource_id(arn), tuple(boxes))
+                    HostBox(
+                        ec2_ids.get(arn) or (resource_id(arn) if arn else NO_INSTANCE),
+                        resource_id(arn),
+                        tuple(boxes),
+                    )
                     for arn, boxes in sorted(hosts.items(), key=lambda item: ec2_ids.get(item[0]) or item[0])
                 ),
                 tuple(others),

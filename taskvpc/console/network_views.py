@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskvpc.console.views import eni_details, resource_id
-
 Doc = dict[str, Any]
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from taskvpc.control.elbv2 import targets as targets_module
 from tests.console.support import Browser
+from tests.integration.ecs_support import awsvpc, default_subnets, register_web
+from tests.integration.fake_agent import FakeAgent
 from tests.integration.server import ACCOUNT_ID, InProcessServer
 from tests.support.inprocess import _asgi_headers
 
@@ -32,7 +34,12 @@ def _balanced(server: InProcessServer) -> dict[str, Any]:
     )["LoadBalancers"][0]
     groups = {
         name: elbv2.create_target_group(
-            Name=name, Protocol="HTTP", Port=8080, VpcId=net["vpc"], TargetType="ip", HealthCheckPath="/health"
+            Name=name,
+            Protocol="HTTP",
+            Port=8080,
+            VpcId=net["vpc"],
+            TargetType="ip",
+            HealthCheckPath="/health",
         )["TargetGroups"][0]["TargetGroupArn"]
         for name in ("web-tg", "api-tg")
     }
@@ -151,7 +158,9 @@ def test_target_group_page_shows_health_and_its_stream_follows_it(
                 sent.append(body)
                 if len(sent) == 1:
                     ctx = plane.context("us-east-1", time.time())
-                    assert targets_module.report_target_health(ctx, arn, ("10.20.1.10", 8080), "healthy", None)
+                    assert targets_module.report_target_health(
+                        ctx, arn, ("10.20.1.10", 8080), "healthy", None
+                    )
                     changed.set()
                 else:
                     done.set()
@@ -200,3 +209,34 @@ def test_vpc_layout_shows_zones_subnets_and_enis(signed_in: Browser, server: InP
     assert f">{eni['NetworkInterfaceId']} {eni['PrivateIpAddress']} · by hand</text>" in text
     # Zone a is drawn left of zone b.
     assert text.index(">us-east-1a</text>") < text.index(">us-east-1b</text>")
+
+
+def test_vpc_layout_places_a_task_eni_under_its_container_instance(
+    signed_in: Browser, server: InProcessServer
+) -> None:
+    ec2, ecs = server.client("ec2"), server.client("ecs")
+    agent = FakeAgent(server).start(auto=True)
+    try:
+        register_web(ecs)
+        subnet = default_subnets(ec2)["us-east-1a"]
+        [task] = ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet))["tasks"]
+        agent.wait_for_task(task["taskArn"])
+        [task] = ecs.describe_tasks(tasks=[task["taskArn"]])["tasks"]
+        details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
+        [vpc] = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+        page = signed_in.get(f"/console/vpcs/{vpc['VpcId']}")
+    finally:
+        agent.stop()
+    assert page.status == 200, page.text
+    task_id = task["taskArn"].rsplit("/", 1)[1]
+    row = (
+        f"<tr><td>us-east-1a</td><td>{subnet}</td><td>{agent.instance_id}</td>"
+        f"<td>{details['networkInterfaceId']}</td><td>{details['privateIPv4Address']}</td>\n"
+        f'<td><a href="/console/clusters/default/tasks/{task_id}">{task_id}</a>'
+    )
+    assert row in page.text, page.text[-3000:]
+    # In the picture: the instance's box and the ENI's line linking to the task.
+    text = html.unescape(page.text)
+    assert f">{agent.instance_id}</text>" in text
+    assert f'<a href="/console/clusters/default/tasks/{task_id}"><text class="t-eni"' in text
+    assert f">{details['networkInterfaceId']} {details['privateIPv4Address']} · task {task_id[:8]}…" in text

@@ -40,7 +40,6 @@ from taskvpc.console.pages.network import (
     security_group,
     security_groups,
 )
-from taskvpc.console.pages.vpcs import vpc, vpcs
 from taskvpc.console.pages.task_definitions import (
     deregister_task_definition,
     new_task_definition,
@@ -49,6 +48,7 @@ from taskvpc.console.pages.task_definitions import (
     task_definition_family,
     task_definitions,
 )
+from taskvpc.console.pages.vpcs import vpc, vpcs
 
 _CLUSTER = r"/clusters/(?P<cluster>[A-Za-z0-9_-]{1,255})"
 _TASK = _CLUSTER + r"/tasks/(?P<task>[0-9a-f]{32})"

@@ -52,7 +52,10 @@ async def load_balancer(console: Console, request: Request, user: User, match: r
             console, user, "DescribeListeners", {"LoadBalancerArn": lb["LoadBalancerArn"]}, "Listeners"
         )
         with_rules = [
-            (listener, await _all(console, user, "DescribeRules", {"ListenerArn": listener["ListenerArn"]}, "Rules"))
+            (
+                listener,
+                await _all(console, user, "DescribeRules", {"ListenerArn": listener["ListenerArn"]}, "Rules"),
+            )
             for listener in listeners
         ]
     except ClientError as error:
@@ -113,7 +116,9 @@ async def target_health_events(
             try:
                 arn.append((await _group(console, user, match["name"]))["TargetGroupArn"])
             except ClientError as error:
-                return console.fragment("_error_row.html", message=f"{error.code}: {error.message}", columns=6)
+                return console.fragment(
+                    "_error_row.html", message=f"{error.code}: {error.message}", columns=6
+                )
         return await _targets_panel(console, user, arn[0])
 
     assert request.send is not None and request.receive is not None
