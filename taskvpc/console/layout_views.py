@@ -124,7 +124,9 @@ def vpc_layout(
 
 LINE = 18  # one ENI's line
 PAD = 10
-ZONE_WIDTH = 330
+CHAR = 7.5  # the width of a character at the picture's 12-13 px fonts, a little generous
+MIN_ZONE_WIDTH = 260
+COLUMNS = 3  # zones per row: a region's six zones make two rows rather than one very wide picture
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +160,20 @@ def eni_text(eni: EniBox) -> str:
     return f"{eni.eni_id} {eni.ip} · {owner}"
 
 
+def subnet_text(subnet: SubnetBox) -> str:
+    return f"{subnet.subnet_id} · {subnet.cidr}"
+
+
+def zone_width(layout: VpcLayout) -> int:
+    """Wide enough for the longest line inside a zone (an ENI's, indented 26 px, with a margin)."""
+    texts = [subnet_text(s) for z in layout.zones for s in z.subnets]
+    texts += [h.label for z in layout.zones for s in z.subnets for h in s.hosts]
+    texts += [eni_text(e) for z in layout.zones for s in z.subnets for h in s.hosts for e in h.enis]
+    texts += [eni_text(e) for z in layout.zones for s in z.subnets for e in s.other_enis]
+    longest = max((len(t) for t in texts), default=0)
+    return max(MIN_ZONE_WIDTH, int(longest * CHAR) + 48)
+
+
 def _host_height(host: HostBox) -> int:
     return LINE + 6 + LINE * max(1, len(host.enis)) + 4
 
@@ -172,28 +188,34 @@ def _zone_height(zone: ZoneBox) -> int:
 
 
 def picture(layout: VpcLayout) -> Picture:
-    """Zones side by side inside the VPC, subnets stacked in their zone, instances stacked in their
+    """Zones side by side inside the VPC (COLUMNS to a row), subnets stacked in their zone, instances stacked in their
     subnet, one text line per ENI (a task's links to its page)."""
     rects: list[Rect] = []
     labels: list[Label] = []
+    width_of_zone = zone_width(layout)
+    rows = [layout.zones[i : i + COLUMNS] for i in range(0, len(layout.zones), COLUMNS)]
+    row_heights = [max(_zone_height(z) for z in row) for row in rows] or [LINE * 2]
+    title = f"{layout.vpc_id} · {layout.cidr}"
+    columns = max(1, min(COLUMNS, len(layout.zones)))
+    width = max(PAD + columns * (width_of_zone + PAD), int(len(title) * CHAR) + 2 * PAD)
     top = 2 * LINE
-    zones_height = max((_zone_height(z) for z in layout.zones), default=LINE * 2)
-    width = PAD + max(1, len(layout.zones)) * (ZONE_WIDTH + PAD)
-    height = top + zones_height + PAD
+    height = top + sum(h + PAD for h in row_heights)
     rects.append(Rect(0, 0, width, height, "vpc"))
-    labels.append(Label(PAD, LINE + 4, f"{layout.vpc_id} · {layout.cidr}", "title"))
+    labels.append(Label(PAD, LINE + 4, title, "title"))
     if not layout.zones:
         labels.append(Label(PAD, top + LINE, "No subnets in this VPC.", "other"))
     for index, zone in enumerate(layout.zones):
-        x = PAD + index * (ZONE_WIDTH + PAD)
-        rects.append(Rect(x, top, ZONE_WIDTH, zones_height, "zone"))
-        labels.append(Label(x + PAD, top + LINE, zone.name, "title"))
-        y = top + LINE + 10
+        row = index // COLUMNS
+        x = PAD + (index % COLUMNS) * (width_of_zone + PAD)
+        zone_top = top + sum(h + PAD for h in row_heights[:row])
+        rects.append(Rect(x, zone_top, width_of_zone, row_heights[row], "zone"))
+        labels.append(Label(x + PAD, zone_top + LINE, zone.name, "title"))
+        y = zone_top + LINE + 10
         for subnet in zone.subnets:
             sub_height = _subnet_height(subnet)
-            sx, sw = x + PAD, ZONE_WIDTH - 2 * PAD
+            sx, sw = x + PAD, width_of_zone - 2 * PAD
             rects.append(Rect(sx, y, sw, sub_height, "subnet"))
-            labels.append(Label(sx + 8, y + LINE, f"{subnet.subnet_id} · {subnet.cidr}", "title"))
+            labels.append(Label(sx + 8, y + LINE, subnet_text(subnet), "title"))
             inner = y + LINE + 8
             for host in subnet.hosts:
                 host_height = _host_height(host)

@@ -243,7 +243,7 @@ def _inside(inner: lv.Rect, outer: lv.Rect) -> bool:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from("abc"), st.integers(0, 3), st.integers(0, 3), st.integers(0, 2)),
+        st.tuples(st.sampled_from("abcdef"), st.integers(0, 3), st.integers(0, 3), st.integers(0, 2)),
         min_size=1,
         max_size=6,
     )
@@ -294,5 +294,10 @@ def test_every_box_lies_inside_its_parent_and_siblings_do_not_overlap(
                     or second.y + second.height <= first.y
                 )
                 assert apart, (first, second)
-    for label in picture.labels:
-        assert 0 <= label.x < picture.width and 0 < label.y <= picture.height
+    for label in picture.labels:  # every line fits inside its innermost box at the widths CHAR assumes
+        holding = [
+            r for r in picture.rects if r.x <= label.x < r.x + r.width and r.y < label.y <= r.y + r.height
+        ]
+        assert holding, label
+        innermost = min(holding, key=lambda r: r.width * r.height)
+        assert label.x + len(label.text) * lv.CHAR <= innermost.x + innermost.width, (label, innermost)
