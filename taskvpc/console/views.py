@@ -144,7 +144,7 @@ class ServiceView:
     launch_type: str
     deployments: tuple[DeploymentRow, ...]
     events: tuple[tuple[str, str], ...]  # (createdAt, message), newest first
-    load_balancers: tuple[str, ...]
+    load_balancers: tuple[tuple[str, str], ...]  # (target group → container:port, target group name)
 
 
 def service_view(service: Mapping[str, Any]) -> ServiceView:
@@ -165,11 +165,12 @@ def service_view(service: Mapping[str, Any]) -> ServiceView:
     )
     newest = sorted(service.get("events", []), key=lambda e: _sortable(e.get("createdAt")), reverse=True)
     events = [(format_time(e.get("createdAt")), str(e.get("message", ""))) for e in newest[:MAX_EVENTS]]
-    balancers = tuple(
-        f"{lb.get('targetGroupArn', lb.get('loadBalancerName', ''))} → "
-        f"{lb.get('containerName', '')}:{lb.get('containerPort', '')}"
-        for lb in service.get("loadBalancers", [])
-    )
+    balancers = []
+    for lb in service.get("loadBalancers", []):
+        group = _target_group_name(str(lb.get("targetGroupArn", "")))
+        shown = group or str(lb.get("targetGroupArn", lb.get("loadBalancerName", "")))
+        target = f"{lb.get('containerName', '')}:{lb.get('containerPort', '')}"
+        balancers.append((f"{shown} → {target}", group))
     return ServiceView(
         name=str(service.get("serviceName", "")),
         status=str(service.get("status", "")),
@@ -180,7 +181,7 @@ def service_view(service: Mapping[str, Any]) -> ServiceView:
         launch_type=str(service.get("launchType", "")),
         deployments=deployments,
         events=tuple(events),
-        load_balancers=balancers,
+        load_balancers=tuple(balancers),
     )
 
 
@@ -418,6 +419,11 @@ def revoke_permission(text: str) -> Doc:
     if not isinstance(doc, dict) or "IpProtocol" not in doc:
         raise FormError("That rule could not be read; reload the page.")
     return doc
+
+
+def _target_group_name(arn: str) -> str:
+    """``web-tg`` of ``arn:...:targetgroup/web-tg/<id>``; "" for anything else (a Classic LB's name)."""
+    return arn.split("/")[-2] if ":targetgroup/" in arn and arn.count("/") >= 2 else ""
 
 
 def _sortable(value: Any) -> float:

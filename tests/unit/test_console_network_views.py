@@ -301,3 +301,19 @@ def test_every_box_lies_inside_its_parent_and_siblings_do_not_overlap(
         assert holding, label
         innermost = min(holding, key=lambda r: r.width * r.height)
         assert label.x + len(label.text) * lv.CHAR <= innermost.x + innermost.width, (label, innermost)
+
+
+def test_service_view_names_and_links_its_target_groups() -> None:
+    from taskvpc.console import views
+
+    service = {
+        "serviceName": "svc",
+        "loadBalancers": [
+            {"targetGroupArn": TG_ARN, "containerName": "app", "containerPort": 80},
+            {"loadBalancerName": "classic", "containerName": "app", "containerPort": 81},
+        ],
+    }
+    assert views.service_view(service).load_balancers == (
+        ("api-tg → app:80", "api-tg"),
+        ("classic → app:81", ""),
+    )
