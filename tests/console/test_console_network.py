@@ -240,4 +240,3 @@ def test_vpc_layout_places_a_task_eni_under_its_container_instance(
     assert f">{agent.instance_id}</text>" in text
     assert f'<a href="/console/clusters/default/tasks/{task_id}"><text class="t-eni"' in text
     assert f">{details['networkInterfaceId']} {details['privateIPv4Address']} · task {task_id[:8]}…" in text
-
