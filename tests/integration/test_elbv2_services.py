@@ -315,6 +315,33 @@ def test_a_load_balanced_service_from_create_to_delete(
     assert agent.errors == []
 
 
+def test_a_target_group_in_another_vpc_refuses_the_tasks(
+    api: InProcessServer, agents: Any, ecs: Any, ec2: Any, elbv2: Any
+) -> None:
+    agents(max_task_enis=10).start(auto=True)
+    register_web(ecs)
+    other = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=other, CidrBlock=f"10.20.{n}.0/24", AvailabilityZone=zone)["Subnet"][
+            "SubnetId"
+        ]
+        for n, zone in ((1, "us-east-1a"), (2, "us-east-1b"))
+    ]
+    lb = elbv2.create_load_balancer(Name="far", Subnets=subnets)["LoadBalancers"][0]["LoadBalancerArn"]
+    tg = elbv2.create_target_group(Name="far", Protocol="HTTP", Port=80, VpcId=other, TargetType="ip")[
+        "TargetGroups"
+    ][0]["TargetGroupArn"]
+    elbv2.create_listener(
+        LoadBalancerArn=lb, Port=80, DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}]
+    )
+    _create(ecs, ec2, tg, count=1)
+    prefix = f"(service web) failed to register targets in (target-group {tg}) with (error "
+    _until(lambda: any(m.startswith(prefix) for m in _messages(ecs)))
+    assert _targets(elbv2, tg) == {}
+    service = _service(ecs)
+    assert service["runningCount"] == 1 and service["deployments"][0]["rolloutState"] == "IN_PROGRESS"
+
+
 def test_a_rolling_deploy_keeps_the_minimum_of_healthy_targets(
     api: InProcessServer, agents: Any, ecs: Any, ec2: Any, elbv2: Any
 ) -> None:

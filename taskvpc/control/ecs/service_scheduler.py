@@ -72,8 +72,8 @@ def _lb_state(
     doc: Doc, deployment: Doc | None, arn: str, targets: service_targets.TargetRows, now: float
 ) -> tuple[str, planner.TargetFailure | None]:
     recorded = (doc.get("_targets") or {}).get(arn)
-    if recorded:
-        return service_targets.summarize(recorded, targets, now)
+    if recorded is not None:  # [] when its groups were deleted: nothing to be healthy in
+        return service_targets.summarize(recorded, targets, now) if recorded else (planner.NO_LB, None)
     if deployment is not None and deployment.get("_loadBalancers"):
         return planner.UNREGISTERED, None
     return planner.NO_LB, None
@@ -361,7 +361,7 @@ def _balance(
         ip = service_targets.task_address(body)
         balancers = (by_id.get(started_by) or {}).get("_loadBalancers") or []
         if ip is not None and balancers:
-            recorded[arn] = service_targets.targets_for(balancers, ip)
+            recorded[arn] = service_targets.existing(conn, ctx, service_targets.targets_for(balancers, ip))
             entries += recorded[arn]
     events = service_targets.register(conn, ctx, name, entries)
     leaving = [e for arn, _reason in plan.deregister for e in recorded.get(arn, [])]

@@ -127,6 +127,14 @@ def targets_for(load_balancers: list[Doc], ip: str) -> list[Doc]:
     ]
 
 
+def existing(conn: Connection, ctx: RequestContext, entries: list[Doc]) -> list[Doc]:
+    """The entries whose target group still exists (a service outlives a deleted group: its tasks are then
+    registered nowhere, and count as if the service had no load balancer there)."""
+    groups = {e["targetGroupArn"] for e in entries}
+    alive = {arn for arn in groups if elbv2_repo.get_doc(conn, "target_group", ctx.region, arn) is not None}
+    return [e for e in entries if e["targetGroupArn"] in alive]
+
+
 def _by_group(entries: Iterable[Doc]) -> dict[str, list[Doc]]:
     groups: dict[str, list[Doc]] = {}
     for entry in entries:
@@ -144,7 +152,7 @@ def register(conn: Connection, ctx: RequestContext, service_name: str, entries: 
         try:
             count = targets.register(conn, ctx, tg, wanted)
         except ClientError as error:
-            # the form of ECS's "failed to register targets" events # unconfirmed wording
+            # real text (public service events: "... with (error The following targets are not in ...)")
             events.append(
                 f"(service {service_name}) failed to register targets in (target-group {arn}) "
                 f"with (error {error.message})"
