@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from taskvpc.control.elbv2 import service_targets, targets
 from taskvpc.domain.errors import ClientError as DomainError
-from tests.integration.ecs_support import awsvpc, default_subnets, error_of, register_web
+from tests.integration.ecs_support import WEB_CONTAINER, awsvpc, default_subnets, error_of, register_web
 from tests.integration.server import InProcessServer
 
 WAIT = {"Delay": 1, "MaxAttempts": 60}
@@ -213,6 +213,13 @@ def test_load_balancers_are_refused_as_ecs_refuses_them(
     assert updated["loadBalancers"] == [entry] and updated["healthCheckGracePeriodSeconds"] == 15
     assert [d["status"] for d in updated["deployments"]] == ["PRIMARY", "ACTIVE"]
     assert all(not any(k.startswith("_") for k in d) for d in updated["deployments"])
+    # A new revision must still have the container port the load balancers name.
+    moved = dict(WEB_CONTAINER, portMappings=[{"containerPort": 8080, "protocol": "tcp"}])
+    revision = register_web(ecs, containers=[moved])["taskDefinitionArn"]
+    with pytest.raises(ClientError) as excinfo:
+        ecs.update_service(service="web", taskDefinition=revision)
+    assert error_of(excinfo)[1] == "The container web did not have a container port 80 defined."
+    assert ecs.update_service(service="web", desiredCount=0)["service"]["loadBalancers"] == [entry]
 
 
 def _vpc(ec2: Any) -> str:

@@ -4,15 +4,15 @@
 planner (:func:`taskvpc.scheduler.services.plan_service`) what to do, and does it: starts tasks with
 RunTask's own placement and creation (``startedBy`` = the deployment id, ``group`` = ``service:NAME``),
 asks tasks to stop (``ServiceSchedulerInitiated``), moves deployments, writes events and counts. It is
-keyed and level-triggered: running it again on an unchanged world changes nothing.
+keyed and level-triggered: running it again on an unchanged world changes nothing. The control plane's
+reconcile runner drives it (:class:`taskvpc.control.reconcile.services.ServiceScheduler`): its listing,
+:func:`busy_services`, finds in one unlocked bulk read the services a pass would change.
 
 Behind load balancers it also registers RUNNING tasks in their deployment's target groups and
 deregisters a task before it stops it (:mod:`taskvpc.control.elbv2.service_targets`). The service
 document keeps, for each live task, the targets it registered (``_targets``) and, while they drain, the
 reason it will be stopped with (``_draining``); the task stays RUNNING meanwhile and is stopped only once
-its targets have left ``draining``. The control plane's
-reconcile runner drives it (:class:`taskvpc.control.reconcile.services.ServiceScheduler`): its listing,
-:func:`busy_services`, finds in one unlocked bulk read the services a pass would change.
+its targets have left ``draining``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _is_failure(body: Doc) -> bool:
     return (
         body.get("stopCode") in _FAILURE_CODES
         or reason == svc.UNHEALTHY_STOP_REASON
-        or (reason.startswith(_ELB_FAILURE))
+        or reason.startswith(_ELB_FAILURE)
     )
 
 

@@ -228,7 +228,11 @@ def update_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
             )
         launch, td = _checked_launch(conn, ctx, cluster, doc["serviceName"], wanted)
         given = params.get("loadBalancers")
-        balancers = _balancers(conn, ctx, doc.get("loadBalancers") if given is None else given, td)
+        balancers = doc.get("loadBalancers") or []
+        if given is not None or launch["taskDefinition"] != doc.get("taskDefinition"):
+            # checked again against a new task definition; kept as they are otherwise (a listener
+            # removed since does not block a change of desiredCount)
+            balancers = _balancers(conn, ctx, balancers if given is None else given, td)
         grace = params.get("healthCheckGracePeriodSeconds")
         if grace is not None and not balancers:
             raise _grace_without_balancers()
