@@ -193,6 +193,10 @@ def test_load_balancers_are_refused_as_ecs_refuses_them(
         "InvalidParameterException",
         "Health check grace period is only valid for services configured to use load balancers",
     )
+    assert refused([entry], role="ecsServiceRole") == (
+        "InvalidParameterException",
+        "You cannot specify an IAM role for services that require a service linked role.",
+    )
     assert ecs.list_services()["serviceArns"] == []  # nothing was made
 
     # UpdateService: the same checks; adding load balancers is a new deployment.

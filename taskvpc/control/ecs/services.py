@@ -132,6 +132,11 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         if existing is not None and existing["status"] == svc.DRAINING:
             raise invalid_parameter("Unable to Start a service that is still Draining.")  # unconfirmed
         launch, td = _checked_launch(conn, ctx, cluster, name, svc.launch_of(params))
+        if params.get("role") and td.get("networkMode") == "awsvpc":
+            # real text (public CreateService outputs): awsvpc services use ECS's service-linked role
+            raise invalid_parameter(
+                "You cannot specify an IAM role for services that require a service linked role."
+            )
         balancers = _balancers(conn, ctx, params.get("loadBalancers"), td)
         if params.get("healthCheckGracePeriodSeconds") is not None and not balancers:
             raise _grace_without_balancers()
