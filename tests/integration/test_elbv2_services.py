@@ -318,6 +318,16 @@ def test_a_load_balanced_service_from_create_to_delete(
         ecs.get_waiter("services_stable").wait(services=["web"], WaiterConfig=WAIT)
         assert list(_targets(elbv2, tg).values()) == ["healthy"]
 
+        # A task stopped by hand leaves its target group at once, and is replaced.
+        last = ecs.list_tasks(serviceName="web")["taskArns"][0]
+        last_ip = _addresses(ecs, [last])[last]
+        ecs.stop_task(task=last)
+        _until(lambda: _targets(elbv2, tg).get(last_ip) != "healthy")
+        _until(
+            lambda: last_ip not in _targets(elbv2, tg) and list(_targets(elbv2, tg).values()) == ["healthy"]
+        )
+        assert f"(service web) deregistered 1 targets in (target-group {tg})" in _messages(ecs)
+
         # DeleteService deregisters every task before it stops it.
         ecs.delete_service(service="web", force=True)
         ecs.get_waiter("services_inactive").wait(services=["web"], WaiterConfig=WAIT)
