@@ -166,8 +166,7 @@ def check_common(params: Mapping[str, Any]) -> None:
         raise invalid_parameter(
             "healthCheckGracePeriodSeconds must be between 0 and 2147483647."
         )  # unconfirmed wording
-    for member in (
-        "loadBalancers",
+    for member in (  # loadBalancers: checked by the control plane against ELBv2
         "serviceRegistries",
         "serviceConnectConfiguration",
         "volumeConfigurations",

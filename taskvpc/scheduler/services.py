@@ -19,6 +19,18 @@ Rules (ECS API reference, DeploymentConfiguration; developer guide, rolling upda
   as a new PRIMARY. Failing tasks also make the scheduler wait before it starts more (backoff).
 * The PRIMARY deployment is COMPLETED when it runs the desired count healthy and nothing else is up;
   the service is in a steady state when that holds and no other deployment is left.
+
+Behind load balancers (a deployment with ``loadBalancers``; developer guide, "Use load balancing to
+distribute Amazon ECS service traffic" and the task lifecycle):
+
+* A RUNNING task is registered in its deployment's target groups; it counts as healthy only once every
+  target of it is ``healthy`` (so a rolling update drains old tasks only as new targets pass their checks,
+  and the deployment completes only then). ``initial`` is not healthy, and not a failure either.
+* A target ``unhealthy`` after ``healthCheckGracePeriodSeconds`` (from the task's start) gets its task
+  replaced: "Task failed ELB health checks in (target-group ...)".
+* The scheduler never stops a registered task outright: it deregisters it first (``deregister``), waits
+  until its targets have left ``draining`` (the group's deregistration delay) and only then stops it with
+  the reason it chose. A task that goes down for another reason is deregistered at once (``release``).
 """
 
 from __future__ import annotations
@@ -32,6 +44,13 @@ STOPPED = "STOPPED"
 PENDING_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
 BACKOFF_BASE = 1.0  # seconds after the first recent failure; doubles per failure # unconfirmed (ECS
 BACKOFF_MAX = 300.0  # throttles failing services but documents no numbers)
+
+# What the load balancers say of a task (the control plane sums up its targets' health this way).
+NO_LB = "NONE"  # its deployment has no load balancers
+UNREGISTERED = "UNREGISTERED"  # it has, but no target of the task is registered (yet, or any more)
+INITIAL, HEALTHY, UNHEALTHY, DRAINING = "initial", "healthy", "unhealthy", "draining"
+REGISTERED = frozenset({INITIAL, HEALTHY, UNHEALTHY})
+ELB_UNHEALTHY_STOP_REASON = "Task failed ELB health checks in (target-group {group})"  # real stoppedReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +78,15 @@ class DeploymentState:
 
 
 @dataclass(frozen=True, slots=True)
+class TargetFailure:
+    """Where a task's target is unhealthy: the group, the port and ELB's description of why."""
+
+    target_group: str
+    port: int
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
 class TaskState:
     arn: str
     deployment: str
@@ -67,6 +95,9 @@ class TaskState:
     health: str = "UNKNOWN"
     started_at: float | None = None
     created_at: float = 0.0
+    lb: str = NO_LB  # NO_LB, UNREGISTERED, or its targets' state taken together (initial ... draining)
+    lb_failure: TargetFailure | None = None  # set when ``lb`` is unhealthy
+    drain_reason: str | None = None  # deregistered by the scheduler, to be stopped with this reason
 
     @property
     def task_id(self) -> str:
@@ -83,6 +114,9 @@ class Counts:
 class ServicePlan:
     start: dict[str, int] = field(default_factory=dict)  # deployment id -> tasks to start
     stop: list[tuple[str, str]] = field(default_factory=list)  # (task ARN, stoppedReason)
+    register: list[str] = field(default_factory=list)  # RUNNING tasks to register in their target groups
+    deregister: list[tuple[str, str]] = field(default_factory=list)  # drain, then stop with the reason
+    release: list[str] = field(default_factory=list)  # going down otherwise, still registered
     rollout: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (state, reason)
     retire: list[str] = field(default_factory=list)  # drained non-primary deployments
     rollback: bool = False  # make a new PRIMARY from ``stable_deployment``'s launch
@@ -112,6 +146,20 @@ def _unhealthy(task: TaskState, service: ServiceState, now: float) -> bool:
     return task.started_at is None or now - task.started_at >= service.grace_period
 
 
+def _failed_elb(task: TaskState, service: ServiceState, now: float) -> bool:
+    if task.lb != UNHEALTHY or task.last_status != RUNNING:
+        return False
+    return task.started_at is None or now - task.started_at >= service.grace_period
+
+
+def event_target_unhealthy(service: str, task: TaskState, failure: TargetFailure) -> str:
+    """ECS's event for an awsvpc task's failing target (developer guide, service event messages)."""
+    return (
+        f"(service {service}) (task {task.task_id}) (port {failure.port}) is unhealthy in "
+        f"(target-group {failure.target_group}) due to (reason {failure.description})."
+    )
+
+
 def plan_service(
     service: ServiceState, deployments: list[DeploymentState], tasks: list[TaskState], now: float
 ) -> ServicePlan:
@@ -124,13 +172,17 @@ def plan_service(
     desired = 0 if draining else service.desired_count
     minimum, maximum = svc.task_bounds(desired, service.minimum_healthy_percent, service.maximum_percent)
     primary = next((d for d in deployments if d.status == svc.PRIMARY), None)
-    wanted = [t for t in live if t.desired_status == RUNNING]
+    wanted = [t for t in live if t.desired_status == RUNNING and t.drain_reason is None]
+    draining_out = [t for t in live if t.desired_status == RUNNING and t.drain_reason is not None]
     stopping: dict[str, str] = {}
 
     # Replace what failed its health checks (it is not healthy, so the minimum does not protect it).
     for task in wanted:
         if _unhealthy(task, service, now):
             stopping[task.arn] = svc.UNHEALTHY_STOP_REASON
+        elif _failed_elb(task, service, now) and task.lb_failure is not None:
+            stopping[task.arn] = ELB_UNHEALTHY_STOP_REASON.format(group=task.lb_failure.target_group)
+            plan.events.append(event_target_unhealthy(service.name, task, task.lb_failure))
 
     primary_failed = primary is not None and primary.rollout_state == svc.FAILED
     if (
@@ -152,7 +204,8 @@ def plan_service(
         plan.rollout[primary.id] = (svc.FAILED, reason)
 
     def healthy(task: TaskState) -> bool:
-        return task.last_status == RUNNING and task.arn not in stopping
+        in_service = task.lb in (NO_LB, HEALTHY)  # behind a load balancer: healthy there too
+        return task.last_status == RUNNING and task.arn not in stopping and in_service
 
     remaining = [t for t in wanted if t.arn not in stopping]
     ours = [t for t in remaining if primary is not None and t.deployment == primary.id]
@@ -182,10 +235,18 @@ def plan_service(
         elif allowance > 0:
             stopping[task.arn] = _scaling_reason(task)
             allowance -= 1
-    plan.stop = sorted(stopping.items())
-    if plan.stop:
+    _split_stops(plan, live, stopping, draining_out)
+    if stopping:
         stopped_running = [t.task_id for t in live if t.arn in stopping]
         plan.events.append(svc.event_stopped(service.name, stopped_running))
+    plan.register = [
+        t.arn for t in wanted if t.arn not in stopping and t.last_status == RUNNING and t.lb == UNREGISTERED
+    ]
+    plan.release = [
+        t.arn
+        for t in tasks
+        if t.lb in REGISTERED and (t.desired_status != RUNNING or t.last_status == STOPPED)
+    ]
 
     # Retire drained deployments; complete the primary; steady state.
     busy = {t.deployment for t in live}
@@ -197,6 +258,8 @@ def plan_service(
         and not others_up
         and not plan.stop
         and not plan.start
+        and not plan.deregister
+        and not plan.register
         and len(ours) == desired == len(live)
         and all(healthy(t) for t in ours)
     )
@@ -209,6 +272,26 @@ def plan_service(
         plan.events.append(svc.event_steady(service.name))
     plan.drained = draining and not live
     return plan
+
+
+def _split_stops(
+    plan: ServicePlan, live: list[TaskState], stopping: dict[str, str], draining_out: list[TaskState]
+) -> None:
+    """A task with targets is deregistered first and stopped once they are gone; one without, at once."""
+    by_arn = {t.arn: t for t in live}
+    for arn, reason in sorted(stopping.items()):
+        if by_arn[arn].lb in REGISTERED or by_arn[arn].lb == DRAINING:
+            plan.deregister.append((arn, reason))
+        else:
+            plan.stop.append((arn, reason))
+    for task in draining_out:
+        assert task.drain_reason is not None
+        if task.lb in REGISTERED:  # registered again meanwhile (by hand): deregister again
+            plan.deregister.append((task.arn, task.drain_reason))
+        elif task.lb != DRAINING:  # its targets are gone: now it may stop
+            plan.stop.append((task.arn, task.drain_reason))
+    plan.stop.sort()
+    plan.deregister.sort()
 
 
 def _scaling_reason(task: TaskState) -> str:

@@ -13,11 +13,13 @@ from taskvpc.domain.errors import ClientError
 from taskvpc.scheduler.services import (
     DeploymentState,
     ServiceState,
+    TargetFailure,
     TaskState,
     plan_service,
 )
 
 STATUSES = ["PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING"]
+LB_STATES = ["UNREGISTERED", "initial", "healthy", "unhealthy", "draining"]
 
 
 def _service(desired: int, low: int, high: int, **extra: object) -> ServiceState:
@@ -32,7 +34,13 @@ def _service(desired: int, low: int, high: int, **extra: object) -> ServiceState
 
 
 def _healthy(task: TaskState) -> bool:
-    return task.last_status == "RUNNING" and task.desired_status == "RUNNING" and task.health != "UNHEALTHY"
+    return (
+        task.last_status == "RUNNING"
+        and task.desired_status == "RUNNING"
+        and task.health != "UNHEALTHY"
+        and task.lb in ("NONE", "healthy")
+        and task.drain_reason is None
+    )
 
 
 @st.composite
@@ -47,9 +55,11 @@ def worlds(draw: st.DrawFn) -> tuple[ServiceState, list[DeploymentState], list[T
         DeploymentState(f"ecs-svc/{n}", "ACTIVE", "COMPLETED") for n in range(draw(st.integers(0, 2)))
     ]
     tasks = []
+    balanced = draw(st.booleans())
     for n in range(draw(st.integers(0, 16))):
         desired_status = draw(st.sampled_from(["RUNNING", "RUNNING", "STOPPED"]))
         last = draw(st.sampled_from(STATUSES))
+        lb = draw(st.sampled_from(LB_STATES)) if balanced else "NONE"
         tasks.append(
             TaskState(
                 arn=f"arn:aws:ecs:r:1:task/c/{n:032x}",
@@ -59,6 +69,9 @@ def worlds(draw: st.DrawFn) -> tuple[ServiceState, list[DeploymentState], list[T
                 health=draw(st.sampled_from(["UNKNOWN", "HEALTHY", "UNHEALTHY"])),
                 started_at=0.0,
                 created_at=float(n),
+                lb=lb,
+                lb_failure=TargetFailure("tg", 80, "Health checks failed") if lb == "unhealthy" else None,
+                drain_reason=draw(st.sampled_from([None, None, "Scaling activity"])) if balanced else None,
             )
         )
     return _service(desired, low, high), deployments, tasks
@@ -79,12 +92,21 @@ def test_a_plan_stays_within_the_bounds(
     if started:
         assert len(live) + started <= maximum  # never more than maximumPercent up
         assert set(plan.start) == {"ecs-svc/2"}  # only the PRIMARY starts tasks
-    stopped = {arn for arn, _ in plan.stop}
+    stopped = {arn for arn, _ in plan.stop} | {arn for arn, _ in plan.deregister}
     healthy_before = [t for t in live if _healthy(t)]
     healthy_after = [t for t in healthy_before if t.arn not in stopped]
     if len(healthy_after) < len(healthy_before):  # a healthy task was stopped ...
         assert len(healthy_after) >= minimum  # ... only down to minimumHealthyPercent
     assert all(t.desired_status == "RUNNING" for t in live if t.arn in stopped)
+    by_arn = {t.arn: t for t in tasks}
+    # A task with targets is never stopped outright: it is deregistered and stopped once they are gone.
+    assert all(by_arn[arn].lb in ("NONE", "UNREGISTERED") for arn, _ in plan.stop)
+    assert all(by_arn[arn].lb != "NONE" for arn, _ in plan.deregister)
+    assert all(by_arn[arn].lb in ("initial", "healthy", "unhealthy") for arn in plan.release)
+    for arn in plan.register:  # only RUNNING tasks, wanted, with nothing registered yet
+        task = by_arn[arn]
+        assert (task.last_status, task.desired_status, task.lb) == ("RUNNING", "RUNNING", "UNREGISTERED")
+        assert task.drain_reason is None
 
 
 def _step(

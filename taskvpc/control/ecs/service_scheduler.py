@@ -7,6 +7,12 @@ asks tasks to stop (``ServiceSchedulerInitiated``), moves deployments, writes ev
 keyed and level-triggered: running it again on an unchanged world changes nothing. The control plane's
 reconcile runner drives it (:class:`taskvpc.control.reconcile.services.ServiceScheduler`): its listing,
 :func:`busy_services`, finds in one unlocked bulk read the services a pass would change.
+
+Behind load balancers it also registers RUNNING tasks in their deployment's target groups and
+deregisters a task before it stops it (:mod:`taskvpc.control.elbv2.service_targets`). The service
+document keeps, for each live task, the targets it registered (``_targets``) and, while they drain, the
+reason it will be stopped with (``_draining``); the task stays RUNNING meanwhile and is stopped only once
+its targets have left ``draining``.
 """
 
 from __future__ import annotations
@@ -19,10 +25,11 @@ from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import services as service_calls, task_state, tasks
+from taskvpc.control.elbv2 import service_targets
 from taskvpc.domain import services as svc, tasks as taskdoc
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.lifecycle import StopCode, TaskEvent
-from taskvpc.scheduler import PlacementFailure
+from taskvpc.scheduler import PlacementFailure, services as planner
 from taskvpc.scheduler.services import DeploymentState, ServicePlan, ServiceState, TaskState, plan_service
 from taskvpc.store import ecs_repo, services_repo, tasks_repo
 
@@ -42,10 +49,34 @@ _CLOSEST = {
 }
 
 
+_ELB_FAILURE = planner.ELB_UNHEALTHY_STOP_REASON.split("{", 1)[0]
+
+
 def _is_failure(body: Doc) -> bool:
     if body.get("desiredStatus") != "STOPPED":
         return False
-    return body.get("stopCode") in _FAILURE_CODES or body.get("stoppedReason") == svc.UNHEALTHY_STOP_REASON
+    reason = str(body.get("stoppedReason") or "")
+    return (
+        body.get("stopCode") in _FAILURE_CODES
+        or reason == svc.UNHEALTHY_STOP_REASON
+        or reason.startswith(_ELB_FAILURE)
+    )
+
+
+def _group_arns(doc: Doc) -> set[str]:
+    """The target groups a pass may read: those the service's tasks registered in."""
+    return {entry["targetGroupArn"] for entries in (doc.get("_targets") or {}).values() for entry in entries}
+
+
+def _lb_state(
+    doc: Doc, deployment: Doc | None, arn: str, targets: service_targets.TargetRows, now: float
+) -> tuple[str, planner.TargetFailure | None]:
+    recorded = (doc.get("_targets") or {}).get(arn)
+    if recorded is not None:  # [] when its groups were deleted: nothing to be healthy in
+        return service_targets.summarize(recorded, targets, now) if recorded else (planner.NO_LB, None)
+    if deployment is not None and deployment.get("_loadBalancers"):
+        return planner.UNREGISTERED, None
+    return planner.NO_LB, None
 
 
 def _states(
@@ -54,6 +85,7 @@ def _states(
     rows: list[TaskRow],
     now: float,
     desired: int,
+    targets: service_targets.TargetRows,
 ) -> tuple[ServiceState, list[DeploymentState], list[TaskState]]:
     configuration = doc["deploymentConfiguration"]
     breaker = configuration.get("deploymentCircuitBreaker") or {}
@@ -71,10 +103,13 @@ def _states(
     )
     task_states: list[TaskState] = []
     failures: dict[str, list[float]] = {}
+    by_id = {d["id"]: d for d in deployments}
+    draining = doc.get("_draining") or {}
     for arn, started_by, last, desired_status, _updated, body in rows:
         if _is_failure(body):
             failures.setdefault(started_by, []).append(float(body.get("stoppingAt") or 0))
-        if last != "STOPPED":
+        lb, failure = _lb_state(doc, by_id.get(started_by), arn, targets, now)
+        if last != "STOPPED" or lb in planner.REGISTERED:  # a stopped one only to deregister it
             task_states.append(
                 TaskState(
                     arn=arn,
@@ -84,6 +119,9 @@ def _states(
                     health=body.get("healthStatus", "UNKNOWN"),
                     started_at=body.get("startedAt"),
                     created_at=float(body.get("createdAt") or 0),
+                    lb=lb,
+                    lb_failure=failure,
+                    drain_reason=draining.get(arn),
                 )
             )
     deployment_states = []
@@ -115,6 +153,7 @@ class _Assessment:
     deployments: list[Doc]
     states: list[DeploymentState]
     desired: int
+    rows: list[TaskRow]
 
 
 def _since(deployments: list[Doc], now: float) -> float:
@@ -125,11 +164,16 @@ def _since(deployments: list[Doc], now: float) -> float:
 
 
 def _assessment(
-    row: Row, deployments: list[Doc], rows: list[TaskRow], now: float, desired: int
+    row: Row,
+    deployments: list[Doc],
+    rows: list[TaskRow],
+    now: float,
+    desired: int,
+    targets: service_targets.TargetRows,
 ) -> _Assessment:
-    service, deployment_states, task_states = _states(row["body"], deployments, rows, now, desired)
+    service, deployment_states, task_states = _states(row["body"], deployments, rows, now, desired, targets)
     plan = plan_service(service, deployment_states, task_states, now)
-    return _Assessment(plan, deployments, deployment_states, desired)
+    return _Assessment(plan, deployments, deployment_states, desired, rows)
 
 
 def _assess(conn: Connection, ctx: RequestContext, row: Row) -> _Assessment:
@@ -142,7 +186,8 @@ def _assess(conn: Connection, ctx: RequestContext, row: Row) -> _Assessment:
         stopped_since=_since(deployments, ctx.now),
     )
     desired = _desired(conn, ctx, row["body"], row["cluster"])
-    return _assessment(row, deployments, rows, ctx.now, desired)
+    targets = service_targets.read_targets(conn, _group_arns(row["body"]))
+    return _assessment(row, deployments, rows, ctx.now, desired, targets)
 
 
 def _refresh_counts(doc: Doc, by_id: dict[str, Doc], found: _Assessment) -> None:
@@ -162,6 +207,22 @@ def _refresh_counts(doc: Doc, by_id: dict[str, Doc], found: _Assessment) -> None
     doc.update(runningCount=plan.counts.running, pendingCount=plan.counts.pending, _steady=plan.steady)
     if doc["schedulingStrategy"] == svc.DAEMON:
         doc["desiredCount"] = found.desired
+    _prune(doc, found.rows)
+
+
+def _prune(doc: Doc, rows: list[TaskRow]) -> None:
+    """Forget the targets of tasks that are gone and the drains of tasks no longer wanted RUNNING."""
+    live = {arn for arn, _by, last, _desired, _at, _body in rows if last != "STOPPED"}
+    running = {
+        arn for arn, _by, last, desired, _at, _body in rows if last != "STOPPED" and desired == "RUNNING"
+    }
+    for member, keep in (("_targets", live), ("_draining", running)):
+        if member in doc:
+            kept = {arn: value for arn, value in doc[member].items() if arn in keep}
+            if kept:
+                doc[member] = kept
+            else:
+                del doc[member]
 
 
 def _idle(row: Row, found: _Assessment) -> bool:
@@ -169,6 +230,8 @@ def _idle(row: Row, found: _Assessment) -> bool:
     write transaction)."""
     plan = found.plan
     if plan.start or plan.stop or plan.rollout or plan.retire or plan.rollback or plan.events or plan.drained:
+        return False
+    if plan.register or plan.deregister or plan.release:
         return False
     doc = copy.deepcopy(row["body"])
     by_id = {d["id"]: copy.deepcopy(d) for d in found.deployments}
@@ -187,6 +250,7 @@ def busy_services(conn: Connection, now: float) -> list[tuple[str, str]]:
         if row["status"] != svc.INACTIVE:
             by_cluster.setdefault((row["region"], row["cluster"]), []).append(row)
     deployments = services_repo.deployments_of_services(conn, [r["id"] for r in rows])
+    targets = service_targets.read_targets(conn, {arn for r in rows for arn in _group_arns(r["body"])})
     busy: list[tuple[str, str]] = []
     for (region, cluster), members in by_cluster.items():
         ids = [d["id"] for r in members for d in deployments.get(r["id"], [])]
@@ -200,7 +264,7 @@ def busy_services(conn: Connection, now: float) -> list[tuple[str, str]]:
             task_rows = [t for d in mine for t in tasks_by_deployment.get(d["id"], [])]
             daemon = row["body"]["schedulingStrategy"] == svc.DAEMON
             desired = instances if daemon else int(row["body"]["desiredCount"])
-            if not _idle(row, _assessment(row, mine, task_rows, now, desired)):
+            if not _idle(row, _assessment(row, mine, task_rows, now, desired, targets)):
                 busy.append((region, row["id"]))
     return busy
 
@@ -240,17 +304,23 @@ def _reconcile(conn: Connection, ctx: RequestContext, row: Row, cluster: Doc) ->
     for ident, (state, reason) in plan.rollout.items():
         by_id[ident].update(rolloutState=state, rolloutStateReason=reason, updatedAt=ctx.now)
         if state == svc.COMPLETED:
-            doc["_stable"] = {"id": ident, **svc.launch_of(by_id[ident])}
+            balancers = by_id[ident].get("_loadBalancers") or []
+            doc["_stable"] = {"id": ident, **svc.launch_of(by_id[ident]), "_loadBalancers": balancers}
     for ident in plan.retire:
         by_id[ident]["status"] = svc.INACTIVE
     if plan.rollback and doc.get("_stable"):
         for deployment in by_id.values():
             services_repo.save_deployment(conn, deployment)
-        launch = {k: v for k, v in doc["_stable"].items() if k != "id"}
+        stable = doc["_stable"]
+        launch = {k: v for k, v in stable.items() if k not in ("id", "_loadBalancers")}
+        doc["loadBalancers"] = stable.get("_loadBalancers", doc.get("loadBalancers") or [])
         service_calls.new_primary(conn, ctx, row, launch)
         by_id = {d["id"]: d for d in services_repo.deployments_of(conn, row["id"])}
         saved = {}
+    events += _balance(conn, ctx, doc, plan, found.rows, by_id)
     _stop(conn, ctx, plan.stop, touched)
+    for arn, _reason in plan.stop:
+        (doc.get("_draining") or {}).pop(arn, None)
     for ident, count in plan.start.items():
         message = _start(conn, ctx, cluster, row, by_id[ident], count, touched)
         if message is not None:
@@ -271,6 +341,48 @@ def _reconcile(conn: Connection, ctx: RequestContext, row: Row, cluster: Doc) ->
     if touched:
         tasks.after_changes(conn, ctx, cluster_name, touched)
     return changed
+
+
+def _balance(
+    conn: Connection,
+    ctx: RequestContext,
+    doc: Doc,
+    plan: ServicePlan,
+    rows: list[TaskRow],
+    by_id: dict[str, Doc],
+) -> list[str]:
+    """The plan's load-balancer steps: register, deregister to drain, release; their events."""
+    name = doc["serviceName"]
+    bodies = {arn: (started_by, body) for arn, started_by, _last, _desired, _at, body in rows}
+    recorded: dict[str, list[Doc]] = doc.setdefault("_targets", {})
+    entries: list[Doc] = []
+    for arn in plan.register:
+        started_by, body = bodies[arn]
+        ip = service_targets.task_address(body)
+        balancers = (by_id.get(started_by) or {}).get("_loadBalancers") or []
+        if ip is not None and balancers:
+            recorded[arn] = service_targets.existing(conn, ctx, service_targets.targets_for(balancers, ip))
+            entries += recorded[arn]
+    events = service_targets.register(conn, ctx, name, entries)
+    leaving = [e for arn, _reason in plan.deregister for e in recorded.get(arn, [])]
+    leaving += [e for arn in plan.release for e in recorded.get(arn, [])]
+    events += service_targets.deregister(conn, ctx, name, leaving)
+    draining: dict[str, str] = doc.setdefault("_draining", {})
+    fresh: dict[str, int] = {}
+    for arn, reason in plan.deregister:
+        if arn not in draining:
+            started_by = bodies[arn][0]
+            fresh[started_by] = fresh.get(started_by, 0) + 1
+        draining[arn] = reason
+    for task_set, count in sorted(fresh.items()):
+        # real text (service event messages; notes §3)
+        events.append(
+            f"(service {name}, taskSet {task_set}) has begun draining connections on {count} tasks."
+        )
+    for member in ("_targets", "_draining"):
+        if not doc[member]:
+            del doc[member]
+    return events
 
 
 def _write_events(conn: Connection, ctx: RequestContext, service_id: str, messages: list[str]) -> None:

@@ -6,6 +6,10 @@ what is wanted (desired count, a new PRIMARY deployment, DRAINING); starting and
 service scheduler's (:mod:`taskvpc.control.ecs.service_scheduler`), which runs each service's reconcile
 pass shortly after. What a deployment launches is validated here with RunTask's own checks
 (:func:`taskvpc.control.ecs.tasks.prepare_launch`), so a service refuses what RunTask would.
+
+``loadBalancers`` are checked as ECS checks them (:func:`taskvpc.control.elbv2.service_targets.
+check_load_balancers`) against the task definition the deployment runs; each deployment keeps the ones its
+tasks register in (``_loadBalancers``, not shown), so changing them is a new deployment.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sqlalchemy import Connection
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ecs import capacity_providers, tagging, task_state, tasks
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
+from taskvpc.control.elbv2 import service_targets
 from taskvpc.domain import capacity, services as svc
 from taskvpc.domain.arns import foreign_arn, last_path_part
 from taskvpc.domain.errors import ClientError, invalid_parameter
@@ -44,13 +49,35 @@ def new_deployment_id(ctx: RequestContext) -> str:
 
 def check_launch(conn: Connection, ctx: RequestContext, cluster: Doc, name: str, launch: Doc) -> Doc:
     """RunTask's validation of what a deployment starts; the task definition's ARN resolved."""
+    return _checked_launch(conn, ctx, cluster, name, launch)[0]
+
+
+def _checked_launch(
+    conn: Connection, ctx: RequestContext, cluster: Doc, name: str, launch: Doc
+) -> tuple[Doc, Doc]:
+    """:func:`check_launch` and the task definition it resolved."""
     prepared = tasks.prepare_launch(
         conn,
         ctx,
         cluster,
         {**launch, "group": f"service:{name}", "startedBy": svc.deployment_id(0)},
     )
-    return {**launch, "taskDefinition": prepared.td["taskDefinitionArn"]}
+    return {**launch, "taskDefinition": prepared.td["taskDefinitionArn"]}, prepared.td
+
+
+def _grace_without_balancers() -> ClientError:
+    # real text ([G9] in the ELBv2 notes: public CreateService output)
+    return invalid_parameter(
+        "Health check grace period is only valid for services configured to use load balancers"
+    )
+
+
+def _balancers(conn: Connection, ctx: RequestContext, given: Any, td: Doc) -> list[Doc]:
+    if not given:
+        return []
+    if not isinstance(given, list):
+        raise invalid_parameter("loadBalancers must be a list.")  # unconfirmed (the model types it)
+    return service_targets.check_load_balancers(conn, ctx, given, td)
 
 
 def find(conn: Connection, ctx: RequestContext, cluster: str, identifier: str) -> Row | None:
@@ -67,7 +94,7 @@ def _set_active_count(conn: Connection, ctx: RequestContext, cluster: Doc) -> No
 
 def view(conn: Connection, row: Row, with_tags: bool) -> Doc:
     doc = svc.service_view(row["body"])
-    doc["deployments"] = services_repo.deployments_of(conn, row["id"])
+    doc["deployments"] = [svc.service_view(d) for d in services_repo.deployments_of(conn, row["id"])]
     doc["events"] = services_repo.events_of(conn, row["id"], svc.MAX_EVENTS)
     if with_tags:
         doc["tags"] = ecs_repo.get_tags(conn, doc["serviceArn"])
@@ -104,7 +131,15 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
             raise invalid_parameter("Creation of service was not idempotent.")
         if existing is not None and existing["status"] == svc.DRAINING:
             raise invalid_parameter("Unable to Start a service that is still Draining.")  # unconfirmed
-        launch = check_launch(conn, ctx, cluster, name, svc.launch_of(params))
+        launch, td = _checked_launch(conn, ctx, cluster, name, svc.launch_of(params))
+        if params.get("role") and td.get("networkMode") == "awsvpc":
+            # real text (public CreateService outputs): awsvpc services use ECS's service-linked role
+            raise invalid_parameter(
+                "You cannot specify an IAM role for services that require a service linked role."
+            )
+        balancers = _balancers(conn, ctx, params.get("loadBalancers"), td)
+        if params.get("healthCheckGracePeriodSeconds") is not None and not balancers:
+            raise _grace_without_balancers()
         launch_type, strategy = capacity_providers.launch_choice(conn, ctx, cluster, params)
         if strategy:  # given, or the cluster's default (which ECS copies onto the service)
             launch["capacityProviderStrategy"] = strategy
@@ -117,7 +152,7 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
             "serviceArn": svc.service_arn(ctx.region, ctx.account_id, cluster_name, name),
             "serviceName": name,
             "clusterArn": cluster["clusterArn"],
-            "loadBalancers": [],
+            "loadBalancers": balancers,
             "serviceRegistries": [],
             "status": svc.ACTIVE,
             "desiredCount": 0 if daemon else params.get("desiredCount", 0),
@@ -136,8 +171,8 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
             "enableExecuteCommand": False,
             "_steady": False,
         }
-        if params.get("healthCheckGracePeriodSeconds") is not None:
-            doc["healthCheckGracePeriodSeconds"] = params["healthCheckGracePeriodSeconds"]
+        if balancers:  # ECS shows 0 for a service with load balancers that gave none
+            doc["healthCheckGracePeriodSeconds"] = params.get("healthCheckGracePeriodSeconds") or 0
         row: Row = {
             "id": uuid.UUID(ctx.new_id()).hex,
             "region": ctx.region,
@@ -151,6 +186,7 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         }
         services_repo.insert_service(conn, row)
         deployment = svc.new_deployment(new_deployment_id(ctx), doc, svc.PRIMARY, ctx.now, launch)
+        deployment["_loadBalancers"] = balancers
         services_repo.insert_deployment(conn, row, deployment, ctx.now)
         if new_tags:
             ecs_repo.put_tags(conn, ctx.region, doc["serviceArn"], new_tags)
@@ -189,16 +225,29 @@ def update_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         for member in ("placementConstraints", "placementStrategy", "propagateTags", "enableECSManagedTags"):
             if params.get(member) is not None:
                 doc[member] = params[member]
-        if params.get("healthCheckGracePeriodSeconds") is not None:
-            doc["healthCheckGracePeriodSeconds"] = params["healthCheckGracePeriodSeconds"]
         wanted = {**svc.launch_of(doc), **svc.launch_of(params)}
         if params.get("capacityProviderStrategy"):
             wanted.pop("launchType", None)
             wanted["capacityProviderStrategy"] = capacity.normalized_strategy(
                 params["capacityProviderStrategy"]
             )
-        launch = check_launch(conn, ctx, cluster, doc["serviceName"], wanted)
-        if launch != svc.launch_of(doc) or params.get("forceNewDeployment"):
+        launch, td = _checked_launch(conn, ctx, cluster, doc["serviceName"], wanted)
+        given = params.get("loadBalancers")
+        balancers = doc.get("loadBalancers") or []
+        if given is not None or launch["taskDefinition"] != doc.get("taskDefinition"):
+            # checked again against a new task definition; kept as they are otherwise (a listener
+            # removed since does not block a change of desiredCount)
+            balancers = _balancers(conn, ctx, balancers if given is None else given, td)
+        grace = params.get("healthCheckGracePeriodSeconds")
+        if grace is not None and not balancers:
+            raise _grace_without_balancers()
+        moved = balancers != (doc.get("loadBalancers") or [])
+        doc["loadBalancers"] = balancers
+        if not balancers:
+            doc.pop("healthCheckGracePeriodSeconds", None)
+        elif grace is not None or "healthCheckGracePeriodSeconds" not in doc:
+            doc["healthCheckGracePeriodSeconds"] = grace or 0
+        if launch != svc.launch_of(doc) or moved or params.get("forceNewDeployment"):
             new_primary(conn, ctx, row, launch)
             doc["_steady"] = False
         for deployment in services_repo.deployments_of(conn, row["id"]):
@@ -221,6 +270,7 @@ def new_primary(conn: Connection, ctx: RequestContext, row: Row, launch: Doc) ->
             deployment.update(status=svc.ACTIVE, updatedAt=ctx.now)
             services_repo.save_deployment(conn, deployment)
     deployment = svc.new_deployment(new_deployment_id(ctx), doc, svc.PRIMARY, ctx.now, launch)
+    deployment["_loadBalancers"] = doc.get("loadBalancers") or []
     services_repo.insert_deployment(conn, row, deployment, ctx.now)
     return deployment
 
