@@ -191,6 +191,7 @@ class Result:
     found: Found
     problems: list[str] = field(default_factory=list)
     left: Found | None = None
+    restored: list[str] = field(default_factory=list)  # host settings put back (ip_forward)
 
 
 def _signal_all(processes: list[tuple[int, int]], signum: int) -> None:
@@ -260,7 +261,8 @@ def teardown(scope: Scope, grace: float = 3.0) -> Result:
             except (OSError, ValueError, NetlinkError) as exc:
                 result.problems.append(f"{stray.kind} {stray.name}: {exc}")
     try:  # the bridge of bridge-mode tasks and its NAT table (drivers/bridge.py)
-        BridgeDriver(scope.cfg).remove_bridge()
+        if (restored := BridgeDriver(scope.cfg).remove_bridge()) is not None:
+            result.restored.append(restored)
     except (OSError, BridgeError) as exc:
         result.problems.append(f"bridge {bridge_name(scope.cfg)}: {exc}")
     result.problems += _remove_cgroups(_cgroup_dirs(scope))

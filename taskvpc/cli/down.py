@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"taskvpc down: {exc}", file=sys.stderr)
         return 2
     print(f"taskvpc down: prefix {args.net_prefix}: {summary(result.found)} removed", file=sys.stderr)
+    for restored in result.restored:
+        print(f"taskvpc down: {restored}", file=sys.stderr)
     for problem in result.problems:
         print(f"taskvpc down: not removed: {problem}", file=sys.stderr)
     left = result.left

@@ -355,6 +355,8 @@ def _after_stop(args: argparse.Namespace, state_dir: Path, command: str) -> None
 
         result = teardown(scope)
         print(f"taskvpc: --cleanup-on-exit: {summary(result.found)} removed", file=sys.stderr)
+        for restored in result.restored:
+            print(f"taskvpc: {restored}", file=sys.stderr)
         for problem in result.problems:
             print(f"taskvpc: not removed: {problem}", file=sys.stderr)
         print(f"taskvpc: {record_stopped(state_dir, args.database_url)}", file=sys.stderr)

@@ -64,6 +64,8 @@ def scrub(prefix: str) -> None:
         if ifname.startswith(prefix):
             subprocess.run(["ip", "link", "del", ifname], capture_output=True, check=False)
     subprocess.run(["nft", "delete", "table", "ip", f"{prefix}_bridge"], capture_output=True, check=False)
+    # the bridge's ip_forward note (taskvpc/agent/drivers/forwarding.py): its namespace goes with the test
+    Path(f"/run/taskvpc/{prefix}.ip_forward").unlink(missing_ok=True)
     for directory in cgroups(prefix):  # deepest first; a cgroup with processes left stays (and is reported)
         with contextlib.suppress(OSError):
             directory.rmdir()

@@ -2,12 +2,14 @@
 
 `taskvpc up` with a test-unique prefix; the sample web server (examples/linux-simple-web.json) in
 ``bridge`` mode. A static ``hostPort`` held by one task fails the second with ``RESOURCE:PORTS``; a
-dynamic host port is in ``networkBindings`` and answers on 127.0.0.1 from the task's own namespace;
-``taskvpc down`` then leaves the host as it was (bridge, NAT table and all).
+dynamic host port is in ``networkBindings`` and answers on 127.0.0.1 and, from another namespace standing for
+another machine, on the instance's address (forwarded: ``ip_forward`` is turned on in the instance's
+namespace only); ``taskvpc down`` then leaves the host as it was (bridge, NAT table, ip_forward and all).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -25,6 +27,7 @@ from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
 from tests.root.test_teardown import differences, down, settled_equal, snapshot, stop_up
 from tests.root.upserver import REPO, RootServer, kill_task_shims
+from tests.support import hostns
 
 pytestmark = [
     pytest.mark.root,
@@ -69,8 +72,33 @@ def fetch(url: str, timeout: float = 20) -> str:
             time.sleep(0.2)
 
 
+def forwarding() -> str:
+    """net.ipv4.ip_forward of the namespace this thread is in (the module's throwaway host namespace)."""
+    return Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+
+
+@contextlib.contextmanager
+def elsewhere(prefix: str) -> Iterator[tuple[str, str]]:
+    """Another machine on a link to the instance: a namespace with a veth to the instance's namespace
+    (instance side ``<prefix>o`` 10.253.0.1/30, there 10.253.0.2); (its name, the instance's address)."""
+    name = hostns.create("tvo")
+    try:
+        link = f"{prefix}o"
+        subprocess.run(
+            ["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", name], check=True
+        )
+        subprocess.run(["ip", "addr", "add", "10.253.0.1/30", "dev", link], check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", "10.253.0.2/30", "dev", "eth0"], check=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
+        yield name, "10.253.0.1"
+    finally:
+        hostns.delete(name)  # the veth goes with it
+
+
 def test_bridge_port_mappings_answer_on_localhost_and_down_removes_them(server: RootServer) -> None:
     before = snapshot()
+    assert forwarding() == "0"  # a fresh namespace's default
     server.start()
     ecs = server.client("ecs")
     for family, mode, port in (
@@ -94,6 +122,12 @@ def test_bridge_port_mappings_answer_on_localhost_and_down_removes_them(server: 
     assert binding["containerPort"] == 80 and 49153 <= binding["hostPort"] <= 65535
     assert "Amazon ECS Sample App" in fetch(f"http://127.0.0.1:{binding['hostPort']}/")
     assert "Amazon ECS Sample App" in fetch("http://127.0.0.1:8080/")
+    # from elsewhere, on the instance's address: DNAT, then forwarded onto the bridge (turned on for it)
+    assert forwarding() == "1"
+    with elsewhere(server.prefix) as (other, address), hostns.entered(other):
+        assert "Amazon ECS Sample App" in fetch(f"http://{address}:{binding['hostPort']}/")
+        assert "Amazon ECS Sample App" in fetch(f"http://{address}:8080/")
+        assert forwarding() == "0"  # only the instance's namespace was changed
 
     # each bridge task in its own namespace with eth0 on the bridge; the `none` task has only lo
     names = {
@@ -124,6 +158,8 @@ def test_bridge_port_mappings_answer_on_localhost_and_down_removes_them(server: 
     stop_up(server, signal.SIGTERM)
     result = down(server)
     assert result.returncode == 0, result.stderr
+    assert "taskvpc down: ip_forward back to 0" in result.stderr
+    assert forwarding() == "0"
     after = settled_equal(before)
     assert after == before, differences(before, after)
 

@@ -3,7 +3,8 @@
 The test makes a throwaway namespace ``tvn<hex>`` and starts two `taskvpc up` in it (``nsenter --net``),
 with different prefixes, state dirs and control-plane ports. Its own HTTP calls are made with this
 thread switched into that namespace (a socket lives where it was made). The first instance's host link
-and routes land in the throwaway namespace and the root namespace's links and routes do not change; the
+and routes land in the throwaway namespace and the links and routes of the namespace the test runs in
+(the module's own, tests/root/conftest.py) do not change; the
 second instance's host access would collide with the first's (same default VPC CIDR, same link address):
 it says so in one line naming the first one's link, and its tasks still run and reach each other.
 """
@@ -18,7 +19,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,26 +34,6 @@ if os.geteuid() == 0:
     from taskvpc.agent.drivers import netns
 
 
-class NamespacedServer(RootServer):
-    """`taskvpc up` started inside the network namespace ``netns_name``."""
-
-    def __init__(self, state_dir: Path, prefix: str, netns_name: str) -> None:
-        super().__init__(state_dir, prefix)
-        self.netns_name = netns_name
-
-    def start(self) -> RootServer:
-        real_popen = subprocess.Popen
-
-        def popen(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-            return real_popen(["nsenter", f"--net=/run/netns/{self.netns_name}", *command], **kwargs)
-
-        subprocess.Popen = popen  # type: ignore[assignment,misc]
-        try:
-            return super().start()
-        finally:
-            subprocess.Popen = real_popen  # type: ignore[misc]
-
-
 def root_view() -> tuple[list[str], list[str]]:
     links = sorted(re.sub(r"^\d+: ", "", line).split()[0] for line in _lines("ip", "-o", "link"))
     return links, sorted(_lines("ip", "route"))
@@ -64,11 +44,11 @@ def _lines(*command: str) -> list[str]:
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> Iterator[tuple[str, NamespacedServer, NamespacedServer]]:
+def world(tmp_path: Path) -> Iterator[tuple[str, RootServer, RootServer]]:
     name = "tvn" + secrets.token_hex(3)
     subprocess.run(["ip", "netns", "add", name], check=True)
     subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    servers = [NamespacedServer(tmp_path / p, p + secrets.token_hex(2), name) for p in ("tva", "tvb")]
+    servers = [RootServer(tmp_path / p, p + secrets.token_hex(2), name) for p in ("tva", "tvb")]
     try:
         yield name, servers[0], servers[1]
     finally:
@@ -108,7 +88,7 @@ def task_namespaces(prefix: str) -> list[str]:
     return [n for n in hostcheck.namespaces(prefix) if n.startswith(f"{prefix}-t-")]
 
 
-def test_two_instances_in_one_namespace(world: tuple[str, NamespacedServer, NamespacedServer]) -> None:
+def test_two_instances_in_one_namespace(world: tuple[str, RootServer, RootServer]) -> None:
     name, first, second = world
     before = root_view()
     fd = netns.open_ns(name)

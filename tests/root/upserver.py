@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -17,6 +18,7 @@ import pytest
 from taskvpc.agent.runtime.procs import proc_start_time
 from tests.integration.server import VENV_BIN, TaskvpcServer
 from tests.root import hostcheck
+from tests.support import hostns
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,16 +61,35 @@ def kill_task_shims(state_dir: Path) -> None:
 
 
 class RootServer(TaskvpcServer):
-    """`taskvpc up` with its local agent, namespaced by a test-unique prefix."""
+    """`taskvpc up` with its local agent, namespaced by a test-unique prefix.
 
-    def __init__(self, state_dir: Path, prefix: str) -> None:
+    It runs in the network namespace the test is in (the module's throwaway one, tests/root/conftest.py),
+    or, with ``netns``, in that named namespace: then its process starts there (``nsenter``) and the
+    test talks to it inside ``with server.inside():`` (start() does so itself).
+    """
+
+    def __init__(self, state_dir: Path, prefix: str, netns: str | None = None) -> None:
         super().__init__(state_dir)
         self.prefix = prefix
+        self.netns = netns
+
+    def inside(self) -> contextlib.AbstractContextManager[None]:
+        """This thread in the server's namespace for the body (no switch without ``netns``)."""
+        return hostns.entered(self.netns)
+
+    def command_prefix(self) -> list[str]:
+        """What puts a command into the server's namespace (nothing without ``netns``)."""
+        return [] if self.netns is None else ["nsenter", f"--net=/run/netns/{self.netns}"]
 
     def start(self) -> RootServer:
+        with self.inside():
+            return self._start()
+
+    def _start(self) -> RootServer:
         import urllib.error
 
         command = [
+            *self.command_prefix(),
             str(VENV_BIN / "taskvpc"),
             "up",
             "--allow-reset",

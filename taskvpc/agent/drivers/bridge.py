@@ -11,8 +11,10 @@ Port mappings are NAT, as Docker's published ports: an ``ip`` nftables table of 
 the map, so a mapping answers on every address of the instance, 127.0.0.1 included. Loopback needs two
 more things, both scoped to our bridge: ``route_localnet`` on it (the kernel otherwise drops a packet
 from 127.0.0.1 routed out of a non-loopback device) and a masquerade of such packets to the bridge's
-address (the task could not answer 127.0.0.1). Outbound traffic of bridge tasks is masqueraded too;
-forwarding it needs ``net.ipv4.ip_forward`` on the instance, which this driver does not change.
+address (the task could not answer 127.0.0.1). Outbound traffic of bridge tasks is masqueraded too.
+A mapping reached from elsewhere and a task's outbound traffic are forwarded, so the bridge turns
+``net.ipv4.ip_forward`` on in the instance's namespace (the one the agent runs in) and its removal puts
+the old value back (``drivers/forwarding.py``).
 
 ``none``: a namespace with only ``lo`` up.
 
@@ -30,7 +32,7 @@ import subprocess
 import zlib
 from collections.abc import Iterable, Sequence
 
-from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers import forwarding, netns
 from taskvpc.agent.netplan import IFNAMSIZ, NetConfig
 from taskvpc.agentapi.tasks import PortBinding
 
@@ -116,6 +118,14 @@ def element_commands(cfg: NetConfig, address: str, bindings: Sequence[PortBindin
     return "\n".join(lines) + "\n"
 
 
+def _is_prefix(name: str) -> bool:
+    try:
+        NetConfig(prefix=name)
+    except ValueError:
+        return False
+    return True
+
+
 class BridgeDriver:
     def __init__(self, cfg: NetConfig) -> None:
         self.cfg = cfg
@@ -150,14 +160,27 @@ class BridgeDriver:
         self._run("ip", "link", "set", br, "up")
         with open(f"/proc/sys/net/ipv4/conf/{br}/route_localnet", "w") as f:
             f.write("1")
+        forwarding.enable(self.cfg.prefix)
         listed = self._run("nft", "list", "table", "ip", table_name(self.cfg), check=False)
         if "tcp_ports" not in listed:
             self._run("nft", "-f", "-", stdin=nft_table(self.cfg))
 
-    def remove_bridge(self) -> None:
+    def remove_bridge(self) -> str | None:
+        """The bridge, its NAT table and the forwarding it turned on; what became of the forwarding."""
         self._run("nft", "delete", "table", "ip", table_name(self.cfg), check=False)
         if self._link_exists(bridge_name(self.cfg)):
             self._run("ip", "link", "del", bridge_name(self.cfg))
+        return forwarding.restore(self.cfg.prefix, self._other_bridges())
+
+    def _other_bridges(self) -> list[str]:
+        """Prefixes of the other taskvpc bridges in this namespace (``P-br`` of a valid prefix)."""
+        found = []
+        for link in json.loads(self._run("ip", "-j", "link", "show", "type", "bridge", check=False) or "[]"):
+            name = str(link.get("ifname", ""))
+            prefix = name[: -len("-br")]
+            if name.endswith("-br") and prefix != self.cfg.prefix and _is_prefix(prefix):
+                found.append(prefix)
+        return found
 
     # -- tasks -------------------------------------------------------------------------------------
 
