@@ -128,14 +128,21 @@ def root_server(tmp_path: Path) -> Iterator[RootServer]:
     try:
         yield server.start()
     finally:
-        server.stop()
-        kill_task_shims(server.state_dir)
-        mounted = hostcheck.mounts_under(server.state_dir)
-        hostcheck.unmount_under(server.state_dir)
-        hostcheck.scrub(prefix)
-        left = hostcheck.wait_clean(prefix)
+        left, mounted = clean_up(server)
         assert not left, f"left behind: {left}"
         assert not mounted, f"mounts left behind: {mounted}"
+
+
+def clean_up(server: RootServer) -> tuple[list[str], list[str]]:
+    """Remove whatever the test left of ``server``, by PID and prefix (its links in its namespace):
+    (what could not be removed, the mounts that were still there)."""
+    server.stop()
+    kill_task_shims(server.state_dir)
+    mounted = hostcheck.mounts_under(server.state_dir)
+    hostcheck.unmount_under(server.state_dir)
+    with server.inside():
+        hostcheck.scrub(server.prefix)
+        return hostcheck.wait_clean(server.prefix), mounted
 
 
 def fetch(url: str) -> str:
