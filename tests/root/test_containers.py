@@ -23,11 +23,13 @@ def run_and_wait_stopped(server: RootServer, definition: dict[str, Any]) -> dict
     ecs.register_task_definition(**definition)
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
     subnet = sorted(subnets, key=lambda s: s["AvailabilityZone"])[0]["SubnetId"]
-    arn = ecs.run_task(
+    run = ecs.run_task(
         cluster="default",
         taskDefinition=definition["family"],
         networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet]}},
-    )["tasks"][0]["taskArn"]
+    )
+    assert run["tasks"], run["failures"]
+    arn = run["tasks"][0]["taskArn"]
     ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=[arn], WaiterConfig={"Delay": 1})
     return dict(ecs.describe_tasks(cluster="default", tasks=[arn])["tasks"][0])
 

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -110,15 +111,25 @@ class RootServer(TaskvpcServer):
                     break
             except (OSError, urllib.error.URLError):
                 time.sleep(0.05)
+        # registered and polling: an instance counts as connected from its agent's first poll on, and
+        # RunTask before that fails placement with AGENT (seen on a loaded machine)
         ecs = self.client("ecs")
         while time.monotonic() < deadline:
             try:
-                if ecs.list_container_instances(cluster="default")["containerInstanceArns"]:
+                if _agent_connected(ecs):
                     return self
             except ecs.exceptions.ClusterNotFoundException:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"no agent registered:\n{self.log_path.read_text()}")
+        raise RuntimeError(f"no agent registered and connected:\n{self.log_path.read_text()}")
+
+
+def _agent_connected(ecs: Any) -> bool:
+    arns = ecs.list_container_instances(cluster="default")["containerInstanceArns"]
+    if not arns:
+        return False
+    found = ecs.describe_container_instances(cluster="default", containerInstances=arns)
+    return all(i["agentConnected"] for i in found["containerInstances"])
 
 
 @pytest.fixture()
