@@ -102,9 +102,13 @@ def test_two_instances_in_one_namespace(world: tuple[str, RootServer, RootServer
             assert any(re.match(rf"{first.prefix}h[0-9a-f]+@", line) for line in links), links
             assert any("via 169.254.100.2" in line for line in _lines("ip", "route"))
             assert "Amazon ECS Sample App" in get(first_ips[0])  # host access works there
+            first_view = (sorted(_lines("ip", "-br", "link")), sorted(_lines("ip", "route")))
 
             second.start()
             second_ips = run_two(second)
+            # the second instance touched none of the first's links and routes; its host access still works
+            assert (sorted(_lines("ip", "-br", "link")), sorted(_lines("ip", "route"))) == first_view
+            assert "Amazon ECS Sample App" in get(first_ips[0])
         assert root_view() == before  # nothing of either instance in the root namespace
 
         log = second.log_path.read_text()
