@@ -91,6 +91,8 @@ def elsewhere(prefix: str) -> Iterator[tuple[str, str]]:
         subprocess.run(["ip", "link", "set", link, "up"], check=True)
         subprocess.run(["ip", "-n", name, "addr", "add", "10.253.0.2/30", "dev", "eth0"], check=True)
         subprocess.run(["ip", "-n", name, "link", "set", "eth0", "up"], check=True)
+        with hostns.entered(name):  # a machine that does not forward (its copy of the root's may say 1)
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("0")
         yield name, "10.253.0.1"
     finally:
         hostns.delete(name)  # the veth goes with it
