@@ -144,3 +144,12 @@ def wants(flow_log: FlowLogTarget, record: Mapping[str, object]) -> bool:
     if record.get("log-status", "OK") != "OK":
         return True
     return flow_log.traffic_type == "ALL" or record.get("action") == flow_log.traffic_type
+
+
+def parse_flow_record(fields: Sequence[str], line: str) -> dict[str, str] | None:
+    """A record line read back with its format's fields (the inverse of format_flow_record): field ->
+    value, a ``-`` value left out; None when the line does not have one value per field."""
+    values = line.split()
+    if len(values) != len(fields):
+        return None
+    return {name: value for name, value in zip(fields, values, strict=True) if value != "-"}

@@ -3,7 +3,7 @@
 URLs are stable per resource: ``/console/clusters/<name>``, ``.../tasks/<task id>``,
 ``.../services/<name>``, ``/console/task-definitions/<family>:<revision>``,
 ``/console/security-groups/<id>``, ``/console/log-groups/<name>``, ``/console/load-balancers/<name>``,
-``/console/target-groups/<name>``, ``/console/flow-logs``, ``/console/vpcs/<id>``.
+``/console/target-groups/<name>``, ``/console/flow-logs``, ``/console/vpcs/<id>`` and its ``/traffic`` graph.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from taskvpc.console.pages.task_definitions import (
     task_definition_family,
     task_definitions,
 )
+from taskvpc.console.pages.traffic import traffic, traffic_events
 from taskvpc.console.pages.vpcs import vpc, vpcs
 
 _CLUSTER = r"/clusters/(?P<cluster>[A-Za-z0-9_-]{1,255})"
@@ -90,6 +91,8 @@ ROUTES: list[tuple[str, re.Pattern[str], Page]] = [
         ("GET", r"/flow-logs", flow_logs),
         ("GET", r"/vpcs", vpcs),
         ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})", vpc),
+        ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})/traffic", traffic),
+        ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})/traffic/events", traffic_events),
         ("GET", r"/log-groups", log_groups),
         ("GET", r"/log-events/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_stream_events),
         ("GET", r"/log-groups/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_group),
