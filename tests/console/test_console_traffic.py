@@ -4,18 +4,26 @@ their totals, the window selects which records count, and the live stream sends 
 
 from __future__ import annotations
 
+import asyncio
 import html
+import importlib
 import time
 from typing import Any
 
+import pytest
+
+from taskvpc.control.ec2.flow_logs import deliver_flow_records
 from taskvpc.netmodel import flow_logs as fl
 from tests.console.support import Browser
 from tests.integration.ecs_support import awsvpc, default_subnets, register_web
 from tests.integration.fake_agent import FakeAgent
 from tests.integration.server import ACCOUNT_ID, InProcessServer
+from tests.support.inprocess import _asgi_headers
 
 FORMAT = "${interface-id} ${srcaddr} ${dstaddr} ${packets} ${bytes} ${action} ${log-status}"
 GROUP = "/vpc/traffic"
+# The page module (the package re-exports its page function under the same name).
+traffic_page = importlib.import_module("taskvpc.console.pages.traffic")
 
 
 def _two_tasks(server: InProcessServer) -> tuple[str, list[dict[str, Any]]]:
@@ -183,3 +191,84 @@ def test_traffic_page_of_an_unknown_vpc_answers_as_the_api(signed_in: Browser) -
     page = signed_in.get("/console/vpcs/vpc-0123456789abcdef0/traffic")
     assert page.status == 400, page.status
     assert "InvalidVpcID.NotFound" in page.text
+
+
+def test_traffic_stream_sends_the_panel_and_again_when_records_arrive(
+    signed_in: Browser, server: InProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vpc, (a, b) = _two_tasks(server)
+    server.client("ec2").create_flow_logs(
+        ResourceIds=[vpc],
+        ResourceType="VPC",
+        TrafficType="ACCEPT",
+        LogGroupName=GROUP,
+        LogFormat=FORMAT,
+        DeliverLogsPermissionArn=f"arn:aws:iam::{ACCOUNT_ID}:role/flow-logs",
+    )
+    page = signed_in.get(f"/console/vpcs/{vpc}/traffic?minutes=5")
+    assert f'sse-connect="/console/vpcs/{vpc}/traffic/events?minutes=5" sse-swap="traffic"' in page.text
+    monkeypatch.setattr(traffic_page, "_REFRESH", 0.1)
+    assert server.control_plane is not None and server.transport is not None
+    plane, transport = server.control_plane, server.transport
+    sent: list[bytes] = []
+    done = asyncio.Event()
+
+    async def open_stream() -> None:
+        path = f"/console/vpcs/{vpc}/traffic/events"
+        headers = {
+            "cookie": "; ".join(f"{k}={v}" for k, v in signed_in.cookies.items()),
+            "accept": "text/event-stream",
+        }
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"minutes=5",
+            "headers": _asgi_headers(headers, transport.host),
+            "client": ("127.0.0.1", 0),
+            "server": (transport.host, 80),
+        }
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            body = message.get("body", b"")
+            if body and body.startswith(b"event:"):
+                sent.append(body)
+                if len(sent) == 1:  # the agent reports a flow: delivered as the flow log's records
+                    now = time.time()
+                    record = {"srcaddr": a["ip"], "dstaddr": b["ip"], "packets": 3, "bytes": 321}
+                    written = deliver_flow_records(
+                        plane.context("us-east-1", now),
+                        a["eni"],
+                        [
+                            {
+                                **record,
+                                "action": "ACCEPT",
+                                "start": int(now),
+                                "end": int(now),
+                                "log-status": "OK",
+                            }
+                        ],
+                    )
+                    assert written == 1
+                else:
+                    done.set()
+
+        await asyncio.wait_for(transport.app(scope, receive, send), 10)
+
+    asyncio.run_coroutine_threadsafe(open_stream(), transport.loop).result(15)
+    assert len(sent) == 2
+    assert sent[0].startswith(b"event: traffic\n") and b'id="traffic-empty"' in sent[0]
+    second = html.unescape(sent[1].decode())
+    assert "<td>ACCEPT</td><td>321</td><td>3</td><td>1</td>" in second
+    assert f"task {a['task'][:8]}" in second and '<svg id="traffic-graph"' in second
