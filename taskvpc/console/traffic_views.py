@@ -143,7 +143,7 @@ def traffic_graph(records: Iterable[Mapping[str, str]], addresses: Mapping[str, 
     seen, task ENIs first. Records without both addresses, an action and counts are not traffic."""
     totals: dict[tuple[str, str, str], list[int]] = {}
     nodes: dict[str, Node] = {}
-    outside = Node(OUTSIDE, "outside", "addresses no ENI of the VPC has", "outside")
+    outside = Node(OUTSIDE, "outside", "not an ENI of the VPC", "outside")
     counted = 0
     for record in records:
         if record.get("log-status", "OK") != "OK":
@@ -193,6 +193,11 @@ class Dot:
     node: Node
     x: int
     y: int
+    anchor: str  # start | end: a label reads away from the circle's centre, right or left of its node
+
+    @property
+    def label_x(self) -> int:
+        return self.x + RADIUS + 4 if self.anchor == "start" else self.x - RADIUS - 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,22 +228,22 @@ def traffic_picture(graph: TrafficGraph) -> TrafficPicture:
     """Nodes evenly on a circle (wide enough for their labels); each edge a curve from source to
     destination that bows to its right, a node's traffic to itself a small loop above it."""
     count = len(graph.nodes)
-    ring = max(120, int(count * 60 / math.pi))
-    margin = 150  # room for the labels beside the outermost nodes
+    ring = max(170, int(count * 60 / math.pi))
+    longest = max((len(text) for n in graph.nodes for text in (n.label, n.detail)), default=0)
+    margin = max(80, RADIUS + 12 + int(longest * 7.5))  # room for the labels beside the outermost nodes
     size = 2 * (ring + margin)
     centre = size // 2
     at: dict[str, Dot] = {}
     for index, node in enumerate(graph.nodes):
         angle = -math.pi / 2 + 2 * math.pi * index / max(1, count)
-        at[node.key] = Dot(
-            node, centre + round(ring * math.cos(angle)), centre + round(ring * math.sin(angle))
-        )
+        x, y = centre + round(ring * math.cos(angle)), centre + round(ring * math.sin(angle))
+        at[node.key] = Dot(node, x, y, "end" if x < centre - 1 else "start")
     lines: list[Line] = []
     for edge in graph.edges:
         a, b = at[edge.source], at[edge.destination]
         if a is b:
-            path = f"M {a.x - 8} {a.y - RADIUS} C {a.x - 30} {a.y - 60}, {a.x + 30} {a.y - 60}, {a.x + 8} {a.y - RADIUS}"
-            lines.append(Line(edge, a.x, a.y, b.x, b.y, a.x, a.y - 50, path))
+            path = f"M {a.x} {a.y} C {a.x - 45} {a.y - 75}, {a.x + 45} {a.y - 75}, {a.x} {a.y}"
+            lines.append(Line(edge, a.x, a.y, b.x, b.y, a.x, a.y - 60, path))
             continue
         dx, dy = b.x - a.x, b.y - a.y
         bend = _BEND.get(edge.action, 0.12)

@@ -174,7 +174,7 @@ def test_traffic_page_draws_the_edges_between_task_enis(signed_in: Browser, serv
         f'<tr class="a-reject"><td>{label_b} <small>{b["ip"]}</small></td>'
         f"<td>{label_a} <small>{a['ip']}</small></td><td>REJECT</td><td>120</td><td>2</td><td>1</td></tr>"
     ) in text
-    assert "<td>outside <small>addresses no ENI of the VPC has</small></td>" in text
+    assert "<td>outside <small>not an ENI of the VPC</small></td>" in text
     assert "4 records read." in text
     assert f'<a href="/console/clusters/default/tasks/{a["task"]}"><text class="t-node"' in text
     assert text.count('<path class="e-accept"') == 2 and text.count('<path class="e-reject"') == 1
