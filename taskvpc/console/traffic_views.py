@@ -11,6 +11,7 @@ both: an edge's totals are the sum of the records read, as the log group holds t
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from taskvpc.console.views import eni_details, resource_id
 from taskvpc.netmodel.flow_logs import LogFormatError, parse_log_format
 
 OUTSIDE = "outside"
+FORMER = "former"
 WINDOWS = (5, 15, 60, 180)  # minutes the page offers; 15 by default
 DEFAULT_WINDOW = 15
 
@@ -70,10 +72,10 @@ def groups_to_read(
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    key: str  # the ENI id, "lb:<name>" or OUTSIDE
+    key: str  # the ENI id, "lb:<name>", FORMER or OUTSIDE
     label: str
     detail: str  # the address(es), or what the node groups
-    kind: str  # task, eni, lb, outside
+    kind: str  # task, eni, lb, former, outside
     href: str = ""  # a console path (without the /console prefix)
 
 
@@ -138,12 +140,29 @@ def address_nodes(enis: Sequence[Mapping[str, Any]], tasks: Sequence[Mapping[str
     return found
 
 
-def traffic_graph(records: Iterable[Mapping[str, str]], addresses: Mapping[str, Node]) -> TrafficGraph:
+def traffic_graph(
+    records: Iterable[Mapping[str, str]], addresses: Mapping[str, Node], vpc_cidrs: Sequence[str] = ()
+) -> TrafficGraph:
     """Records (field -> value) summed per (source node, destination node, action); a node per endpoint
-    seen, task ENIs first. Records without both addresses, an action and counts are not traffic."""
+    seen, task ENIs first. An address of the VPC's CIDRs no ENI has now (a stopped task's, say) joins
+    one "former ENIs" node, any other address the "outside" one. Records without both addresses, an
+    action and counts are not traffic."""
     totals: dict[tuple[str, str, str], list[int]] = {}
     nodes: dict[str, Node] = {}
+    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in vpc_cidrs]
     outside = Node(OUTSIDE, "outside", "not an ENI of the VPC", "outside")
+    former = Node(FORMER, "former ENIs", "VPC addresses no ENI has now", "former")
+
+    def node_of(address: str) -> Node:
+        known = addresses.get(address)
+        if known is not None:
+            return known
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return outside
+        return former if any(ip in network for network in networks) else outside
+
     counted = 0
     for record in records:
         if record.get("log-status", "OK") != "OK":
@@ -152,7 +171,7 @@ def traffic_graph(records: Iterable[Mapping[str, str]], addresses: Mapping[str, 
         size, packets = _count(record.get("bytes")), _count(record.get("packets"))
         if not src or not dst or action not in ("ACCEPT", "REJECT") or size is None or packets is None:
             continue
-        ends = [addresses.get(src, outside), addresses.get(dst, outside)]
+        ends = [node_of(src), node_of(dst)]
         for node in ends:
             nodes.setdefault(node.key, node)
         total = totals.setdefault((ends[0].key, ends[1].key, action), [0, 0, 0])
@@ -160,7 +179,7 @@ def traffic_graph(records: Iterable[Mapping[str, str]], addresses: Mapping[str, 
         total[1] += packets
         total[2] += 1
         counted += 1
-    order = {"task": 0, "eni": 1, "lb": 2, "outside": 3}
+    order = {"task": 0, "eni": 1, "lb": 2, "former": 3, "outside": 4}
     edges = tuple(
         Edge(src, dst, action, total[0], total[1], total[2])
         for (src, dst, action), total in sorted(totals.items(), key=lambda item: (-item[1][0], item[0]))

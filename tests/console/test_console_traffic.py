@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import html
 import importlib
+import ipaddress
 import time
 from typing import Any
 
@@ -86,6 +87,8 @@ def test_traffic_page_draws_the_edges_between_task_enis(signed_in: Browser, serv
     logs.create_log_group(logGroupName=GROUP)
     now = int(time.time() * 1000)
     ok = {"log-status": "OK"}
+    [cidr] = [v["CidrBlock"] for v in ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"]]
+    former = str(ipaddress.ip_network(cidr)[-2])
     _put(
         server,
         a["eni"],
@@ -157,6 +160,10 @@ def test_traffic_page_draws_the_edges_between_task_enis(signed_in: Browser, serv
                     "action": "ACCEPT",
                 },
             ),
+            (  # from an address of the VPC no ENI has now (a stopped task's)
+                now - 10_000,
+                {**ok, "srcaddr": former, "dstaddr": b["ip"], "packets": 1, "bytes": 5, "action": "ACCEPT"},
+            ),
         ],
     )
     page = signed_in.get(f"/console/vpcs/{vpc}/traffic")
@@ -175,9 +182,10 @@ def test_traffic_page_draws_the_edges_between_task_enis(signed_in: Browser, serv
         f"<td>{label_a} <small>{a['ip']}</small></td><td>REJECT</td><td>120</td><td>2</td><td>1</td></tr>"
     ) in text
     assert "<td>outside <small>not an ENI of the VPC</small></td>" in text
-    assert "4 records read." in text
+    assert "<td>former ENIs <small>VPC addresses no ENI has now</small></td>" in text
+    assert "5 records read." in text
     assert f'<a href="/console/clusters/default/tasks/{a["task"]}"><text class="t-node"' in text
-    assert text.count('<path class="e-accept"') == 2 and text.count('<path class="e-reject"') == 1
+    assert text.count('<path class="e-accept"') == 3 and text.count('<path class="e-reject"') == 1
     # A wider window takes the old record too.
     wider = html.unescape(signed_in.get(f"/console/vpcs/{vpc}/traffic?minutes=60").text)
     assert "<td>ACCEPT</td><td>10000</td><td>11</td><td>3</td>" in wider

@@ -115,10 +115,14 @@ def test_edges_sum_per_pair_and_action_and_outside_is_one_node() -> None:
         _record("198.51.100.1", "10.0.1.20", size=5),
         {"interface-id": "eni-a", "log-status": "NODATA"},
         {"srcaddr": "10.0.1.10", "dstaddr": "10.0.1.11", "action": "ACCEPT"},  # no counts: not traffic
+        _record("10.0.3.3", "10.0.1.11", size=9),  # in the VPC, no ENI now (a stopped task's)
+        _record("not-an-ip", "10.0.1.11", size=1),
     ]
-    graph = tv.traffic_graph(records, ADDRESSES)
-    assert graph.records == 5
-    assert [n.key for n in graph.nodes] == ["eni-a", "eni-b", "lb:web", "outside"]
+    graph = tv.traffic_graph(records, ADDRESSES, ["10.0.0.0/16"])
+    assert graph.records == 7
+    assert [n.key for n in graph.nodes] == ["eni-a", "eni-b", "lb:web", "former", "outside"]
+    assert tv.Edge("former", "eni-b", "ACCEPT", 9, 1, 1) in graph.edges
+    assert tv.Edge("outside", "eni-b", "ACCEPT", 1, 1, 1) in graph.edges
     assert graph.edges[0] == tv.Edge("eni-a", "eni-b", "ACCEPT", 1000, 10, 2)
     assert tv.Edge("eni-b", "eni-a", "REJECT", 50, 1, 1) in graph.edges
     assert tv.Edge("outside", "eni-a", "ACCEPT", 77, 1, 1) in graph.edges
@@ -149,7 +153,7 @@ _RECORD = st.builds(
 
 @given(st.lists(_RECORD, max_size=40))
 def test_every_edge_joins_drawn_nodes_and_totals_are_the_records_sums(records: list[dict[str, str]]) -> None:
-    graph = tv.traffic_graph(records, ADDRESSES)
+    graph = tv.traffic_graph(records, ADDRESSES, ["10.0.0.0/16"])
     picture = tv.traffic_picture(graph)
     drawn = {dot.node.key: dot for dot in picture.dots}
     assert len(drawn) == len(graph.nodes)

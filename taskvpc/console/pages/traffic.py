@@ -37,7 +37,8 @@ async def _records(console: Console, user: User, read: tv.GroupRead, start_ms: i
     return records
 
 
-async def _graph(console: Console, user: User, vpc_id: str, minutes: int) -> tv.TrafficGraph:
+async def _graph(console: Console, user: User, vpc: dict[str, Any], minutes: int) -> tv.TrafficGraph:
+    vpc_id = vpc["VpcId"]
     by_vpc = {"Filters": [{"Name": "vpc-id", "Values": [vpc_id]}]}
     subnets = await collect(console, user, "ec2", "DescribeSubnets", by_vpc, "Subnets")
     enis = await collect(console, user, "ec2", "DescribeNetworkInterfaces", by_vpc, "NetworkInterfaces")
@@ -51,7 +52,10 @@ async def _graph(console: Console, user: User, vpc_id: str, minutes: int) -> tv.
     records: list[Any] = []
     for read in reads:
         records.extend(await _records(console, user, read, start_ms, end_ms))
-    return tv.traffic_graph(records, tv.address_nodes(enis, tasks))
+    cidrs = [c["CidrBlock"] for c in vpc.get("CidrBlockAssociationSet", []) if c.get("CidrBlock")]
+    return tv.traffic_graph(
+        records, tv.address_nodes(enis, tasks), cidrs or [vpc["CidrBlock"]] if vpc.get("CidrBlock") else cidrs
+    )
 
 
 def _panel(console: Console, graph: tv.TrafficGraph) -> str:
@@ -65,7 +69,7 @@ async def traffic(console: Console, request: Request, user: User, match: re.Matc
     minutes = tv.window_minutes(request.query.get("minutes", [""])[0])
     try:
         [vpc] = (await console.call(user, "ec2", "DescribeVpcs", {"VpcIds": [vpc_id]}))["Vpcs"]
-        graph = await _graph(console, user, vpc_id, minutes)
+        graph = await _graph(console, user, vpc, minutes)
     except ClientError as error:
         return console.error_page(request, user, error)
     return console.page(
@@ -83,10 +87,15 @@ async def traffic_events(
     console: Console, request: Request, user: User, match: re.Match[str]
 ) -> Response | None:
     minutes = tv.window_minutes(request.query.get("minutes", [""])[0])
+    vpc: list[dict[str, Any]] = []
 
     async def render() -> str:
         try:
-            return _panel(console, await _graph(console, user, match["vpc"], minutes))
+            if not vpc:  # looked up once: its CIDRs say which unknown addresses are the VPC's
+                vpc.extend(
+                    (await console.call(user, "ec2", "DescribeVpcs", {"VpcIds": [match["vpc"]]}))["Vpcs"]
+                )
+            return _panel(console, await _graph(console, user, vpc[0], minutes))
         except ClientError as error:
             return console.fragment("_message.html", message=f"{error.code}: {error.message}")
 
