@@ -10,11 +10,23 @@ from taskvpc.console import traffic_views as tv
 from taskvpc.console.app import Console, User
 from taskvpc.console.http import Request, Response, event_stream
 from taskvpc.console.pages.common import collect
-from taskvpc.console.pages.vpcs import _tasks_and_instances
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel.flow_logs import parse_flow_record
 
 _REFRESH = 5.0  # seconds between re-reads for the live page: each is a few Describe and Filter calls
+_BATCH = 100  # DescribeTasks takes up to 100 tasks at once
+
+
+async def _running_tasks(console: Console, user: User) -> list[Any]:
+    """Every cluster's running tasks: their ENI attachments say which ENI is which task's."""
+    tasks: list[Any] = []
+    for cluster in await collect(console, user, "ecs", "ListClusters", {}, "clusterArns"):
+        params = {"cluster": cluster, "desiredStatus": "RUNNING"}
+        arns = await collect(console, user, "ecs", "ListTasks", params, "taskArns")
+        for start in range(0, len(arns), _BATCH):
+            batch = {"cluster": cluster, "tasks": arns[start : start + _BATCH]}
+            tasks.extend((await console.call(user, "ecs", "DescribeTasks", batch))["tasks"])
+    return tasks
 
 
 async def _records(console: Console, user: User, read: tv.GroupRead, start_ms: int, end_ms: int) -> list[Any]:
@@ -22,9 +34,7 @@ async def _records(console: Console, user: User, read: tv.GroupRead, start_ms: i
     try:
         events = await collect(console, user, "logs", "FilterLogEvents", params, "events")
     except ClientError as error:
-        if (
-            error.code == "ResourceNotFoundException"
-        ):  # no record delivered yet: the group comes with the first
+        if error.code == "ResourceNotFoundException":  # nothing delivered yet: the first record makes it
             return []
         raise
     records = []
@@ -43,7 +53,7 @@ async def _graph(console: Console, user: User, vpc: dict[str, Any], minutes: int
     subnets = await collect(console, user, "ec2", "DescribeSubnets", by_vpc, "Subnets")
     enis = await collect(console, user, "ec2", "DescribeNetworkInterfaces", by_vpc, "NetworkInterfaces")
     flow_logs = await collect(console, user, "ec2", "DescribeFlowLogs", {}, "FlowLogs")
-    tasks, _ = await _tasks_and_instances(console, user)
+    tasks = await _running_tasks(console, user)
     reads = tv.groups_to_read(
         flow_logs, vpc_id, [s["SubnetId"] for s in subnets], [e["NetworkInterfaceId"] for e in enis]
     )
@@ -53,9 +63,9 @@ async def _graph(console: Console, user: User, vpc: dict[str, Any], minutes: int
     for read in reads:
         records.extend(await _records(console, user, read, start_ms, end_ms))
     cidrs = [c["CidrBlock"] for c in vpc.get("CidrBlockAssociationSet", []) if c.get("CidrBlock")]
-    return tv.traffic_graph(
-        records, tv.address_nodes(enis, tasks), cidrs or [vpc["CidrBlock"]] if vpc.get("CidrBlock") else cidrs
-    )
+    if not cidrs and vpc.get("CidrBlock"):
+        cidrs = [vpc["CidrBlock"]]
+    return tv.traffic_graph(records, tv.address_nodes(enis, tasks), cidrs)
 
 
 def _panel(console: Console, graph: tv.TrafficGraph) -> str:
