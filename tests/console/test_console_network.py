@@ -221,7 +221,12 @@ def test_vpc_layout_places_a_task_eni_under_its_container_instance(
         subnet = default_subnets(ec2)["us-east-1a"]
         [task] = ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet))["tasks"]
         agent.wait_for_task(task["taskArn"])
-        [task] = ecs.describe_tasks(tasks=[task["taskArn"]])["tasks"]
+        deadline = time.monotonic() + 10
+        while True:  # the ENI's details come with the agent's report, just after it saw the task
+            [task] = ecs.describe_tasks(tasks=[task["taskArn"]])["tasks"]
+            if "networkInterfaceId" in str(task["attachments"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
         [vpc] = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
         page = signed_in.get(f"/console/vpcs/{vpc['VpcId']}")
