@@ -1,5 +1,5 @@
 """The network pages in a real browser (Debian's chromium, Playwright) against `taskvpc up --no-agent`
-with a fake agent: the load balancer, target group, flow log and VPC layout pages load with no console
+with a fake agent: the load balancer, target group, flow log, VPC layout and traffic pages load with no console
 error and nothing leaving loopback, the layout's SVG is drawn, and a target's health changes on the open
 page without a reload. Screenshots go to the test's temporary directory, or to the directory
 TASKVPC_CONSOLE_SCREENSHOTS names (`TASKVPC_CONSOLE_SCREENSHOTS=docs/console` refreshes the README's)."""
@@ -7,8 +7,10 @@ TASKVPC_CONSOLE_SCREENSHOTS names (`TASKVPC_CONSOLE_SCREENSHOTS=docs/console` re
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,43 @@ from tests.integration.fake_agent import FakeAgent
 from tests.integration.server import ACCESS_KEY_ID, ACCOUNT_ID, SECRET_ACCESS_KEY, TaskvpcServer
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _task_ips(ecs: Any, arns: list[str]) -> list[str]:
+    """The tasks' private IPs, once the agent's report has attached their ENIs."""
+    deadline = time.monotonic() + 10
+    while True:
+        tasks = {t["taskArn"]: t for t in ecs.describe_tasks(tasks=arns)["tasks"]}
+        details = [{d["name"]: d.get("value") for d in tasks[a]["attachments"][0]["details"]} for a in arns]
+        if all(d.get("privateIPv4Address") for d in details) or time.monotonic() > deadline:
+            return [str(d.get("privateIPv4Address")) for d in details]
+        time.sleep(0.05)
+
+
+def _flow_records(
+    server: TaskvpcServer, vpc: str, ips: list[str], flows: list[tuple[int, int, str, int]], stream: str = "1"
+) -> None:
+    """Default-format records of flows (source index, destination index, action, bytes) in a VPC flow
+    log's group, made with the first call."""
+    ec2, logs = server.client("ec2"), server.client("logs")
+    group = "/vpc/default-flows"
+    if stream == "1":
+        logs.create_log_group(logGroupName=group)
+        ec2.create_flow_logs(
+            ResourceIds=[vpc],
+            ResourceType="VPC",
+            TrafficType="ALL",
+            LogGroupName=group,
+            DeliverLogsPermissionArn=f"arn:aws:iam::{ACCOUNT_ID}:role/flow-logs",
+        )
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    now = int(time.time())
+    lines = [
+        f"2 {ACCOUNT_ID} eni-x {ips[a]} {ips[b]} 40000 80 6 3 {size} {now} {now} {action} OK"
+        for a, b, action, size in flows
+    ]
+    events = [{"timestamp": now * 1000, "message": line} for line in lines]
+    logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
 
 
 @pytest.fixture()
@@ -91,6 +130,21 @@ def test_network_pages_in_a_browser(live_server: TaskvpcServer, tmp_path: Path) 
             assert box is not None and box["width"] > 300 and box["height"] > 100
             expect(page.locator("#vpc-enis tbody tr")).to_have_count(2)
             page.screenshot(path=str(shots / "vpc-layout.png"), full_page=True)
+            # The traffic between the two tasks, from records put in a flow log's group; a new record
+            # reaches the open page without a reload.
+            ips = _task_ips(ecs, arns)
+            _flow_records(
+                live_server, default_vpc["VpcId"], ips, [(0, 1, "ACCEPT", 4200), (1, 0, "REJECT", 60)]
+            )
+            page.get_by_role("link", name="Traffic between task ENIs").click()
+            expect(page.locator("#traffic-graph")).to_be_visible()
+            edges = page.locator("#traffic-edges tbody tr")
+            expect(edges).to_have_count(2)
+            expect(page.locator("#traffic-edges tr.a-accept")).to_contain_text("4200")
+            _flow_records(live_server, default_vpc["VpcId"], ips, [(0, 1, "ACCEPT", 800)], stream="2")
+            expect(page.locator("#traffic-edges tr.a-accept")).to_contain_text("5000", timeout=15_000)
+            page.screenshot(path=str(shots / "vpc-traffic.png"), full_page=True)
+            page.go_back()
             task_id = arns[0].rsplit("/", 1)[1]
             page.locator(f'svg a[href$="/tasks/{task_id}"]').click()
             expect(page.locator("#last-status")).to_have_text("RUNNING")
