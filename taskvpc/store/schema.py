@@ -560,3 +560,16 @@ awslogs_cursors = Table(
     Column("container", String(255), primary_key=True),
     Column("next_seq", BigInteger, nullable=False),
 )
+
+ec2_instances = Table(
+    "ec2_instances",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("client_token", String(64), nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("body", Text, nullable=False),
+    Index("ix_ec2_instances_region", "region", "id"),
+    Index("ix_ec2_instances_token", "region", "client_token"),
+)
