@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from taskvpc.agent import logshipper as logship, netplan
+from taskvpc.agent import instance_config, logshipper as logship, netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
@@ -192,7 +192,7 @@ def registration(
         body["instanceType"] = instance_type
     if max_task_enis is not None:
         body["maxTaskEnis"] = max_task_enis
-    return body
+    return instance_config.CURRENT.apply(body)  # an EC2 instance's user data and launch
 
 
 async def _register(
@@ -490,11 +490,20 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--no-host-access", action="store_true", help="no routes from the host to tasks")
     parser.add_argument("--fargate-capacity", action="store_true", help="also run FARGATE launch-type tasks")
     parser.add_argument("--log-level", default="INFO", help="logging level")
+    parser.add_argument(
+        "--ecs-config", help="an /etc/ecs/ecs.config (an instance's user data; ECS_CLUSTER wins)"
+    )
+    parser.add_argument(
+        "--subnet-id", help="the instance's primary subnet (default: the AZ's default subnet)"
+    )
+    parser.add_argument("--os-family", help="ECS os-family to register (WINDOWS_*: a Windows instance)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    instance_config.CURRENT = instance_config.load(args.ecs_config, args.subnet_id, args.os_family)
+    args.cluster = instance_config.CURRENT.cluster or args.cluster
     if args.fargate_capacity:
         os.environ[FARGATE_CAPACITY_ENV] = "1"  # read by attributes() when registering
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir or config.default_state_dir()
     try:
         with prefix_lock(args.net_prefix):  # held while we work: no agent of the prefix starts meanwhile
+            from taskvpc.cli.instances import remove_all
+
+            instances = remove_all(args.net_prefix, state_dir)  # EC2 instances' hosts and their tasks
+            print(f"taskvpc down: {instances} instance host(s) removed", file=sys.stderr)
             result = teardown(Scope(args.net_prefix, state_dir), grace=args.grace)
     except PrefixBusy as exc:
         print(f"taskvpc down: {exc}: stop 'taskvpc up' (or that agent) first", file=sys.stderr)

@@ -280,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
             "'default'",
             file=sys.stderr,
         )
+    hosts = _instance_hosts(args, state_dir, credentials, control_plane) if with_agent else None
     command = taskvpc_command()
     state_flag = f" --state-dir {shlex.quote(str(state_dir))}"
     print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)
@@ -316,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve())
     finally:
+        if hosts is not None:
+            hosts.stop()  # EC2 instances' agents; their hosts stay for the next up (or down)
         if agent is not None:
             agent.stop()
         listener.close()
@@ -324,6 +327,17 @@ def run(args: argparse.Namespace) -> int:
         _after_stop(args, state_dir, command)
     print("taskvpc: stopped", file=sys.stderr)
     return 0
+
+
+def _instance_hosts(args: argparse.Namespace, state_dir: Path, credentials: Any, control_plane: Any) -> Any:
+    """The supervisor of EC2 instances' hosts (taskvpc/cli/instances.py)."""
+    import time
+
+    from taskvpc.cli.instances import InstanceHosts, Launch
+
+    target = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    launch = Launch(args.port, state_dir, args.net_prefix, credentials, args.region, args.runtime, target)
+    return InstanceHosts(launch, lambda region: control_plane.context(region, time.time()))
 
 
 def _prefix_busy(prefix: str, patience: float = 10.0) -> str | None:
@@ -352,6 +366,10 @@ def _after_stop(args: argparse.Namespace, state_dir: Path, command: str) -> None
     scope = Scope(args.net_prefix, state_dir)
     if args.cleanup_on_exit:
         from taskvpc.cli.down import record_stopped
+        from taskvpc.cli.instances import remove_all
+
+        removed = remove_all(args.net_prefix, state_dir)
+        print(f"taskvpc: --cleanup-on-exit: {removed} instance host(s) removed", file=sys.stderr)
 
         result = teardown(scope)
         print(f"taskvpc: --cleanup-on-exit: {summary(result.found)} removed", file=sys.stderr)

@@ -214,6 +214,7 @@ def _instance_doc(
         "_OsFamily": image.os_family,
         "_Cluster": ecs_config.cluster(ecs_config.parse(user_data)),
         "_PrimaryEni": eni["NetworkInterfaceId"],
+        "_Region": ctx.region,
     }
     if image.windows:
         doc["Platform"] = "windows"
@@ -312,6 +313,7 @@ def run_instances(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
             eni_view = enis.view(conn, ctx, [eni])[0]
             doc = _instance_doc(ctx, params, image, kind, index, eni_view, tags, user_data)
             doc["_ReservationId"] = reservation_id
+            doc["_PrefixLength"] = int(subnet["CidrBlock"].split("/")[1])
             interface = _interface_view(eni_view, doc["InstanceId"], ctx.now, doc["SecurityGroups"])
             doc["NetworkInterfaces"] = [interface]
             eni["Status"] = "in-use"

@@ -102,9 +102,9 @@ def start_instances(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
 
 
 def all_instances(ctx: RequestContext) -> list[Doc]:
-    """Every instance of the context's region, with taskvpc's own keys (user data, cluster, OS family)."""
+    """Every instance of every region, with taskvpc's own keys (region, user data, cluster, OS family)."""
     with ctx.db.read() as conn:
-        return instances_repo.list_instances(conn, ctx.region)
+        return instances_repo.list_instances(conn, None)
 
 
 def _finish(ctx: RequestContext, instance_id: str, expected: str, after: str) -> Doc | None:

@@ -1,0 +1,60 @@
+"""What an EC2 instance's launch tells its agent: the ``/etc/ecs/ecs.config`` keys of its user data, its
+subnet and its image's OS family (``taskvpc agent --ecs-config FILE --subnet-id ID --os-family F``).
+
+The host supervisor of ``taskvpc up`` writes the user data to a file in the instance's state dir and
+starts the agent with these flags. Keys honoured: ``ECS_CLUSTER`` (the cluster to join),
+``ECS_INSTANCE_ATTRIBUTES`` (custom attributes, a JSON object), ``ECS_RESERVED_MEMORY`` (MiB kept from
+tasks); the others are accepted and ignored, as taskvpc has nothing they would change (e.g.
+``ECS_ENABLE_TASK_ENI``: awsvpc is always on). The agent reads it once, at start, as the ECS agent does.
+
+It is held in :data:`CURRENT` because registration is built deep inside ``run_agent``; ``main`` sets it
+once before the agent starts and nothing changes it afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskvpc.domain import ecs_config
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    ecs: dict[str, str] = field(default_factory=dict)
+    subnet_id: str | None = None
+    os_family: str | None = None  # ECS's value: LINUX, WINDOWS_SERVER_2022_FULL, ...
+
+    @property
+    def cluster(self) -> str | None:
+        return self.ecs.get("ECS_CLUSTER") or None
+
+    @property
+    def reserved_memory(self) -> int:
+        value = self.ecs.get("ECS_RESERVED_MEMORY", "")
+        return int(value) if value.isdigit() else 0
+
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The registration body with what the launch says (custom attributes, subnet, OS)."""
+        attributes = dict(body.get("attributes") or {})
+        attributes.update(ecs_config.json_object(self.ecs, "ECS_INSTANCE_ATTRIBUTES"))
+        if self.os_family and self.os_family.startswith("WINDOWS"):
+            attributes["ecs.os-type"] = "windows"
+            attributes["ecs.os-family"] = self.os_family
+        result = {**body, "attributes": attributes}
+        if self.subnet_id:
+            result["subnetId"] = self.subnet_id
+        if self.reserved_memory and isinstance(result.get("resources"), dict):
+            resources = dict(result["resources"])
+            resources["MEMORY"] = max(0, int(resources.get("MEMORY", 0)) - self.reserved_memory)
+            result["resources"] = resources
+        return result
+
+
+CURRENT = InstanceConfig()
+
+
+def load(ecs_config_path: str | None, subnet_id: str | None, os_family: str | None) -> InstanceConfig:
+    text = Path(ecs_config_path).read_text() if ecs_config_path else ""
+    return InstanceConfig(ecs_config.parse(text), subnet_id, os_family)

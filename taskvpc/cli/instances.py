@@ -1,0 +1,414 @@
+"""The host supervisor of ``taskvpc up``: every EC2 instance (RunInstances) as a lightweight host here.
+
+An instance's host is made of:
+
+* a network namespace ``<P>i-<instance id>`` (``P`` is ``up``'s ``--net-prefix``; not ``P-…``, which
+  the local agent would remove as a stray of its own prefix) with ``lo`` and a dummy ``eth0`` holding
+  the primary ENI's address;
+* a cgroup ``taskvpc-instances-<P>/<instance id>`` limited to the type's vCPUs and memory, holding the
+  agent process;
+* a ``taskvpc agent`` started in that namespace (``nsenter --net``), so the namespace is its host. It
+  gets its own name prefix (:func:`instance_prefix`: two agents of one prefix would remove each
+  other's tasks), the instance's id (pre-written to its state), type, subnet, the image's OS family and
+  the user data as its ``/etc/ecs/ecs.config``;
+* the path to the control plane: a listening socket that this process opens *inside* the namespace on
+  ``127.0.0.1:<up's port>`` (a socket stays in the namespace it was made in), relayed to ``up``'s own
+  listener. The agent's endpoint is therefore ``http://127.0.0.1:<port>`` in every instance, and
+  nothing is routed between the namespace and the machine.
+
+A reconcile pass (:func:`plan`, pure; then ``ensure_host``/``remove_host``) runs every second: instances
+``pending``/``running`` get a host (``pending`` becomes ``running`` once its agent is started); those
+``stopping``/``shutting-down`` lose theirs, then become ``stopped``/``terminated`` (the control plane
+stops their ECS tasks and deregisters them then); a namespace of ours that no live instance explains is
+removed. Agents die with ``up`` (PR_SET_PDEATHSIG); the next ``up`` starts new ones, which adopt the
+tasks. ``taskvpc down`` and ``up --cleanup-on-exit`` call :func:`remove_all`.
+
+The instances share this machine's kernel: a namespace and a cgroup are isolation, not a VM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskvpc.agent.runtime import cgroups
+from taskvpc.agent.state import STATE_FILE, AgentState, save_state
+from taskvpc.cli.config import Credentials
+from taskvpc.domain import instance_types
+
+Doc = dict[str, Any]
+NETNS_DIR = Path("/run/netns")
+_CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
+log = logging.getLogger("taskvpc.instances")
+HOST_STATES = ("pending", "running")
+GOING = {"stopping": "stopped", "shutting-down": "terminated"}
+
+
+def instance_prefix(prefix: str, instance_id: str) -> str:
+    """The name prefix of an instance's agent: ``i`` and 6 hex digits (2-7 characters, as netplan wants)."""
+    return "i" + hashlib.sha256(f"{prefix}/{instance_id}".encode()).hexdigest()[:6]
+
+
+def netns_name(prefix: str, instance_id: str) -> str:
+    return f"{prefix}i-{instance_id}"
+
+
+def cgroup_path(prefix: str, instance_id: str | None = None) -> str:
+    top = f"taskvpc-instances-{prefix}"
+    return f"{top}/{instance_id}" if instance_id else top
+
+
+# ---- plan -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    ensure: list[Doc]  # instances that need a host (and an agent)
+    started: list[str]  # pending instances whose host is up: mark running
+    remove: list[str]  # instance ids whose host goes
+    finish: list[tuple[str, str]]  # (instance id, stopped|terminated) once the host is gone
+    strays: list[str]  # instance ids with a namespace here and no instance record
+
+
+def plan(instances: list[Doc], hosts: set[str], live_agents: set[str]) -> Plan:
+    """What to do, from the instances' records, the namespaces present and the agents alive."""
+    ensure, started, remove, finish = [], [], [], []
+    known = set()
+    for doc in instances:
+        iid, name = doc["InstanceId"], doc["State"]["Name"]
+        known.add(iid)
+        if name in HOST_STATES:
+            if iid not in hosts or iid not in live_agents:
+                ensure.append(doc)
+            if name == "pending":
+                started.append(iid)
+        elif name in GOING:
+            remove.append(iid)
+            finish.append((iid, GOING[name]))
+        elif iid in hosts:
+            remove.append(iid)
+    strays = sorted(hosts - known)
+    return Plan(ensure, started, remove, finish, strays)
+
+
+# ---- drivers --------------------------------------------------------------------------------------
+
+
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def hosts_present(prefix: str) -> set[str]:
+    head = f"{prefix}i-"
+    try:
+        return {p.name[len(head) :] for p in NETNS_DIR.iterdir() if p.name.startswith(head)}
+    except OSError:
+        return set()
+
+
+def ensure_namespace(prefix: str, doc: Doc) -> None:
+    name = netns_name(prefix, doc["InstanceId"])
+    if not (NETNS_DIR / name).exists():
+        _run("ip", "netns", "add", name)
+    _run("ip", "-n", name, "link", "set", "lo", "up")
+    if _run("ip", "-n", name, "link", "show", "eth0").returncode != 0:
+        _run("ip", "-n", name, "link", "add", "eth0", "type", "dummy")
+    address = doc.get("PrivateIpAddress")
+    if address:
+        prefix_len = doc.get("_PrefixLength", 32)
+        _run("ip", "-n", name, "addr", "replace", f"{address}/{prefix_len}", "dev", "eth0")
+    _run("ip", "-n", name, "link", "set", "eth0", "up")
+
+
+def ensure_cgroup(prefix: str, doc: Doc) -> str:
+    kind = instance_types.lookup(doc["InstanceType"])
+    path = cgroup_path(prefix, doc["InstanceId"])
+    if kind is not None:
+        cgroups.setup_task(path, kind.cpu_units, kind.memory_mib)
+    return path
+
+
+def _setns(path: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(path) as handle:
+        if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+
+
+def listen_in(namespace: Path, port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:``port`` inside ``namespace`` (made on a thread that enters it)."""
+    made: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            _setns(namespace)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(64)
+            made.append(sock)
+        except BaseException as exc:  # handed to the caller's thread
+            made.append(exc)
+
+    thread = threading.Thread(target=make)  # a thread that dies in the namespace: ours stays put
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
+
+class Relay:
+    """Accepts in an instance's namespace and pipes each connection to the control plane's listener."""
+
+    def __init__(self, listener: socket.socket, target: tuple[str, int]) -> None:
+        self.listener = listener
+        self.target = target
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="instance-relay")
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+@dataclass
+class Launch:
+    """How ``up`` starts agents: its port, state dir, prefix, credentials, region, runtime."""
+
+    port: int
+    state_dir: Path
+    prefix: str
+    credentials: Credentials
+    region: str
+    runtime: str
+    target_host: str = "127.0.0.1"
+
+
+def instance_dir(state_dir: Path, instance_id: str) -> Path:
+    return state_dir / "instances" / instance_id
+
+
+def start_agent(launch: Launch, doc: Doc, cgroup: str) -> subprocess.Popen[bytes]:
+    iid = doc["InstanceId"]
+    home = instance_dir(launch.state_dir, iid)
+    agent_dir = home / "agent"
+    agent_dir.mkdir(parents=True, exist_ok=True)
+    if not (agent_dir / STATE_FILE).exists():
+        save_state(agent_dir, AgentState(iid))  # registers with the instance's own id
+    config = home / "ecs.config"
+    config.write_text(doc.get("_UserData", ""))
+    kind = instance_types.lookup(doc["InstanceType"])
+    command = [
+        "nsenter",
+        f"--net={NETNS_DIR / netns_name(launch.prefix, iid)}",
+        sys.executable,
+        "-m",
+        "taskvpc.agent.main",
+        "--endpoint",
+        f"http://127.0.0.1:{launch.port}",
+        "--state-dir",
+        str(agent_dir),
+        "--region",
+        launch.region,
+        "--net-prefix",
+        instance_prefix(launch.prefix, iid),
+        "--runtime",
+        launch.runtime,
+        "--instance-type",
+        doc["InstanceType"],
+        "--subnet-id",
+        doc["SubnetId"],
+        "--os-family",
+        doc.get("_OsFamily", "LINUX"),
+        "--ecs-config",
+        str(config),
+    ]
+    if kind is not None:  # what the agent registers: the type's size, not this machine's
+        command += ["--cpu", str(kind.cpu_units), "--memory", str(max(0, kind.memory_mib - 256))]
+    env = {
+        **os.environ,
+        "TASKVPC_ACCESS_KEY_ID": launch.credentials.access_key_id,
+        "TASKVPC_SECRET_ACCESS_KEY": launch.credentials.secret_access_key,
+    }
+    procs = [d / "cgroup.procs" for d in cgroups.existing(cgroup)]
+
+    def in_child() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        for path in procs:  # the agent, and everything it starts itself, within the type's limits
+            with contextlib.suppress(OSError):
+                path.write_text("0")
+
+    log_file = open(home / "agent.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(
+            command, env=env, preexec_fn=in_child, start_new_session=True, stdout=log_file, stderr=log_file
+        )
+    finally:
+        log_file.close()
+
+
+def stop_agent(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=grace)
+
+
+def remove_host(prefix: str, state_dir: Path, instance_id: str) -> list[str]:
+    """Tear down what the instance's agent made, then its namespace and cgroup; the problems left."""
+    from taskvpc.agent.teardown import Scope, teardown
+
+    agent_dir = instance_dir(state_dir, instance_id) / "agent"
+    result = teardown(Scope(instance_prefix(prefix, instance_id), agent_dir), grace=2.0)
+    problems = [str(p) for p in result.problems]
+    name = netns_name(prefix, instance_id)
+    if (NETNS_DIR / name).exists():
+        done = _run("ip", "netns", "del", name)
+        if done.returncode != 0:
+            problems.append(f"netns {name}: {done.stderr.strip()}")
+    _kill_cgroup(cgroup_path(prefix, instance_id))
+    cgroups.remove(cgroup_path(prefix, instance_id))
+    return problems
+
+
+def _kill_cgroup(path: str) -> None:
+    """SIGKILL whatever is left in the instance's cgroup (an agent ``up`` no longer knows by PID)."""
+    for directory in cgroups.existing(path):
+        with contextlib.suppress(OSError):
+            for line in (directory / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(line), signal.SIGKILL)
+
+
+def remove_all(prefix: str, state_dir: Path) -> int:
+    """``taskvpc down``: every instance host of ``prefix`` on this machine; how many there were."""
+    found = hosts_present(prefix)
+    for instance_id in sorted(found):
+        _kill_cgroup(cgroup_path(prefix, instance_id))
+        for problem in remove_host(prefix, state_dir, instance_id):
+            print(f"taskvpc: instance {instance_id}: not removed: {problem}", file=sys.stderr)
+    cgroups.remove(cgroup_path(prefix))
+    return len(found)
+
+
+# ---- the supervisor -------------------------------------------------------------------------------
+
+
+class InstanceHosts:
+    """Runs :func:`plan` and its drivers every ``interval`` seconds until :meth:`stop`."""
+
+    def __init__(self, launch: Launch, context: Callable[[str], Any], interval: float = 1.0) -> None:
+        self.launch = launch
+        self.context = context  # region -> a fresh RequestContext
+        self.interval = interval
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.relays: dict[str, Relay] = {}
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="instance-hosts", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.reconcile()
+            except Exception:  # one bad pass must not end supervision; the next retries
+                log.exception("instance hosts: reconcile failed")
+            self._stopping.wait(self.interval)
+
+    def reconcile(self) -> None:
+        from taskvpc.control.ec2 import instances_state
+
+        docs = instances_state.all_instances(self.context(self.launch.region))
+        region_of = {doc["InstanceId"]: doc.get("_Region", self.launch.region) for doc in docs}
+        live = {iid for iid, process in self.agents.items() if process.poll() is None}
+        steps = plan(docs, hosts_present(self.launch.prefix), live)
+        for doc in steps.ensure:
+            if self._stopping.is_set():
+                return
+            self.ensure_host(doc)
+        for iid in steps.started:
+            instances_state.host_started(self.context(region_of[iid]), iid)
+        for iid in [*steps.remove, *steps.strays]:
+            self.remove(iid)
+        for iid, after in steps.finish:
+            (instances_state.host_terminated if after == "terminated" else instances_state.host_stopped)(
+                self.context(region_of[iid]), iid
+            )
+
+    def ensure_host(self, doc: Doc) -> None:
+        iid = doc["InstanceId"]
+        ensure_namespace(self.launch.prefix, doc)
+        cgroup = ensure_cgroup(self.launch.prefix, doc)
+        if iid not in self.relays:
+            namespace = NETNS_DIR / netns_name(self.launch.prefix, iid)
+            listener = listen_in(namespace, self.launch.port)
+            self.relays[iid] = Relay(listener, (self.launch.target_host, self.launch.port))
+        process = self.agents.get(iid)
+        if process is None or process.poll() is not None:
+            self.agents[iid] = start_agent(self.launch, doc, cgroup)
+            log.info("instance %s: agent pid %s", iid, self.agents[iid].pid)
+
+    def remove(self, iid: str) -> None:
+        process = self.agents.pop(iid, None)
+        if process is not None:
+            stop_agent(process)
+        relay = self.relays.pop(iid, None)
+        if relay is not None:
+            relay.close()
+        for problem in remove_host(self.launch.prefix, self.launch.state_dir, iid):
+            log.warning("instance %s: not removed: %s", iid, problem)
+
+    def stop(self) -> None:
+        """Stop every agent (the hosts stay for the next ``up``); idempotent."""
+        self._stopping.set()
+        self._thread.join(timeout=30)
+        for process in self.agents.values():
+            stop_agent(process)
+        for relay in self.relays.values():
+            relay.close()
+        self.agents.clear()
+        self.relays.clear()

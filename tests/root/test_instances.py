@@ -1,0 +1,123 @@
+"""EC2 instances as hosts on this machine, for real: `aws ec2 run-instances --count 3 --instance-type
+c5.large --user-data 'ECS_CLUSTER=web'` against a `taskvpc up` gives three real agents, each in a network
+namespace of its own, registered in `web` across two AZs; an awsvpc service of 6 tasks is placed at most
+2 per instance (c5.large: 3 ENIs, the primary counts), a seventh task fails with RESOURCE:ENI; terminating
+them leaves no namespace, cgroup or agent process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from taskvpc.cli import instances as hosts
+from taskvpc.control.ec2 import instances_catalog
+from tests.root.upserver import RootServer
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: real namespaces, links and processes"),
+]
+
+
+def _wait(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError("timed out")
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def test_run_instances_place_and_terminate(root_server: RootServer) -> None:
+    server = root_server
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    ecs.create_cluster(clusterName="web")
+    run = server.aws(
+        "ec2", "run-instances", "--count", "3", "--instance-type", "c5.large",
+        "--image-id", instances_catalog.DEFAULT_LINUX.image_id, "--user-data", "ECS_CLUSTER=web",
+    )  # fmt: skip
+    assert '"InstanceId"' in run.stdout
+    ids = sorted(i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"])
+    assert len(ids) == 3
+
+    def registered() -> list[dict]:  # type: ignore[type-arg]
+        arns = ecs.list_container_instances(cluster="web")["containerInstanceArns"]
+        if len(arns) < 3:
+            return []
+        return ecs.describe_container_instances(cluster="web", containerInstances=arns)["containerInstances"]
+
+    described = _wait(registered, 90)
+    assert sorted(c["ec2InstanceId"] for c in described) == ids
+    zones = {
+        next(a["value"] for a in c["attributes"] if a["name"] == "ecs.availability-zone") for c in described
+    }
+    assert len(zones) >= 2
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+    }
+    assert set(states.values()) == {"running"}
+    for iid in ids:  # each agent is a real process whose network namespace is the instance's own
+        assert (hosts.NETNS_DIR / hosts.netns_name(server.prefix, iid)).exists()
+    agent_pids = [int(line) for iid in ids for d in hosts.cgroups.existing(hosts.cgroup_path(server.prefix, iid))[:1]
+                  for line in (d / "cgroup.procs").read_text().split()]  # fmt: skip
+    assert agent_pids
+    instance_ns = {os.readlink(f"/proc/{pid}/ns/net") for pid in agent_pids}
+    assert os.readlink("/proc/self/ns/net") not in instance_ns
+
+    ecs.register_task_definition(
+        family="hold",
+        networkMode="awsvpc",
+        requiresCompatibilities=["EC2"],
+        cpu="128",
+        memory="128",
+        containerDefinitions=[
+            {"name": "main", "image": "busybox:latest", "command": ["sleep", "3600"], "essential": True}
+        ],
+    )
+    subnets = [
+        s["SubnetId"]
+        for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+    ]
+    network = {"awsvpcConfiguration": {"subnets": subnets}}
+    ecs.create_service(
+        cluster="web", serviceName="hold", taskDefinition="hold", desiredCount=6, networkConfiguration=network
+    )
+
+    def placed() -> list[dict]:  # type: ignore[type-arg]
+        arns = ecs.list_tasks(cluster="web")["taskArns"]
+        return ecs.describe_tasks(cluster="web", tasks=arns)["tasks"] if len(arns) == 6 else []
+
+    tasks = _wait(placed, 60)
+    per_instance = Counter(t["containerInstanceArn"] for t in tasks)
+    assert len(per_instance) == 3 and max(per_instance.values()) <= 2
+    seventh = ecs.run_task(cluster="web", taskDefinition="hold", networkConfiguration=network)
+    assert seventh["tasks"] == [] and any(f["reason"] == "RESOURCE:ENI" for f in seventh["failures"])
+
+    ecs.update_service(cluster="web", service="hold", desiredCount=0)
+    ec2.terminate_instances(InstanceIds=ids)
+
+    def terminated() -> bool:
+        found = [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+        return found == ["terminated"] * 3
+
+    _wait(terminated, 90)
+    assert ecs.list_container_instances(cluster="web")["containerInstanceArns"] == []
+    stopped = ecs.describe_tasks(cluster="web", tasks=[t["taskArn"] for t in tasks])["tasks"]
+    assert all(t["lastStatus"] == "STOPPED" or t["desiredStatus"] == "STOPPED" for t in stopped)
+    assert hosts.hosts_present(server.prefix) == set()
+    assert _wait(lambda: not _pids_alive(agent_pids), 15)
+    assert not hosts.cgroups.existing(hosts.cgroup_path(server.prefix))
+    for iid in ids:
+        prefix = hosts.instance_prefix(server.prefix, iid)
+        assert not [p for p in hosts.NETNS_DIR.iterdir() if p.name.startswith(prefix + "-")]

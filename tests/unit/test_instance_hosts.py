@@ -1,0 +1,78 @@
+"""The host supervisor's pure parts: its plan, the instance prefixes, and reading ecs.config user data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, strategies as st
+
+from taskvpc.agent import netplan
+from taskvpc.agent.instance_config import InstanceConfig
+from taskvpc.cli.instances import instance_prefix, plan
+from taskvpc.domain import ecs_config
+
+
+def _doc(iid: str, state: str) -> dict[str, Any]:
+    return {"InstanceId": iid, "State": {"Name": state}}
+
+
+def test_plan_follows_each_state() -> None:
+    docs = [
+        _doc("i-pending", "pending"),
+        _doc("i-running", "running"),
+        _doc("i-stopping", "stopping"),
+        _doc("i-going", "shutting-down"),
+        _doc("i-gone", "terminated"),
+    ]
+    hosts = {"i-running", "i-stopping", "i-going", "i-gone", "i-stray"}
+    steps = plan(docs, hosts, live_agents={"i-running"})
+    assert [d["InstanceId"] for d in steps.ensure] == ["i-pending"]  # running with a live agent: untouched
+    assert steps.started == ["i-pending"]
+    assert sorted(steps.remove) == ["i-going", "i-gone", "i-stopping"]
+    assert sorted(steps.finish) == [("i-going", "terminated"), ("i-stopping", "stopped")]
+    assert steps.strays == ["i-stray"]
+
+
+def test_a_dead_agent_is_started_again() -> None:
+    steps = plan([_doc("i-running", "running")], {"i-running"}, live_agents=set())
+    assert [d["InstanceId"] for d in steps.ensure] == ["i-running"] and steps.started == []
+
+
+@given(st.text(alphabet="abcdefghij0123456789", min_size=2, max_size=6), st.text(min_size=1, max_size=20))
+def test_instance_prefixes_are_valid_prefixes(prefix: str, instance_id: str) -> None:
+    name = instance_prefix("t" + prefix, instance_id)
+    netplan.NetConfig(prefix=name)  # raises for a name that is no prefix
+    assert not name.startswith("t")  # never inside the up's own prefix
+
+
+def test_user_data_forms() -> None:
+    script = (
+        "#!/bin/bash\n"
+        "echo ECS_CLUSTER=web >> /etc/ecs/ecs.config\n"
+        'echo \'ECS_INSTANCE_ATTRIBUTES={"tier": "front"}\' >> /etc/ecs/ecs.config\n'
+        'echo "ECS_RESERVED_MEMORY=256" >> /etc/ecs/ecs.config\n'
+    )
+    parsed = ecs_config.parse(script)
+    assert parsed == {
+        "ECS_CLUSTER": "web",
+        "ECS_INSTANCE_ATTRIBUTES": '{"tier": "front"}',
+        "ECS_RESERVED_MEMORY": "256",
+    }
+    assert ecs_config.parse("ECS_CLUSTER=web") == {"ECS_CLUSTER": "web"}
+    assert ecs_config.cluster(ecs_config.parse("echo hello")) == "default"
+    assert ecs_config.json_object({"ECS_INSTANCE_ATTRIBUTES": "[1]"}, "ECS_INSTANCE_ATTRIBUTES") == {}
+
+
+def test_registration_from_the_launch() -> None:
+    config = InstanceConfig(
+        {"ECS_INSTANCE_ATTRIBUTES": '{"tier": "front"}', "ECS_RESERVED_MEMORY": "100"},
+        "subnet-0123456789abcdef0",
+        "WINDOWS_SERVER_2022_FULL",
+    )
+    body = config.apply({"attributes": {"ecs.os-type": "linux"}, "resources": {"MEMORY": 1000}})
+    assert body["attributes"] == {
+        "ecs.os-type": "windows",
+        "ecs.os-family": "WINDOWS_SERVER_2022_FULL",
+        "tier": "front",
+    }
+    assert body["subnetId"] == "subnet-0123456789abcdef0" and body["resources"]["MEMORY"] == 900
