@@ -302,8 +302,8 @@ def remove_host(prefix: str, state_dir: Path, instance_id: str) -> list[str]:
     """Tear down what the instance's agent made, then its namespace and cgroup; the problems left."""
     from taskvpc.agent.teardown import Scope, teardown
 
-    agent_dir = instance_dir(state_dir, instance_id) / "agent"
-    result = teardown(Scope(instance_prefix(prefix, instance_id), agent_dir), grace=2.0)
+    home = instance_dir(state_dir, instance_id)  # like up's state dir: the agent's is home/agent
+    result = teardown(Scope(instance_prefix(prefix, instance_id), home), grace=2.0)
     problems = [str(p) for p in result.problems]
     name = netns_name(prefix, instance_id)
     if (NETNS_DIR / name).exists():
