@@ -115,7 +115,7 @@ def _finish(ctx: RequestContext, instance_id: str, expected: str, after: str) ->
         doc = docs[0]
         doc["State"] = instances.state(after)
         if after in ("stopped", "terminated"):
-            _retire_container_instance(conn, ctx, doc)
+            _retire_container_instance(conn, ctx, doc, deregister=after == "terminated")
         if after == "terminated":
             ec2_repo.delete_eni(conn, doc["_PrimaryEni"])  # its address is free again at once
             doc["NetworkInterfaces"] = []
@@ -128,14 +128,18 @@ def _finish(ctx: RequestContext, instance_id: str, expected: str, after: str) ->
         return doc
 
 
-def _retire_container_instance(conn: Connection, ctx: RequestContext, doc: Doc) -> None:
-    """Stop the instance's ECS tasks with ECS's reason and deregister its container instance."""
+def _retire_container_instance(conn: Connection, ctx: RequestContext, doc: Doc, deregister: bool) -> None:
+    """Stop the instance's ECS tasks with ECS's reason; deregister its container instance when it is
+    terminated (a stopped one stays registered, disconnected, for its agent to come back to)."""
     row = tasks_repo.find_by_ec2_instance(conn, ctx.region, doc["_Cluster"], doc["InstanceId"])
     if row is None or row["status"] == "INACTIVE":
         return
     task_state.lock(conn, ctx, row["cluster"])
-    task_state.force_stop_all(conn, ctx, row, terminated_reason(doc["InstanceId"]))
-    container_instances.deregister(conn, ctx, row, force=True)
+    iid = doc["InstanceId"]
+    reason = terminated_reason(iid) if deregister else f"Host EC2 (instance {iid}) stopped."
+    task_state.force_stop_all(conn, ctx, row, reason)
+    if deregister:
+        container_instances.deregister(conn, ctx, row, force=True)
 
 
 def host_started(ctx: RequestContext, instance_id: str) -> Doc | None:
