@@ -76,3 +76,33 @@ def test_registration_from_the_launch() -> None:
         "tier": "front",
     }
     assert body["subnetId"] == "subnet-0123456789abcdef0" and body["resources"]["MEMORY"] == 900
+
+
+def test_relay_pipes_both_ways_over_real_sockets() -> None:
+    import socket
+    import threading
+
+    from taskvpc.cli.instances import Relay
+
+    upstream = socket.create_server(("127.0.0.1", 0))
+
+    def echo() -> None:
+        conn, _ = upstream.accept()
+        with conn:
+            while data := conn.recv(1024):
+                conn.sendall(data.upper())
+
+    threading.Thread(target=echo, daemon=True).start()
+    listener = socket.create_server(("127.0.0.1", 0))
+    relay = Relay(listener, upstream.getsockname())
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=5) as client:
+            client.sendall(b"register")
+            client.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := client.recv(1024):
+                received += chunk
+        assert received == b"REGISTER"
+    finally:
+        relay.close()
+        upstream.close()
