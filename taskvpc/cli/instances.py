@@ -401,6 +401,9 @@ class InstanceHosts:
             relay.close()
         for problem in remove_host(self.launch.prefix, self.launch.state_dir, iid):
             log.warning("instance %s: not removed: %s", iid, problem)
+        cgroups.remove(
+            cgroup_path(self.launch.prefix)
+        )  # the parent goes with the last instance (busy: stays)
 
     def stop(self) -> None:
         """Stop every agent (the hosts stay for the next ``up``); idempotent."""
