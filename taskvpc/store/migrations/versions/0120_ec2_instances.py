@@ -1,14 +1,14 @@
 """EC2 instances (RunInstances): one row per instance, its wire document in ``body``.
 
 Revision ID: 0120
-Revises: 0040
+Revises: 0090
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0120"
-down_revision = "0040"
+down_revision = "0090"  # main had 0090 on 0040 when this landed; the lead orders the chain
 branch_labels = None
 depends_on = None
 
