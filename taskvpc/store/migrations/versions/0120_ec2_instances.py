@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0120"
-down_revision = "0090"  # main had 0090 on 0040 when this landed; the lead orders the chain
+down_revision = "0090"
 branch_labels = None
 depends_on = None
 
