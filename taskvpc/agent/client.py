@@ -218,6 +218,10 @@ class AgentClient:
         """A report carrying ``logEvents`` (``agentapi/logdriver.py``), on a connection of its own."""
         return await self._call(self._logs, "POST", f"/instances/{instance_id}/report", body=body)
 
+    async def report_entries(self, instance_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A report body built by a feature's own module (e.g. ``agentapi.flowlogs.records_to_wire``)."""
+        return await self._call(self._main, "POST", f"/instances/{instance_id}/report", body=body)
+
     async def deregister(self, instance_id: str) -> dict[str, Any]:
         return await self._call(self._main, "POST", f"/instances/{instance_id}/deregister", body={})
 

@@ -56,6 +56,7 @@ from urllib.parse import urlsplit
 from taskvpc.agent import instance_config, logshipper as logship, netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
+from taskvpc.agent.flowlogs import FlowLogCollector
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
 from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
@@ -64,6 +65,7 @@ from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
 from taskvpc.agent.taskmeta_server import TaskEndpoints, load_secret
 from taskvpc.agentapi.credentials import CREDENTIALS
+from taskvpc.agentapi.flowlogs import records_to_wire
 from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger("taskvpc.agent")
@@ -321,6 +323,7 @@ async def run_agent(
     )
     client = AgentClient(endpoint, credentials, region)
     engine: Engine | None = None
+    flows: FlowLogCollector | None = None
     try:
         state = await _register(
             client,
@@ -344,11 +347,15 @@ async def run_agent(
         engine.logs = LogShipper(the_runtime.state_dir, logship.sender(client, lambda: instance_id))
         if owned_driver is not None:  # real router namespaces: the tasks' 169.254.170.2
             engine.endpoints = _endpoints(engine, cfg, path, endpoint, region)
+            flows = _flow_logs(client, lambda: instance_id, cfg, network, firewall)
+            engine.spawn(flows.run(), "flow-logs")
         engine.spawn(reporter.run(), "reporter")
         answer = await _first_answer(client, instance_id)
         if engine.endpoints is not None:
             engine.endpoints.set_credentials(answer[CREDENTIALS])
         await engine.adopt(answer)
+        if flows is not None:
+            await flows.set_desired(answer)
         if ready is not None:
             ready(engine)
         generation = answer.generation
@@ -390,10 +397,14 @@ async def run_agent(
             if engine.endpoints is not None:  # every answer carries the current credentials
                 engine.endpoints.set_credentials(answer[CREDENTIALS])
             engine.apply(answer)
+            if flows is not None:
+                await flows.set_desired(answer)
         log.info("container instance deregistered: stopping every task")
         engine.stop_all()
         await engine.wait_idle()
     finally:
+        if flows is not None:
+            await flows.close()
         if engine is not None:
             if engine.endpoints is not None:
                 engine.endpoints.close()
@@ -407,6 +418,26 @@ async def run_agent(
         if firewall_driver is not None:
             with contextlib.suppress(Exception):
                 firewall_driver.close()
+
+
+def _flow_logs(
+    client: AgentClient,
+    instance_id: Callable[[], str],
+    cfg: netplan.NetConfig,
+    network: DataPlane,
+    firewall: FirewallSync | None,
+) -> FlowLogCollector:
+    """The flow-log collector: records go out as ``flowRecords`` reports; REJECT logging is loaded by the
+    firewall on the data plane's thread, like every other change of its tables."""
+
+    async def send(entries: tuple[Any, ...]) -> None:
+        await client.report_entries(instance_id(), records_to_wire(entries))
+
+    async def set_reject_logging(eni_ids: frozenset[str]) -> None:
+        if firewall is not None:
+            await network.call(firewall.set_reject_logging, eni_ids)
+
+    return FlowLogCollector(cfg, send, set_reject_logging)
 
 
 def _endpoints(

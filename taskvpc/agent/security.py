@@ -55,6 +55,7 @@ class FirewallSync:
         self.table = table
         self._vpcs: dict[str, _Vpc] = {}
         self._eni_groups: dict[str, tuple[str, ...]] = {}  # desired groups per ENI id
+        self._reject_logged: frozenset[str] = frozenset()  # ENIs a flow log wants REJECTs of
         self.updates = 0  # batches loaded (tests, metrics)
         self.last_update_seconds = 0.0
 
@@ -64,7 +65,14 @@ class FirewallSync:
     def model(self, vpc_id: str) -> FirewallModel:
         vpc = self._vpc(vpc_id)
         enis = tuple(
-            EniPort(e.eni_id, e.port, e.ip, e.mac, self._eni_groups.get(e.eni_id, e.group_ids))
+            EniPort(
+                e.eni_id,
+                e.port,
+                e.ip,
+                e.mac,
+                self._eni_groups.get(e.eni_id, e.group_ids),
+                e.eni_id in self._reject_logged,
+            )
             for _, e in sorted(vpc.enis.items())
         )
         return FirewallModel(
@@ -94,6 +102,14 @@ class FirewallSync:
             except Exception as exc:
                 log.error("firewall update failed vpc=%s error=%r", vpc_id, exc)
         return changed
+
+    def set_reject_logging(self, eni_ids: frozenset[str]) -> list[str]:
+        """The ENIs whose security-group drops are logged for flow logs (``agent.flowlogs``); syncs every
+        VPC with a table, returns those it changed."""
+        if eni_ids == self._reject_logged:
+            return []
+        self._reject_logged = frozenset(eni_ids)
+        return self.set_desired({}, {})
 
     def add_eni(self, vpc_id: str, eni: EniPort, *, new_network: bool = False) -> None:
         """Register an ENI (before its veth exists) and load its chains. ``new_network``: its address may

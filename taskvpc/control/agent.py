@@ -20,11 +20,13 @@ from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import Section
 from taskvpc.agentapi.credentials import CREDENTIALS, TaskCredentials
 from taskvpc.agentapi.logdriver import LOG_ACKS, deliveries_from_report
+from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowLogWatch, FlowRecords, records_from_wire
 from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.control import task_credentials
 from taskvpc.control.context import RequestContext
+from taskvpc.control.ec2 import flow_logs
 from taskvpc.control.ecs import container_instances, task_state
 from taskvpc.control.logs import delivery as log_delivery
 from taskvpc.domain import tasks as taskdoc
@@ -275,6 +277,12 @@ def _credentials_section(source: AnswerSource) -> tuple[TaskCredentials, ...]:
     return tuple(out)
 
 
+@contributes(FLOW_LOGS)
+def _flow_logs_section(source: AnswerSource) -> tuple[FlowLogWatch, ...]:
+    """The instance's task ENIs that some flow log covers, and what those flow logs want."""
+    return flow_logs.watches(source.conn, source.ctx, list(source.enis.values()))
+
+
 def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str, Any]:
     """The answer to a poll: generation and every contributed section (a heartbeat too)."""
     with ctx.db.transaction() as conn:
@@ -296,10 +304,20 @@ def parse_report(payload: dict[str, Any]) -> list[TaskReport]:
         raise bad_request(str(error)) from None
 
 
+def _flow_records(payload: dict[str, Any]) -> tuple[FlowRecords, ...]:
+    try:
+        return records_from_wire(payload)
+    except WireError as error:
+        raise bad_request(str(error)) from None
+
+
 def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     reports = parse_report(payload)
+    flows = _flow_records(payload)  # read before anything is written: a malformed entry changes nothing
     logs = _log_events(ctx, instance_id, payload)  # the awslogs driver's events: their own transactions
-    if logs and not reports:
+    if flows:  # their own transactions too; never holding up a task's state
+        flow_logs.deliver_reported(ctx, instance_id, flows)
+    if (logs or flows) and not reports:
         return {"generation": generation(ctx, instance_id, heartbeat=False), **logs}
     with ctx.db.transaction() as conn:
         row = _instance(conn, ctx, instance_id)

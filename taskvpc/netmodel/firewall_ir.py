@@ -48,6 +48,12 @@ tracked flow are ``related`` and pass whatever the rules say, as EC2's replies d
 Established flows survive revokes: only NEW packets reach the rules, so (as EC2 does for tracked flows)
 revoking a rule stops new connections and leaves established ones until conntrack forgets them.
 
+Flow logs: for an ENI with ``log_rejects`` (a flow log with traffic type REJECT or ALL covers it), the
+final ``drop`` of ``in_<eni>`` and ``out_<eni>`` (what its groups refuse) is preceded by a rate-limited
+``log group`` rule (:class:`RejectLog`): NFLOG hands the dropped packet's first bytes to the agent, with
+the prefix ``"<eni-id> in"``/``"<eni-id> out"`` naming whose groups refused it. Only those two drops log:
+not the policy, the anti-spoofing or the host-port drops, which are no security group's doing.
+
 Not compiled: prefix lists (the model carries their CIDRs if the caller knows them, otherwise such rules
 match nothing, as in the evaluator); IPv6 task addresses (ENIs are IPv4 here; IPv6 CIDR rules still
 compile, for completeness). Traffic addressed to the router namespace itself (hook input) is out of scope.
@@ -73,6 +79,10 @@ ICMP_L4PROTOS = frozenset({1, 58})
 PRIORITY_RAW = -300
 PRIORITY_FILTER = 0
 
+REJECT_LOG_GROUP = 7  # the NFLOG group of the router namespace (groups are per network namespace)
+REJECT_LOG_RATE = 100  # logged drops per second per ENI and direction (burst twice that)
+REJECT_LOG_SNAPLEN = 64  # IP and TCP/UDP/ICMP headers are all the collector reads
+
 EGRESS_MAP = "egress_ports"
 INGRESS_MAP = "ingress_ports"
 TASK_PORTS = "task_ports"
@@ -92,6 +102,7 @@ class EniPort:
     ip: str
     mac: str
     group_ids: tuple[str, ...]
+    log_rejects: bool = False  # a flow log wants this ENI's REJECTs: its group drops are logged
 
 
 @dataclass(frozen=True)
@@ -128,13 +139,25 @@ class IcmpMatch:
 
 
 @dataclass(frozen=True)
+class RejectLog:
+    """``limit rate <rate>/second burst <2 rate> packets log prefix "<prefix>" group <group> snaplen``: the
+    packet goes on to the next rule either way (a log statement is no verdict)."""
+
+    prefix: str
+    group: int = REJECT_LOG_GROUP
+    rate: int = REJECT_LOG_RATE
+    snaplen: int = REJECT_LOG_SNAPLEN
+
+
+@dataclass(frozen=True)
 class NftRule:
     """One nftables rule: every non-None match must hold, then ``verdict`` (or the vmap's) applies.
 
     ``not_l4protos``: the packet's layer-4 protocol is none of these.
     ``source_binding``: ``iifname . ip saddr . ether saddr`` is an element of that set.
     ``vmap``: (``"iifname"`` or ``"oifname"``, map name): jump to the chain the map names for the key, if any.
-    At most one of ``vmap``, ``jump``, ``goto`` and ``verdict`` is set.
+    At most one of ``vmap``, ``jump``, ``goto`` and ``verdict`` is set; ``log`` (with none of them) only
+    logs, and the packet goes on.
     """
 
     iif: str | None = None
@@ -151,6 +174,7 @@ class NftRule:
     jump: str | None = None  # ``jump chain``: run it, come back here if it ends or returns
     goto: str | None = None  # ``goto chain``: run it in place of the rest of this chain
     verdict: Verdict | None = None
+    log: RejectLog | None = None
 
 
 @dataclass(frozen=True)
@@ -340,10 +364,20 @@ def eni_chains(model: FirewallModel, eni: EniPort) -> tuple[Chain, Chain]:
     out_rules = [
         NftRule(oif=eni.port, verdict="accept"),  # traffic to self
         *(NftRule(jump=group_out_chain(gid)) for gid in groups),
+        *reject_log(eni, "out"),
         NftRule(verdict="drop"),
     ]
-    in_rules = [*(NftRule(jump=group_in_chain(gid)) for gid in groups), NftRule(verdict="drop")]
+    in_rules = [
+        *(NftRule(jump=group_in_chain(gid)) for gid in groups),
+        *reject_log(eni, "in"),
+        NftRule(verdict="drop"),
+    ]
     return Chain(out_chain(eni.eni_id), tuple(out_rules)), Chain(in_chain(eni.eni_id), tuple(in_rules))
+
+
+def reject_log(eni: EniPort, direction: Literal["in", "out"]) -> tuple[NftRule, ...]:
+    """The log rule before an ENI chain's final drop, when the ENI's REJECTs are wanted."""
+    return (NftRule(log=RejectLog(f"{eni.eni_id} {direction}")),) if eni.log_rejects else ()
 
 
 def to_task_chain() -> Chain:

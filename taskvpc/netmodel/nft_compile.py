@@ -110,6 +110,12 @@ def rule_text(rule: NftRule) -> str:
         out.append(f"meta l4proto {_PROTO_NAMES.get(rule.l4proto, str(rule.l4proto))}")
     if rule.source_binding is not None:
         out.append(f"iifname . ip saddr . ether saddr @{rule.source_binding}")
+    if rule.log is not None:
+        log = rule.log
+        if '"' in log.prefix or "\\" in log.prefix:
+            raise ValueError(f"bad log prefix {log.prefix!r}")
+        out.append(f"limit rate {log.rate}/second burst {2 * log.rate} packets")
+        out.append(f'log prefix "{log.prefix}" group {log.group} snaplen {log.snaplen}')
     if rule.vmap is not None:
         out.append(f"{rule.vmap[0]} vmap @{rule.vmap[1]}")
     if rule.jump is not None:

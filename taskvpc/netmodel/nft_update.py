@@ -8,7 +8,7 @@ writes only what differs, in an order nft accepts within one transaction:
 2. group member addresses that changed: :func:`render_member_update`, one group at a time;
 3. groups newly carried, or whose compiled chains differ: :func:`render_group_chains` (one group's rules,
    however many ENIs carry it);
-4. ENIs that are new, or whose groups changed: :func:`render_eni_chains` (jumps only);
+4. ENIs that are new, or whose groups or reject logging changed: :func:`render_eni_chains` (jumps only);
 5. groups no ENI carries any more: :func:`render_group_delete` (after the jumps to them are gone).
 
 Deletions come first so an address handed from a stopped task to a new one never sits in a set twice.
@@ -73,7 +73,11 @@ def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
             parts.append(render_group_chains(new, gid))
     for eni_id, eni in after.items():
         previous = before.get(eni_id)
-        if previous is None or not _same_identity(previous, eni) or previous.group_ids != eni.group_ids:
+        if (
+            previous is None
+            or not _same_identity(previous, eni)
+            or (previous.group_ids, previous.log_rejects) != (eni.group_ids, eni.log_rejects)
+        ):
             parts.append(render_eni_chains(new, eni_id, with_groups=False))
     for gid in sorted(old_carried - set(new_carried)):
         parts.append(render_group_delete(new.table, gid))

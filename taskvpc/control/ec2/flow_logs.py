@@ -15,14 +15,16 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from taskvpc.agentapi.flowlogs import FlowLogWatch, FlowRecords, watch_for
+from taskvpc.agentapi.network import Eni
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import describe, errors, ids, tags
+from taskvpc.control.ec2 import dataplane, describe, errors, ids, tags
 from taskvpc.control.logs.common import group_arn
 from taskvpc.domain.errors import ClientError
 from taskvpc.domain.logs_events import GROUP_NAME
 from taskvpc.domain.pagination import Pager
 from taskvpc.netmodel import filters, flow_logs as model
-from taskvpc.store import ec2_repo, flow_logs_repo, logs_repo
+from taskvpc.store import ec2_repo, flow_logs_repo, logs_repo, tasks_repo
 
 Doc = dict[str, Any]
 MAX_RESOURCE_IDS = 1000
@@ -119,6 +121,8 @@ def create_flow_logs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
             }
             flow_logs_repo.insert_flow_log(conn, ctx.region, doc, ctx.now)
             created.append(flow_log_id)
+        if created:  # the agents start collecting at their next answer: wake them
+            dataplane.security_changed(conn, ctx)
     result: dict[str, Any] = {"FlowLogIds": created, "Unsuccessful": unsuccessful}
     if params.get("ClientToken"):
         result["ClientToken"] = params["ClientToken"]
@@ -210,7 +214,9 @@ def delete_flow_logs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
     unsuccessful: list[Doc] = []
     with ctx.db.transaction() as conn:
         for flow_log_id in requested:
-            if not flow_logs_repo.delete_flow_log(conn, ctx.region, flow_log_id):
+            if flow_logs_repo.delete_flow_log(conn, ctx.region, flow_log_id):
+                dataplane.security_changed(conn, ctx)  # the agents stop collecting what none wants
+            else:
                 unsuccessful.append(
                     _failure(
                         flow_log_id,
@@ -219,6 +225,43 @@ def delete_flow_logs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
                     )
                 )
     return {"Unsuccessful": unsuccessful}
+
+
+# ---- the agents' part ----------------------------------------------------------------------------------
+
+
+def watches(conn: Connection, ctx: RequestContext, enis: Sequence[Eni]) -> tuple[FlowLogWatch, ...]:
+    """What an instance's agent collects: per task ENI covered by some flow log, the union of what they
+    want (the ``flowLogs`` section of its desired state)."""
+    scope = {x for e in enis for x in (e.network_interface_id, e.subnet_id, e.vpc_id)}
+    if not scope:
+        return ()
+    targets = [(doc, _target(doc)) for doc in flow_logs_repo.list_flow_logs(conn, ctx.region, sorted(scope))]
+    out = []
+    for eni in sorted(enis, key=lambda e: e.network_interface_id):
+        covering = [
+            (doc, target)
+            for doc, target in targets
+            if target.resource_id in (eni.network_interface_id, eni.subnet_id, eni.vpc_id)
+        ]
+        if covering:
+            out.append(
+                watch_for(
+                    eni.network_interface_id,
+                    [t.traffic_type for _, t in covering],
+                    [int(doc.get("MaxAggregationInterval", 600)) for doc, _ in covering],
+                    [t.fields for _, t in covering],
+                )
+            )
+    return tuple(out)
+
+
+def deliver_reported(ctx: RequestContext, instance_id: str, entries: Sequence[FlowRecords]) -> int:
+    """An agent's ``flowRecords``: each entry for an ENI of a task on that instance is delivered (others,
+    which the agent has no business reporting, are ignored); returns the events written."""
+    with ctx.db.read() as conn:
+        own = {t["eni_id"] for t in tasks_repo.tasks_on_instance(conn, instance_id, live_only=False)}
+    return sum(deliver_flow_records(ctx, e.eni_id, e.records) for e in entries if e.eni_id in own)
 
 
 # ---- delivery -----------------------------------------------------------------------------------------
