@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import DesiredState, Instance, Section
 from taskvpc.agentapi.credentials import TaskCredentials
+from taskvpc.agentapi.flowlogs import FlowLogWatch
 from taskvpc.agentapi.network import (
     Eni,
     SecurityGroup,
@@ -216,6 +217,7 @@ def test_a_whole_answer_survives_the_wire() -> None:
         credentials=(
             TaskCredentials(ARN, "arn:aws:iam::1:role/r", "ASIA1", "s", "t", "2026-12-05T13:00:00Z"),
         ),
+        flowLogs=(FlowLogWatch(eni.network_interface_id, 60, frozenset({"REJECT"}), ("action",)),),
     )
     back = DesiredState.from_wire(_over_the_wire(state.to_wire()))
     assert back == state
