@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from taskvpc.agent import netplan
 from taskvpc.agent.drivers import conntrack, ctflows, netns, nflog, offloads
 from taskvpc.agent.kvlog import kv
-from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.answer import INSTANCE, DesiredState
 from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowRecords
 from taskvpc.netmodel.firewall_ir import REJECT_LOG_GROUP
 from taskvpc.netmodel.flow_collect import FlowWindows, Record, WatchedEni
@@ -66,9 +66,7 @@ class _Target:
 def watched(state: DesiredState, override: float | None = None) -> dict[str, list[_Target]]:
     """Per VPC, the ENIs to collect for: those of the answer's tasks that a ``flowLogs`` entry names."""
     wanted = {w.eni_id: w for w in state[FLOW_LOGS]}
-    instance = state.sections.get("instance")
-    cluster = getattr(instance, "cluster", "") or ""
-    instance_arn = getattr(instance, "container_instance_arn", "") or ""
+    cluster, instance_arn = state[INSTANCE].cluster, state[INSTANCE].container_instance_arn
     out: dict[str, list[_Target]] = {}
     for task in state.tasks:
         eni = task.eni
@@ -154,13 +152,20 @@ class RouterCollector:
                 dumper = stack.enter_context(netns.netlink_socket_in(fd, conntrack.NETLINK_NETFILTER))
                 dumper.bind((0, 0))
                 drops = stack.enter_context(nflog.open_group(fd, REJECT_LOG_GROUP))
-                self._loop(events, dumper, drops)
+                self._loop(events, dumper, drops, lambda: _same_namespace(fd, name, self.cfg.netns_dir))
         finally:
             os.close(fd)
 
-    def _loop(self, events: socket.socket, dumper: socket.socket, drops: socket.socket) -> None:
+    def _loop(
+        self, events: socket.socket, dumper: socket.socket, drops: socket.socket, alive: Callable[[], bool]
+    ) -> None:
+        """Until stopped, or until the router namespace is removed (our sockets would keep it, and the
+        veths in it, alive)."""
         ctflows.dump_and_zero(dumper)  # what was counted before we watched belongs to no window
         while not self._stop.is_set():
+            if not alive():
+                self._flush(force=True)
+                return
             self._update_targets()
             wait = min(MAX_WAIT, max(0.0, self._next_due() - self._clock()))
             readable, _, _ = select.select([events, drops], [], [], wait)
@@ -232,6 +237,16 @@ class RouterCollector:
             self._emit(FlowRecords(eni_id, start, end, tuple(_wire(r) for r in records)))
 
 
+def _same_namespace(fd: int, name: str, netns_dir: str) -> bool:
+    """Whether ``name`` still names the namespace ``fd`` is (not removed, not remade)."""
+    try:
+        seen = os.stat(os.path.join(netns_dir, name))
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (seen.st_dev, seen.st_ino) == (own.st_dev, own.st_ino)
+
+
 def _wire(record: Record) -> dict[str, str | int | float | None]:
     return {k: v if isinstance(v, str | int | float) or v is None else str(v) for k, v in record.items()}
 
@@ -260,6 +275,14 @@ class FlowLogCollector:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, entry)
 
     async def set_desired(self, state: DesiredState) -> None:
+        """Start, change or stop the routers' collection for an answer; never raises (it is logged: the
+        agent's tasks matter more than their flow records)."""
+        try:
+            await self._set_desired(state)
+        except Exception as exc:
+            log.error("flow log collection not updated %s", kv(error=repr(exc)))
+
+    async def _set_desired(self, state: DesiredState) -> None:
         by_vpc = watched(state, self._override)
         for vpc_id, collector in list(self._routers.items()):
             if vpc_id not in by_vpc:

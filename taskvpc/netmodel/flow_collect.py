@@ -247,7 +247,9 @@ class FlowWindows:
                     "end": max(max(start_s, int(counts.first)), min(end_s, int(counts.last) + 1)),
                     "action": action,
                     "log-status": "OK",
-                    "tcp-flags": counts.tcp_flags if protocol == 6 else None,
+                    "tcp-flags": (counts.tcp_flags or None)
+                    if protocol == 6
+                    else None,  # only NFLOG sees flags
                     "type": "IPv4",
                     "pkt-srcaddr": src,
                     "pkt-dstaddr": dst,

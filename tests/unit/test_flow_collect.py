@@ -269,3 +269,39 @@ def test_nflog_packet_parse() -> None:
     drop = nflog.parse_packet(payload, T0)
     assert drop == Drop(A.eni_id, "in", 6, B.ip, A.ip, 41000, 22, 60, 0x02, T0)
     assert nflog.parse_packet(_nla(10, b"other\0") + _nla(9, ip + tcp), T0) is None
+
+
+def test_the_agent_watches_only_covered_enis_of_its_tasks() -> None:
+    from taskvpc.agent.flowlogs import watched
+    from taskvpc.agentapi.answer import Instance
+    from taskvpc.agentapi.network import Eni
+    from taskvpc.agentapi.tasks import DesiredContainer, DesiredStatus, DesiredTask
+
+    def task(n: int) -> DesiredTask:
+        arn = f"arn:aws:ecs:us-east-1:1:task/default/{n:032x}"
+        eni = Eni(
+            "att", f"eni-{n:017x}", "0e:00:00:00:00:01", f"10.0.0.{n}", 24, "10.0.0.1", "subnet-1", "vpc-1"
+        )
+        return DesiredTask(arn, DesiredStatus.RUNNING, (DesiredContainer("app"),), eni=eni)
+
+    covered, other = task(5), task(6)
+    assert covered.eni is not None
+    state = DesiredState.of(
+        3,
+        instance=Instance("ACTIVE", "arn:aws:ecs:us-east-1:1:container-instance/default/ci1", "default"),
+        tasks=(covered, other),
+        flowLogs=(FlowLogWatch(covered.eni.network_interface_id, 600, frozenset({"REJECT"})),),
+    )
+    [target] = watched(state)["vpc-1"]
+    assert (target.eni.ip, target.eni.interval, target.eni.accept, target.eni.reject) == (
+        "10.0.0.5",
+        600,
+        False,
+        True,
+    )
+    assert (
+        target.eni.fields["ecs-task-arn"] == covered.arn
+        and target.eni.fields["ecs-cluster-name"] == "default"
+    )
+    assert target.eni.fields["ecs-container-instance-id"] == "ci1"
+    assert watched(state, override=2.0)["vpc-1"][0].eni.interval == 2.0
