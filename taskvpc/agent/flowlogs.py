@@ -13,8 +13,8 @@ tracked) collects:
 The pure :class:`~taskvpc.netmodel.flow_collect.FlowWindows` turns both into per-ENI records; each closed
 window (the ENI's aggregation interval) goes to the control plane as a ``flowRecords`` report entry,
 which writes the records into the flow logs' groups. Packet counts: conntrack counts what netfilter
-sees, so the collector turns TSO/GSO off on the watched ENIs' ``eth0`` and on the VPC's host access link
-(``drivers.offloads``): those send wire-sized packets, counted as a wire would count them.
+sees, one TSO/GSO super-packet as one; the aggregator turns TCP counts into what a wire would carry
+(``flow_collect.wire_counts``), so offloads stay on and collecting costs no throughput.
 
 ``TASKVPC_FLOW_LOG_INTERVAL`` (seconds) replaces every aggregation interval. It exists for tests and
 benchmarks only: AWS allows 60 and 600 seconds, and a test cannot wait a minute per record.
@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from taskvpc.agent import netplan
-from taskvpc.agent.drivers import conntrack, ctflows, netns, nflog, offloads
+from taskvpc.agent.drivers import conntrack, ctflows, netns, nflog
 from taskvpc.agent.kvlog import kv
 from taskvpc.agentapi.answer import INSTANCE, DesiredState
 from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowRecords
@@ -44,7 +44,6 @@ from taskvpc.netmodel.flow_collect import FlowWindows, Record, WatchedEni
 log = logging.getLogger(__name__)
 
 INTERVAL_OVERRIDE_ENV = "TASKVPC_FLOW_LOG_INTERVAL"
-TASK_IFNAME = "eth0"
 MAX_WAIT = 1.0  # seconds between looks at the stop flag and a changed watch list
 
 
@@ -110,7 +109,6 @@ class RouterCollector:
         self._changed = True
         self._stop = threading.Event()
         self._windows = FlowWindows()
-        self._offloads_done: set[str] = set()
         self.ticks = 0
         self._thread = threading.Thread(target=self._run, name=f"taskvpc-flows-{vpc_id}", daemon=True)
 
@@ -206,30 +204,6 @@ class RouterCollector:
         if gone:
             self._flush(force=True, only=gone)
         self._windows.watch([t.eni for t in targets], now)
-        for target in targets:
-            self._no_offloads(target)
-        if targets:
-            self._host_link_offloads()
-
-    def _no_offloads(self, target: _Target) -> None:
-        if target.eni.eni_id in self._offloads_done:
-            return
-        fd = netns.open_ns(netplan.task_netns(self.cfg, target.task_id), self.cfg.netns_dir)
-        if fd is None:
-            with self._lock:
-                self._changed = True  # its network is not made yet: look again next round
-            return
-        try:
-            offloads.set_segmentation(fd, TASK_IFNAME, False)
-            self._offloads_done.add(target.eni.eni_id)
-        except OSError as exc:
-            log.warning("offloads stay on %s", kv(eni_id=target.eni.eni_id, error=repr(exc)))
-        finally:
-            os.close(fd)
-
-    def _host_link_offloads(self) -> None:
-        with contextlib.suppress(OSError):  # no host access link (--no-host-access): nothing to do
-            offloads.set_segmentation(None, netplan.host_link(self.cfg, self.vpc_id), False)
 
     def _flush(self, *, force: bool = False, only: set[str] | None = None) -> None:
         closed = self._windows.close_due(self._clock(), force=force, only=only)

@@ -25,6 +25,9 @@ How records follow AWS (VPC User Guide ``flow-logs.md``, ``flow-logs-records-exa
 * not logged: traffic to the Amazon-provided addresses (169.254.169.254, 169.254.169.123) and to
   169.254.170.2 (the task metadata endpoint lives on the router, as it never crosses an ENI on ECS).
 
+TCP counts are corrected for segmentation offloads (:func:`wire_counts`): conntrack counts a 64 KiB
+GSO super-packet once, a wire carries some 45 packets with a header each.
+
 ``start``/``end`` are the window's bounds clipped to what conntrack knows of the flow (its start
 timestamp, and its end for a destroyed entry), whole seconds.
 """
@@ -177,13 +180,13 @@ class FlowWindows:
             if window is None:
                 continue
             first = max(window.start, delta.started) if delta.started is not None else window.start
-            out_packets, out_bytes, in_packets, in_bytes = (
-                (delta.orig_packets, delta.orig_bytes, delta.reply_packets, delta.reply_bytes)
-                if sent is orig
-                else (delta.reply_packets, delta.reply_bytes, delta.orig_packets, delta.orig_bytes)
+            orig_counts = wire_counts(delta.protocol, delta.orig_packets, delta.orig_bytes)
+            reply_counts = wire_counts(delta.protocol, delta.reply_packets, delta.reply_bytes)
+            out_counts, in_counts = (
+                (orig_counts, reply_counts) if sent is orig else (reply_counts, orig_counts)
             )
-            self._add(eni, ("ACCEPT", "egress", *sent), out_packets, out_bytes, first, last)
-            self._add(eni, ("ACCEPT", "ingress", *received), in_packets, in_bytes, first, last)
+            self._add(eni, ("ACCEPT", "egress", *sent), *out_counts, first, last)
+            self._add(eni, ("ACCEPT", "ingress", *received), *in_counts, first, last)
 
     def add_drop(self, drop: Drop) -> None:
         """A REJECT on the refusing ENI; when an inbound refusal's sender is a watched ENI, its packets
@@ -257,6 +260,27 @@ class FlowWindows:
                 }
             )
         return records
+
+
+TCP_MSS = 1448  # an MTU of 1500 less 20 (IP) + 20 (TCP) + 12 (the timestamp option Linux sends)
+TCP_HEADERS = 52
+
+
+def wire_counts(protocol: int, packets: int, octets: int) -> tuple[int, int]:
+    """(packets, bytes) a wire would carry for what conntrack counted: ``packets`` sk_buffs of ``octets``.
+
+    With TSO/GSO a TCP sender hands the veth super-packets of up to 64 KiB, each counted once with one
+    header; a NIC would cut them into MSS-sized segments, each with its own header. TCP builds those
+    super-packets as whole multiples of the MSS, so the payload divided by the MSS is the segment count
+    (the control packets, with no payload, are one segment each: at least ``packets``). An sk_buff that
+    is already wire-sized (offloads off, small writes, any other protocol) is left as counted: then the
+    payload never exceeds ``packets`` segments and the formula gives back the counts unchanged.
+    """
+    if protocol != 6 or packets <= 0:
+        return packets, octets
+    payload = max(0, octets - packets * TCP_HEADERS)
+    segments = max(packets, -(-payload // TCP_MSS))
+    return segments, octets + (segments - packets) * TCP_HEADERS
 
 
 def _ports(protocol: int, sport: int, dport: int) -> tuple[int, int]:

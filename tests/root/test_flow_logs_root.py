@@ -2,7 +2,7 @@
 
 An HTTP GET from the host to the task shows as two ACCEPT records (ingress and egress) with the
 connection's addresses, ports, protocol, and packet and byte counts that match the exchange (IP headers
-included, one packet per wire-sized segment); a connection to a port the task's group does not open
+included, one packet per MSS-sized segment); a connection to a port the task's group does not open
 shows as one REJECT record with the SYNs sent. Records arrive within the aggregation interval plus a few
 seconds; idle windows write NODATA. The aggregation interval is shortened to 2 s with the test-only
 ``TASKVPC_FLOW_LOG_INTERVAL`` (AWS allows 60 and 600).
@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from taskvpc.agent import netplan
-from taskvpc.agent.drivers import netns, offloads
 from tests.integration.server import ACCOUNT_ID
 from tests.root.upserver import RootServer, run_sample_tasks
 
@@ -106,8 +105,7 @@ def test_accept_and_reject_records_of_real_connections(short_windows: None, root
         )
         assert made["Unsuccessful"] == []
 
-        # collecting: the REJECT log rule is in the router's table, the task's eth0 segments in software,
-        # and an idle window has written NODATA
+        # collecting: the REJECT log rule is in the router's table, and an idle window has written NODATA
         router = f"/run/netns/{netplan.router_netns(netplan.NetConfig(prefix=server.prefix), vpc_id)}"
 
         def ruleset() -> str:
@@ -123,15 +121,6 @@ def test_accept_and_reject_records_of_real_connections(short_windows: None, root
             lambda: [r for r in _records(server, eni_id) if r["log-status"] == "NODATA"], 20, "NODATA"
         )
         assert nodata[0]["interface-id"] == eni_id and nodata[0]["srcaddr"] == "-"
-        task_ns = netns.open_ns(
-            netplan.task_netns(netplan.NetConfig(prefix=server.prefix), arn.rsplit("/", 1)[-1])
-        )
-        assert task_ns is not None
-        try:
-            assert offloads.segmentation(task_ns, "eth0") == (False, False)
-        finally:
-            os.close(task_ns)
-
         port, request_bytes, response_bytes = _http_get(ip)
         refused_port = _refused_connect(ip, 22)
         done = time.monotonic()
@@ -174,7 +163,7 @@ def test_accept_and_reject_records_of_real_connections(short_windows: None, root
         # host -> task: SYN, ACK, the request, ACKs, FIN; every packet 40-60 bytes of IP+TCP headers
         assert 4 <= in_packets <= 10
         assert request_bytes + 40 * in_packets <= in_bytes <= request_bytes + 60 * in_packets
-        # task -> host: SYN-ACK, the response cut at the MTU (offloads off), FIN
+        # task -> host: SYN-ACK, the response in MSS-sized segments, FIN
         segments = -(-response_bytes // 1448)
         assert segments + 2 <= out_packets <= segments + 6
         assert response_bytes + 40 * out_packets <= out_bytes <= response_bytes + 60 * out_packets

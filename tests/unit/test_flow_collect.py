@@ -162,7 +162,7 @@ def test_totals_are_the_sum_of_deltas(deltas: list[tuple[int, int]]) -> None:
     windows.watch([A], T0)
     for index, (packets, octets) in enumerate(deltas):
         windows.add_conntrack(
-            CtDelta(6, HOST, A.ip, 40000, 80, A.ip, HOST, 80, 40000, packets, octets, 0, 0), T0 + index
+            CtDelta(17, HOST, A.ip, 40000, 53, A.ip, HOST, 53, 40000, packets, octets, 0, 0), T0 + index
         )
     records = windows.close_due(T0 + 60)[A.eni_id][2]
     inbound = [r for r in records if r.get("flow-direction") == "ingress"]
@@ -305,3 +305,22 @@ def test_the_agent_watches_only_covered_enis_of_its_tasks() -> None:
     )
     assert target.eni.fields["ecs-container-instance-id"] == "ci1"
     assert watched(state, override=2.0)["vpc-1"][0].eni.interval == 2.0
+
+
+def test_wire_counts_undo_segmentation_offloads() -> None:
+    from taskvpc.netmodel.flow_collect import wire_counts
+
+    # measured here: 200,000,000 bytes sent with GSO on; 3,107 sk_buffs of 200,161,572 bytes at the router,
+    # against 138,210 packets of 207,186,928 bytes with offloads off (the wire's count)
+    packets, octets = wire_counts(6, 3107, 200_161_572)
+    assert abs(packets - 138_210) / 138_210 < 0.001 and abs(octets - 207_186_928) / 207_186_928 < 0.0001
+    assert wire_counts(6, 138_210, 207_186_928) == (138_210, 207_186_928)  # already wire-sized: unchanged
+    assert wire_counts(17, 3, 9000) == (3, 9000) and wire_counts(6, 0, 0) == (0, 0)
+
+
+@given(st.lists(st.integers(0, 1448), min_size=1, max_size=200))
+def test_wire_sized_tcp_counts_are_left_alone(payloads: list[int]) -> None:
+    from taskvpc.netmodel.flow_collect import wire_counts
+
+    packets, octets = len(payloads), sum(p + 52 for p in payloads)
+    assert wire_counts(6, packets, octets) == (packets, octets)

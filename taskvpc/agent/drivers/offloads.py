@@ -1,10 +1,11 @@
 """Segmentation offloads of one interface, through the ethtool ioctl (no ethtool binary here).
 
 Why flow logs care: conntrack counts ``sk_buff``s, and a sender with TSO/GSO hands a veth one 64 KiB
-super-packet where a NIC would put some 45 frames on the wire (measured: 338 "packets" for a 20 MB
-transfer with offloads on, 13,923 with them off, ``shared/reference/identity-logs-notes.md`` §5). With
-TSO and GSO off on the sending interface, the kernel cuts packets to the MTU before they leave it, so
-the router counts the packets a wire would carry, headers and all.
+super-packet where a NIC would put some 45 frames on the wire. With TSO and GSO off on the sending
+interface the kernel cuts packets to the MTU before they leave it, and the router counts exactly what a
+wire would carry, at a large cost in throughput (``bench/flowlogs.py``). The agent therefore leaves
+offloads on and corrects TCP counts instead (``netmodel.flow_collect.wire_counts``); the bench uses
+this driver to compare the two.
 """
 
 from __future__ import annotations
