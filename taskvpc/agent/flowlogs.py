@@ -130,10 +130,10 @@ class RouterCollector:
         while not self._stop.is_set():
             try:
                 self._collect()
-            except Exception as exc:  # a router remade, a socket error: start again, windows lost
+            except Exception as exc:  # a socket error: start again; the open windows end as SKIPDATA
                 log.warning("flow collection failed %s", kv(vpc_id=self.vpc_id, error=repr(exc)))
                 self._windows.lost()
-                self._flush(force=True)
+                self._flush()
                 self._stop.wait(1.0)
 
     def _collect(self) -> None:
