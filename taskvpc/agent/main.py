@@ -65,7 +65,7 @@ from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
 from taskvpc.agent.taskmeta_server import TaskEndpoints, load_secret
 from taskvpc.agentapi.credentials import CREDENTIALS
-from taskvpc.agentapi.flowlogs import records_to_wire
+from taskvpc.agentapi.flowlogs import FlowRecords, records_to_wire
 from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger("taskvpc.agent")
@@ -430,7 +430,7 @@ def _flow_logs(
     """The flow-log collector: records go out as ``flowRecords`` reports; REJECT logging is loaded by the
     firewall on the data plane's thread, like every other change of its tables."""
 
-    async def send(entries: tuple[Any, ...]) -> None:
+    async def send(entries: tuple[FlowRecords, ...]) -> None:
         await client.report_entries(instance_id(), records_to_wire(entries))
 
     async def set_reject_logging(eni_ids: frozenset[str]) -> None:
