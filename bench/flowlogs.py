@@ -38,7 +38,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launch import KEY_ID, SECRET, cleanup, clients, drain, free_port, network_configuration, start_server
+from launch import (
+    KEY_ID,
+    SECRET,
+    cleanup,
+    clients,
+    drain,
+    free_port,
+    network_configuration,
+    start_server,
+    wait_for_instance,
+)
 
 from taskvpc.agent import netplan
 from taskvpc.agent.drivers import offloads
@@ -129,11 +139,7 @@ def main() -> int:
                 aws_access_key_id=KEY_ID,
                 aws_secret_access_key=SECRET,
             )
-            deadline = time.monotonic() + 30
-            while not ecs.list_container_instances(cluster="default").get("containerInstanceArns"):
-                if time.monotonic() > deadline:
-                    raise SystemExit("no agent registered")
-                time.sleep(0.1)
+            wait_for_instance(ecs)
             ecs.register_task_definition(
                 family="bench-flows",
                 networkMode="awsvpc",
