@@ -19,8 +19,8 @@ from sqlalchemy import Connection
 from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import Section
 from taskvpc.agentapi.credentials import CREDENTIALS, TaskCredentials
-from taskvpc.agentapi.logdriver import LOG_ACKS, deliveries_from_report
 from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowLogWatch, FlowRecords, records_from_wire
+from taskvpc.agentapi.logdriver import LOG_ACKS, deliveries_from_report
 from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
