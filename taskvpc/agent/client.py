@@ -26,6 +26,7 @@ from urllib.parse import urlencode, urlsplit
 import h11
 
 from taskvpc.agentapi import PREFIX
+from taskvpc.agentapi.loadbalancers import TargetHealthReport
 from taskvpc.agentapi.reports import Report
 from taskvpc.wire.http import HttpRequest
 from taskvpc.wire.sigv4 import sign_headers
@@ -221,6 +222,11 @@ class AgentClient:
     async def report_entries(self, instance_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """A report body built by a feature's own module (e.g. ``agentapi.flowlogs.records_to_wire``)."""
         return await self._call(self._main, "POST", f"/instances/{instance_id}/report", body=body)
+
+    async def target_health(self, instance_id: str, report: TargetHealthReport) -> dict[str, Any]:
+        return await self._call(
+            self._main, "POST", f"/instances/{instance_id}/target-health", body=report.to_wire()
+        )
 
     async def deregister(self, instance_id: str) -> dict[str, Any]:
         return await self._call(self._main, "POST", f"/instances/{instance_id}/deregister", body={})

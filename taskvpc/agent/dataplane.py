@@ -60,6 +60,7 @@ class DataPlane:
         self._netns_paths = netns_paths
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taskvpc-net")
         self._vpcs: dict[str, Vpc] = {}  # the latest answer's
+        self._lb_vpcs: dict[str, Vpc] = {}  # routers the load balancers need (agent/loadbalancers.py)
         self._wanted: dict[str, DesiredTask] = {}  # by task id
         self._keep: set[str] = set()
         self._registered: dict[str, tuple[str, str]] = {}  # firewall: ENI id -> (VPC id, task id)
@@ -84,6 +85,10 @@ class DataPlane:
     def set_vpcs(self, vpcs: Iterable[Vpc]) -> None:
         self._vpcs = {v.vpc_id: v for v in vpcs}
 
+    def want_vpcs(self, vpcs: Iterable[Vpc]) -> None:
+        """Routers for these VPCs (with all their subnets) whether or not a task needs them."""
+        self._lb_vpcs = {v.vpc_id: v for v in vpcs}
+
     def want(self, task: DesiredTask) -> None:
         if task.eni is not None:
             self._wanted[task.task_id] = task
@@ -100,7 +105,7 @@ class DataPlane:
     def desired(self) -> netplan.DesiredNetwork:
         """Routers are made for the VPCs of wanted tasks (with the answer's subnets); the answer's other
         VPCs keep their router if there is one."""
-        vpcs: dict[str, Vpc] = {}
+        vpcs: dict[str, Vpc] = dict(self._lb_vpcs)
         tasks = []
         keep = set(self._keep)  # plus wanted tasks this reconcile cannot plan for: left as they are
         for task_id, task in sorted(self._wanted.items()):

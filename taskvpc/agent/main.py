@@ -58,6 +58,7 @@ from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, C
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.flowlogs import FlowLogCollector
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
+from taskvpc.agent.loadbalancers import LoadBalancers
 from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
@@ -324,6 +325,7 @@ async def run_agent(
     client = AgentClient(endpoint, credentials, region)
     engine: Engine | None = None
     flows: FlowLogCollector | None = None
+    lbs: LoadBalancers | None = None
     try:
         state = await _register(
             client,
@@ -353,9 +355,14 @@ async def run_agent(
         answer = await _first_answer(client, instance_id)
         if engine.endpoints is not None:
             engine.endpoints.set_credentials(answer[CREDENTIALS])
+        if owned_driver is not None:  # load balancers run on real networks (agent/loadbalancers.py)
+            lbs = LoadBalancers(network, cfg, path, lambda r: client.target_health(instance_id, r))
+            lbs.want_vpcs(answer)
         await engine.adopt(answer)
         if flows is not None:
             await flows.set_desired(answer)
+        if lbs is not None:
+            lbs.submit(answer)
         if ready is not None:
             ready(engine)
         generation = answer.generation
@@ -399,12 +406,16 @@ async def run_agent(
             engine.apply(answer)
             if flows is not None:
                 await flows.set_desired(answer)
+            if lbs is not None and answer.changed:
+                lbs.submit(answer)
         log.info("container instance deregistered: stopping every task")
         engine.stop_all()
         await engine.wait_idle()
     finally:
         if flows is not None:
             await flows.close()
+        if lbs is not None:
+            await lbs.close()
         if engine is not None:
             if engine.endpoints is not None:
                 engine.endpoints.close()

@@ -55,6 +55,7 @@ _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{1,6}")
 _VPC_RE = re.compile(r"vpc-([0-9a-f]{8}|[0-9a-f]{17})")
 _ENI_RE = re.compile(r"eni-([0-9a-f]{8}|[0-9a-f]{17})")
 _TASK_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_LB_ID_RE = re.compile(r"[0-9a-f]{16}")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
@@ -132,7 +133,8 @@ def eni_port_re(cfg: NetConfig) -> re.Pattern[str]:
 
 
 def parse_netns(cfg: NetConfig, name: str) -> tuple[str, str] | None:
-    """``("router", vpc_id)``, ``("task", task_key)``, ``("stray", name)`` for our prefix, else None."""
+    """``("router", vpc_id)``, ``("task", task_key)``, ``("bridged", …)``, ``("loadbalancer", lb id)``,
+    ``("stray", name)`` for our prefix, else None."""
     head = cfg.prefix + "-"
     if not name.startswith(head):
         return None
@@ -143,6 +145,8 @@ def parse_netns(cfg: NetConfig, name: str) -> tuple[str, str] | None:
         return ("task", rest[2:])
     if rest.startswith("b-") and _TASK_KEY_RE.fullmatch(rest[2:]):
         return ("bridged", rest[2:])  # a bridge/none task's namespace (drivers/bridge.py), not ours
+    if rest.startswith("l-") and _LB_ID_RE.fullmatch(rest[2:]):
+        return ("loadbalancer", rest[2:])  # a load balancer's namespace (agent/loadbalancers.py), not ours
     return ("stray", name)
 
 

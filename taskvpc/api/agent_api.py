@@ -3,6 +3,7 @@
     POST <PREFIX>register
     GET  <PREFIX>instances/<id>/desired?after=<generation>&wait=<seconds>
     POST <PREFIX>instances/<id>/report
+    POST <PREFIX>instances/<id>/target-health
     POST <PREFIX>instances/<id>/deregister
 
 ``PREFIX`` is ``/_taskvpc/agent/v<VERSION>/`` (taskvpc.agentapi). The bodies are the contract's values
@@ -32,6 +33,7 @@ from taskvpc.agentapi import PREFIX as PREFIX
 from taskvpc.api.app import ControlPlane
 from taskvpc.control import agent
 from taskvpc.control.context import RequestContext
+from taskvpc.control.elbv2 import agent_section as elb_agent
 from taskvpc.domain.errors import ClientError
 from taskvpc.wire import sigv4
 from taskvpc.wire.http import HttpRequest, HttpResponse
@@ -40,7 +42,7 @@ log = logging.getLogger("taskvpc.agent_api")
 
 MAX_WAIT = 30.0
 RECHECK = 1.0  # seconds between re-reads of a waiting poll's generation
-_INSTANCE_ROUTE = re.compile(r"instances/([0-9a-f]{32})/(desired|report|deregister)")
+_INSTANCE_ROUTE = re.compile(r"instances/([0-9a-f]{32})/(desired|report|target-health|deregister)")
 
 T = TypeVar("T")
 
@@ -87,6 +89,8 @@ class AgentApi:
         _method(request, "POST")
         if action == "report":
             return await self._call(agent.report, ctx, instance_id, _body(request))
+        if action == "target-health":  # the load balancers' health checker (control/elbv2/agent_section.py)
+            return await self._call(elb_agent.report_target_health, ctx, instance_id, _body(request))
         return await self._call(agent.deregister, ctx, instance_id)
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:

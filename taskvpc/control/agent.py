@@ -20,6 +20,7 @@ from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import Section
 from taskvpc.agentapi.credentials import CREDENTIALS, TaskCredentials
 from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowLogWatch, FlowRecords, records_from_wire
+from taskvpc.agentapi.loadbalancers import LOAD_BALANCERS, DesiredLoadBalancer
 from taskvpc.agentapi.logdriver import LOG_ACKS, deliveries_from_report
 from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
@@ -28,6 +29,7 @@ from taskvpc.control import task_credentials
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import flow_logs
 from taskvpc.control.ecs import container_instances, task_state
+from taskvpc.control.elbv2 import agent_section as elb_agent
 from taskvpc.control.logs import delivery as log_delivery
 from taskvpc.domain import tasks as taskdoc
 from taskvpc.domain.errors import ClientError
@@ -248,6 +250,7 @@ def _security_groups_section(source: AnswerSource) -> tuple[SecurityGroup, ...]:
     carried: dict[str, str] = {}  # group id -> VPC id
     for eni in source.enis.values():
         carried.update((g, eni.vpc_id) for g in eni.security_group_ids)
+    carried.update(elb_agent.carried_groups(source.conn, source.ctx, source.instance["id"]))  # LB ENIs' too
     rules = ec2_repo.rules_of(source.conn, sorted(carried))
     groups = []
     for group_id in sorted(carried):
@@ -281,6 +284,12 @@ def _credentials_section(source: AnswerSource) -> tuple[TaskCredentials, ...]:
 def _flow_logs_section(source: AnswerSource) -> tuple[FlowLogWatch, ...]:
     """The instance's task ENIs that some flow log covers, and what those flow logs want."""
     return flow_logs.watches(source.conn, source.ctx, list(source.enis.values()))
+
+
+@contributes(LOAD_BALANCERS)
+def _load_balancers_section(source: AnswerSource) -> tuple[DesiredLoadBalancer, ...]:
+    """The load balancers this instance runs (control/elbv2/agent_section.py picks one agent per LB)."""
+    return elb_agent.load_balancers_for(source.conn, source.ctx, source.instance["id"])
 
 
 def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str, Any]:

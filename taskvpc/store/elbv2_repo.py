@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Table, and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from taskvpc.store.schema import (
+    container_instances,
     elb_listeners,
     elb_load_balancers,
     elb_rules,
@@ -176,3 +177,17 @@ def put_tags(conn: Connection, region: str, arn: str, tags: list[dict[str, str]]
 
 def remove_tags(conn: Connection, arn: str, keys: list[str]) -> None:
     conn.execute(delete(elb_tags).where(elb_tags.c.resource_arn == arn, elb_tags.c.key.in_(keys)))
+
+
+def live_instances(conn: Connection, region: str) -> list[Doc]:
+    """The region's ACTIVE container instances (id, vpc_id, agent_connected) by ARN: who may run an LB."""
+    c = container_instances.c
+    query = (
+        select(c.id, c.vpc_id, c.agent_connected)
+        .where(c.region == region, c.status == "ACTIVE")
+        .order_by(c.arn)
+    )
+    return [
+        {"id": row.id, "vpc_id": row.vpc_id, "agent_connected": bool(row.agent_connected)}
+        for row in conn.execute(query)
+    ]

@@ -14,6 +14,7 @@ from taskvpc.agentapi import answer
 from taskvpc.agentapi.answer import DesiredState, Instance, Section
 from taskvpc.agentapi.credentials import TaskCredentials
 from taskvpc.agentapi.flowlogs import FlowLogWatch
+from taskvpc.agentapi.loadbalancers import DesiredLoadBalancer, HealthCheck, LbTarget, LbTargetGroup
 from taskvpc.agentapi.network import (
     Eni,
     SecurityGroup,
@@ -183,6 +184,23 @@ def test_security_groups_survive_the_wire(found: list[Rule]) -> None:
         assert rule_from_wire(rule_to_wire(rule)) == rule
 
 
+SAMPLE_LB = DesiredLoadBalancer(
+    "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/app/web/0123456789abcdef",
+    "web",
+    "application",
+    Vpc("vpc-1", ("172.31.0.0/16",), (Subnet.of("subnet-1", "172.31.16.0/20", "us-east-1b"),)),
+    listeners=({"ListenerArn": "arn:l", "Port": 80, "Protocol": "HTTP", "DefaultActions": []},),
+    rules=(
+        {"RuleArn": "arn:r", "ListenerArn": "arn:l", "Priority": "default", "Conditions": [], "Actions": []},
+    ),
+    target_groups=(
+        LbTargetGroup(
+            "arn:tg/web/1", "HTTP", 80, HealthCheck(interval=5), (LbTarget("172.31.16.9", 80, "healthy"),)
+        ),
+    ),
+)
+
+
 def test_a_whole_answer_survives_the_wire() -> None:
     eni = Eni.from_ec2(
         {
@@ -218,6 +236,7 @@ def test_a_whole_answer_survives_the_wire() -> None:
             TaskCredentials(ARN, "arn:aws:iam::1:role/r", "ASIA1", "s", "t", "2026-12-05T13:00:00Z"),
         ),
         flowLogs=(FlowLogWatch(eni.network_interface_id, 60, frozenset({"REJECT"}), ("action",)),),
+        loadBalancers=(SAMPLE_LB,),
     )
     back = DesiredState.from_wire(_over_the_wire(state.to_wire()))
     assert back == state

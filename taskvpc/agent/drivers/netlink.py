@@ -668,8 +668,8 @@ class NetlinkDriver:
                         strays.append(Stray("netns", name))
                     else:
                         tasks[ident] = seen_task
-                elif kind == "bridged":
-                    continue  # the bridge driver's (drivers/bridge.py)
+                elif kind in ("bridged", "loadbalancer"):
+                    continue  # the bridge driver's (drivers/bridge.py), the LBs' (agent/loadbalancers.py)
                 else:
                     strays.append(Stray("netns", name))
             tasks = {key: self._match_router(t, routers) for key, t in tasks.items()}

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.elbv2 import listeners, load_balancers, rules, tagging, target_groups, targets
+from taskvpc.control.elbv2 import (
+    agent_section,
+    listeners,
+    load_balancers,
+    rules,
+    tagging,
+    target_groups,
+    targets,
+)
 from taskvpc.control.manifest import ServiceManifest
 
 # ELB's default quotas (ELB user guides, "Quotas"); taskvpc enforces the ones its checks name.
@@ -28,39 +36,45 @@ def describe_account_limits(ctx: RequestContext, params: dict[str, Any]) -> dict
     return {"Limits": [{"Name": name, "Max": value} for name, value in _LIMITS.items()]}
 
 
+_HANDLERS = {
+    "CreateLoadBalancer": load_balancers.create_load_balancer,
+    "DescribeLoadBalancers": load_balancers.describe_load_balancers,
+    "DeleteLoadBalancer": load_balancers.delete_load_balancer,
+    "DescribeLoadBalancerAttributes": load_balancers.describe_load_balancer_attributes,
+    "ModifyLoadBalancerAttributes": load_balancers.modify_load_balancer_attributes,
+    "CreateTargetGroup": target_groups.create_target_group,
+    "DescribeTargetGroups": target_groups.describe_target_groups,
+    "ModifyTargetGroup": target_groups.modify_target_group,
+    "DeleteTargetGroup": target_groups.delete_target_group,
+    "DescribeTargetGroupAttributes": target_groups.describe_target_group_attributes,
+    "ModifyTargetGroupAttributes": target_groups.modify_target_group_attributes,
+    "RegisterTargets": targets.register_targets,
+    "DeregisterTargets": targets.deregister_targets,
+    "DescribeTargetHealth": targets.describe_target_health,
+    "CreateListener": listeners.create_listener,
+    "DescribeListeners": listeners.describe_listeners,
+    "ModifyListener": listeners.modify_listener,
+    "DeleteListener": listeners.delete_listener,
+    "CreateRule": rules.create_rule,
+    "DescribeRules": rules.describe_rules,
+    "ModifyRule": rules.modify_rule,
+    "DeleteRule": rules.delete_rule,
+    "SetRulePriorities": rules.set_rule_priorities,
+    "AddTags": tagging.add_tags,
+    "RemoveTags": tagging.remove_tags,
+    "DescribeTags": tagging.describe_tags,
+    "DescribeAccountLimits": describe_account_limits,
+}
+
 MANIFEST = ServiceManifest(
     model="elbv2",
     signing_name="elasticloadbalancing",
     protocol="query",
     regional=True,
+    # Every write wakes the agents: the one running the LB reads its new ``loadBalancers`` section.
     handlers={
-        "CreateLoadBalancer": load_balancers.create_load_balancer,
-        "DescribeLoadBalancers": load_balancers.describe_load_balancers,
-        "DeleteLoadBalancer": load_balancers.delete_load_balancer,
-        "DescribeLoadBalancerAttributes": load_balancers.describe_load_balancer_attributes,
-        "ModifyLoadBalancerAttributes": load_balancers.modify_load_balancer_attributes,
-        "CreateTargetGroup": target_groups.create_target_group,
-        "DescribeTargetGroups": target_groups.describe_target_groups,
-        "ModifyTargetGroup": target_groups.modify_target_group,
-        "DeleteTargetGroup": target_groups.delete_target_group,
-        "DescribeTargetGroupAttributes": target_groups.describe_target_group_attributes,
-        "ModifyTargetGroupAttributes": target_groups.modify_target_group_attributes,
-        "RegisterTargets": targets.register_targets,
-        "DeregisterTargets": targets.deregister_targets,
-        "DescribeTargetHealth": targets.describe_target_health,
-        "CreateListener": listeners.create_listener,
-        "DescribeListeners": listeners.describe_listeners,
-        "ModifyListener": listeners.modify_listener,
-        "DeleteListener": listeners.delete_listener,
-        "CreateRule": rules.create_rule,
-        "DescribeRules": rules.describe_rules,
-        "ModifyRule": rules.modify_rule,
-        "DeleteRule": rules.delete_rule,
-        "SetRulePriorities": rules.set_rule_priorities,
-        "AddTags": tagging.add_tags,
-        "RemoveTags": tagging.remove_tags,
-        "DescribeTags": tagging.describe_tags,
-        "DescribeAccountLimits": describe_account_limits,
+        name: handler if name.startswith("Describe") else agent_section.waking(handler)
+        for name, handler in _HANDLERS.items()
     },
     tables=(
         "elb_load_balancers",

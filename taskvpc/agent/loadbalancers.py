@@ -1,0 +1,377 @@
+"""The load balancers this agent runs: the ``loadBalancers`` section -> namespaces, HAProxy, health checks.
+
+For each application load balancer of the latest answer (:func:`plan`, pure, says what to ensure and what
+to remove):
+
+1. its VPC's router (``DataPlane.want_vpcs``: the router routes every subnet of the VPC, whatever the
+   instance's own AZ), and its ENIs registered with that VPC's firewall *before* their veths exist, with
+   the LB's security groups (``security.FirewallSync``), so the LB's groups apply to its ENIs and rules
+   that name the LB's group admit exactly its addresses;
+2. its namespace with its ENIs (``drivers/lbnet.py``);
+3. one HAProxy, master-worker (``drivers/haproxy.py``), whose configuration is compiled from the listeners,
+   rules and target groups (``netmodel/elb_haproxy.py``). A change of listeners, rules or groups reloads
+   it (hitless); a target change never does: servers are added in maintenance, made ``ready`` once the
+   health checker passes them, ``drain`` (weight 0, connections kept) while deregistering, and deleted
+   once the control plane drops them (after ``deregistration_delay``), all through the runtime API;
+4. its health checker (``healthcheck.py``), whose verdicts go to HAProxy at once and to the control plane
+   in batches (``POST …/target-health``).
+
+Everything found on the host for a load balancer that is not desired goes (HAProxy first, then the
+namespace, then the firewall registrations), at agent start as when DeleteLoadBalancer removes it from the
+answer. A desired one found running is adopted: its namespace is repaired in place and its HAProxy
+reloaded once with the configuration this agent computes. Network load balancers are not served by this
+agent yet (their listeners accept nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from taskvpc.agent import netplan
+from taskvpc.agent.dataplane import DataPlane
+from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers.haproxy import Haproxy
+from taskvpc.agent.drivers.lbnet import LbNetDriver, lb_netns
+from taskvpc.agent.healthcheck import HealthChecker
+from taskvpc.agent.kvlog import kv
+from taskvpc.agent.runtime.procs import cmdline
+from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.loadbalancers import (
+    LOAD_BALANCERS,
+    DesiredLoadBalancer,
+    TargetHealthEntry,
+    TargetHealthReport,
+)
+from taskvpc.netmodel import elb_haproxy, elb_health
+from taskvpc.netmodel.firewall_ir import EniPort
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 2.0
+REPORT_DELAY = 0.05  # verdicts of one round of checks go in one report
+
+
+def served(state: DesiredState) -> dict[str, DesiredLoadBalancer]:
+    """The answer's load balancers this agent serves, by LB id (application ones, with ENIs)."""
+    return {lb.lb_id: lb for lb in state[LOAD_BALANCERS] if lb.type == "application" and lb.enis}
+
+
+def plan(desired: Mapping[str, DesiredLoadBalancer], found: set[str]) -> tuple[list[str], list[str]]:
+    """(LB ids to ensure, LB ids to remove): every desired one; everything found that is not desired."""
+    return sorted(desired), sorted(found - set(desired))
+
+
+def haproxy_config(
+    lb: DesiredLoadBalancer,
+    states: Callable[[str, str, int], str],
+    admin_socket: str,
+    certificates: Mapping[str, str],
+) -> str:
+    targets = {
+        g.arn: [
+            elb_haproxy.Target(
+                t.ip,
+                t.port,
+                elb_health.DRAINING if t.state == elb_health.DRAINING else states(g.arn, t.ip, t.port),
+            )
+            for t in g.targets
+        ]
+        for g in lb.target_groups
+    }
+    return elb_haproxy.compile_config(
+        lb.listeners,
+        lb.rules_by_listener(),
+        [g.document() for g in lb.target_groups],
+        targets,
+        bind_address="0.0.0.0",  # every ENI address of the LB's namespace
+        stats_socket=admin_socket,
+        certificates=certificates,
+    )
+
+
+@dataclass
+class _Running:
+    lb: DesiredLoadBalancer
+    haproxy: Haproxy
+    checker: HealthChecker
+    servers: dict[str, list[tuple[elb_haproxy.Target, str]]] = field(default_factory=dict)  # as applied
+    structure: str | None = None  # the configuration without servers, as last loaded
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class LoadBalancers:
+    def __init__(
+        self,
+        network: DataPlane,
+        cfg: netplan.NetConfig,
+        state_dir: Path,
+        send: Callable[[TargetHealthReport], Awaitable[object]],
+    ) -> None:
+        self.network = network
+        self.cfg = cfg
+        self.dir = state_dir / "lbs"
+        self.send = send
+        self.lbnet = LbNetDriver(cfg)
+        self.running: dict[str, _Running] = {}
+        self._pending: DesiredState | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._reports: dict[tuple[str, str, int], TargetHealthEntry] = {}
+        self._reporter: asyncio.Task[None] | None = None
+        self._eni_vpcs: dict[str, str] = {}  # ENI id -> VPC id, registered with the firewall
+        self.failures: dict[str, str] = {}  # LB id -> why its last ensure failed
+        self._syncs: set[asyncio.Task[None]] = set()
+
+    # -- desired state -----------------------------------------------------------------------------
+
+    def want_vpcs(self, state: DesiredState) -> None:
+        """The routers the load balancers need (before the data plane's first reconcile removes them)."""
+        self.network.want_vpcs(lb.vpc for lb in served(state).values())
+
+    def submit(self, state: DesiredState) -> None:
+        """Apply ``state`` soon; answers arriving meanwhile are coalesced (only the latest counts)."""
+        self._pending = state
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending is not None:
+            state, self._pending = self._pending, None
+            try:
+                await self.apply(state)
+            except Exception:
+                log.exception("load balancers: apply failed")
+                self.failures["*"] = "apply failed"
+            if self.failures and self._pending is None:  # try again until it holds or news arrive
+                await asyncio.sleep(RETRY_DELAY)
+                self._pending = self._pending or state
+
+    async def apply(self, state: DesiredState) -> None:
+        self.failures.clear()
+        desired = served(state)
+        self.network.want_vpcs(lb.vpc for lb in desired.values())
+        await self.network.reconcile()  # the routers first
+        found = set(await self.network.call(self.lbnet.observe)) | set(self.running)
+        if self.dir.is_dir():
+            found |= {p.name for p in self.dir.iterdir() if p.is_dir()}
+        ensure, remove = plan(desired, found)
+        for lb_id in remove:
+            await self._remove(lb_id)
+        for lb_id in ensure:
+            try:
+                await self._ensure(desired[lb_id])
+                self.failures.pop(lb_id, None)
+            except Exception as exc:
+                self.failures[lb_id] = repr(exc)
+                log.error("load balancer failed %s", kv(lb=desired[lb_id].arn, error=repr(exc)))
+        if remove:
+            await self.network.reconcile()  # a router only the removed LBs needed goes
+
+    # -- ensure ------------------------------------------------------------------------------------
+
+    def _register_enis(self, lb: DesiredLoadBalancer) -> None:
+        """On the network thread: the LB's ENIs in their VPC's firewall, with the LB's groups."""
+        firewall = self.network.firewall
+        if firewall is None:
+            return
+        for eni in lb.enis:
+            port = EniPort(
+                eni.network_interface_id,
+                netplan.eni_port(self.cfg, eni.network_interface_id),
+                eni.private_ipv4_address,
+                eni.mac,
+                eni.security_group_ids,
+            )
+            firewall.add_eni(lb.vpc.vpc_id, port)
+            firewall.set_desired({}, {eni.network_interface_id: eni.security_group_ids})
+            self._eni_vpcs[eni.network_interface_id] = lb.vpc.vpc_id
+
+    def _unregister_enis(self, eni_ids: list[str]) -> None:
+        firewall = self.network.firewall
+        for eni_id in eni_ids:
+            vpc_id = self._eni_vpcs.pop(eni_id, None)
+            if firewall is not None:
+                firewall.remove_eni(vpc_id, eni_id)
+
+    async def _ensure(self, lb: DesiredLoadBalancer) -> None:
+        known = self.network.known
+        if known is None or lb.vpc.vpc_id not in known.routers:
+            raise RuntimeError(f"no router for {lb.vpc.vpc_id} yet")
+        running = self.running.get(lb.lb_id)
+        if running is None:
+            haproxy = Haproxy(self.dir / lb.lb_id, lb_netns(self.cfg, lb.lb_id))
+            checker = HealthChecker(
+                self._socket_factory(lb.lb_id),
+                changed=partial(self._servers_changed, lb.lb_id),
+                report=self._report,
+            )
+            running = self.running[lb.lb_id] = _Running(lb, haproxy, checker)
+        old_enis = {e.network_interface_id for e in running.lb.enis} - {
+            e.network_interface_id for e in lb.enis
+        }
+        running.lb = lb
+        async with running.lock:
+            await self.network.call(self._register_enis, lb)  # rules before the veths
+            await self.network.call(self.lbnet.ensure, lb.lb_id, lb.vpc.vpc_id, lb.enis)
+            if old_enis:
+                await self.network.call(self._unregister_enis, sorted(old_enis))
+            running.checker.set_groups(lb.target_groups)
+            await self._load(running)
+
+    async def _load(self, running: _Running) -> None:
+        """HAProxy with the LB's configuration: reloaded when listeners/rules/groups changed (or on its
+        first load by this agent), else only the servers that changed, through the runtime API."""
+        lb, haproxy = running.lb, running.haproxy
+        certificates = await asyncio.to_thread(self._certificates, lb, haproxy)
+        admin = str(haproxy.admin_socket)
+        bare = replace(lb, target_groups=tuple(replace(g, targets=()) for g in lb.target_groups))
+        structure = haproxy_config(bare, self._state_of(running), admin, certificates)
+        if structure != running.structure:
+            config = haproxy_config(lb, self._state_of(running), admin, certificates)
+            await asyncio.to_thread(haproxy.ensure, config, True)  # adopted ones too
+            running.structure = structure
+            running.servers = self._serving(running)
+            return
+        await self._sync_servers(running)
+
+    def _state_of(self, running: _Running) -> Callable[[str, str, int], str]:
+        return lambda tg, ip, port: running.checker.state((tg, ip, port))
+
+    def _serving(self, running: _Running) -> dict[str, list[tuple[elb_haproxy.Target, str]]]:
+        states = self._state_of(running)
+        return {
+            g.arn: elb_haproxy.serving(
+                [
+                    elb_haproxy.Target(
+                        t.ip,
+                        t.port,
+                        elb_health.DRAINING
+                        if t.state == elb_health.DRAINING
+                        else states(g.arn, t.ip, t.port),
+                    )
+                    for t in g.targets
+                ]
+            )
+            for g in running.lb.target_groups
+        }
+
+    async def _sync_servers(self, running: _Running) -> None:
+        after = self._serving(running)
+        commands = []
+        for tg_arn, servers in after.items():
+            backend = elb_haproxy.backend_name(tg_arn)
+            commands += elb_haproxy.runtime_commands(backend, running.servers.get(tg_arn, []), servers)
+        if not commands:
+            return
+        problems = await asyncio.to_thread(running.haproxy.runtime, commands)
+        running.servers = after
+        if problems:  # the next change reloads the whole configuration, which settles it
+            running.structure = None
+            log.warning("haproxy runtime %s", kv(lb=running.lb.arn, problems="; ".join(problems)))
+
+    def _servers_changed(self, lb_id: str, tg_arn: str = "") -> None:
+        running = self.running.get(lb_id)
+        if running is None:
+            return
+
+        async def sync() -> None:
+            async with running.lock:
+                if self.running.get(lb_id) is running and running.structure is not None:
+                    await self._sync_servers(running)
+
+        task = asyncio.ensure_future(sync())
+        self._syncs.add(task)
+        task.add_done_callback(self._syncs.discard)
+
+    @staticmethod
+    def _certificates(lb: DesiredLoadBalancer, haproxy: Haproxy) -> dict[str, str]:
+        arns = [str(c["CertificateArn"]) for li in lb.listeners for c in li.get("Certificates") or []]
+        name = f"{lb.name}.elb.taskvpc.internal"
+        return {arn: haproxy.certificate(arn, name, i) for i, arn in enumerate(dict.fromkeys(arns))}
+
+    def _socket_factory(self, lb_id: str) -> Callable[[], socket.socket]:
+        path = netns.path_of(lb_netns(self.cfg, lb_id), self.cfg.netns_dir)
+
+        def make() -> socket.socket:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                with netns.entered(fd):  # a socket keeps the namespace it was made in
+                    return socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            finally:
+                os.close(fd)
+
+        return make
+
+    # -- health reports ----------------------------------------------------------------------------
+
+    def _report(self, entry: TargetHealthEntry) -> None:
+        self._reports[(entry.target_group_arn, entry.ip, entry.port)] = entry
+        if self._reporter is None or self._reporter.done():
+            self._reporter = asyncio.ensure_future(self._send_reports())
+
+    async def _send_reports(self) -> None:
+        delay = REPORT_DELAY
+        while self._reports:
+            await asyncio.sleep(delay)
+            batch, self._reports = self._reports, {}
+            try:
+                await self.send(TargetHealthReport(tuple(batch.values())))
+                delay = REPORT_DELAY
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the newest verdicts and try again
+                log.warning("target health report failed %s", kv(error=repr(exc)))
+                self._reports = {**batch, **self._reports}
+                delay = min(5.0, delay * 4)
+
+    # -- remove ------------------------------------------------------------------------------------
+
+    async def _remove(self, lb_id: str) -> None:
+        running = self.running.pop(lb_id, None)
+        if running is not None:
+            running.checker.close()
+        haproxy = running.haproxy if running else Haproxy(self.dir / lb_id, lb_netns(self.cfg, lb_id))
+        await asyncio.to_thread(haproxy.stop)
+        await asyncio.to_thread(self._kill_inside, lb_id)
+        await self.network.call(self.lbnet.remove, lb_id)
+        if running is not None:
+            await self.network.call(self._unregister_enis, [e.network_interface_id for e in running.lb.enis])
+        log.info("load balancer removed %s", kv(lb_id=lb_id))
+
+    def _kill_inside(self, lb_id: str) -> None:
+        """HAProxy processes left in the LB's namespace without a pid file of ours (a lost state dir)."""
+        try:
+            target = os.stat(netns.path_of(lb_netns(self.cfg, lb_id), self.cfg.netns_dir))
+        except OSError:
+            return
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                st = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            args = cmdline(int(entry))
+            if (
+                (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino)
+                and args
+                and Path(args[0]).name == "haproxy"
+            ):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry), signal.SIGKILL)
+
+    async def close(self) -> None:
+        """Stop checking (HAProxy keeps serving: the next agent adopts it, as tasks are adopted)."""
+        for running in self.running.values():
+            running.checker.close()
+        for task in (self._runner, self._reporter):
+            if task is not None:
+                task.cancel()
