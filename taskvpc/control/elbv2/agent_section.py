@@ -117,11 +117,14 @@ def _vpc(conn: Connection, ctx: RequestContext, vpc_id: str) -> Vpc:
 
 def _enis(conn: Connection, ctx: RequestContext, lb: Doc, vpc: Vpc) -> tuple[Eni, ...]:
     cidrs = {s.subnet_id: s.cidr_block for s in vpc.subnets}
+    eni_ids = [zone["_EniId"] for zone in lb["AvailabilityZones"] if zone.get("_EniId")]
+    groups = ec2_repo.eni_groups(conn, eni_ids)  # the ENIs' current groups (memberships live apart)
     found = []
-    for zone in lb["AvailabilityZones"]:
-        eni = ec2_repo.get_eni(conn, ctx.region, zone.get("_EniId") or "")
+    for eni_id in eni_ids:
+        eni = ec2_repo.get_eni(conn, ctx.region, eni_id)
         if eni is not None and eni["SubnetId"] in cidrs:
             attachment = (eni.get("Attachment") or {}).get("AttachmentId") or ""
+            eni = {**eni, "Groups": [{"GroupId": g} for g in groups.get(eni_id, [])]}
             found.append(Eni.from_ec2(eni, cidrs[eni["SubnetId"]], attachment))
     return tuple(found)
 
