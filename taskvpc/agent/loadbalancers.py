@@ -157,8 +157,12 @@ class LoadBalancers:
     async def apply(self, state: DesiredState) -> None:
         self.failures.clear()
         desired = served(state)
-        self.network.want_vpcs(lb.vpc for lb in desired.values())
-        await self.network.reconcile()  # the routers first
+        vpcs = {lb.vpc.vpc_id: lb.vpc for lb in desired.values()}
+        self.network.want_vpcs(vpcs.values())
+        known = self.network.known
+        if known is None or not set(vpcs) <= set(known.routers):
+            await self.network.reconcile()  # the routers first (only when one is missing: a reconcile
+            # clears the data plane's per-task failures, which a task's own ensure then reads)
         found = set(await self.network.call(self.lbnet.observe)) | set(self.running)
         if self.dir.is_dir():
             found |= {p.name for p in self.dir.iterdir() if p.is_dir()}
@@ -230,6 +234,10 @@ class LoadBalancers:
         """HAProxy with the LB's configuration: reloaded when listeners/rules/groups changed (or on its
         first load by this agent), else only the servers that changed, through the runtime API."""
         lb, haproxy = running.lb, running.haproxy
+        if not lb.listeners:  # HAProxy will not run without one (nor would the LB accept anything)
+            await asyncio.to_thread(haproxy.stop)
+            running.structure, running.servers = None, {}
+            return
         certificates = await asyncio.to_thread(self._certificates, lb, haproxy)
         admin = str(haproxy.admin_socket)
         bare = replace(lb, target_groups=tuple(replace(g, targets=()) for g in lb.target_groups))

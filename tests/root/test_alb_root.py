@@ -215,7 +215,11 @@ def test_alb_routes_to_healthy_tasks_only_and_leaves_nothing(server: RootServer)
         )
         return seen if done else None
 
-    seen = wait_for(settled, 40, "targets settled")
+    try:
+        seen = wait_for(settled, 40, "targets settled")
+    except AssertionError:
+        _diagnose(server, lb["LoadBalancerArn"], vpc_id, good[0], health(elbv2, tg["TargetGroupArn"]))
+        raise
     settle_seconds = time.monotonic() - registered
     assert seen[bad]["Reason"] == "Target.ResponseCodeMismatch"
     assert seen[bad]["Description"] == "Health checks failed with these codes: [500]"
@@ -262,6 +266,24 @@ def test_alb_routes_to_healthy_tasks_only_and_leaves_nothing(server: RootServer)
     wait_for(gone, 15, "load balancer removed")
     assert not any(get_ok(f"http://{a}/") for a in addresses)
     print(json.dumps({"settle_seconds": round(settle_seconds, 2), "answers": answered}))
+
+
+def _diagnose(server: RootServer, lb_arn: str, vpc_id: str, target: str, seen: object) -> None:
+    """What a failure needs to be understood (printed: pytest shows it with the failure)."""
+    ns = f"{server.prefix}-l-{lb_arn.rsplit('/', 1)[1]}"
+    router = f"{server.prefix}-r-{vpc_id.removeprefix('vpc-')}"
+    print("health:", seen)
+    for command in (
+        f"ip -n {ns} addr",
+        f"ip -n {ns} route",
+        f"ip -n {ns} rule",
+        f"ip netns exec {ns} curl -sS -m 2 http://{target}/",
+        f"ip netns exec {router} nft list table inet taskvpc",
+    ):
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+        print("$", command, "\n", done.stdout[-6000:], done.stderr[-1000:])
+    log = (server.state_dir / "server.log").read_text(errors="replace").splitlines()
+    print("\n".join(line for line in log if "taskvpc.agent" in line and "HTTP/1.1" not in line)[-8000:])
 
 
 def get_ok(url: str) -> bool:
