@@ -5,13 +5,18 @@ inside the LB's namespace)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
 
+from taskvpc.agent.drivers.haproxy import Haproxy
 from taskvpc.agent.healthcheck import HealthChecker, matcher_accepts, probe, status_of
 from taskvpc.agent.loadbalancers import haproxy_config, plan
 from taskvpc.agentapi.loadbalancers import (
@@ -195,3 +200,24 @@ async def _checker() -> None:
         )
         assert checker.targets == {}
         checker.close()
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None or shutil.which("openssl") is None, reason="no haproxy")
+def test_https_listener_gets_a_self_signed_certificate_haproxy_accepts(tmp_path: Path) -> None:
+    haproxy = Haproxy(tmp_path / "lb", "unused-netns")
+    arn = "arn:aws:acm:us-east-1:1:certificate/abc"
+    pem = haproxy.certificate(arn, "web.elb.taskvpc.internal", 0)
+    assert haproxy.certificate(arn, "web.elb.taskvpc.internal", 0) == pem  # made once
+    text = Path(pem).read_text()
+    assert "BEGIN CERTIFICATE" in text and "PRIVATE KEY" in text
+    lb = _lb(LbTarget("10.0.1.6", 80, "healthy"))
+    https = {**lb.listeners[0], "Protocol": "HTTPS", "Port": 443, "Certificates": [{"CertificateArn": arn}]}
+    rule = {**lb.rules[0], "ListenerArn": "arn:l"}
+    lb = replace(lb, listeners=(https,), rules=(rule,))
+    config = haproxy_config(lb, lambda tg, ip, port: "healthy", str(tmp_path / "admin.sock"), {arn: pem})
+    assert f"bind 0.0.0.0:443 ssl crt {pem}" in config
+    (tmp_path / "h.cfg").write_text(config)
+    check = subprocess.run(
+        ["haproxy", "-c", "-q", "-f", str(tmp_path / "h.cfg")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
