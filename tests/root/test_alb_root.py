@@ -229,7 +229,7 @@ def test_alb_routes_to_healthy_tasks_only_and_leaves_nothing(server: RootServer)
 
     # Through either ALB address, every good task serves, the bad and the walled ones never do. (One run
     # out of three saw a 503 on the first request right after the targets showed healthy: wait for a
-    # first 200 before counting; see the report of branch alb.)
+    # first 200 before counting; the cause is not established yet.)
     wait_for(lambda: all(get_ok(f"http://{a}/") for a in addresses), 10, "the ALB serving")
     answered: dict[str, int] = {}
     for address in addresses:
