@@ -243,18 +243,30 @@ class LoadBalancers:
         bare = replace(lb, target_groups=tuple(replace(g, targets=()) for g in lb.target_groups))
         structure = haproxy_config(bare, self._state_of(running), admin, certificates)
         if structure != running.structure:
-            config = haproxy_config(lb, self._state_of(running), admin, certificates)
+            # One snapshot of the verdicts for both the file and what we then hold HAProxy to carry:
+            # verdicts arriving during the reload are applied right after it, through the runtime API.
+            snapshot = {
+                (g.arn, t.ip, t.port): running.checker.state((g.arn, t.ip, t.port))
+                for g in lb.target_groups
+                for t in g.targets
+            }
+
+            def frozen(tg: str, ip: str, port: int) -> str:
+                return snapshot.get((tg, ip, port), elb_health.INITIAL)
+
+            config = haproxy_config(lb, frozen, admin, certificates)
             await asyncio.to_thread(haproxy.ensure, config, True)  # adopted ones too
             running.structure = structure
-            running.servers = self._serving(running)
-            return
+            running.servers = self._serving(running, frozen)
         await self._sync_servers(running)
 
     def _state_of(self, running: _Running) -> Callable[[str, str, int], str]:
         return lambda tg, ip, port: running.checker.state((tg, ip, port))
 
-    def _serving(self, running: _Running) -> dict[str, list[tuple[elb_haproxy.Target, str]]]:
-        states = self._state_of(running)
+    def _serving(
+        self, running: _Running, states: Callable[[str, str, int], str] | None = None
+    ) -> dict[str, list[tuple[elb_haproxy.Target, str]]]:
+        states = states or self._state_of(running)
         return {
             g.arn: elb_haproxy.serving(
                 [
