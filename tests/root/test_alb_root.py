@@ -227,10 +227,8 @@ def test_alb_routes_to_healthy_tasks_only_and_leaves_nothing(server: RootServer)
     assert seen[walled]["Description"] == "Request timed out"
     assert settle_seconds < 30
 
-    # Through either ALB address, every good task serves, the bad and the walled ones never do. (One run
-    # out of three saw a 503 on the first request right after the targets showed healthy: wait for a
-    # first 200 before counting; the cause is not established yet.)
-    wait_for(lambda: all(get_ok(f"http://{a}/") for a in addresses), 10, "the ALB serving")
+    # Through either ALB address, every good task serves, the bad and the walled ones never do; a target
+    # that shows healthy already takes requests.
     answered: dict[str, int] = {}
     for address in addresses:
         for _ in range(12):
