@@ -316,8 +316,11 @@ def get_tasks(conn: Connection, region: str, cluster: str, task_ids: Iterable[st
     wanted = list(dict.fromkeys(task_ids))
     if not wanted:
         return {}
-    sql = _SELECT_TASK + f" WHERE region = ? AND cluster = ? AND id IN ({placeholders(len(wanted))})"
-    return {r["id"]: r for r in map(_task, fetch_all(conn, sql, (region, cluster, *wanted)))}
+    # By primary key only: with region and cluster in the WHERE clause SQLite's planner prefers a
+    # (region, cluster, ...) index for a few ids and reads every task of the cluster (50 ms at 20,000).
+    sql = _SELECT_TASK + f" WHERE id IN ({placeholders(len(wanted))})"
+    rows = map(_task, fetch_all(conn, sql, wanted))
+    return {r["id"]: r for r in rows if r["region"] == region and r["cluster"] == cluster}
 
 
 def get_task(conn: Connection, task_id: str) -> Row | None:

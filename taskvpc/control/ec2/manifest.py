@@ -66,5 +66,5 @@ MANIFEST = ServiceManifest(
         "ec2_tags",
         "flow_logs",
     ),
-    migrations=("0002", "0030"),
+    migrations=("0002", "0030", "0050"),
 )
