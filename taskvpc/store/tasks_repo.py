@@ -113,8 +113,9 @@ def list_instances(
     *,
     statuses: Sequence[str] | None = None,
     after: str | None = None,
+    limit: int | None = None,
 ) -> list[Row]:
-    """The cluster's instances ordered by ARN (all of them: callers filter and page)."""
+    """The cluster's instances ordered by ARN, after ``after``, at most ``limit`` (None: all)."""
     sql = _SELECT_INSTANCE + " WHERE region = ? AND cluster = ?"
     params: list[Any] = [region, cluster]
     if statuses is not None:
@@ -123,7 +124,11 @@ def list_instances(
     if after is not None:
         sql += " AND arn > ?"
         params.append(after)
-    return [_instance(row) for row in fetch_all(conn, sql + " ORDER BY arn", params)]
+    sql += " ORDER BY arn"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [_instance(row) for row in fetch_all(conn, sql, params)]
 
 
 def update_instance(conn: Connection, instance_id: str, **values: Any) -> None:

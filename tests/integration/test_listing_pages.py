@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from taskvpc.control.ec2 import describe
 from taskvpc.netmodel import filters
 from taskvpc.store import ec2_repo
+from tests.integration.ecs_support import register_web
 from tests.integration.server import REGION
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -268,5 +269,47 @@ def test_sql_patterns_match_as_the_filters_do(api: Any, ec2: Any) -> None:
             with db.read() as conn:
                 selected = [d["VpcId"] for d in ec2_repo.page(conn, "vpcs", REGION, query)]
             assert (vpc_id in selected) == filters.value_matches(pattern, value), (target, pattern, value)
+
+    check()
+
+
+# ---- ECS: tasks and container instances -----------------------------------------------------------------
+
+
+def test_task_and_instance_pages_are_the_filtered_set(api: Any, agents: Any) -> None:
+    ecs = api.client("ecs")
+    for _ in range(4):
+        agents(cpu=4096, memory=8192).start()
+    launched: dict[str, list[str]] = {}
+    for family in ("alpha", "beta"):
+        register_web(ecs, family, network_mode="bridge", cpu=None, memory=None)
+        launched[family] = [t["taskArn"] for t in ecs.run_task(taskDefinition=family, count=7)["tasks"]]
+    stopped = launched["alpha"][:3]
+    for arn in stopped:
+        ecs.stop_task(task=arn)
+    instances = sorted(ecs.list_container_instances()["containerInstanceArns"])
+    assert len(instances) == 4
+
+    @PROPERTY
+    @given(
+        family=st.none() | st.sampled_from(["alpha", "beta", "gamma"]),
+        desired=st.sampled_from(["RUNNING", "STOPPED"]),
+        max_results=st.integers(1, 16),
+    )
+    def check(family: str | None, desired: str, max_results: int) -> None:
+        params: dict[str, Any] = {"desiredStatus": desired, "maxResults": max_results}
+        if family:
+            params["family"] = family
+        expected = sorted(
+            arn
+            for f, arns in launched.items()
+            for arn in arns
+            if (family is None or f == family) and ((arn in stopped) == (desired == "STOPPED"))
+        )
+        assert _pages(ecs.list_tasks, "taskArns", "nextToken", **params) == expected
+        got = _pages(
+            ecs.list_container_instances, "containerInstanceArns", "nextToken", maxResults=max_results
+        )
+        assert got == instances
 
     check()
