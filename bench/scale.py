@@ -461,12 +461,15 @@ def one_run(template: Path, made: dict[str, Any], args: argparse.Namespace) -> d
             ops = operations(made)
             single(server.base, ops, 20)  # warm caches and connections
             run: dict[str, Any] = {"single": single(server.base, ops, args.requests)}
-            run["mixed"] = mixed(
-                server.base, made, instance_id, args.clients, args.procs, args.duration, heavy=False
-            )
-            if args.heavy:
-                run["mixed_heavy"] = mixed(
-                    server.base, made, instance_id, args.clients, args.procs, args.duration, heavy=True
+            for phase, heavy in (("mixed", False), ("mixed_heavy", True)):
+                if heavy and not args.heavy:
+                    continue
+                cpu = server.cpu_seconds()
+                run[phase] = mixed(
+                    server.base, made, instance_id, args.clients, args.procs, args.duration, heavy
+                )
+                run[phase]["server_cpu_ms_per_request"] = (
+                    (server.cpu_seconds() - cpu) * 1e3 / max(1, run[phase]["requests"])
                 )
             return run
         finally:
@@ -534,7 +537,8 @@ def main() -> int:
             f"\n{phase} ({args.clients} clients{', beside full listings' if phase == 'mixed_heavy' else ''}): "
             f"{figures['ops_per_s']:.0f} ops/s, p50 {figures['p50_ms']:.2f}, p99 {figures['p99_ms']:.2f}, "
             f"errors {figures['errors']:.0f}; long poll lateness p99 {figures['poll_late_p99_ms']:.1f}, "
-            f"max {figures['poll_late_max_ms']:.1f} ({figures['poll_answers']:.0f} answers)"
+            f"max {figures['poll_late_max_ms']:.1f} ({figures['poll_answers']:.0f} answers); "
+            f"server CPU {figures['server_cpu_ms_per_request']:.2f} ms/request"
             + (f"; full listing p50 {figures['heavy_p50_ms']:.0f}" if phase == "mixed_heavy" else "")
         )
     if args.json:

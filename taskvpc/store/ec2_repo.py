@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, exists, false, func
 from sqlalchemy.exc import IntegrityError
 
 from taskvpc.store.ecs_repo import dumps, loads
+from taskvpc.store.rawsql import fetch_all, placeholders
 from taskvpc.store.schema import (
     ec2_regions,
     ec2_tags,
@@ -178,8 +179,8 @@ def names_of_groups(conn: Connection, group_ids: Iterable[str]) -> dict[str, str
     wanted = list(dict.fromkeys(group_ids))
     if not wanted:
         return {}
-    g = security_groups.c
-    return {row.id: row.name for row in conn.execute(select(g.id, g.name).where(g.id.in_(wanted)))}
+    sql = f"SELECT id, name FROM security_groups WHERE id IN ({placeholders(len(wanted))})"
+    return {str(group_id): str(name) for group_id, name in fetch_all(conn, sql, wanted)}
 
 
 # ---- VPCs -----------------------------------------------------------------------------------------
@@ -398,12 +399,12 @@ def rules_of(conn: Connection, group_ids: list[str]) -> dict[str, list[Doc]]:
     """Every rule of each group, in the order added, ingress and egress together."""
     found: dict[str, list[Doc]] = {group_id: [] for group_id in group_ids}
     if group_ids:
-        r = security_group_rules.c
-        rows = conn.execute(
-            select(r.group_id, r.body).where(r.group_id.in_(group_ids)).order_by(r.group_id, r.seq, r.id)
+        sql = (
+            "SELECT group_id, body FROM security_group_rules "
+            f"WHERE group_id IN ({placeholders(len(group_ids))}) ORDER BY group_id, seq, id"
         )
-        for row in rows:
-            found[row.group_id].append(loads(row.body))
+        for group_id, body in fetch_all(conn, sql, group_ids):  # plain SQL: every describe reads these
+            found[group_id].append(loads(body))
     return found
 
 
@@ -535,12 +536,12 @@ def enis_with_group(conn: Connection, group_id: str) -> list[str]:
 def tags_of(conn: Connection, resource_ids: list[str]) -> dict[str, list[dict[str, str]]]:
     found: dict[str, list[dict[str, str]]] = {resource_id: [] for resource_id in resource_ids}
     if resource_ids:
-        t = ec2_tags.c
-        rows = conn.execute(
-            select(t.resource_id, t.key, t.value).where(t.resource_id.in_(resource_ids)).order_by(t.key)
+        sql = (
+            "SELECT resource_id, key, value FROM ec2_tags "
+            f"WHERE resource_id IN ({placeholders(len(resource_ids))}) ORDER BY key"
         )
-        for row in rows:
-            found[row.resource_id].append({"Key": row.key, "Value": row.value})
+        for resource_id, key, value in fetch_all(conn, sql, resource_ids):  # plain SQL, as rules_of
+            found[resource_id].append({"Key": key, "Value": value})
     return found
 
 
