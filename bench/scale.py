@@ -364,12 +364,15 @@ def _client_proc(base: str, made: dict[str, Any], threads: int, until: float, se
     queue.put(results)
 
 
-def _heavy(base: str, until: float, out: list[float]) -> None:
+def _heavy(base: str, until: float, queue: Any) -> None:
+    """Full listings in a process of their own (reading a 10 MB answer must not slow the poller here)."""
     conn = HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=120)
+    out = []
     while time.time() < until:
         status, _body, took = send(conn, ec2(base, "DescribeSecurityGroups"))
         if status == 200:
             out.append(took)
+    queue.put(out)
 
 
 def _poller(base: str, instance_id: str, until: float, lateness: list[float]) -> None:
@@ -407,18 +410,21 @@ def mixed(
         child.start()
     lateness: list[float] = []
     heavy_times: list[float] = []
-    side = [threading.Thread(target=_poller, args=(base, instance_id, until, lateness))]
-    if heavy:
-        side.append(threading.Thread(target=_heavy, args=(base, until, heavy_times)))
-    for thread in side:
-        thread.start()
+    heavy_queue = context.Queue()
+    heavy_child = context.Process(target=_heavy, args=(base, until, heavy_queue)) if heavy else None
+    if heavy_child is not None:
+        heavy_child.start()
+    poller = threading.Thread(target=_poller, args=(base, instance_id, until, lateness))
+    poller.start()
     results: list[tuple[str, float, int]] = []
     for _ in children:
         results.extend(queue.get())
+    if heavy_child is not None:
+        heavy_times = heavy_queue.get()
+        heavy_child.join()
     for child in children:
         child.join()
-    for thread in side:
-        thread.join()
+    poller.join()
     times = [took for _n, took, status in results if status == 200]
     errors = sum(1 for _n, _t, status in results if status != 200)
     return {
