@@ -5,10 +5,11 @@ answers; then the resources are read, every explicitly named id must exist (one 
 call), filters narrow the set, and ``MaxResults``/``NextToken`` page through it in id order. A token is
 the last id returned, so pages stay stable while resources come and go.
 
-A listing costs its page, not the store (:func:`run`): the page is read in id order from the (region, id)
-index with ``LIMIT`` and the token's id as the key to start after; a filter whose values are exact (no
-wildcard) on a column or a tag becomes SQL. Filters that stay in Python (wildcards, rule attributes)
-read the listing in batches until the page is full.
+A listing costs its page, not the store (:func:`run`): the page is read in id order from a (region, id)
+or (region, column, id) index with ``LIMIT`` and the token's id as the key to start after; filters on a
+column or a tag become SQL, wildcards included (``ec2_repo.Match``). Only the page's rows get their
+views (rules, tags) read. Filters SQL cannot apply (a group's rules, say) read the listing in batches
+until the page is full. The Python filters still run over every row SQL returns: SQL only narrows.
 """
 
 from __future__ import annotations
