@@ -8,7 +8,7 @@
 2. For each of ``--repeat`` runs: copy the template to a fresh state dir, start ``taskvpc up --no-agent``
    on it (a child process on a free 127.0.0.1 port), register one agent instance through the agent API, then
    * **single**: one client, ``--requests`` calls of each operation back to back (p50/p99);
-   * **mixed**: ``--clients`` clients (processes x threads, keep-alive HTTP/1.1) for ``--duration``
+   * **mixed**: ``--clients`` clients (processes x threads, keep-alive HTTP/1.1, calls signed beforehand) for ``--duration``
      seconds picking operations at random, while one agent long-polls (``wait=0.25`` s, lateness beyond
      the wait is what counts) and, with ``--heavy``, one more client lists every security group
      (DescribeSecurityGroups without MaxResults) in a loop.
@@ -338,20 +338,30 @@ def single(base: str, ops: dict[str, Maker], requests: int) -> dict[str, dict[st
     return out
 
 
-def _client_proc(base: str, made: dict[str, Any], threads: int, until: float, seed: int, queue: Any) -> None:
+SIGNING_TIME = 5.0  # seconds
+PRESIGNED_PER_OP = 40  # signed calls per operation and client process, sent over and over
+
+
+def _client_proc(
+    base: str, made: dict[str, Any], threads: int, start: float, until: float, seed: int, queue: Any
+) -> None:
+    """``threads`` clients sending calls signed before ``start`` (as bench/api.py does: signing costs
+    the client more CPU than the server spends on the call, and it runs on the same cores)."""
     ops = operations(made)
-    names = list(ops)
+    rng = random.Random(seed)
+    signed = [(name, make(base, rng)) for name, make in ops.items() for _ in range(PRESIGNED_PER_OP)]
     port = int(base.rsplit(":", 1)[1])
     results: list[tuple[str, float, int]] = []
     lock = threading.Lock()
 
     def client(index: int) -> None:
-        rng = random.Random(seed * 100 + index)
+        pick = random.Random(seed * 100 + index)
         conn = HTTPConnection("127.0.0.1", port, timeout=60)
         mine = []
+        time.sleep(max(0.0, start - time.time()))
         while time.time() < until:
-            name = rng.choice(names)
-            status, _body, took = send(conn, ops[name](base, rng))
+            name, call = pick.choice(signed)
+            status, _body, took = send(conn, call)
             mine.append((name, took, status))
         with lock:
             results.extend(mine)
@@ -364,9 +374,10 @@ def _client_proc(base: str, made: dict[str, Any], threads: int, until: float, se
     queue.put(results)
 
 
-def _heavy(base: str, until: float, queue: Any) -> None:
+def _heavy(base: str, start: float, until: float, queue: Any) -> None:
     """Full listings in a process of their own (reading a 10 MB answer must not slow the poller here)."""
     conn = HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=120)
+    time.sleep(max(0.0, start - time.time()))
     out = []
     while time.time() < until:
         status, _body, took = send(conn, ec2(base, "DescribeSecurityGroups"))
@@ -375,8 +386,9 @@ def _heavy(base: str, until: float, queue: Any) -> None:
     queue.put(out)
 
 
-def _poller(base: str, instance_id: str, until: float, lateness: list[float]) -> None:
+def _poller(base: str, instance_id: str, start: float, until: float, lateness: list[float]) -> None:
     conn = HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=60)
+    time.sleep(max(0.0, start - time.time()))
     status, body, _ = send(
         conn, agent_call(base, "GET", f"/_taskvpc/agent/v2/instances/{instance_id}/desired?after=0&wait=0")
     )
@@ -397,12 +409,13 @@ def _poller(base: str, instance_id: str, until: float, lateness: list[float]) ->
 def mixed(
     base: str, made: dict[str, Any], instance_id: str, clients: int, procs: int, duration: float, heavy: bool
 ) -> dict[str, Any]:
-    until = time.time() + duration
+    start = time.time() + SIGNING_TIME  # the clients sign their calls first
+    until = start + duration
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     per = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     children = [
-        context.Process(target=_client_proc, args=(base, made, n, until, i, queue))
+        context.Process(target=_client_proc, args=(base, made, n, start, until, i, queue))
         for i, n in enumerate(per)
         if n
     ]
@@ -411,10 +424,10 @@ def mixed(
     lateness: list[float] = []
     heavy_times: list[float] = []
     heavy_queue = context.Queue()
-    heavy_child = context.Process(target=_heavy, args=(base, until, heavy_queue)) if heavy else None
+    heavy_child = context.Process(target=_heavy, args=(base, start, until, heavy_queue)) if heavy else None
     if heavy_child is not None:
         heavy_child.start()
-    poller = threading.Thread(target=_poller, args=(base, instance_id, until, lateness))
+    poller = threading.Thread(target=_poller, args=(base, instance_id, start, until, lateness))
     poller.start()
     results: list[tuple[str, float, int]] = []
     for _ in children:
