@@ -2,13 +2,13 @@
 each ending in the listing's order so a page is an index range.
 
 Revision ID: 0050
-Revises: 0040
+Revises: 0090 (main's head when this was rebased)
 """
 
 from alembic import op
 
 revision = "0050"
-down_revision = "0040"
+down_revision = "0090"
 branch_labels = None
 depends_on = None
 
