@@ -94,9 +94,7 @@ class AgentApi:
         return await self._call(agent.deregister, ctx, instance_id)
 
     async def _call(self, function: Callable[..., T], *args: Any) -> T:
-        if self.control_plane.inline:
-            return function(*args)
-        return await asyncio.to_thread(function, *args)
+        return await self.control_plane.call(function, *args, agent=True)
 
     async def _desired(
         self, ctx: RequestContext, instance_id: str, after: int, wait: float

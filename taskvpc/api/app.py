@@ -9,13 +9,16 @@ and ``asgi.py`` know about ASGI.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -39,6 +42,17 @@ from taskvpc.wire.protocols import guess_protocol, unserved_error
 from taskvpc.wire.validate import coral_message, validate
 
 log = logging.getLogger("taskvpc.api")
+T = TypeVar("T")
+
+# Worker threads for the store work of requests. Every handler runs on one, never on the event loop:
+# a describe over a big store, a slow database or a big answer to encode then delays only itself, not
+# the other clients or the agents' long polls. The agent API has threads of its own, so polls and reports
+# are never queued behind clients' requests. (Threads share the GIL, which CPython hands over every few
+# milliseconds: a long request slows others down a little but never holds them up. More threads than
+# this buy no throughput on CPU-bound work under one GIL, only longer waits for it.)
+API_WORKERS = 4
+AGENT_WORKERS = 2
+SWITCH_INTERVAL = 0.001  # seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +89,13 @@ class ControlPlane:
         self.root = root
         self.iam = IamCredentials(db, settings.account_id, root) if credentials is None else None
         self.credentials: CredentialResolver = self.iam or credentials or StaticCredentials([root])
-        # SQLite calls take microseconds and serialize anyway: run them inline. A network database
-        # would stall the event loop, so its calls go to worker threads.
-        self.inline = db.is_sqlite
+        # Worker threads take turns on the GIL; at CPython's default 5 ms a thread that is ready (the
+        # event loop answering a long poll, a cheap request) can wait several such turns behind busy ones.
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        self.workers = ThreadPoolExecutor(API_WORKERS, thread_name_prefix="taskvpc-api")
+        self.agent_workers = ThreadPoolExecutor(AGENT_WORKERS, thread_name_prefix="taskvpc-agent")
+        # Nothing runs inline on the loop any more; kept False for code that still asks (it then uses threads).
+        self.inline = False
         # Regions whose default VPC exists (or was deleted by the user); checked once per process.
         self.regions_ready: set[str] = set()
         # Agents' long polls waiting in this process, woken by requests that change their desired state.
@@ -88,11 +106,10 @@ class ControlPlane:
         """The root key only: what agents sign with (IAM users' and tasks' keys never reach the agent API)."""
         return self.root if access_key_id == self.root.access_key_id else None
 
-    async def _run(self, function: Callable[[RequestContext], None], ctx: RequestContext) -> None:
-        if self.inline:
-            function(ctx)
-        else:
-            await asyncio.to_thread(function, ctx)
+    async def call(self, function: Callable[..., T], *args: Any, agent: bool = False) -> T:
+        """``function(*args)`` on a worker thread (the agent API's with ``agent``), awaited."""
+        pool = self.agent_workers if agent else self.workers
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(function, *args))
 
     def prepare_region(self, region: str) -> None:
         """Create ``region``'s default VPC now (at start-up) rather than on its first request."""
@@ -117,7 +134,7 @@ class ControlPlane:
     async def prepare(self, ctx: RequestContext) -> None:
         """Lay the region's default VPC out on its first use in this process."""
         if ctx.region not in self.regions_ready:
-            await self._run(ensure_region, ctx)
+            await self.call(ensure_region, ctx)
             self.regions_ready.add(ctx.region)
 
     async def handle_aws(self, request: HttpRequest) -> HttpResponse:
@@ -168,8 +185,16 @@ class ControlPlane:
             operation_name, params = codec.decode(spec, request)
             principal = credential.principal if credential is not None else None
             ctx = self.context(identity.region, now, request_id, principal)
-            result = await self._dispatch(service, operation_name, params, ctx, grants)
-            return codec.encode_result(spec, operation_name, result, request_id)
+            # The answer is encoded on the handler's worker thread too: it can be big.
+            response: HttpResponse = await self._dispatch(
+                service,
+                operation_name,
+                params,
+                ctx,
+                grants,
+                lambda result: codec.encode_result(spec, operation_name, result, request_id),
+            )
+            return response
         except ClientError as error:
             return codec.encode_error(spec, error, request_id)
         except Exception:
@@ -183,8 +208,10 @@ class ControlPlane:
         params: dict[str, Any],
         ctx: RequestContext,
         grants: Grants | None,
-    ) -> dict[str, Any]:
-        """An authenticated, decoded call: IAM, the use case, then the agents it concerns are woken."""
+        finish: Callable[[dict[str, Any]], Any] = lambda result: result,
+    ) -> Any:
+        """An authenticated, decoded call: IAM, the use case (and ``finish`` of its result, on the same
+        worker thread), then the agents it concerns are woken."""
         if grants is not None and not grants.unrestricted:
             # Every non-root principal's request is evaluated against its policies here, once, for
             # every service (the manifest's signing name is the IAM action prefix).
@@ -197,12 +224,9 @@ class ControlPlane:
             )
         if service.manifest.regional:
             await self.prepare(ctx)
-        if self.inline:
-            result = handler(ctx, params)
-        else:
-            result = await asyncio.to_thread(handler, ctx, params)
+        answer = await self.call(lambda: finish(handler(ctx, params)))
         self.notifier.wake(ctx.notify)
-        return result
+        return answer
 
     def lookup(self, access_key_id: str) -> tuple[Credential | None, Grants | None]:
         """An access key's credential and what its principal is granted (None, None: nobody's key)."""
@@ -228,7 +252,8 @@ class ControlPlane:
         if operation.input is not None and (problems := validate(operation.input, params)):
             raise ClientError("ValidationException", coral_message(problems), 400)
         ctx = self.context(region, self.clock(), None, credential.principal)
-        return await self._dispatch(service, operation_name, params, ctx, grants)
+        result: dict[str, Any] = await self._dispatch(service, operation_name, params, ctx, grants)
+        return result
 
     def _route(
         self, request: HttpRequest, scope: sigv4.CredentialScope | None
@@ -268,10 +293,7 @@ class ControlPlane:
             return _json(403, {"message": f"reset refused: {failure.kind}"})
         if self.iam is not None and signed.access_key_id != self.settings.access_key_id:
             return _json(403, {"message": "reset refused: only the root key may reset"})
-        if self.inline:
-            wipe(self.db)
-        else:
-            await asyncio.to_thread(wipe, self.db)
+        await self.call(wipe, self.db)
         self.regions_ready.clear()  # the next request of a region lays its default VPC out again
         if self.iam is not None:
             self.iam.forget()  # users, keys and sessions are gone

@@ -8,8 +8,9 @@ power cut could). PostgreSQL is the shared store when several hosts run agents.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,12 @@ class Database:
         if url.startswith(_SQLITE_FILE_PREFIX) and ":memory:" not in url:
             _make_private(Path(url[len(_SQLITE_FILE_PREFIX) :].partition("?")[0]))
         self.engine = _make_engine(url)
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps and retries
+        # (busy_timeout) in steps of up to 100 ms. This process's writers, on several worker threads, queue
+        # on a lock of their own instead; the busy timeout is left for other processes on the same file.
+        self._write_lock: threading.RLock | nullcontext[None] = (
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
@@ -49,7 +56,7 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        with self.engine.begin() as connection:
+        with self._write_lock, self.engine.begin() as connection:
             yield connection
 
     @contextmanager

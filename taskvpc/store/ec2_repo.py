@@ -9,13 +9,15 @@ twice, a MAC address drawn twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, exists, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from taskvpc.store.ecs_repo import dumps, loads
+from taskvpc.store.rawsql import fetch_all, placeholders
 from taskvpc.store.schema import (
     ec2_regions,
     ec2_tags,
@@ -76,6 +78,109 @@ def _list(conn: Connection, table: Table, region: str, ids: Iterable[str] | None
     if ids is not None:
         query = query.where(table.c.id.in_(list(ids)))
     return list(conn.execute(query.order_by(table.c.id)))
+
+
+# A filter value as SQL: chunks of literal text ("=abc"), "*" (any run of characters) and "?" (one).
+Pattern = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One filter as SQL: ``target`` (a column, ``tag:<Key>``, ``tag-key`` or ``tag-value``) has a value
+    that one of ``patterns`` matches, case-sensitively and whole."""
+
+    target: str
+    patterns: Sequence[Pattern]
+
+
+@dataclass(frozen=True, slots=True)
+class PageQuery:
+    """One page of a Describe* listing as SQL: the rows of a region in id order that every match selects,
+    after the id ``after``, at most ``limit`` of them (None: all). ``bounded``: the matches select few
+    rows (ids, names): read them by their own index and order them here, rather than walk the region's
+    rows in id order (which SQLite's planner prefers once a list of values comes with ORDER BY)."""
+
+    ids: Sequence[str] | None = None
+    matches: Sequence[Match] = ()
+    after: str | None = None
+    limit: int | None = None
+    bounded: bool = False
+
+
+def _is_literal(pattern: Pattern) -> bool:
+    return all(chunk.startswith("=") for chunk in pattern)
+
+
+def _glob(pattern: Pattern) -> str:
+    """SQLite GLOB (case-sensitive; '[' opens a class, so literal '*', '?' and '[' go in brackets)."""
+    out = []
+    for chunk in pattern:
+        if chunk in ("*", "?"):
+            out.append(chunk)
+        else:
+            out.append("".join(f"[{c}]" if c in "*?[" else c for c in chunk[1:]))
+    return "".join(out)
+
+
+def _like(pattern: Pattern) -> str:
+    """PostgreSQL LIKE with backslash as its escape (case-sensitive there)."""
+    wildcards = {"*": "%", "?": "_"}
+    return "".join(
+        wildcards.get(chunk) or "".join("\\" + c if c in "\\%_" else c for c in chunk[1:])
+        for chunk in pattern
+    )
+
+
+def _matching(conn: Connection, column: Any, patterns: Sequence[Pattern]) -> Any:
+    literals = ["".join(chunk[1:] for chunk in p) for p in patterns if _is_literal(p)]
+    terms = [column.in_(literals)] if literals else []
+    for pattern in patterns:
+        if not _is_literal(pattern):
+            if conn.dialect.name == "sqlite":
+                terms.append(column.op("GLOB")(_glob(pattern)))
+            else:
+                terms.append(column.like(_like(pattern), escape="\\"))
+    return or_(*terms) if terms else false()
+
+
+def _condition(conn: Connection, table: Table, match: Match) -> Any:
+    t = ec2_tags.c
+    if match.target.startswith("tag:"):
+        value = _matching(conn, t.value, match.patterns)
+        return exists().where(t.resource_id == table.c.id, t.key == match.target[4:], value)
+    if match.target in ("tag-key", "tag-value"):
+        column = t.key if match.target == "tag-key" else t.value
+        return exists().where(t.resource_id == table.c.id, _matching(conn, column, match.patterns))
+    return _matching(conn, table.c[match.target], match.patterns)
+
+
+def page(conn: Connection, kind: str, region: str, query: PageQuery) -> list[Doc]:
+    """The documents of ``kind`` (a table name: 'security_groups') that ``query`` selects, in id order.
+    Listings read through (region, id) or (region, <column>, id) indexes, so a page costs its own rows."""
+    table, to_doc = _KINDS[kind]
+    statement = select(table).where(table.c.region == region)
+    if query.ids is not None:
+        statement = statement.where(table.c.id.in_(list(query.ids)))
+    for match in query.matches:
+        statement = statement.where(_condition(conn, table, match))
+    if query.after is not None:
+        statement = statement.where(table.c.id > query.after)
+    if query.bounded:
+        docs = sorted(((row.id, to_doc(row)) for row in conn.execute(statement)), key=lambda pair: pair[0])
+        return [doc for _id, doc in docs[: query.limit]]
+    statement = statement.order_by(table.c.id)
+    if query.limit is not None:
+        statement = statement.limit(query.limit)
+    return [to_doc(row) for row in conn.execute(statement)]
+
+
+def names_of_groups(conn: Connection, group_ids: Iterable[str]) -> dict[str, str]:
+    """Group id -> name, for the ids that exist."""
+    wanted = list(dict.fromkeys(group_ids))
+    if not wanted:
+        return {}
+    sql = f"SELECT id, name FROM security_groups WHERE id IN ({placeholders(len(wanted))})"
+    return {str(group_id): str(name) for group_id, name in fetch_all(conn, sql, wanted)}
 
 
 # ---- VPCs -----------------------------------------------------------------------------------------
@@ -294,12 +399,12 @@ def rules_of(conn: Connection, group_ids: list[str]) -> dict[str, list[Doc]]:
     """Every rule of each group, in the order added, ingress and egress together."""
     found: dict[str, list[Doc]] = {group_id: [] for group_id in group_ids}
     if group_ids:
-        r = security_group_rules.c
-        rows = conn.execute(
-            select(r.group_id, r.body).where(r.group_id.in_(group_ids)).order_by(r.group_id, r.seq, r.id)
+        sql = (
+            "SELECT group_id, body FROM security_group_rules "
+            f"WHERE group_id IN ({placeholders(len(group_ids))}) ORDER BY group_id, seq, id"
         )
-        for row in rows:
-            found[row.group_id].append(loads(row.body))
+        for group_id, body in fetch_all(conn, sql, group_ids):  # plain SQL: every describe reads these
+            found[group_id].append(loads(body))
     return found
 
 
@@ -431,12 +536,12 @@ def enis_with_group(conn: Connection, group_id: str) -> list[str]:
 def tags_of(conn: Connection, resource_ids: list[str]) -> dict[str, list[dict[str, str]]]:
     found: dict[str, list[dict[str, str]]] = {resource_id: [] for resource_id in resource_ids}
     if resource_ids:
-        t = ec2_tags.c
-        rows = conn.execute(
-            select(t.resource_id, t.key, t.value).where(t.resource_id.in_(resource_ids)).order_by(t.key)
+        sql = (
+            "SELECT resource_id, key, value FROM ec2_tags "
+            f"WHERE resource_id IN ({placeholders(len(resource_ids))}) ORDER BY key"
         )
-        for row in rows:
-            found[row.resource_id].append({"Key": row.key, "Value": row.value})
+        for resource_id, key, value in fetch_all(conn, sql, resource_ids):  # plain SQL, as rules_of
+            found[resource_id].append({"Key": key, "Value": value})
     return found
 
 
@@ -494,3 +599,12 @@ def resource_exists(conn: Connection, region: str, table_name: str, resource_id:
         table_name
     ]
     return _get(conn, table, region, resource_id) is not None
+
+
+_KINDS: dict[str, tuple[Table, Callable[[Any], Doc]]] = {
+    vpcs.name: (vpcs, _vpc),
+    subnets.name: (subnets, _subnet),
+    security_groups.name: (security_groups, _group),
+    security_group_rules.name: (security_group_rules, _rule),
+    network_interfaces.name: (network_interfaces, _eni),
+}

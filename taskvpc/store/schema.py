@@ -139,6 +139,8 @@ security_groups = Table(
     Column("body", Text, nullable=False),
     UniqueConstraint("vpc_id", "name", name="uq_security_groups_vpc_name"),
     Index("ix_security_groups_region", "region", "id"),
+    Index("ix_security_groups_name", "region", "name", "id"),  # 0050
+    Index("ix_security_groups_vpc", "region", "vpc_id", "id"),  # 0050
 )
 
 security_group_rules = Table(
@@ -158,6 +160,7 @@ security_group_rules = Table(
     Index("ix_security_group_rules_group", "group_id", "is_egress", "seq"),
     Index("ix_security_group_rules_referenced", "referenced_group_id"),
     Index("ix_security_group_rules_region", "region", "id"),
+    Index("ix_security_group_rules_region_group", "region", "group_id", "id"),  # 0050
 )
 
 network_interfaces = Table(
@@ -291,6 +294,7 @@ tasks = Table(
     Index("ix_tasks_status_stopped", "last_status", "stopped_at"),
     Index("ix_tasks_started_by", "region", "cluster", "started_by", "last_status"),
     Index("ix_tasks_service", "region", "cluster", "service_name", "desired_status"),
+    Index("ix_tasks_family", "region", "cluster", "desired_status", "family", "arn"),  # 0050
 )
 
 # ---- ECS services (migration 0010) --------------------------------------------------------------------

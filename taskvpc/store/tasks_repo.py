@@ -113,8 +113,9 @@ def list_instances(
     *,
     statuses: Sequence[str] | None = None,
     after: str | None = None,
+    limit: int | None = None,
 ) -> list[Row]:
-    """The cluster's instances ordered by ARN (all of them: callers filter and page)."""
+    """The cluster's instances ordered by ARN, after ``after``, at most ``limit`` (None: all)."""
     sql = _SELECT_INSTANCE + " WHERE region = ? AND cluster = ?"
     params: list[Any] = [region, cluster]
     if statuses is not None:
@@ -123,7 +124,11 @@ def list_instances(
     if after is not None:
         sql += " AND arn > ?"
         params.append(after)
-    return [_instance(row) for row in fetch_all(conn, sql + " ORDER BY arn", params)]
+    sql += " ORDER BY arn"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return [_instance(row) for row in fetch_all(conn, sql, params)]
 
 
 def update_instance(conn: Connection, instance_id: str, **values: Any) -> None:
@@ -316,8 +321,11 @@ def get_tasks(conn: Connection, region: str, cluster: str, task_ids: Iterable[st
     wanted = list(dict.fromkeys(task_ids))
     if not wanted:
         return {}
-    sql = _SELECT_TASK + f" WHERE region = ? AND cluster = ? AND id IN ({placeholders(len(wanted))})"
-    return {r["id"]: r for r in map(_task, fetch_all(conn, sql, (region, cluster, *wanted)))}
+    # By primary key only: with region and cluster in the WHERE clause SQLite's planner prefers a
+    # (region, cluster, ...) index for a few ids and reads every task of the cluster (50 ms at 20,000).
+    sql = _SELECT_TASK + f" WHERE id IN ({placeholders(len(wanted))})"
+    rows = map(_task, fetch_all(conn, sql, wanted))
+    return {r["id"]: r for r in rows if r["region"] == region and r["cluster"] == cluster}
 
 
 def get_task(conn: Connection, task_id: str) -> Row | None:

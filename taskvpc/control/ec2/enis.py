@@ -267,14 +267,16 @@ LISTING = describe.Listing(
     supported_filters=_FILTERS,
     filter_values=_filter_values,
     tags_member="TagSet",
+    table="network_interfaces",
+    columns={"network-interface-id": "id", "subnet-id": "subnet_id", "vpc-id": "vpc_id", "status": "status"},
 )
 
 
 def describe_network_interfaces(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     requested = describe.check_request(LISTING, params, "NetworkInterfaceIds")
-    with ctx.db.read() as conn:
-        docs = view(conn, ctx, ec2_repo.list_enis(conn, ctx.region, requested))
-    return describe.respond(ctx, LISTING, docs, params, requested, "NetworkInterfaces")
+    return describe.run(
+        ctx, LISTING, params, requested, "NetworkInterfaces", lambda conn, docs: view(conn, ctx, docs)
+    )
 
 
 def delete_network_interface(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

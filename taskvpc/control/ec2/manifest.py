@@ -77,5 +77,5 @@ MANIFEST = ServiceManifest(
         "flow_logs",
         "ec2_instances",
     ),
-    migrations=("0002", "0030", "0120"),
+    migrations=("0002", "0030", "0050", "0120"),
 )

@@ -203,26 +203,43 @@ LISTING = describe.Listing(
         *(f"egress.ip-permission.{name}" for name in _PERMISSION_FILTERS),
     ),
     filter_values=_filter_values,
+    table="security_groups",
+    columns={"group-id": "id", "group-name": "name", "vpc-id": "vpc_id"},
+    bounded_columns=("id", "name"),
 )
+_PERMISSION_MEMBERS = ("IpPermissions", "IpPermissionsEgress")
+
+
+def _described(conn: Connection, docs: list[Doc]) -> list[Doc]:
+    """The groups as DescribeSecurityGroups shows them, with the names of the groups their rules name
+    (what the ``ip-permission.group-name`` filters match)."""
+    views = view(conn, docs)
+    peers = ec2_repo.names_of_groups(
+        conn,
+        (
+            pair["GroupId"]
+            for doc in views
+            for member in _PERMISSION_MEMBERS
+            for p in doc[member]
+            for pair in p["UserIdGroupPairs"]
+        ),
+    )
+    for doc in views:
+        doc["_peer_names"] = {
+            member: [peers.get(pair["GroupId"], "") for p in doc[member] for pair in p["UserIdGroupPairs"]]
+            for member in _PERMISSION_MEMBERS
+        }
+    return views
 
 
 def describe_security_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     requested = describe.check_request(LISTING, params, "GroupIds")
     names = params.get("GroupNames") or []
-    with ctx.db.read() as conn:
-        if names:
+    if names:
+        with ctx.db.read() as conn:
             named = [by_name_in_default_vpc(conn, ctx, name)["GroupId"] for name in names]
-            requested = list(dict.fromkeys([*(requested or []), *named]))
-        docs = view(conn, ec2_repo.list_groups(conn, ctx.region, requested))
-        all_names = {g["GroupId"]: g["GroupName"] for g in ec2_repo.list_groups(conn, ctx.region)}
-    for doc in docs:
-        doc["_peer_names"] = {
-            member: [
-                all_names.get(pair["GroupId"], "") for p in doc[member] for pair in p["UserIdGroupPairs"]
-            ]
-            for member in ("IpPermissions", "IpPermissionsEgress")
-        }
-    return describe.respond(ctx, LISTING, docs, params, requested, "SecurityGroups")
+        requested = list(dict.fromkeys([*(requested or []), *named]))
+    return describe.run(ctx, LISTING, params, requested, "SecurityGroups", _described)
 
 
 def delete_security_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

@@ -168,6 +168,9 @@ LISTING = describe.Listing(
     id_member="SecurityGroupRuleId",
     supported_filters=("group-id", "security-group-rule-id"),
     filter_values=_filter_values,
+    table="security_group_rules",
+    columns={"group-id": "group_id", "security-group-rule-id": "id"},
+    bounded_columns=("id", "group_id"),
 )
 
 
@@ -178,12 +181,14 @@ def describe_security_group_rules(ctx: RequestContext, params: dict[str, Any]) -
             for value in wanted.get("Values") or ():
                 if not ids.is_well_formed("sg", value):
                     raise errors.group_id_malformed(value)
-    with ctx.db.read() as conn:
-        docs = ec2_repo.list_rules(conn, ctx.region, requested)
-        by_tags = ec2_repo.tags_of(conn, [d["SecurityGroupRuleId"] for d in docs])
+    return describe.run(ctx, LISTING, params, requested, "SecurityGroupRules", _with_tags)
+
+
+def _with_tags(conn: Connection, docs: list[Doc]) -> list[Doc]:
+    by_tags = ec2_repo.tags_of(conn, [d["SecurityGroupRuleId"] for d in docs])
     for doc in docs:
         doc["Tags"] = by_tags[doc["SecurityGroupRuleId"]]
-    return describe.respond(ctx, LISTING, docs, params, requested, "SecurityGroupRules")
+    return docs
 
 
 def _replacement(conn: Connection, ctx: RequestContext, group: Doc, current: Doc, request: Doc) -> sg.Rule:

@@ -181,14 +181,14 @@ LISTING = describe.Listing(
         "outpost-arn",
     ),
     filter_values=_filter_values,
+    table="subnets",
+    columns={"subnet-id": "id", "vpc-id": "vpc_id"},
 )
 
 
 def describe_subnets(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     requested = describe.check_request(LISTING, params, "SubnetIds")
-    with ctx.db.read() as conn:
-        docs = view(conn, ec2_repo.list_subnets(conn, ctx.region, requested))
-    return describe.respond(ctx, LISTING, docs, params, requested, "Subnets")
+    return describe.run(ctx, LISTING, params, requested, "Subnets", view)
 
 
 def delete_subnet(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

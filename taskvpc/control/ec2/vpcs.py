@@ -122,14 +122,14 @@ LISTING = describe.Listing(
         "instance-tenancy",
     ),
     filter_values=_filter_values,
+    table="vpcs",
+    columns={"vpc-id": "id"},
 )
 
 
 def describe_vpcs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     requested = describe.check_request(LISTING, params, "VpcIds")
-    with ctx.db.read() as conn:
-        docs = view(conn, ec2_repo.list_vpcs(conn, ctx.region, requested))
-    return describe.respond(ctx, LISTING, docs, params, requested, "Vpcs")
+    return describe.run(ctx, LISTING, params, requested, "Vpcs", view)
 
 
 def delete_vpc(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:

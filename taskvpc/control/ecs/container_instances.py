@@ -472,7 +472,10 @@ def list_container_instances(ctx: RequestContext, params: dict[str, Any]) -> dic
     )
     with ctx.db.read() as conn:
         task_state.require_cluster(conn, ctx, cluster)
-        rows = tasks_repo.list_instances(conn, ctx.region, cluster, statuses=statuses, after=after)
+        # Without a filter expression the page is the SQL's; with one, every instance is evaluated.
+        rows = tasks_repo.list_instances(
+            conn, ctx.region, cluster, statuses=statuses, after=after, limit=None if expression else limit + 1
+        )
         if expression is not None:
             rows = [
                 row

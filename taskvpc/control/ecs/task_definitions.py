@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
@@ -16,9 +17,24 @@ from taskvpc.store import ecs_repo
 
 _NOT_FOUND = "Unable to describe task definition."
 _BAD_TOKEN = invalid_parameter("Invalid nextToken.")  # unconfirmed wording
+# ECS keeps a task definition to 64 KiB (Amazon ECS service quotas: "Task definition size").
+MAX_TASK_DEFINITION_BYTES = 65536
+
+
+def check_size(params: dict[str, Any]) -> None:
+    """Refuse a task definition over ECS's 64 KiB before anything of it is validated or stored. What
+    counts is the registration as compact JSON without its tags # unconfirmed: which bytes ECS counts."""
+    size = len(orjson.dumps({k: v for k, v in params.items() if k != "tags"}))
+    if size > MAX_TASK_DEFINITION_BYTES:
+        # ECS's own text (CloudTrail errorMessage of a RegisterTaskDefinition over the limit).
+        raise ClientError(
+            "ClientException",
+            f"Actual length: '{size}'. Max allowed length is '{MAX_TASK_DEFINITION_BYTES}' bytes.",
+        )
 
 
 def register_task_definition(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    check_size(params)
     new_tags = params.get("tags", [])
     tagging.check_new_tags(new_tags)
     body = taskdef.validate_registration(params)
