@@ -20,7 +20,8 @@ MAKEFLAGS += --no-print-directory
 #   skopeo      `taskvpc image pull` fetches images from registries (layers are unpacked in Python, so
 #               no umoci: the store applies OCI whiteouts itself and caches layers by digest)
 #   chromium    the console's browser tests (Playwright drives it by executable_path; no browser download)
-DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo haproxy chromium
+#   awscli      AWS CLI v2 at /usr/bin/aws, for tests of `aws logs tail` (`aws` stays the pyenv/venv v1)
+DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo haproxy chromium awscli
 
 PYTHON ?= python3
 VENV   := .venv

@@ -7,9 +7,10 @@ polls every 5 s with ``startTime`` set to the newest timestamp it printed, dropp
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,18 +21,33 @@ pytestmark = pytest.mark.skipif(not awscli_v2.available(), reason=awscli_v2.MISS
 GROUP = "/ecs/tail"
 
 
+@pytest.fixture(scope="module")
+def tail_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TaskvpcServer]:
+    """One SQLite ``taskvpc up`` (both stores are covered by test_logs.py; this is about the CLI)."""
+    state_dir: Path = tmp_path_factory.mktemp("taskvpc-tail")
+    instance = TaskvpcServer(state_dir).start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture()
+def live_api(tail_server: TaskvpcServer) -> TaskvpcServer:
+    tail_server.reset()
+    return tail_server
+
+
 def put(api: TaskvpcServer, stream: str, events: list[tuple[int, str]]) -> None:
     body = [{"timestamp": ts, "message": message} for ts, message in events]
-    api.aws(
-        "logs", "put-log-events", "--log-group-name", GROUP, "--log-stream-name", stream,
-        "--log-events", json.dumps(body),
-    )  # fmt: skip
+    api.client("logs").put_log_events(logGroupName=GROUP, logStreamName=stream, logEvents=body)
 
 
 def make_group(api: TaskvpcServer) -> int:
-    api.aws("logs", "create-log-group", "--log-group-name", GROUP)
+    logs = api.client("logs")
+    logs.create_log_group(logGroupName=GROUP)
     for stream in ("web/1", "worker/1"):
-        api.aws("logs", "create-log-stream", "--log-group-name", GROUP, "--log-stream-name", stream)
+        logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
     now = int(time.time() * 1000)
     put(api, "web/1", [(now - 3 * 3600_000, "GET /old 200"), (now - 3000, "GET / 200")])
     put(api, "worker/1", [(now - 2000, '{"level": "error", "job": 7}')])

@@ -3,8 +3,9 @@ execution role laid out as the AWS console writes it, its container's lines read
 (get-log-events, filter-log-events), and a kill -9 of the agent mid-stream that loses nothing and
 duplicates nothing. `taskvpc logs` keeps showing the same output.
 
-The machine's `aws` is CLI v1, which has no `aws logs tail` (a v2 customisation); its FilterLogEvents
-loop is replayed in tests/integration/test_logs.py::test_tail_follow_sees_every_event_once.
+The machine's `aws` is CLI v1, which has no `aws logs tail` (a v2 customisation); Debian's CLI v2 at
+/usr/bin/aws shows the task's lines with it (tests/support/awscli_v2.py; --follow is tested in
+tests/integration/test_logs_tail_v2.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from tests.integration.server import VENV_BIN
 from tests.root.test_walkthrough import agent_pids, wait_for
 from tests.root.upserver import RootServer
+from tests.support import awscli_v2
 
 pytestmark = [
     pytest.mark.root,
@@ -173,6 +175,11 @@ def test_console_task_definition_ships_its_lines_through_an_agent_restart(root_s
         assert [e["message"] for e in events] == expected
         assert {e["logStreamName"] for e in events} == {stream}
         assert len({e["eventId"] for e in events}) == LINES
+        if awscli_v2.available():  # `aws logs tail` (CLI v2) shows the same lines, each once
+            tail = awscli_v2.run(
+                server, "logs", "tail", "/ecs/console-logs", "--since", "1h", "--format", "short"
+            )
+            assert [line.split(" ", 1)[1] for line in tail.stdout.splitlines()] == expected
 
         # the output is still on the host for `taskvpc logs`, as for every driver
         printed = subprocess.run(
