@@ -17,6 +17,13 @@ reaching the container's output file on the host to its being returned by GetLog
 10 ms with its forward token), p50/p95/max over ``--ticks`` lines; (2) a container writing ``--lines``
 (100,000) lines as fast as it can (``mode: blocking``), read back by GetLogEvents and FilterLogEvents,
 which must give exactly those lines, in order.
+
+    sudo .venv/bin/python bench/logs.py --tail           # container line -> `aws logs tail --follow` (CLI v2)
+
+``--tail`` starts the same agent and runs ``/usr/bin/aws logs tail --follow`` (Debian's CLI v2, which polls
+FilterLogEvents every 5 s by itself) while a container writes one line every ``--tail-interval`` s (0.7): the
+time from a line reaching the container's output file to the CLI printing it, p50/p95/max over
+``--tail-lines`` (40) lines. The CLI's 5 s sleep dominates; the goal is p95 < 6 s.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -179,10 +187,10 @@ def _client(service: str, endpoint: str) -> Any:
     )
 
 
-def _run_task(endpoint: str, family: str, script: str, mode: str) -> str:
+def _run_task(endpoint: str, family: str, script: str, mode: str, group: str = "/bench/awslogs") -> str:
     ecs, ec2 = _client("ecs", endpoint), _client("ec2", endpoint)
     options = {
-        "awslogs-group": "/bench/awslogs",
+        "awslogs-group": group,
         "awslogs-region": REGION,
         "awslogs-stream-prefix": "bench",
         "awslogs-create-group": "true",
@@ -340,6 +348,73 @@ def main_awslogs(ticks: int, lines: int) -> None:
     print(f"  {lines / bulk['visible']:8.0f} lines/s end to end")
 
 
+def tail_latency(endpoint: str, state_dir: str, lines: int, interval: float) -> list[float]:
+    """Seconds from each line's arrival in the container's log file to `aws logs tail --follow` printing it."""
+    group = "/bench/tail"
+    _client("logs", endpoint).create_log_group(logGroupName=group)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=KEYS[0],
+        AWS_SECRET_ACCESS_KEY=KEYS[1],
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    # CLI v2.9 predates AWS_ENDPOINT_URL: the endpoint goes on the command line
+    argv = ["/usr/bin/aws", "--endpoint-url", endpoint, "logs", "tail", group, "--follow"]
+    follower = subprocess.Popen(
+        [*argv, "--since", "1m", "--format", "short"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    seen: dict[str, float] = {}
+
+    def read() -> None:
+        assert follower.stdout is not None
+        for printed in follower.stdout:
+            seen.setdefault(printed.rstrip("\n").split(" ", 1)[-1], time.monotonic())
+
+    threading.Thread(target=read, daemon=True).start()
+    micros = int(interval * 1_000_000)
+    script = f'for i in $(seq 1 {lines}); do echo "tail $i"; usleep {micros}; done; exec sleep 600'
+    arn = _run_task(endpoint, "bench-tail", script, "non-blocking", group)
+    log_file = Path(state_dir) / "agent" / "tasks" / arn.rsplit("/", 1)[-1] / "app" / "log"
+    written: dict[str, float] = {}
+    deadline = time.monotonic() + lines * interval + 60
+    try:
+        while len(seen) < lines and time.monotonic() < deadline:
+            try:
+                for line in log_file.read_text().splitlines():
+                    written.setdefault(line, time.monotonic())
+            except FileNotFoundError:
+                pass
+            time.sleep(0.01)
+    finally:
+        follower.kill()
+        follower.wait()
+        _client("ecs", endpoint).stop_task(task=arn)
+    return [seen[line] - written[line] for line in seen if line in written]
+
+
+def main_tail(lines: int, interval: float) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("--tail needs root (it runs a real agent)")
+    if not os.access("/usr/bin/aws", os.X_OK):
+        raise SystemExit("--tail needs the AWS CLI v2 at /usr/bin/aws (Debian package awscli)")
+    state_dir = tempfile.mkdtemp(prefix="taskvpc-bench-tail-")
+    process, endpoint = start_with_agent(state_dir, "tvt" + os.urandom(2).hex())
+    try:
+        latencies = tail_latency(endpoint, state_dir, lines, interval)
+    finally:
+        stop(process)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if not latencies:
+        raise SystemExit("no line was printed by aws logs tail --follow")
+    print(f"awslogs: container line -> `aws logs tail --follow` (CLI v2), {len(latencies)} lines")
+    print(
+        f"  p50 {_percentile(latencies, 0.5):5.2f} s  p95 {_percentile(latencies, 0.95):5.2f} s"
+        f"  max {max(latencies):5.2f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -351,7 +426,13 @@ def main() -> None:
     parser.add_argument("--awslogs", action="store_true", help="measure the awslogs driver (root)")
     parser.add_argument("--ticks", type=int, default=100, help="--awslogs: lines timed for latency")
     parser.add_argument("--lines", type=int, default=100_000, help="--awslogs: lines of the bulk run")
+    parser.add_argument("--tail", action="store_true", help="line -> aws logs tail --follow (root, CLI v2)")
+    parser.add_argument("--tail-lines", type=int, default=40, help="--tail: lines timed")
+    parser.add_argument("--tail-interval", type=float, default=0.7, help="--tail: seconds between lines")
     args = parser.parse_args()
+    if args.tail:
+        main_tail(args.tail_lines, args.tail_interval)
+        return
     if args.awslogs:
         main_awslogs(args.ticks, args.lines)
         return
