@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from taskvpc.agent import netplan, taskplan as tp
+from taskvpc.agent import instance_config, netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
 from taskvpc.agent.dataplane import DataPlane as DataPlane
 from taskvpc.agent.kvlog import kv
@@ -273,6 +273,8 @@ class TaskWorker:
 
     def _container_spec(self, name: str) -> ContainerSpec:
         """Everything the runtime needs (volume directories made, env files read); raises StartError."""
+        if refusal := instance_config.CURRENT.container_refusal():  # a Windows instance
+            raise StartError(refusal)
         spec = build_container_spec(self.desired, name, self.engine.runtime.state_dir)
         endpoints = self.engine.endpoints
         return spec if endpoints is None else endpoints.container_spec(self.desired, spec)

@@ -31,6 +31,21 @@ class InstanceConfig:
         return self.ecs.get("ECS_CLUSTER") or None
 
     @property
+    def windows(self) -> bool:
+        return bool(self.os_family and self.os_family.startswith("WINDOWS"))
+
+    def container_refusal(self) -> str | None:
+        """Why this host cannot start any container, or None. A Windows AMI's instance registers as
+        Windows (so only Windows task definitions place there), but its containers would need a Windows
+        kernel; this machine's is Linux, so each one stops with this reason instead of a runc error."""
+        if not self.windows:
+            return None
+        return (
+            f"CannotStartContainerError: Windows containers ({self.os_family}) cannot run on this host: "
+            "taskvpc runs every instance on the machine's Linux kernel"
+        )
+
+    @property
     def reserved_memory(self) -> int:
         value = self.ecs.get("ECS_RESERVED_MEMORY", "")
         return int(value) if value.isdigit() else 0
@@ -39,7 +54,7 @@ class InstanceConfig:
         """The registration body with what the launch says (custom attributes, subnet, OS)."""
         attributes = dict(body.get("attributes") or {})
         attributes.update(ecs_config.json_object(self.ecs, "ECS_INSTANCE_ATTRIBUTES"))
-        if self.os_family and self.os_family.startswith("WINDOWS"):
+        if self.windows:
             attributes["ecs.os-type"] = "windows"
             attributes["ecs.os-family"] = self.os_family
         result = {**body, "attributes": attributes}

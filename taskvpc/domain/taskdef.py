@@ -967,6 +967,11 @@ def _check_dependencies(containers: list[dict[str, Any]], names: set[str]) -> No
 # Helpers
 
 
+def os_type(td: Mapping[str, Any]) -> str:
+    """The ``ecs.os-type`` of the instances that can run ``td``: ``windows`` for a Windows runtimePlatform."""
+    return "windows" if _is_windows(td) else "linux"
+
+
 def _is_windows(td: Mapping[str, Any]) -> bool:
     family = _os_family(td)
     return family is not None and family.startswith("WINDOWS_")

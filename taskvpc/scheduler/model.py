@@ -15,6 +15,7 @@ from taskvpc.scheduler.ports import HostPorts, PortNeeds
 CPU = "CPU"
 MEMORY = "MEMORY"
 AZ_ATTRIBUTE = "ecs.availability-zone"
+OS_TYPE_ATTRIBUTE = "ecs.os-type"
 
 
 @dataclass
@@ -92,6 +93,7 @@ class TaskRequest:
     group: str | None = None  # RunTask ``group`` (default ``family:<family>``, set by the caller)
     count: int = 1
     ports: PortNeeds = field(default_factory=PortNeeds)  # host ports of a bridge/host task
+    os_type: str = "linux"  # the definition's OS: only an instance of the same ``ecs.os-type`` takes it
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from taskvpc.scheduler import ports
 from taskvpc.scheduler.model import (
     CPU,
     MEMORY,
+    OS_TYPE_ATTRIBUTE,
     InstanceSnapshot,
     Placement,
     PlacementFailure,
@@ -116,7 +117,13 @@ Check = Callable[[CompiledRequest, InstanceSnapshot, _Ledger], bool]
 # The filter pipeline, in order: (reason, passes?). The first failing check names the instance's reason.
 CHECKS: tuple[tuple[str, Check], ...] = (
     (REASON_AGENT, lambda c, i, led: i.agent_connected),
-    (REASON_ATTRIBUTE, lambda c, i, led: all(r.satisfied_by(i) for r in c.request.required_attributes)),
+    (
+        REASON_ATTRIBUTE,
+        lambda c, i, led: (
+            i.attributes.get(OS_TYPE_ATTRIBUTE, c.request.os_type) == c.request.os_type
+            and all(r.satisfied_by(i) for r in c.request.required_attributes)
+        ),
+    ),
     (
         REASON_LOCATION,
         lambda c, i, led: c.request.allowed_azs is None or i.availability_zone in c.request.allowed_azs,
@@ -225,6 +232,9 @@ def failure_detail(compiled: CompiledRequest, instance: InstanceSnapshot, reason
         for r in compiled.request.required_attributes
         if not r.satisfied_by(instance)
     ]
+    wrong_os = f"{OS_TYPE_ATTRIBUTE}={compiled.request.os_type}"
+    if instance.attributes.get(OS_TYPE_ATTRIBUTE, compiled.request.os_type) != compiled.request.os_type:
+        missing += [] if wrong_os in missing else [wrong_os]
     return f"Missing attribute{'s' if len(missing) > 1 else ''}: {', '.join(missing)}" if missing else None
 
 

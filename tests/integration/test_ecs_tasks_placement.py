@@ -182,3 +182,22 @@ def test_draining_stops_new_placement(api: Server, agents: Any) -> None:
     assert excinfo.value.response["Error"]["Message"] == "No Container Instances were found in your cluster."
     ecs.update_container_instances_state(containerInstances=[first.arn], status="ACTIVE")
     assert _run(ecs, subnets["us-east-1a"])["tasks"][0]["containerInstanceArn"] == first.arn
+
+
+def test_tasks_place_only_on_instances_of_their_os_type(api: Server, agents: Any) -> None:
+    windows = agents(
+        attributes={"ecs.os-type": "windows", "ecs.os-family": "WINDOWS_SERVER_2022_CORE"}
+    ).start()  # what a Windows AMI's instance registers (agent/instance_config.py)
+    ecs, subnets = _setup(api)
+    assert _run(ecs, subnets["us-east-1a"])["failures"] == [
+        {"arn": windows.arn, "reason": "ATTRIBUTE", "detail": "Missing attribute: ecs.os-type=linux"}
+    ]
+    register_web(ecs, runtimePlatform={"operatingSystemFamily": "WINDOWS_SERVER_2022_CORE"}, cpu="1024")
+    [task] = _run(ecs, subnets["us-east-1a"])["tasks"]
+    assert task["containerInstanceArn"] == windows.arn
+    linux = agents().start()
+    windows.stop()
+    ecs.deregister_container_instance(containerInstance=windows.arn, force=True)
+    assert _run(ecs, subnets["us-east-1a"])["failures"] == [
+        {"arn": linux.arn, "reason": "ATTRIBUTE", "detail": "Missing attribute: ecs.os-type=windows"}
+    ]

@@ -23,9 +23,10 @@ import h11
 import orjson
 import pytest
 
-from taskvpc.agent import netplan, taskplan as tp
+from taskvpc.agent import instance_config, netplan, taskplan as tp
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, Backoff
 from taskvpc.agent.engine import Engine, Reporter
+from taskvpc.agent.instance_config import InstanceConfig
 from taskvpc.agent.main import CAPABILITY_ATTRIBUTES, run_agent
 from taskvpc.agent.runtime import ContainerHandle, read_logs
 from taskvpc.agent.runtime.process import ProcessRuntime
@@ -581,6 +582,30 @@ async def test_start_failure_is_reported_with_docker_wording(h: Harness) -> None
         app["reason"]
         == 'CannotStartContainerError: exec: "no-such-binary-x": executable file not found in $PATH'
     )
+
+
+@harness_test
+async def test_a_windows_instance_registers_as_windows_and_refuses_containers(h: Harness) -> None:
+    # what `taskvpc up` starts for an instance of a Windows AMI (--os-family WINDOWS_SERVER_2022_CORE)
+    saved = instance_config.CURRENT
+    instance_config.CURRENT = InstanceConfig(os_family="WINDOWS_SERVER_2022_CORE")
+    try:
+        await h.start_agent()
+        attributes = h.server.registrations[-1]["attributes"]
+        assert attributes["ecs.os-type"] == "windows"
+        assert attributes["ecs.os-family"] == "WINDOWS_SERVER_2022_CORE"
+        arn = await h.server.run_task("9" * 32, [container("app", "exec sleep 60")])
+        stopped = await h.server.wait_for(arn, "STOPPED")
+    finally:
+        instance_config.CURRENT = saved
+    app = stopped["containers"][0]
+    assert app["exitCode"] is None
+    assert app["reason"].startswith(
+        "CannotStartContainerError: Windows containers (WINDOWS_SERVER_2022_CORE)"
+    )
+    assert "Linux kernel" in app["reason"]
+    assert stopped["reason"] == "Essential container in task exited"
+    assert not [hd for hd in h.runtime().list_ours() if h.runtime().status(hd).possibly_running]
 
 
 @harness_test

@@ -137,6 +137,20 @@ def test_value_of_a_required_attribute_must_match() -> None:
     assert run(need, inst("a", attributes={"ecs.os-type": "linux"}))[0] == ["a"]
 
 
+def test_a_task_places_only_on_instances_of_its_os_type() -> None:
+    windows = inst("w", attributes={"ecs.os-type": "windows", "ecs.os-family": "WINDOWS_SERVER_2022_CORE"})
+    linux, unsaid = inst("l", attributes={"ecs.os-type": "linux"}), inst("u")  # unsaid: e.g. Fargate's
+    placed, failures = run(req(count=3), windows, linux, unsaid)
+    assert len(placed) == 3 and set(placed) <= {"l", "u"}
+    placed, failures = run(req(), windows)
+    assert failures == [
+        {"arn": windows.arn, "reason": "ATTRIBUTE", "detail": "Missing attribute: ecs.os-type=linux"}
+    ]
+    placed, failures = run(req(count=2, os_type="windows"), windows, linux)
+    assert placed == ["w", "w"]
+    assert run(req(os_type="windows"), linux)[1][0]["detail"] == "Missing attribute: ecs.os-type=windows"
+
+
 def test_reasons_are_checked_in_the_documented_order() -> None:
     everything_wrong = inst(
         "x", az="us-east-1c", cpu=0, memory=0, enis=0, task_eni=False, agent_connected=False

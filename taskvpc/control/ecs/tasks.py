@@ -32,7 +32,7 @@ from taskvpc.domain.arns import container_arn, foreign_arn, last_path_part, matc
 from taskvpc.domain.errors import ClientError, ecs_client_exception, invalid_parameter
 from taskvpc.domain.lifecycle import StopCode, TaskEvent
 from taskvpc.domain.pagination import Pager, is_str, page_size
-from taskvpc.domain.taskdef import FARGATE_SIZES
+from taskvpc.domain.taskdef import FARGATE_SIZES, os_type
 from taskvpc.scheduler import (
     PlacementFailure,
     TaskRequest,
@@ -499,6 +499,7 @@ def place_tasks(
         memory=launch.memory,
         needs_eni=launch.network is not None,
         required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
+        os_type=os_type(launch.td),
         placement_constraints=constraints_from_api(
             [*launch.td.get("placementConstraints", []), *constraints]
         ),
@@ -547,6 +548,7 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
             memory=launch.memory,
             needs_eni=launch.network is not None,
             required_attributes=required_from_api(launch.td.get("requiresAttributes", [])),
+            os_type=os_type(launch.td),
             allowed_azs=launch.network.availability_zones if launch.network else None,
             group=launch.group,
             ports=launch.ports,
