@@ -1,5 +1,7 @@
 """What an EC2 instance's launch tells its agent: the ``/etc/ecs/ecs.config`` keys of its user data, its
-subnet and its image's OS family (``taskvpc agent --ecs-config FILE --subnet-id ID --os-family F``).
+subnet, its image's OS family and the cgroup its tasks go in (``taskvpc agent --ecs-config FILE
+--subnet-id ID --os-family F --cgroup-parent PATH``). A Windows family makes the agent register as Windows
+and refuse every container (:meth:`InstanceConfig.container_refusal`).
 
 The host supervisor of ``taskvpc up`` writes the user data to a file in the instance's state dir and
 starts the agent with these flags. Keys honoured: ``ECS_CLUSTER`` (the cluster to join),
@@ -25,6 +27,7 @@ class InstanceConfig:
     ecs: dict[str, str] = field(default_factory=dict)
     subnet_id: str | None = None
     os_family: str | None = None  # ECS's value: LINUX, WINDOWS_SERVER_2022_FULL, ...
+    cgroup_parent: str | None = None  # where the tasks' cgroups go: inside the instance's (its limits)
 
     @property
     def cluster(self) -> str | None:
@@ -70,6 +73,11 @@ class InstanceConfig:
 CURRENT = InstanceConfig()
 
 
-def load(ecs_config_path: str | None, subnet_id: str | None, os_family: str | None) -> InstanceConfig:
+def load(
+    ecs_config_path: str | None,
+    subnet_id: str | None,
+    os_family: str | None,
+    cgroup_parent: str | None = None,
+) -> InstanceConfig:
     text = Path(ecs_config_path).read_text() if ecs_config_path else ""
-    return InstanceConfig(ecs_config.parse(text), subnet_id, os_family)
+    return InstanceConfig(ecs_config.parse(text), subnet_id, os_family, cgroup_parent)

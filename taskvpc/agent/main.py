@@ -304,7 +304,8 @@ async def run_agent(
     runtime = resolve_runtime(runtime)
     # cgroups of this agent's containers: /taskvpc/<task>/<container>, or /taskvpc-<prefix>/... for an
     # agent with its own name prefix (tests, several agents on one host)
-    options = {"cgroup_parent": cgroup_parent(prefix)} if runtime == "runc" else {}
+    parent = instance_config.CURRENT.cgroup_parent or cgroup_parent(prefix)  # an instance's: inside its own
+    options = {"cgroup_parent": parent} if runtime == "runc" else {}
     the_runtime = create_runtime(runtime, path, **options)
     if runtime == "runc":
         _prepare_example_images(path)
@@ -539,12 +540,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--subnet-id", help="the instance's primary subnet (default: the AZ's default subnet)"
     )
     parser.add_argument("--os-family", help="ECS os-family to register (WINDOWS_*: a Windows instance)")
+    parser.add_argument("--cgroup-parent", help="cgroup of the tasks (an instance's: inside the instance's)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    instance_config.CURRENT = instance_config.load(args.ecs_config, args.subnet_id, args.os_family)
+    instance_config.CURRENT = instance_config.load(
+        args.ecs_config, args.subnet_id, args.os_family, args.cgroup_parent
+    )
     args.cluster = instance_config.CURRENT.cluster or args.cluster
     if args.fargate_capacity:
         os.environ[FARGATE_CAPACITY_ENV] = "1"  # read by attributes() when registering

@@ -59,6 +59,7 @@ class Scope:
     state_dir: Path | None = None
     netns_dir: str = netns.DEFAULT_NETNS_DIR
     cgroup_root: Path = cgroups.CGROUP_ROOT
+    cgroup_parent: str | None = None  # the agent's --cgroup-parent, when it had one (an EC2 instance's)
 
     def __post_init__(self) -> None:
         netplan.NetConfig(prefix=self.prefix)  # ValueError for a name that is no prefix
@@ -97,7 +98,7 @@ def _host_links(scope: Scope) -> list[str]:
 def _cgroup_dirs(scope: Scope) -> list[Path]:
     """The prefix's cgroup directories in every hierarchy, deepest first."""
     found: list[Path] = []
-    for top in cgroups.existing(cgroup_parent(scope.prefix), scope.cgroup_root):
+    for top in cgroups.existing(scope.cgroup_parent or cgroup_parent(scope.prefix), scope.cgroup_root):
         found.extend(d for d in top.rglob("*") if d.is_dir())
         found.append(top)
     return sorted(found, key=lambda d: -len(d.parts))
@@ -145,7 +146,7 @@ def scan(scope: Scope) -> Found:
         parsed = netplan.parse_netns(scope.cfg, name)
         if parsed is not None and parsed[0] in ("task", "bridged"):
             found.task_ids.add(parsed[1])
-    parent = cgroup_parent(scope.prefix)
+    parent = scope.cgroup_parent or cgroup_parent(scope.prefix)
     for directory in found.cgroups:
         for top in cgroups.hierarchies(scope.cgroup_root):
             with contextlib.suppress(ValueError):

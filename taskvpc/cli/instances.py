@@ -6,7 +6,8 @@ An instance's host is made of:
   the local agent would remove as a stray of its own prefix) with ``lo`` and a dummy ``eth0`` holding
   the primary ENI's address;
 * a cgroup ``taskvpc-instances-<P>/<instance id>`` limited to the type's vCPUs and memory, holding the
-  agent process;
+  agent process (in its leaf ``agent``) and the instance's tasks (under ``ecs-tasks``: the agent's
+  ``--cgroup-parent``), so the type's limits bound the tasks as on a real instance;
 * a ``taskvpc agent`` started in that namespace (``nsenter --net``), so the namespace is its host. It
   gets its own name prefix (:func:`instance_prefix`: two agents of one prefix would remove each
   other's tasks), the instance's id (pre-written to its state), type, subnet, the image's OS family and
@@ -69,6 +70,16 @@ def netns_name(prefix: str, instance_id: str) -> str:
 def cgroup_path(prefix: str, instance_id: str | None = None) -> str:
     top = f"taskvpc-instances-{prefix}"
     return f"{top}/{instance_id}" if instance_id else top
+
+
+def agent_cgroup_path(prefix: str, instance_id: str) -> str:
+    """The agent's own leaf (cgroup v2 lets no process sit beside child cgroups with controllers)."""
+    return f"{cgroup_path(prefix, instance_id)}/agent"
+
+
+def tasks_cgroup_path(prefix: str, instance_id: str) -> str:
+    """Where the instance's agent puts its tasks' cgroups: inside the instance's, under its limits."""
+    return f"{cgroup_path(prefix, instance_id)}/ecs-tasks"  # not "tasks": a file of every cgroup v1 directory
 
 
 # ---- plan -----------------------------------------------------------------------------------------
@@ -134,11 +145,14 @@ def ensure_namespace(prefix: str, doc: Doc) -> None:
 
 
 def ensure_cgroup(prefix: str, doc: Doc) -> str:
+    """The instance's cgroup with the type's limits; returns the agent's leaf in it."""
     kind = instance_types.lookup(doc["InstanceType"])
     path = cgroup_path(prefix, doc["InstanceId"])
     if kind is not None:
         cgroups.setup_task(path, kind.cpu_units, kind.memory_mib)
-    return path
+    for directory in cgroups.existing(path):
+        (directory / "agent").mkdir(exist_ok=True)
+    return agent_cgroup_path(prefix, doc["InstanceId"])
 
 
 def _setns(path: Path) -> None:
@@ -263,6 +277,8 @@ def start_agent(launch: Launch, doc: Doc, cgroup: str) -> subprocess.Popen[bytes
         doc.get("_OsFamily", "LINUX"),
         "--ecs-config",
         str(config),
+        "--cgroup-parent",
+        tasks_cgroup_path(launch.prefix, iid),
     ]
     if kind is not None:  # what the agent registers: the type's size, not this machine's
         command += ["--cpu", str(kind.cpu_units), "--memory", str(max(0, kind.memory_mib - 256))]
@@ -303,7 +319,10 @@ def remove_host(prefix: str, state_dir: Path, instance_id: str) -> list[str]:
     from taskvpc.agent.teardown import Scope, teardown
 
     home = instance_dir(state_dir, instance_id)  # like up's state dir: the agent's is home/agent
-    result = teardown(Scope(instance_prefix(prefix, instance_id), home), grace=2.0)
+    scope = Scope(
+        instance_prefix(prefix, instance_id), home, cgroup_parent=tasks_cgroup_path(prefix, instance_id)
+    )
+    result = teardown(scope, grace=2.0)
     problems = [str(p) for p in result.problems]
     name = netns_name(prefix, instance_id)
     if (NETNS_DIR / name).exists():
@@ -316,12 +335,14 @@ def remove_host(prefix: str, state_dir: Path, instance_id: str) -> list[str]:
 
 
 def _kill_cgroup(path: str) -> None:
-    """SIGKILL whatever is left in the instance's cgroup (an agent ``up`` no longer knows by PID)."""
-    for directory in cgroups.existing(path):
-        with contextlib.suppress(OSError):
-            for line in (directory / "cgroup.procs").read_text().split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(line), signal.SIGKILL)
+    """SIGKILL whatever is left in the instance's cgroup and below (an agent ``up`` no longer knows by
+    PID, a task's process)."""
+    for top in cgroups.existing(path):
+        for procs in [top / "cgroup.procs", *top.rglob("*/cgroup.procs")]:
+            with contextlib.suppress(OSError):
+                for line in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(line), signal.SIGKILL)
 
 
 def remove_all(prefix: str, state_dir: Path) -> int:

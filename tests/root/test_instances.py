@@ -1,12 +1,16 @@
 """EC2 instances as hosts on this machine, for real: `aws ec2 run-instances --count 3 --instance-type
 c5.large --user-data 'ECS_CLUSTER=web'` against a `taskvpc up` gives three real agents, each in a network
 namespace of its own, registered in `web` across two AZs; an awsvpc service of 6 tasks is placed at most
-2 per instance (c5.large: 3 ENIs, the primary counts), a seventh task fails with RESOURCE:ENI; terminating
-them leaves no namespace, cgroup or agent process behind."""
+2 per instance (c5.large: 3 ENIs, the primary counts), each reaches RUNNING with its cgroup inside its
+instance's (under the type's limits) and serves the sample page to its instance's namespace, a seventh
+task fails with RESOURCE:ENI; terminating them leaves no namespace, cgroup or agent process behind."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,7 +19,26 @@ import pytest
 
 from taskvpc.cli import instances as hosts
 from taskvpc.control.ec2 import instances_catalog
-from tests.root.upserver import RootServer
+from tests.root.upserver import REPO, RootServer, web_group
+
+# GET a URL from inside a network namespace (``ip netns exec``), retrying while the server comes up
+_GET = (
+    "import sys, time, urllib.request\n"
+    "for _ in range(40):\n"
+    "    try:\n"
+    "        print(urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()); break\n"
+    "    except OSError:\n"
+    "        time.sleep(0.25)\n"
+)
+
+
+def _get_in(namespace: str, url: str) -> str:
+    done = subprocess.run(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", _GET, url],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return done.stdout
+
 
 pytestmark = [
     pytest.mark.root,
@@ -69,29 +92,25 @@ def test_run_instances_place_and_terminate(root_server: RootServer) -> None:
     assert set(states.values()) == {"running"}
     for iid in ids:  # each agent is a real process whose network namespace is the instance's own
         assert (hosts.NETNS_DIR / hosts.netns_name(server.prefix, iid)).exists()
-    agent_pids = [int(line) for iid in ids for d in hosts.cgroups.existing(hosts.cgroup_path(server.prefix, iid))[:1]
+    agent_pids = [int(line) for iid in ids
+                  for d in hosts.cgroups.existing(hosts.agent_cgroup_path(server.prefix, iid))[:1]
                   for line in (d / "cgroup.procs").read_text().split()]  # fmt: skip
     assert agent_pids
     instance_ns = {os.readlink(f"/proc/{pid}/ns/net") for pid in agent_pids}
     assert os.readlink("/proc/self/ns/net") not in instance_ns
 
-    ecs.register_task_definition(
-        family="hold",
-        networkMode="awsvpc",
-        requiresCompatibilities=["EC2"],
-        cpu="128",
-        memory="128",
-        containerDefinitions=[
-            {"name": "main", "image": "busybox:latest", "command": ["sleep", "3600"], "essential": True}
-        ],
-    )
+    ecs.register_task_definition(**json.loads((REPO / "examples" / "linux-simple-web.json").read_text()))
     subnets = [
         s["SubnetId"]
         for s in ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
     ]
-    network = {"awsvpcConfiguration": {"subnets": subnets}}
+    network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [web_group(server)]}}
     ecs.create_service(
-        cluster="web", serviceName="hold", taskDefinition="hold", desiredCount=6, networkConfiguration=network
+        cluster="web",
+        serviceName="hold",
+        taskDefinition="linux-simple-web",
+        desiredCount=6,
+        networkConfiguration=network,
     )
 
     def placed() -> list[dict]:  # type: ignore[type-arg]
@@ -101,7 +120,34 @@ def test_run_instances_place_and_terminate(root_server: RootServer) -> None:
     tasks = _wait(placed, 60)
     per_instance = Counter(t["containerInstanceArn"] for t in tasks)
     assert len(per_instance) == 3 and max(per_instance.values()) <= 2
-    seventh = ecs.run_task(cluster="web", taskDefinition="hold", networkConfiguration=network)
+
+    def running() -> list[dict]:  # type: ignore[type-arg]
+        found = ecs.describe_tasks(cluster="web", tasks=[t["taskArn"] for t in tasks])["tasks"]
+        return found if all(t["lastStatus"] == "RUNNING" for t in found) else []
+
+    try:  # each instance's own agent starts its tasks: ENIs in its namespace, containers under runc
+        tasks = _wait(running, 120)
+    except AssertionError:
+        found = ecs.describe_tasks(cluster="web", tasks=[t["taskArn"] for t in tasks])["tasks"]
+        raise AssertionError(
+            [
+                (t["lastStatus"], t.get("stoppedReason"), [c.get("reason") for c in t["containers"]])
+                for t in found
+            ]
+        ) from None
+    instance_of = {c["containerInstanceArn"]: c["ec2InstanceId"] for c in described}
+    for task in tasks:  # its cgroup is inside its instance's, so the type's vCPU/memory limits bound it
+        iid, task_id = instance_of[task["containerInstanceArn"]], task["taskArn"].rsplit("/", 1)[1]
+        task_cgroup = f"{hosts.tasks_cgroup_path(server.prefix, iid)}/{task_id}"
+        task_dirs = hosts.cgroups.existing(task_cgroup)
+        assert task_dirs and all(
+            any(p.read_text().split() for p in d.rglob("cgroup.procs")) for d in task_dirs
+        )
+        assert not hosts.cgroups.existing(f"taskvpc-{hosts.instance_prefix(server.prefix, iid)}")
+        details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
+        page = _get_in(hosts.netns_name(server.prefix, iid), f"http://{details['privateIPv4Address']}/")
+        assert "Amazon ECS Sample App" in page, (iid, details["privateIPv4Address"], page)
+    seventh = ecs.run_task(cluster="web", taskDefinition="linux-simple-web", networkConfiguration=network)
     assert seventh["tasks"] == [] and any(f["reason"] == "RESOURCE:ENI" for f in seventh["failures"])
 
     ecs.update_service(cluster="web", service="hold", desiredCount=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, strategies as st
@@ -106,3 +107,25 @@ def test_relay_pipes_both_ways_over_real_sockets() -> None:
     finally:
         relay.close()
         upstream.close()
+
+
+def test_windows_instances_refuse_containers_and_linux_ones_do_not() -> None:
+    assert InstanceConfig().container_refusal() is None
+    assert InstanceConfig(os_family="LINUX").container_refusal() is None
+    refusal = InstanceConfig(os_family="WINDOWS_SERVER_2019_FULL").container_refusal()
+    assert refusal is not None and refusal.startswith("CannotStartContainerError: Windows containers")
+    assert "WINDOWS_SERVER_2019_FULL" in refusal and "Linux kernel" in refusal
+
+
+def test_an_instance_agent_gets_its_tasks_cgroup_inside_the_instance(tmp_path: Path) -> None:
+    from taskvpc.agent import instance_config
+    from taskvpc.cli.instances import agent_cgroup_path, cgroup_path, tasks_cgroup_path
+
+    top = cgroup_path("tv", "i-0abc")
+    assert agent_cgroup_path("tv", "i-0abc") == f"{top}/agent"
+    assert tasks_cgroup_path("tv", "i-0abc") == f"{top}/ecs-tasks"
+    config = tmp_path / "ecs.config"
+    config.write_text("ECS_CLUSTER=web\n")
+    loaded = instance_config.load(str(config), "subnet-1", "LINUX", tasks_cgroup_path("tv", "i-0abc"))
+    assert loaded.cluster == "web" and loaded.cgroup_parent == f"{top}/ecs-tasks"
+    assert instance_config.load(None, None, None).cgroup_parent is None
