@@ -85,7 +85,7 @@ def compile_table(lb_id: str, lb_address: str | Sequence[str], listeners: Sequen
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
     ]
-    snat = []
+    snat: list[str] = []
     for listener in sorted(listeners, key=lambda li: (li.port, li.protocol)):
         if listener.protocol == "TLS":
             raise ValueError("a TLS listener terminates TLS: it cannot be compiled to a DNAT")
