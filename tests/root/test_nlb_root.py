@@ -124,6 +124,7 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
         VpcId=vpc_id,
         TargetType="ip",
         HealthCheckIntervalSeconds=5,
+        HealthCheckTimeoutSeconds=2,  # the NLB default (10 s) exceeds the interval
         HealthyThresholdCount=2,
         UnhealthyThresholdCount=2,
     )["TargetGroups"][0]
