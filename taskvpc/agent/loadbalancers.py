@@ -19,8 +19,10 @@ to remove):
 Everything found on the host for a load balancer that is not desired goes (HAProxy first, then the
 namespace, then the firewall registrations), at agent start as when DeleteLoadBalancer removes it from the
 answer. A desired one found running is adopted: its namespace is repaired in place and its HAProxy
-reloaded once with the configuration this agent computes. Network load balancers are not served by this
-agent yet (their listeners accept nothing).
+reloaded once with the configuration this agent computes.
+
+A network load balancer gets the same namespace, ENIs and health checker, but no HAProxy: its listeners
+are one nftables table in that namespace (``agent/nlb.py``), replaced atomically on every change.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from taskvpc.agent import netplan
+from taskvpc.agent import netplan, nlb
 from taskvpc.agent.dataplane import DataPlane
 from taskvpc.agent.drivers import netns
 from taskvpc.agent.drivers.haproxy import Haproxy
@@ -61,8 +63,8 @@ REPORT_DELAY = 0.05  # verdicts of one round of checks go in one report
 
 
 def served(state: DesiredState) -> dict[str, DesiredLoadBalancer]:
-    """The answer's load balancers this agent serves, by LB id (application ones, with ENIs)."""
-    return {lb.lb_id: lb for lb in state[LOAD_BALANCERS] if lb.type == "application" and lb.enis}
+    """The answer's load balancers this agent serves, by LB id (application and network ones, with ENIs)."""
+    return {lb.lb_id: lb for lb in state[LOAD_BALANCERS] if lb.type in ("application", "network") and lb.enis}
 
 
 def plan(desired: Mapping[str, DesiredLoadBalancer], found: set[str]) -> tuple[list[str], list[str]]:
@@ -231,6 +233,20 @@ class LoadBalancers:
             await self._load(running)
 
     async def _load(self, running: _Running) -> None:
+        if running.lb.type == "network":
+            await self._load_nlb(running)
+        else:
+            await self._load_alb(running)
+
+    async def _load_nlb(self, running: _Running) -> None:
+        """The NLB's table, replaced when what it would hold changed (one atomic batch)."""
+        batch = nlb.batch_for(running.lb, self._state_of(running))
+        if batch != running.structure:
+            ns = lb_netns(self.cfg, running.lb.lb_id)
+            await asyncio.to_thread(nlb.apply, ns, self.cfg.netns_dir, batch)
+            running.structure = batch
+
+    async def _load_alb(self, running: _Running) -> None:
         """HAProxy with the LB's configuration: reloaded when listeners/rules/groups changed (or on its
         first load by this agent), else only the servers that changed, through the runtime API."""
         lb, haproxy = running.lb, running.haproxy
@@ -304,7 +320,14 @@ class LoadBalancers:
 
         async def sync() -> None:
             async with running.lock:
-                if self.running.get(lb_id) is running and running.structure is not None:
+                if self.running.get(lb_id) is not running:
+                    return
+                if running.lb.type == "network":
+                    try:
+                        await self._load_nlb(running)
+                    except Exception as exc:  # the next answer (or verdict) tries again
+                        log.warning("nlb table %s", kv(lb=running.lb.arn, error=repr(exc)))
+                elif running.structure is not None:
                     await self._sync_servers(running)
 
         task = asyncio.ensure_future(sync())

@@ -50,36 +50,50 @@ def _map(targets: Sequence[Backend]) -> tuple[int, str]:
     return low, ", ".join(entries)
 
 
+def _listener_rules(
+    lines: list[str],
+    snat: list[str],
+    listener: NlbListener,
+    proto: str,
+    address: str,
+    targets: Sequence[Backend],
+) -> None:
+    match = f"ip daddr {address} {proto} dport {listener.port}"
+    if not targets:
+        refuse = "reject with tcp reset" if proto == "tcp" else "drop"
+        lines.append(f"    {match} {refuse}")
+        return
+    total, entries = _map(targets)
+    lines.append(f"    {match} dnat ip to numgen random mod {total} map {{ {entries} }}")
+    if not listener.preserve_client_ip:
+        # nft needs the layer-4 protocol before it can read a port out of the conntrack tuple.
+        snat.append(
+            f"    meta l4proto {proto} ct original ip daddr {address} ct original proto-dst {listener.port} "
+            f"ct status dnat snat ip to {address}"
+        )
+
+
 def table_name(lb_id: str) -> str:
     return f"tvnlb_{lb_id}"
 
 
-def compile_table(lb_id: str, lb_address: str, listeners: Sequence[NlbListener]) -> str:
+def compile_table(lb_id: str, lb_address: str | Sequence[str], listeners: Sequence[NlbListener]) -> str:
+    """The NLB's table; ``lb_address`` is its address, or one per ENI (each gets the same listeners)."""
+    addresses = (lb_address,) if isinstance(lb_address, str) else tuple(lb_address)
     lines = [
         f"table ip {table_name(lb_id)} {{",
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
     ]
-    snat = []
+    snat: list[str] = []
     for listener in sorted(listeners, key=lambda li: (li.port, li.protocol)):
         if listener.protocol == "TLS":
             raise ValueError("a TLS listener terminates TLS: it cannot be compiled to a DNAT")
         protocols = ("tcp", "udp") if listener.protocol == "TCP_UDP" else (listener.protocol.lower(),)
         targets = [t for t in listener.targets if t.weight > 0]
         for proto in protocols:
-            match = f"ip daddr {lb_address} {proto} dport {listener.port}"
-            if not targets:
-                refuse = "reject with tcp reset" if proto == "tcp" else "drop"
-                lines.append(f"    {match} {refuse}")
-                continue
-            total, entries = _map(targets)
-            lines.append(f"    {match} dnat ip to numgen random mod {total} map {{ {entries} }}")
-            if not listener.preserve_client_ip:
-                # nft needs the layer-4 protocol before it can read a port out of the conntrack tuple.
-                snat.append(
-                    f"    meta l4proto {proto} ct original ip daddr {lb_address} ct original proto-dst {listener.port} "
-                    f"ct status dnat snat ip to {lb_address}"
-                )
+            for address in addresses:
+                _listener_rules(lines, snat, listener, proto, address, targets)
     lines.append("  }")
     lines.extend(
         [
@@ -93,7 +107,7 @@ def compile_table(lb_id: str, lb_address: str, listeners: Sequence[NlbListener])
     return "\n".join(lines) + "\n"
 
 
-def replace_batch(lb_id: str, lb_address: str, listeners: Sequence[NlbListener]) -> str:
+def replace_batch(lb_id: str, lb_address: str | Sequence[str], listeners: Sequence[NlbListener]) -> str:
     """One atomic batch replacing the NLB's table (create-if-missing, delete, add): flows keep their
     conntrack entries, so a target left out stops getting NEW flows only."""
     name = table_name(lb_id)

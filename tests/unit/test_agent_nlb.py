@@ -1,0 +1,89 @@
+"""The NLB data plane's pure part: listeners and health verdicts -> the nft batch (agent/nlb.py)."""
+
+from __future__ import annotations
+
+from taskvpc.agent import nlb
+from taskvpc.agentapi.loadbalancers import DesiredLoadBalancer, HealthCheck, LbTarget, LbTargetGroup
+from taskvpc.agentapi.network import Eni, Vpc
+from taskvpc.netmodel import elb_nft
+
+TG = "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/tcp/00000000000000aa"
+TG2 = "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/tcp2/00000000000000bb"
+
+
+def _eni(ip: str, n: int) -> Eni:
+    return Eni(
+        attachment_id=f"att-{n}",
+        network_interface_id=f"eni-{n:017x}",
+        mac_address=f"02:00:00:00:00:{n:02x}",
+        private_ipv4_address=ip,
+        prefix_length=24,
+        gateway="10.0.1.1",
+        subnet_id="subnet-1",
+        vpc_id="vpc-1",
+    )
+
+
+def _lb(listeners: list[dict[str, object]], groups: list[LbTargetGroup]) -> DesiredLoadBalancer:
+    return DesiredLoadBalancer(
+        arn="arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/net/tcp/0123456789abcdef",
+        name="tcp",
+        type="network",
+        vpc=Vpc("vpc-1"),
+        enis=(_eni("10.0.1.9", 1), _eni("10.0.2.9", 2)),
+        listeners=tuple(listeners),
+        target_groups=tuple(groups),
+    )
+
+
+def _group(arn: str, *targets: LbTarget) -> LbTargetGroup:
+    return LbTargetGroup(arn, "TCP", 80, HealthCheck(protocol="TCP"), targets)
+
+
+def test_only_healthy_targets_take_new_flows_and_draining_never() -> None:
+    group = _group(
+        TG,
+        LbTarget("10.0.1.5", 80, "healthy"),
+        LbTarget("10.0.1.6", 80, "healthy"),
+        LbTarget("10.0.1.7", 80, "healthy"),
+        LbTarget("10.0.1.8", 80, "draining"),
+    )
+    verdicts = {"10.0.1.5": "healthy", "10.0.1.6": "unhealthy", "10.0.1.7": "initial", "10.0.1.8": "healthy"}
+    lb = _lb(
+        [{"Port": 80, "Protocol": "TCP", "DefaultActions": [{"Type": "forward", "TargetGroupArn": TG}]}],
+        [group],
+    )
+    [listener] = nlb.listeners_of(lb, lambda tg, ip, port: verdicts[ip])
+    assert listener.targets == (elb_nft.Backend("10.0.1.5", 80),)
+    batch = nlb.batch_for(lb, lambda tg, ip, port: verdicts[ip])
+    # Both ENI addresses serve the listener, each SNATing to itself.
+    for address in ("10.0.1.9", "10.0.2.9"):
+        assert (
+            f"ip daddr {address} tcp dport 80 dnat ip to numgen random mod 1 map {{ 0 : 10.0.1.5 . 80 }}"
+            in batch
+        )
+        assert f"snat ip to {address}" in batch
+    assert batch.startswith(f"table ip {elb_nft.table_name('0123456789abcdef')}\ndelete table")
+
+
+def test_all_unhealthy_fails_open_and_weights_follow_forward_config() -> None:
+    a = _group(TG, LbTarget("10.0.1.5", 80, "initial"), LbTarget("10.0.1.6", 80, "initial"))
+    b = _group(TG2, LbTarget("10.0.1.7", 81, "initial"))
+    forward = {
+        "Type": "forward",
+        "ForwardConfig": {
+            "TargetGroups": [{"TargetGroupArn": TG, "Weight": 3}, {"TargetGroupArn": TG2, "Weight": 1}]
+        },
+    }
+    lb = _lb([{"Port": 53, "Protocol": "TCP_UDP", "DefaultActions": [forward]}], [a, b])
+    [listener] = nlb.listeners_of(lb, lambda tg, ip, port: "unhealthy")
+    assert listener.targets == (
+        elb_nft.Backend("10.0.1.5", 80, 3),
+        elb_nft.Backend("10.0.1.6", 80, 3),
+        elb_nft.Backend("10.0.1.7", 81, 1),
+    )
+
+
+def test_tls_and_unknown_listeners_are_not_compiled() -> None:
+    lb = _lb([{"Port": 443, "Protocol": "TLS", "DefaultActions": []}], [])
+    assert nlb.listeners_of(lb, lambda tg, ip, port: "healthy") == []
