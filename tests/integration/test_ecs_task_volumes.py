@@ -64,12 +64,17 @@ SIDECAR: dict[str, Any] = {
     "volumesFrom": [{"sourceContainer": "web", "readOnly": True}],
     "mountPoints": [{"sourceVolume": "cache", "containerPath": "/cache"}],
 }
-EXECUTION_ROLE = "arn:aws:iam::000000000000:role/ecsTaskExecutionRole"
+EXECUTION_ROLE = "arn:aws:iam::123456789012:role/ecsTaskExecutionRole"
+ECS_TASKS_TRUST = (
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",'
+    ' "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}'
+)  # ECS refuses a launch with a role it could not assume
 
 
 def test_desired_state_carries_volumes_limits_and_container_fields(api: Server, agents: Any) -> None:
     agent = agents(attributes=RUNC_ATTRIBUTES).start()
     ecs = api.client("ecs")
+    api.client("iam").create_role(RoleName="ecsTaskExecutionRole", AssumeRolePolicyDocument=ECS_TASKS_TRUST)
     register_web(ecs, containers=[APP, SIDECAR], volumes=VOLUMES, executionRoleArn=EXECUTION_ROLE)
     subnet = default_subnets(api.client("ec2"))["us-east-1a"]
     extra_file = {"value": "/etc/taskvpc/extra.env", "type": "s3"}

@@ -566,23 +566,35 @@ def test_a_running_tasks_answer_carries_sts_credentials_that_act_as_the_task(
 
 
 def test_a_role_ecs_cannot_assume_gives_no_credentials_and_spoils_no_answer(
-    api: InProcessServer, agents: Any
+    api: InProcessServer, agents: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A role deleted after launch: that task goes without credentials (its endpoint answers 503), the
+    answer goes on, and the vendor is asked again later. (The launch itself refuses a role ECS could not
+    assume: tests/integration/test_task_role_launch.py.)"""
     from tests.integration.ecs_support import awsvpc, default_subnets, register_web
 
-    agent = agents().start(auto=True)
-    ecs, ec2 = api.client("ecs"), api.client("ec2")
-    register_web(ecs, taskRoleArn=f"arn:aws:iam::{ACCOUNT_ID}:role/missing")
+    monkeypatch.setattr(task_credentials, "RETRY_REFUSED", 0.0)  # asked again on the next answer
+    agent = agents()
+    agent.register()
+    agent.poll(after=-1)  # connected, but no poller: nothing is vended before the role is gone
+    ecs, ec2, iam = api.client("ecs"), api.client("ec2"), api.client("iam")
+    iam.create_role(RoleName="gone", AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))
+    role = f"arn:aws:iam::{ACCOUNT_ID}:role/gone"
+    register_web(ecs, taskRoleArn=role)
     subnet = default_subnets(ec2)["us-east-1a"]
     arn = ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet))["tasks"][0]["taskArn"]
+    iam.delete_role(RoleName="gone")
     answer = agent.poll(after=-1)
     assert [t["taskArn"] for t in answer["tasks"]] == [arn] and answer["credentials"] == []
+    iam.create_role(RoleName="gone", AssumeRolePolicyDocument=json.dumps(TRUST_ECS_TASKS))
+    [creds] = agent.poll(after=-1)["credentials"]  # the retry finds the role again
+    assert (creds["taskArn"], creds["roleArn"]) == (arn, role)
 
 
 def test_pass_role_is_checked_when_a_task_with_a_role_is_launched(api: InProcessServer) -> None:
     from tests.integration.ecs_support import awsvpc, default_subnets, register_web
 
-    role = f"arn:aws:iam::{ACCOUNT_ID}:role/web-task"
+    role = _role_for_tasks(api, "web-task", ALLOW_LIST_CLUSTERS)  # one ECS could assume
     api.client("ecs").create_cluster(clusterName="default")
     register_web(api.client("ecs"), taskRoleArn=role)  # by root
     launch = {

@@ -24,7 +24,7 @@ from taskvpc.agentapi.network import Eni
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import security_groups, subnets as ec2_subnets
 from taskvpc.control.ec2.task_enis import reserve_task_eni
-from taskvpc.control.ecs import capacity_providers, container_instances, tagging, task_state
+from taskvpc.control.ecs import capacity_providers, container_instances, tagging, task_roles, task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.control.ecs.task_definitions import find_task_definition
 from taskvpc.domain import capacity, tasks as taskdoc
@@ -455,6 +455,7 @@ def run_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
                     "failures": response["failures"],
                 }
         launch = prepare_launch(conn, ctx, cluster, params)
+        task_roles.check_task_roles(conn, ctx, cluster_name, launch.td, launch.overrides)
         created, placement_failures = place_tasks(
             conn,
             ctx,
@@ -543,6 +544,7 @@ def start_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.db.transaction() as conn:
         cluster = task_state.lock(conn, ctx, cluster_name)
         launch = prepare_launch(conn, ctx, cluster, {**params, "launchType": "EC2"})  # instances: EC2
+        task_roles.check_task_roles(conn, ctx, cluster_name, launch.td, launch.overrides)
         request = TaskRequest(
             cpu=launch.cpu,
             memory=launch.memory,
