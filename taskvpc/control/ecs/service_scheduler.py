@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ecs import services as service_calls, task_state, tasks
+from taskvpc.control.ecs import services as service_calls, task_roles, task_state, tasks
 from taskvpc.control.elbv2 import service_targets
 from taskvpc.domain import services as svc, tasks as taskdoc
 from taskvpc.domain.errors import ClientError
@@ -434,6 +434,10 @@ def _start(
         constraints.append({"type": "distinctInstance"})
     try:
         launch = tasks.prepare_launch(conn, ctx, cluster, params)
+        # a role ECS cannot assume does not refuse Create/UpdateService: each launch fails with an event
+        # "(service S) failed to launch a task with (error ECS was unable to assume the role ...)"
+        # (public service events: boto/boto3#1878, aws-samples/aws-modern-application-workshop#88)
+        task_roles.check_task_roles(conn, ctx, row["cluster"], launch.td, launch.overrides)
         launch.service_name = name
         created, failures = tasks.place_tasks(
             conn, ctx, launch, count, constraints, list(doc.get("placementStrategy") or [])

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ecs import capacity_providers, tagging, task_roles, task_state, tasks
+from taskvpc.control.ecs import capacity_providers, tagging, task_state, tasks
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of
 from taskvpc.control.elbv2 import service_targets
 from taskvpc.domain import capacity, services as svc
@@ -132,7 +132,6 @@ def create_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
         if existing is not None and existing["status"] == svc.DRAINING:
             raise invalid_parameter("Unable to Start a service that is still Draining.")  # unconfirmed
         launch, td = _checked_launch(conn, ctx, cluster, name, svc.launch_of(params))
-        task_roles.check_task_roles(conn, ctx, cluster_name, td)
         if params.get("role") and td.get("networkMode") == "awsvpc":
             # real text (public CreateService outputs): awsvpc services use ECS's service-linked role
             raise invalid_parameter(
@@ -233,8 +232,6 @@ def update_service(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
                 params["capacityProviderStrategy"]
             )
         launch, td = _checked_launch(conn, ctx, cluster, doc["serviceName"], wanted)
-        if launch["taskDefinition"] != doc.get("taskDefinition"):
-            task_roles.check_task_roles(conn, ctx, cluster_name, td)  # kept roles are not re-checked
         given = params.get("loadBalancers")
         balancers = doc.get("loadBalancers") or []
         if given is not None or launch["taskDefinition"] != doc.get("taskDefinition"):

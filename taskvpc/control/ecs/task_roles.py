@@ -1,5 +1,6 @@
 """Launch-time check of a task's roles: ECS refuses to start a task whose task or execution role it could
-not assume (RunTask, StartTask, CreateService, UpdateService to a new task definition).
+not assume. RunTask and StartTask answer InvalidParameterException; a service is created or updated all
+the same and each of its launches fails with the service event "failed to launch a task with (error ...)".
 
 The check is the trust half of what STS's ``vend_task_credentials`` does when the agent asks for the
 task's credentials: the role must exist and its trust policy must let ``ecs-tasks.amazonaws.com`` assume
