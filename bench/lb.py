@@ -1,0 +1,372 @@
+"""Load balancers for real: requests/s through an ALB and an NLB against straight to a task, and how fast
+target (de)registration takes effect.
+
+Run as root on a machine with nothing else of taskvpc's running (it starts its own ``taskvpc up`` with a
+private state dir and a unique name prefix, and removes everything it made at the end, even on failure):
+
+    sudo .venv/bin/python bench/lb.py [--seconds 3] [--connections 4] [--repeat 3] [--cycles 5]
+
+Two awsvpc tasks run busybox httpd on port 80 serving their own address (HTTP/1.0: one request per
+connection, so every request is a new connection end to end). One ALB (HTTP:80 to both tasks, HTTP:81 to
+a second target group used for the (de)registration timings) and one NLB (TCP:80 to both tasks), all in
+the agent's AZ's default subnet; health checks every 5 s (the minimum), healthy after 2, deregistration
+delay 0.
+
+1. Throughput: ``--connections`` threads in this process, each sending GET / on a new connection after
+   the previous answer, for ``--seconds``; straight to the tasks (round-robin), to the ALB, to the NLB,
+   interleaved, ``--repeat`` times each; the median requests/s. A Python load generator (neither ``ab``
+   nor ``wrk`` is installed here): it measures the path's per-request cost under the same client, not the
+   data plane's ceiling.
+2. Registration: task B is always in the :81 group; RegisterTargets(A) at t0, then one request at a time
+   (round-robin gives A every other one once it is in) until A's address answers. Goal: one health-check
+   interval + 50 ms.
+3. Deregistration: DeregisterTargets(A) at t1 with two threads sending requests on; the latency is the
+   start of the last request A answered, minus t1 (0 when none did). Goal: p99 50 ms.
+Cycles 2-3 repeat ``--cycles`` times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from launch import KEY_ID, SECRET, cleanup, drain, free_port, percentile, start_server, wait_for_instance
+
+from taskvpc.agent.runtime.procs import cmdline
+
+SCRIPT = (
+    "mkdir -p www && ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1 > www/index.html && "
+    "exec busybox httpd -f -p 80 -h www"
+)
+TASK_DEFINITION = {
+    "family": "bench-lb",
+    "networkMode": "awsvpc",
+    "containerDefinitions": [
+        {
+            "name": "web",
+            "image": "busybox",
+            "essential": True,
+            "memory": 32,
+            "entryPoint": ["sh", "-c"],
+            "command": [SCRIPT],
+            "portMappings": [{"containerPort": 80}],
+            "linuxParameters": {"initProcessEnabled": True},
+        }
+    ],
+}
+INTERVAL = 5
+
+
+def request(address: str, port: int = 80, timeout: float = 2.0) -> tuple[int, str]:
+    """(status, body) of one GET / on a new connection; (0, "") when it fails."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as sock:
+            sock.sendall(f"GET / HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError:
+        return 0, ""
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    parts = head.split(b" ", 2)
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), body.decode().strip()
+
+
+def load(addresses: list[str], connections: int, seconds: float) -> float:
+    """Requests/s answered 200 by ``connections`` threads for ``seconds`` (each thread cycles addresses)."""
+    counts = [0] * connections
+    failures = [0] * connections
+    stop = time.monotonic() + seconds
+
+    def worker(index: int) -> None:
+        turn = index
+        while time.monotonic() < stop:
+            status, _ = request(addresses[turn % len(addresses)])
+            turn += 1
+            if status == 200:
+                counts[index] += 1
+            else:
+                failures[index] += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if sum(failures):
+        print(f"{addresses}: {sum(failures)} failed requests", file=sys.stderr)
+    return sum(counts) / (time.monotonic() - started)
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not within {timeout} s")
+        time.sleep(0.05)
+
+
+def registration(elbv2: Any, tg: str, alb: str, target: str) -> float:
+    """Seconds from RegisterTargets(target) to the first request it answers through the ALB's :81."""
+    started = time.perf_counter()
+    elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": target}])
+    deadline = started + 60
+    while time.perf_counter() < deadline:
+        if request(alb, 81)[1] == target:
+            return time.perf_counter() - started
+        time.sleep(0.005)
+    raise SystemExit("a registered target never answered")
+
+
+def deregistration(elbv2: Any, tg: str, alb: str, target: str, watch: float = 1.5) -> float:
+    """Seconds from DeregisterTargets(target) to the start of the last request it answered (0 if none)."""
+    stop = threading.Event()
+    last = [0.0]
+    started = [0.0]
+
+    def worker() -> None:
+        while not stop.is_set():
+            sent = time.perf_counter()
+            if request(alb, 81)[1] == target:
+                last[0] = max(last[0], sent)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)  # both threads busy before the call
+    started[0] = time.perf_counter()
+    elbv2.deregister_targets(TargetGroupArn=tg, Targets=[{"Id": target}])
+    time.sleep(watch)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return max(0.0, last[0] - started[0])
+
+
+def haproxy_pids(state_dir: Path) -> list[int]:
+    return [
+        int(p)
+        for p in os.listdir("/proc")
+        if p.isdigit()
+        and (args := cmdline(int(p)))
+        and args[0].endswith("haproxy")
+        and str(state_dir) in " ".join(args)
+    ]
+
+
+def setup(ecs: Any, ec2: Any, elbv2: Any) -> dict[str, Any]:
+    """Two tasks, an ALB and an NLB in front of them, the :81 group for the (de)registration cycles."""
+    ecs.register_task_definition(**TASK_DEFINITION)
+    [instance] = ecs.describe_container_instances(
+        cluster="default",
+        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
+    )["containerInstances"]
+    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
+    [subnet] = ec2.describe_subnets(
+        Filters=[
+            {"Name": "default-for-az", "Values": ["true"]},
+            {"Name": "availability-zone", "Values": [zone]},
+        ]
+    )["Subnets"]
+    group = ec2.create_security_group(GroupName="bench-lb", Description="http", VpcId=subnet["VpcId"])[
+        "GroupId"
+    ]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 81, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ],
+    )
+    run = ecs.run_task(
+        cluster="default",
+        taskDefinition="bench-lb",
+        count=2,
+        networkConfiguration={
+            "awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [group]}
+        },
+    )
+    arns = [t["taskArn"] for t in run["tasks"]]
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=arns, WaiterConfig={"Delay": 1})
+    tasks = []
+    for task in ecs.describe_tasks(cluster="default", tasks=arns)["tasks"]:
+        details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
+        tasks.append(details["privateIPv4Address"])
+    for ip in tasks:
+        wait_for(lambda ip=ip: request(ip)[0] == 200, 20, f"task {ip} serving")
+
+    def target_group(name: str, protocol: str) -> str:
+        arn = elbv2.create_target_group(
+            Name=name,
+            Protocol=protocol,
+            Port=80,
+            VpcId=subnet["VpcId"],
+            TargetType="ip",
+            HealthCheckIntervalSeconds=INTERVAL,
+            HealthCheckTimeoutSeconds=2,
+            HealthyThresholdCount=2,
+            UnhealthyThresholdCount=2,
+        )["TargetGroups"][0]["TargetGroupArn"]
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=arn, Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "0"}]
+        )
+        return str(arn)
+
+    def balancer(name: str, kind: str) -> tuple[str, str]:
+        lb = elbv2.create_load_balancer(
+            Name=name, Type=kind, Subnets=[subnet["SubnetId"]], SecurityGroups=[group]
+        )["LoadBalancers"][0]
+        [address] = [
+            a["PrivateIPv4Address"]
+            for z in elbv2.describe_load_balancers(LoadBalancerArns=[lb["LoadBalancerArn"]])["LoadBalancers"][
+                0
+            ]["AvailabilityZones"]
+            for a in z.get("LoadBalancerAddresses", [])
+        ] or [_eni_address(ec2, lb["LoadBalancerArn"])]
+        return lb["LoadBalancerArn"], address
+
+    alb_arn, alb = balancer("bench-alb", "application")
+    nlb_arn, nlb = balancer("bench-nlb", "network")
+    web, cycles, tcp = target_group("web", "HTTP"), target_group("cycles", "HTTP"), target_group("tcp", "TCP")
+    for lb_arn, port, protocol, tg in (
+        (alb_arn, 80, "HTTP", web),
+        (alb_arn, 81, "HTTP", cycles),
+        (nlb_arn, 80, "TCP", tcp),
+    ):
+        elbv2.create_listener(
+            LoadBalancerArn=lb_arn,
+            Protocol=protocol,
+            Port=port,
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
+        )
+    for tg in (web, tcp):
+        elbv2.register_targets(TargetGroupArn=tg, Targets=[{"Id": ip} for ip in tasks])
+    elbv2.register_targets(TargetGroupArn=cycles, Targets=[{"Id": tasks[1]}])
+    for tg, want in ((web, 2), (tcp, 2), (cycles, 1)):
+        wait_for(
+            lambda tg=tg, want=want: (
+                sum(
+                    d["TargetHealth"]["State"] == "healthy"
+                    for d in elbv2.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
+                )
+                == want
+            ),
+            60,
+            "targets healthy",
+        )
+    wait_for(lambda: request(alb)[0] == 200 and request(nlb)[0] == 200, 20, "load balancers serving")
+    return {"tasks": tasks, "alb": alb, "nlb": nlb, "cycles": cycles, "lbs": [alb_arn, nlb_arn]}
+
+
+def _eni_address(ec2: Any, lb_arn: str) -> str:
+    path = lb_arn.split(":loadbalancer/")[1]
+    found = ec2.describe_network_interfaces()["NetworkInterfaces"]
+    return str(sorted(e["PrivateIpAddress"] for e in found if e.get("Description") == f"ELB {path}")[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=5)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/lb.py needs root (it runs the agent)", file=sys.stderr)
+        return 1
+    prefix = "tvn" + secrets.token_hex(2)
+    port = free_port()
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="taskvpc-lb-") as tmp:
+        state = Path(tmp) / "state"
+        state.mkdir()
+        server = start_server(state, prefix, port)
+        lbs: list[str] = []
+        common: dict[str, Any] = {
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "region_name": "us-east-1",
+            "aws_access_key_id": KEY_ID,
+            "aws_secret_access_key": SECRET,
+            "config": Config(retries={"max_attempts": 1}),
+        }
+        ecs, ec2, elbv2 = (boto3.client(s, **common) for s in ("ecs", "ec2", "elbv2"))
+        try:
+            wait_for_instance(ecs)
+            made = setup(ecs, ec2, elbv2)
+            lbs = made["lbs"]
+            tasks, alb, nlb = made["tasks"], made["alb"], made["nlb"]
+            paths = {"direct to the tasks": tasks, "through the ALB": [alb], "through the NLB": [nlb]}
+            rates: dict[str, list[float]] = {label: [] for label in paths}
+            for _ in range(args.repeat):
+                for label, addresses in paths.items():
+                    rates[label].append(load(addresses, args.connections, args.seconds))
+            result["requests/s"] = {label: statistics.median(r) for label, r in rates.items()}
+            result["requests/s runs"] = rates
+            registered, deregistered = [], []
+            for _ in range(args.cycles):
+                registered.append(registration(elbv2, made["cycles"], alb, tasks[0]))
+                deregistered.append(deregistration(elbv2, made["cycles"], alb, tasks[0]))
+                wait_for(
+                    lambda: all(
+                        d["Target"]["Id"] != tasks[0]
+                        for d in elbv2.describe_target_health(TargetGroupArn=made["cycles"])[
+                            "TargetHealthDescriptions"
+                        ]
+                    ),
+                    30,
+                    "deregistered target gone",
+                )
+            result["register → first request ms"] = {
+                "p50": 1000 * statistics.median(registered),
+                "max": 1000 * max(registered),
+                "runs": [round(1000 * s, 1) for s in registered],
+            }
+            result["deregister → last request ms"] = {
+                "p50": 1000 * statistics.median(deregistered),
+                "p99": 1000 * percentile(deregistered, 0.99),
+                "runs": [round(1000 * s, 1) for s in deregistered],
+            }
+        finally:
+            try:
+                if lbs:
+                    elbv2.delete_load_balancer(LoadBalancerArn=lbs[0])
+                    elbv2.delete_load_balancer(LoadBalancerArn=lbs[1])
+                    wait_for(lambda: not haproxy_pids(state), 15, "ALB stopped")
+                drain(ecs, state)
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+                for pid in haproxy_pids(state):  # an LB that outlived the server (by pid: ours only)
+                    os.kill(pid, signal.SIGKILL)
+                cleanup(prefix)
+    print(json.dumps(result, indent=2))
+    rps = result["requests/s"]
+    print("\n| path | requests/s (median) |\n|---|---:|")
+    for label, value in rps.items():
+        print(f"| {label} | {value:.0f} |")
+    reg, dereg = result["register → first request ms"], result["deregister → last request ms"]
+    print(
+        f"\nRegisterTargets → first request served through the ALB: p50 {reg['p50']:.0f} ms, "
+        f"max {reg['max']:.0f} ms (interval {INTERVAL} s).\n"
+        f"DeregisterTargets → last new request to the target: p50 {dereg['p50']:.1f} ms, "
+        f"p99 {dereg['p99']:.1f} ms."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
