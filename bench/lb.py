@@ -167,7 +167,7 @@ def serving(address: str, port: int = 80) -> Callable[[], bool]:
 def healthy(elbv2: Any, tg: str, want: int) -> Callable[[], bool]:
     def check() -> bool:
         found = elbv2.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
-        return sum(d["TargetHealth"]["State"] == "healthy" for d in found) == want
+        return bool(sum(d["TargetHealth"]["State"] == "healthy" for d in found) == want)
 
     return check
 
