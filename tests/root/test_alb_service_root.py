@@ -80,8 +80,15 @@ def alb(server: RootServer) -> Iterator[dict[str, str]]:
     """An ALB with its groups, an `ip` target group (5 s checks, 2 s delay) and a listener."""
     ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
     ecs.register_task_definition(**TASK_DEFINITION)
+    [instance] = ecs.describe_container_instances(
+        cluster="default",
+        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
+    )["containerInstances"]
+    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-    vpc_id = subnets[0]["VpcId"]
+    home = next(s for s in subnets if s["AvailabilityZone"] == zone)  # where the agent places tasks
+    other = next(s for s in subnets if s["AvailabilityZone"] != zone)
+    vpc_id = home["VpcId"]
     alb_sg = ec2.create_security_group(GroupName="svc-alb", Description="alb", VpcId=vpc_id)["GroupId"]
     ec2.authorize_security_group_ingress(
         GroupId=alb_sg,
@@ -99,7 +106,7 @@ def alb(server: RootServer) -> Iterator[dict[str, str]]:
         ],
     )
     lb = elbv2.create_load_balancer(
-        Name="svc", Subnets=[s["SubnetId"] for s in subnets[:2]], SecurityGroups=[alb_sg]
+        Name="svc", Subnets=[home["SubnetId"], other["SubnetId"]], SecurityGroups=[alb_sg]
     )["LoadBalancers"][0]
     tg = elbv2.create_target_group(
         Name="svc",
@@ -133,7 +140,7 @@ def alb(server: RootServer) -> Iterator[dict[str, str]]:
     yield {
         "tg": tg["TargetGroupArn"],
         "url": f"http://{address}/",
-        "subnet": subnets[0]["SubnetId"],
+        "subnet": home["SubnetId"],
         "group": task_sg,
     }
     try:  # the service first (its tasks drain), then the LB: the server fixture checks nothing is left
@@ -141,6 +148,25 @@ def alb(server: RootServer) -> Iterator[dict[str, str]]:
         wait_for(lambda: not running(ecs, "web"), 30, "service tasks stopped")
     finally:
         elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+
+
+@pytest.fixture(autouse=True)
+def explain_failure(request: pytest.FixtureRequest, server: RootServer) -> Iterator[None]:
+    """On a failure, print what it needs to be understood: the service, its tasks, the agent's log."""
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed_before:
+        return
+    ecs = server.client("ecs")
+    found = ecs.describe_services(cluster="default", services=["web"])["services"]
+    for service in found:
+        print("deployments:", json.dumps(service["deployments"], default=str))
+        print("events:", "\n".join(e["message"] for e in service["events"][:30]))
+    arns = ecs.list_tasks(cluster="default", desiredStatus="STOPPED")["taskArns"][:20]
+    for task in ecs.describe_tasks(cluster="default", tasks=arns)["tasks"] if arns else []:
+        print("stopped:", task["taskArn"], task.get("stopCode"), task.get("stoppedReason"))
+    log = (server.state_dir / "server.log").read_text(errors="replace").splitlines()
+    print("\n".join(line for line in log if "HTTP/1.1" not in line)[-8000:])
 
 
 def all_healthy(elbv2: Any, tg: str, ips: set[str]) -> bool:
@@ -205,8 +231,12 @@ def test_rolling_deploy_under_traffic_loses_no_request(server: RootServer, alb: 
     new = task_ips(ecs, running(ecs, "web"))
     assert len(new) == 3 and not set(new) & set(old)
     assert all_healthy(elbv2, alb["tg"], set(new.values()))
-    stopped = ecs.describe_tasks(cluster="default", tasks=list(old))["tasks"]
-    assert {t["lastStatus"] for t in stopped} == {"STOPPED"}
+
+    def old_stopped() -> list[dict[str, Any]] | None:
+        found: list[dict[str, Any]] = ecs.describe_tasks(cluster="default", tasks=list(old))["tasks"]
+        return found if {t["lastStatus"] for t in found} == {"STOPPED"} else None
+
+    stopped = wait_for(old_stopped, 15, "old tasks stopped")
     assert {t["stopCode"] for t in stopped} == {"ServiceSchedulerInitiated"}
     assert client.failures == [], client.failures
     assert set(new.values()) <= set(client.answers), client.answers
