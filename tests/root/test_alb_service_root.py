@@ -59,7 +59,7 @@ def task_ips(ecs: Any, arns: list[str]) -> dict[str, str]:
     found = {}
     for task in ecs.describe_tasks(cluster="default", tasks=arns)["tasks"]:
         details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
-        found[task["taskArn"]] = details["privateIPv4Address"]
+        found[task["taskArn"]] = details.get("privateIPv4Address", "")  # "" until it is provisioned
     return found
 
 
@@ -162,6 +162,8 @@ def explain_failure(request: pytest.FixtureRequest, server: RootServer) -> Itera
     for service in found:
         print("deployments:", json.dumps(service["deployments"], default=str))
         print("events:", "\n".join(e["message"] for e in service["events"][:30]))
+    for tg in server.client("elbv2").describe_target_groups()["TargetGroups"]:
+        print("health:", health(server.client("elbv2"), tg["TargetGroupArn"]))
     arns = ecs.list_tasks(cluster="default", desiredStatus="STOPPED")["taskArns"][:20]
     for task in ecs.describe_tasks(cluster="default", tasks=arns)["tasks"] if arns else []:
         print("stopped:", task["taskArn"], task.get("stopCode"), task.get("stoppedReason"))
@@ -190,6 +192,7 @@ def test_service_registers_healthy_targets_served_through_the_alb(
         loadBalancers=[{"targetGroupArn": alb["tg"], "containerName": "web", "containerPort": 80}],
     )
     arns = wait_for(lambda: found if len(found := running(ecs, "web")) == 3 else None, 30, "3 tasks")
+    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=arns, WaiterConfig={"Delay": 1})
     ips = set(task_ips(ecs, arns).values())
     wait_for(lambda: all_healthy(elbv2, alb["tg"], ips), 30, "3 healthy targets")
 
@@ -263,7 +266,7 @@ def test_task_that_stops_serving_is_replaced(server: RootServer, alb: dict[str, 
     def replaced() -> dict[str, str] | None:
         now = task_ips(ecs, running(ecs, "web"))
         fresh = set(now) - set(before)
-        return now if len(now) == 3 and victim not in now and fresh else None
+        return now if len(now) == 3 and victim not in now and fresh and all(now.values()) else None
 
     after = wait_for(replaced, 40, "victim replaced")
     wait_for(lambda: all_healthy(elbv2, alb["tg"], set(after.values())), 20, "replacement healthy")
