@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from taskvpc.agent.runtime.procs import cmdline
 from tests.root.test_alb_root import TASK_DEFINITION, get, health, server, wait_for
 from tests.root.upserver import RootServer
 
@@ -171,6 +172,25 @@ def explain_failure(request: pytest.FixtureRequest, server: RootServer) -> Itera
     print("\n".join(line for line in log if "HTTP/1.1" not in line)[-8000:])
 
 
+def serving_process(pid: int) -> int:
+    """The httpd among ``pid`` and its descendants (the container's main process may be an init)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        if "httpd" in " ".join(cmdline(current) or []):
+            return current
+        todo += children.get(current, [])
+    raise AssertionError(f"no httpd under pid {pid}")
+
+
 def all_healthy(elbv2: Any, tg: str, ips: set[str]) -> bool:
     seen = health(elbv2, tg)
     return set(seen) == ips and all(h["State"] == "healthy" for h in seen.values())
@@ -252,8 +272,8 @@ def test_task_that_stops_serving_is_replaced(server: RootServer, alb: dict[str, 
     victim, victim_ip = next(iter(before.items()))
     # Its httpd answers 404 once its page is gone (the container's cwd is where SCRIPT made `www`).
     [pid_file] = server.state_dir.glob(f"agent/tasks/{victim.rsplit('/', 1)[1]}/web/pid")
-    main_pid = json.loads(pid_file.read_text())["pid"]
-    (Path(f"/proc/{main_pid}/cwd") / "www" / "index.html").unlink()
+    httpd = serving_process(int(json.loads(pid_file.read_text())["pid"]))
+    (Path(f"/proc/{httpd}/cwd") / "www" / "index.html").unlink()
 
     def unhealthy() -> dict[str, str] | None:
         seen = health(elbv2, alb["tg"]).get(victim_ip)
