@@ -270,10 +270,10 @@ def test_task_that_stops_serving_is_replaced(server: RootServer, alb: dict[str, 
     ecs, elbv2 = server.client("ecs"), server.client("elbv2")
     before = task_ips(ecs, running(ecs, "web"))
     victim, victim_ip = next(iter(before.items()))
-    # Its httpd answers 404 once its page is gone (the container's cwd is where SCRIPT made `www`).
+    # Its httpd answers 404 once its page is gone.
     [pid_file] = server.state_dir.glob(f"agent/tasks/{victim.rsplit('/', 1)[1]}/web/pid")
     httpd = serving_process(int(json.loads(pid_file.read_text())["pid"]))
-    (Path(f"/proc/{httpd}/cwd") / "www" / "index.html").unlink()
+    (Path(f"/proc/{httpd}/cwd") / "index.html").unlink()  # busybox httpd chdirs into its `-h` directory
 
     def unhealthy() -> dict[str, str] | None:
         seen = health(elbv2, alb["tg"]).get(victim_ip)
