@@ -11,7 +11,8 @@ section does not carry target-group attributes yet, so it is the only mode serve
 
 Every change (listeners, targets, a health verdict) replaces the table in one atomic ``nft -f`` batch
 (``elb_nft.replace_batch``): a target left out of the maps gets no new flow while conntrack keeps the
-flows it has (draining). The namespace forwards (``ip_forward``), which only an NLB's namespace needs.
+flows it has (draining). The namespace forwards (``ip_forward``), which only an NLB's namespace needs. With several
+ENIs each flow is marked with the ENI it arrived on, so it and its replies leave by that ENI (``lbnet.fwmark``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers import lbnet, netns
 from taskvpc.agentapi.loadbalancers import DesiredLoadBalancer
 from taskvpc.netmodel import elb_health, elb_nft
 
@@ -79,7 +80,8 @@ def listeners_of(
 
 def batch_for(lb: DesiredLoadBalancer, states: Callable[[str, str, int], str]) -> str:
     addresses = [e.private_ipv4_address for e in lb.enis]
-    return elb_nft.replace_batch(lb.lb_id, addresses, listeners_of(lb, states))
+    marks = [(f"eth{i}", lbnet.fwmark(i)) for i in range(len(lb.enis))] if len(lb.enis) > 1 else []
+    return elb_nft.replace_batch(lb.lb_id, addresses, listeners_of(lb, states), marks)
 
 
 def apply(ns_name: str, netns_dir: str, batch: str) -> None:
