@@ -223,6 +223,7 @@ class LoadBalancers:
         old_enis = {e.network_interface_id for e in running.lb.enis} - {
             e.network_interface_id for e in lb.enis
         }
+        ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
         running.lb = lb
         async with running.lock:
             await self.network.call(self._register_enis, lb)  # rules before the veths
@@ -231,6 +232,10 @@ class LoadBalancers:
                 await self.network.call(self._unregister_enis, sorted(old_enis))
             running.checker.set_groups(lb.target_groups)
             await self._load(running)
+            if ended:  # after the table left them out: a forgotten flow must not find them again
+                ns = lb_netns(self.cfg, lb.lb_id)
+                count = await asyncio.to_thread(nlb.forget_flows, ns, self.cfg.netns_dir, ended)
+                log.info("nlb flows terminated %s", kv(lb=lb.arn, targets=",".join(ended), flows=count))
 
     async def _load(self, running: _Running) -> None:
         if running.lb.type == "network":
