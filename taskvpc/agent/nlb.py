@@ -125,6 +125,20 @@ def terminated(before: DesiredLoadBalancer, after: DesiredLoadBalancer) -> list[
     return sorted(out)
 
 
+def drain_ends(lb: DesiredLoadBalancer) -> dict[str, float]:
+    """Seconds until each draining target's flows are to be terminated (groups with termination enabled;
+    not an address that still serves another target, as flows are forgotten by address)."""
+    live = {t.ip for g in lb.target_groups for t in g.targets if t.state != elb_health.DRAINING}
+    out: dict[str, float] = {}
+    for group in lb.target_groups:
+        if group.attribute(TERMINATION, "false") != "true":
+            continue
+        for t in group.targets:
+            if t.state == elb_health.DRAINING and t.drain_seconds is not None and t.ip not in live:
+                out[t.ip] = max(out.get(t.ip, 0.0), t.drain_seconds)
+    return out
+
+
 def forget_flows(ns_name: str, netns_dir: str, addresses: list[str]) -> int:
     """Delete the namespace's conntrack entries naming any of ``addresses``; how many."""
     fd = netns.open_ns(ns_name, netns_dir)

@@ -31,16 +31,24 @@ class LbTarget:
     ip: str
     port: int
     state: str  # the control plane's view: initial | healthy | unhealthy | draining
+    # A draining target's seconds left of its deregistration delay when the answer was made: the agent
+    # times the delay's end itself (nothing wakes it when a delay merely runs out).
+    drain_seconds: float | None = None
 
     @classmethod
     def from_wire(cls, doc: Mapping[str, Any]) -> LbTarget | None:
         ip, port = read.string(doc.get("id")), read.positive(doc.get("port"))
         if ip is None or port is None:
             return None
-        return cls(ip, port, read.string(doc.get("state")) or "initial")
+        return cls(
+            ip, port, read.string(doc.get("state")) or "initial", read.seconds(doc.get("drainSeconds"))
+        )
 
     def to_wire(self) -> Doc:
-        return {"id": self.ip, "port": self.port, "state": self.state}
+        doc: Doc = {"id": self.ip, "port": self.port, "state": self.state}
+        if self.drain_seconds is not None:
+            doc["drainSeconds"] = self.drain_seconds
+        return doc
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -176,6 +177,28 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
         assert set(by_address) == set(serving), (address, by_address)
     assert not any(host_connects(ip) for ip in serving)  # only the NLB's group is admitted
 
+    # Connection termination: two connections wait mid-request while every serving target is deregistered.
+    # During the delay one still gets its answer; once the delay ended the other's flow is gone (reset).
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=tg["TargetGroupArn"],
+        Attributes=[
+            {"Key": "deregistration_delay.timeout_seconds", "Value": "3"},
+            {"Key": "deregistration_delay.connection_termination.enabled", "Value": "true"},
+        ],
+    )
+    during, after = (_half_request(addresses[1]) for _ in range(2))
+    elbv2.deregister_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": ip} for ip in serving])
+    with during:
+        during.sendall(b"\r\n")
+        assert b" 200 " in during.recv(4096).split(b"\r\n")[0]
+    wait_for(lambda: not set(serving) & set(health(elbv2, tg["TargetGroupArn"])), 30, "delay ended")
+    log = server.log_path
+    wait_for(lambda: "nlb flows terminated" in log.read_text(errors="replace"), 20, "flows terminated")
+    with after, pytest.raises(ConnectionResetError):
+        after.sendall(b"\r\n")
+        after.recv(4096)
+        after.recv(4096)  # the reset may arrive after the request went out
+
     lb_id = lb["LoadBalancerArn"].rsplit("/", 1)[1]
     netns_name = f"{server.prefix}-l-{lb_id}"
     assert netns_name in hostcheck.namespaces(server.prefix)
@@ -193,6 +216,13 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     wait_for(gone, 15, "load balancer removed")
     assert not any(get_ok(f"http://{a}/") for a in addresses)
     print(json.dumps({"settle_seconds": round(settle_seconds, 2), "answers": answered}))
+
+
+def _half_request(address: str) -> socket.socket:
+    """A connection to the NLB holding a request without its final blank line (httpd waits for it)."""
+    conn = socket.create_connection((address, 80), timeout=5)
+    conn.sendall(b"GET / HTTP/1.0\r\nHost: nlb\r\n")
+    return conn
 
 
 def _diagnose(server: RootServer, lb_arn: str, seen: object) -> None:

@@ -126,3 +126,12 @@ def test_several_enis_mark_their_flows_single_one_does_not() -> None:
         lb.arn, lb.name, lb.type, lb.vpc, lb.enis[:1], lb.listeners, (), lb.target_groups
     )
     assert "ct mark" not in nlb.batch_for(single, lambda tg, ip, port: "healthy")
+
+
+def test_drain_ends_are_timed_for_terminating_groups_only() -> None:
+    draining = LbTarget("10.0.1.6", 80, "draining", 2.5)
+    listener = {"Port": 80, "Protocol": "TCP", "DefaultActions": [{"Type": "forward", "TargetGroupArn": TG}]}
+    assert nlb.drain_ends(_lb([listener], [_terminating(TG, True, draining)])) == {"10.0.1.6": 2.5}
+    assert nlb.drain_ends(_lb([listener], [_terminating(TG, False, draining)])) == {}
+    still = _terminating(TG2, False, LbTarget("10.0.1.6", 81, "healthy"))
+    assert nlb.drain_ends(_lb([listener], [_terminating(TG, True, draining), still])) == {}

@@ -157,7 +157,15 @@ def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> Desire
                 str(tg.get("Protocol") or "HTTP"),
                 int(tg.get("Port") or 80),
                 _health_check(tg),
-                tuple(LbTarget(r["target_id"], int(r["port"]), str(r["state"])) for r in rows),
+                tuple(
+                    LbTarget(
+                        r["target_id"],
+                        int(r["port"]),
+                        str(r["state"]),
+                        None if r["drain_until"] is None else max(0.0, float(r["drain_until"]) - ctx.now),
+                    )
+                    for r in rows
+                ),
                 tuple(sorted(_attributes(tg).items())),
             )
         )
