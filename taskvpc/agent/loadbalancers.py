@@ -107,6 +107,7 @@ class _Running:
     checker: HealthChecker
     servers: dict[str, list[tuple[elb_haproxy.Target, str]]] = field(default_factory=dict)  # as applied
     structure: str | None = None  # the configuration without servers, as last loaded
+    drain_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # NLB: address -> its end
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -223,6 +224,7 @@ class LoadBalancers:
         old_enis = {e.network_interface_id for e in running.lb.enis} - {
             e.network_interface_id for e in lb.enis
         }
+        ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
         running.lb = lb
         async with running.lock:
             await self.network.call(self._register_enis, lb)  # rules before the veths
@@ -231,6 +233,40 @@ class LoadBalancers:
                 await self.network.call(self._unregister_enis, sorted(old_enis))
             running.checker.set_groups(lb.target_groups)
             await self._load(running)
+            if lb.type == "network":
+                self._time_drains(running)
+            if ended:  # after the table left them out: a forgotten flow must not find them again
+                await self._forget(running, ended)
+
+    def _time_drains(self, running: _Running) -> None:
+        """Terminate a draining target's flows when its delay ends (``nlb.drain_ends``); a target no longer
+        draining (re-registered, or gone: :func:`nlb.terminated` then did it) loses its timer."""
+        ends = nlb.drain_ends(running.lb)
+        for ip in set(running.drain_timers) - set(ends):
+            running.drain_timers.pop(ip).cancel()
+        loop = asyncio.get_running_loop()
+        for ip, seconds in ends.items():
+            if ip not in running.drain_timers:  # one that fired stays, so it is not armed again
+                running.drain_timers[ip] = loop.call_later(seconds, self._drain_ended, running, ip)
+
+    def _drain_ended(self, running: _Running, ip: str) -> None:
+        async def forget() -> None:
+            async with running.lock:
+                if self.running.get(running.lb.lb_id) is running:
+                    await self._forget(running, [ip])
+
+        task = asyncio.ensure_future(forget())
+        self._syncs.add(task)
+        task.add_done_callback(self._syncs.discard)
+
+    async def _forget(self, running: _Running, addresses: list[str]) -> None:
+        ns = lb_netns(self.cfg, running.lb.lb_id)
+        try:
+            count = await asyncio.to_thread(nlb.forget_flows, ns, self.cfg.netns_dir, addresses)
+        except OSError as exc:  # the flows then end by themselves; the next drain tries again
+            log.warning("nlb flows not terminated %s", kv(lb=running.lb.arn, error=repr(exc)))
+            return
+        log.info("nlb flows terminated %s", kv(lb=running.lb.arn, targets=",".join(addresses), flows=count))
 
     async def _load(self, running: _Running) -> None:
         if running.lb.type == "network":
@@ -381,6 +417,8 @@ class LoadBalancers:
         running = self.running.pop(lb_id, None)
         if running is not None:
             running.checker.close()
+            for timer in running.drain_timers.values():
+                timer.cancel()
         haproxy = running.haproxy if running else Haproxy(self.dir / lb_id, lb_netns(self.cfg, lb_id))
         await asyncio.to_thread(haproxy.stop)
         await asyncio.to_thread(self._kill_inside, lb_id)
@@ -415,6 +453,8 @@ class LoadBalancers:
         """Stop checking (HAProxy keeps serving: the next agent adopts it, as tasks are adopted)."""
         for running in self.running.values():
             running.checker.close()
+            for timer in running.drain_timers.values():
+                timer.cancel()
         for task in (self._runner, self._reporter):
             if task is not None:
                 task.cancel()

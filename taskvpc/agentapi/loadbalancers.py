@@ -5,7 +5,8 @@ picks one agent per load balancer). It carries what the data plane needs and not
 (``Eni``, as task ENIs travel, with the LB's security groups), its VPC with every subnet (the VPC router
 must route them all), its listeners and rules as ELB's own documents (what DescribeListeners and
 DescribeRules answer; ``netmodel/elb_haproxy.py`` compiles them), and the target groups it forwards to
-with their health-check settings and registered targets (``draining`` ones too, until their delay ends).
+with their health-check settings, attributes and registered targets (``draining`` ones too, until their
+delay ends).
 
 The report goes the other way: what the agent's health checker concluded, one entry per target whose
 state changed (``POST …/instances/<id>/target-health``), read strictly like the task report.
@@ -30,16 +31,24 @@ class LbTarget:
     ip: str
     port: int
     state: str  # the control plane's view: initial | healthy | unhealthy | draining
+    # A draining target's seconds left of its deregistration delay when the answer was made: the agent
+    # times the delay's end itself (nothing wakes it when a delay merely runs out).
+    drain_seconds: float | None = None
 
     @classmethod
     def from_wire(cls, doc: Mapping[str, Any]) -> LbTarget | None:
         ip, port = read.string(doc.get("id")), read.positive(doc.get("port"))
         if ip is None or port is None:
             return None
-        return cls(ip, port, read.string(doc.get("state")) or "initial")
+        return cls(
+            ip, port, read.string(doc.get("state")) or "initial", read.seconds(doc.get("drainSeconds"))
+        )
 
     def to_wire(self) -> Doc:
-        return {"id": self.ip, "port": self.port, "state": self.state}
+        doc: Doc = {"id": self.ip, "port": self.port, "state": self.state}
+        if self.drain_seconds is not None:
+            doc["drainSeconds"] = self.drain_seconds
+        return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,11 @@ class LbTargetGroup:
     port: int
     health_check: HealthCheck
     targets: tuple[LbTarget, ...] = ()
+    # ELB's target-group attributes, defaults filled in (``deregistration_delay.connection_termination.enabled``…)
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    def attribute(self, key: str, default: str = "") -> str:
+        return dict(self.attributes).get(key, default)
 
     @classmethod
     def from_wire(cls, doc: Mapping[str, Any]) -> LbTargetGroup | None:
@@ -105,6 +119,7 @@ class LbTargetGroup:
             read.positive(doc.get("port")) or 80,
             HealthCheck.from_wire(doc.get("healthCheck")),
             tuple(t for t in targets if t is not None),
+            read.pairs(doc.get("attributes")),
         )
 
     def to_wire(self) -> Doc:
@@ -114,6 +129,7 @@ class LbTargetGroup:
             "port": self.port,
             "healthCheck": self.health_check.to_wire(),
             "targets": [t.to_wire() for t in self.targets],
+            "attributes": dict(self.attributes),
         }
 
     def document(self) -> Doc:

@@ -6,6 +6,12 @@ flows on their target, so dropping a target from the map drains it (notes §1, m
 ``preserve_client_ip.enabled = false`` replies must come back through the NLB, so flows it DNATed are
 SNATed to the NLB's own address. ``TCP_UDP`` gives one rule per protocol. TLS listeners terminate TLS and
 cannot be a DNAT: :func:`compile_table` refuses them (the data plane needs a proxy for those).
+
+An NLB with ENIs in several subnets receives flows on each of them; after the DNAT the main table would
+route every flow (and its replies) out of the first ENI with another ENI's address as source, which the
+router's strict reverse-path check drops. ``marks`` (interface, mark) tag each new flow's conntrack entry
+with the mark of the interface it arrived on and copy it to every packet of the flow, both directions,
+before routing: an ``ip rule fwmark`` per ENI (``drivers/lbnet.py``) sends it out by the ENI it came in.
 """
 
 from __future__ import annotations
@@ -77,11 +83,31 @@ def table_name(lb_id: str) -> str:
     return f"tvnlb_{lb_id}"
 
 
-def compile_table(lb_id: str, lb_address: str | Sequence[str], listeners: Sequence[NlbListener]) -> str:
-    """The NLB's table; ``lb_address`` is its address, or one per ENI (each gets the same listeners)."""
+def _mark_chain(marks: Sequence[tuple[str, int]]) -> list[str]:
+    if not marks:
+        return []
+    entries = ", ".join(f'"{dev}" : {mark}' for dev, mark in marks)
+    return [
+        "  chain ingress_mark {",
+        "    type filter hook prerouting priority mangle; policy accept;",
+        f"    ct state new ct mark set iifname map {{ {entries} }}",
+        "    meta mark set ct mark",
+        "  }",
+    ]
+
+
+def compile_table(
+    lb_id: str,
+    lb_address: str | Sequence[str],
+    listeners: Sequence[NlbListener],
+    marks: Sequence[tuple[str, int]] = (),
+) -> str:
+    """The NLB's table; ``lb_address`` is its address, or one per ENI (each gets the same listeners);
+    ``marks`` the (interface, fwmark) a flow arriving there carries (none: one ENI, nothing to steer)."""
     addresses = (lb_address,) if isinstance(lb_address, str) else tuple(lb_address)
     lines = [
         f"table ip {table_name(lb_id)} {{",
+        *_mark_chain(marks),
         "  chain prerouting {",
         "    type nat hook prerouting priority dstnat; policy accept;",
     ]
@@ -107,8 +133,13 @@ def compile_table(lb_id: str, lb_address: str | Sequence[str], listeners: Sequen
     return "\n".join(lines) + "\n"
 
 
-def replace_batch(lb_id: str, lb_address: str | Sequence[str], listeners: Sequence[NlbListener]) -> str:
+def replace_batch(
+    lb_id: str,
+    lb_address: str | Sequence[str],
+    listeners: Sequence[NlbListener],
+    marks: Sequence[tuple[str, int]] = (),
+) -> str:
     """One atomic batch replacing the NLB's table (create-if-missing, delete, add): flows keep their
     conntrack entries, so a target left out stops getting NEW flows only."""
     name = table_name(lb_id)
-    return f"table ip {name}\ndelete table ip {name}\n" + compile_table(lb_id, lb_address, listeners)
+    return f"table ip {name}\ndelete table ip {name}\n" + compile_table(lb_id, lb_address, listeners, marks)

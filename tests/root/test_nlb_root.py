@@ -1,8 +1,10 @@
 """A network load balancer for real: `taskvpc up` as root, awsvpc tasks behind a TCP listener, boto3.
 
-One `taskvpc up` for the module. The NLB has one subnet and a group admitting the host; its targets are
+One `taskvpc up` for the module. The NLB has two subnets (two AZs' default subnets, so two ENIs in one
+namespace) and a group admitting the host; its targets are
 tasks whose group admits only the NLB's group (flows reach them SNATed to the NLB's address, see
-agent/nlb.py). Connections from the host to the NLB address reach both serving tasks; a task with nothing
+agent/nlb.py). Connections from the host to either NLB address reach both serving tasks (a flow arriving
+on the second ENI leaves by it, or the router's reverse-path check would drop it); a task with nothing
 listening refuses the TCP checks, turns unhealthy with Target.FailedHealthChecks and gets no flow;
 deleting the NLB leaves nothing on the host.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -94,6 +97,7 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
     home = next(s for s in subnets if s["AvailabilityZone"] == zone)
     vpc_id = home["VpcId"]
+    other = next(s for s in subnets if s["AvailabilityZone"] != zone and s["VpcId"] == vpc_id)
 
     nlb_sg = ec2.create_security_group(GroupName="nlb", Description="nlb", VpcId=vpc_id)["GroupId"]
     ec2.authorize_security_group_ingress(
@@ -115,7 +119,7 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     [closed] = run_tasks(server, home["SubnetId"], [behind_sg], 1, mode="closed")
 
     lb = elbv2.create_load_balancer(
-        Name="tcp", Type="network", Subnets=[home["SubnetId"]], SecurityGroups=[nlb_sg]
+        Name="tcp", Type="network", Subnets=[home["SubnetId"], other["SubnetId"]], SecurityGroups=[nlb_sg]
     )["LoadBalancers"][0]
     tg = elbv2.create_target_group(
         Name="tcp",
@@ -138,13 +142,14 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     elbv2.register_targets(
         TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": ip} for ip in [*serving, closed]]
     )
-    [address] = [
+    addresses = [
         a["PrivateIPv4Address"]
         for z in elbv2.describe_load_balancers(LoadBalancerArns=[lb["LoadBalancerArn"]])["LoadBalancers"][0][
             "AvailabilityZones"
         ]
         for a in z.get("LoadBalancerAddresses", [])
     ]
+    assert len(addresses) == 2, addresses
 
     def settled() -> dict[str, dict[str, str]] | None:
         seen = health(elbv2, tg["TargetGroupArn"])
@@ -160,14 +165,39 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     assert seen[closed]["Reason"] == "Target.FailedHealthChecks"
     assert seen[closed]["Description"] == "Health checks failed"
 
-    # New connections from the host to the NLB address reach both serving tasks and never the closed one.
+    # New connections from the host to each NLB address reach both serving tasks and never the closed one.
     answered: dict[str, int] = {}
-    for _ in range(24):
-        status, body = get(f"http://{address}/")
-        assert status == 200, (status, body)
-        answered[body] = answered.get(body, 0) + 1
-    assert set(answered) == set(serving), answered
+    for address in addresses:
+        by_address: dict[str, int] = {}
+        for _ in range(16):
+            status, body = get(f"http://{address}/")
+            assert status == 200, (address, status, body)
+            by_address[body] = by_address.get(body, 0) + 1
+            answered[body] = answered.get(body, 0) + 1
+        assert set(by_address) == set(serving), (address, by_address)
     assert not any(host_connects(ip) for ip in serving)  # only the NLB's group is admitted
+
+    # Connection termination: two connections wait mid-request while every serving target is deregistered.
+    # During the delay one still gets its answer; once the delay ended the other's flow is gone (reset).
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=tg["TargetGroupArn"],
+        Attributes=[
+            {"Key": "deregistration_delay.timeout_seconds", "Value": "3"},
+            {"Key": "deregistration_delay.connection_termination.enabled", "Value": "true"},
+        ],
+    )
+    during, after = (_half_request(addresses[1]) for _ in range(2))
+    elbv2.deregister_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": ip} for ip in serving])
+    with during:
+        during.sendall(b"\r\n")
+        assert b" 200 " in during.recv(4096).split(b"\r\n")[0]
+    wait_for(lambda: not set(serving) & set(health(elbv2, tg["TargetGroupArn"])), 30, "delay ended")
+    log = server.log_path
+    wait_for(lambda: "nlb flows terminated" in log.read_text(errors="replace"), 20, "flows terminated")
+    with after, pytest.raises(ConnectionResetError):
+        after.sendall(b"\r\n")
+        after.recv(4096)
+        after.recv(4096)  # the reset may arrive after the request went out
 
     lb_id = lb["LoadBalancerArn"].rsplit("/", 1)[1]
     netns_name = f"{server.prefix}-l-{lb_id}"
@@ -179,11 +209,20 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
         rules = subprocess.run(
             ["ip", "netns", "exec", router, "nft", "list", "ruleset"], capture_output=True, text=True
         ).stdout
-        return netns_name not in hostcheck.namespaces(server.prefix) and address not in rules
+        return netns_name not in hostcheck.namespaces(server.prefix) and not any(
+            a in rules for a in addresses
+        )
 
     wait_for(gone, 15, "load balancer removed")
-    assert not get_ok(f"http://{address}/")
+    assert not any(get_ok(f"http://{a}/") for a in addresses)
     print(json.dumps({"settle_seconds": round(settle_seconds, 2), "answers": answered}))
+
+
+def _half_request(address: str) -> socket.socket:
+    """A connection to the NLB holding a request without its final blank line (httpd waits for it)."""
+    conn = socket.create_connection((address, 80), timeout=5)
+    conn.sendall(b"GET / HTTP/1.0\r\nHost: nlb\r\n")
+    return conn
 
 
 def _diagnose(server: RootServer, lb_arn: str, seen: object) -> None:

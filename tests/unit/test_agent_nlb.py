@@ -87,3 +87,51 @@ def test_all_unhealthy_fails_open_and_weights_follow_forward_config() -> None:
 def test_tls_and_unknown_listeners_are_not_compiled() -> None:
     lb = _lb([{"Port": 443, "Protocol": "TLS", "DefaultActions": []}], [])
     assert nlb.listeners_of(lb, lambda tg, ip, port: "healthy") == []
+
+
+def _terminating(arn: str, enabled: bool, *targets: LbTarget) -> LbTargetGroup:
+    attributes = ((nlb.TERMINATION, "true" if enabled else "false"),)
+    return LbTargetGroup(arn, "TCP", 80, HealthCheck(protocol="TCP"), targets, attributes)
+
+
+def test_flows_are_terminated_only_when_a_draining_target_leaves_a_terminating_group() -> None:
+    listener = {"Port": 80, "Protocol": "TCP", "DefaultActions": [{"Type": "forward", "TargetGroupArn": TG}]}
+    live, gone, shared = (LbTarget("10.0.1.5", 80, "healthy"), LbTarget("10.0.1.6", 80, "draining"),
+                          LbTarget("10.0.1.7", 80, "draining"))  # fmt: skip
+    before = _lb(
+        [listener],
+        [_terminating(TG, True, live, gone, shared), _group(TG2, LbTarget("10.0.1.7", 81, "healthy"))],
+    )
+    after = _lb([listener], [_terminating(TG, True, live), _group(TG2, LbTarget("10.0.1.7", 81, "healthy"))])
+    # 10.0.1.7 still serves another group: its flows are forgotten by address, so they are kept.
+    assert nlb.terminated(before, after) == ["10.0.1.6"]
+    assert nlb.terminated(before, before) == []  # still draining: the delay has not ended
+    disabled = _lb([listener], [_terminating(TG, False, live)])
+    assert nlb.terminated(before, disabled) == []
+    # A target dropped while it was still serving (not drained) is no deregistration delay ending.
+    assert (
+        nlb.terminated(
+            _lb([listener], [_terminating(TG, True, live)]), _lb([listener], [_terminating(TG, True)])
+        )
+        == []
+    )
+
+
+def test_several_enis_mark_their_flows_single_one_does_not() -> None:
+    listener = {"Port": 80, "Protocol": "TCP", "DefaultActions": [{"Type": "forward", "TargetGroupArn": TG}]}
+    lb = _lb([listener], [_group(TG, LbTarget("10.0.1.5", 80, "healthy"))])
+    batch = nlb.batch_for(lb, lambda tg, ip, port: "healthy")
+    assert '"eth0" : 100, "eth1" : 101' in batch
+    single = DesiredLoadBalancer(
+        lb.arn, lb.name, lb.type, lb.vpc, lb.enis[:1], lb.listeners, (), lb.target_groups
+    )
+    assert "ct mark" not in nlb.batch_for(single, lambda tg, ip, port: "healthy")
+
+
+def test_drain_ends_are_timed_for_terminating_groups_only() -> None:
+    draining = LbTarget("10.0.1.6", 80, "draining", 2.5)
+    listener = {"Port": 80, "Protocol": "TCP", "DefaultActions": [{"Type": "forward", "TargetGroupArn": TG}]}
+    assert nlb.drain_ends(_lb([listener], [_terminating(TG, True, draining)])) == {"10.0.1.6": 2.5}
+    assert nlb.drain_ends(_lb([listener], [_terminating(TG, False, draining)])) == {}
+    still = _terminating(TG2, False, LbTarget("10.0.1.6", 81, "healthy"))
+    assert nlb.drain_ends(_lb([listener], [_terminating(TG, True, draining), still])) == {}

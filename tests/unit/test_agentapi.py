@@ -195,7 +195,12 @@ SAMPLE_LB = DesiredLoadBalancer(
     ),
     target_groups=(
         LbTargetGroup(
-            "arn:tg/web/1", "HTTP", 80, HealthCheck(interval=5), (LbTarget("172.31.16.9", 80, "healthy"),)
+            "arn:tg/web/1",
+            "HTTP",
+            80,
+            HealthCheck(interval=5),
+            (LbTarget("172.31.16.9", 80, "healthy"),),
+            (("deregistration_delay.timeout_seconds", "300"),),
         ),
     ),
 )

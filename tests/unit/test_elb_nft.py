@@ -37,6 +37,15 @@ def test_weighted_map_ranges_cover_the_total() -> None:
     ]
 
 
+def test_several_enis_mark_flows_with_their_arrival_interface() -> None:
+    marks = [("eth0", 100), ("eth1", 101)]
+    text = nlb.compile_table("abc", ["10.0.0.9", "10.0.16.9"], _listeners()[:1], marks)
+    assert 'ct state new ct mark set iifname map { "eth0" : 100, "eth1" : 101 }' in text
+    assert "meta mark set ct mark" in text  # replies carry it too, so they route by the same table
+    assert "ip daddr 10.0.16.9 tcp dport 80 dnat" in text
+    assert "ingress_mark" not in nlb.compile_table("abc", "10.0.0.9", _listeners())
+
+
 def test_pick_targets_prefers_healthy_and_fails_open() -> None:
     rows = [("10.0.1.5", 80, "healthy"), ("10.0.1.6", 80, "unhealthy"), ("10.0.1.7", 80, "draining")]
     assert nlb.pick_targets(rows) == (nlb.Backend("10.0.1.5", 80),)
@@ -56,7 +65,9 @@ def test_tls_listener_is_refused() -> None:
 def test_nft_accepts_the_batch_in_a_private_namespace(tmp_path: Path) -> None:
     assert os.geteuid() == 0
     batch = tmp_path / "nlb.nft"
-    batch.write_text(nlb.replace_batch("w3test", "10.0.0.9", _listeners()))
+    batch.write_text(
+        nlb.replace_batch("w3test", ["10.0.0.9", "10.0.16.9"], _listeners(), [("eth0", 100), ("eth1", 101)])
+    )
     # A namespace of its own (gone when the command exits): nothing on the host is touched.
     result = subprocess.run(
         ["unshare", "--net", "sh", "-c", f"nft -f {batch} && nft list table ip {nlb.table_name('w3test')}"],
@@ -67,3 +78,4 @@ def test_nft_accepts_the_batch_in_a_private_namespace(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "numgen random mod 4 map { 0-2 : 10.0.1.5 . 8080, 3 : 10.0.1.6 . 8080 }" in result.stdout
+    assert "ct mark set iifname map" in result.stdout

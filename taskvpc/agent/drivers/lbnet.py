@@ -11,7 +11,9 @@ The router end is named and configured exactly as a task ENI's port (``netplan.e
 nftables table enforces the LB's security groups on it (``security.FirewallSync``) and group references to
 the LB's groups match its addresses. One namespace holds all the LB's ENIs (one per subnet, in several
 AZs): a reply leaves through the ENI its source address belongs to (the source rules), or the router's
-strict reverse-path filter would drop it; the main table's default goes out of ``eth0``.
+strict reverse-path filter would drop it; the main table's default goes out of ``eth0``. A flow an NLB
+forwards has its client's address as source when routed: the NLB marks it with the ENI it arrived on and
+the rule ``fwmark 100+i lookup 100+i`` sends it (and its replies) back out of that ENI.
 
 LB changes are rare and small (a few links per load balancer), so this driver runs ``ip`` rather than
 speaking netlink itself. ``ensure`` converges whatever it finds; ``remove`` treats "absent" as success.
@@ -42,6 +44,12 @@ LB_SYSCTLS = {
     "net/ipv4/conf/default/arp_announce": "2",
 }
 TABLE_BASE = 100
+FWMARK_PREF_BASE = 50  # before the source rules: a forwarded flow's source is its client's
+
+
+def fwmark(index: int) -> int:
+    """The firewall mark of flows that arrived on ``eth<index>`` (an NLB marks them): they route by its table."""
+    return TABLE_BASE + index
 
 
 class LbNetError(Exception):
@@ -151,6 +159,12 @@ class LbNetDriver:
             for _ in rules:  # this ENI's table's rule, for whatever address it had
                 _ip("-n", ns, "rule", "del", "pref", table, check=False)
             _ip("-n", ns, "rule", "add", "from", eni.private_ipv4_address, "lookup", table, "pref", table)
+        pref = str(FWMARK_PREF_BASE + index)
+        marked = [r for r in _json("-n", ns, "rule", "show") if str(r.get("priority")) == pref]
+        if [(str(r.get("fwmark")), str(r.get("table"))) for r in marked] != [(hex(fwmark(index)), table)]:
+            for _ in marked:
+                _ip("-n", ns, "rule", "del", "pref", pref, check=False)
+            _ip("-n", ns, "rule", "add", "fwmark", str(fwmark(index)), "lookup", table, "pref", pref)
 
     def remove(self, lb_id: str) -> bool:
         """Delete the namespace (its veths and their router ends go with it); False when absent.

@@ -34,6 +34,7 @@ from taskvpc.agentapi.network import Eni, Subnet, Vpc
 from taskvpc.agentapi.reports import WireError
 from taskvpc.control.context import RequestContext
 from taskvpc.control.elbv2 import common, target_groups, targets
+from taskvpc.domain import elb
 from taskvpc.domain.errors import ClientError
 from taskvpc.netmodel import elb_health
 from taskvpc.store import ec2_repo, elbv2_repo, tasks_repo
@@ -104,6 +105,11 @@ def _health_check(tg: Doc) -> HealthCheck:
     )
 
 
+def _attributes(tg: Doc) -> dict[str, str]:
+    defaults = elb.tg_attribute_defaults(tg.get("Protocol"), str(tg.get("TargetType") or "ip"))
+    return {**defaults, **(tg.get("_Attributes") or {})}
+
+
 def _vpc(conn: Connection, ctx: RequestContext, vpc_id: str) -> Vpc:
     vpc = ec2_repo.get_vpc(conn, ctx.region, vpc_id)
     blocks = [a["CidrBlock"] for a in (vpc or {}).get("CidrBlockAssociationSet", [])]
@@ -151,7 +157,16 @@ def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> Desire
                 str(tg.get("Protocol") or "HTTP"),
                 int(tg.get("Port") or 80),
                 _health_check(tg),
-                tuple(LbTarget(r["target_id"], int(r["port"]), str(r["state"])) for r in rows),
+                tuple(
+                    LbTarget(
+                        r["target_id"],
+                        int(r["port"]),
+                        str(r["state"]),
+                        None if r["drain_until"] is None else max(0.0, float(r["drain_until"]) - ctx.now),
+                    )
+                    for r in rows
+                ),
+                tuple(sorted(_attributes(tg).items())),
             )
         )
     return DesiredLoadBalancer(
