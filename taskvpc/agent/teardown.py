@@ -11,7 +11,8 @@ or gone while its tasks still run):
 * processes: every one in that cgroup tree or in one of those namespaces, and the runtime's shims whose
   command line names the state dir's ``tasks/`` (a ``process``-runtime task in ``host`` mode has
   neither); each is checked again by its ``/proc`` start time before it is signalled;
-* mounts in this mount namespace at or below the state dir (container root file systems).
+* mounts in this mount namespace at or below the state dir, or of a task found above wherever its state
+  dir is (container root file systems).
 
 Order: processes first (SIGTERM, SIGKILL after a grace period), so nothing re-creates what follows;
 then mounts, namespaces, links and cgroups. Like the ECS agent's teardown it keeps going after an error
@@ -116,22 +117,31 @@ def _shim_dir(scope: Scope) -> str | None:
     return None if scope.state_dir is None else f"{scope.state_dir.resolve()}/agent/tasks/"
 
 
-def _mount_points(scope: Scope) -> list[str]:
-    """Mount points at or below the state dir in this mount namespace, deepest first."""
-    if scope.state_dir is None:
-        return []
-    base = str(scope.state_dir.resolve())
-    points = []
+def mount_points(mountinfo: str, state_dir: Path | None, task_ids: set[str]) -> list[str]:
+    """Mount points of ``mountinfo`` (``/proc/self/mountinfo``'s text) at or below the state dir, or of
+    one of ``task_ids``' containers wherever their state dir is (``…/agent/tasks/<task id>/…``: found so
+    even when ``down`` is given another state dir than the agent had); deepest first."""
+    base = None if state_dir is None else str(state_dir.resolve())
+    markers = tuple(f"/agent/tasks/{task_id}/" for task_id in task_ids)
+    points = set()
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ").removesuffix(" (deleted)")
+        if (base is not None and (point == base or point.startswith(base + "/"))) or any(
+            m in point for m in markers
+        ):
+            points.add(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def _mountinfo() -> str:
     try:
         with open("/proc/self/mountinfo") as handle:
-            lines = handle.readlines()
+            return handle.read()
     except OSError:
-        return []
-    for line in lines:
-        point = line.split()[4].replace("\\040", " ").removesuffix(" (deleted)")
-        if point == base or point.startswith(base + "/"):
-            points.append(point)
-    return sorted(set(points), key=len, reverse=True)
+        return ""
 
 
 def scan(scope: Scope) -> Found:
@@ -139,7 +149,6 @@ def scan(scope: Scope) -> Found:
     found = Found(
         namespaces=_namespaces(scope),
         host_links=_host_links(scope),
-        mounts=_mount_points(scope),
         cgroups=_cgroup_dirs(scope),
     )
     for name in found.namespaces:
@@ -176,6 +185,7 @@ def scan(scope: Scope) -> Found:
                     if arg.startswith(shim_dir):
                         pids.add(pid)
                         found.task_ids.add(arg[len(shim_dir) :].split("/")[0])
+    found.mounts = mount_points(_mountinfo(), scope.state_dir, found.task_ids)
     pids.discard(os.getpid())
     for pid in sorted(pids):
         start = proc_start_time(pid)
@@ -249,7 +259,7 @@ def teardown(scope: Scope, grace: float = 3.0) -> Result:
     result.problems += _stop_processes(found.processes, grace)
     again = scan(scope)  # a shim may have started a container while we looked: once more
     result.problems += _stop_processes([p for p in again.processes if p not in found.processes], grace)
-    for point in _mount_points(scope):
+    for point in mount_points(_mountinfo(), scope.state_dir, found.task_ids | again.task_ids):
         if (problem := _unmount(point)) is not None:
             result.problems.append(problem)
     # the driver removes only names of the prefix (it checks again), and a link with its routes
