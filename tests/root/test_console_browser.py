@@ -275,6 +275,12 @@ def test_the_seeds_walkthrough_in_a_real_browser(
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     assert page.context.cookies() == []
 
+    others = [task_ids[1], closed_id]  # stopped before `taskvpc up` ends: their mounts go with them
+    for task_id in others:
+        ecs.stop_task(cluster="default", task=task_id)
+    ecs.get_waiter("tasks_stopped").wait(
+        cluster="default", tasks=others, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
     assert errors == [], f"browser console errors: {errors}"
     assert outside == [], f"requests that left loopback: {outside}"
     assert (shots / "task-running.png").stat().st_size > 0
