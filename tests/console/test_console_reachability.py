@@ -5,15 +5,24 @@ contradicts the rules flagged. (The real probes from real namespaces: tests/root
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import re
 import time
 from typing import Any
 
+import pytest
+
 from taskvpc.agentapi.probes import ProbeResult, results_to_wire
+from taskvpc.control.probes import BOOK
 from tests.console.support import Browser
 from tests.integration.ecs_support import awsvpc, default_subnets, register_web
 from tests.integration.fake_agent import FakeAgent
 from tests.integration.server import InProcessServer
+from tests.support.inprocess import _asgi_headers
+
+# The page module (the package re-exports its page function under the same name).
+reachability_page = importlib.import_module("taskvpc.console.pages.reachability")
 
 _CELL = re.compile(
     r'<td class="r-(?P<state>\w+)" data-source="(?P<src>\w+)" data-destination="(?P<dst>\w+)" '
@@ -42,7 +51,9 @@ def _answering_agent(server: InProcessServer, asked: list[dict[str, Any]]) -> Fa
     return agent.start(auto=True, wait=1.0)
 
 
-def test_matrix_shows_the_rules_and_the_probes(signed_in: Browser, server: InProcessServer) -> None:
+def _two_groups(server: InProcessServer, agent: FakeAgent) -> tuple[str, dict[str, str]]:
+    """Task "a" in a group admitting port 80 from group b's members, task "b" in b (admits nothing):
+    (the default VPC's id, {name: task id})."""
     ec2, ecs = server.client("ec2"), server.client("ecs")
     [vpc] = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
     a = ec2.create_security_group(GroupName="a", Description="a", VpcId=vpc["VpcId"])["GroupId"]
@@ -53,23 +64,34 @@ def test_matrix_shows_the_rules_and_the_probes(signed_in: Browser, server: InPro
             {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": b}]}
         ],
     )
+    register_web(ecs)
+    subnet = default_subnets(ec2)["us-east-1a"]
+    ids = {}
+    for name, group in (("a", a), ("b", b)):
+        [task] = ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet, groups=[group]))[
+            "tasks"
+        ]
+        agent.wait_for_task(task["taskArn"])
+        ids[name] = task["taskArn"].rsplit("/", 1)[1]
+    return str(vpc["VpcId"]), ids
+
+
+def _wait_for_cells(browser: Browser, path: str) -> Any:
+    deadline = time.monotonic() + 10
+    while len(_cells((page := browser.get(path)).text)) < 2:  # ENIs attach as the agent reports
+        assert time.monotonic() < deadline, page.text
+        time.sleep(0.05)
+    return page
+
+
+def test_matrix_shows_the_rules_and_the_probes(signed_in: Browser, server: InProcessServer) -> None:
     asked: list[dict[str, Any]] = []
     agent = _answering_agent(server, asked)
     try:
-        register_web(ecs)
-        subnet = default_subnets(ec2)["us-east-1a"]
-        ids = {}
-        for name, group in (("a", a), ("b", b)):
-            [task] = ecs.run_task(taskDefinition="web", networkConfiguration=awsvpc(subnet, groups=[group]))[
-                "tasks"
-            ]
-            agent.wait_for_task(task["taskArn"])
-            ids[name] = task["taskArn"].rsplit("/", 1)[1]
-        path = f"/console/vpcs/{vpc['VpcId']}/reachability"
-        deadline = time.monotonic() + 10
-        while len(cells := _cells((page := signed_in.get(path)).text)) < 2:  # ENIs attach as reported
-            assert time.monotonic() < deadline, page.text
-            time.sleep(0.05)
+        vpc_id, ids = _two_groups(server, agent)
+        path = f"/console/vpcs/{vpc_id}/reachability"
+        page = _wait_for_cells(signed_in, path)
+        cells = _cells(page.text)
         assert page.status == 200
         assert cells[(ids["b"], ids["a"])]["rules"] == "allowed"
         assert cells[(ids["a"], ids["b"])]["rules"] == "denied"
@@ -103,3 +125,69 @@ def test_an_empty_vpc_explains_itself(signed_in: Browser, server: InProcessServe
     [vpc] = server.client("ec2").describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
     page = signed_in.get(f"/console/vpcs/{vpc['VpcId']}/reachability")
     assert page.status == 200 and 'id="reachability-empty"' in page.text
+
+
+def test_the_stream_sends_the_panel_and_again_when_a_probe_answers(
+    signed_in: Browser, server: InProcessServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = FakeAgent(server).start(auto=True, wait=1.0)
+    try:
+        vpc_id, ids = _two_groups(server, agent)
+        page = _wait_for_cells(signed_in, f"/console/vpcs/{vpc_id}/reachability")
+    finally:
+        agent.stop()
+    assert f'sse-connect="/console/vpcs/{vpc_id}/reachability/events" sse-swap="reachability"' in page.text
+    monkeypatch.setattr(reachability_page, "_REFRESH", 0.1)
+    transport = server.transport
+    assert transport is not None
+    [b_task] = server.client("ecs").describe_tasks(tasks=[ids["b"]])["tasks"]
+    [a_cell] = [c for c in _cells(page.text).values() if c["src"] == ids["b"] and c["dst"] == ids["a"]]
+    a_ip = re.search(rf"{ids['a'][:8]}</a> :80<br><small>([0-9.]+)", page.text)
+    assert a_ip is not None and a_cell["probe"] == ""
+    instance = b_task["containerInstanceArn"].rsplit("/", 1)[1]
+    sent: list[str] = []
+    done = asyncio.Event()
+
+    async def open_stream() -> None:
+        path = f"/console/vpcs/{vpc_id}/reachability/events"
+        headers = {
+            "cookie": "; ".join(f"{k}={v}" for k, v in signed_in.cookies.items()),
+            "accept": "text/event-stream",
+        }
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "headers": _asgi_headers(headers, transport.host),
+            "client": ("127.0.0.1", 0),
+            "server": (transport.host, 80),
+        }
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            body = message.get("body", b"")
+            if body and body.startswith(b"event:"):
+                sent.append(body.decode())
+                if len(sent) == 1:  # b's agent answers a probe to a:80
+                    probe = BOOK.add(instance, b_task["taskArn"], a_ip[1], 80, time.time())
+                    BOOK.record(instance, [ProbeResult(probe.probe_id, "connected", 0.7)], time.time())
+                else:
+                    done.set()
+
+        await asyncio.wait_for(transport.app(scope, receive, send), 10)
+
+    asyncio.run_coroutine_threadsafe(open_stream(), transport.loop).result(15)
+    assert len(sent) == 2
+    assert sent[0].startswith("event: reachability\n") and "not probed" in sent[0]
+    assert 'data-probe="connected"' in sent[1] and "probe: connected 0.7 ms" in sent[1]
