@@ -46,7 +46,8 @@ def _probe_of(now: float) -> Any:
     return lookup
 
 
-async def _matrix(console: Console, user: User, vpc_id: str) -> rv.Matrix:
+async def _matrix(console: Console, user: User, vpc_id: str) -> tuple[rv.Matrix, dict[str, str]]:
+    """The matrix and the VPC's group names by id (the page labels groups by name)."""
     by_vpc = {"Filters": [{"Name": "vpc-id", "Values": [vpc_id]}]}
     enis = await collect(console, user, "ec2", "DescribeNetworkInterfaces", by_vpc, "NetworkInterfaces")
     groups = await collect(console, user, "ec2", "DescribeSecurityGroups", by_vpc, "SecurityGroups")
@@ -56,11 +57,13 @@ async def _matrix(console: Console, user: User, vpc_id: str) -> rv.Matrix:
         answer = await console.call(user, "ecs", "DescribeTaskDefinition", {"taskDefinition": arn})
         ports[arn] = rv.tcp_ports(answer["taskDefinition"])
     endpoints = rv.endpoints(tasks, enis, ports)
-    return rv.matrix(endpoints, enis, rv.group_rules(groups), _probe_of(console.control_plane.clock()))
+    found = rv.matrix(endpoints, enis, rv.group_rules(groups), _probe_of(console.control_plane.clock()))
+    return found, {str(g["GroupId"]): str(g.get("GroupName", g["GroupId"])) for g in groups}
 
 
-def _panel(console: Console, user: User, vpc_id: str, found: rv.Matrix) -> str:
-    return console.fragment("_reachability.html", user=user, vpc_id=vpc_id, matrix=found)
+def _panel(console: Console, user: User, vpc_id: str, found: tuple[rv.Matrix, dict[str, str]]) -> str:
+    matrix, names = found
+    return console.fragment("_reachability.html", user=user, vpc_id=vpc_id, matrix=matrix, names=names)
 
 
 async def reachability(console: Console, request: Request, user: User, match: re.Match[str]) -> Response:
@@ -84,7 +87,7 @@ async def run_probes(console: Console, request: Request, user: User, match: re.M
         return console.error_page(request, user, error)
     wanted = [
         (c.source.instance_id, c.source.task_arn, c.destination.ip, c.port)
-        for c in found.to_probe()
+        for c in found[0].to_probe()
         if c.source.instance_id
     ]
     plane = console.control_plane
