@@ -61,12 +61,14 @@ from taskvpc.agent.helpformat import DefaultsHelpFormatter
 from taskvpc.agent.loadbalancers import LoadBalancers
 from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
+from taskvpc.agent.probes import Prober
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_state
 from taskvpc.agent.taskmeta_server import TaskEndpoints, load_secret
 from taskvpc.agentapi.credentials import CREDENTIALS
 from taskvpc.agentapi.flowlogs import FlowRecords, records_to_wire
+from taskvpc.agentapi.probes import results_to_wire
 from taskvpc.agentapi.reports import Report
 
 log = logging.getLogger("taskvpc.agent")
@@ -327,6 +329,7 @@ async def run_agent(
     engine: Engine | None = None
     flows: FlowLogCollector | None = None
     lbs: LoadBalancers | None = None
+    prober: Prober | None = None
     try:
         state = await _register(
             client,
@@ -352,6 +355,9 @@ async def run_agent(
             engine.endpoints = _endpoints(engine, cfg, path, endpoint, region)
             flows = _flow_logs(client, lambda: instance_id, cfg, network, firewall)
             engine.spawn(flows.run(), "flow-logs")
+            prober = Prober(
+                network.netns_path, lambda r: client.report_entries(instance_id, results_to_wire(r))
+            )
         engine.spawn(reporter.run(), "reporter")
         answer = await _first_answer(client, instance_id)
         if engine.endpoints is not None:
@@ -405,6 +411,8 @@ async def run_agent(
             if engine.endpoints is not None:  # every answer carries the current credentials
                 engine.endpoints.set_credentials(answer[CREDENTIALS])
             engine.apply(answer)
+            if prober is not None:  # the console's reachability probes (agent/probes.py)
+                prober.submit(answer)
             if flows is not None:
                 await flows.set_desired(answer)
             if lbs is not None and answer.changed:
@@ -413,6 +421,8 @@ async def run_agent(
         engine.stop_all()
         await engine.wait_idle()
     finally:
+        if prober is not None:
+            await prober.close()
         if flows is not None:
             await flows.close()
         if lbs is not None:

@@ -276,6 +276,8 @@ def task_definition_from_form(form: Mapping[str, list[str]], region: str) -> Doc
     command = _words(_one(form, "command"))
     if command:
         container["command"] = command
+    if _one(form, "initProcessEnabled"):  # the seed's task definition runs an init process
+        container["linuxParameters"] = {"initProcessEnabled": True}
     log_group = _one(form, "logGroup")
     if log_group:
         container["logConfiguration"] = {

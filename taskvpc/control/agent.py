@@ -23,9 +23,10 @@ from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowLogWatch, FlowRecords, reco
 from taskvpc.agentapi.loadbalancers import LOAD_BALANCERS, DesiredLoadBalancer
 from taskvpc.agentapi.logdriver import LOG_ACKS, deliveries_from_report
 from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
+from taskvpc.agentapi.probes import PROBES, Probe, ProbeResult, results_from_wire
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
-from taskvpc.control import task_credentials
+from taskvpc.control import probes, task_credentials
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import flow_logs
 from taskvpc.control.ecs import container_instances, task_state
@@ -292,6 +293,12 @@ def _load_balancers_section(source: AnswerSource) -> tuple[DesiredLoadBalancer, 
     return elb_agent.load_balancers_for(source.conn, source.ctx, source.instance["id"])
 
 
+@contributes(PROBES)
+def _probes_section(source: AnswerSource) -> tuple[Probe, ...]:
+    """The reachability probes the console asked this instance's agent to run (control/probes.py)."""
+    return probes.BOOK.pending_for(source.instance["id"], source.ctx.now)
+
+
 def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str, Any]:
     """The answer to a poll: generation and every contributed section (a heartbeat too)."""
     with ctx.db.transaction() as conn:
@@ -320,13 +327,23 @@ def _flow_records(payload: dict[str, Any]) -> tuple[FlowRecords, ...]:
         raise bad_request(str(error)) from None
 
 
+def _probe_results(payload: dict[str, Any]) -> tuple[ProbeResult, ...]:
+    try:
+        return results_from_wire(payload)
+    except WireError as error:
+        raise bad_request(str(error)) from None
+
+
 def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> dict[str, Any]:
     reports = parse_report(payload)
     flows = _flow_records(payload)  # read before anything is written: a malformed entry changes nothing
+    probed = _probe_results(payload)
+    if probed:  # held in memory (control/probes.py): answered probes leave the section
+        probes.BOOK.record(instance_id, probed, ctx.now)
     logs = _log_events(ctx, instance_id, payload)  # the awslogs driver's events: their own transactions
     if flows:  # their own transactions too; never holding up a task's state
         flow_logs.deliver_reported(ctx, instance_id, flows)
-    if (logs or flows) and not reports:
+    if (logs or flows or probed) and not reports:
         return {"generation": generation(ctx, instance_id, heartbeat=False), **logs}
     with ctx.db.transaction() as conn:
         row = _instance(conn, ctx, instance_id)

@@ -3,7 +3,8 @@
 URLs are stable per resource: ``/console/clusters/<name>``, ``.../tasks/<task id>``,
 ``.../services/<name>``, ``/console/task-definitions/<family>:<revision>``,
 ``/console/security-groups/<id>``, ``/console/log-groups/<name>``, ``/console/load-balancers/<name>``,
-``/console/target-groups/<name>``, ``/console/flow-logs``, ``/console/vpcs/<id>`` and its ``/traffic`` graph.
+``/console/target-groups/<name>``, ``/console/flow-logs``, ``/console/vpcs/<id>``, its ``/traffic`` graph and
+``/reachability`` matrix.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from taskvpc.console.pages.network import (
     security_group,
     security_groups,
 )
+from taskvpc.console.pages.reachability import reachability, reachability_events, run_probes
 from taskvpc.console.pages.task_definitions import (
     deregister_task_definition,
     new_task_definition,
@@ -93,6 +95,9 @@ ROUTES: list[tuple[str, re.Pattern[str], Page]] = [
         ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})", vpc),
         ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})/traffic", traffic),
         ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})/traffic/events", traffic_events),
+        ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})/reachability", reachability),
+        ("GET", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})/reachability/events", reachability_events),
+        ("POST", r"/vpcs/(?P<vpc>vpc-[0-9a-f]{1,17})/reachability/probe", run_probes),
         ("GET", r"/log-groups", log_groups),
         ("GET", r"/log-events/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_stream_events),
         ("GET", r"/log-groups/(?P<group>[\.\-_/#A-Za-z0-9]{1,512})", log_group),
