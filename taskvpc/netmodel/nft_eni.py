@@ -186,12 +186,22 @@ class TableState:
         return lines
 
     def _drop_group_if_unused(self, gid: str) -> list[str]:
+        """A group no ENI carries any more: its chains go (no jump to them is left), then the sets neither
+        a carried group nor a rule of one names (as a whole load would not have them)."""
         if self.carriers.get(gid):
             return []
         self.carriers.pop(gid, None)
         if self.chains.pop(gid, None) is None:
             return []
-        return render_group_delete(self.table, gid).splitlines()
+        lines = render_group_delete(self.table, gid).splitlines()
+        named = groups_named_by(self._rules_model(), self.chains)  # by the carried groups' rules: few
+        for candidate in sorted({gid, *groups_named_by(self._rules_model(), [gid])}):
+            if candidate in self.members and candidate not in self.carriers and candidate not in named:
+                del self.members[candidate]
+                name = group_set(candidate)
+                lines.append(f"add set inet {self.table} {name} {{ type ipv4_addr; }}")
+                lines.append(f"delete set inet {self.table} {name}")
+        return lines
 
     def _ensure_set(self, gid: str) -> list[str]:
         if gid in self.members:
