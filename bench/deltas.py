@@ -34,16 +34,16 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from taskvpc.agentapi.answer import DesiredState  # noqa: E402
-from taskvpc.agentapi.delta import Delta, digests_of, encode_have, merge  # noqa: E402
-from taskvpc.agentapi.reports import ContainerReport, TaskReport  # noqa: E402
-from taskvpc.netmodel.evaluator import GroupRules  # noqa: E402
-from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel  # noqa: E402
-from taskvpc.netmodel.nft_eni import TableState  # noqa: E402
-from taskvpc.netmodel.nft_update import render_update  # noqa: E402
-from tests.integration.ecs_support import awsvpc, default_subnets, register_web  # noqa: E402
-from tests.integration.fake_agent import FakeAgent  # noqa: E402
-from tests.integration.server import TaskvpcServer  # noqa: E402
+from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.delta import Delta, digests_of, encode_have, merge
+from taskvpc.agentapi.reports import ContainerReport, TaskReport
+from taskvpc.netmodel.evaluator import GroupRules
+from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel
+from taskvpc.netmodel.nft_eni import TableState
+from taskvpc.netmodel.nft_update import render_update
+from tests.integration.ecs_support import awsvpc, default_subnets, register_web
+from tests.integration.fake_agent import FakeAgent
+from tests.integration.server import TaskvpcServer
 
 
 def poll(agent: FakeAgent, since: int | None, have: dict[str, str]) -> tuple[dict[str, Any], int, float]:
