@@ -403,6 +403,7 @@ async def run_agent(
                         continue
                     assert state.container_instance_arn is not None
                     instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
+                    view.drop()  # a delta is against one instance's generations: the full state first
                 continue
             parsed = view.take(doc)
             if parsed is None:  # act on nothing we cannot read; the next change brings a new answer
