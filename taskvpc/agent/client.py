@@ -205,9 +205,16 @@ class AgentClient:
             vpc_id=doc.get("vpcId"),
         )
 
-    async def desired(self, instance_id: str, after: int, wait: float) -> dict[str, Any]:
+    async def desired(
+        self, instance_id: str, after: int, wait: float, *, since: int | None = None, have: str = ""
+    ) -> dict[str, Any]:
+        """The desired state after generation ``after``; with ``since`` (and ``have``, the held sections'
+        digests) a delta against that generation (``taskvpc.agentapi.delta``)."""
         wait = max(0.0, min(wait, MAX_WAIT))
-        query = urlencode({"after": after, "wait": f"{wait:g}"})
+        params: dict[str, Any] = {"after": after, "wait": f"{wait:g}"}
+        if since is not None:
+            params.update(since=since, have=have)
+        query = urlencode(params)
         return await self._call(
             self._poll, "GET", f"/instances/{instance_id}/desired", query=query, timeout=wait + 15.0
         )

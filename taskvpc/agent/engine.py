@@ -110,6 +110,7 @@ class TaskWorker:
     known: tp.KnownTask
     handles: dict[str, ContainerHandle] = field(default_factory=dict)
     netns_path: str | None = None
+    entry: tp.DesiredTask | None = None  # the desired-state entry last handed to update()
 
     def __post_init__(self) -> None:
         self.wake = asyncio.Event()
@@ -499,7 +500,9 @@ class Engine:
                 desired = replace(desired, desired_status=DesiredStatus.STOPPED)
             worker = self.workers.get(desired.arn)
             if worker is not None:
-                worker.update(desired)
+                if worker.entry is not desired:  # a delta keeps an unchanged entry: nothing to wake for
+                    worker.entry = desired
+                    worker.update(desired)
             else:
                 log.info("new task %s", kv(task_arn=desired.arn, desired=desired.desired_status.value))
                 self._start_worker(TaskWorker(self, desired, tp.KnownTask(desired.arn)))

@@ -55,6 +55,7 @@ from urllib.parse import urlsplit
 
 from taskvpc.agent import instance_config, logshipper as logship, netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
+from taskvpc.agent.desiredview import DesiredView
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.flowlogs import FlowLogCollector
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
@@ -373,9 +374,13 @@ async def run_agent(
         if ready is not None:
             ready(engine)
         generation = answer.generation
+        view = DesiredView(_parse)  # deltas against the answer held (agent/desiredview.py)
+        view.hold(answer)
         while answer.instance_status != "INACTIVE":
             try:
-                doc = await client.desired(instance_id, generation, POLL_WAIT)
+                doc = await client.desired(
+                    instance_id, generation, POLL_WAIT, **view.poll_arguments(generation)
+                )
             except AgentApiError as exc:  # never fatal once running: log, back off, try again
                 log.warning("desired state refused (%s)", exc)
                 await asyncio.sleep(1.0)
@@ -398,9 +403,13 @@ async def run_agent(
                         continue
                     assert state.container_instance_arn is not None
                     instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
+                    view.drop()  # a delta is against one instance's generations: the full state first
                 continue
-            parsed = _parse(doc)
+            parsed = view.take(doc)
             if parsed is None:  # act on nothing we cannot read; the next change brings a new answer
+                if view.state is None:  # a delta that did not add up: ask for the full state at once
+                    generation = -1
+                    continue
                 await asyncio.sleep(1.0)
                 continue
             answer = parsed

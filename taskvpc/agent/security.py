@@ -1,11 +1,13 @@
 """Security groups on this host: the desired state's groups and ENIs -> each VPC router's nftables table.
 
 The control plane sends, per VPC, the rules of every group the host's task ENIs carry, and each task ENI's
-current groups (docs/agent-api.md). :class:`FirewallSync` keeps, per VPC, the ENIs whose network exists on
-this host and the :class:`FirewallModel` it last loaded; every change becomes a new model and the batch
-:func:`taskvpc.netmodel.nft_update.render_update` computes from the two (incremental; the whole table only
-on the first load of a VPC after a start, which is how the agent reconciles a table it finds: replaced
-atomically, so established connections keep flowing through the swap).
+current groups (docs/agent-api.md). :class:`FirewallSync` keeps, per VPC, a
+:class:`~taskvpc.netmodel.nft_eni.TableState`: what its table holds. Each change is one batch for that
+change alone (``nft_eni``): a task starting or stopping touches its own ENI's chains and elements and the
+sets of its groups, an ENI's groups modified touches the sets of the groups it joined or left, a rule
+change the chains of its group. Nothing walks every ENI of the VPC. The whole table is loaded only the first
+time a VPC needs one after a start (which is how the agent reconciles a table it finds: replaced
+atomically, so established connections keep flowing through the swap) or after a refused batch.
 
 An ENI is registered *before* its veth exists: until then the forward chain's policy drops its traffic,
 so a task is never reachable without its rules. Group references match the addresses of the ENIs of this
@@ -16,17 +18,17 @@ Not thread-safe: the agent calls it only from the data plane's single worker thr
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from taskvpc.agent import netplan
 from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, compile_ir
-from taskvpc.netmodel.nft_compile import render
-from taskvpc.netmodel.nft_update import render_update
+from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel
+from taskvpc.netmodel.nft_eni import TableState
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +45,8 @@ class NftLoader(Protocol):
 
 @dataclass
 class _Vpc:
-    groups: dict[str, GroupRules] = field(default_factory=dict)
-    enis: dict[str, EniPort] = field(default_factory=dict)  # present on this host, by ENI id
-    applied: FirewallModel | None = None
+    state: TableState
+    loaded: bool = False  # the table holds what ``state`` says (False: the next load is the whole table)
 
 
 class FirewallSync:
@@ -60,76 +61,92 @@ class FirewallSync:
         self.last_update_seconds = 0.0
 
     def _vpc(self, vpc_id: str) -> _Vpc:
-        return self._vpcs.setdefault(vpc_id, _Vpc())
+        vpc = self._vpcs.get(vpc_id)
+        if vpc is None:
+            state = TableState(self.table, netplan.router_access_port(self.cfg), self.cfg.host_link_addr)
+            vpc = self._vpcs[vpc_id] = _Vpc(state)
+        return vpc
 
     def model(self, vpc_id: str) -> FirewallModel:
-        vpc = self._vpc(vpc_id)
-        enis = tuple(
-            EniPort(
-                e.eni_id,
-                e.port,
-                e.ip,
-                e.mac,
-                self._eni_groups.get(e.eni_id, e.group_ids),
-                e.eni_id in self._reject_logged,
-            )
-            for _, e in sorted(vpc.enis.items())
-        )
-        return FirewallModel(
-            table=self.table,
-            enis=enis,
-            groups=dict(vpc.groups),
-            host_port=netplan.router_access_port(self.cfg),
-            host_ip=self.cfg.host_link_addr,
-        )
+        """The VPC's whole table as a model (tests; what a whole reload renders)."""
+        return self._vpc(vpc_id).state.model()
 
     # -- desired state --------------------------------------------------------------------------------
 
     def set_desired(
         self, groups: Mapping[str, Mapping[str, GroupRules]], eni_groups: Mapping[str, tuple[str, ...]]
     ) -> list[str]:
-        """New groups per VPC and groups per ENI; syncs every VPC with a table, returns those it changed."""
-        self._eni_groups.update(eni_groups)
-        for vpc_id, vpc_groups in groups.items():
-            self._vpc(vpc_id).groups = dict(vpc_groups)
+        """New groups per VPC (a VPC left out keeps its rules) and groups per ENI (an ENI left out keeps
+        its groups); loads each VPC's changes, returns the VPCs it changed. Only ENIs whose groups differ
+        from what is loaded, and groups whose rules differ, cost anything."""
+        moved = {e: g for e, g in eni_groups.items() if self._eni_groups.get(e) != g}
+        self._eni_groups.update(moved)
         changed = []
         for vpc_id, vpc in list(self._vpcs.items()):
-            if vpc.applied is None and not vpc.enis:
-                continue  # no table wanted yet
+            vpc_groups = groups.get(vpc_id)
+            state = vpc.state
+
+            def change(
+                state: TableState = state, vpc_groups: Mapping[str, GroupRules] | None = vpc_groups
+            ) -> str:
+                parts = [state.set_rules(vpc_groups)] if vpc_groups is not None else []
+                parts.extend(state.set_groups(e, g) for e, g in moved.items() if e in state.enis)
+                return "".join(parts)
+
+            if not vpc.loaded and not state.enis:
+                change()  # no table wanted yet: only remembered
+                continue
             try:  # one VPC's trouble must not keep the others' changes out
-                if self.sync(vpc_id):
+                if self._load(vpc_id, vpc, change):
+                    changed.append(vpc_id)
+            except Exception as exc:
+                log.error("firewall update failed vpc=%s error=%r", vpc_id, exc)
+        for vpc_id, vpc_groups in groups.items():
+            if vpc_id not in self._vpcs:
+                self._vpc(vpc_id).state.set_rules(vpc_groups)
+        return changed
+
+    def set_reject_logging(self, eni_ids: frozenset[str]) -> list[str]:
+        """The ENIs whose security-group drops are logged for flow logs (``agent.flowlogs``); loads the
+        ENIs whose logging changed, returns the VPCs it changed."""
+        if eni_ids == self._reject_logged:
+            return []
+        flipped = eni_ids ^ self._reject_logged
+        self._reject_logged = frozenset(eni_ids)
+        changed = []
+        for vpc_id, vpc in self._vpcs.items():
+            mine = [e for e in flipped if e in vpc.state.enis]
+            if not mine:
+                continue
+
+            def change(state: TableState = vpc.state, mine: list[str] = mine) -> str:
+                return "".join(state.set_log_rejects(e, e in self._reject_logged) for e in sorted(mine))
+
+            try:
+                if self._load(vpc_id, vpc, change):
                     changed.append(vpc_id)
             except Exception as exc:
                 log.error("firewall update failed vpc=%s error=%r", vpc_id, exc)
         return changed
 
-    def set_reject_logging(self, eni_ids: frozenset[str]) -> list[str]:
-        """The ENIs whose security-group drops are logged for flow logs (``agent.flowlogs``); syncs every
-        VPC with a table, returns those it changed."""
-        if eni_ids == self._reject_logged:
-            return []
-        self._reject_logged = frozenset(eni_ids)
-        return self.set_desired({}, {})
-
     def add_eni(self, vpc_id: str, eni: EniPort, *, new_network: bool = False) -> None:
         """Register an ENI (before its veth exists) and load its chains. ``new_network``: its address may
         have served another task: forget the router's connections naming it first."""
         vpc = self._vpc(vpc_id)
-        for other in list(vpc.enis.values()):  # a stale registration holding the address goes
-            if other.ip == eni.ip and other.eni_id != eni.eni_id:
-                del vpc.enis[other.eni_id]
         if new_network:
             self._forget_flows(vpc_id, eni.ip)
-        vpc.enis[eni.eni_id] = eni
         self._eni_groups.setdefault(eni.eni_id, eni.group_ids)
-        self.sync(vpc_id)
+        wanted = replace(
+            eni, group_ids=self._eni_groups[eni.eni_id], log_rejects=eni.eni_id in self._reject_logged
+        )
+        self._load(vpc_id, vpc, lambda: vpc.state.add_eni(wanted))
 
     def remove_eni(self, vpc_id: str | None, eni_id: str) -> None:
         """Unregister an ENI (after its veth is gone) and forget its connections; unknown ones are ignored."""
         self._eni_groups.pop(eni_id, None)
         for vid, vpc in self._vpcs.items():
-            if (vpc_id is None or vid == vpc_id) and (gone := vpc.enis.pop(eni_id, None)) is not None:
-                self.sync(vid)
+            if (vpc_id is None or vid == vpc_id) and (gone := vpc.state.enis.get(eni_id)) is not None:
+                self._load(vid, vpc, functools.partial(vpc.state.remove_eni, eni_id))
                 self._forget_flows(vid, gone.ip)
 
     def _forget_flows(self, vpc_id: str, ip: str) -> None:
@@ -140,37 +157,43 @@ class FirewallSync:
 
     def remove_port(self, vpc_id: str | None, port: str) -> None:
         """Unregister whichever ENI uses router port ``port`` (a task found on the host, not desired)."""
-        for vpc in self._vpcs.values() if vpc_id is None else [self._vpc(vpc_id)]:
-            for eni in list(vpc.enis.values()):
+        for vid, vpc in list(self._vpcs.items()) if vpc_id is None else [(vpc_id, self._vpc(vpc_id))]:
+            for eni in list(vpc.state.enis.values()):
                 if eni.port == port:
-                    self.remove_eni(vpc_id, eni.eni_id)
+                    self.remove_eni(vid, eni.eni_id)
 
     def forget_vpc(self, vpc_id: str) -> None:
         """The router (and its table) went away; the desired groups stay (a new task may bring it back)."""
         vpc = self._vpc(vpc_id)
-        vpc.enis.clear()
-        vpc.applied = None
+        vpc.state = TableState(vpc.state.table, vpc.state.host_port, vpc.state.host_ip, rules=vpc.state.rules)
+        vpc.loaded = False
 
     # -- apply ----------------------------------------------------------------------------------------
 
     def sync(self, vpc_id: str) -> bool:
-        """Load what changed since the last load (the whole table the first time); whether anything did."""
+        """Load the whole table if it is not known to be loaded; whether anything was loaded."""
         vpc = self._vpc(vpc_id)
-        new = self.model(vpc_id)
+        return self._load(vpc_id, vpc, lambda: "")
+
+    def _load(self, vpc_id: str, vpc: _Vpc, change: Callable[[], str]) -> bool:
+        """Make ``change`` (it updates the table state and returns its batch) and load it; the whole table
+        instead when the table is not known to hold the state (first load, a refused batch)."""
         started = time.perf_counter()
+        text = change()
+        if not vpc.loaded:
+            text = vpc.state.whole()
+        if not text:
+            return False
         try:
-            text = render_update(vpc.applied, new)
-            if not text:
-                return False
             self.loader.apply(vpc_id, text)
         except Exception as exc:
-            if vpc.applied is None:
+            if not vpc.loaded:
                 raise
             # The table is not what we last loaded (deleted by hand, router remade): replace it whole.
             log.warning("incremental firewall update failed, reloading vpc=%s error=%r", vpc_id, exc)
-            vpc.applied = None
-            self.loader.apply(vpc_id, render(compile_ir(new)))
-        vpc.applied = new
+            vpc.loaded = False
+            self.loader.apply(vpc_id, vpc.state.whole())
+        vpc.loaded = True
         self.updates += 1
         self.last_update_seconds = time.perf_counter() - started
         return True

@@ -8,9 +8,11 @@ drift. Nothing here does I/O (an import contract in pyproject.toml keeps it so).
 * :mod:`.tasks`: the ``tasks`` section (containers, volumes, limits)
 * :mod:`.network`: ENIs (with the subnet gateway computed once), VPC routers, security groups
 * :mod:`.reports`: what the agent reports
+* :mod:`.delta`: desired-state deltas (``since``/``have``) and how the agent merges them
 """
 
 from __future__ import annotations
 
 VERSION = 2
+REVISION = 1  # 2.1: desired-state deltas, opted into per poll with ``since`` (agentapi/delta.py)
 PREFIX = f"/_taskvpc/agent/v{VERSION}/"

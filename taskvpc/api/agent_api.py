@@ -1,7 +1,7 @@
 """The agent API (docs/agent-api.md): routing, SigV4, JSON, and the desired-state long poll.
 
     POST <PREFIX>register
-    GET  <PREFIX>instances/<id>/desired?after=<generation>&wait=<seconds>
+    GET  <PREFIX>instances/<id>/desired?after=<generation>&wait=<seconds>[&since=<generation>&have=<digests>]
     POST <PREFIX>instances/<id>/report
     POST <PREFIX>instances/<id>/target-health
     POST <PREFIX>instances/<id>/deregister
@@ -29,7 +29,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from taskvpc.agentapi import PREFIX as PREFIX
+from taskvpc.agentapi import PREFIX as PREFIX, delta
 from taskvpc.api.app import ControlPlane
 from taskvpc.control import agent
 from taskvpc.control.context import RequestContext
@@ -85,7 +85,8 @@ class AgentApi:
         if action == "desired":
             _method(request, "GET")
             after, wait = _poll_arguments(request.query_string)
-            return await self._desired(ctx, instance_id, after, wait)
+            since, have = _delta_arguments(request.query_string)
+            return await self._desired(ctx, instance_id, after, wait, since, have)
         _method(request, "POST")
         if action == "report":
             return await self._call(agent.report, ctx, instance_id, _body(request))
@@ -97,7 +98,13 @@ class AgentApi:
         return await self.control_plane.call(function, *args, agent=True)
 
     async def _desired(
-        self, ctx: RequestContext, instance_id: str, after: int, wait: float
+        self,
+        ctx: RequestContext,
+        instance_id: str,
+        after: int,
+        wait: float,
+        since: int | None = None,
+        have: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -112,7 +119,7 @@ class AgentApi:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=min(RECHECK, remaining))
         answer_ctx = self.control_plane.context(ctx.region, self.control_plane.clock())
-        return await self._call(agent.desired_state, answer_ctx, instance_id, after)
+        return await self._call(agent.desired_state, answer_ctx, instance_id, after, since, have)
 
 
 def _json(status: int, payload: dict[str, Any]) -> HttpResponse:
@@ -142,3 +149,15 @@ def _poll_arguments(query: str) -> tuple[int, float]:
     except ValueError:
         raise agent.bad_request("after must be an integer and wait a number of seconds.") from None
     return after, max(0.0, min(wait, MAX_WAIT))
+
+
+def _delta_arguments(query: str) -> tuple[int | None, dict[str, str] | None]:
+    """``since`` (the generation the agent holds: answer with a delta) and ``have`` (its section digests)."""
+    values = parse_qs(query)
+    if "since" not in values:
+        return None, None
+    try:
+        since = int(values["since"][0])
+    except ValueError:
+        raise agent.bad_request("since must be an integer.") from None
+    return since, delta.decode_have(values.get("have", [""])[0])

@@ -9,14 +9,14 @@ Errors are ``ClientError``s with an HTTP status; the API layer renders them as `
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from taskvpc.agentapi import answer
+from taskvpc.agentapi import answer, delta
 from taskvpc.agentapi.answer import Section
 from taskvpc.agentapi.credentials import CREDENTIALS, TaskCredentials
 from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowLogWatch, FlowRecords, records_from_wire
@@ -155,25 +155,49 @@ def generation(ctx: RequestContext, instance_id: str, heartbeat: bool) -> int:
 
 @dataclass
 class AnswerSource:
-    """What contributors read: the instance, its live tasks, in the answer's transaction."""
+    """What contributors read: the instance and its live tasks, in the answer's transaction.
+
+    ``task_rows`` are the tasks whose entries the ``tasks`` section carries: every live task in a full
+    answer, only those changed since the agent's generation in a delta (``taskvpc.agentapi.delta``).
+    ``tasks`` (every live task) is read on first use.
+    """
 
     conn: Connection
     ctx: RequestContext
     instance: Row
-    tasks: list[Row]
+    loaded_tasks: list[Row] | None = None
+    changed_tasks: list[Row] | None = None  # a delta: the live tasks changed since the agent's generation
+
+    @cached_property
+    def tasks(self) -> list[Row]:
+        if self.loaded_tasks is not None:
+            return self.loaded_tasks
+        return tasks_repo.tasks_on_instance(self.conn, self.instance["id"])
+
+    @property
+    def task_rows(self) -> list[Row]:
+        return self.tasks if self.changed_tasks is None else self.changed_tasks
 
     @cached_property
     def enis(self) -> dict[str, Eni]:
         """Each task's ENI by task ARN, with its current groups (ModifyNetworkInterfaceAttribute may have
         changed them since RunTask)."""
-        enis = {t["arn"]: Eni.from_wire(t["spec"]["eni"]) for t in self.tasks if t["spec"].get("eni")}
-        current = ec2_repo.eni_groups(self.conn, [e.network_interface_id for e in enis.values()])
-        return {
-            arn: replace(eni, security_group_ids=tuple(current[eni.network_interface_id]))
-            if current.get(eni.network_interface_id)
-            else eni
-            for arn, eni in enis.items()
-        }
+        return _enis_of(self.conn, self.tasks)
+
+    @cached_property
+    def task_row_enis(self) -> dict[str, Eni]:
+        return self.enis if self.changed_tasks is None else _enis_of(self.conn, self.changed_tasks)
+
+
+def _enis_of(conn: Connection, tasks: list[Row]) -> dict[str, Eni]:
+    enis = {t["arn"]: Eni.from_wire(t["spec"]["eni"]) for t in tasks if t["spec"].get("eni")}
+    current = ec2_repo.eni_groups(conn, [e.network_interface_id for e in enis.values()])
+    return {
+        arn: replace(eni, security_group_ids=tuple(current[eni.network_interface_id]))
+        if current.get(eni.network_interface_id)
+        else eni
+        for arn, eni in enis.items()
+    }
 
 
 Contributor = Callable[[AnswerSource], Any]
@@ -199,7 +223,7 @@ def _instance_section(source: AnswerSource) -> answer.Instance:
 @contributes(answer.TASKS)
 def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
     tasks = []
-    for task in source.tasks:
+    for task in source.task_rows:
         body, spec = task["body"], task["spec"]
         stopping = body["desiredStatus"] == "STOPPED"
         entry = {
@@ -220,7 +244,7 @@ def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
             "availabilityZone": body.get("availabilityZone"),
             "portBindings": [b for bound in spec.get("networkBindings") or [] for b in bound],
         }
-        tasks.append(replace(DesiredTask.from_wire(entry), eni=source.enis.get(task["arn"])))
+        tasks.append(replace(DesiredTask.from_wire(entry), eni=source.task_row_enis.get(task["arn"])))
     return tuple(tasks)
 
 
@@ -299,15 +323,49 @@ def _probes_section(source: AnswerSource) -> tuple[Probe, ...]:
     return probes.BOOK.pending_for(source.instance["id"], source.ctx.now)
 
 
-def desired_state(ctx: RequestContext, instance_id: str, after: int) -> dict[str, Any]:
-    """The answer to a poll: generation and every contributed section (a heartbeat too)."""
+def desired_state(
+    ctx: RequestContext,
+    instance_id: str,
+    after: int,
+    since: int | None = None,
+    have: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The answer to a poll: generation and every contributed section (a heartbeat too).
+
+    With ``since`` (the generation the agent holds) a delta (``taskvpc.agentapi.delta``): the tasks
+    changed after it, those gone, and the other sections whose digest differs from ``have``. A ``since``
+    ahead of the instance's generation (the store was replaced) gets the full state.
+    """
     with ctx.db.transaction() as conn:
         row = _instance(conn, ctx, instance_id)
         tasks_repo.set_heartbeat(conn, instance_id, ctx.now)
-        source = AnswerSource(conn, ctx, row, tasks_repo.tasks_on_instance(conn, instance_id))
-        sections = {key: build(source) for key, (_, build) in CONTRIBUTORS.items()}
-        state = answer.DesiredState(row["generation"], row["generation"] > after, sections)
-        return state.to_wire()
+        current = row["generation"]
+        if since is not None and not 0 <= since <= current:
+            since = None
+        if since is None:
+            source = AnswerSource(conn, ctx, row, tasks_repo.tasks_on_instance(conn, instance_id))
+            removed: list[str] = []
+            count = 0
+        else:
+            changed_rows, removed = tasks_repo.tasks_changed_since(conn, instance_id, since)
+            source = AnswerSource(conn, ctx, row, changed_tasks=changed_rows)
+            count = tasks_repo.live_task_count(conn, instance_id)
+        whole = {
+            key: section.to_wire(build(source))
+            for key, (section, build) in CONTRIBUTORS.items()
+            if key != answer.TASKS.key
+        }
+        tasks = answer.TASKS.to_wire(_tasks_section(source))
+        return delta.write_answer(
+            current,
+            current > after,
+            whole,
+            tasks=tasks,
+            since=since,
+            removed=removed,
+            task_count=count,
+            have=have,
+        )
 
 
 # ---- report ---------------------------------------------------------------------------------------

@@ -288,6 +288,9 @@ tasks = Table(
     Column("stopped_at", Float, nullable=True),  # when it became STOPPED: its retention runs from here (0004)
     Column("body", Text, nullable=False),  # the DescribeTasks document
     Column("spec", Text, nullable=False),  # what the agent needs: effective containers, the ENI, ...
+    # The instance generation at which the task's desired-state entry last changed; NULL: changed, the
+    # instance's next bump stamps it (0130; agent API deltas, control/agent.py).
+    Column("desired_generation", BigInteger, nullable=True),
     UniqueConstraint("arn", name="uq_tasks_arn"),
     Index("ix_tasks_cluster", "region", "cluster", "desired_status", "arn"),
     Index("ix_tasks_instance", "container_instance_id", "last_status"),
@@ -295,6 +298,7 @@ tasks = Table(
     Index("ix_tasks_started_by", "region", "cluster", "started_by", "last_status"),
     Index("ix_tasks_service", "region", "cluster", "service_name", "desired_status"),
     Index("ix_tasks_family", "region", "cluster", "desired_status", "family", "arn"),  # 0050
+    Index("ix_tasks_desired_generation", "container_instance_id", "desired_generation"),  # 0130
 )
 
 # ---- ECS services (migration 0010) --------------------------------------------------------------------

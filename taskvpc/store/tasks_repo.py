@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, insert, update
+from sqlalchemy import Connection, and_, case, delete, insert, literal, null, or_, select, update
 
 from taskvpc.store.ecs_repo import dumps, loads
 from taskvpc.store.rawsql import fetch_all, fetch_one, placeholders
@@ -142,8 +142,61 @@ def update_instance(conn: Connection, instance_id: str, **values: Any) -> None:
 
 
 def bump_generation(conn: Connection, instance_id: str) -> None:
+    """The instance's desired state changed: a new generation, stamped on the tasks whose entries changed."""
     c = container_instances.c
     conn.execute(update(container_instances).where(c.id == instance_id).values(generation=c.generation + 1))
+    _stamp_changed_tasks(conn, [instance_id])
+
+
+# ---- desired-state deltas (agent API, control/agent.py) -------------------------------------------
+#
+# A task's ``desired_generation`` is the instance generation at which its desired-state entry last
+# changed. A write that changes the entry sets it NULL (``update_task``, ``mark_eni_tasks_changed``; a new
+# row starts NULL) and the bump of the instance's generation in the same transaction stamps it with the new
+# generation. Stamping at the bump, rather than guessing "current + 1" at the write, keeps the stamp right
+# when another transaction bumps the same instance between the write and the commit.
+
+
+def _stamp_changed_tasks(conn: Connection, instance_ids: Sequence[str]) -> None:
+    if not instance_ids:
+        return
+    conn.execute(
+        update(tasks)
+        .where(tasks.c.container_instance_id.in_(list(instance_ids)), tasks.c.desired_generation.is_(None))
+        .values(
+            desired_generation=select(container_instances.c.generation)
+            .where(container_instances.c.id == tasks.c.container_instance_id)
+            .scalar_subquery()
+        )
+    )
+
+
+def mark_eni_tasks_changed(conn: Connection, eni_ids: Sequence[str]) -> None:
+    """The tasks holding these ENIs have a changed entry (their ENI's groups); a bump stamps them."""
+    if eni_ids:
+        conn.execute(update(tasks).where(tasks.c.eni_id.in_(list(eni_ids))).values(desired_generation=None))
+
+
+def tasks_changed_since(conn: Connection, instance_id: str, since: int) -> tuple[list[Row], list[str]]:
+    """(live tasks whose entry changed after generation ``since``, ARNs of tasks that left since then)."""
+    sql = (
+        _SELECT_TASK + " WHERE container_instance_id = ? "
+        "AND (desired_generation IS NULL OR desired_generation > ?) ORDER BY created_at, arn"
+    )
+    live: list[Row] = []
+    removed: list[str] = []
+    for task in map(_task, fetch_all(conn, sql, (instance_id, since))):
+        if task["last_status"] == "STOPPED":
+            removed.append(task["arn"])
+        else:
+            live.append(task)
+    return live, removed
+
+
+def live_task_count(conn: Connection, instance_id: str) -> int:
+    sql = "SELECT COUNT(*) FROM tasks WHERE container_instance_id = ? AND last_status != 'STOPPED'"
+    row = fetch_one(conn, sql, (instance_id,))
+    return int(row[0]) if row else 0
 
 
 def set_heartbeat(conn: Connection, instance_id: str, now: float) -> None:
@@ -359,6 +412,18 @@ def update_task(conn: Connection, task: Row, now: float) -> None:
             last_status=body["lastStatus"],
             version=body["version"],
             eni_id=task["eni_id"],
+            # what the agent's entry shows changed (desired status) or the task left its list: NULL, stamped
+            # by the generation bump of the same transaction (see _stamp_changed_tasks)
+            desired_generation=case(
+                (
+                    or_(
+                        tasks.c.desired_status != body["desiredStatus"],
+                        and_(tasks.c.last_status != "STOPPED", literal(body["lastStatus"]) == "STOPPED"),
+                    ),
+                    null(),
+                ),
+                else_=tasks.c.desired_generation,
+            ),
             updated_at=now,
             stopped_at=_stopped_at(body, now),
             body=dumps(body),
@@ -457,4 +522,5 @@ def bump_region_generations(conn: Connection, region: str) -> list[str]:
         conn.execute(
             update(container_instances).where(c.id.in_(instance_ids)).values(generation=c.generation + 1)
         )
+        _stamp_changed_tasks(conn, instance_ids)
     return instance_ids

@@ -8,12 +8,16 @@ long polls as soon as the transaction has committed (``RequestContext.notify``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
 from taskvpc.store import tasks_repo
 
 
-def security_changed(conn: Connection, ctx: RequestContext) -> None:
-    """Rules or an ENI's groups changed in ``ctx.region``: wake the agents that may enforce them."""
+def security_changed(conn: Connection, ctx: RequestContext, eni_ids: Sequence[str] = ()) -> None:
+    """Rules or an ENI's groups changed in ``ctx.region``: wake the agents that may enforce them.
+    ``eni_ids``: ENIs whose groups changed (their tasks' desired-state entries show them)."""
+    tasks_repo.mark_eni_tasks_changed(conn, eni_ids)
     ctx.notify.update(tasks_repo.bump_region_generations(conn, ctx.region))

@@ -68,7 +68,7 @@ def modify_network_interface_attribute(ctx: RequestContext, params: dict[str, An
             checked = enis.check_groups(conn, ctx, subnet, group_ids)
             describe.dry_run(params)
             ec2_repo.set_eni_groups(conn, ctx.region, eni["NetworkInterfaceId"], checked)
-            dataplane.security_changed(conn, ctx)
+            dataplane.security_changed(conn, ctx, [eni["NetworkInterfaceId"]])
             return {}
         if member == "Attachment":
             attachment = eni.get("Attachment")

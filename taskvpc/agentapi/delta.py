@@ -1,0 +1,160 @@
+"""Desired-state deltas: a poll that says what it holds is answered with what changed since then.
+
+An agent that sends ``since=<generation>`` (the generation of the state it holds) and ``have=<digests>``
+(the digest of each whole section it holds, as the last answer gave them) gets a *delta* answer
+(``"delta": true``):
+
+* ``tasks``: only the tasks whose entry changed after ``since`` (whole entries; the agent replaces its
+  entry by ARN), and ``removedTasks``: the ARNs of tasks that left the list after ``since``;
+* ``taskCount``: how many tasks the full list has; an agent whose merged list has another count asks for
+  the full state (``since`` left out) instead of acting on it;
+* every other section (``instance``, ``vpcs``, ``securityGroups``, ``credentials``, ``flowLogs``,
+  ``loadBalancers``, and any section registered later) is sent whole, and only when its digest differs
+  from the one the agent sent in ``have``; a section left out of a delta is unchanged;
+* ``digests``: every whole section's digest, in full answers too; the agent keeps them for its next poll.
+
+A full answer (no ``since``, or a ``since`` the control plane cannot answer from: ahead of its generation)
+has no ``delta`` member and replaces the agent's view. Agents that never send ``since`` get full answers,
+as before.
+
+Why only ``tasks`` is keyed: its size grows with the work on the host (a few KiB per task); the other
+sections grow with the groups, VPCs and load balancers the host's tasks use, change rarely, and are cheap
+to compute and compare whole. A new section needs nothing to work with deltas: sent whole when changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskvpc.agentapi import read
+from taskvpc.agentapi.answer import SECTIONS, TASKS, DesiredState
+from taskvpc.agentapi.tasks import DesiredTask
+
+DELTA = "delta"
+REMOVED_TASKS = "removedTasks"
+TASK_COUNT = "taskCount"
+DIGESTS = "digests"
+MEMBERS = frozenset({DELTA, REMOVED_TASKS, TASK_COUNT, DIGESTS})
+
+_HAVE_ENTRY = re.compile(r"([A-Za-z][A-Za-z0-9]{0,63}):([0-9a-f]{1,32})")
+MAX_HAVE = 64
+
+
+def digest(wire_value: Any) -> str:
+    """A short digest of a section's wire value (equal values, equal digests)."""
+    text = json.dumps(wire_value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def encode_have(digests: Mapping[str, str]) -> str:
+    """The ``have`` query value: ``key:digest`` pairs, comma-separated."""
+    return ",".join(f"{k}:{v}" for k, v in sorted(digests.items()) if _HAVE_ENTRY.fullmatch(f"{k}:{v}"))
+
+
+def decode_have(text: str) -> dict[str, str]:
+    """``have`` read leniently: a malformed pair is ignored (its section is then sent whole)."""
+    out: dict[str, str] = {}
+    for item in text.split(",")[:MAX_HAVE]:
+        match = _HAVE_ENTRY.fullmatch(item.strip())
+        if match is not None:
+            out[match.group(1)] = match.group(2)
+    return out
+
+
+def write_answer(
+    generation: int,
+    changed: bool,
+    whole: Mapping[str, Any],
+    *,
+    tasks: list[Any],
+    since: int | None = None,
+    removed: list[str] | None = None,
+    task_count: int = 0,
+    have: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The answer's wire document. ``whole``: the wire value of every section but ``tasks``; ``tasks``:
+    every task entry (full answer, ``since`` None) or those changed after ``since`` (delta)."""
+    digests = {key: digest(value) for key, value in whole.items()}
+    doc: dict[str, Any] = {"generation": generation, "changed": changed}
+    if since is None:
+        doc.update(whole)
+        doc[TASKS.key] = tasks
+    else:
+        have = have or {}
+        doc[DELTA] = True
+        doc.update({key: value for key, value in whole.items() if have.get(key) != digests[key]})
+        doc[TASKS.key] = tasks
+        doc[REMOVED_TASKS] = removed or []
+        doc[TASK_COUNT] = task_count
+    doc[DIGESTS] = digests
+    return doc
+
+
+def digests_of(doc: Mapping[str, Any]) -> dict[str, str]:
+    """The ``digests`` of an answer, read leniently."""
+    found = read.mapping(doc.get(DIGESTS))
+    return {str(k): v for k, v in found.items() if isinstance(v, str)}
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A delta answer as read by the agent."""
+
+    generation: int
+    changed: bool
+    tasks: tuple[DesiredTask, ...]
+    removed: tuple[str, ...]
+    task_count: int
+    sections: Mapping[str, Any] = field(default_factory=dict)  # the whole sections it carries
+    digests: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_wire(cls, doc: Mapping[str, Any]) -> Delta:
+        """Raises on what cannot be read (as ``DesiredState.from_wire`` does): the agent then asks again."""
+        generation = doc.get("generation")
+        count = doc.get(TASK_COUNT)
+        for name, value in (("generation", generation), (TASK_COUNT, count)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} is an integer")
+        assert isinstance(generation, int) and isinstance(count, int)
+        sections = {
+            key: section.from_wire(doc[key])
+            for key, section in SECTIONS.items()
+            if key != TASKS.key and key in doc
+        }
+        removed = tuple(str(arn) for arn in read.as_list(doc.get(REMOVED_TASKS)) if isinstance(arn, str))
+        return cls(
+            generation,
+            read.flag(doc.get("changed"), True),
+            TASKS.from_wire(doc.get(TASKS.key)),
+            removed,
+            count,
+            sections,
+            digests_of(doc),
+        )
+
+    @property
+    def changed_arns(self) -> frozenset[str]:
+        return frozenset(t.arn for t in self.tasks)
+
+
+def merge(view: DesiredState, delta: Delta) -> DesiredState | None:
+    """``view`` with ``delta`` applied; None when the result cannot be the control plane's state (its task
+    count differs: the agent then asks for the full state). Unchanged task entries stay the same objects,
+    so the engine can tell an untouched task by identity."""
+    tasks = {t.arn: t for t in view.tasks}
+    for arn in delta.removed:
+        tasks.pop(arn, None)
+    for task in delta.tasks:
+        tasks[task.arn] = task
+    if len(tasks) != delta.task_count:
+        return None
+    sections = dict(view.sections)
+    sections.update(delta.sections)
+    sections[TASKS.key] = tuple(tasks.values())
+    return DesiredState(delta.generation, delta.changed, sections)

@@ -1,0 +1,142 @@
+"""Per-ENI firewall updates on real nftables: a task starting or stopping touches only its own ENI's
+chains and elements (and its groups' sets); the other ENIs' rules keep their kernel handles, so nothing of
+theirs was flushed and reloaded. The table built by updates is the one a whole load would make."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from taskvpc.agent.security import FirewallSync
+from taskvpc.netmodel.evaluator import GroupRules
+from taskvpc.netmodel.firewall_ir import EniPort, compile_ir, group_set, in_chain, out_chain
+from taskvpc.netmodel.nft_compile import render
+from taskvpc.netmodel.security_groups import Rule, new_group_egress
+from tests.root import fwlab
+
+pytestmark = [
+    pytest.mark.root,
+]
+
+WEB = GroupRules("sg-web", (Rule("ingress", "tcp", 80, 80, group_id="sg-web"),), (new_group_egress(),))
+DB = GroupRules("sg-db", (Rule("ingress", "tcp", 5432, 5432, group_id="sg-web"),), (new_group_egress(),))
+
+
+class Recorder:
+    """The driver, keeping every batch loaded."""
+
+    def __init__(self, lab: fwlab.Lab) -> None:
+        self.lab = lab
+        self.batches: list[str] = []
+
+    def apply(self, vpc_id: str, nft_text: str) -> None:
+        self.batches.append(nft_text)
+        self.lab.fw.apply(vpc_id, nft_text)
+
+    def forget_flows(self, vpc_id: str, ip: str) -> int:
+        return self.lab.fw.forget_flows(vpc_id, ip)
+
+
+@pytest.fixture
+def lab() -> Iterator[fwlab.Lab]:
+    with fwlab.lab("tve", 3, tag="pe", net=238) as made:
+        yield made
+
+
+def listing(lab: fwlab.Lab, table: str) -> list[dict[str, Any]]:
+    items = json.loads(_run_json(lab, table)).get("nftables", [])
+    return [i for i in items if "metainfo" not in i]
+
+
+def _run_json(lab: fwlab.Lab, table: str) -> str:
+    from taskvpc.agent.drivers.firewall import NFT_CTX_OUTPUT_HANDLE, NFT_CTX_OUTPUT_JSON
+
+    rc, out, err = lab.fw._run(
+        lab.vpc_id, f"list table inet {table}\n", NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE
+    )
+    assert rc == 0, err
+    return out
+
+
+def rule_handles(items: list[dict[str, Any]], chain: str) -> list[int]:
+    return [i["rule"]["handle"] for i in items if "rule" in i and i["rule"]["chain"] == chain]
+
+
+def set_elements(items: list[dict[str, Any]], name: str) -> list[Any]:
+    for item in items:
+        for kind in ("set", "map"):
+            if kind in item and item[kind]["name"] == name:
+                return sorted(json.dumps(e, sort_keys=True) for e in item[kind].get("elem", []))
+    raise KeyError(name)
+
+
+def shape(items: list[dict[str, Any]]) -> list[str]:
+    """The table without handles, table names and element order: what two equal tables share."""
+    out = []
+    for item in items:
+        ((kind, body),) = item.items()
+        body = {
+            k: v for k, v in body.items() if k not in ("handle", "table") and (kind, k) != ("table", "name")
+        }
+        if "elem" in body:
+            body["elem"] = sorted(json.dumps(e, sort_keys=True) for e in body["elem"])
+        out.append(kind + " " + json.dumps(body, sort_keys=True))
+    return sorted(out)
+
+
+def test_one_enis_update_touches_only_that_eni(lab: fwlab.Lab) -> None:
+    loader = Recorder(lab)
+    sync = FirewallSync(loader, lab.cfg, table=lab.table)
+    sync.set_desired({lab.vpc_id: {"sg-web": WEB, "sg-db": DB}}, {})
+    a, b, c = (
+        EniPort(e.eni_id, lab.port(e), e.ip, e.mac, groups)
+        for e, groups in zip(lab.enis, [("sg-web",), ("sg-web", "sg-db"), ("sg-web",)], strict=True)
+    )
+    sync.add_eni(lab.vpc_id, a)  # the first: the whole table
+    sync.add_eni(lab.vpc_id, b)
+    before = listing(lab, lab.table)
+    kept = {
+        name: rule_handles(before, name)
+        for name in (
+            in_chain(a.eni_id),
+            out_chain(a.eni_id),
+            in_chain(b.eni_id),
+            out_chain(b.eni_id),
+            "gin_sg_web",
+            "gout_sg_web",
+            "gin_sg_db",
+        )
+    }
+    assert all(kept.values())
+
+    sync.add_eni(lab.vpc_id, c)  # a task starts
+    added = loader.batches[-1]
+    assert c.ip in added and a.ip not in added and b.ip not in added
+    assert a.eni_id.replace("-", "_") not in added and b.eni_id.replace("-", "_") not in added
+    assert f"flush chain inet {lab.table} gin_sg_web" not in added  # carried already: its rules untouched
+    during = listing(lab, lab.table)
+    assert {name: rule_handles(during, name) for name in kept} == kept
+    assert set_elements(during, group_set("sg-web")) == sorted(json.dumps(ip) for ip in (a.ip, b.ip, c.ip))
+    assert rule_handles(during, in_chain(c.eni_id))
+
+    sync.remove_eni(lab.vpc_id, b.eni_id)  # a task stops: the last carrier of sg-db
+    removed = loader.batches[-1]
+    assert b.ip in removed and a.ip not in removed and c.ip not in removed
+    after = listing(lab, lab.table)
+    assert {n: rule_handles(after, n) for n in (in_chain(a.eni_id), out_chain(a.eni_id), "gin_sg_web")} == {
+        n: kept[n] for n in (in_chain(a.eni_id), out_chain(a.eni_id), "gin_sg_web")
+    }
+    assert rule_handles(after, in_chain(b.eni_id)) == [] and rule_handles(after, "gin_sg_db") == []
+    assert set_elements(after, group_set("sg-web")) == sorted(json.dumps(ip) for ip in (a.ip, c.ip))
+
+    # What the updates built is what a whole load of the same model makes.
+    whole_table = lab.table + "w"
+    lab.fw.apply(lab.vpc_id, render(compile_ir(replace(sync.model(lab.vpc_id), table=whole_table))))
+    try:
+        assert shape(listing(lab, lab.table)) == shape(listing(lab, whole_table))
+    finally:
+        lab.fw.remove(lab.vpc_id, whole_table)

@@ -1,0 +1,125 @@
+"""Per-ENI firewall batches (netmodel/nft_eni.py): one ENI's change names only that ENI and its groups, its
+size does not grow with the ENIs in the VPC, and the bookkeeping after any sequence of changes is what a
+whole load of the same model records."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+from hypothesis import given, settings, strategies as st
+
+from taskvpc.netmodel.evaluator import GroupRules
+from taskvpc.netmodel.firewall_ir import EniPort, compile_ir
+from taskvpc.netmodel.nft_compile import render
+from taskvpc.netmodel.nft_eni import TableState
+from taskvpc.netmodel.security_groups import Rule, new_group_egress
+
+WEB = GroupRules("sg-web", (Rule("ingress", "tcp", 80, 80, group_id="sg-web"),), (new_group_egress(),))
+DB = GroupRules("sg-db", (Rule("ingress", "tcp", 5432, 5432, group_id="sg-web"),), (new_group_egress(),))
+RULES = {"sg-web": WEB, "sg-db": DB}
+
+
+def eni(n: int, *groups: str) -> EniPort:
+    return EniPort(
+        f"eni-{n:08x}",
+        f"tvpc{n:08x}",
+        f"10.0.{n // 250}.{n % 250 + 2}",
+        f"0e:00:00:00:{n // 250:02x}:{n % 250:02x}",
+        groups,
+    )
+
+
+def loaded(n: int) -> TableState:
+    state = TableState("taskvpc", "tvpc-host", rules=dict(RULES))
+    for i in range(n):
+        state.add_eni(eni(i, "sg-web"))
+    state.whole()
+    return state
+
+
+def test_a_task_starting_or_stopping_names_only_its_own_eni() -> None:
+    state = loaded(50)
+    newcomer = eni(999, "sg-web", "sg-db")
+    added = state.add_eni(newcomer)
+    assert "delete table" not in added and newcomer.ip in added and "eni_000003e7" in added
+    others = [eni(i) for i in range(50)]
+    assert not any(
+        e.ip + " " in added or e.ip + "\n" in added or e.eni_id.replace("-", "_") in added for e in others
+    )
+    assert "flush chain inet taskvpc gin_sg_web" not in added  # carried already
+    assert "flush chain inet taskvpc gin_sg_db" in added  # new to the table
+    removed = state.remove_eni(newcomer.eni_id)
+    assert "delete chain inet taskvpc in_eni_000003e7" in removed
+    assert "delete chain inet taskvpc gin_sg_db" in removed  # its last carrier left
+    assert not any(e.eni_id.replace("-", "_") in removed for e in others)
+    assert state.add_eni(eni(3, "sg-web")) == ""  # registered already, unchanged: nothing to load
+
+
+def test_the_batch_does_not_grow_with_the_enis_in_the_vpc() -> None:
+    small, big = loaded(5), loaded(500)
+    one, other = small.add_eni(eni(9000, "sg-web")), big.add_eni(eni(9000, "sg-web"))
+    assert one == other
+    assert small.remove_eni(eni(9000).eni_id) == big.remove_eni(eni(9000).eni_id)
+
+
+def test_a_group_change_touches_the_sets_it_joins_and_leaves() -> None:
+    state = loaded(20)
+    moved = state.set_groups(eni(4).eni_id, ("sg-db",))
+    assert f"delete element inet taskvpc g_sg_web {{ {eni(4).ip} }}" in moved
+    assert f"add element inet taskvpc g_sg_db {{ {eni(4).ip} }}" in moved
+    assert "eni_00000005" not in moved
+    tighter = replace(WEB, ingress=())
+    ruled = state.set_rules({**RULES, "sg-web": tighter})
+    assert "flush chain inet taskvpc gin_sg_web" in ruled and "eni_" not in ruled
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.integers(0, 7),
+            st.lists(st.sampled_from(["sg-web", "sg-db", "sg-x"]), max_size=2),
+        ),
+        st.tuples(st.just("remove"), st.integers(0, 7), st.just([])),
+        st.tuples(
+            st.just("groups"), st.integers(0, 7), st.lists(st.sampled_from(["sg-web", "sg-db"]), max_size=2)
+        ),
+        st.tuples(st.just("log"), st.integers(0, 7), st.just([])),
+        st.tuples(st.just("rules"), st.integers(0, 1), st.just([])),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(OPS)
+def test_bookkeeping_after_any_changes_is_what_a_whole_load_records(
+    ops: list[tuple[str, int, list[str]]],
+) -> None:
+    state = TableState("taskvpc", "tvpc-host", rules=dict(RULES))
+    state.whole()
+    for op, n, groups in ops:
+        if op == "add":
+            state.add_eni(eni(n, *groups))
+        elif op == "remove":
+            state.remove_eni(eni(n).eni_id)
+        elif op == "groups":
+            state.set_groups(eni(n).eni_id, tuple(groups))
+        elif op == "log":
+            if (e := state.enis.get(eni(n).eni_id)) is not None:
+                state.set_log_rejects(e.eni_id, not e.log_rejects)
+        else:
+            state.set_rules(RULES if n else {**RULES, "sg-web": replace(WEB, ingress=())})
+    model = state.model()
+    render(compile_ir(model))  # the state is a table nft would take
+    reference = copy.deepcopy(state)
+    reference.whole()
+    assert state.chains == reference.chains
+    assert {g: m for g, m in state.members.items() if m or g in state.carriers} == {
+        g: m for g, m in reference.members.items() if m or g in reference.carriers
+    }
+    assert set(reference.members) <= set(state.members)  # every set a rule or an ENI needs exists
+    carried = {g for e in model.enis for g in e.group_ids}
+    assert set(state.carriers) == carried
+    assert all(state.by_ip[e.ip] == e.eni_id for e in model.enis) and len(state.by_ip) == len(model.enis)
