@@ -79,5 +79,5 @@ MANIFEST = ServiceManifest(
         "service_events",
         "capacity_providers",
     ),
-    migrations=("0001", "0003", "0004", "0010"),
+    migrations=("0001", "0003", "0004", "0010", "0130"),
 )
