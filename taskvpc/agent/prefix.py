@@ -33,24 +33,45 @@ class PrefixBusy(Exception):
 
 @contextlib.contextmanager
 def prefix_lock(prefix: str, lock_dir: Path = LOCK_DIR) -> Iterator[None]:
-    """Hold the prefix for this process's lifetime (the kernel drops the lock when it dies)."""
+    """Hold the prefix for this process's lifetime (the kernel drops the lock when it dies).
+
+    The holder removes the file when it lets go, so lock files of finished prefixes do not pile up in
+    /run; a process that opened the file just before it was removed finds its lock on a name-less file
+    and takes the new one instead (the inode check in :func:`_locked`)."""
     netplan.NetConfig(prefix=prefix)  # ValueError for a name that is no prefix (it names a file here)
     path = lock_dir / f"{prefix}.lock"
     try:
         lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _locked(path, prefix)
     except OSError as exc:  # no /run to lock in (not root): nothing of ours can run here anyway
         log.warning("no lock for prefix %s (%s)", prefix, exc)
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise PrefixBusy(f"an agent with prefix {prefix!r} is running (pid {holder})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while still holding it: nobody can hold a lock on this name meanwhile
         os.close(fd)
+
+
+def _locked(path: Path, prefix: str) -> int:
+    """A descriptor of ``path`` holding its exclusive lock; PrefixBusy while another holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise PrefixBusy(f"an agent with prefix {prefix!r} is running (pid {holder})") from None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
+        os.close(fd)  # the previous holder removed the file after we opened it: lock the name anew

@@ -18,6 +18,7 @@ from taskvpc.control.iam.common import new_secret, unique_id
 from taskvpc.control.iam.credentials import Grants, principal_policies
 from taskvpc.control.iam.enforce import request_context
 from taskvpc.control.iam.policies import policy_document
+from taskvpc.control.iam.task_trust import trusted_task_role, unable_to_assume_message
 from taskvpc.control.identity import Principal
 from taskvpc.control.manifest import ServiceManifest
 from taskvpc.domain.errors import ClientError
@@ -25,7 +26,6 @@ from taskvpc.domain.iam.document import parse_policy
 from taskvpc.domain.iam.evaluate import Caller, Request, may_assume
 from taskvpc.store import iam_repo
 
-ECS_TASKS = "ecs-tasks.amazonaws.com"
 SESSION_POLICY_MAX_CHARS = 2048
 CHAINED_MAX_SECONDS = 3600
 TASK_CREDENTIALS_SECONDS = 6 * 3600  # ECS task-role credentials last hours and are rotated before expiry
@@ -169,24 +169,9 @@ def _vend_task_credentials(
     conn: Connection, ctx: RequestContext, task_arn: str, role_arn: str, seconds: int
 ) -> tuple[str, str, str, float]:
     task_id = task_arn.rsplit("/", 1)[-1]
-    found = iam_repo.get_entity_by_arn(conn, role_arn)
-    role = found[1] if found is not None and found[0] == "role" else None
-    context = {"aws:sourceaccount": [ctx.account_id], "aws:sourcearn": [task_arn]}
-    request = Request("sts:AssumeRole", role_arn, context)
-    trusted = role is not None and may_assume(
-        parse_policy(role["AssumeRolePolicyDocument"], "trust"),
-        Caller(ctx.account_id, service=ECS_TASKS),
-        request,
-        None,
-    )
-    if role is None or not trusted:
-        raise ClientError(
-            "ClientException",
-            f"ECS was unable to assume the role '{role_arn}' that was provided for this task. Please verify "
-            "that the role being passed has the proper trust relationship and permissions and that your IAM "
-            "user has permissions to pass this role.",
-            400,
-        )
+    role = trusted_task_role(conn, ctx.account_id, role_arn, task_arn)
+    if role is None:
+        raise ClientError("ClientException", unable_to_assume_message(role_arn), 400)
     principal = Principal.assumed_role(ctx.account_id, role["RoleName"], task_id, role["RoleId"])
     issued = _issue(conn, ctx, principal, "role", role["RoleName"], seconds, None)
     return issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"], issued["Expiration"]

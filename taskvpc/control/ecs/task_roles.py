@@ -22,24 +22,15 @@ from sqlalchemy import Connection
 
 from taskvpc.control import task_credentials
 from taskvpc.control.context import RequestContext
+from taskvpc.control.iam.task_trust import trusted_task_role, unable_to_assume_message
 from taskvpc.domain.arns import task_arn
 from taskvpc.domain.errors import ClientError, invalid_parameter
-from taskvpc.domain.iam.document import parse_policy
-from taskvpc.domain.iam.evaluate import Caller, Request, may_assume
-from taskvpc.store import iam_repo
 
-ECS_TASKS = "ecs-tasks.amazonaws.com"
 _PLACEHOLDER_TASK_ID = "0" * 32  # the shape of a task id; the real one is chosen after this check
 
 
 def unable_to_assume(role_arn: str) -> ClientError:
-    # real text (ECS's service events and RunTask errors quoted in public issues, e.g.
-    # aws-samples/aws-modern-application-workshop#88, boto/boto3#1878)
-    return invalid_parameter(
-        f"ECS was unable to assume the role '{role_arn}' that was provided for this task. Please verify "
-        "that the role being passed has the proper trust relationship and permissions and that your IAM "
-        "user has permissions to pass this role."
-    )
+    return invalid_parameter(unable_to_assume_message(role_arn))
 
 
 def roles_of(td: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
@@ -53,17 +44,8 @@ def roles_of(td: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
 
 def ecs_may_assume(conn: Connection, ctx: RequestContext, role_arn: str, cluster_name: str) -> bool:
     """Whether ECS could assume ``role_arn`` for a task of ``cluster_name`` (trust policy only)."""
-    found = iam_repo.get_entity_by_arn(conn, role_arn)
-    if found is None or found[0] != "role":
-        return False
     source = task_arn(ctx.region, ctx.account_id, cluster_name, _PLACEHOLDER_TASK_ID)
-    context = {"aws:sourceaccount": [ctx.account_id], "aws:sourcearn": [source]}
-    return may_assume(
-        parse_policy(found[1]["AssumeRolePolicyDocument"], "trust"),
-        Caller(ctx.account_id, service=ECS_TASKS),
-        Request("sts:AssumeRole", role_arn, context),
-        None,
-    )
+    return trusted_task_role(conn, ctx.account_id, role_arn, source) is not None
 
 
 def _checked_here() -> bool:

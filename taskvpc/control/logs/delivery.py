@@ -35,15 +35,14 @@ from taskvpc.agentapi.logdriver import LogAck, LogConfiguration, LogDelivery, Lo
 from taskvpc.control.context import RequestContext
 from taskvpc.control.iam.credentials import principal_policies
 from taskvpc.control.iam.enforce import denial
+from taskvpc.control.iam.task_trust import trusted_task_role, unable_to_assume_message
 from taskvpc.control.logs.common import GROUP_NOT_FOUND, group_arn, not_found, now_ms, stream_arn
 from taskvpc.domain.errors import ClientError
-from taskvpc.domain.iam.document import parse_policy
-from taskvpc.domain.iam.evaluate import Caller, Decision, Request, evaluate, may_assume
+from taskvpc.domain.iam.evaluate import Decision, Request, evaluate
 from taskvpc.domain.logs_events import check_group_name, invalid_parameter
 from taskvpc.domain.regions import is_region
-from taskvpc.store import awslogs_repo, iam_repo, logs_repo, tasks_repo
+from taskvpc.store import awslogs_repo, logs_repo, tasks_repo
 
-ECS_TASKS = "ecs-tasks.amazonaws.com"
 _STREAM_NAME = re.compile(r"[^:*]{1,512}")
 
 
@@ -148,22 +147,9 @@ class _RolePermissions:
 
     def __init__(self, conn: Connection, ctx: RequestContext, role_arn: str, task_arn: str) -> None:
         self.ctx, self.role_arn, self.task_arn = ctx, role_arn, task_arn
-        found = iam_repo.get_entity_by_arn(conn, role_arn)
-        role = found[1] if found is not None and found[0] == "role" else None
-        context = {"aws:sourceaccount": [ctx.account_id], "aws:sourcearn": [task_arn]}
-        trusted = role is not None and may_assume(
-            parse_policy(role["AssumeRolePolicyDocument"], "trust"),
-            Caller(ctx.account_id, service=ECS_TASKS),
-            Request("sts:AssumeRole", role_arn, context),
-            None,
-        )
-        if role is None or not trusted:
-            raise ClientError(
-                "AccessDeniedException",
-                f"ECS was unable to assume the role '{role_arn}' that was provided for this task. Please verify "
-                "that the role being passed has the proper trust relationship and permissions and that your IAM "
-                "user has permissions to pass this role.",
-            )
+        role = trusted_task_role(conn, ctx.account_id, role_arn, task_arn)
+        if role is None:
+            raise ClientError("AccessDeniedException", unable_to_assume_message(role_arn))
         self.name = str(role["RoleName"])
         self.policies = principal_policies(conn, ctx.account_id, "role", self.name)
         task_id = task_arn.rsplit("/", 1)[-1]
