@@ -163,7 +163,8 @@ class Overlay:
         self.wanted: dict[str, OverlayVpc] = {}
         self._applied_firewall: dict[str, tuple[RemotePeer, ...]] = {}
         self._applied_guard: str | None = None
-        self._done: dict[str, tuple[OverlayVpc, frozenset[str]]] = {}  # vpc -> what was made, local ips
+        # vpc -> (router namespace inode, what was made, the local addresses then)
+        self._done: dict[str, tuple[int, OverlayVpc, frozenset[str]]] = {}
         self._wake = asyncio.Event()
         self.passes = 0
 
@@ -219,9 +220,13 @@ class Overlay:
             else:
                 self._applied_firewall[vpc_id] = peers
         for vpc_id in sorted(set(self._done) | set(self.wanted)):
-            router = netplan.router_netns(self.cfg, vpc_id)
+            try:
+                router = netplan.router_netns(self.cfg, vpc_id)
+            except ValueError:  # not a VPC id: no router can be named after it
+                continue
             vpc = self.wanted.get(vpc_id)
-            if not self.driver.router_exists(router):
+            router_id = self.driver.router_id(router)
+            if router_id is None:
                 self._done.pop(vpc_id, None)
                 continue
             if vpc is None:
@@ -229,10 +234,10 @@ class Overlay:
                 self._done.pop(vpc_id, None)
                 continue
             local = self._local_ips(vpc_id)
-            if not force and self._done.get(vpc_id) == (vpc, local):
+            if not force and self._done.get(vpc_id) == (router_id, vpc, local):
                 continue
             self._ensure_router(router, device, vpc, mtu, local)
-            self._done[vpc_id] = (vpc, local)
+            self._done[vpc_id] = (router_id, vpc, local)
         guard = guard_text(guard_table(self.cfg), self.wanted.values(), self.underlay)
         if guard != self._applied_guard:
             self.driver.load_guard(guard)

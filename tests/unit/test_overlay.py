@@ -164,3 +164,81 @@ def test_two_hosts_agree_with_evaluator(data: st.DataObject) -> None:
         assert (sent and received) == expected, (flow, sent, received)
         # nothing that arrives from the overlay is sent back into it
         assert not evaluate_ir(rulesets[dst_host], packet_for(flow, VX, VX, vtep_mac(H1)))
+
+
+# --------------------------------------------------------------------------------------------------
+# The runner, against a driver that records
+
+
+class FakeDriver:
+    def __init__(self) -> None:
+        self.routers: dict[str, int] = {}
+        self.devices: dict[str, SeenOverlay] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self.guard = ""
+
+    def router_id(self, router_ns: str) -> int | None:
+        return self.routers.get(router_ns)
+
+    def underlay_mtu(self, address: str) -> int | None:
+        return 1550
+
+    def observe(self, router_ns: str, device: str) -> SeenOverlay:
+        return self.devices.get(router_ns, SeenOverlay(None))
+
+    def create_device(
+        self, router_ns: str, device: str, vni: int, local: str, mac: str, mtu: int, port: int
+    ) -> None:
+        self.calls.append(("create", router_ns, str(vni), str(mtu)))
+        self.devices[router_ns] = SeenOverlay(SeenDevice(vni, local, mac, mtu, True, False))
+
+    def remove_device(self, router_ns: str, device: str) -> bool:
+        self.calls.append(("remove", router_ns))
+        return self.devices.pop(router_ns, None) is not None
+
+    def batch(self, router_ns: str, ip_lines: list[str], fdb_lines: list[str]) -> None:
+        self.calls.append(("batch", router_ns, *ip_lines, *fdb_lines))
+
+    def load_guard(self, text: str) -> None:
+        self.guard = text
+
+
+class FakeFirewall:
+    def __init__(self) -> None:
+        self.overlay: dict[str, tuple[str | None, tuple[RemotePeer, ...]]] = {}
+
+    def set_overlay(self, vpc_id: str, port: str | None, remote: tuple[RemotePeer, ...]) -> None:
+        self.overlay[vpc_id] = (port, remote)
+
+
+def test_runner_follows_answers_and_routers() -> None:
+    from taskvpc.agent.netplan import NetConfig, router_netns
+
+    cfg = NetConfig(prefix="tvpc")
+    driver, firewall = FakeDriver(), FakeFirewall()
+    runner = overlay.Overlay(object(), cfg, H1, firewall, driver)  # type: ignore[arg-type]
+    vpc = OverlayVpc("vpc-0123456789abcdef0", 5, (RemoteMember("eni-1", "10.0.1.5", H2, ("sg-a",)),))
+    runner.submit(DesiredState.of(1, overlay=(vpc,)))
+    runner.reconcile()
+    assert firewall.overlay["vpc-0123456789abcdef0"] == (
+        "tvpc-vx",
+        (RemotePeer("10.0.1.5", ("sg-a",)),),
+    )  # rules first
+    assert driver.calls == [] and "@th,96,24 5 " in driver.guard  # no router yet: nothing to make
+    router = router_netns(cfg, "vpc-0123456789abcdef0")
+    driver.routers[router] = 100  # the first task of the VPC made its router
+    runner.reconcile()
+    assert driver.calls[0] == ("create", router, "5", "1500")
+    assert driver.calls[1][:3] == ("batch", router, f"route replace 10.0.1.5/32 dev {VX}")
+    driver.calls.clear()
+    runner.reconcile()
+    assert driver.calls == []  # nothing new: nothing done
+    driver.routers[router] = 101  # the router was made again in between
+    runner.reconcile()
+    assert [c[0] for c in driver.calls] == ["batch"] and driver.devices  # device kept here (fake)
+    driver.calls.clear()
+    runner.submit(DesiredState.of(2, overlay=()))
+    runner.reconcile()
+    assert driver.calls == [("remove", router)]
+    assert firewall.overlay["vpc-0123456789abcdef0"] == (None, ())
+    assert "@th" not in driver.guard

@@ -70,12 +70,12 @@ class VxlanDriver:
     def __init__(self, netns_dir: str = netns.DEFAULT_NETNS_DIR) -> None:
         self.netns_dir = netns_dir
 
-    def router_exists(self, router_ns: str) -> bool:
-        fd = netns.open_ns(router_ns, self.netns_dir)
-        if fd is None:
-            return False
-        os.close(fd)
-        return True
+    def router_id(self, router_ns: str) -> int | None:
+        """The router namespace's identity (its inode: a namespace made again is another one), or None."""
+        try:
+            return os.stat(netns.path_of(router_ns, self.netns_dir)).st_ino
+        except OSError:
+            return None
 
     def underlay_mtu(self, address: str) -> int | None:
         """The MTU of the device holding ``address`` in this namespace (None: no such address here)."""
