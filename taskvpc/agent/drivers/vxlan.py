@@ -156,7 +156,10 @@ class VxlanDriver:
         _run("nft", "-f", "-", stdin=nft_text)
 
     def remove_guard(self, table: str) -> bool:
-        done = subprocess.run(
-            ["nft", "delete", "table", "inet", table], capture_output=True, text=True, check=False
-        )
+        try:
+            done = subprocess.run(
+                ["nft", "delete", "table", "inet", table], capture_output=True, text=True, check=False
+            )
+        except OSError:  # no nft here: no table either
+            return False
         return done.returncode == 0
