@@ -39,6 +39,13 @@ packet is routed and connection tracking is available):
   (``host_ip``) and is subject to the destination's ingress rules only, like any address outside the
   VPC's ENIs.
 
+Across hosts (``overlay_port``, the router's VXLAN device, ``taskvpc/agent/overlay.py``): the group sets
+also hold the VPC's members on other hosts (``remote``); ``to_task`` accepts a packet leaving through the
+overlay port (its egress rules passed here, its ingress rules are the receiving host's), the forward chain
+sends a NEW packet arriving from the overlay to ``to_task`` (the local destination's ingress rules), and
+drops the host's packets into the overlay (a remote task would answer its own host) and overlay-to-overlay
+relaying.
+
 ICMP that conntrack cannot place is judged by the rules like a new flow, not dropped as ``invalid``: an
 error (type 3, 11, ...) quoting no tracked flow, or a reply type (echo reply 0, timestamp reply 14) with no
 request before it. EC2 (and the evaluator) let such a message through when a rule allows its type; the
@@ -446,7 +453,7 @@ def _overlay_guards(model: FirewallModel) -> tuple[NftRule, ...]:
 
 
 def _check(model: FirewallModel) -> None:
-    seen_ports: set[str] = {model.host_port}
+    seen_ports: set[str] = {model.host_port, *((model.overlay_port,) if model.overlay_port else ())}
     seen_ips: set[str] = {model.host_ip}
     seen_ids: set[str] = set()
     for eni in model.enis:
