@@ -205,7 +205,7 @@ class Overlay:
         guard. Routers that do not exist yet are done when they appear."""
         self.passes += 1
         device = device_name(self.cfg)
-        mtu = (self.driver.underlay_mtu(self.underlay) or DEFAULT_UNDERLAY_MTU) - VXLAN_OVERHEAD
+        mtu: int | None = None  # looked up once a router needs work (most passes have none)
         for vpc_id in sorted(set(self._applied_firewall) | set(self.wanted)):
             vpc = self.wanted.get(vpc_id)
             peers = (
@@ -236,6 +236,8 @@ class Overlay:
             local = self._local_ips(vpc_id)
             if not force and self._done.get(vpc_id) == (router_id, vpc, local):
                 continue
+            if mtu is None:
+                mtu = (self.driver.underlay_mtu(self.underlay) or DEFAULT_UNDERLAY_MTU) - VXLAN_OVERHEAD
             self._ensure_router(router, device, vpc, mtu, local)
             self._done[vpc_id] = (router_id, vpc, local)
         guard = guard_text(guard_table(self.cfg), self.wanted.values(), self.underlay)
