@@ -69,3 +69,7 @@ def test_overlay_members_across_hosts(api: TaskvpcServer, agents: Any) -> None:
     plain.attach(third["taskArn"])
     assert plain.poll()["overlay"] == []
     assert [m["eniId"] for m in one.poll()["overlay"][0]["members"]] == [eni]
+    # a host deregistered with its tasks: the others stop routing to them
+    before = one.generation
+    ecs.deregister_container_instance(containerInstance=two.arn, force=True)
+    assert one.poll()["overlay"][0]["members"] == [] and one.generation > before

@@ -24,13 +24,14 @@ from taskvpc.store import ec2_repo, tasks_repo
 from taskvpc.store.schema import container_instance_attributes, container_instances
 
 
-def underlay_hosts(conn: Connection, region: str) -> dict[str, str]:
-    """Live container instances of ``region`` with an underlay address: instance id -> address."""
+def underlay_hosts(conn: Connection, region: str, *, live_only: bool = True) -> dict[str, str]:
+    """Container instances of ``region`` (live ones: not INACTIVE) with an underlay address: id -> it."""
     a, c = container_instance_attributes.c, container_instances.c
+    where = [a.region == region, a.name == UNDERLAY_ATTRIBUTE]
+    if live_only:
+        where.append(c.status != "INACTIVE")
     rows = conn.execute(
-        select(a.instance_id, a.value)
-        .join(container_instances, c.id == a.instance_id)
-        .where(a.region == region, a.name == UNDERLAY_ATTRIBUTE, c.status != "INACTIVE")
+        select(a.instance_id, a.value).join(container_instances, c.id == a.instance_id).where(*where)
     )
     return {str(r.instance_id): str(r.value) for r in rows if r.value}
 
@@ -82,10 +83,10 @@ def members_changed(conn: Connection, ctx: RequestContext, instance_id: str | No
     """A task ENI appeared on or left ``instance_id``: wake the region's other overlay hosts."""
     if instance_id is None:
         return
-    hosts = underlay_hosts(conn, ctx.region)
+    hosts = underlay_hosts(conn, ctx.region, live_only=False)  # a host being deregistered counts
     if instance_id not in hosts:
         return
-    others = sorted(set(hosts) - {instance_id})
+    others = sorted(set(underlay_hosts(conn, ctx.region)) - {instance_id})
     if others:
         c = container_instances.c
         conn.execute(update(container_instances).where(c.id.in_(others)).values(generation=c.generation + 1))
