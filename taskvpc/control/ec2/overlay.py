@@ -20,8 +20,9 @@ from sqlalchemy import Connection, select, update
 from taskvpc.agentapi.network import Eni
 from taskvpc.agentapi.overlay import UNDERLAY_ATTRIBUTE, OverlayVpc, RemoteMember, assign_vnis
 from taskvpc.control.context import RequestContext
-from taskvpc.store import ec2_repo, tasks_repo
-from taskvpc.store.schema import container_instance_attributes, container_instances
+from taskvpc.store import ec2_repo
+from taskvpc.store.ecs_repo import loads
+from taskvpc.store.schema import container_instance_attributes, container_instances, tasks
 
 
 def underlay_hosts(conn: Connection, region: str, *, live_only: bool = True) -> dict[str, str]:
@@ -47,16 +48,23 @@ def section(
     if not vpc_ids:
         return ()
     members: dict[str, list[tuple[Eni, str]]] = {v: [] for v in vpc_ids}
-    for other, address in sorted(hosts.items()):
-        if other == instance_id:
+    others = sorted(set(hosts) - {instance_id})
+    t = tasks.c
+    rows = conn.execute(  # one query, whatever the number of hosts: live tasks holding an ENI there
+        select(t.container_instance_id, t.spec).where(
+            t.container_instance_id.in_(others),
+            t.last_status != "STOPPED",
+            t.desired_status != "STOPPED",
+            t.eni_id.is_not(None),
+        )
+    )
+    for row in rows:
+        doc = loads(row.spec).get("eni")
+        if not doc:
             continue
-        for task in tasks_repo.tasks_on_instance(conn, other):
-            doc = task["spec"].get("eni")
-            if not doc or task["body"].get("desiredStatus") == "STOPPED":
-                continue
-            eni = Eni.from_wire(doc)
-            if eni.vpc_id in members:
-                members[eni.vpc_id].append((eni, address))
+        eni = Eni.from_wire(doc)
+        if eni.vpc_id in members:
+            members[eni.vpc_id].append((eni, hosts[str(row.container_instance_id)]))
     groups = ec2_repo.eni_groups(
         conn, [e.network_interface_id for found in members.values() for e, _ in found]
     )
