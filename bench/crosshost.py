@@ -36,6 +36,7 @@ from botocore.config import Config
 from launch import KEY_ID, SECRET, free_port, start_server
 
 from taskvpc.cli import instances as hosts
+from taskvpc.control.ec2 import instances_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -92,7 +93,7 @@ def setup(ecs: Any, ec2: Any, prefix: str) -> dict[str, tuple[str, str]]:
     """The instances and tasks; name -> (task namespace, address)."""
     ecs.create_cluster(clusterName="bench")
     ec2.run_instances(
-        ImageId=ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"],
+        ImageId=instances_catalog.DEFAULT_LINUX.image_id,
         InstanceType="c5.4xlarge",
         MinCount=2,
         MaxCount=2,
