@@ -242,3 +242,26 @@ def test_runner_follows_answers_and_routers() -> None:
     assert driver.calls == [("remove", router)]
     assert firewall.overlay["vpc-0123456789abcdef0"] == (None, ())
     assert "@th" not in driver.guard
+
+
+def test_table_state_remote_members_incremental_equals_whole() -> None:
+    from taskvpc.netmodel.evaluator import GroupRules
+    from taskvpc.netmodel.firewall_ir import EniPort, group_members
+    from taskvpc.netmodel.nft_eni import TableState
+    from taskvpc.netmodel.security_groups import Rule
+
+    web = GroupRules("sg-web", (Rule("ingress", "tcp", 80, 80, group_id="sg-app"),), ())
+    state = TableState("taskvpc", HOST_PORT, HOST_IP, rules={"sg-web": web})
+    state.overlay_port = VX
+    state.whole()
+    batch = state.add_eni(EniPort("eni-1", "tvpc1", "10.0.1.10", "02:00:00:00:00:01", ("sg-web",)))
+    assert "g_sg_app" in batch  # the referenced group's set exists, empty so far
+    first = (RemotePeer("10.0.2.20", ("sg-app",)), RemotePeer("10.0.2.21", ("sg-other",)))
+    assert state.set_remote(first).strip() == "add element inet taskvpc g_sg_app { 10.0.2.20 }"
+    second = (RemotePeer("10.0.2.22", ("sg-app",)),)
+    lines = state.set_remote(second).splitlines()
+    assert "add element inet taskvpc g_sg_app { 10.0.2.22 }" in lines
+    assert "delete element inet taskvpc g_sg_app { 10.0.2.20 }" in lines
+    assert state.set_remote(second) == ""
+    assert state.members == {g: set(ips) for g, ips in group_members(state.model()).items()}
+    assert 'iifname "tvpc-vx" goto to_task' in state.whole()
