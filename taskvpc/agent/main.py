@@ -61,6 +61,7 @@ from taskvpc.agent.flowlogs import FlowLogCollector
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
 from taskvpc.agent.loadbalancers import LoadBalancers
 from taskvpc.agent.logshipper import LogShipper
+from taskvpc.agent.overlay import Overlay
 from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
 from taskvpc.agent.probes import Prober
 from taskvpc.agent.runtime import create_runtime, resolve_runtime
@@ -69,6 +70,7 @@ from taskvpc.agent.state import AgentState, load_state, prepare_state_dir, save_
 from taskvpc.agent.taskmeta_server import TaskEndpoints, load_secret
 from taskvpc.agentapi.credentials import CREDENTIALS
 from taskvpc.agentapi.flowlogs import FlowRecords, records_to_wire
+from taskvpc.agentapi.overlay import UNDERLAY_ATTRIBUTE
 from taskvpc.agentapi.probes import results_to_wire
 from taskvpc.agentapi.reports import Report
 
@@ -143,6 +145,7 @@ def resources(
 
 
 FARGATE_CAPACITY_ENV = "TASKVPC_FARGATE_CAPACITY"
+UNDERLAY_ENV = "TASKVPC_UNDERLAY_ADDRESS"  # --underlay-address: registered, and the overlay's source
 
 
 # What the agent's endpoints at 169.254.170.2 add (taskmeta_server): task role credentials. The control
@@ -167,6 +170,8 @@ def attributes(
         attrs["ecs.availability-zone"] = availability_zone
     if os.environ.get(FARGATE_CAPACITY_ENV) == "1":
         attrs["taskvpc.fargate-capacity"] = None  # the control plane places FARGATE tasks here
+    if os.environ.get(UNDERLAY_ENV):  # this host's VPC routers join the overlay (agent/overlay.py)
+        attrs[UNDERLAY_ATTRIBUTE] = os.environ[UNDERLAY_ENV]
     for name in (*CAPABILITY_ATTRIBUTES, *(RUNC_CAPABILITY_ATTRIBUTES if runtime == "runc" else ())):
         attrs[name] = None
     for name in TASK_ROLE_CAPABILITY_ATTRIBUTES if endpoints else ():
@@ -331,6 +336,7 @@ async def run_agent(
     flows: FlowLogCollector | None = None
     lbs: LoadBalancers | None = None
     prober: Prober | None = None
+    overlay: Overlay | None = None
     try:
         state = await _register(
             client,
@@ -366,6 +372,10 @@ async def run_agent(
         if owned_driver is not None:  # load balancers run on real networks (agent/loadbalancers.py)
             lbs = LoadBalancers(network, cfg, path, lambda r: client.target_health(instance_id, r))
             lbs.want_vpcs(answer)
+        if owned_driver is not None and os.environ.get(UNDERLAY_ENV):  # VPCs across hosts (VXLAN)
+            overlay = Overlay(network, cfg, os.environ[UNDERLAY_ENV], firewall)
+            overlay.submit(answer)
+            engine.spawn(overlay.run(), "overlay")
         await engine.adopt(answer)
         if flows is not None:
             await flows.set_desired(answer)
@@ -426,6 +436,8 @@ async def run_agent(
                 await flows.set_desired(answer)
             if lbs is not None and answer.changed:
                 lbs.submit(answer)
+            if overlay is not None and answer.changed:
+                overlay.submit(answer)
         log.info("container instance deregistered: stopping every task")
         engine.stop_all()
         await engine.wait_idle()
@@ -560,6 +572,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     )
     parser.add_argument("--os-family", help="ECS os-family to register (WINDOWS_*: a Windows instance)")
     parser.add_argument("--cgroup-parent", help="cgroup of the tasks (an instance's: inside the instance's)")
+    parser.add_argument(
+        "--underlay-address",
+        help="this host's address that other hosts reach (UDP 4789): its VPC routers join the VXLAN overlay",
+    )
     return parser
 
 
@@ -571,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
     args.cluster = instance_config.CURRENT.cluster or args.cluster
     if args.fargate_capacity:
         os.environ[FARGATE_CAPACITY_ENV] = "1"  # read by attributes() when registering
+    if args.underlay_address:
+        os.environ[UNDERLAY_ENV] = args.underlay_address
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if os.geteuid() != 0:
         print(

@@ -10,8 +10,8 @@ time a VPC needs one after a start (which is how the agent reconciles a table it
 atomically, so established connections keep flowing through the swap) or after a refused batch.
 
 An ENI is registered *before* its veth exists: until then the forward chain's policy drops its traffic,
-so a task is never reachable without its rules. Group references match the addresses of the ENIs of this
-host's router only: tasks on other hosts sit behind other routers, with no path to these.
+so a task is never reachable without its rules. Group references match the addresses of this host's ENIs
+and of the VPC's members on other hosts that the overlay reports (``set_overlay``, agent/overlay.py).
 
 Not thread-safe: the agent calls it only from the data plane's single worker thread.
 """
@@ -27,7 +27,7 @@ from typing import Protocol
 
 from taskvpc.agent import netplan
 from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel
+from taskvpc.netmodel.firewall_ir import EniPort, FirewallModel, RemotePeer
 from taskvpc.netmodel.nft_eni import TableState
 
 log = logging.getLogger(__name__)
@@ -162,10 +162,24 @@ class FirewallSync:
                 if eni.port == port:
                     self.remove_eni(vid, eni.eni_id)
 
+    def set_overlay(self, vpc_id: str, port: str | None, remote: tuple[RemotePeer, ...]) -> None:
+        """The VPC's overlay port and members on other hosts (agent/overlay.py): the members' addresses
+        in the group sets (a batch of elements); a new overlay port reloads the whole table."""
+        vpc = self._vpc(vpc_id)
+        if vpc.state.overlay_port != port:
+            vpc.state.overlay_port = port
+            vpc.loaded = False
+        if vpc.loaded or vpc.state.enis:
+            self._load(vpc_id, vpc, lambda: vpc.state.set_remote(remote))
+        else:
+            vpc.state.set_remote(remote)  # no table wanted yet: only remembered
+
     def forget_vpc(self, vpc_id: str) -> None:
         """The router (and its table) went away; the desired groups stay (a new task may bring it back)."""
         vpc = self._vpc(vpc_id)
-        vpc.state = TableState(vpc.state.table, vpc.state.host_port, vpc.state.host_ip, rules=vpc.state.rules)
+        old = vpc.state
+        vpc.state = TableState(old.table, old.host_port, old.host_ip, rules=old.rules)
+        vpc.state.overlay_port, vpc.state.remote = old.overlay_port, old.remote
         vpc.loaded = False
 
     # -- apply ----------------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ from taskvpc.agent.drivers import netns
 from taskvpc.agent.drivers.bridge import BridgeDriver, BridgeError, bridge_name
 from taskvpc.agent.drivers.netlink import NetlinkDriver
 from taskvpc.agent.drivers.rtnl import Rtnl, attr
+from taskvpc.agent.drivers.vxlan import VxlanDriver
 from taskvpc.agent.netplan import Stray
+from taskvpc.agent.overlay import guard_table
 from taskvpc.agent.prefix import cgroup_parent
 from taskvpc.agent.runtime import cgroups
 from taskvpc.agent.runtime.procs import alive, cmdline, proc_start_time
@@ -276,6 +278,7 @@ def teardown(scope: Scope, grace: float = 3.0) -> Result:
             result.restored.append(restored)
     except (OSError, BridgeError) as exc:
         result.problems.append(f"bridge {bridge_name(scope.cfg)}: {exc}")
+    VxlanDriver().remove_guard(guard_table(scope.cfg))  # the overlay's underlay guard (agent/overlay.py)
     result.problems += _remove_cgroups(_cgroup_dirs(scope))
     result.left = scan(scope)
     return result

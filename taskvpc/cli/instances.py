@@ -3,8 +3,8 @@
 An instance's host is made of:
 
 * a network namespace ``<P>i-<instance id>`` (``P`` is ``up``'s ``--net-prefix``; not ``P-…``, which
-  the local agent would remove as a stray of its own prefix) with ``lo`` and a dummy ``eth0`` holding
-  the primary ENI's address;
+  the local agent would remove as a stray of its own prefix) with ``lo`` and ``eth0``, the instance's
+  link to the *underlay* (below);
 * a cgroup ``taskvpc-instances-<P>/<instance id>`` limited to the type's vCPUs and memory, holding the
   agent process (in its leaf ``agent``) and the instance's tasks (under ``ecs-tasks``: the agent's
   ``--cgroup-parent``), so the type's limits bound the tasks as on a real instance;
@@ -24,6 +24,14 @@ stops their ECS tasks and deregisters them then); a namespace of ours that no li
 removed. Agents die with ``up`` (PR_SET_PDEATHSIG); the next ``up`` starts new ones, which adopt the
 tasks. ``taskvpc down`` and ``up --cleanup-on-exit`` call :func:`remove_all`.
 
+The underlay (what VPCs spanning instances ride on, ``taskvpc/agent/overlay.py``): each instance's
+``eth0`` is a veth whose other end (``<P>u<6 hex>``) is a port of the bridge ``<P>-ul`` in this
+process's namespace, MTU 1550 (1500 for the tasks plus VXLAN's 50), with a link-local address of its own
+from :data:`UNDERLAY_NET` (kept in the instance's state directory; :func:`underlay_address`), which its
+agent gets as ``--underlay-address``. Link-local rather than the primary ENI's address: an address of
+the VPC in the instance's namespace would overlap the routes the agent makes from there to its tasks.
+The bridge has no address: nothing is routed between the instances and this machine.
+
 The instances share this machine's kernel: a namespace and a cgroup are isolation, not a VM.
 """
 
@@ -32,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import ipaddress
 import logging
 import os
 import signal
@@ -56,6 +65,8 @@ _PR_SET_PDEATHSIG = 1
 log = logging.getLogger("taskvpc.instances")
 HOST_STATES = ("pending", "running")
 GOING = {"stopping": "stopped", "shutting-down": "terminated"}
+UNDERLAY_NET = ipaddress.IPv4Network("169.254.192.0/19")  # link-local: never a VPC's, nor 169.254.169/170
+UNDERLAY_MTU = 1550  # the tasks' 1500 plus VXLAN's 50
 
 
 def instance_prefix(prefix: str, instance_id: str) -> str:
@@ -130,17 +141,52 @@ def hosts_present(prefix: str) -> set[str]:
         return set()
 
 
-def ensure_namespace(prefix: str, doc: Doc) -> None:
+def underlay_bridge(prefix: str) -> str:
+    return f"{prefix}-ul"
+
+
+def underlay_port(prefix: str, instance_id: str) -> str:
+    return f"{prefix}u{instance_prefix(prefix, instance_id)[1:]}"
+
+
+def underlay_address(state_dir: Path, instance_id: str) -> str:
+    """The instance's underlay address: kept in its state directory once chosen (from its id, past
+    any other instance's)."""
+    home = instance_dir(state_dir, instance_id)
+    kept = home / "underlay"
+    with contextlib.suppress(OSError, ValueError):
+        return str(ipaddress.IPv4Address(kept.read_text().strip()))
+    taken = set()
+    with contextlib.suppress(OSError):
+        taken = {p.read_text().strip() for p in (state_dir / "instances").glob("*/underlay")}
+    size = UNDERLAY_NET.num_addresses - 2
+    start = int(hashlib.sha256(instance_id.encode()).hexdigest(), 16) % size
+    for step in range(size):
+        candidate = str(UNDERLAY_NET.network_address + 1 + (start + step) % size)
+        if candidate not in taken:
+            break
+    home.mkdir(parents=True, exist_ok=True)
+    kept.write_text(candidate)
+    return candidate
+
+
+def ensure_namespace(prefix: str, doc: Doc, underlay: str | None = None) -> None:
+    """The namespace, and ``eth0`` on the underlay bridge with ``underlay`` (see the module docstring)."""
     name = netns_name(prefix, doc["InstanceId"])
     if not (NETNS_DIR / name).exists():
         _run("ip", "netns", "add", name)
     _run("ip", "-n", name, "link", "set", "lo", "up")
-    if _run("ip", "-n", name, "link", "show", "eth0").returncode != 0:
-        _run("ip", "-n", name, "link", "add", "eth0", "type", "dummy")
-    address = doc.get("PrivateIpAddress")
-    if address:
-        prefix_len = doc.get("_PrefixLength", 32)
-        _run("ip", "-n", name, "addr", "replace", f"{address}/{prefix_len}", "dev", "eth0")
+    bridge, port = underlay_bridge(prefix), underlay_port(prefix, doc["InstanceId"])
+    if _run("ip", "link", "show", bridge).returncode != 0:
+        _run("ip", "link", "add", bridge, "mtu", str(UNDERLAY_MTU), "type", "bridge")
+    _run("ip", "link", "set", bridge, "up")
+    if _run("ip", "link", "show", port).returncode != 0:
+        _run("ip", "-n", name, "link", "del", "eth0")  # a half-made pair
+        _run("ip", "link", "add", port, "mtu", str(UNDERLAY_MTU), "type", "veth",
+             "peer", "name", "eth0", "netns", name, "mtu", str(UNDERLAY_MTU))  # fmt: skip
+    _run("ip", "link", "set", port, "master", bridge, "up")
+    if underlay:
+        _run("ip", "-n", name, "addr", "replace", f"{underlay}/{UNDERLAY_NET.prefixlen}", "dev", "eth0")
     _run("ip", "-n", name, "link", "set", "eth0", "up")
 
 
@@ -279,6 +325,8 @@ def start_agent(launch: Launch, doc: Doc, cgroup: str) -> subprocess.Popen[bytes
         str(config),
         "--cgroup-parent",
         tasks_cgroup_path(launch.prefix, iid),
+        "--underlay-address",
+        underlay_address(launch.state_dir, iid),
     ]
     if kind is not None:  # what the agent registers: the type's size, not this machine's
         command += ["--cpu", str(kind.cpu_units), "--memory", str(max(0, kind.memory_mib - 256))]
@@ -329,6 +377,7 @@ def remove_host(prefix: str, state_dir: Path, instance_id: str) -> list[str]:
         done = _run("ip", "netns", "del", name)
         if done.returncode != 0:
             problems.append(f"netns {name}: {done.stderr.strip()}")
+    _run("ip", "link", "del", underlay_port(prefix, instance_id))  # gone with eth0 already, as a rule
     _kill_cgroup(cgroup_path(prefix, instance_id))
     cgroups.remove(cgroup_path(prefix, instance_id))
     return problems
@@ -353,6 +402,7 @@ def remove_all(prefix: str, state_dir: Path) -> int:
         for problem in remove_host(prefix, state_dir, instance_id):
             print(f"taskvpc: instance {instance_id}: not removed: {problem}", file=sys.stderr)
     cgroups.remove(cgroup_path(prefix))
+    _run("ip", "link", "del", underlay_bridge(prefix))
     return len(found)
 
 
@@ -402,7 +452,7 @@ class InstanceHosts:
 
     def ensure_host(self, doc: Doc) -> None:
         iid = doc["InstanceId"]
-        ensure_namespace(self.launch.prefix, doc)
+        ensure_namespace(self.launch.prefix, doc, underlay_address(self.launch.state_dir, iid))
         cgroup = ensure_cgroup(self.launch.prefix, doc)
         if iid not in self.relays:
             namespace = NETNS_DIR / netns_name(self.launch.prefix, iid)
@@ -425,6 +475,8 @@ class InstanceHosts:
         cgroups.remove(
             cgroup_path(self.launch.prefix)
         )  # the parent goes with the last instance (busy: stays)
+        if not hosts_present(self.launch.prefix):  # the underlay bridge goes with the last instance
+            _run("ip", "link", "del", underlay_bridge(self.launch.prefix))
 
     def stop(self) -> None:
         """Stop every agent (the hosts stay for the next ``up``); idempotent."""

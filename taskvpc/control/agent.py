@@ -23,12 +23,13 @@ from taskvpc.agentapi.flowlogs import FLOW_LOGS, FlowLogWatch, FlowRecords, reco
 from taskvpc.agentapi.loadbalancers import LOAD_BALANCERS, DesiredLoadBalancer
 from taskvpc.agentapi.logdriver import LOG_ACKS, deliveries_from_report
 from taskvpc.agentapi.network import Eni, SecurityGroup, Subnet, Vpc
+from taskvpc.agentapi.overlay import OVERLAY, OverlayVpc
 from taskvpc.agentapi.probes import PROBES, Probe, ProbeResult, results_from_wire
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.control import probes, task_credentials
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import flow_logs
+from taskvpc.control.ec2 import flow_logs, overlay as ec2_overlay
 from taskvpc.control.ecs import container_instances, task_state
 from taskvpc.control.elbv2 import agent_section as elb_agent
 from taskvpc.control.logs import delivery as log_delivery
@@ -321,6 +322,12 @@ def _load_balancers_section(source: AnswerSource) -> tuple[DesiredLoadBalancer, 
 def _probes_section(source: AnswerSource) -> tuple[Probe, ...]:
     """The reachability probes the console asked this instance's agent to run (control/probes.py)."""
     return probes.BOOK.pending_for(source.instance["id"], source.ctx.now)
+
+
+@contributes(OVERLAY)
+def _overlay_section(source: AnswerSource) -> tuple[OverlayVpc, ...]:
+    """The members of this host's VPCs on other hosts, for VXLAN (control/ec2/overlay.py)."""
+    return ec2_overlay.section(source.conn, source.ctx, source.instance["id"], source.enis.values())
 
 
 def desired_state(

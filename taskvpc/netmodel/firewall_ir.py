@@ -39,6 +39,13 @@ packet is routed and connection tracking is available):
   (``host_ip``) and is subject to the destination's ingress rules only, like any address outside the
   VPC's ENIs.
 
+Across hosts (``overlay_port``, the router's VXLAN device, ``taskvpc/agent/overlay.py``): the group sets
+also hold the VPC's members on other hosts (``remote``); ``to_task`` accepts a packet leaving through the
+overlay port (its egress rules passed here, its ingress rules are the receiving host's), the forward chain
+sends a NEW packet arriving from the overlay to ``to_task`` (the local destination's ingress rules), and
+drops the host's packets into the overlay (a remote task would answer its own host) and overlay-to-overlay
+relaying.
+
 ICMP that conntrack cannot place is judged by the rules like a new flow, not dropped as ``invalid``: an
 error (type 3, 11, ...) quoting no tracked flow, or a reply type (echo reply 0, timestamp reply 14) with no
 request before it. EC2 (and the evaluator) let such a message through when a rule allows its type; the
@@ -106,6 +113,15 @@ class EniPort:
 
 
 @dataclass(frozen=True)
+class RemotePeer:
+    """A task ENI of the VPC on another host, reached through the overlay port: its address counts in
+    the sets of its groups (a group reference matches members on every host)."""
+
+    ip: str
+    group_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class FirewallModel:
     table: str
     enis: tuple[EniPort, ...]
@@ -113,6 +129,11 @@ class FirewallModel:
     host_port: str
     host_ip: str = "169.254.100.1"
     prefix_lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The router's VXLAN device (agent/overlay.py) and the VPC's members behind it. A packet leaving
+    # a task for the overlay is judged by the sender's egress rules here and by the receiver's ingress
+    # rules on its own host; one arriving from the overlay meets the destination's ingress rules.
+    overlay_port: str | None = None
+    remote: tuple[RemotePeer, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,6 +294,10 @@ def group_members(model: FirewallModel) -> dict[str, tuple[str, ...]]:
     for eni in model.enis:
         for gid in eni.group_ids:
             members.setdefault(gid, set()).add(eni.ip)
+    for peer in model.remote:  # only into sets that exist for local reasons: others are never read
+        for gid in peer.group_ids:
+            if gid in members:
+                members[gid].add(peer.ip)
     return {gid: tuple(sorted(ips, key=_ip_key)) for gid, ips in sorted(members.items())}
 
 
@@ -380,14 +405,15 @@ def reject_log(eni: EniPort, direction: Literal["in", "out"]) -> tuple[NftRule, 
     return (NftRule(log=RejectLog(f"{eni.eni_id} {direction}")),) if eni.log_rejects else ()
 
 
-def to_task_chain() -> Chain:
+def to_task_chain(overlay_port: str | None = None) -> Chain:
     """Where a flow goes once its source may send it: the destination ENI's ingress check.
 
     A destination port that is not registered (a task adopted but not yet registered, an orphan being
     removed) is dropped: the router's only other ports are the host's (new flows there are dropped
     before) and ``lo``, so an unregistered port is never reachable without rules.
     """
-    return Chain(TO_TASK, (NftRule(vmap=("oifname", INGRESS_MAP)), NftRule(verdict="drop")))
+    overlay = (NftRule(oif=overlay_port, verdict="accept"),) if overlay_port else ()  # ingress: there
+    return Chain(TO_TASK, (*overlay, NftRule(vmap=("oifname", INGRESS_MAP)), NftRule(verdict="drop")))
 
 
 def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
@@ -405,16 +431,29 @@ def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
             NftRule(ct_states=frozenset({"established", "related"}), verdict="accept"),
             NftRule(ct_states=frozenset({"invalid"}), not_l4protos=ICMP_L4PROTOS, verdict="drop"),
             NftRule(oif=model.host_port, verdict="drop"),
+            *_overlay_guards(model),
             NftRule(vmap=("iifname", EGRESS_MAP)),
             NftRule(iif=model.host_port, goto=TO_TASK),
+            *((NftRule(iif=model.overlay_port, goto=TO_TASK),) if model.overlay_port else ()),
         ),
         Hook("forward", PRIORITY_FILTER, "drop"),
     )
     return antispoof, forward
 
 
+def _overlay_guards(model: FirewallModel) -> tuple[NftRule, ...]:
+    """The host reaches only its own tasks (a remote task would answer its own host), and nothing
+    from the overlay goes back into it (no relaying between other hosts)."""
+    if not model.overlay_port:
+        return ()
+    return (
+        NftRule(iif=model.host_port, oif=model.overlay_port, verdict="drop"),
+        NftRule(iif=model.overlay_port, oif=model.overlay_port, verdict="drop"),
+    )
+
+
 def _check(model: FirewallModel) -> None:
-    seen_ports: set[str] = {model.host_port}
+    seen_ports: set[str] = {model.host_port, *((model.overlay_port,) if model.overlay_port else ())}
     seen_ips: set[str] = {model.host_ip}
     seen_ids: set[str] = set()
     for eni in model.enis:
@@ -449,7 +488,7 @@ def compile_ir(model: FirewallModel) -> Ruleset:
         chains.extend(group_chains(model, gid))
     for eni in model.enis:
         chains.extend(eni_chains(model, eni))
-    chains.append(to_task_chain())
+    chains.append(to_task_chain(model.overlay_port))
     chains.extend(base_chains(model))
     return Ruleset(model.table, tuple(sets), maps, tuple(chains))
 

@@ -30,6 +30,7 @@ from taskvpc.netmodel.firewall_ir import (
     Chain,
     EniPort,
     FirewallModel,
+    RemotePeer,
     compile_ir,
     eni_chains,
     group_chains,
@@ -58,6 +59,8 @@ class TableState:
     carriers: dict[str, set[str]] = field(default_factory=dict)  # group -> ENI ids carrying it
     members: dict[str, set[str]] = field(default_factory=dict)  # group -> addresses in set g_<group>
     chains: dict[str, tuple[Chain, Chain]] = field(default_factory=dict)  # carried group -> loaded chains
+    overlay_port: str | None = None  # the router's VXLAN device (agent/overlay.py); a change: whole()
+    remote: tuple[RemotePeer, ...] = ()  # the VPC's members on other hosts, in their groups' sets
 
     # -- the whole table ------------------------------------------------------------------------------
 
@@ -68,6 +71,8 @@ class TableState:
             dict(self.rules),
             self.host_port,
             self.host_ip,
+            overlay_port=self.overlay_port,
+            remote=self.remote,
         )
 
     def whole(self) -> str:
@@ -155,6 +160,20 @@ class TableState:
                     lines.extend(self._load_group(gid))
         return _batch(lines)
 
+    def set_remote(self, remote: tuple[RemotePeer, ...]) -> str:
+        """The members on other hosts changed: only the elements of existing sets that differ."""
+        before, after = _remote_members(self.remote), _remote_members(remote)
+        self.remote = remote
+        lines: list[str] = []
+        for gid in sorted(self.members):
+            local = {self.enis[e].ip for e in self.carriers.get(gid, ())}
+            was, now = before.get(gid, set()) - local, after.get(gid, set()) - local
+            for ip in sorted(was - now):
+                lines.extend(self._remove_member(gid, ip))
+            for ip in sorted(now - was):
+                lines.extend(self._add_member(gid, ip))
+        return _batch(lines)
+
     # -- pieces ---------------------------------------------------------------------------------------
 
     def _rules_model(self) -> FirewallModel:
@@ -207,6 +226,7 @@ class TableState:
         if gid in self.members:
             return []
         ips = {self.enis[e].ip for e in self.carriers.get(gid, ())}
+        ips |= _remote_members(self.remote).get(gid, set())
         self.members[gid] = ips
         lines = [f"add set inet {self.table} {group_set(gid)} {{ type ipv4_addr; }}"]
         if ips:
@@ -234,6 +254,14 @@ class TableState:
 
 def _same_identity(a: EniPort, b: EniPort) -> bool:
     return (a.port, a.ip, a.mac.lower()) == (b.port, b.ip, b.mac.lower())
+
+
+def _remote_members(remote: Iterable[RemotePeer]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for peer in remote:
+        for gid in peer.group_ids:
+            out.setdefault(gid, set()).add(peer.ip)
+    return out
 
 
 def _unique(group_ids: Iterable[str]) -> list[str]:

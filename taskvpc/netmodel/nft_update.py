@@ -42,7 +42,12 @@ def _same_identity(a: EniPort, b: EniPort) -> bool:
 
 
 def _whole_table_needed(old: FirewallModel | None, new: FirewallModel) -> bool:
-    return old is None or (old.table, old.host_port, old.host_ip) != (new.table, new.host_port, new.host_ip)
+    return old is None or (old.table, old.host_port, old.host_ip, old.overlay_port) != (
+        new.table,
+        new.host_port,
+        new.host_ip,
+        new.overlay_port,
+    )
 
 
 def render_update(old: FirewallModel | None, new: FirewallModel) -> str:

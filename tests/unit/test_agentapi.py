@@ -24,6 +24,7 @@ from taskvpc.agentapi.network import (
     rule_to_wire,
     subnet_gateway,
 )
+from taskvpc.agentapi.overlay import OverlayVpc, RemoteMember
 from taskvpc.agentapi.probes import Probe
 from taskvpc.agentapi.reports import ContainerReport, Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import (
@@ -244,6 +245,7 @@ def test_a_whole_answer_survives_the_wire() -> None:
         flowLogs=(FlowLogWatch(eni.network_interface_id, 60, frozenset({"REJECT"}), ("action",)),),
         loadBalancers=(SAMPLE_LB,),
         probes=(Probe("p1", ARN, "172.31.16.6", 80),),
+        overlay=(OverlayVpc("vpc-1", 9, (RemoteMember("eni-2", "172.31.0.9", "169.254.192.7", ("sg-1",)),)),),
     )
     back = DesiredState.from_wire(_over_the_wire(state.to_wire()))
     assert back == state

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
+from taskvpc.control.ec2 import overlay
 from taskvpc.control.ec2.task_enis import attach_task_eni, release_task_eni
 from taskvpc.domain import tasks as taskdoc
 from taskvpc.domain.errors import cluster_not_found
@@ -81,12 +82,14 @@ def attach(conn: Connection, ctx: RequestContext, task: Row, instance: Row) -> N
     """The agent attached the task's ENI: EC2 shows it in-use on the instance."""
     if task["eni_id"]:
         attach_task_eni(conn, ctx, task["eni_id"], instance["ec2_instance_id"])
+        overlay.members_changed(conn, ctx, instance["id"])  # hosts sharing its VPC route to it
 
 
 def release(conn: Connection, ctx: RequestContext, task: Row) -> None:
     """Delete the task's ENI (its address is free at once) and finish the task: STOPPED."""
     if task["eni_id"]:
         release_task_eni(conn, ctx, task["eni_id"])
+        overlay.members_changed(conn, ctx, task.get("container_instance_id"))
     task["eni_id"] = None
     taskdoc.finish(task["body"], ctx.now)
 
