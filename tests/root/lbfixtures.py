@@ -218,17 +218,23 @@ def _serving_process(pid: int) -> int:
     todo = [pid]
     while todo:
         current = todo.pop()
-        if "httpd" in " ".join(cmdline(current) or []):
+        args = cmdline(current) or []
+        if any(Path(a).name == "httpd" for a in args[:2]):  # not the shell, whose script names httpd too
             return current
         todo += children.get(current, [])
     raise AssertionError(f"no httpd under pid {pid}")
 
 
+def task_pid(server: RootServer, task_arn: str) -> int:
+    """The main process of the task's `web` container (from the agent's pid file)."""
+    [pid_file] = server.state_dir.glob(f"agent/tasks/{task_arn.rsplit('/', 1)[1]}/web/pid")
+    return int(json.loads(pid_file.read_text())["pid"])
+
+
 def make_task(server: RootServer, task_arn: str, mode: str) -> None:
     """Turn a serving task ``bad`` (HTTP 500) or ``closed`` (port refuses): the file tells its shell loop
     what to run next, and its httpd is killed (by pid: a process of this test's task)."""
-    [pid_file] = server.state_dir.glob(f"agent/tasks/{task_arn.rsplit('/', 1)[1]}/web/pid")
-    httpd = _serving_process(int(json.loads(pid_file.read_text())["pid"]))
+    httpd = _serving_process(task_pid(server, task_arn))
     shell = int(Path(f"/proc/{httpd}/stat").read_text().rsplit(")", 1)[1].split()[1])
     (Path(f"/proc/{shell}/cwd") / mode).write_text("")
     os.kill(httpd, signal.SIGKILL)

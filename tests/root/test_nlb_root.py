@@ -20,15 +20,19 @@ import pytest
 
 from tests.root import hostcheck
 from tests.root.lbfixtures import (
+    allow,
     diagnose,
     get,
     get_ok,
     health,
     host_connects,
+    lb_addresses,
     network,
     run_tasks,
     server,
     task_definition,
+    task_ips,
+    task_pid,
     wait_for,
 )
 from tests.root.upserver import RootServer
@@ -147,6 +151,90 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     wait_for(gone, 15, "load balancer removed")
     assert not any(get_ok(f"http://{a}/") for a in addresses)
     print(json.dumps({"settle_seconds": round(settle_seconds, 2), "answers": answered}))
+
+
+def test_preserve_client_ip_shows_targets_the_clients_address(server: RootServer) -> None:
+    """With `preserve_client_ip.enabled` off the target's peer is the NLB's address; on, it is the client's
+    (the host's link address), and the reply still finds its way back through the NLB's DNAT."""
+    ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
+    ecs.register_task_definition(**task_definition(FAMILY))
+    net = network(server, "keep")
+    allow(ec2, net.behind_group, {"IpRanges": [{"CidrIp": f"{HOST}/32"}]})  # the client, once it shows
+    [ip] = run_tasks(server, FAMILY, net.home, [net.behind_group], 1)
+    arns = ecs.list_tasks(cluster="default", desiredStatus="RUNNING")["taskArns"]
+    [arn] = [a for a, found in task_ips(ecs, arns).items() if found == ip]
+    lb = elbv2.create_load_balancer(
+        Name="keep", Type="network", Subnets=[net.home], SecurityGroups=[net.lb_group]
+    )["LoadBalancers"][0]
+    [address] = lb_addresses(ec2, net.vpc_id, lb["LoadBalancerArn"])
+    tg = elbv2.create_target_group(
+        Name="keep", Protocol="TCP", Port=80, VpcId=net.vpc_id, TargetType="ip",
+        HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
+    )["TargetGroups"][0]  # fmt: skip
+    elbv2.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol="TCP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+    )
+    elbv2.register_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": ip}])
+    pid = task_pid(server, arn)
+    router = f"{server.prefix}-r-{net.vpc_id.removeprefix('vpc-')}"
+    table = f"tvnlb_{lb['LoadBalancerArn'].rsplit('/', 1)[1]}"
+
+    def peer_seen() -> str | None:
+        """The address the target sees for a connection held open through the NLB (and its answer)."""
+        try:
+            with _half_request(address) as conn:
+                peers = _peers(pid)
+                conn.sendall(b"\r\n")
+                answer = b"".join(iter(lambda: conn.recv(4096), b""))
+        except OSError:
+            return None
+        return peers[0] if len(peers) == 1 and answer.endswith(ip.encode() + b"\n") else None
+
+    try:
+        assert wait_for(peer_seen, 20, "served with preserve off") == address
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=tg["TargetGroupArn"],
+            Attributes=[{"Key": "preserve_client_ip.enabled", "Value": "true"}],
+        )
+        assert (
+            wait_for(lambda: peer if (peer := peer_seen()) == HOST else None, 20, "client address seen")
+            == HOST
+        )
+        assert table in _router_tables(router)
+        assert health(elbv2, tg["TargetGroupArn"])[ip]["State"] == "healthy"  # checks still from the NLB
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=tg["TargetGroupArn"],
+            Attributes=[{"Key": "preserve_client_ip.enabled", "Value": "false"}],
+        )
+        assert wait_for(lambda: peer if (peer := peer_seen()) == address else None, 20, "NLB address again")
+        assert table not in _router_tables(router)
+    except AssertionError:
+        diagnose(server, lb["LoadBalancerArn"], (f"ip netns exec {router} nft list table ip {table}",))
+        raise
+    finally:
+        elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    wait_for(lambda: table not in _router_tables(router), 15, "router table removed")
+
+
+HOST = "169.254.100.1"  # the host's address on every VPC's access link: what a VPC sees for it
+
+
+def _peers(pid: int) -> list[str]:
+    """Peer addresses of the established connections to port 80 inside the task's network namespace."""
+    out = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "ss", "-Htn", "state", "established", "( sport = :80 )"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line.split()[-1].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()]
+
+
+def _router_tables(router: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", router, "nft", "list", "tables"], capture_output=True, text=True
+    ).stdout
 
 
 def _half_request(address: str) -> socket.socket:
