@@ -34,11 +34,14 @@ from tests.root.upserver import RootServer, kill_task_shims
 T = TypeVar("T")
 
 SCRIPT = (
+    # The shell may be the container's PID 1, which ignores an untrapped SIGTERM: trap it, and run each
+    # server in the background so that `wait` (which a trapped signal interrupts) is what the loop blocks in.
+    "trap 'kill $child 2>/dev/null; exit 0' TERM INT; "
     "mkdir -p www && ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1 > www/index.html && "
-    'while true; do if [ "$MODE" = closed ] || [ -f closed ]; then sleep 1; '
+    'while true; do if [ "$MODE" = closed ] || [ -f closed ]; then sleep 1 & '
     'elif [ "$MODE" = bad ] || [ -f bad ]; then printf "HTTP/1.0 500 Internal Server Error\\r\\n'
-    'Content-Length: 3\\r\\n\\r\\nbad" | nc -l -p 80; '
-    "else busybox httpd -f -p 80 -h www; fi; done"
+    'Content-Length: 3\\r\\n\\r\\nbad" | nc -l -p 80 & '
+    "else busybox httpd -f -p 80 -h www & fi; child=$!; wait $child; done"
 )
 
 
