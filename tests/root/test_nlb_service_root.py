@@ -93,7 +93,7 @@ def test_service_behind_the_nlb_serves_from_all_tasks(server: RootServer, nlb: B
 def test_rolling_deploy_through_the_nlb_resets_nothing(server: RootServer, nlb: Balanced) -> None:
     client = rolling_deploy(server, "nweb", FAMILY, nlb.tg, nlb.url)
     assert client.failures == [], client.failures
-    assert client.total > 100, client.total
+    assert client.total >= 50, client.total  # new connections all through the deploy
     print(json.dumps({"connections": client.total, "answers": client.answers}))
 
 
