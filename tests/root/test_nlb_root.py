@@ -42,6 +42,7 @@ __all__ = ["server"]
 pytestmark = [pytest.mark.root]
 
 FAMILY = "nlb-web"
+HOST = "169.254.100.1"  # the host's address on every VPC's access link: what a VPC sees for it
 
 
 def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -> None:
@@ -204,6 +205,15 @@ def test_preserve_client_ip_shows_targets_the_clients_address(server: RootServer
             == HOST
         )
         assert table in _router_tables(router)
+        # The target's group judges the client's own address now: without the rule naming the host, the
+        # NLB's group alone admits the checks but not the client.
+        ec2.revoke_security_group_ingress(
+            GroupId=net.behind_group,
+            IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": f"{HOST}/32"}]}
+            ],
+        )
+        assert not host_connects(address, timeout=1.0)
         assert health(elbv2, tg["TargetGroupArn"])[ip]["State"] == "healthy"  # checks still from the NLB
         elbv2.modify_target_group_attributes(
             TargetGroupArn=tg["TargetGroupArn"],
@@ -219,16 +229,14 @@ def test_preserve_client_ip_shows_targets_the_clients_address(server: RootServer
     wait_for(lambda: table not in _router_tables(router), 15, "router table removed")
 
 
-HOST = "169.254.100.1"  # the host's address on every VPC's access link: what a VPC sees for it
-
-
 def _peers(pid: int) -> list[str]:
     """Peer addresses of the established connections to port 80 inside the task's network namespace."""
     out = subprocess.run(
         ["nsenter", "-t", str(pid), "-n", "ss", "-Htn", "state", "established", "( sport = :80 )"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    return [line.split()[-1].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()]
+    peers = [line.split()[-1].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()]
+    return [p.strip("[]").removeprefix("::ffff:") for p in peers]  # httpd listens dual-stack
 
 
 def _router_tables(router: str) -> str:
