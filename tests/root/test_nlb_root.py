@@ -213,7 +213,9 @@ def test_preserve_client_ip_shows_targets_the_clients_address(server: RootServer
                 {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": f"{HOST}/32"}]}
             ],
         )
-        assert not host_connects(address, timeout=1.0)
+        wait_for(
+            lambda: not host_connects(address, timeout=1.0), 10, "the client refused by the target's group"
+        )
         assert health(elbv2, tg["TargetGroupArn"])[ip]["State"] == "healthy"  # checks still from the NLB
         elbv2.modify_target_group_attributes(
             TargetGroupArn=tg["TargetGroupArn"],
