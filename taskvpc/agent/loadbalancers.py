@@ -105,6 +105,7 @@ class _Running:
     lb: DesiredLoadBalancer
     haproxy: Haproxy
     checker: HealthChecker
+    routed: str | None = None  # NLB: its table in the VPC router as loaded (client-IP-preserving listeners)
     servers: dict[str, list[tuple[elb_haproxy.Target, str]]] = field(default_factory=dict)  # as applied
     structure: str | None = None  # the configuration without servers, as last loaded
     drain_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # NLB: address -> its end
@@ -276,6 +277,9 @@ class LoadBalancers:
 
     async def _load_nlb(self, running: _Running) -> None:
         """The NLB's table, replaced when what it would hold changed (one atomic batch)."""
+        running.routed = await asyncio.to_thread(
+            nlb.ensure_router_table, self.cfg, running.lb, self._state_of(running), running.routed
+        )
         batch = nlb.batch_for(running.lb, self._state_of(running))
         if batch != running.structure:
             ns = lb_netns(self.cfg, running.lb.lb_id)
@@ -423,6 +427,7 @@ class LoadBalancers:
         await asyncio.to_thread(haproxy.stop)
         await asyncio.to_thread(self._kill_inside, lb_id)
         await self.network.call(self.lbnet.remove, lb_id)
+        await asyncio.to_thread(nlb.remove_router_tables, self.cfg, lb_id)  # an NLB's, if any
         if running is not None:
             await self.network.call(self._unregister_enis, [e.network_interface_id for e in running.lb.enis])
         log.info("load balancer removed %s", kv(lb_id=lb_id))

@@ -4,7 +4,8 @@ Per listener a new flow to the NLB address picks a target with ``numgen random m
 a map of weight ranges (kube-proxy's nftables backend picks the same way); conntrack keeps established
 flows on their target, so dropping a target from the map drains it (notes §1, measured). With
 ``preserve_client_ip.enabled = false`` replies must come back through the NLB, so flows it DNATed are
-SNATed to the NLB's own address. ``TCP_UDP`` gives one rule per protocol. TLS listeners terminate TLS and
+SNATed to the NLB's own address; a listener that preserves the client's address is DNAT only (the agent
+loads such listeners in the VPC's router, whose conntrack every reply crosses: ``agent/nlb.py``). ``TCP_UDP`` gives one rule per protocol. TLS listeners terminate TLS and
 cannot be a DNAT: :func:`compile_table` refuses them (the data plane needs a proxy for those).
 
 An NLB with ENIs in several subnets receives flows on each of them; after the DNAT the main table would
@@ -133,6 +134,12 @@ def compile_table(
     return "\n".join(lines) + "\n"
 
 
+def delete_batch(lb_id: str) -> str:
+    """One batch deleting the NLB's table, whether or not it exists (create-if-missing, delete)."""
+    name = table_name(lb_id)
+    return f"table ip {name}\ndelete table ip {name}\n"
+
+
 def replace_batch(
     lb_id: str,
     lb_address: str | Sequence[str],
@@ -141,5 +148,4 @@ def replace_batch(
 ) -> str:
     """One atomic batch replacing the NLB's table (create-if-missing, delete, add): flows keep their
     conntrack entries, so a target left out stops getting NEW flows only."""
-    name = table_name(lb_id)
-    return f"table ip {name}\ndelete table ip {name}\n" + compile_table(lb_id, lb_address, listeners, marks)
+    return delete_batch(lb_id) + compile_table(lb_id, lb_address, listeners, marks)

@@ -12,114 +12,49 @@ deleting the NLB leaves nothing on the host.
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from tests.root import hostcheck
-from tests.root.test_alb_root import get, get_ok, health, host_connects, wait_for
-from tests.root.upserver import RootServer, kill_task_shims
+from tests.root.lbfixtures import (
+    allow,
+    diagnose,
+    get,
+    get_ok,
+    health,
+    host_connects,
+    lb_addresses,
+    network,
+    run_tasks,
+    server,
+    task_definition,
+    task_ips,
+    task_pid,
+    wait_for,
+)
+from tests.root.upserver import RootServer
+
+__all__ = ["server"]
 
 pytestmark = [pytest.mark.root]
 
-# Serving tasks answer their own address over HTTP; MODE=closed listens on nothing (the port refuses).
-SCRIPT = (
-    'if [ "$MODE" = closed ]; then exec sleep 3600; fi; mkdir -p www && '
-    "ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1 > www/index.html && "
-    "exec busybox httpd -f -p 80 -h www"
-)
-TASK_DEFINITION = {
-    "family": "nlb-web",
-    "networkMode": "awsvpc",
-    "cpu": "128",
-    "memory": "128",
-    "containerDefinitions": [
-        {
-            "name": "web",
-            "image": "public.ecr.aws/docker/library/busybox:stable",
-            "entryPoint": ["sh", "-c"],
-            "command": [SCRIPT],
-            "essential": True,
-            "portMappings": [{"containerPort": 80, "protocol": "tcp"}],
-        }
-    ],
-}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RootServer]:
-    prefix = "tvn" + secrets.token_hex(2)
-    up = RootServer(tmp_path_factory.mktemp("nlb") / "state", prefix)
-    try:
-        yield up.start()
-    finally:
-        up.stop()
-        kill_task_shims(up.state_dir)
-        hostcheck.unmount_under(up.state_dir)
-        hostcheck.scrub(prefix)
-        left = hostcheck.wait_clean(prefix)
-        assert not left, f"left behind: {left}"
-
-
-def run_tasks(
-    server: RootServer, subnet: str, groups: list[str], count: int, mode: str = "serve"
-) -> list[str]:
-    ecs = server.client("ecs")
-    run = ecs.run_task(
-        cluster="default",
-        taskDefinition="nlb-web",
-        count=count,
-        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": groups}},
-        overrides={"containerOverrides": [{"name": "web", "environment": [{"name": "MODE", "value": mode}]}]},
-    )
-    assert run["failures"] == []
-    arns = [t["taskArn"] for t in run["tasks"]]
-    ecs.get_waiter("tasks_running").wait(cluster="default", tasks=arns, WaiterConfig={"Delay": 1})
-    ips = []
-    for task in ecs.describe_tasks(cluster="default", tasks=arns)["tasks"]:
-        details = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
-        ips.append(details["privateIPv4Address"])
-    return ips
+FAMILY = "nlb-web"
+HOST = "169.254.100.1"  # the host's address on every VPC's access link: what a VPC sees for it
 
 
 def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -> None:
-    ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
-    ecs.register_task_definition(**TASK_DEFINITION)
-    [instance] = ecs.describe_container_instances(
-        cluster="default",
-        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
-    )["containerInstances"]
-    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
-    subnets = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-    home = next(s for s in subnets if s["AvailabilityZone"] == zone)
-    vpc_id = home["VpcId"]
-    other = next(s for s in subnets if s["AvailabilityZone"] != zone and s["VpcId"] == vpc_id)
-
-    nlb_sg = ec2.create_security_group(GroupName="nlb", Description="nlb", VpcId=vpc_id)["GroupId"]
-    ec2.authorize_security_group_ingress(
-        GroupId=nlb_sg,
-        IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
-        ],
-    )
-    behind_sg = ec2.create_security_group(GroupName="behind-nlb", Description="from the nlb", VpcId=vpc_id)[
-        "GroupId"
-    ]
-    ec2.authorize_security_group_ingress(
-        GroupId=behind_sg,
-        IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": nlb_sg}]}
-        ],
-    )
-    serving = run_tasks(server, home["SubnetId"], [behind_sg], 2)
-    [closed] = run_tasks(server, home["SubnetId"], [behind_sg], 1, mode="closed")
+    ecs, elbv2 = server.client("ecs"), server.client("elbv2")
+    ecs.register_task_definition(**task_definition(FAMILY))
+    net = network(server, "nlb")
+    home, other, vpc_id, nlb_sg, behind_sg = net.home, net.other, net.vpc_id, net.lb_group, net.behind_group
+    serving = run_tasks(server, FAMILY, home, [behind_sg], 2)
+    [closed] = run_tasks(server, FAMILY, home, [behind_sg], 1, mode="closed")
 
     lb = elbv2.create_load_balancer(
-        Name="tcp", Type="network", Subnets=[home["SubnetId"], other["SubnetId"]], SecurityGroups=[nlb_sg]
+        Name="tcp", Type="network", Subnets=[home, other], SecurityGroups=[nlb_sg]
     )["LoadBalancers"][0]
     tg = elbv2.create_target_group(
         Name="tcp",
@@ -159,7 +94,8 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     try:
         seen = wait_for(settled, 40, "targets settled")
     except AssertionError:
-        _diagnose(server, lb["LoadBalancerArn"], health(elbv2, tg["TargetGroupArn"]))
+        print("health:", health(elbv2, tg["TargetGroupArn"]))
+        diagnose(server, lb["LoadBalancerArn"])
         raise
     settle_seconds = time.monotonic() - registered
     assert seen[closed]["Reason"] == "Target.FailedHealthChecks"
@@ -218,18 +154,101 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
     print(json.dumps({"settle_seconds": round(settle_seconds, 2), "answers": answered}))
 
 
+def test_preserve_client_ip_shows_targets_the_clients_address(server: RootServer) -> None:
+    """With `preserve_client_ip.enabled` off the target's peer is the NLB's address; on, it is the client's
+    (the host's link address), and the reply still finds its way back through the NLB's DNAT."""
+    ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
+    ecs.register_task_definition(**task_definition(FAMILY))
+    net = network(server, "keep")
+    allow(ec2, net.behind_group, {"IpRanges": [{"CidrIp": f"{HOST}/32"}]})  # the client, once it shows
+    [ip] = run_tasks(server, FAMILY, net.home, [net.behind_group], 1)
+    arns = ecs.list_tasks(cluster="default", desiredStatus="RUNNING")["taskArns"]
+    [arn] = [a for a, found in task_ips(ecs, arns).items() if found == ip]
+    lb = elbv2.create_load_balancer(
+        Name="keep", Type="network", Subnets=[net.home], SecurityGroups=[net.lb_group]
+    )["LoadBalancers"][0]
+    [address] = lb_addresses(ec2, net.vpc_id, lb["LoadBalancerArn"])
+    tg = elbv2.create_target_group(
+        Name="keep", Protocol="TCP", Port=80, VpcId=net.vpc_id, TargetType="ip",
+        HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=2,
+    )["TargetGroups"][0]  # fmt: skip
+    elbv2.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol="TCP",
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+    )
+    elbv2.register_targets(TargetGroupArn=tg["TargetGroupArn"], Targets=[{"Id": ip}])
+    pid = task_pid(server, arn)
+    router = f"{server.prefix}-r-{net.vpc_id.removeprefix('vpc-')}"
+    table = f"tvnlb_{lb['LoadBalancerArn'].rsplit('/', 1)[1]}"
+
+    def peer_seen() -> str | None:
+        """The address the target sees for a connection held open through the NLB (and its answer)."""
+        try:
+            with _half_request(address) as conn:
+                peers = _peers(pid)
+                conn.sendall(b"\r\n")
+                answer = b"".join(iter(lambda: conn.recv(4096), b""))
+        except OSError:
+            return None
+        return peers[0] if len(peers) == 1 and answer.endswith(ip.encode() + b"\n") else None
+
+    try:
+        assert wait_for(peer_seen, 20, "served with preserve off") == address
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=tg["TargetGroupArn"],
+            Attributes=[{"Key": "preserve_client_ip.enabled", "Value": "true"}],
+        )
+        assert (
+            wait_for(lambda: peer if (peer := peer_seen()) == HOST else None, 20, "client address seen")
+            == HOST
+        )
+        assert table in _router_tables(router)
+        # The target's group judges the client's own address now: without the rule naming the host, the
+        # NLB's group alone admits the checks but not the client.
+        ec2.revoke_security_group_ingress(
+            GroupId=net.behind_group,
+            IpPermissions=[
+                {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": f"{HOST}/32"}]}
+            ],
+        )
+        wait_for(
+            lambda: not host_connects(address, timeout=1.0), 10, "the client refused by the target's group"
+        )
+        assert health(elbv2, tg["TargetGroupArn"])[ip]["State"] == "healthy"  # checks still from the NLB
+        elbv2.modify_target_group_attributes(
+            TargetGroupArn=tg["TargetGroupArn"],
+            Attributes=[{"Key": "preserve_client_ip.enabled", "Value": "false"}],
+        )
+        assert wait_for(lambda: peer if (peer := peer_seen()) == address else None, 20, "NLB address again")
+        assert table not in _router_tables(router)
+    except AssertionError:
+        diagnose(server, lb["LoadBalancerArn"], (f"ip netns exec {router} nft list table ip {table}",))
+        raise
+    finally:
+        elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    wait_for(lambda: table not in _router_tables(router), 15, "router table removed")
+
+
+def _peers(pid: int) -> list[str]:
+    """Peer addresses of the established connections to port 80 inside the task's network namespace."""
+    out = subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "ss", "-Htn", "state", "established", "( sport = :80 )"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    peers = [line.split()[-1].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()]
+    return [p.strip("[]").removeprefix("::ffff:") for p in peers]  # httpd listens dual-stack
+
+
+def _router_tables(router: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", router, "nft", "list", "tables"], capture_output=True, text=True
+    ).stdout
+
+
 def _half_request(address: str) -> socket.socket:
     """A connection to the NLB holding a request without its final blank line (httpd waits for it)."""
     conn = socket.create_connection((address, 80), timeout=5)
     conn.sendall(b"GET / HTTP/1.0\r\nHost: nlb\r\n")
     return conn
-
-
-def _diagnose(server: RootServer, lb_arn: str, seen: object) -> None:
-    ns = f"{server.prefix}-l-{lb_arn.rsplit('/', 1)[1]}"
-    print("health:", seen)
-    for command in (f"ip -n {ns} addr", f"ip -n {ns} route", f"ip netns exec {ns} nft list ruleset"):
-        done = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
-        print("$", command, "\n", done.stdout[-6000:], done.stderr[-1000:])
-    log = (server.state_dir / "server.log").read_text(errors="replace").splitlines()
-    print("\n".join(line for line in log if "taskvpc.agent" in line and "HTTP/1.1" not in line)[-8000:])

@@ -135,3 +135,67 @@ def test_drain_ends_are_timed_for_terminating_groups_only() -> None:
     assert nlb.drain_ends(_lb([listener], [_terminating(TG, False, draining)])) == {}
     still = _terminating(TG2, False, LbTarget("10.0.1.6", 81, "healthy"))
     assert nlb.drain_ends(_lb([listener], [_terminating(TG, True, draining), still])) == {}
+
+
+def _preserving(arn: str, protocol: str, preserve: str | None, *targets: LbTarget) -> LbTargetGroup:
+    attributes = () if preserve is None else ((nlb.PRESERVE, preserve),)
+    return LbTargetGroup(arn, protocol, 80, HealthCheck(protocol="TCP"), targets, attributes)
+
+
+def _forward(port: int, protocol: str, *arns: str) -> dict[str, object]:
+    groups = [{"TargetGroupArn": arn, "Weight": 1} for arn in arns]
+    return {
+        "Port": port,
+        "Protocol": protocol,
+        "DefaultActions": [{"Type": "forward", "ForwardConfig": {"TargetGroups": groups}}],
+    }
+
+
+def test_preserving_listeners_go_to_the_router_table_without_snat() -> None:
+    target = LbTarget("10.0.1.5", 80, "healthy")
+    lb = _lb(
+        [_forward(80, "TCP", TG), _forward(81, "TCP", TG2)],
+        [_preserving(TG, "TCP", "true", target), _preserving(TG2, "TCP", "false", target)],
+    )
+    healthy = lambda tg, ip, port: "healthy"  # noqa: E731
+    in_lb, in_router = nlb.batch_for(lb, healthy), nlb.router_batch_for(lb, healthy)
+    # The LB namespace keeps the SNATed listener only; the router DNATs the preserving one, no SNAT.
+    assert "tcp dport 81 dnat" in in_lb and "tcp dport 80 dnat" not in in_lb
+    assert "snat ip to 10.0.1.9" in in_lb
+    for address in ("10.0.1.9", "10.0.2.9"):
+        assert (
+            f"ip daddr {address} tcp dport 80 dnat ip to numgen random mod 1 map {{ 0 : 10.0.1.5 . 80 }}"
+            in in_router
+        )
+    assert "tcp dport 81" not in in_router
+    assert "snat" not in in_router and "ct mark" not in in_router  # the router routes every flow itself
+    assert in_router.startswith(f"table ip {elb_nft.table_name('0123456789abcdef')}\ndelete table")
+
+
+def test_without_preserving_listeners_the_router_table_is_deleted() -> None:
+    lb = _lb(
+        [_forward(80, "TCP", TG)], [_preserving(TG, "TCP", "false", LbTarget("10.0.1.5", 80, "healthy"))]
+    )
+    assert nlb.router_batch_for(lb, lambda tg, ip, port: "healthy") == elb_nft.delete_batch(
+        "0123456789abcdef"
+    )
+
+
+def test_preserve_defaults_per_protocol_and_needs_every_forwarded_group() -> None:
+    # ELB's defaults for ip targets when the answer carries no attribute: UDP and TCP_UDP preserve, TCP not.
+    assert nlb.preserves_client_ip(_preserving(TG, "UDP", None))
+    assert nlb.preserves_client_ip(_preserving(TG, "TCP_UDP", None))
+    assert not nlb.preserves_client_ip(_preserving(TG, "TCP", None))
+    assert not nlb.preserves_client_ip(_preserving(TG, "UDP", "false"))
+    udp = _lb([_forward(53, "UDP", TG)], [_preserving(TG, "UDP", None, LbTarget("10.0.1.5", 53, "healthy"))])
+    [listener] = nlb.listeners_of(udp, lambda tg, ip, port: "healthy")
+    assert listener.preserve_client_ip
+    assert "udp dport 53 dnat" in nlb.router_batch_for(udp, lambda tg, ip, port: "healthy")
+    # Weighted over a preserving and a non-preserving group: one table must take the listener, the SNAT one.
+    mixed = _lb(
+        [_forward(80, "TCP", TG, TG2)],
+        [_preserving(TG, "TCP", "true"), _preserving(TG2, "TCP", "false")],
+    )
+    assert [li.preserve_client_ip for li in nlb.listeners_of(mixed, lambda tg, ip, port: "healthy")] == [
+        False
+    ]

@@ -79,3 +79,13 @@ def test_nft_accepts_the_batch_in_a_private_namespace(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "numgen random mod 4 map { 0-2 : 10.0.1.5 . 8080, 3 : 10.0.1.6 . 8080 }" in result.stdout
     assert "ct mark set iifname map" in result.stdout
+
+
+def test_preserving_listener_is_dnat_only() -> None:
+    kept = nlb.NlbListener(80, "TCP", (nlb.Backend("10.0.1.5", 8080),), preserve_client_ip=True)
+    table = nlb.compile_table("abc", "10.0.0.9", [kept])
+    assert (
+        "ip daddr 10.0.0.9 tcp dport 80 dnat ip to numgen random mod 1 map { 0 : 10.0.1.5 . 8080 }" in table
+    )
+    assert "snat" not in table
+    assert nlb.delete_batch("abc") == "table ip tvnlb_abc\ndelete table ip tvnlb_abc\n"
