@@ -129,7 +129,15 @@ def test_nlb_spreads_over_healthy_tasks_and_leaves_nothing(server: RootServer) -
         assert b" 200 " in during.recv(4096).split(b"\r\n")[0]
     wait_for(lambda: not set(serving) & set(health(elbv2, tg["TargetGroupArn"])), 30, "delay ended")
     log = server.log_path
-    wait_for(lambda: "nlb flows terminated" in log.read_text(errors="replace"), 20, "flows terminated")
+
+    def terminated() -> set[str]:
+        # each target's delay has its own timer: wait for both, or `after` may sit on the later one
+        lines = [
+            line for line in log.read_text(errors="replace").splitlines() if "nlb flows terminated" in line
+        ]
+        return {ip for line in lines for ip in line.partition(" targets=")[2].split(" ")[0].split(",")}
+
+    wait_for(lambda: set(serving) <= terminated(), 20, "flows terminated")
     with after, pytest.raises(ConnectionResetError):
         after.sendall(b"\r\n")
         after.recv(4096)
