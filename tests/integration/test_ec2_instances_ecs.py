@@ -183,6 +183,12 @@ def test_a_lost_host_terminates_its_instance_and_stops_its_tasks(
         "containerInstances"
     ]
     assert record[0]["status"] == "INACTIVE" and record[0]["agentConnected"] is False
+    # its agent, should it come back, hears that it is retired: it stops every task it still has
+    # (run_agent's INACTIVE path, tests/unit/test_agent_engine.py::test_deregistered_instance_stops_everything)
+    agent.stop()
+    agent.poll(after=0)
+    assert agent.state is not None and agent.state.instance_status == "INACTIVE"
+    assert {t["desiredStatus"] for t in agent.desired["tasks"]} <= {"STOPPED"}
     assert (
         ec2.describe_network_interfaces(
             Filters=[
