@@ -76,13 +76,15 @@ def pure_placement(instances: int, tasks: int) -> float:
         ),
     )
     pool = snapshots(instances)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     placed = place(request, pool, random.Random(1))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     spread = Counter(placed.assignments)
+    zones = Counter(a.rsplit("/", 1)[1] and int(a.rsplit("/", 1)[1], 16) % 3 for a in placed.assignments)
     print(
         f"pure place(): {len(placed.assignments)} of {tasks} tasks over {instances} instances in "
-        f"{elapsed:.2f} s (per instance {min(spread.values())}..{max(spread.values())})",
+        f"{elapsed:.2f} s ({cpu:.2f} s CPU; per instance {min(spread.values())}..{max(spread.values())}, "
+        f"per AZ {sorted(zones.values())})",
         flush=True,
     )
     return elapsed
