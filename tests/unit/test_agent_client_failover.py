@@ -101,3 +101,11 @@ def test_a_refusal_does_not_fail_over() -> None:
         assert len(seen) == 1 and other == []  # a 4xx is the request's fault: no other endpoint is asked
 
     asyncio.run(run())
+
+
+def test_the_agent_takes_endpoints_repeated_or_as_a_list() -> None:
+    from taskvpc.agent.main import build_parser
+
+    args = build_parser().parse_args(["--endpoint", "http://a:1", "--endpoint", "http://b:2,http://c:3"])
+    assert [e.netloc for e in parse_endpoints(args.endpoint)] == ["a:1", "b:2", "c:3"]
+    assert build_parser().parse_args([]).endpoint is None  # then $TASKVPC_ENDPOINT or the default

@@ -155,3 +155,36 @@ def test_an_instance_agent_gets_its_tasks_cgroup_inside_the_instance(tmp_path: P
     loaded = instance_config.load(str(config), "subnet-1", "LINUX", tasks_cgroup_path("tv", "i-0abc"))
     assert loaded.cluster == "web" and loaded.cgroup_parent == f"{top}/ecs-tasks"
     assert instance_config.load(None, None, None).cgroup_parent is None
+
+
+def test_a_supervisor_without_the_lead_does_nothing(tmp_path: Path) -> None:
+    import threading
+
+    from taskvpc.cli.config import Credentials
+    from taskvpc.cli.instances import LEAD, InstanceHosts, Launch
+
+    class Follower:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+            self.released = False
+            self.event = threading.Event()
+
+        def leads(self, loop: str) -> bool:
+            self.asked.append(loop)
+            if len(self.asked) >= 3:
+                self.event.set()
+            return False
+
+        def release(self) -> None:
+            self.released = True
+
+    touched: list[str] = []
+    follower = Follower()
+    launch = Launch(1, tmp_path, "tvx", Credentials("AKIA0000000000000000", "s"), "us-east-1", "process")
+    supervisor = InstanceHosts(launch, touched.append, interval=0.01, leadership=follower)
+    try:
+        assert follower.event.wait(10)
+    finally:
+        supervisor.stop()
+    assert set(follower.asked) == {LEAD} and touched == []  # never read the instances, never made a host
+    assert follower.released  # another control plane's supervisor takes the lead at once
