@@ -257,8 +257,8 @@ def place(request: TaskRequest, instances: Iterable[InstanceSnapshot], rng: Rng)
     """Place ``request.count`` tasks on ``instances`` (which are not modified).
 
     Placing a task changes only the instance chosen (its resources, ports and group count), so each
-    instance's verdict is worked out once and then only the chosen one's again; an instance that cannot
-    take a task never can again within the call (charges only take). The spread counts move by one per
+    instance's verdict is worked out once and then only the chosen one's again (an instance that cannot
+    take one more is never charged again, so its verdict stands too). The spread counts move by one per
     task. Each task is still chosen from every candidate by the strategies and a random tie-break drawn
     per candidate, as before: the same choices for the same ``rng``, in time linear in the candidates.
     """
