@@ -28,6 +28,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -292,10 +293,14 @@ def host_loss(rounds: int, window: float) -> list[tuple[float, float]]:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
         env = {**os.environ, "TASKVPC_ACCESS_KEY_ID": KEY_ID, "TASKVPC_SECRET_ACCESS_KEY": SECRET}
-        subprocess.run(
+        down = subprocess.run(
             [str(REPO / ".venv" / "bin" / "taskvpc"), "down", "--state-dir", str(state), "--net-prefix", prefix],
             env=env, check=False, capture_output=True,
         )  # fmt: skip
+        if down.returncode == 0:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            print(f"taskvpc down failed; logs and state in {home}", file=sys.stderr)
     return results
 
 
