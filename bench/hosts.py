@@ -200,6 +200,7 @@ def host_loss(rounds: int, window: float) -> list[tuple[float, float]]:
     import boto3
     from botocore.config import Config
 
+    from taskvpc.agent.runtime import cgroups
     from taskvpc.cli import instances as hosts
     from taskvpc.control.ec2 import instances_catalog
 
@@ -262,7 +263,7 @@ def host_loss(rounds: int, window: float) -> list[tuple[float, float]]:
             arn, _ = Counter(t["containerInstanceArn"] for t in tasks).most_common(1)[0]
             victim = ec2_of[arn]
             doomed = [t["taskArn"] for t in tasks if t["containerInstanceArn"] == arn]
-            leaf = hosts.cgroups.existing(hosts.agent_cgroup_path(prefix, victim))[:1]
+            leaf = cgroups.existing(hosts.agent_cgroup_path(prefix, victim))[:1]
             pids = [int(p) for d in leaf for p in (d / "cgroup.procs").read_text().split()]
             lost = time.monotonic()
             subprocess.run(["ip", "netns", "del", hosts.netns_name(prefix, victim)], check=True)
