@@ -5,7 +5,9 @@ connections: one for the desired-state long poll, one for register/report/deregi
 waits behind a poll. Every request is SigV4-signed (service ``ecs``) with ``taskvpc.wire.sigv4``.
 
 Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter (50 ms up to
-5 s), forever: the agent must outlive a control-plane restart. A 4xx answer raises :class:`AgentApiError`
+5 s), forever: the agent must outlive a control-plane restart. Given several endpoints (control planes
+sharing one store: a list, or a comma-separated string), each such failure moves every connection to the
+next endpoint in turn, so the agent fails over to a live control plane within a retry. A 4xx answer raises :class:`AgentApiError`
 (the caller decides); nothing else escapes.
 """
 
@@ -88,6 +90,34 @@ class Backoff:
         return float(min(self.maximum, self.initial * 2**attempt) * (0.5 + rand() / 2))
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+    netloc: str  # the Host header
+    base: str  # a path prefix, if the control plane is served under one
+
+
+def parse_endpoints(endpoints: str | Sequence[str]) -> list[Endpoint]:
+    """``http://a:4599,http://b:4599`` or a list of URLs (``host:port`` alone means http)."""
+    items = (
+        endpoints.split(",") if isinstance(endpoints, str) else [e for x in endpoints for e in x.split(",")]
+    )
+    found = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        parts = urlsplit(item if "://" in item else f"http://{item}")
+        if parts.scheme != "http":
+            raise ValueError(f"only http:// endpoints are supported, got {item!r}")
+        found.append(
+            Endpoint(parts.hostname or "127.0.0.1", parts.port or 80, parts.netloc, parts.path.rstrip("/"))
+        )
+    if not found:
+        raise ValueError("no control-plane endpoint given")
+    return found
+
+
 class _Connection:
     """One keep-alive HTTP/1.1 connection; one request at a time; reconnects on demand."""
 
@@ -105,6 +135,11 @@ class _Connection:
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader, self._writer, self._h11 = reader, writer, h11.Connection(h11.CLIENT)
+
+    def retarget(self, host: str, port: int) -> None:
+        """The next request connects to ``host:port`` (a kept-alive socket to the old one is closed then)."""
+        self._host, self._port = host, port
+        self._h11 = None  # _request reopens: close(), then _open() at the new address
 
     async def close(self) -> None:
         writer, self._writer, self._reader, self._h11 = self._writer, None, None, None
@@ -161,32 +196,43 @@ class _Connection:
 
 
 class AgentClient:
-    """``register``, ``desired``, ``report`` and ``deregister`` against one control plane."""
+    """``register``, ``desired``, ``report`` and ``deregister`` against a control plane (one of several)."""
 
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         credentials: CredentialsLike,
         region: str = DEFAULT_REGION,
         *,
         backoff: Backoff | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        if parts.scheme != "http":
-            raise ValueError(f"only http:// endpoints are supported, got {endpoint!r}")
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 80
-        self._host_header = parts.netloc
-        self._base = parts.path.rstrip("/")
+        self.endpoints = parse_endpoints(endpoint)
+        self._current = 0
+        first = self.endpoints[0]
         self._credentials = credentials
         self._region = region
         self._backoff = backoff or Backoff()
         self._now = now
-        self._poll = _Connection(self._host, self._port)
-        self._main = _Connection(self._host, self._port)
-        self._logs = _Connection(self._host, self._port)  # log shipping never delays a task's report
+        self._poll = _Connection(first.host, first.port)
+        self._main = _Connection(first.host, first.port)
+        self._logs = _Connection(first.host, first.port)  # log shipping never delays a task's report
         self.closed = False
+
+    @property
+    def endpoint(self) -> Endpoint:
+        """The control plane this client talks to now."""
+        return self.endpoints[self._current]
+
+    def _fail_over(self, failed: int) -> None:
+        """After a failure at endpoint ``failed``: the next one (unless another call moved on already)."""
+        if len(self.endpoints) < 2 or self._current != failed:
+            return
+        self._current = (failed + 1) % len(self.endpoints)
+        target = self.endpoints[self._current]
+        for conn in (self._poll, self._main, self._logs):
+            conn.retarget(target.host, target.port)
+        log.warning("agent api: failing over to %s", target.netloc)
 
     async def close(self) -> None:
         self.closed = True
@@ -241,7 +287,7 @@ class AgentClient:
     # ------------------------------------------------------------------------------ plumbing
 
     def _signed(self, method: str, path: str, query: str, body: bytes) -> list[tuple[str, str]]:
-        headers = {"host": self._host_header}
+        headers = {"host": self.endpoint.netloc}
         if body or method == "POST":
             headers["content-type"] = "application/json"
         request = HttpRequest(method=method, path=path, query_string=query, headers=headers, body=body)
@@ -267,11 +313,12 @@ class AgentClient:
         body: Mapping[str, Any] | None = None,
         timeout: float = 15.0,
     ) -> dict[str, Any]:
-        path = f"{self._base}{API_PREFIX}{route}"
         payload = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
-        target = f"{path}?{query}" if query else path
         attempt = 0
         while True:
+            used = self._current
+            path = f"{self.endpoints[used].base}{API_PREFIX}{route}"
+            target = f"{path}?{query}" if query else path
             try:
                 async with conn.lock:
                     headers = self._signed(method, path, query, payload)
@@ -287,6 +334,7 @@ class AgentClient:
                 problem = f"HTTP {status}: {_message(data)}"
             if self.closed:
                 raise AgentApiError(0, "client closed")
+            self._fail_over(used)
             delay = self._backoff.delay(attempt)
             attempt += 1
             log.warning("agent api %s %s failed (%s); retrying in %.2fs", method, route, problem, delay)

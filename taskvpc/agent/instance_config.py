@@ -6,7 +6,8 @@ and refuse every container (:meth:`InstanceConfig.container_refusal`).
 The host supervisor of ``taskvpc up`` writes the user data to a file in the instance's state dir and
 starts the agent with these flags. Keys honoured: ``ECS_CLUSTER`` (the cluster to join),
 ``ECS_INSTANCE_ATTRIBUTES`` (custom attributes, a JSON object), ``ECS_RESERVED_MEMORY`` (MiB kept from
-tasks); the others are accepted and ignored, as taskvpc has nothing they would change (e.g.
+tasks), ``ECS_CONTAINER_INSTANCE_TAGS`` (a JSON object) and ``ECS_CONTAINER_INSTANCE_PROPAGATE_TAGS_FROM``
+(``ec2_instance``: the EC2 instance's tags too; both sent with the registration); the others are accepted and ignored, as taskvpc has nothing they would change (e.g.
 ``ECS_ENABLE_TASK_ENI``: awsvpc is always on). The agent reads it once, at start, as the ECS agent does.
 
 It is held in :data:`CURRENT` because registration is built deep inside ``run_agent``; ``main`` sets it
@@ -61,6 +62,11 @@ class InstanceConfig:
             attributes["ecs.os-type"] = "windows"
             attributes["ecs.os-family"] = self.os_family
         result = {**body, "attributes": attributes}
+        tags = ecs_config.json_object(self.ecs, "ECS_CONTAINER_INSTANCE_TAGS")
+        if tags:
+            result["tags"] = tags
+        if self.ecs.get("ECS_CONTAINER_INSTANCE_PROPAGATE_TAGS_FROM") == "ec2_instance":
+            result["propagateTagsFrom"] = "ec2_instance"  # the control plane adds the EC2 instance's tags
         if self.subnet_id:
             result["subnetId"] = self.subnet_id
         if self.reserved_memory and isinstance(result.get("resources"), dict):

@@ -359,7 +359,7 @@ async def run_agent(
         engine = Engine(the_runtime, network, reporter)
         engine.logs = LogShipper(the_runtime.state_dir, logship.sender(client, lambda: instance_id))
         if owned_driver is not None:  # real router namespaces: the tasks' 169.254.170.2
-            engine.endpoints = _endpoints(engine, cfg, path, endpoint, region)
+            engine.endpoints = _endpoints(engine, cfg, path, endpoint.split(",")[0], region)
             flows = _flow_logs(client, lambda: instance_id, cfg, network, firewall)
             engine.spawn(flows.run(), "flow-logs")
             prober = Prober(
@@ -528,8 +528,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--cluster", default="default", help="cluster to join")
     parser.add_argument(
         "--endpoint",
-        default=os.environ.get("TASKVPC_ENDPOINT", DEFAULT_ENDPOINT),
-        help="control plane URL ($TASKVPC_ENDPOINT sets the default)",
+        action="append",
+        help="control plane URL; repeat it (or give a comma list) for control planes sharing one store, "
+        "tried in turn on failure ($TASKVPC_ENDPOINT sets the default)",
     )
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the agent's state")
     parser.add_argument(
@@ -611,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
         await run_agent(
-            args.endpoint,
+            ",".join(args.endpoint or [os.environ.get("TASKVPC_ENDPOINT", DEFAULT_ENDPOINT)]),
             args.cluster,
             args.state_dir,
             credentials,

@@ -21,7 +21,18 @@ A reconcile pass (:func:`plan`, pure; then ``ensure_host``/``remove_host``) runs
 ``pending``/``running`` get a host (``pending`` becomes ``running`` once its agent is started); those
 ``stopping``/``shutting-down`` lose theirs, then become ``stopped``/``terminated`` (the control plane
 stops their ECS tasks and deregisters them then); a namespace of ours that no live instance explains is
-removed. Agents die with ``up`` (PR_SET_PDEATHSIG); the next ``up`` starts new ones, which adopt the
+removed.
+
+Host loss: a ``running`` instance whose namespace is gone is a host lost, not one to remake (an agent
+that merely died, its namespace still there, is restarted and adopts its tasks). Once it has been gone
+for the detection window (``--host-loss-window``), the instance is terminated as EC2 reports a lost
+instance (``instances_state.host_lost``: tasks stopped with ECS's terminated-host reason, ENIs and
+addresses released, the container instance deregistered, so services place replacements elsewhere), and
+whatever is left of it here (its agent if still alive, its tasks' namespaces and processes) is removed.
+
+With several ``taskvpc up`` on one PostgreSQL, one supervisor runs: the one holding the
+``instance-hosts`` lead (the reconcilers' advisory locks, ``taskvpc.control.reconcile.leadership``).
+Agents die with ``up`` (PR_SET_PDEATHSIG); the next ``up`` starts new ones, which adopt the
 tasks. ``taskvpc down`` and ``up --cleanup-on-exit`` call :func:`remove_all`.
 
 The underlay (what VPCs spanning instances ride on, ``taskvpc/agent/overlay.py``): each instance's
@@ -48,8 +59,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +76,8 @@ _CLONE_NEWNET = 0x40000000
 _PR_SET_PDEATHSIG = 1
 log = logging.getLogger("taskvpc.instances")
 HOST_STATES = ("pending", "running")
+HOST_LOSS_WINDOW = 5.0  # seconds a running instance's namespace may be missing before its host is lost
+LEAD = "instance-hosts"  # the supervisor's lead among control planes sharing one store
 GOING = {"stopping": "stopped", "shutting-down": "terminated"}
 UNDERLAY_NET = ipaddress.IPv4Network("169.254.192.0/19")  # link-local: never a VPC's, nor 169.254.169/170
 UNDERLAY_MTU = 1550  # the tasks' 1500 plus VXLAN's 50
@@ -103,15 +117,31 @@ class Plan:
     remove: list[str]  # instance ids whose host goes
     finish: list[tuple[str, str]]  # (instance id, stopped|terminated) once the host is gone
     strays: list[str]  # instance ids with a namespace here and no instance record
+    missing: list[str] = field(default_factory=list)  # running, namespace gone: a host being lost
+    lost: list[str] = field(default_factory=list)  # missing for the whole window: lost for good
 
 
-def plan(instances: list[Doc], hosts: set[str], live_agents: set[str]) -> Plan:
-    """What to do, from the instances' records, the namespaces present and the agents alive."""
-    ensure, started, remove, finish = [], [], [], []
+def plan(
+    instances: list[Doc],
+    hosts: set[str],
+    live_agents: set[str],
+    missing_since: dict[str, float] | None = None,
+    now: float = 0.0,
+    window: float = HOST_LOSS_WINDOW,
+) -> Plan:
+    """What to do, from the instances' records, the namespaces present, the agents alive, and since when
+    each running instance's namespace has been seen missing."""
+    ensure, started, remove, finish, missing, lost = [], [], [], [], [], []
+    since = missing_since or {}
     known = set()
     for doc in instances:
         iid, name = doc["InstanceId"], doc["State"]["Name"]
         known.add(iid)
+        if name == "running" and iid not in hosts:  # never remade: a lost host's tasks are gone with it
+            missing.append(iid)
+            if now - since.get(iid, now) >= window:
+                lost.append(iid)
+            continue
         if name in HOST_STATES:
             if iid not in hosts or iid not in live_agents:
                 ensure.append(doc)
@@ -123,7 +153,7 @@ def plan(instances: list[Doc], hosts: set[str], live_agents: set[str]) -> Plan:
         elif iid in hosts:
             remove.append(iid)
     strays = sorted(hosts - known)
-    return Plan(ensure, started, remove, finish, strays)
+    return Plan(ensure, started, remove, finish, strays, missing, lost)
 
 
 # ---- drivers --------------------------------------------------------------------------------------
@@ -412,12 +442,23 @@ def remove_all(prefix: str, state_dir: Path) -> int:
 class InstanceHosts:
     """Runs :func:`plan` and its drivers every ``interval`` seconds until :meth:`stop`."""
 
-    def __init__(self, launch: Launch, context: Callable[[str], Any], interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        launch: Launch,
+        context: Callable[[str], Any],
+        interval: float = 1.0,
+        *,
+        loss_window: float = HOST_LOSS_WINDOW,
+        leadership: Any = None,  # a taskvpc.control.reconcile.Leadership; None: the only supervisor
+    ) -> None:
         self.launch = launch
         self.context = context  # region -> a fresh RequestContext
         self.interval = interval
+        self.loss_window = loss_window
+        self.leadership = leadership
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.relays: dict[str, Relay] = {}
+        self.missing_since: dict[str, float] = {}  # running instances whose namespace is gone, since
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="instance-hosts", daemon=True)
         self._thread.start()
@@ -433,10 +474,16 @@ class InstanceHosts:
     def reconcile(self) -> None:
         from taskvpc.control.ec2 import instances_state
 
+        if self.leadership is not None and not self.leadership.leads(LEAD):
+            return  # another control plane's supervisor has the instances
         docs = instances_state.all_instances(self.context(self.launch.region))
         region_of = {doc["InstanceId"]: doc.get("_Region", self.launch.region) for doc in docs}
         live = {iid for iid, process in self.agents.items() if process.poll() is None}
-        steps = plan(docs, hosts_present(self.launch.prefix), live)
+        now = time.monotonic()
+        steps = plan(docs, hosts_present(self.launch.prefix), live, self.missing_since, now, self.loss_window)
+        self.missing_since = {iid: self.missing_since.get(iid, now) for iid in steps.missing}
+        for iid in steps.lost:
+            self.lose(iid, region_of[iid])
         for doc in steps.ensure:
             if self._stopping.is_set():
                 return
@@ -463,6 +510,20 @@ class InstanceHosts:
             self.agents[iid] = start_agent(self.launch, doc, cgroup)
             log.info("instance %s: agent pid %s", iid, self.agents[iid].pid)
 
+    def lose(self, iid: str, region: str) -> None:
+        """A host gone for good: tell the control plane first (replacements start elsewhere at once),
+        then remove what is left of it here."""
+        log.warning("instance %s: host lost (namespace gone for %.1f s)", iid, self.loss_window)
+        process = self.agents.pop(iid, None)
+        if process is not None and process.poll() is None:
+            process.kill()  # ours, by PID: an agent left in a host that no longer exists
+            process.wait(timeout=10)
+        from taskvpc.control.ec2 import instances_state
+
+        instances_state.host_lost(self.context(region), iid)
+        self.missing_since.pop(iid, None)
+        self.remove(iid)
+
     def remove(self, iid: str) -> None:
         process = self.agents.pop(iid, None)
         if process is not None:
@@ -482,6 +543,8 @@ class InstanceHosts:
         """Stop every agent (the hosts stay for the next ``up``); idempotent."""
         self._stopping.set()
         self._thread.join(timeout=30)
+        if self.leadership is not None:
+            self.leadership.release()
         for process in self.agents.values():
             stop_agent(process)
         for relay in self.relays.values():

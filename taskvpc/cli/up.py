@@ -102,6 +102,13 @@ def add_arguments(up: argparse.ArgumentParser) -> None:
         help="seconds without a poll after which agentConnected is false (keep it above 30)",
     )
     up.add_argument(
+        "--host-loss-window",
+        type=_seconds,
+        default=5.0,
+        help="seconds an EC2 instance's host (its namespace) may be gone before the instance is lost: "
+        "terminated, its tasks stopped and replaced elsewhere",
+    )
+    up.add_argument(
         "--attachment-timeout",
         type=_seconds,
         default=180.0,
@@ -280,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
             "'default'",
             file=sys.stderr,
         )
-    hosts = _instance_hosts(args, state_dir, credentials, control_plane) if with_agent else None
+    hosts = _instance_hosts(args, state_dir, credentials, control_plane, database) if with_agent else None
     command = taskvpc_command()
     state_flag = f" --state-dir {shlex.quote(str(state_dir))}"
     print(f"taskvpc: control plane on {endpoint} (state in {state_dir})", file=sys.stderr)
@@ -329,15 +336,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _instance_hosts(args: argparse.Namespace, state_dir: Path, credentials: Any, control_plane: Any) -> Any:
-    """The supervisor of EC2 instances' hosts (taskvpc/cli/instances.py)."""
+def _instance_hosts(
+    args: argparse.Namespace, state_dir: Path, credentials: Any, control_plane: Any, database: Any
+) -> Any:
+    """The supervisor of EC2 instances' hosts (taskvpc/cli/instances.py); on PostgreSQL it supervises
+    only while it holds the lead (several ``up`` may share the store, one supervises)."""
     import time
 
     from taskvpc.cli.instances import InstanceHosts, Launch
+    from taskvpc.control.reconcile import AdvisoryLocks
 
     target = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     launch = Launch(args.port, state_dir, args.net_prefix, credentials, args.region, args.runtime, target)
-    return InstanceHosts(launch, lambda region: control_plane.context(region, time.time()))
+    return InstanceHosts(
+        launch,
+        lambda region: control_plane.context(region, time.time()),
+        loss_window=args.host_loss_window,
+        leadership=None if database.is_sqlite else AdvisoryLocks(database.url),
+    )
 
 
 def _prefix_busy(prefix: str, patience: float = 10.0) -> str | None:

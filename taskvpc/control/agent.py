@@ -29,8 +29,8 @@ from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.control import probes, task_credentials
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import flow_logs, overlay as ec2_overlay
-from taskvpc.control.ecs import container_instances, task_state
+from taskvpc.control.ec2 import flow_logs, instances_ecs, overlay as ec2_overlay
+from taskvpc.control.ecs import container_instances, tagging, task_state
 from taskvpc.control.elbv2 import agent_section as elb_agent
 from taskvpc.control.logs import delivery as log_delivery
 from taskvpc.domain import tasks as taskdoc
@@ -104,6 +104,11 @@ def register(ctx: RequestContext, payload: dict[str, Any]) -> dict[str, Any]:
     if instance_type is not None and not isinstance(instance_type, str):
         raise bad_request("instanceType must be a string.")
     capabilities = payload.get("capabilities") or []
+    try:  # ECS_CONTAINER_INSTANCE_TAGS, ECS_CONTAINER_INSTANCE_PROPAGATE_TAGS_FROM (control/ec2/instances_ecs)
+        tags = instances_ecs.registration_tags(ctx, instance_id, payload)
+    except instances_ecs.TagsRefused as refused:
+        raise bad_request(str(refused)) from None
+    tagging.check_new_tags(tags)
     registration = container_instances.Registration(
         cluster=cluster,
         ec2_instance_id=instance_id,
@@ -120,6 +125,7 @@ def register(ctx: RequestContext, payload: dict[str, Any]) -> dict[str, Any]:
         version_info={"agentVersion": str(payload["agentVersion"])} if payload.get("agentVersion") else {},
         hostname=_optional_str(payload, "hostname"),
         capabilities=[str(c) for c in capabilities] if isinstance(capabilities, list) else [],
+        tags=tags,
     )
     with ctx.db.transaction() as conn:
         row = container_instances.register(conn, ctx, registration)

@@ -30,6 +30,7 @@ memory. DRAINING and other non-ACTIVE instances are never candidates and produce
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -253,64 +254,153 @@ def instance_failure(request: TaskRequest, instance: InstanceSnapshot) -> Placem
 
 
 def place(request: TaskRequest, instances: Iterable[InstanceSnapshot], rng: Rng) -> Placement:
-    """Place ``request.count`` tasks on ``instances`` (which are not modified)."""
+    """Place ``request.count`` tasks on ``instances`` (which are not modified).
+
+    Placing a task changes only the instance chosen (its resources, ports and group count), so each
+    instance's verdict is worked out once and then only the chosen one's again (an instance that cannot
+    take one more is never charged again, so its verdict stands too). The spread counts move by one per
+    task. Each task is still chosen from every candidate by the strategies and a random tie-break drawn
+    per candidate, as before: the same choices for the same ``rng``, in time linear in the candidates.
+    """
     compiled = compile_request(request)
     pool = sorted((i.copy() for i in instances), key=lambda i: i.arn)
     active = [i for i in pool if i.status == "ACTIVE"]
     if not active:
         raise _no_instances()
     ledger = _Ledger(request.group)
+    verdicts = {id(i): _verdict(compiled, i, ledger) for i in active}
+    ranking = _Ranking(compiled, pool, ledger, [i for i in active if verdicts[id(i)] is None])
     assignments: list[str] = []
     failures: list[PlacementFailure] = []
     for _ in range(request.count):
-        candidates: list[InstanceSnapshot] = []
-        reasons: list[PlacementFailure] = []
-        for instance in active:
-            reason = first_failure(compiled, instance, ledger)
-            if reason is None:
-                candidates.append(instance)
-            else:
-                detail = failure_detail(compiled, instance, reason)
-                reasons.append(PlacementFailure(instance.arn, reason, detail))
-        if not candidates:
-            failures = reasons
+        if not ranking.alive:
+            failures = [f for f in (verdicts[id(i)] for i in active) if f is not None]
             break
-        chosen = _choose(compiled, candidates, pool, ledger, rng)
+        n = ranking.choose(rng)
+        chosen = ranking.candidates[n]
         ledger.charge(chosen, request)
+        ranking.charged(n)
         assignments.append(chosen.arn)
+        verdict = verdicts[id(chosen)] = _verdict(compiled, chosen, ledger)
+        if verdict is not None:
+            ranking.remove(n)
     return Placement(tuple(assignments), tuple(failures))
+
+
+def _verdict(
+    compiled: CompiledRequest, instance: InstanceSnapshot, ledger: _Ledger
+) -> PlacementFailure | None:
+    reason = first_failure(compiled, instance, ledger)
+    if reason is None:
+        return None
+    return PlacementFailure(instance.arn, reason, failure_detail(compiled, instance, reason))
 
 
 def _no_instances() -> ClientError:
     return invalid_parameter(NO_CONTAINER_INSTANCES)
 
 
-def _choose(
-    compiled: CompiledRequest,
-    candidates: list[InstanceSnapshot],
-    pool: list[InstanceSnapshot],
-    ledger: _Ledger,
-    rng: Rng,
-) -> InstanceSnapshot:
-    spread_counts = {
-        s.field or "": _spread_counts(s.field or "", pool, ledger)
-        for s in compiled.strategies
-        if s.type == "spread"
-    }
-    ranked: list[tuple[tuple[float, ...], InstanceSnapshot]] = []
-    for instance in candidates:
-        key: list[float] = []
-        for s in compiled.strategies:
-            if s.type == "random":
+class _Ranking:
+    """The candidates, in pool order, and the strategies' order over them: each task goes to the least
+    key, a tuple of one value per strategy (spread: how many of the group the instance's value of the
+    field holds, over the whole pool; binpack: the instance's remaining resource; random: a draw) and a
+    final random draw per candidate, in candidate order.
+
+    For 10,000 tasks over 1,000 instances, two things keep a task's cost near the size of its tie: a
+    candidate that can take no more is marked gone (never moved, so indices stay put), and the
+    candidates of each value of the first spread field are kept apart, so that strategy's least keys
+    are read per value rather than per candidate.
+    """
+
+    def __init__(
+        self,
+        compiled: CompiledRequest,
+        pool: list[InstanceSnapshot],
+        ledger: _Ledger,
+        candidates: list[InstanceSnapshot],
+    ) -> None:
+        self.strategies = compiled.strategies
+        self.with_random = any(s.type == "random" for s in self.strategies)
+        self.candidates = candidates
+        self.gone: list[int] = []  # indices of candidates that can take no more, sorted
+        self.alive = len(candidates)
+        self.columns: dict[str, list[str | None]] = {}  # spread field -> each candidate's value
+        self.counts: dict[str, dict[str | None, int]] = {}  # spread field -> the group's count per value
+        for s in self.strategies:
+            field = s.field or ""
+            if s.type == "spread" and field not in self.columns:
+                self.columns[field] = [_spread_value(field, i) for i in candidates]
+                self.counts[field] = _spread_counts(field, pool, ledger)
+        first = self.strategies[0] if self.strategies else None
+        self.by_value: dict[str | None, list[int]] | None = None  # the first spread field's candidates
+        if first is not None and first.type == "spread" and not self.with_random:
+            self.by_value = {}
+            for n, value in enumerate(self.columns[first.field or ""]):
+                self.by_value.setdefault(value, []).append(n)
+
+    def charged(self, n: int) -> None:
+        """One more task of the group on candidate ``n`` (what ``_Ledger.charge`` did to its count)."""
+        for field, counts in self.counts.items():
+            value = self.columns[field][n]
+            counts[value] = counts.get(value, 0) + 1
+
+    def remove(self, n: int) -> None:
+        """Candidate ``n`` can take no more tasks of this call."""
+        bisect.insort(self.gone, n)
+        self.alive -= 1
+        if self.by_value is not None:
+            self.by_value[self.columns[self.strategies[0].field or ""][n]].remove(n)
+
+    def living(self) -> list[int]:
+        gone = set(self.gone)
+        return [n for n in range(len(self.candidates)) if n not in gone]
+
+    def _key(self, s: PlacementStrategy, n: int) -> float:
+        if s.type == "spread":
+            return self.counts[s.field or ""][self.columns[s.field or ""][n]]
+        return self.candidates[n].remaining.get(BINPACK_FIELDS[(s.field or "").lower()], 0)  # least first
+
+    def choose(self, rng: Rng) -> int:
+        """The index of the candidate the next task goes to."""
+        if self.with_random:  # draws interleave with the keys, candidate by candidate
+            ranked = []
+            for n in self.living():
+                key = [rng.random() if s.type == "random" else self._key(s, n) for s in self.strategies]
                 key.append(rng.random())
-            elif s.type == "spread":
-                field = s.field or ""
-                key.append(spread_counts[field][_spread_value(field, instance)])
-            else:  # binpack: least remaining first
-                key.append(instance.remaining.get(BINPACK_FIELDS[(s.field or "").lower()], 0))
-        key.append(rng.random())
-        ranked.append((tuple(key), instance))
-    return min(ranked, key=lambda pair: pair[0])[1]
+                ranked.append((tuple(key), n))
+            return min(ranked, key=lambda pair: pair[0])[1]
+        strategies = self.strategies
+        if self.by_value is not None:  # the first spread strategy, read per value
+            counts = self.counts[strategies[0].field or ""]
+            present = [v for v, members in self.by_value.items() if members]
+            least = min(counts[v] for v in present)
+            tied = [self.by_value[v] for v in present if counts[v] == least]
+            chosen = tied[0] if len(tied) == 1 else [n for members in tied for n in members]
+            strategies = strategies[1:]
+        else:
+            chosen = self.living()
+        for s in strategies:  # the least key, strategy by strategy (a tuple's order)
+            if len(chosen) == 1:
+                break
+            if s.type == "spread":
+                counts, column = self.counts[s.field or ""], self.columns[s.field or ""]
+                keys: list[float] = [counts[column[n]] for n in chosen]
+            else:
+                resource = BINPACK_FIELDS[(s.field or "").lower()]
+                keys = [self.candidates[n].remaining.get(resource, 0) for n in chosen]
+            low = min(keys)
+            chosen = [n for n, k in zip(chosen, keys, strict=True) if k == low]
+        return self._tie_break(sorted(chosen), rng)  # candidate order: the first of equal draws wins
+
+    def _tie_break(self, tied: list[int], rng: Rng) -> int:
+        """The tied candidate with the least final draw; every living candidate's draw is taken, in
+        order (the draws of the others decide nothing, but keep the generator where it was)."""
+        draw = rng.random
+        draws = [draw() for _ in range(self.alive)]  # one per living candidate, in candidate order
+        if not self.gone:
+            return min(tied, key=draws.__getitem__)
+        gone = self.gone
+        return min(tied, key=lambda n: draws[n - bisect.bisect_left(gone, n)])  # its place among the living
 
 
 def _spread_value(field: str, instance: InstanceSnapshot) -> str | None:

@@ -39,6 +39,32 @@ def test_a_dead_agent_is_started_again() -> None:
     assert [d["InstanceId"] for d in steps.ensure] == ["i-running"] and steps.started == []
 
 
+def test_a_running_instance_without_its_namespace_is_lost_after_the_window() -> None:
+    docs = [_doc("i-lost", "running"), _doc("i-new", "pending")]
+    first = plan(docs, set(), live_agents=set(), missing_since={}, now=100.0, window=5.0)
+    assert first.missing == ["i-lost"] and first.lost == []  # seen missing now: not remade, not lost yet
+    assert [d["InstanceId"] for d in first.ensure] == ["i-new"]  # a pending one still gets its host
+    during = plan(docs, set(), set(), missing_since={"i-lost": 100.0}, now=104.9, window=5.0)
+    assert during.lost == [] and during.ensure[0]["InstanceId"] == "i-new"
+    after = plan(docs, set(), set(), missing_since={"i-lost": 100.0}, now=105.0, window=5.0)
+    assert after.lost == ["i-lost"]
+    back = plan(docs, {"i-lost"}, {"i-lost"}, missing_since={"i-lost": 100.0}, now=200.0, window=5.0)
+    assert back.missing == [] and back.lost == []  # its namespace is there again: nothing lost
+
+
+@given(
+    st.floats(min_value=0, max_value=1e6),
+    st.floats(min_value=0, max_value=100),
+    st.floats(min_value=0.1, max_value=60),
+)
+def test_loss_is_declared_exactly_once_the_window_has_passed(
+    since: float, elapsed: float, window: float
+) -> None:
+    steps = plan([_doc("i-x", "running")], set(), set(), {"i-x": since}, since + elapsed, window)
+    assert steps.missing == ["i-x"] and steps.ensure == []
+    assert (steps.lost == ["i-x"]) == (since + elapsed - since >= window)
+
+
 @given(st.text(alphabet="abcdefghij0123456789", min_size=2, max_size=6), st.text(min_size=1, max_size=20))
 def test_instance_prefixes_are_valid_prefixes(prefix: str, instance_id: str) -> None:
     name = instance_prefix("t" + prefix, instance_id)
@@ -129,3 +155,36 @@ def test_an_instance_agent_gets_its_tasks_cgroup_inside_the_instance(tmp_path: P
     loaded = instance_config.load(str(config), "subnet-1", "LINUX", tasks_cgroup_path("tv", "i-0abc"))
     assert loaded.cluster == "web" and loaded.cgroup_parent == f"{top}/ecs-tasks"
     assert instance_config.load(None, None, None).cgroup_parent is None
+
+
+def test_a_supervisor_without_the_lead_does_nothing(tmp_path: Path) -> None:
+    import threading
+
+    from taskvpc.cli.config import Credentials
+    from taskvpc.cli.instances import LEAD, InstanceHosts, Launch
+
+    class Follower:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+            self.released = False
+            self.event = threading.Event()
+
+        def leads(self, loop: str) -> bool:
+            self.asked.append(loop)
+            if len(self.asked) >= 3:
+                self.event.set()
+            return False
+
+        def release(self) -> None:
+            self.released = True
+
+    touched: list[str] = []
+    follower = Follower()
+    launch = Launch(1, tmp_path, "tvx", Credentials("AKIA0000000000000000", "s"), "us-east-1", "process")
+    supervisor = InstanceHosts(launch, touched.append, interval=0.01, leadership=follower)
+    try:
+        assert follower.event.wait(10)
+    finally:
+        supervisor.stop()
+    assert set(follower.asked) == {LEAD} and touched == []  # never read the instances, never made a host
+    assert follower.released  # another control plane's supervisor takes the lead at once

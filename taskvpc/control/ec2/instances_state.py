@@ -6,6 +6,11 @@ calls :func:`host_started`, :func:`host_stopped` or :func:`host_terminated`, whi
 Terminating stops the instance's ECS tasks with ECS's reason and deregisters its container instance;
 the primary ENI and its address are released when the host is gone.
 
+A host lost for good (its namespace and agent gone, seen by the supervisor for its detection window) is
+:func:`host_lost`: the instance goes ``running`` -> ``terminated`` at once with a ``Server.`` state
+reason, as EC2 reports an instance it lost, and the same retirement runs (its agent shown disconnected,
+its tasks stopped with ECS's terminated-host reason, its ENIs and addresses released, deregistered).
+
 Transitions (a missing key is a refused move: ``IncorrectInstanceState``)::
 
     terminate: pending|running|stopping|stopped -> shutting-down;  shutting-down|terminated: unchanged
@@ -107,13 +112,19 @@ def all_instances(ctx: RequestContext) -> list[Doc]:
         return instances_repo.list_instances(conn, None)
 
 
-def _finish(ctx: RequestContext, instance_id: str, expected: str, after: str) -> Doc | None:
+def _finish(
+    ctx: RequestContext, instance_id: str, expected: str, after: str, reason: Doc | None = None
+) -> Doc | None:
     with ctx.db.transaction() as conn:
         docs = instances_repo.lock_instances(conn, ctx.region, [instance_id])
         if not docs or docs[0]["State"]["Name"] != expected:
             return None  # someone moved it meanwhile: the next pass sees the new state
         doc = docs[0]
         doc["State"] = instances.state(after)
+        if reason is not None:
+            stamp = instances.iso(ctx.now).replace("T", " ")[:19]
+            doc["StateTransitionReason"] = f"Server.InternalError ({stamp} GMT)"
+            doc["StateReason"] = reason
         if after in ("stopped", "terminated"):
             _retire_container_instance(conn, ctx, doc, deregister=after == "terminated")
         if after == "terminated":
@@ -137,6 +148,8 @@ def _retire_container_instance(conn: Connection, ctx: RequestContext, doc: Doc, 
     task_state.lock(conn, ctx, row["cluster"])
     iid = doc["InstanceId"]
     reason = terminated_reason(iid) if deregister else f"Host EC2 (instance {iid}) stopped."
+    if row["agent_connected"]:  # its agent is gone with the host (a stopped instance's comes back)
+        tasks_repo.update_instance(conn, row["id"], agent_connected=False)
     task_state.force_stop_all(conn, ctx, row, reason)
     if deregister:
         container_instances.deregister(conn, ctx, row, force=True)
@@ -152,3 +165,16 @@ def host_stopped(ctx: RequestContext, instance_id: str) -> Doc | None:
 
 def host_terminated(ctx: RequestContext, instance_id: str) -> Doc | None:
     return _finish(ctx, instance_id, "shutting-down", "terminated")
+
+
+# EC2's state reason for an instance that ended without a request (its code family is "Server."; the
+# message is taskvpc's own: here the host is a namespace whose agent and namespace went away)
+HOST_LOST_REASON = {
+    "Code": "Server.InternalError",
+    "Message": "Server.InternalError: The instance's host was lost (its namespace and agent are gone).",
+}
+
+
+def host_lost(ctx: RequestContext, instance_id: str) -> Doc | None:
+    """A running instance whose host is gone for good: terminated, its tasks stopped, its ENIs freed."""
+    return _finish(ctx, instance_id, "running", "terminated", HOST_LOST_REASON)

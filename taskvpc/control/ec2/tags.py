@@ -1,6 +1,9 @@
 """EC2 tags: CreateTags, DeleteTags, DescribeTags, and ``TagSpecifications`` on create calls.
 
-Tags are rows keyed by (resource id, key); every Describe* reads them with one query per page.
+Tags are rows keyed by (resource id, key); every Describe* reads them with one query per page. An
+instance's tags live in its own document (``Tags``, as RunInstances' TagSpecifications wrote them), so
+CreateTags/DeleteTags given ``i-`` ids change that document and DescribeTags lists them with type
+``instance``; the ``taskvpc:kernel`` tag is taskvpc's to say and is left as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import describe, errors, ids
 from taskvpc.domain.pagination import Pager, is_pair, is_str
 from taskvpc.netmodel import filters
-from taskvpc.store import ec2_repo
+from taskvpc.store import ec2_repo, instances_repo
 
 MAX_TAGS = 50  # user tags per resource (EC2 User Guide, "Tag restrictions")
 _TABLE = {
@@ -81,14 +84,60 @@ def _check_resources(conn: Connection, ctx: RequestContext, resource_ids: list[s
     return kinds
 
 
+def _instance_ids(resource_ids: list[str]) -> tuple[list[str], list[str]]:
+    """(instance ids, the others): an ``i-`` id is an instance's, well-formed or not."""
+    mine = [r for r in resource_ids if r.startswith("i-")]
+    return mine, [r for r in resource_ids if not r.startswith("i-")]
+
+
+def _lock_instances(conn: Connection, ctx: RequestContext, instance_ids: list[str]) -> list[dict[str, Any]]:
+    from taskvpc.control.ec2 import instances
+
+    if not instance_ids:
+        return []
+    instances.check_ids(instance_ids)
+    docs = instances_repo.lock_instances(conn, ctx.region, list(dict.fromkeys(instance_ids)))
+    instances.require_all(docs, instance_ids)
+    return docs
+
+
+def _retag_instance(conn: Connection, doc: dict[str, Any], new_tags: list[dict[str, str]]) -> None:
+    from taskvpc.control.ec2.instances import KERNEL_TAG
+
+    merged = {tag["Key"]: tag["Value"] for tag in doc.get("Tags", [])}
+    merged.update({tag["Key"]: tag["Value"] for tag in new_tags if tag["Key"] != KERNEL_TAG["Key"]})
+    if len([k for k in merged if k != KERNEL_TAG["Key"]]) > MAX_TAGS:
+        raise errors.tag_limit_exceeded()
+    doc["Tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
+    instances_repo.update_instance(conn, doc)
+
+
+def _untag_instance(conn: Connection, doc: dict[str, Any], named: list[dict[str, Any]] | None) -> None:
+    from taskvpc.control.ec2.instances import KERNEL_TAG
+
+    def goes(tag: dict[str, str]) -> bool:
+        if tag["Key"] == KERNEL_TAG["Key"]:
+            return False
+        if named is None:
+            return True
+        return any(n["Key"] == tag["Key"] and n.get("Value") in (None, tag["Value"]) for n in named)
+
+    doc["Tags"] = [tag for tag in doc.get("Tags", []) if not goes(tag)]
+    instances_repo.update_instance(conn, doc)
+
+
 def create_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     new_tags = check_tags(params.get("Tags") or [])
     resource_ids = list(params.get("Resources") or [])
     if not resource_ids:
         raise errors.missing_parameter("resourceIdSet")  # unconfirmed
+    instance_ids, resource_ids = _instance_ids(resource_ids)
     with ctx.db.transaction() as conn:
+        docs = _lock_instances(conn, ctx, instance_ids)
         kinds = _check_resources(conn, ctx, resource_ids)
         describe.dry_run(params)
+        for doc in docs:
+            _retag_instance(conn, doc, new_tags)
         for resource_id, kind in kinds:
             current = {tag["Key"] for tag in ec2_repo.tags_of(conn, [resource_id])[resource_id]}
             if len(current | {tag["Key"] for tag in new_tags}) > MAX_TAGS:
@@ -104,9 +153,13 @@ def delete_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     named = params.get("Tags")
     if any(tag.get("Key") is None for tag in named or ()):
         raise errors.missing_parameter("key")  # as CreateTags says it; unconfirmed wording
+    instance_ids, resource_ids = _instance_ids(resource_ids)
     with ctx.db.transaction() as conn:
+        docs = _lock_instances(conn, ctx, instance_ids)
         _check_resources(conn, ctx, resource_ids)
         describe.dry_run(params)
+        for doc in docs:
+            _untag_instance(conn, doc, list(named) if named else None)
         for resource_id in resource_ids:
             # No Tags: every tag of the resource goes (EC2 API reference, DeleteTags).
             ec2_repo.remove_tags(conn, resource_id, list(named) if named else None)
@@ -119,6 +172,17 @@ def describe_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     describe.dry_run(params)
     with ctx.db.read() as conn:
         rows = ec2_repo.list_tags(conn, ctx.region)
+        instance_rows = [
+            {
+                "ResourceId": doc["InstanceId"],
+                "ResourceType": "instance",
+                "Key": t["Key"],
+                "Value": t["Value"],
+            }
+            for doc in instances_repo.list_instances(conn, ctx.region)
+            for t in doc.get("Tags", [])
+        ]
+    rows = sorted([*rows, *instance_rows], key=lambda row: (row["ResourceId"], row["Key"]))
     if wanted:
         rows = [
             row

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.ec2 import subnets as ec2_subnets
+from taskvpc.control.ec2 import instances_ecs, subnets as ec2_subnets
 from taskvpc.control.ecs import tagging, task_state
 from taskvpc.control.ecs.clusters import DEFAULT_CLUSTER, cluster_name_of, ensure_cluster
 from taskvpc.domain import instance_types, lifecycle
@@ -291,6 +291,8 @@ def register(conn: Connection, ctx: RequestContext, reg: Registration) -> Row:
     attributes["ecs.vpc-id"] = subnet["VpcId"]
     if reg.instance_type:
         attributes.setdefault("ecs.instance-type", reg.instance_type)
+    trunk = instances_ecs.apply_trunking(conn, ctx, reg.ec2_instance_id, attributes, subnet, existing)
+    eni_capacity = reg.eni_capacity if trunk is None else trunk  # awsvpcTrunking (control/ec2/instances_ecs)
     body: Doc = {
         "registeredResources": [
             _resource("CPU", reg.cpu),
@@ -309,7 +311,7 @@ def register(conn: Connection, ctx: RequestContext, reg: Registration) -> Row:
         "vpc_id": subnet["VpcId"],
         "cpu_registered": reg.cpu,
         "memory_registered": reg.memory,
-        "eni_capacity": reg.eni_capacity,
+        "eni_capacity": eni_capacity,
         "body": body,
     }
     if existing is not None:
@@ -435,6 +437,7 @@ def deregister(conn: Connection, ctx: RequestContext, row: Row, force: bool) -> 
         # moto and real CLI scripts that match this text (InvalidParameterException)
         raise invalid_parameter("Found running tasks on the instance.")
     task_state.force_stop_all(conn, ctx, row, FORCED_DEREGISTRATION_REASON)
+    instances_ecs.release_trunk(conn, row["id"])  # ECS deletes the trunk ENI on deregistration
     status = lifecycle.next_instance_status(
         ContainerInstanceStatus(row["status"]), ContainerInstanceEvent.DEREGISTER
     )
