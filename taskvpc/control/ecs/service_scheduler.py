@@ -11,8 +11,12 @@ reconcile runner drives it (:class:`taskvpc.control.reconcile.services.ServiceSc
 Behind load balancers it also registers RUNNING tasks in their deployment's target groups and
 deregisters a task before it stops it (:mod:`taskvpc.control.elbv2.service_targets`). The service
 document keeps, for each live task, the targets it registered (``_targets``) and, while they drain, the
-reason it will be stopped with (``_draining``); the task stays RUNNING meanwhile and is stopped only once
-its targets have left ``draining``.
+reason it will be stopped with (``_draining``); the task shows DEACTIVATING (desired STOPPED) meanwhile,
+its agent still told RUNNING, and moves on to STOPPING only once its targets have left ``draining``.
+
+What it could not do is retried with a backoff rather than on every pass (``_placement`` for a placement
+that found no room, ``_registerRetry`` per task for a registration a group refused; see
+:class:`taskvpc.scheduler.services.Retry`), so a service that waits costs no write transaction.
 """
 
 from __future__ import annotations
