@@ -62,15 +62,17 @@ def test_a_task_that_fits_nowhere_is_retried_with_a_backoff_and_placed_once_an_i
     time.sleep(3.0)  # the first retries (0.5, 1, 2 s) are behind us
     window = time.time()
     time.sleep(4.0)  # the next attempts come 4 and 8 s after the previous ones
-    # every 0.5 s pass changed the service before; now at most one attempt falls in the window
-    assert _changed_passes(caplog, window) <= 1
+    # every 0.5 s pass changed the service before (8 in the window); now one attempt (two if the loop
+    # ran late under load) falls in it
+    assert _changed_passes(caplog, window) <= 2
     assert sum(m.startswith(unable) for m in _messages(ecs)) == 1  # ECS does not repeat it
     assert _service(ecs)["pendingCount"] == 0
 
     big = agents(max_task_enis=4).start(auto=True)  # a new instance: placement at once, not in 8 s
     registered = time.monotonic()
+    _until(lambda: bool(ecs.list_tasks(serviceName="web")["taskArns"]), timeout=10)
+    assert time.monotonic() - registered < 4.0  # the backoff's next attempt was 8 s away
     _until(lambda: _service(ecs)["runningCount"] == 1, timeout=10)
-    assert time.monotonic() - registered < 3.0
     (arn,) = ecs.list_tasks(serviceName="web")["taskArns"]
     assert ecs.describe_tasks(tasks=[arn])["tasks"][0]["containerInstanceArn"] == big.arn
 
@@ -101,7 +103,7 @@ def test_a_refused_registration_backs_off_and_is_reported_once(
     time.sleep(3.0)
     window = time.time()
     time.sleep(4.0)
-    assert _changed_passes(caplog, window) <= 1
+    assert _changed_passes(caplog, window) <= 2  # as above: not every pass
     assert sum(m.startswith(prefix) for m in _messages(ecs)) == 1
     assert _targets(elbv2, tg) == {}
     assert _service(ecs)["runningCount"] == 1  # the task runs; it is just not in the group
