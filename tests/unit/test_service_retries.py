@@ -14,6 +14,7 @@ from taskvpc.domain import tasks as taskdoc
 from taskvpc.domain.lifecycle import StopCode
 from taskvpc.scheduler import services as planner
 from taskvpc.scheduler.services import DeploymentState, Retry, ServiceState, TaskState, plan_service
+from tests.unit.test_service_planner import worlds
 from tests.unit.test_task_documents import ESSENTIAL, _new, _report, _running
 
 
@@ -138,3 +139,29 @@ def test_only_a_running_task_is_held() -> None:
     doc = _new()  # PROVISIONING
     assert not taskdoc.begin_deactivating(doc, StopCode.SERVICE_SCHEDULER_INITIATED, None, 1.0)
     assert taskdoc.agent_desired_status(doc) == "RUNNING" and not taskdoc.deactivated(doc)
+
+
+@given(world=worlds(), retry_at=st.floats(90.0, 110.0), same=st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_a_waiting_placement_only_holds_back_the_starts(
+    world: tuple[ServiceState, list[DeploymentState], list[TaskState]], retry_at: float, same: bool
+) -> None:
+    service, deployments, tasks = world
+    plain = plan_service(service, deployments, tasks, now=100.0)
+    retry = Retry(2, retry_at, "cap-1")
+    held = plan_service(
+        replace(service, placement_retry=retry, capacity="cap-1" if same else "cap-2"),
+        deployments,
+        tasks,
+        100.0,
+    )
+    if same and retry_at > 100.0:
+        assert held.start == {}
+        assert (held.stop, held.deregister, held.register, held.release) == (
+            plain.stop,
+            plain.deregister,
+            plain.register,
+            plain.release,
+        )
+    else:  # its time has come, or the cluster changed: exactly the plan without a retry
+        assert held == plain
