@@ -232,10 +232,11 @@ def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
     tasks = []
     for task in source.task_rows:
         body, spec = task["body"], task["spec"]
-        stopping = body["desiredStatus"] == "STOPPED"
+        desired = taskdoc.agent_desired_status(body)  # RUNNING while its targets drain
+        stopping = desired == "STOPPED"
         entry = {
             "taskArn": task["arn"],
-            "desiredStatus": body["desiredStatus"],
+            "desiredStatus": desired,
             "stopReason": body.get("stoppedReason") if stopping else None,
             "family": spec["family"],
             "revision": spec["revision"],
@@ -305,7 +306,7 @@ def _credentials_section(source: AnswerSource) -> tuple[TaskCredentials, ...]:
     out = []
     for task in source.tasks:
         role = task["spec"].get("taskRoleArn")
-        if role and task["body"]["desiredStatus"] == "RUNNING":
+        if role and taskdoc.agent_desired_status(task["body"]) == "RUNNING":
             creds = task_credentials.current(source.ctx, task["arn"], role, source.conn)
             if creds is not None:
                 out.append(creds)

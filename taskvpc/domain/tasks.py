@@ -19,6 +19,9 @@ What the functions do, in the order a task lives (shapes from real outputs, refe
   ``STOPPED``, ``stopCode``, ``stoppedReason``, ``stoppingAt``; ``RUNNING`` goes to ``DEACTIVATING`` (the
   agent's next word moves it on to ``STOPPING``), ``PENDING`` to ``STOPPING``, ``PROVISIONING`` to
   ``DEPROVISIONING``.
+* :func:`begin_deactivating` / :func:`deactivated` - the service scheduler stops a task registered in target
+  groups: ``DEACTIVATING`` with desired ``STOPPED`` while its targets drain (the agent is still told
+  ``RUNNING``: :func:`agent_desired_status`), then ``STOPPING`` once they are gone and the agent gets the stop.
 * :func:`finish` - the ENI is released: attachment ``DELETED``, ``STOPPED``, ``stoppedAt``.
 
 ``version`` goes up by one for every call that changes the document (:func:`bump_version`).
@@ -53,6 +56,9 @@ PENDING_STATES = frozenset({TaskStatus.PROVISIONING, TaskStatus.PENDING, TaskSta
 STOPPING_STATES = frozenset(
     {TaskStatus.DEACTIVATING, TaskStatus.STOPPING, TaskStatus.DEPROVISIONING, TaskStatus.STOPPED}
 )
+# Set while a task's targets drain: the task stays DEACTIVATING and its containers keep running (hidden from
+# DescribeTasks, as every member starting with "_").
+DEREGISTERING = "_deregistering"
 FAILED_TO_START_REASON = "Task failed to start"  # unconfirmed: ECS's texts name the cause instead
 
 # The order real DescribeTasks outputs print a container's members in (the API model's order).
@@ -368,8 +374,42 @@ def request_stop(doc: Doc, event: TaskEvent, code: StopCode, reason: str | None,
     return True
 
 
+def begin_deactivating(doc: Doc, code: StopCode, reason: str | None, now: float) -> bool:
+    """The scheduler deregisters a RUNNING task from its target groups before it stops it (developer guide,
+    task lifecycle: DEACTIVATING is the load balancer deregistration): desired STOPPED with ``code`` and
+    ``reason``, RUNNING -> DEACTIVATING now, and it stays there, its containers running, until
+    :func:`deactivated`. False (nothing changed) for a task that is not RUNNING or already going down."""
+    if status_of(doc) is not TaskStatus.RUNNING or doc["desiredStatus"] != lifecycle.DesiredStatus.RUNNING:
+        return False
+    request_stop(doc, TaskEvent.STOP_REQUESTED, code, reason, now)
+    doc[DEREGISTERING] = True
+    return True
+
+
+def deactivated(doc: Doc) -> bool:
+    """Its targets have drained: DEACTIVATING -> STOPPING, and the agent now gets the stop. False when the
+    task was not held in DEACTIVATING (nothing changed)."""
+    if not doc.pop(DEREGISTERING, False):
+        return False
+    if status_of(doc) is TaskStatus.DEACTIVATING:
+        _move(doc, TaskEvent.DEACTIVATED)
+    return True
+
+
+def is_deactivating(doc: Mapping[str, Any]) -> bool:
+    """Held in DEACTIVATING while its targets drain (see :func:`begin_deactivating`)."""
+    return bool(doc.get(DEREGISTERING))
+
+
+def agent_desired_status(doc: Mapping[str, Any]) -> str:
+    """The desired status the agent is given: RUNNING while the targets drain (the task keeps serving the
+    connections in flight), the document's otherwise."""
+    return lifecycle.DesiredStatus.RUNNING.value if is_deactivating(doc) else str(doc["desiredStatus"])
+
+
 def _walk_down(doc: Doc) -> None:
     """After the agent stopped everything: on through DEACTIVATING and STOPPING to DEPROVISIONING."""
+    doc.pop(DEREGISTERING, None)  # stopped on its own while draining: nothing is held any more
     steps = {
         TaskStatus.DEACTIVATING: TaskEvent.DEACTIVATED,
         TaskStatus.STOPPING: TaskEvent.CONTAINERS_STOPPED,
@@ -535,7 +575,11 @@ def apply_report(
         else:
             request_stop(doc, TaskEvent.ESSENTIAL_EXITED, StopCode.ESSENTIAL_CONTAINER_EXITED, None, now)
         effects.desired_changed = True
-    elif status_of(doc) is TaskStatus.DEACTIVATING and report.known_status is not None:
+    elif (
+        status_of(doc) is TaskStatus.DEACTIVATING
+        and report.known_status is not None
+        and not is_deactivating(doc)
+    ):
         _move(doc, TaskEvent.DEACTIVATED)  # the agent has the stop: nothing to deregister, so STOPPING
 
     if known == "STOPPED":

@@ -28,22 +28,37 @@ distribute Amazon ECS service traffic" and the task lifecycle):
   and the deployment completes only then). ``initial`` is not healthy, and not a failure either.
 * A target ``unhealthy`` after ``healthCheckGracePeriodSeconds`` (from the task's start) gets its task
   replaced: "Task failed ELB health checks in (target-group ...)".
-* The scheduler never stops a registered task outright: it deregisters it first (``deregister``), waits
-  until its targets have left ``draining`` (the group's deregistration delay) and only then stops it with
-  the reason it chose. A task that goes down for another reason is deregistered at once (``release``).
+* The scheduler never stops a registered task outright: it deregisters it first (``deregister``; the task
+  shows DEACTIVATING, desired STOPPED, meanwhile), waits until its targets have left ``draining`` (the
+  group's deregistration delay) and only then stops it (``stop``: on to STOPPING) with the reason it chose. A task that goes down for another reason is deregistered at once (``release``).
+
+Retries that cannot succeed yet (:class:`Retry`): a placement that found no instance, a registration the load
+balancer refused. ECS retries both without flooding (its scheduler does not re-run placement every moment,
+and a service event that still holds is not repeated); we retry after 0.5 s, doubling per failure up to 30 s
+(our numbers: ECS documents none), and at once when the world the attempt failed in changed (the
+``fingerprint``: the cluster's instances and their usage, the PRIMARY deployment, the desired count), so an
+instance that registers or a task that stops is used within one pass. The event of a failure that persists
+is written once, then again only every six hours (ECS's repeat of an unresolved event; unconfirmed number).
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from taskvpc.domain import services as svc
 
 RUNNING = "RUNNING"
+DEACTIVATING = "DEACTIVATING"  # stopped by the scheduler, held while its targets drain
 STOPPED = "STOPPED"
 PENDING_STATUSES = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
 BACKOFF_BASE = 1.0  # seconds after the first recent failure; doubles per failure # unconfirmed (ECS
 BACKOFF_MAX = 300.0  # throttles failing services but documents no numbers)
+
+RETRY_BASE = 0.5  # seconds after the first failed attempt; doubles per failure (ours: ECS documents none)
+RETRY_MAX = 30.0
+EVENT_REPEAT = 6 * 3600.0  # an unresolved failure's event again after this # unconfirmed number
 
 # What the load balancers say of a task (the control plane sums up its targets' health this way).
 NO_LB = "NONE"  # its deployment has no load balancers
@@ -51,6 +66,46 @@ UNREGISTERED = "UNREGISTERED"  # it has, but no target of the task is registered
 INITIAL, HEALTHY, UNHEALTHY, DRAINING = "initial", "healthy", "unhealthy", "draining"
 REGISTERED = frozenset({INITIAL, HEALTHY, UNHEALTHY})
 ELB_UNHEALTHY_STOP_REASON = "Task failed ELB health checks in (target-group {group})"  # real stoppedReason
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A step that failed: how often in a row, when it may be tried again, the world it failed in, and
+    when its event was last written (kept across attempts until the step succeeds)."""
+
+    attempts: int
+    retry_at: float
+    fingerprint: str = ""
+    event_at: float | None = None
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds to wait after ``attempts`` failures in a row: 0.5, 1, 2, ... capped at 30."""
+    if attempts <= 0:
+        return 0.0
+    return float(min(RETRY_MAX, RETRY_BASE * 2 ** min(attempts - 1, 32)))
+
+
+def waiting(retry: Retry | None, fingerprint: str, now: float) -> bool:
+    """True while a failed step must not be tried again: its delay has not passed and nothing changed."""
+    return retry is not None and retry.fingerprint == fingerprint and now < retry.retry_at
+
+
+def failed_again(previous: Retry | None, fingerprint: str, now: float) -> tuple[Retry, bool]:
+    """The retry after one more failure at ``now``, and whether to write its event. A failure in a changed
+    world starts the delays over; the event is written for a new failure and then every EVENT_REPEAT."""
+    same = previous is not None and previous.fingerprint == fingerprint
+    attempts = previous.attempts + 1 if same and previous is not None else 1
+    event_at = previous.event_at if previous is not None else None
+    due = event_at is None or now - event_at >= EVENT_REPEAT
+    retry = Retry(attempts, now + retry_delay(attempts), fingerprint, now if due else event_at)
+    return retry, due
+
+
+def fingerprint(parts: Iterable[object]) -> str:
+    """A short stable digest of what a placement depends on (see :class:`Retry`)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
+    return digest[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +120,8 @@ class ServiceState:
     grace_period: float = 0.0
     steady: bool = False  # the newest steady-state event still holds
     stable_deployment: str | None = None  # the last deployment that completed (rollback target)
+    placement_retry: Retry | None = None  # the last placement found no room (or failed)
+    capacity: str = ""  # fingerprint of what placement depends on now
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +155,7 @@ class TaskState:
     lb: str = NO_LB  # NO_LB, UNREGISTERED, or its targets' state taken together (initial ... draining)
     lb_failure: TargetFailure | None = None  # set when ``lb`` is unhealthy
     drain_reason: str | None = None  # deregistered by the scheduler, to be stopped with this reason
+    register_retry: Retry | None = None  # its registration was refused: not again before then
 
     @property
     def task_id(self) -> str:
@@ -173,7 +231,7 @@ def plan_service(
     minimum, maximum = svc.task_bounds(desired, service.minimum_healthy_percent, service.maximum_percent)
     primary = next((d for d in deployments if d.status == svc.PRIMARY), None)
     wanted = [t for t in live if t.desired_status == RUNNING and t.drain_reason is None]
-    draining_out = [t for t in live if t.desired_status == RUNNING and t.drain_reason is not None]
+    draining_out = [t for t in live if t.drain_reason is not None and _held(t)]
     stopping: dict[str, str] = {}
 
     # Replace what failed its health checks (it is not healthy, so the minimum does not protect it).
@@ -217,7 +275,8 @@ def plan_service(
         waited = primary.last_failure_at is None or now - primary.last_failure_at >= backoff_delay(
             primary.recent_failures
         )
-        if need > 0 and room > 0 and waited:
+        placing = not waiting(service.placement_retry, service.capacity, now)
+        if need > 0 and room > 0 and waited and placing:
             plan.start[primary.id] = min(need, room)
 
     # Stop surplus: older deployments' tasks (not while a failed PRIMARY has nothing to replace them
@@ -240,12 +299,19 @@ def plan_service(
         stopped_running = [t.task_id for t in live if t.arn in stopping]
         plan.events.append(svc.event_stopped(service.name, stopped_running))
     plan.register = [
-        t.arn for t in wanted if t.arn not in stopping and t.last_status == RUNNING and t.lb == UNREGISTERED
+        t.arn
+        for t in wanted
+        if t.arn not in stopping
+        and t.last_status == RUNNING
+        and t.lb == UNREGISTERED
+        and not waiting(t.register_retry, "", now)
     ]
     plan.release = [
         t.arn
         for t in tasks
-        if t.lb in REGISTERED and (t.desired_status != RUNNING or t.last_status == STOPPED)
+        if t.lb in REGISTERED
+        and (t.desired_status != RUNNING or t.last_status == STOPPED)
+        and t not in draining_out
     ]
 
     # Retire drained deployments; complete the primary; steady state.
@@ -292,6 +358,12 @@ def _split_stops(
             plan.stop.append((task.arn, task.drain_reason))
     plan.stop.sort()
     plan.deregister.sort()
+
+
+def _held(task: TaskState) -> bool:
+    """Still on its way out through the drain: wanted RUNNING (the drain began before the task was moved to
+    DEACTIVATING, or it could not be) or DEACTIVATING while its targets drain."""
+    return task.desired_status == RUNNING or task.last_status == DEACTIVATING
 
 
 def _scaling_reason(task: TaskState) -> str:

@@ -287,7 +287,8 @@ def test_a_load_balanced_service_from_create_to_delete(
         )
         _until(lambda: unhealthy in _messages(ecs))
         task = ecs.describe_tasks(tasks=[sick_arn])["tasks"][0]
-        assert task["desiredStatus"] == "RUNNING"  # draining first: it still serves its connections
+        # draining first (ECS's DEACTIVATING): it still serves its connections
+        assert (task["lastStatus"], task["desiredStatus"]) == ("DEACTIVATING", "STOPPED")
         assert _targets(elbv2, tg)[addresses[sick_arn]] == "draining"
         _until(lambda: ecs.describe_tasks(tasks=[sick_arn])["tasks"][0]["lastStatus"] == "STOPPED")
         stopped = ecs.describe_tasks(tasks=[sick_arn])["tasks"][0]
@@ -313,7 +314,8 @@ def test_a_load_balanced_service_from_create_to_delete(
         leaving = next(
             a for a, ip in _addresses(ecs, now_running).items() if _targets(elbv2, tg).get(ip) == "draining"
         )
-        assert ecs.describe_tasks(tasks=[leaving])["tasks"][0]["desiredStatus"] == "RUNNING"
+        leaving_task = ecs.describe_tasks(tasks=[leaving])["tasks"][0]
+        assert (leaving_task["lastStatus"], leaving_task["desiredStatus"]) == ("DEACTIVATING", "STOPPED")
         _until(lambda: ecs.describe_tasks(tasks=[leaving])["tasks"][0]["lastStatus"] == "STOPPED")
         ecs.get_waiter("services_stable").wait(services=["web"], WaiterConfig=WAIT)
         assert list(_targets(elbv2, tg).values()) == ["healthy"]

@@ -11,8 +11,12 @@ reconcile runner drives it (:class:`taskvpc.control.reconcile.services.ServiceSc
 Behind load balancers it also registers RUNNING tasks in their deployment's target groups and
 deregisters a task before it stops it (:mod:`taskvpc.control.elbv2.service_targets`). The service
 document keeps, for each live task, the targets it registered (``_targets``) and, while they drain, the
-reason it will be stopped with (``_draining``); the task stays RUNNING meanwhile and is stopped only once
-its targets have left ``draining``.
+reason it will be stopped with (``_draining``); the task shows DEACTIVATING (desired STOPPED) meanwhile,
+its agent still told RUNNING, and moves on to STOPPING only once its targets have left ``draining``.
+
+What it could not do is retried with a backoff rather than on every pass (``_placement`` for a placement
+that found no room, ``_registerRetry`` per task for a registration a group refused; see
+:class:`taskvpc.scheduler.services.Retry`), so a service that waits costs no write transaction.
 """
 
 from __future__ import annotations
@@ -63,6 +67,35 @@ def _is_failure(body: Doc) -> bool:
     )
 
 
+def _retry(raw: Doc | None) -> planner.Retry | None:
+    if not raw:
+        return None
+    return planner.Retry(
+        int(raw["attempts"]), float(raw["retryAt"]), str(raw["fingerprint"]), raw.get("eventAt")
+    )
+
+
+def _retry_doc(retry: planner.Retry) -> Doc:
+    return {
+        "attempts": retry.attempts,
+        "retryAt": retry.retry_at,
+        "fingerprint": retry.fingerprint,
+        "eventAt": retry.event_at,
+    }
+
+
+InstanceRow = dict[str, Any]
+
+
+def _capacity(doc: Doc, deployments: list[Doc], instances: list[InstanceRow], desired: int) -> str:
+    """What a placement of this service depends on: any change (an instance registers or drains, a task
+    starts or stops and its instance's usage moves, UpdateService) makes a failed placement worth a retry."""
+    primary = next((d["id"] for d in deployments if d["status"] == svc.PRIMARY), "")
+    parts: list[object] = [primary, desired, doc.get("placementConstraints"), doc.get("placementStrategy")]
+    parts += sorted((row["arn"], row["status"], row["version"]) for row in instances)
+    return planner.fingerprint(parts)
+
+
 def _group_arns(doc: Doc) -> set[str]:
     """The target groups a pass may read: those the service's tasks registered in."""
     return {entry["targetGroupArn"] for entries in (doc.get("_targets") or {}).values() for entry in entries}
@@ -86,6 +119,7 @@ def _states(
     now: float,
     desired: int,
     targets: service_targets.TargetRows,
+    capacity: str,
 ) -> tuple[ServiceState, list[DeploymentState], list[TaskState]]:
     configuration = doc["deploymentConfiguration"]
     breaker = configuration.get("deploymentCircuitBreaker") or {}
@@ -100,7 +134,10 @@ def _states(
         grace_period=float(doc.get("healthCheckGracePeriodSeconds") or 0),
         steady=bool(doc.get("_steady")),
         stable_deployment=(doc.get("_stable") or {}).get("id"),
+        placement_retry=_retry(doc.get("_placement")),
+        capacity=capacity,
     )
+    register_retries = doc.get("_registerRetry") or {}
     task_states: list[TaskState] = []
     failures: dict[str, list[float]] = {}
     by_id = {d["id"]: d for d in deployments}
@@ -122,6 +159,7 @@ def _states(
                     lb=lb,
                     lb_failure=failure,
                     drain_reason=draining.get(arn),
+                    register_retry=_retry(register_retries.get(arn)),
                 )
             )
     deployment_states = []
@@ -141,10 +179,15 @@ def _states(
     return service, deployment_states, task_states
 
 
-def _desired(conn: Connection, ctx: RequestContext, doc: Doc, cluster: str) -> int:
+def _placeable(conn: Connection, region: str, cluster: str) -> list[InstanceRow]:
+    """The instances placement looks at (ACTIVE and DRAINING, as :func:`tasks.place_tasks` reads them)."""
+    return tasks_repo.list_instances(conn, region, cluster, statuses=["ACTIVE", "DRAINING"])
+
+
+def _desired(doc: Doc, instances: list[InstanceRow]) -> int:
     if doc["schedulingStrategy"] != svc.DAEMON:
         return int(doc["desiredCount"])
-    return len(tasks_repo.list_instances(conn, ctx.region, cluster, statuses=["ACTIVE"]))
+    return sum(1 for row in instances if row["status"] == "ACTIVE")
 
 
 @dataclass
@@ -154,6 +197,7 @@ class _Assessment:
     states: list[DeploymentState]
     desired: int
     rows: list[TaskRow]
+    capacity: str
 
 
 def _since(deployments: list[Doc], now: float) -> float:
@@ -170,10 +214,14 @@ def _assessment(
     now: float,
     desired: int,
     targets: service_targets.TargetRows,
+    instances: list[InstanceRow],
 ) -> _Assessment:
-    service, deployment_states, task_states = _states(row["body"], deployments, rows, now, desired, targets)
+    capacity = _capacity(row["body"], deployments, instances, desired)
+    service, deployment_states, task_states = _states(
+        row["body"], deployments, rows, now, desired, targets, capacity
+    )
     plan = plan_service(service, deployment_states, task_states, now)
-    return _Assessment(plan, deployments, deployment_states, desired, rows)
+    return _Assessment(plan, deployments, deployment_states, desired, rows, capacity)
 
 
 def _assess(conn: Connection, ctx: RequestContext, row: Row) -> _Assessment:
@@ -185,9 +233,10 @@ def _assess(conn: Connection, ctx: RequestContext, row: Row) -> _Assessment:
         [d["id"] for d in deployments],
         stopped_since=_since(deployments, ctx.now),
     )
-    desired = _desired(conn, ctx, row["body"], row["cluster"])
+    instances = _placeable(conn, ctx.region, row["cluster"])
+    desired = _desired(row["body"], instances)
     targets = service_targets.read_targets(conn, _group_arns(row["body"]))
-    return _assessment(row, deployments, rows, ctx.now, desired, targets)
+    return _assessment(row, deployments, rows, ctx.now, desired, targets, instances)
 
 
 def _refresh_counts(doc: Doc, by_id: dict[str, Doc], found: _Assessment) -> None:
@@ -216,7 +265,8 @@ def _prune(doc: Doc, rows: list[TaskRow]) -> None:
     running = {
         arn for arn, _by, last, desired, _at, _body in rows if last != "STOPPED" and desired == "RUNNING"
     }
-    for member, keep in (("_targets", live), ("_draining", running)):
+    held = running | {arn for arn, _by, _last, _desired, _at, body in rows if taskdoc.is_deactivating(body)}
+    for member, keep in (("_targets", live), ("_draining", held), ("_registerRetry", running)):
         if member in doc:
             kept = {arn: value for arn, value in doc[member].items() if arn in keep}
             if kept:
@@ -258,13 +308,12 @@ def busy_services(conn: Connection, now: float) -> list[tuple[str, str]]:
         tasks_by_deployment: dict[str, list[TaskRow]] = {}
         for task in services_repo.tasks_of(conn, region, cluster, ids, stopped_since=since):
             tasks_by_deployment.setdefault(task[1], []).append(task)
-        instances = len(tasks_repo.list_instances(conn, region, cluster, statuses=["ACTIVE"]))
+        instances = _placeable(conn, region, cluster)
         for row in members:
             mine = deployments.get(row["id"], [])
             task_rows = [t for d in mine for t in tasks_by_deployment.get(d["id"], [])]
-            daemon = row["body"]["schedulingStrategy"] == svc.DAEMON
-            desired = instances if daemon else int(row["body"]["desiredCount"])
-            if not _idle(row, _assessment(row, mine, task_rows, now, desired, targets)):
+            desired = _desired(row["body"], instances)
+            if not _idle(row, _assessment(row, mine, task_rows, now, desired, targets, instances)):
                 busy.append((region, row["id"]))
     return busy
 
@@ -317,13 +366,20 @@ def _reconcile(conn: Connection, ctx: RequestContext, row: Row, cluster: Doc) ->
         service_calls.new_primary(conn, ctx, row, launch)
         by_id = {d["id"]: d for d in services_repo.deployments_of(conn, row["id"])}
         saved = {}
-    events += _balance(conn, ctx, doc, plan, found.rows, by_id)
+    events += _balance(conn, ctx, doc, plan, found.rows, by_id, touched)
     _stop(conn, ctx, plan.stop, touched)
     for arn, _reason in plan.stop:
         (doc.get("_draining") or {}).pop(arn, None)
     for ident, count in plan.start.items():
-        message = _start(conn, ctx, cluster, row, by_id[ident], count, touched)
-        if message is not None:
+        placed, message = _start(conn, ctx, cluster, row, by_id[ident], count, touched)
+        if placed:
+            doc.pop("_placement", None)
+            if message is not None:
+                events.append(message)
+            continue
+        retry, due = planner.failed_again(_retry(doc.get("_placement")), found.capacity, ctx.now)
+        doc["_placement"] = _retry_doc(retry)
+        if due and message is not None:
             events.append(message)
 
     _refresh_counts(doc, by_id, found)
@@ -350,6 +406,7 @@ def _balance(
     plan: ServicePlan,
     rows: list[TaskRow],
     by_id: dict[str, Doc],
+    touched: set[str],
 ) -> list[str]:
     """The plan's load-balancer steps: register, deregister to drain, release; their events."""
     name = doc["serviceName"]
@@ -363,7 +420,9 @@ def _balance(
         if ip is not None and balancers:
             recorded[arn] = service_targets.existing(conn, ctx, service_targets.targets_for(balancers, ip))
             entries += recorded[arn]
-    events = service_targets.register(conn, ctx, name, entries)
+    refused: dict[str, str] = {}
+    events = service_targets.register(conn, ctx, name, entries, refused)
+    events += _registration_retries(ctx, doc, plan.register, recorded, refused)
     leaving = [e for arn, _reason in plan.deregister for e in recorded.get(arn, [])]
     leaving += [e for arn in plan.release for e in recorded.get(arn, [])]
     events += service_targets.deregister(conn, ctx, name, leaving)
@@ -374,6 +433,7 @@ def _balance(
             started_by = bodies[arn][0]
             fresh[started_by] = fresh.get(started_by, 0) + 1
         draining[arn] = reason
+    _deactivate(conn, ctx, plan.deregister, touched)
     for task_set, count in sorted(fresh.items()):
         # real text (service event messages; notes §3)
         events.append(
@@ -382,6 +442,32 @@ def _balance(
     for member in ("_targets", "_draining"):
         if not doc[member]:
             del doc[member]
+    return events
+
+
+def _registration_retries(
+    ctx: RequestContext,
+    doc: Doc,
+    registered: list[str],
+    recorded: dict[str, list[Doc]],
+    refused: dict[str, str],
+) -> list[str]:
+    """Back off the tasks whose targets a group refused (retried after :func:`planner.retry_delay`, not
+    every pass); forget the retries of those that got in. The refusal's event as often as ECS repeats it."""
+    retries: dict[str, Doc] = doc.setdefault("_registerRetry", {})
+    events: list[str] = []
+    for arn in registered:
+        groups = [e["targetGroupArn"] for e in recorded.get(arn, []) if e["targetGroupArn"] in refused]
+        if not groups:
+            retries.pop(arn, None)
+            continue
+        retry, due = planner.failed_again(_retry(retries.get(arn)), "", ctx.now)
+        retries[arn] = _retry_doc(retry)
+        if due:
+            name = doc["serviceName"]
+            events += [service_targets.event_register_failed(name, g, refused[g]) for g in groups]
+    if not retries:
+        del doc["_registerRetry"]
     return events
 
 
@@ -404,9 +490,30 @@ def _stop(conn: Connection, ctx: RequestContext, stops: list[tuple[str, str]], t
         if task is None:
             continue
         before = task_state.snapshot(task)
-        if taskdoc.request_stop(
+        if taskdoc.deactivated(task["body"]):  # drained: DEACTIVATING -> STOPPING, the agent gets the stop
+            task_state.save(conn, ctx, task, before)
+            if task["eni_id"]:  # its desired status (as the agent sees it) changed, the column did not
+                tasks_repo.mark_eni_tasks_changed(conn, [task["eni_id"]])
+        elif taskdoc.request_stop(
             task["body"], TaskEvent.STOP_REQUESTED, StopCode.SERVICE_SCHEDULER_INITIATED, reason, ctx.now
         ):
+            task_state.save(conn, ctx, task, before)
+        else:
+            continue
+        if task["container_instance_id"]:
+            touched.add(task["container_instance_id"])
+
+
+def _deactivate(
+    conn: Connection, ctx: RequestContext, leaving: list[tuple[str, str]], touched: set[str]
+) -> None:
+    """The tasks whose drain begins: DEACTIVATING, desired STOPPED, until their targets are gone."""
+    rows = tasks_repo.get_tasks_by_arn(conn, [arn for arn, _ in leaving])
+    reasons = dict(leaving)
+    for task in rows:
+        before = task_state.snapshot(task)
+        code = StopCode.SERVICE_SCHEDULER_INITIATED
+        if taskdoc.begin_deactivating(task["body"], code, reasons[task["arn"]], ctx.now):
             task_state.save(conn, ctx, task, before)
             if task["container_instance_id"]:
                 touched.add(task["container_instance_id"])
@@ -420,8 +527,8 @@ def _start(
     deployment: Doc,
     count: int,
     touched: set[str],
-) -> str | None:
-    """Start ``count`` tasks of ``deployment``; the event to write (started, or why not)."""
+) -> tuple[bool, str | None]:
+    """Start ``count`` tasks of ``deployment``: whether any started, and the event (started, or why not)."""
     doc = row["body"]
     name = doc["serviceName"]
     params: Doc = {
@@ -444,15 +551,15 @@ def _start(
         )
     except ClientError as error:
         if error.message == "No Container Instances were found in your cluster.":
-            return svc.event_unable_to_place(name, f"Reason: {error.message}")
+            return False, svc.event_unable_to_place(name, f"Reason: {error.message}")
         # the form of ECS's "failed to launch a task with (error ...)" events (developer guide)
-        return f"(service {name}) failed to launch a task with (error {error.message})."
+        return False, f"(service {name}) failed to launch a task with (error {error.message})."
     for task in created:
         touched.add(task["container_instance_id"])
         _tag(conn, ctx, doc, launch.td, task, row["cluster"])
     if created:
-        return svc.event_started(name, [t["id"] for t in created])
-    return svc.event_unable_to_place(name, _closest(failures))
+        return True, svc.event_started(name, [t["id"] for t in created])
+    return False, svc.event_unable_to_place(name, _closest(failures))
 
 
 def _closest(failures: tuple[PlacementFailure, ...]) -> str:

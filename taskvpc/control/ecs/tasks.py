@@ -400,7 +400,7 @@ after_changes = _after_changes  # the service scheduler's name for it
 
 
 def task_view(conn: Connection, task: Row, with_tags: bool) -> Doc:
-    doc = dict(task["body"])
+    doc = {key: value for key, value in task["body"].items() if not key.startswith("_")}
     if with_tags:
         doc["tags"] = ecs_repo.get_tags(conn, task["arn"])
     return doc

@@ -142,8 +142,16 @@ def _by_group(entries: Iterable[Doc]) -> dict[str, list[Doc]]:
     return groups
 
 
-def register(conn: Connection, ctx: RequestContext, service_name: str, entries: list[Doc]) -> list[str]:
-    """Register ``entries``; ECS's event per group that gained targets, or why a group refused them."""
+def register(
+    conn: Connection,
+    ctx: RequestContext,
+    service_name: str,
+    entries: list[Doc],
+    refused: dict[str, str] | None = None,
+) -> list[str]:
+    """Register ``entries``; ECS's event per group that gained targets. A group that refuses them gets no
+    event here: its ARN and ELB's error go into ``refused`` (the caller retries with a backoff and writes
+    :func:`event_register_failed` as often as ECS repeats it)."""
     events = []
     for arn, wanted in _by_group(entries).items():
         tg = elbv2_repo.get_doc(conn, "target_group", ctx.region, arn)
@@ -152,16 +160,20 @@ def register(conn: Connection, ctx: RequestContext, service_name: str, entries: 
         try:
             count = targets.register(conn, ctx, tg, wanted)
         except ClientError as error:
-            # real text (public service events: "... with (error The following targets are not in ...)")
-            events.append(
-                f"(service {service_name}) failed to register targets in (target-group {arn}) "
-                f"with (error {error.message})"
-            )
+            if refused is not None:
+                refused[arn] = error.message
+            else:
+                events.append(event_register_failed(service_name, arn, error.message))
             continue
         if count:
             agent_section.changed(conn, ctx)  # the agent running the LB starts checking them now
             events.append(f"(service {service_name}) registered {count} targets in (target-group {arn})")
     return events
+
+
+def event_register_failed(service_name: str, group_arn: str, message: str) -> str:
+    # real text (public service events: "... with (error The following targets are not in ...)")
+    return f"(service {service_name}) failed to register targets in (target-group {group_arn}) with (error {message})"
 
 
 def deregister(conn: Connection, ctx: RequestContext, service_name: str, entries: list[Doc]) -> list[str]:
