@@ -33,6 +33,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -57,6 +58,18 @@ from taskvpc.netmodel import elb_haproxy, elb_health
 from taskvpc.netmodel.firewall_ir import EniPort
 
 log = logging.getLogger(__name__)
+
+# Timing marks of a change on its way from the answer to HAProxy / nftables (docs/elbv2.md, "Where the time
+# goes"), read by bench/lb.py; off unless TASKVPC_LB_TRACE is set (the control plane has the same switch).
+trace = logging.getLogger("taskvpc.lbtrace")
+if os.environ.get("TASKVPC_LB_TRACE"):
+    trace.setLevel(logging.DEBUG)
+
+
+def mark(stage: str, **fields: object) -> None:
+    """One timing mark (wall clock: the control plane is another process) when tracing is on."""
+    if trace.isEnabledFor(logging.DEBUG):
+        trace.debug("lbtrace stage=%s t=%.6f %s", stage, time.time(), kv(**fields))
 
 RETRY_DELAY = 2.0
 REPORT_DELAY = 0.05  # verdicts of one round of checks go in one report
@@ -142,6 +155,7 @@ class LoadBalancers:
 
     def submit(self, state: DesiredState) -> None:
         """Apply ``state`` soon; answers arriving meanwhile are coalesced (only the latest counts)."""
+        mark("submitted", generation=state.generation)
         self._pending = state
         if self._runner is None or self._runner.done():
             self._runner = asyncio.ensure_future(self._drain())
@@ -159,6 +173,7 @@ class LoadBalancers:
                 self._pending = self._pending or state
 
     async def apply(self, state: DesiredState) -> None:
+        mark("apply", generation=state.generation)
         self.failures.clear()
         desired = served(state)
         vpcs = {lb.vpc.vpc_id: lb.vpc for lb in desired.values()}
@@ -284,6 +299,7 @@ class LoadBalancers:
         if batch != running.structure:
             ns = lb_netns(self.cfg, running.lb.lb_id)
             await asyncio.to_thread(nlb.apply, ns, self.cfg.netns_dir, batch)
+            mark("nft-loaded", lb=running.lb.lb_id)
             running.structure = batch
 
     async def _load_alb(self, running: _Running) -> None:
@@ -348,6 +364,7 @@ class LoadBalancers:
         if not commands:
             return
         problems = await asyncio.to_thread(running.haproxy.runtime, commands)
+        mark("haproxy-runtime", lb=running.lb.lb_id, commands=len(commands), first=commands[0].replace(" ", "_"))
         running.servers = after
         if problems:  # the next change reloads the whole configuration, which settles it
             running.structure = None

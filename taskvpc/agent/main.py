@@ -59,7 +59,7 @@ from taskvpc.agent.desiredview import DesiredView
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.flowlogs import FlowLogCollector
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
-from taskvpc.agent.loadbalancers import LoadBalancers
+from taskvpc.agent.loadbalancers import LoadBalancers, mark as lb_mark
 from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.overlay import Overlay
 from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
@@ -415,6 +415,7 @@ async def run_agent(
                     instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
                     view.drop()  # a delta is against one instance's generations: the full state first
                 continue
+            lb_mark("received", generation=doc.get("generation") if isinstance(doc, dict) else None)
             parsed = view.take(doc)
             if parsed is None:  # act on nothing we cannot read; the next change brings a new answer
                 if view.state is None:  # a delta that did not add up: ask for the full state at once

@@ -18,6 +18,9 @@ another instance's task is.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +46,19 @@ Doc = dict[str, Any]
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 
 OWNER = "_AgentInstanceId"
+
+# Timing marks of an ELBv2 change on its way to the data plane (docs/elbv2.md, "Where the time goes"), read
+# by bench/lb.py; off unless TASKVPC_LB_TRACE is set (the agent has the same switch).
+trace = logging.getLogger("taskvpc.lbtrace")
+if os.environ.get("TASKVPC_LB_TRACE"):
+    trace.setLevel(logging.DEBUG)
+
+
+def mark(stage: str, **fields: object) -> None:
+    """One timing mark (wall clock: the agent is another process) when tracing is on."""
+    if trace.isEnabledFor(logging.DEBUG):
+        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        trace.debug("lbtrace stage=%s t=%.6f %s", stage, time.time(), extra)
 
 
 def choose_owner(lb: Doc, instances: list[Doc]) -> str | None:
@@ -83,6 +99,7 @@ def waking(handler: Handler) -> Handler:
         result = handler(ctx, params)
         with ctx.db.transaction() as conn:
             changed(conn, ctx)
+        mark("committed", op=getattr(handler, "__name__", "handler"))
         return result
 
     run.__name__ = getattr(handler, "__name__", "handler")
