@@ -33,6 +33,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -406,6 +407,7 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--deploys", type=int, default=3, help="rolling deploys through each LB")
     parser.add_argument("--rate", type=float, default=1200.0, help="requests/s during the deploys")
+    parser.add_argument("--log", type=Path, help="keep a copy of the server's log here")
     parser.add_argument(
         "--parts", default="throughput,cycles,deploys", help="which parts to run (comma-separated)"
     )
@@ -470,6 +472,8 @@ def main() -> int:
             finally:
                 server.terminate()
                 server.wait(timeout=60)
+                if args.log:
+                    shutil.copy(Path(tmp) / "server.log", args.log)
                 for pid in haproxy_pids(state):  # an LB that outlived the server (by pid: ours only)
                     os.kill(pid, signal.SIGKILL)
                 cleanup(prefix)

@@ -71,6 +71,7 @@ def mark(stage: str, **fields: object) -> None:
     if trace.isEnabledFor(logging.DEBUG):
         trace.debug("lbtrace stage=%s t=%.6f %s", stage, time.time(), kv(**fields))
 
+
 RETRY_DELAY = 2.0
 REPORT_DELAY = 0.05  # verdicts of one round of checks go in one report
 
@@ -78,6 +79,18 @@ REPORT_DELAY = 0.05  # verdicts of one round of checks go in one report
 def served(state: DesiredState) -> dict[str, DesiredLoadBalancer]:
     """The answer's load balancers this agent serves, by LB id (application and network ones, with ENIs)."""
     return {lb.lb_id: lb for lb in state[LOAD_BALANCERS] if lb.type in ("application", "network") and lb.enis}
+
+
+def without_targets(lb: DesiredLoadBalancer) -> DesiredLoadBalancer:
+    """``lb`` with its groups' targets left out: what decides HAProxy's configuration and the LB's
+    network, so two answers equal this way differ in targets alone (the runtime API's business)."""
+    return replace(lb, target_groups=tuple(replace(g, targets=()) for g in lb.target_groups))
+
+
+def retargetable(before: DesiredLoadBalancer, after: DesiredLoadBalancer) -> bool:
+    """Whether going from ``before`` to ``after`` is a change of targets only (:meth:`LoadBalancers.submit`
+    applies those at once, ahead of the full apply)."""
+    return before != after and without_targets(before) == without_targets(after)
 
 
 def plan(desired: Mapping[str, DesiredLoadBalancer], found: set[str]) -> tuple[list[str], list[str]]:
@@ -123,6 +136,7 @@ class _Running:
     structure: str | None = None  # the configuration without servers, as last loaded
     drain_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # NLB: address -> its end
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sequence: int = 0  # which submitted answer ``lb`` comes from (LoadBalancers.submit counts them)
 
 
 class LoadBalancers:
@@ -139,7 +153,8 @@ class LoadBalancers:
         self.send = send
         self.lbnet = LbNetDriver(cfg)
         self.running: dict[str, _Running] = {}
-        self._pending: DesiredState | None = None
+        self._pending: tuple[int, DesiredState] | None = None
+        self._submitted = 0  # answers submitted so far: a newer one's targets are never undone
         self._runner: asyncio.Task[None] | None = None
         self._reports: dict[tuple[str, str, int], TargetHealthEntry] = {}
         self._reporter: asyncio.Task[None] | None = None
@@ -154,25 +169,69 @@ class LoadBalancers:
         self.network.want_vpcs(lb.vpc for lb in served(state).values())
 
     def submit(self, state: DesiredState) -> None:
-        """Apply ``state`` soon; answers arriving meanwhile are coalesced (only the latest counts)."""
+        """Apply ``state`` soon; answers arriving meanwhile are coalesced (only the latest counts).
+
+        A load balancer already running whose answer changes only targets (a registration, a
+        deregistration, the control plane's health view) has them applied at once, ahead of everything
+        else of the apply (the LB's network, health bookkeeping, other LBs): deregistration -> no new
+        requests is the latency users see (docs/elbv2.md, "Where the time goes")."""
         mark("submitted", generation=state.generation)
-        self._pending = state
+        self._submitted += 1
+        sequence = self._submitted
+        for lb_id, lb in served(state).items():
+            running = self.running.get(lb_id)
+            if running is not None and retargetable(running.lb, lb):
+                self._spawn(self._retarget(running, lb, sequence))
+        self._pending = (sequence, state)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.ensure_future(self._drain())
 
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._syncs.add(task)
+        task.add_done_callback(self._syncs.discard)
+
+    async def _retarget(self, running: _Running, lb: DesiredLoadBalancer, sequence: int) -> None:
+        """Only ``lb``'s targets changed: to HAProxy through its runtime API (ALB) or into the NLB's
+        table, then the health checker follows."""
+        async with running.lock:
+            if self.running.get(lb.lb_id) is not running or sequence < running.sequence:
+                return
+            if not retargetable(running.lb, lb):  # the full apply got there first, or more changed since
+                return
+            ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
+            running.lb, running.sequence = lb, sequence  # no await in between: each change is seen once
+            try:
+                if lb.type == "network":
+                    await self._load_nlb(running)
+                elif running.structure is not None:
+                    await self._sync_servers(running)
+            except Exception as exc:  # the full apply that follows tries again
+                log.warning("targets not applied %s", kv(lb=lb.arn, error=repr(exc)))
+            running.checker.set_groups(lb.target_groups)
+            if lb.type == "network":
+                self._time_drains(running)
+                if ended:
+                    await self._forget(running, ended)
+
     async def _drain(self) -> None:
         while self._pending is not None:
-            state, self._pending = self._pending, None
+            (sequence, state), self._pending = self._pending, None
             try:
-                await self.apply(state)
+                await self.apply(state, sequence)
             except Exception:
                 log.exception("load balancers: apply failed")
                 self.failures["*"] = "apply failed"
             if self.failures and self._pending is None:  # try again until it holds or news arrive
                 await asyncio.sleep(RETRY_DELAY)
-                self._pending = self._pending or state
+                self._pending = self._pending or (sequence, state)
 
-    async def apply(self, state: DesiredState) -> None:
+    async def apply(self, state: DesiredState, sequence: int | None = None) -> None:
+        """Ensure every desired LB, remove the rest; ``sequence`` is the answer's number from :meth:`submit`
+        (an LB that already holds a newer answer's targets is left to that answer's own apply)."""
+        if sequence is None:
+            self._submitted += 1
+            sequence = self._submitted
         mark("apply", generation=state.generation)
         self.failures.clear()
         desired = served(state)
@@ -190,7 +249,7 @@ class LoadBalancers:
             await self._remove(lb_id)
         for lb_id in ensure:
             try:
-                await self._ensure(desired[lb_id])
+                await self._ensure(desired[lb_id], sequence)
                 self.failures.pop(lb_id, None)
             except Exception as exc:
                 self.failures[lb_id] = repr(exc)
@@ -224,7 +283,7 @@ class LoadBalancers:
             if firewall is not None:
                 firewall.remove_eni(vpc_id, eni_id)
 
-    async def _ensure(self, lb: DesiredLoadBalancer) -> None:
+    async def _ensure(self, lb: DesiredLoadBalancer, sequence: int = 0) -> None:
         known = self.network.known
         if known is None or lb.vpc.vpc_id not in known.routers:
             raise RuntimeError(f"no router for {lb.vpc.vpc_id} yet")
@@ -237,11 +296,13 @@ class LoadBalancers:
                 report=self._report,
             )
             running = self.running[lb.lb_id] = _Running(lb, haproxy, checker)
+        elif sequence < running.sequence:
+            return  # a newer answer's targets are applied already; that answer's own apply follows
         old_enis = {e.network_interface_id for e in running.lb.enis} - {
             e.network_interface_id for e in lb.enis
         }
         ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
-        running.lb = lb
+        running.lb, running.sequence = lb, max(sequence, running.sequence)
         async with running.lock:
             await self.network.call(self._register_enis, lb)  # rules before the veths
             await self.network.call(self.lbnet.ensure, lb.lb_id, lb.vpc.vpc_id, lb.enis)
@@ -271,9 +332,7 @@ class LoadBalancers:
                 if self.running.get(running.lb.lb_id) is running:
                     await self._forget(running, [ip])
 
-        task = asyncio.ensure_future(forget())
-        self._syncs.add(task)
-        task.add_done_callback(self._syncs.discard)
+        self._spawn(forget())
 
     async def _forget(self, running: _Running, addresses: list[str]) -> None:
         ns = lb_netns(self.cfg, running.lb.lb_id)
@@ -312,7 +371,7 @@ class LoadBalancers:
             return
         certificates = await asyncio.to_thread(self._certificates, lb, haproxy)
         admin = str(haproxy.admin_socket)
-        bare = replace(lb, target_groups=tuple(replace(g, targets=()) for g in lb.target_groups))
+        bare = without_targets(lb)
         structure = haproxy_config(bare, self._state_of(running), admin, certificates)
         if structure != running.structure:
             # One snapshot of the verdicts for both the file and what we then hold HAProxy to carry:
@@ -364,7 +423,12 @@ class LoadBalancers:
         if not commands:
             return
         problems = await asyncio.to_thread(running.haproxy.runtime, commands)
-        mark("haproxy-runtime", lb=running.lb.lb_id, commands=len(commands), first=commands[0].replace(" ", "_"))
+        mark(
+            "haproxy-runtime",
+            lb=running.lb.lb_id,
+            commands=len(commands),
+            first=commands[0].replace(" ", "_"),
+        )
         running.servers = after
         if problems:  # the next change reloads the whole configuration, which settles it
             running.structure = None
@@ -387,9 +451,7 @@ class LoadBalancers:
                 elif running.structure is not None:
                     await self._sync_servers(running)
 
-        task = asyncio.ensure_future(sync())
-        self._syncs.add(task)
-        task.add_done_callback(self._syncs.discard)
+        self._spawn(sync())
 
     @staticmethod
     def _certificates(lb: DesiredLoadBalancer, haproxy: Haproxy) -> dict[str, str]:

@@ -428,6 +428,8 @@ async def run_agent(
                 generation = -1  # the control plane's counter went back: ask for the full state again
                 continue
             generation = answer.generation
+            if lbs is not None and answer.changed:  # first: a target change goes to HAProxy at once
+                lbs.submit(answer)
             if engine.endpoints is not None:  # every answer carries the current credentials
                 engine.endpoints.set_credentials(answer[CREDENTIALS])
             engine.apply(answer)
@@ -435,8 +437,6 @@ async def run_agent(
                 prober.submit(answer)
             if flows is not None:
                 await flows.set_desired(answer)
-            if lbs is not None and answer.changed:
-                lbs.submit(answer)
             if overlay is not None and answer.changed:
                 overlay.submit(answer)
         log.info("container instance deregistered: stopping every task")

@@ -1,0 +1,136 @@
+"""A target change of a running load balancer reaches HAProxy before anything slow of the apply
+(agent/loadbalancers.py, ``LoadBalancers.submit``): deregistration -> no new requests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from taskvpc.agent import loadbalancers, netplan
+from taskvpc.agent.healthcheck import HealthChecker
+from taskvpc.agent.loadbalancers import LoadBalancers, retargetable, without_targets
+from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.loadbalancers import (
+    LOAD_BALANCERS,
+    DesiredLoadBalancer,
+    HealthCheck,
+    LbTarget,
+    LbTargetGroup,
+)
+from taskvpc.agentapi.network import Eni, Vpc
+from taskvpc.netmodel import elb_haproxy
+
+TG = "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/web/00000000000000aa"
+LB_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/web/0123456789abcdef"
+LISTENER = {
+    "ListenerArn": LB_ARN.replace("loadbalancer", "listener") + "/1",
+    "Port": 80,
+    "Protocol": "HTTP",
+    "DefaultActions": [{"Type": "forward", "TargetGroupArn": TG}],
+}
+
+
+def _lb(*targets: LbTarget, listeners: tuple[dict[str, Any], ...] = (LISTENER,)) -> DesiredLoadBalancer:
+    eni = Eni(
+        attachment_id="att-1",
+        network_interface_id="eni-00000000000000001",
+        mac_address="02:00:00:00:00:01",
+        private_ipv4_address="10.0.1.9",
+        prefix_length=24,
+        gateway="10.0.1.1",
+        subnet_id="subnet-1",
+        vpc_id="vpc-1",
+    )
+    group = LbTargetGroup(TG, "HTTP", 80, HealthCheck(interval=5), tuple(targets))
+    return DesiredLoadBalancer(
+        arn=LB_ARN,
+        name="web",
+        type="application",
+        vpc=Vpc("vpc-1"),
+        enis=(eni,),
+        listeners=listeners,
+        target_groups=(group,),
+    )
+
+
+A, B = LbTarget("10.0.1.5", 80, "healthy"), LbTarget("10.0.1.6", 80, "healthy")
+
+
+def test_a_change_of_targets_alone_is_retargetable() -> None:
+    both, one = _lb(A, B), _lb(B)
+    assert retargetable(both, one)
+    assert retargetable(both, _lb(A, replace(B, state="draining", drain_seconds=3.0)))
+    assert without_targets(both) == without_targets(one)
+    assert not retargetable(both, both)  # nothing to do
+    moved = {**LISTENER, "Port": 8080}
+    assert not retargetable(both, _lb(B, listeners=(moved,)))  # a listener change needs the full apply
+    assert not retargetable(both, replace(_lb(B), enis=()))
+
+
+class _Haproxy:
+    """Records runtime commands (the real driver talks to HAProxy's admin socket)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def runtime(self, commands: list[str]) -> list[str]:
+        self.sent += commands
+        return []
+
+
+class _SlowNetwork:
+    """A data plane whose thread is busy (another answer's security groups, say) until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls = 0
+        self.known = None
+
+    def want_vpcs(self, vpcs: object) -> None:
+        list(vpcs)  # type: ignore[call-overload]
+
+    async def reconcile(self) -> None:
+        self.calls += 1
+        await self.release.wait()
+
+    async def call(self, function: object, *args: object) -> object:
+        self.calls += 1
+        await self.release.wait()
+        return []
+
+
+def test_deregistration_reaches_haproxy_before_the_slow_part_of_the_apply(tmp_path: Path) -> None:
+    asyncio.run(_deregistration_first(tmp_path))
+
+
+async def _deregistration_first(tmp_path: Path) -> None:
+    network = _SlowNetwork()
+
+    async def send(report: object) -> None:
+        return None
+
+    lbs = LoadBalancers(network, netplan.NetConfig(prefix="tvt"), tmp_path, send)  # type: ignore[arg-type]
+    before = _lb(A, B)
+    checker = HealthChecker(lambda: None, changed=lambda tg: None, report=lambda e: None)  # type: ignore[arg-type,return-value]
+    haproxy = _Haproxy()
+    running = loadbalancers._Running(before, haproxy, checker)  # type: ignore[arg-type]
+    running.structure = "loaded"
+    running.servers = lbs._serving(running)
+    lbs.running[before.lb_id] = running
+
+    after = _lb(B)  # A deregistered (delay 0: gone from the answer)
+    lbs.submit(DesiredState(2, True, {LOAD_BALANCERS.key: (after,)}))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        if haproxy.sent:
+            break
+    backend = elb_haproxy.backend_name(TG)
+    name = elb_haproxy.server_name(elb_haproxy.Target(A.ip, A.port, "healthy"))
+    assert haproxy.sent[0] == f"set server {backend}/{name} state maint", haproxy.sent
+    assert not network.release.is_set() and network.calls >= 1  # the full apply still waits on the network
+    assert running.lb == after
+    network.release.set()
+    await lbs.close()
+    checker.close()
