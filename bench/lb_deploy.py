@@ -19,11 +19,33 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskvpc.agent.drivers import netns
+
+# The namespace the load comes from: None for the host (through its access route); the VPC router's fd
+# when the host has no route to the VPC (another `taskvpc up` holds the host link address), set by lb.py.
+client_namespace: int | None = None
+
+
+def connect(address: str, port: int, timeout: float) -> socket.socket:
+    """A connection to ``address``:``port`` from the client's namespace (a socket keeps the namespace it
+    was made in, so only its making needs the thread switched)."""
+    if client_namespace is None:
+        return socket.create_connection((address, port), timeout=timeout)
+    with netns.entered(client_namespace):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
 
 def outcome(address: str, port: int, timeout: float = 2.0) -> str:
     """What one GET / on a new connection came to (see the module docstring)."""
     try:
-        with socket.create_connection((address, port), timeout=timeout) as sock:
+        with connect(address, port, timeout) as sock:
             sock.sendall(f"GET / HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
             chunks = []
             while chunk := sock.recv(65536):
