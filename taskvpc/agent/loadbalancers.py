@@ -42,6 +42,7 @@ from pathlib import Path
 from taskvpc.agent import netplan, nlb
 from taskvpc.agent.dataplane import DataPlane
 from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers.firewall import _Ctx as NftContext, libnftables
 from taskvpc.agent.drivers.haproxy import Haproxy
 from taskvpc.agent.drivers.lbnet import LbNetDriver, lb_netns
 from taskvpc.agent.healthcheck import HealthChecker
@@ -137,6 +138,7 @@ class _Running:
     drain_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # NLB: address -> its end
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sequence: int = 0  # which submitted answer ``lb`` comes from (LoadBalancers.submit counts them)
+    nft: NftContext | None = None  # NLB: libnftables bound to the LB's namespace, after the first load
 
 
 class LoadBalancers:
@@ -356,10 +358,30 @@ class LoadBalancers:
         )
         batch = nlb.batch_for(running.lb, self._state_of(running))
         if batch != running.structure:
-            ns = lb_netns(self.cfg, running.lb.lb_id)
-            await asyncio.to_thread(nlb.apply, ns, self.cfg.netns_dir, batch)
+            await asyncio.to_thread(self._replace_table, running, batch)
             mark("nft-loaded", lb=running.lb.lb_id)
             running.structure = batch
+
+    def _replace_table(self, running: _Running, batch: str) -> None:
+        """The first load (and any after the namespace was remade) goes through ``nlb.apply``, which also
+        makes the namespace forward; later ones through libnftables in this process, bound to the LB's
+        namespace: a tenth of an ``nft`` process's time (drivers/firewall.py), and a target change is
+        exactly such a load."""
+        ns = lb_netns(self.cfg, running.lb.lb_id)
+        ctx = running.nft
+        if ctx is not None and ctx.alive(self.cfg.netns_dir, ns):
+            code, _, error = ctx.run(batch)
+            if code != 0:
+                raise nlb.NlbError(f"nft refused the NLB batch: {error.strip()}")
+            return
+        if ctx is not None:
+            ctx.close()
+            running.nft = None
+        nlb.apply(ns, self.cfg.netns_dir, batch)
+        lib = libnftables()
+        fd = netns.open_ns(ns, self.cfg.netns_dir) if lib is not None else None
+        if lib is not None and fd is not None:
+            running.nft = NftContext(lib, fd)
 
     async def _load_alb(self, running: _Running) -> None:
         """HAProxy with the LB's configuration: reloaded when listeners/rules/groups changed (or on its
@@ -502,6 +524,10 @@ class LoadBalancers:
             running.checker.close()
             for timer in running.drain_timers.values():
                 timer.cancel()
+            async with running.lock:  # no load is using the context while it is freed
+                if running.nft is not None:
+                    running.nft.close()
+                    running.nft = None
         haproxy = running.haproxy if running else Haproxy(self.dir / lb_id, lb_netns(self.cfg, lb_id))
         await asyncio.to_thread(haproxy.stop)
         await asyncio.to_thread(self._kill_inside, lb_id)
