@@ -468,7 +468,11 @@ def main() -> int:
                     result[f"{kind} rolling deploys"] = lb_deploy.rolling_deploys(
                         ecs, SERVICE, SERVICE_TASKS, client, args.deploys
                     )
+        except BaseException as exc:
+            result["stopped by"] = repr(exc)
+            raise
         finally:
+            print(json.dumps(result, indent=2), flush=True)  # what was measured, even when a part failed
             try:
                 if "deploys" in parts:
                     delete_service(ecs)
@@ -485,7 +489,6 @@ def main() -> int:
                 for pid in haproxy_pids(state):  # an LB that outlived the server (by pid: ours only)
                     os.kill(pid, signal.SIGKILL)
                 cleanup(prefix)
-    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -158,6 +158,7 @@ def rolling_deploys(
     (UpdateService to one COMPLETED deployment with ``count`` tasks and no other task running) and the
     outcomes counted during it."""
     durations, per_deploy = [], []
+    problem = None
     client.start()
     try:
         time.sleep(1.0)  # steady load before the first deploy
@@ -165,11 +166,16 @@ def rolling_deploys(
             before = client.snapshot()
             started = time.monotonic()
             ecs.update_service(cluster="default", service=service, forceNewDeployment=True)
-            wait_settled(ecs, service, count, timeout)
+            try:
+                wait_settled(ecs, service, count, timeout)
+            except SystemExit as exc:  # what the client saw until then still counts
+                problem = str(exc)
+                break
             durations.append(round(time.monotonic() - started, 2))
             during = client.snapshot() - before
             per_deploy.append(dict(during))
         time.sleep(1.0)  # and after the last one
     finally:
         client.stop()
-    return {"deploy seconds": durations, "outcomes per deploy": per_deploy, **client.summary()}
+    found = {"deploy seconds": durations, "outcomes per deploy": per_deploy, **client.summary()}
+    return {**found, "problem": problem} if problem else found
