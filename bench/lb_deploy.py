@@ -21,7 +21,7 @@ from typing import Any
 
 from taskvpc.agent.drivers import netns
 
-# The namespace the load comes from: None for the host (through its access route); the VPC router's fd
+# The namespace the load comes from: None for the host (through its access route); a task's namespace fd
 # when the host has no route to the VPC (another `taskvpc up` holds the host link address), set by lb.py.
 client_namespace: int | None = None
 
