@@ -36,6 +36,7 @@ import secrets
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -307,7 +308,11 @@ def setup(ecs: Any, ec2: Any, elbv2: Any, state_dir: Path, prefix: str) -> dict[
     for tg, want in ((web, 2), (tcp, 2), (cycles, 1), (cycles_tcp, 1)):
         wait_for(healthy(elbv2, tg, want), 60, "targets healthy")
     for name, address in (("ALB", alb), ("NLB", nlb)):
-        wait_for(serving(address), 40, f"{name} at {address} serving")
+        try:
+            wait_for(serving(address), 40, f"{name} at {address} serving")
+        except SystemExit:
+            explain(state_dir)
+            raise
     return {
         "tasks": tasks,
         "alb": alb,
@@ -317,6 +322,25 @@ def setup(ecs: Any, ec2: Any, elbv2: Any, state_dir: Path, prefix: str) -> dict[
         "lbs": [alb_arn, nlb_arn],
         "network": {"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": [group]}},
     }
+
+
+def explain(state_dir: Path) -> None:
+    """What HAProxy holds (configuration, servers) and the NLB tables, for a load balancer that does not
+    serve."""
+    for directory in sorted((state_dir / "agent" / "lbs").glob("*")):
+        config = directory / "haproxy.cfg"
+        print(f"--- {directory.name}", file=sys.stderr)
+        if config.exists():
+            print(config.read_text(), file=sys.stderr)
+        admin = directory / "admin.sock"
+        if admin.exists():
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(2)
+                sock.connect(str(admin))
+                sock.sendall(b"show servers state\n")
+                print(sock.recv(65536).decode(errors="replace"), file=sys.stderr)
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    print(listing, file=sys.stderr)
 
 
 def create_service(ecs: Any, made: dict[str, Any]) -> None:

@@ -200,6 +200,11 @@ def _enis_of(conn: Connection, tasks: list[Row]) -> dict[str, Eni]:
         for arn, eni in enis.items()
     }
 
+    @cached_property
+    def load_balancers(self) -> list[Doc]:
+        """The load balancers this instance runs (their ENIs' groups and their own section read them)."""
+        return elb_agent.owned_load_balancers(self.conn, self.ctx, self.instance["id"])
+
 
 Contributor = Callable[[AnswerSource], Any]
 CONTRIBUTORS: dict[str, tuple[Section[Any], Contributor]] = {}
@@ -276,7 +281,7 @@ def _security_groups_section(source: AnswerSource) -> tuple[SecurityGroup, ...]:
     carried: dict[str, str] = {}  # group id -> VPC id
     for eni in source.enis.values():
         carried.update((g, eni.vpc_id) for g in eni.security_group_ids)
-    carried.update(elb_agent.carried_groups(source.conn, source.ctx, source.instance["id"]))  # LB ENIs' too
+    carried.update(elb_agent.carried_groups(source.load_balancers))  # the LB ENIs' groups too
     rules = ec2_repo.rules_of(source.conn, sorted(carried))
     groups = []
     for group_id in sorted(carried):
@@ -315,7 +320,7 @@ def _flow_logs_section(source: AnswerSource) -> tuple[FlowLogWatch, ...]:
 @contributes(LOAD_BALANCERS)
 def _load_balancers_section(source: AnswerSource) -> tuple[DesiredLoadBalancer, ...]:
     """The load balancers this instance runs (control/elbv2/agent_section.py picks one agent per LB)."""
-    return elb_agent.load_balancers_for(source.conn, source.ctx, source.instance["id"])
+    return elb_agent.load_balancers_for(source.conn, source.ctx, source.load_balancers)
 
 
 @contributes(PROBES)

@@ -134,3 +134,112 @@ async def _deregistration_first(tmp_path: Path) -> None:
     network.release.set()
     await lbs.close()
     checker.close()
+
+
+class _Known:
+    routers = {"vpc-1": object()}
+
+
+class _Network:
+    """A data plane that takes ``delay`` seconds per call (its thread busy with other work)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.known = _Known()
+        self.firewall = None
+
+    def want_vpcs(self, vpcs: object) -> None:
+        list(vpcs)  # type: ignore[call-overload]
+
+    async def reconcile(self) -> None:
+        await asyncio.sleep(self.delay)
+
+    async def call(self, function: Any, *args: object) -> object:
+        await asyncio.sleep(self.delay)
+        return [] if getattr(function, "__name__", "") == "observe" else None
+
+
+class _RecordingHaproxy(_Haproxy):
+    """HAProxy as the agent drives it: a loaded configuration and the servers' runtime states."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.config: str | None = None
+        self.admin_socket = directory / "admin.sock"
+        self.state: dict[str, str] = {}
+
+    def ensure(self, config: str, force: bool = False) -> bool:
+        self.config = config
+        self.state = {}
+        for line in config.splitlines():
+            parts = line.split()
+            if parts[:1] == ["server"]:
+                self.state[parts[1]] = "maint" if "disabled" in parts else "ready"
+        return True
+
+    def stop(self) -> bool:
+        self.config = None
+        return True
+
+    def runtime(self, commands: list[str]) -> list[str]:
+        super().runtime(commands)
+        for command in commands:
+            words = command.split()
+            name = words[2].split("/")[1]
+            if words[:2] == ["add", "server"]:
+                self.state[name] = "maint"
+            elif words[:2] == ["set", "server"]:
+                self.state[name] = words[4]
+            elif words[:2] == ["del", "server"]:
+                self.state.pop(name, None)
+        return []
+
+
+def test_answers_in_quick_succession_end_with_listeners_loaded_and_targets_served(tmp_path: Path) -> None:
+    """CreateLoadBalancer, CreateListener, RegisterTargets, DeregisterTargets answered while the network
+    is slow: whatever interleaving of fast path and full apply, HAProxy ends with the listener and the
+    one remaining target ready."""
+    asyncio.run(_quick_succession(tmp_path))
+
+
+async def _quick_succession(tmp_path: Path) -> None:
+    network = _Network(delay=0.02)
+
+    async def send(report: object) -> None:
+        return None
+
+    lbs = LoadBalancers(network, netplan.NetConfig(prefix="tvt"), tmp_path, send)  # type: ignore[arg-type]
+    haproxy = _RecordingHaproxy(tmp_path)
+    healthy: set[tuple[str, int]] = set()
+
+    class Checker(HealthChecker):
+        def state(self, key: tuple[str, str, int]) -> str:
+            return "healthy" if key[1:] in healthy else "initial"
+
+    checker = Checker(lambda: None, changed=lambda tg: None, report=lambda e: None)  # type: ignore[arg-type,return-value]
+    empty = replace(_lb(), listeners=(), target_groups=())
+    running = loadbalancers._Running(empty, haproxy, checker)  # type: ignore[arg-type]
+    lbs.running[empty.lb_id] = running
+
+    def answer(generation: int, lb: DesiredLoadBalancer) -> DesiredState:
+        return DesiredState(generation, True, {LOAD_BALANCERS.key: (lb,)})
+
+    initial = (replace(A, state="initial"), replace(B, state="initial"))
+    steps = [empty, _lb(), _lb(*initial), _lb(A, B), _lb(B)]
+    for generation, lb in enumerate(steps, start=1):
+        if generation == 4:
+            healthy.update({(A.ip, A.port), (B.ip, B.port)})
+            lbs._servers_changed(lb.lb_id)  # the checker's verdicts
+        lbs.submit(answer(generation, lb))
+        await asyncio.sleep(0.005)  # answers come faster than a full apply
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if lbs._runner is not None and lbs._runner.done() and not lbs._syncs:
+            break
+    assert haproxy.config is not None and "bind 0.0.0.0:80" in haproxy.config, haproxy.config
+    a_name = elb_haproxy.server_name(elb_haproxy.Target(A.ip, A.port, "healthy"))
+    b_name = elb_haproxy.server_name(elb_haproxy.Target(B.ip, B.port, "healthy"))
+    assert haproxy.state.get(b_name) == "ready", (haproxy.state, haproxy.sent)
+    assert haproxy.state.get(a_name) in (None, "maint"), (haproxy.state, haproxy.sent)
+    await lbs.close()
+    checker.close()
