@@ -206,8 +206,8 @@ class LoadBalancers:
             try:
                 if lb.type == "network":
                     await self._load_nlb(running)
-                elif running.structure is not None:
-                    await self._sync_servers(running)
+                elif running.structure is not None and not await self._sync_servers(running):
+                    await self._load_alb(running)
             except Exception as exc:  # the full apply that follows tries again
                 log.warning("targets not applied %s", kv(lb=lb.arn, error=repr(exc)))
             running.checker.set_groups(lb.target_groups)
@@ -395,23 +395,30 @@ class LoadBalancers:
         admin = str(haproxy.admin_socket)
         bare = without_targets(lb)
         structure = haproxy_config(bare, self._state_of(running), admin, certificates)
-        if structure != running.structure:
-            # One snapshot of the verdicts for both the file and what we then hold HAProxy to carry:
-            # verdicts arriving during the reload are applied right after it, through the runtime API.
-            snapshot = {
-                (g.arn, t.ip, t.port): running.checker.state((g.arn, t.ip, t.port))
-                for g in lb.target_groups
-                for t in g.targets
-            }
+        for _ in range(2):  # a runtime command HAProxy refused: reload once more, which settles it
+            if structure != running.structure:
+                await self._reload(running, structure, certificates)
+            if await self._sync_servers(running):
+                return
 
-            def frozen(tg: str, ip: str, port: int) -> str:
-                return snapshot.get((tg, ip, port), elb_health.INITIAL)
+    async def _reload(self, running: _Running, structure: str, certificates: Mapping[str, str]) -> None:
+        """HAProxy (re)started with the whole configuration, its servers as the checker has them now."""
+        lb, haproxy = running.lb, running.haproxy
+        # One snapshot of the verdicts for both the file and what we then hold HAProxy to carry: verdicts
+        # arriving during the reload are applied right after it, through the runtime API.
+        snapshot = {
+            (g.arn, t.ip, t.port): running.checker.state((g.arn, t.ip, t.port))
+            for g in lb.target_groups
+            for t in g.targets
+        }
 
-            config = haproxy_config(lb, frozen, admin, certificates)
-            await asyncio.to_thread(haproxy.ensure, config, True)  # adopted ones too
-            running.structure = structure
-            running.servers = self._serving(running, frozen)
-        await self._sync_servers(running)
+        def frozen(tg: str, ip: str, port: int) -> str:
+            return snapshot.get((tg, ip, port), elb_health.INITIAL)
+
+        config = haproxy_config(lb, frozen, str(haproxy.admin_socket), certificates)
+        await asyncio.to_thread(haproxy.ensure, config, True)  # adopted ones too
+        running.structure = structure
+        running.servers = self._serving(running, frozen)
 
     def _state_of(self, running: _Running) -> Callable[[str, str, int], str]:
         return lambda tg, ip, port: running.checker.state((tg, ip, port))
@@ -436,14 +443,16 @@ class LoadBalancers:
             for g in running.lb.target_groups
         }
 
-    async def _sync_servers(self, running: _Running) -> None:
+    async def _sync_servers(self, running: _Running) -> bool:
+        """The servers' changes through the runtime API; False when HAProxy refused one (its servers are
+        then unknown: ``structure`` is cleared, so the next load reloads the whole configuration)."""
         after = self._serving(running)
         commands = []
         for tg_arn, servers in after.items():
             backend = elb_haproxy.backend_name(tg_arn)
             commands += elb_haproxy.runtime_commands(backend, running.servers.get(tg_arn, []), servers)
         if not commands:
-            return
+            return True
         problems = await asyncio.to_thread(running.haproxy.runtime, commands)
         mark(
             "haproxy-runtime",
@@ -452,9 +461,11 @@ class LoadBalancers:
             first=commands[0].replace(" ", "_"),
         )
         running.servers = after
-        if problems:  # the next change reloads the whole configuration, which settles it
+        if problems:
             running.structure = None
             log.warning("haproxy runtime %s", kv(lb=running.lb.arn, problems="; ".join(problems)))
+            return False
+        return True
 
     def _servers_changed(self, lb_id: str, tg_arn: str = "") -> None:
         running = self.running.get(lb_id)
@@ -470,8 +481,11 @@ class LoadBalancers:
                         await self._load_nlb(running)
                     except Exception as exc:  # the next answer (or verdict) tries again
                         log.warning("nlb table %s", kv(lb=running.lb.arn, error=repr(exc)))
-                elif running.structure is not None:
-                    await self._sync_servers(running)
+                elif running.structure is not None and not await self._sync_servers(running):
+                    try:
+                        await self._load_alb(running)
+                    except Exception as exc:  # the next answer (or verdict) tries again
+                        log.warning("haproxy reload %s", kv(lb=running.lb.arn, error=repr(exc)))
 
         self._spawn(sync())
 
