@@ -1,28 +1,36 @@
-"""Load balancers for real: requests/s through an ALB and an NLB against straight to a task, and how fast
-target (de)registration takes effect.
+"""Load balancers for real: requests/s through an ALB and an NLB against straight to a task, how fast
+target (de)registration takes effect (and where that time goes), and rolling deploys under load.
 
 Run as root on a machine with nothing else of taskvpc's running (it starts its own ``taskvpc up`` with a
-private state dir and a unique name prefix, and removes everything it made at the end, even on failure):
+private state dir and a unique name prefix, and removes everything it made at the end, even on failure),
+under the shared lock on a shared machine:
 
-    sudo .venv/bin/python bench/lb.py [--seconds 3] [--connections 4] [--repeat 3] [--cycles 5]
+    sudo flock /tmp/taskvpc-root.lock .venv/bin/python bench/lb.py [--seconds 3] [--connections 4]
+        [--repeat 3] [--cycles 5] [--deploys 3] [--rate 1200] [--parts throughput,cycles,deploys]
+        [--log server.log]
 
-Two awsvpc tasks run busybox httpd on port 80 serving their own address (HTTP/1.0: one request per
-connection, so every request is a new connection end to end). One ALB (HTTP:80 to both tasks, HTTP:81 to
-a second target group used for the (de)registration timings) and one NLB (TCP:80 to both tasks), all in
-the agent's AZ's default subnet; health checks every 5 s (the minimum), healthy after 2, deregistration
-delay 0.
+Three awsvpc tasks run busybox httpd on port 80 serving their own address (HTTP/1.0: one request per
+connection, so every request is a new connection end to end); two are targets, the third is where the
+load comes from when the host has no route to the VPC (another ``taskvpc up`` holds the host link
+address). One ALB (HTTP:80 to both tasks, HTTP:81 to a group used for the (de)registration cycles, HTTP:82
+to the service's group) and one NLB (the same on TCP), in the agent's AZ's default subnet; health checks
+every 5 s (the minimum), deregistration delay 0 (2 s for the service's groups).
 
 1. Throughput: ``--connections`` threads in this process, each sending GET / on a new connection after
    the previous answer, for ``--seconds``; straight to the tasks (round-robin), to the ALB, to the NLB,
    interleaved, ``--repeat`` times each; the median requests/s. A Python load generator (neither ``ab``
    nor ``wrk`` is installed here): it measures the path's per-request cost under the same client, not the
    data plane's ceiling.
-2. Registration: task B is always in the :81 group; RegisterTargets(A) at t0, then one request at a time
-   (round-robin gives A every other one once it is in) until A's address answers. Goal: one health-check
-   interval + 50 ms.
-3. Deregistration: DeregisterTargets(A) at t1 with two threads sending requests on; the latency is the
-   start of the last request A answered, minus t1 (0 when none did). Goal: p99 50 ms.
-Cycles 2-3 repeat ``--cycles`` times.
+2. Registration, per LB: task B is always in the :81 group; RegisterTargets(A) at t0, then one request at
+   a time until A's address answers. Goal: one health-check interval + 50 ms.
+3. Deregistration, per LB: DeregisterTargets(A) at t1 with two threads sending requests on; the latency is
+   the start of the last request A answered, minus t1 (0 when none did). Goal: p99 50 ms. The server runs
+   with ``TASKVPC_LB_TRACE=1``; its ``lbtrace`` marks give each stage's time after t1 (docs/elbv2.md,
+   "Where the time goes").
+   Cycles 2-3 repeat ``--cycles`` times.
+4. Rolling deploys (``bench/lb_deploy.py``): a 4-task service in the :82 groups of both LBs; with a paced
+   client at ``--rate`` requests/s through the ALB, then through the NLB, ``--deploys`` forced new
+   deployments each; every request's outcome counted by kind, each deploy's duration.
 """
 
 from __future__ import annotations
