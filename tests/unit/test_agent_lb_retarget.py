@@ -243,3 +243,37 @@ async def _quick_succession(tmp_path: Path) -> None:
     assert haproxy.state.get(a_name) in (None, "maint"), (haproxy.state, haproxy.sent)
     await lbs.close()
     checker.close()
+
+
+def test_a_reload_is_done_only_when_a_new_worker_answers(tmp_path: Path) -> None:
+    """Right after HAProxy's start the old worker's ``Uptime_sec`` is 0 too: only its pid tells the new
+    worker apart (a runtime command the old one takes is lost with it)."""
+    import socket
+    import threading
+
+    from taskvpc.agent.drivers.haproxy import Haproxy
+
+    haproxy = Haproxy(tmp_path, "unused-netns")
+    tmp_path.mkdir(exist_ok=True)
+    answers = ["Pid: 100\nUptime_sec: 0\n"] * 3 + ["Pid: 200\nUptime_sec: 0\n"]
+    served: list[str] = []
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(haproxy.admin_socket))
+    server.listen(8)
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(answer.encode())
+                served.append(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert haproxy._worker_pid() == "100"
+    haproxy._wait_socket(fresh_after=0.0, other_than="100", timeout=5)
+    assert served[-1].startswith("Pid: 200"), served  # not done while pid 100 answered
+    assert len(served) == 4
+    thread.join(timeout=2)
+    server.close()
