@@ -189,6 +189,11 @@ class AnswerSource:
     def task_row_enis(self) -> dict[str, Eni]:
         return self.enis if self.changed_tasks is None else _enis_of(self.conn, self.changed_tasks)
 
+    @cached_property
+    def load_balancers(self) -> list[Doc]:
+        """The load balancers this instance runs (their ENIs' groups and their own section read them)."""
+        return elb_agent.owned_load_balancers(self.conn, self.ctx, self.instance["id"])
+
 
 def _enis_of(conn: Connection, tasks: list[Row]) -> dict[str, Eni]:
     enis = {t["arn"]: Eni.from_wire(t["spec"]["eni"]) for t in tasks if t["spec"].get("eni")}
@@ -199,11 +204,6 @@ def _enis_of(conn: Connection, tasks: list[Row]) -> dict[str, Eni]:
         else eni
         for arn, eni in enis.items()
     }
-
-    @cached_property
-    def load_balancers(self) -> list[Doc]:
-        """The load balancers this instance runs (their ENIs' groups and their own section read them)."""
-        return elb_agent.owned_load_balancers(self.conn, self.ctx, self.instance["id"])
 
 
 Contributor = Callable[[AnswerSource], Any]
