@@ -305,14 +305,17 @@ class LoadBalancers:
         }
         ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
         running.lb, running.sequence = lb, max(sequence, running.sequence)
+        # The LB's network outside the lock: a health verdict or a newer answer's targets reach HAProxy
+        # meanwhile (only this one apply ever changes the network).
+        await self.network.call(self._register_enis, lb)  # rules before the veths
+        await self.network.call(self.lbnet.ensure, lb.lb_id, lb.vpc.vpc_id, lb.enis)
+        if old_enis:
+            await self.network.call(self._unregister_enis, sorted(old_enis))
         async with running.lock:
-            await self.network.call(self._register_enis, lb)  # rules before the veths
-            await self.network.call(self.lbnet.ensure, lb.lb_id, lb.vpc.vpc_id, lb.enis)
-            if old_enis:
-                await self.network.call(self._unregister_enis, sorted(old_enis))
-            running.checker.set_groups(lb.target_groups)
+            current = running.lb  # this answer's, or a newer one's whose targets went first
+            running.checker.set_groups(current.target_groups)
             await self._load(running)
-            if lb.type == "network":
+            if current.type == "network":
                 self._time_drains(running)
             if ended:  # after the table left them out: a forgotten flow must not find them again
                 await self._forget(running, ended)
