@@ -33,6 +33,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -41,6 +42,7 @@ from pathlib import Path
 from taskvpc.agent import netplan, nlb
 from taskvpc.agent.dataplane import DataPlane
 from taskvpc.agent.drivers import netns
+from taskvpc.agent.drivers.firewall import _Ctx as NftContext, libnftables
 from taskvpc.agent.drivers.haproxy import Haproxy
 from taskvpc.agent.drivers.lbnet import LbNetDriver, lb_netns
 from taskvpc.agent.healthcheck import HealthChecker
@@ -58,6 +60,19 @@ from taskvpc.netmodel.firewall_ir import EniPort
 
 log = logging.getLogger(__name__)
 
+# Timing marks of a change on its way from the answer to HAProxy / nftables (docs/elbv2.md, "Where the time
+# goes"), read by bench/lb.py; off unless TASKVPC_LB_TRACE is set (the control plane has the same switch).
+trace = logging.getLogger("taskvpc.lbtrace")
+if os.environ.get("TASKVPC_LB_TRACE"):
+    trace.setLevel(logging.DEBUG)
+
+
+def mark(stage: str, **fields: object) -> None:
+    """One timing mark (wall clock: the control plane is another process) when tracing is on."""
+    if trace.isEnabledFor(logging.DEBUG):
+        trace.debug("lbtrace stage=%s t=%.6f %s", stage, time.time(), kv(**fields))
+
+
 RETRY_DELAY = 2.0
 REPORT_DELAY = 0.05  # verdicts of one round of checks go in one report
 
@@ -65,6 +80,18 @@ REPORT_DELAY = 0.05  # verdicts of one round of checks go in one report
 def served(state: DesiredState) -> dict[str, DesiredLoadBalancer]:
     """The answer's load balancers this agent serves, by LB id (application and network ones, with ENIs)."""
     return {lb.lb_id: lb for lb in state[LOAD_BALANCERS] if lb.type in ("application", "network") and lb.enis}
+
+
+def without_targets(lb: DesiredLoadBalancer) -> DesiredLoadBalancer:
+    """``lb`` with its groups' targets left out: what decides HAProxy's configuration and the LB's
+    network, so two answers equal this way differ in targets alone (the runtime API's business)."""
+    return replace(lb, target_groups=tuple(replace(g, targets=()) for g in lb.target_groups))
+
+
+def retargetable(before: DesiredLoadBalancer, after: DesiredLoadBalancer) -> bool:
+    """Whether going from ``before`` to ``after`` is a change of targets only (:meth:`LoadBalancers.submit`
+    applies those at once, ahead of the full apply)."""
+    return before != after and without_targets(before) == without_targets(after)
 
 
 def plan(desired: Mapping[str, DesiredLoadBalancer], found: set[str]) -> tuple[list[str], list[str]]:
@@ -110,6 +137,8 @@ class _Running:
     structure: str | None = None  # the configuration without servers, as last loaded
     drain_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # NLB: address -> its end
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sequence: int = 0  # which submitted answer ``lb`` comes from (LoadBalancers.submit counts them)
+    nft: NftContext | None = None  # NLB: libnftables bound to the LB's namespace, after the first load
 
 
 class LoadBalancers:
@@ -126,7 +155,8 @@ class LoadBalancers:
         self.send = send
         self.lbnet = LbNetDriver(cfg)
         self.running: dict[str, _Running] = {}
-        self._pending: DesiredState | None = None
+        self._pending: tuple[int, DesiredState] | None = None
+        self._submitted = 0  # answers submitted so far: a newer one's targets are never undone
         self._runner: asyncio.Task[None] | None = None
         self._reports: dict[tuple[str, str, int], TargetHealthEntry] = {}
         self._reporter: asyncio.Task[None] | None = None
@@ -141,24 +171,70 @@ class LoadBalancers:
         self.network.want_vpcs(lb.vpc for lb in served(state).values())
 
     def submit(self, state: DesiredState) -> None:
-        """Apply ``state`` soon; answers arriving meanwhile are coalesced (only the latest counts)."""
-        self._pending = state
+        """Apply ``state`` soon; answers arriving meanwhile are coalesced (only the latest counts).
+
+        A load balancer already running whose answer changes only targets (a registration, a
+        deregistration, the control plane's health view) has them applied at once, ahead of everything
+        else of the apply (the LB's network, health bookkeeping, other LBs): deregistration -> no new
+        requests is the latency users see (docs/elbv2.md, "Where the time goes")."""
+        mark("submitted", generation=state.generation)
+        self._submitted += 1
+        sequence = self._submitted
+        for lb_id, lb in served(state).items():
+            running = self.running.get(lb_id)
+            if running is not None and retargetable(running.lb, lb):
+                self._spawn(self._retarget(running, lb, sequence))
+        self._pending = (sequence, state)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.ensure_future(self._drain())
 
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._syncs.add(task)
+        task.add_done_callback(self._syncs.discard)
+
+    async def _retarget(self, running: _Running, lb: DesiredLoadBalancer, sequence: int) -> None:
+        """Only ``lb``'s targets changed: to HAProxy through its runtime API (ALB) or into the NLB's
+        table, then the health checker follows."""
+        async with running.lock:
+            if self.running.get(lb.lb_id) is not running or sequence < running.sequence:
+                return
+            if not retargetable(running.lb, lb):  # the full apply got there first, or more changed since
+                return
+            ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
+            running.lb, running.sequence = lb, sequence  # no await in between: each change is seen once
+            try:
+                if lb.type == "network":
+                    await self._load_nlb(running)
+                elif running.structure is not None and not await self._sync_servers(running):
+                    await self._load_alb(running)
+            except Exception as exc:  # the full apply that follows tries again
+                log.warning("targets not applied %s", kv(lb=lb.arn, error=repr(exc)))
+            running.checker.set_groups(lb.target_groups)
+            if lb.type == "network":
+                self._time_drains(running)
+                if ended:
+                    await self._forget(running, ended)
+
     async def _drain(self) -> None:
         while self._pending is not None:
-            state, self._pending = self._pending, None
+            (sequence, state), self._pending = self._pending, None
             try:
-                await self.apply(state)
+                await self.apply(state, sequence)
             except Exception:
                 log.exception("load balancers: apply failed")
                 self.failures["*"] = "apply failed"
             if self.failures and self._pending is None:  # try again until it holds or news arrive
                 await asyncio.sleep(RETRY_DELAY)
-                self._pending = self._pending or state
+                self._pending = self._pending or (sequence, state)
 
-    async def apply(self, state: DesiredState) -> None:
+    async def apply(self, state: DesiredState, sequence: int | None = None) -> None:
+        """Ensure every desired LB, remove the rest; ``sequence`` is the answer's number from :meth:`submit`
+        (an LB that already holds a newer answer's targets is left to that answer's own apply)."""
+        if sequence is None:
+            self._submitted += 1
+            sequence = self._submitted
+        mark("apply", generation=state.generation)
         self.failures.clear()
         desired = served(state)
         vpcs = {lb.vpc.vpc_id: lb.vpc for lb in desired.values()}
@@ -175,7 +251,7 @@ class LoadBalancers:
             await self._remove(lb_id)
         for lb_id in ensure:
             try:
-                await self._ensure(desired[lb_id])
+                await self._ensure(desired[lb_id], sequence)
                 self.failures.pop(lb_id, None)
             except Exception as exc:
                 self.failures[lb_id] = repr(exc)
@@ -209,7 +285,7 @@ class LoadBalancers:
             if firewall is not None:
                 firewall.remove_eni(vpc_id, eni_id)
 
-    async def _ensure(self, lb: DesiredLoadBalancer) -> None:
+    async def _ensure(self, lb: DesiredLoadBalancer, sequence: int = 0) -> None:
         known = self.network.known
         if known is None or lb.vpc.vpc_id not in known.routers:
             raise RuntimeError(f"no router for {lb.vpc.vpc_id} yet")
@@ -222,19 +298,24 @@ class LoadBalancers:
                 report=self._report,
             )
             running = self.running[lb.lb_id] = _Running(lb, haproxy, checker)
+        elif sequence < running.sequence:
+            return  # a newer answer's targets are applied already; that answer's own apply follows
         old_enis = {e.network_interface_id for e in running.lb.enis} - {
             e.network_interface_id for e in lb.enis
         }
         ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
-        running.lb = lb
+        running.lb, running.sequence = lb, max(sequence, running.sequence)
+        # The LB's network outside the lock: a health verdict or a newer answer's targets reach HAProxy
+        # meanwhile (only this one apply ever changes the network).
+        await self.network.call(self._register_enis, lb)  # rules before the veths
+        await self.network.call(self.lbnet.ensure, lb.lb_id, lb.vpc.vpc_id, lb.enis)
+        if old_enis:
+            await self.network.call(self._unregister_enis, sorted(old_enis))
         async with running.lock:
-            await self.network.call(self._register_enis, lb)  # rules before the veths
-            await self.network.call(self.lbnet.ensure, lb.lb_id, lb.vpc.vpc_id, lb.enis)
-            if old_enis:
-                await self.network.call(self._unregister_enis, sorted(old_enis))
-            running.checker.set_groups(lb.target_groups)
+            current = running.lb  # this answer's, or a newer one's whose targets went first
+            running.checker.set_groups(current.target_groups)
             await self._load(running)
-            if lb.type == "network":
+            if current.type == "network":
                 self._time_drains(running)
             if ended:  # after the table left them out: a forgotten flow must not find them again
                 await self._forget(running, ended)
@@ -256,9 +337,7 @@ class LoadBalancers:
                 if self.running.get(running.lb.lb_id) is running:
                     await self._forget(running, [ip])
 
-        task = asyncio.ensure_future(forget())
-        self._syncs.add(task)
-        task.add_done_callback(self._syncs.discard)
+        self._spawn(forget())
 
     async def _forget(self, running: _Running, addresses: list[str]) -> None:
         ns = lb_netns(self.cfg, running.lb.lb_id)
@@ -282,9 +361,30 @@ class LoadBalancers:
         )
         batch = nlb.batch_for(running.lb, self._state_of(running))
         if batch != running.structure:
-            ns = lb_netns(self.cfg, running.lb.lb_id)
-            await asyncio.to_thread(nlb.apply, ns, self.cfg.netns_dir, batch)
+            await asyncio.to_thread(self._replace_table, running, batch)
+            mark("nft-loaded", lb=running.lb.lb_id)
             running.structure = batch
+
+    def _replace_table(self, running: _Running, batch: str) -> None:
+        """The first load (and any after the namespace was remade) goes through ``nlb.apply``, which also
+        makes the namespace forward; later ones through libnftables in this process, bound to the LB's
+        namespace: a tenth of an ``nft`` process's time (drivers/firewall.py), and a target change is
+        exactly such a load."""
+        ns = lb_netns(self.cfg, running.lb.lb_id)
+        ctx = running.nft
+        if ctx is not None and ctx.alive(self.cfg.netns_dir, ns):
+            code, _, error = ctx.run(batch)
+            if code != 0:
+                raise nlb.NlbError(f"nft refused the NLB batch: {error.strip()}")
+            return
+        if ctx is not None:
+            ctx.close()
+            running.nft = None
+        nlb.apply(ns, self.cfg.netns_dir, batch)
+        lib = libnftables()
+        fd = netns.open_ns(ns, self.cfg.netns_dir) if lib is not None else None
+        if lib is not None and fd is not None:
+            running.nft = NftContext(lib, fd)
 
     async def _load_alb(self, running: _Running) -> None:
         """HAProxy with the LB's configuration: reloaded when listeners/rules/groups changed (or on its
@@ -296,25 +396,32 @@ class LoadBalancers:
             return
         certificates = await asyncio.to_thread(self._certificates, lb, haproxy)
         admin = str(haproxy.admin_socket)
-        bare = replace(lb, target_groups=tuple(replace(g, targets=()) for g in lb.target_groups))
+        bare = without_targets(lb)
         structure = haproxy_config(bare, self._state_of(running), admin, certificates)
-        if structure != running.structure:
-            # One snapshot of the verdicts for both the file and what we then hold HAProxy to carry:
-            # verdicts arriving during the reload are applied right after it, through the runtime API.
-            snapshot = {
-                (g.arn, t.ip, t.port): running.checker.state((g.arn, t.ip, t.port))
-                for g in lb.target_groups
-                for t in g.targets
-            }
+        for _ in range(2):  # a runtime command HAProxy refused: reload once more, which settles it
+            if structure != running.structure:
+                await self._reload(running, structure, certificates)
+            if await self._sync_servers(running):
+                return
 
-            def frozen(tg: str, ip: str, port: int) -> str:
-                return snapshot.get((tg, ip, port), elb_health.INITIAL)
+    async def _reload(self, running: _Running, structure: str, certificates: Mapping[str, str]) -> None:
+        """HAProxy (re)started with the whole configuration, its servers as the checker has them now."""
+        lb, haproxy = running.lb, running.haproxy
+        # One snapshot of the verdicts for both the file and what we then hold HAProxy to carry: verdicts
+        # arriving during the reload are applied right after it, through the runtime API.
+        snapshot = {
+            (g.arn, t.ip, t.port): running.checker.state((g.arn, t.ip, t.port))
+            for g in lb.target_groups
+            for t in g.targets
+        }
 
-            config = haproxy_config(lb, frozen, admin, certificates)
-            await asyncio.to_thread(haproxy.ensure, config, True)  # adopted ones too
-            running.structure = structure
-            running.servers = self._serving(running, frozen)
-        await self._sync_servers(running)
+        def frozen(tg: str, ip: str, port: int) -> str:
+            return snapshot.get((tg, ip, port), elb_health.INITIAL)
+
+        config = haproxy_config(lb, frozen, str(haproxy.admin_socket), certificates)
+        await asyncio.to_thread(haproxy.ensure, config, True)  # adopted ones too
+        running.structure = structure
+        running.servers = self._serving(running, frozen)
 
     def _state_of(self, running: _Running) -> Callable[[str, str, int], str]:
         return lambda tg, ip, port: running.checker.state((tg, ip, port))
@@ -339,19 +446,29 @@ class LoadBalancers:
             for g in running.lb.target_groups
         }
 
-    async def _sync_servers(self, running: _Running) -> None:
+    async def _sync_servers(self, running: _Running) -> bool:
+        """The servers' changes through the runtime API; False when HAProxy refused one (its servers are
+        then unknown: ``structure`` is cleared, so the next load reloads the whole configuration)."""
         after = self._serving(running)
         commands = []
         for tg_arn, servers in after.items():
             backend = elb_haproxy.backend_name(tg_arn)
             commands += elb_haproxy.runtime_commands(backend, running.servers.get(tg_arn, []), servers)
         if not commands:
-            return
+            return True
         problems = await asyncio.to_thread(running.haproxy.runtime, commands)
+        mark(
+            "haproxy-runtime",
+            lb=running.lb.lb_id,
+            commands=len(commands),
+            first=commands[0].replace(" ", "_"),
+        )
         running.servers = after
-        if problems:  # the next change reloads the whole configuration, which settles it
+        if problems:
             running.structure = None
             log.warning("haproxy runtime %s", kv(lb=running.lb.arn, problems="; ".join(problems)))
+            return False
+        return True
 
     def _servers_changed(self, lb_id: str, tg_arn: str = "") -> None:
         running = self.running.get(lb_id)
@@ -367,12 +484,13 @@ class LoadBalancers:
                         await self._load_nlb(running)
                     except Exception as exc:  # the next answer (or verdict) tries again
                         log.warning("nlb table %s", kv(lb=running.lb.arn, error=repr(exc)))
-                elif running.structure is not None:
-                    await self._sync_servers(running)
+                elif running.structure is not None and not await self._sync_servers(running):
+                    try:
+                        await self._load_alb(running)
+                    except Exception as exc:  # the next answer (or verdict) tries again
+                        log.warning("haproxy reload %s", kv(lb=running.lb.arn, error=repr(exc)))
 
-        task = asyncio.ensure_future(sync())
-        self._syncs.add(task)
-        task.add_done_callback(self._syncs.discard)
+        self._spawn(sync())
 
     @staticmethod
     def _certificates(lb: DesiredLoadBalancer, haproxy: Haproxy) -> dict[str, str]:
@@ -423,6 +541,10 @@ class LoadBalancers:
             running.checker.close()
             for timer in running.drain_timers.values():
                 timer.cancel()
+            async with running.lock:  # no load is using the context while it is freed
+                if running.nft is not None:
+                    running.nft.close()
+                    running.nft = None
         haproxy = running.haproxy if running else Haproxy(self.dir / lb_id, lb_netns(self.cfg, lb_id))
         await asyncio.to_thread(haproxy.stop)
         await asyncio.to_thread(self._kill_inside, lb_id)

@@ -59,7 +59,7 @@ from taskvpc.agent.desiredview import DesiredView
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.flowlogs import FlowLogCollector
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
-from taskvpc.agent.loadbalancers import LoadBalancers
+from taskvpc.agent.loadbalancers import LoadBalancers, mark as lb_mark
 from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.overlay import Overlay
 from taskvpc.agent.prefix import EXIT_PREFIX_BUSY, PrefixBusy, cgroup_parent, prefix_lock
@@ -415,6 +415,7 @@ async def run_agent(
                     instance_id = state.container_instance_arn.rsplit("/", 1)[-1]
                     view.drop()  # a delta is against one instance's generations: the full state first
                 continue
+            lb_mark("received", generation=doc.get("generation") if isinstance(doc, dict) else None)
             parsed = view.take(doc)
             if parsed is None:  # act on nothing we cannot read; the next change brings a new answer
                 if view.state is None:  # a delta that did not add up: ask for the full state at once
@@ -427,6 +428,8 @@ async def run_agent(
                 generation = -1  # the control plane's counter went back: ask for the full state again
                 continue
             generation = answer.generation
+            if lbs is not None and answer.changed:  # first: a target change goes to HAProxy at once
+                lbs.submit(answer)
             if engine.endpoints is not None:  # every answer carries the current credentials
                 engine.endpoints.set_credentials(answer[CREDENTIALS])
             engine.apply(answer)
@@ -434,8 +437,6 @@ async def run_agent(
                 prober.submit(answer)
             if flows is not None:
                 await flows.set_desired(answer)
-            if lbs is not None and answer.changed:
-                lbs.submit(answer)
             if overlay is not None and answer.changed:
                 overlay.submit(answer)
         log.info("container instance deregistered: stopping every task")

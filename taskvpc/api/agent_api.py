@@ -118,8 +118,11 @@ class AgentApi:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=min(RECHECK, remaining))
+        elb_agent.mark("poll-woken", generation=current)
         answer_ctx = self.control_plane.context(ctx.region, self.control_plane.clock())
-        return await self._call(agent.desired_state, answer_ctx, instance_id, after, since, have)
+        answer = await self._call(agent.desired_state, answer_ctx, instance_id, after, since, have)
+        elb_agent.mark("answered", generation=current)
+        return answer
 
 
 def _json(status: int, payload: dict[str, Any]) -> HttpResponse:

@@ -195,6 +195,11 @@ class AnswerSource:
     def task_row_enis(self) -> dict[str, Eni]:
         return self.enis if self.changed_tasks is None else _enis_of(self.conn, self.changed_tasks)
 
+    @cached_property
+    def load_balancers(self) -> list[Doc]:
+        """The load balancers this instance runs (their ENIs' groups and their own section read them)."""
+        return elb_agent.owned_load_balancers(self.conn, self.ctx, self.instance["id"])
+
 
 def _enis_of(conn: Connection, tasks: list[Row]) -> dict[str, Eni]:
     enis = {t["arn"]: Eni.from_wire(t["spec"]["eni"]) for t in tasks if t["spec"].get("eni")}
@@ -283,7 +288,7 @@ def _security_groups_section(source: AnswerSource) -> tuple[SecurityGroup, ...]:
     carried: dict[str, str] = {}  # group id -> VPC id
     for eni in source.enis.values():
         carried.update((g, eni.vpc_id) for g in eni.security_group_ids)
-    carried.update(elb_agent.carried_groups(source.conn, source.ctx, source.instance["id"]))  # LB ENIs' too
+    carried.update(elb_agent.carried_groups(source.load_balancers))  # the LB ENIs' groups too
     rules = ec2_repo.rules_of(source.conn, sorted(carried))
     groups = []
     for group_id in sorted(carried):
@@ -322,7 +327,7 @@ def _flow_logs_section(source: AnswerSource) -> tuple[FlowLogWatch, ...]:
 @contributes(LOAD_BALANCERS)
 def _load_balancers_section(source: AnswerSource) -> tuple[DesiredLoadBalancer, ...]:
     """The load balancers this instance runs (control/elbv2/agent_section.py picks one agent per LB)."""
-    return elb_agent.load_balancers_for(source.conn, source.ctx, source.instance["id"])
+    return elb_agent.load_balancers_for(source.conn, source.ctx, source.load_balancers)
 
 
 @contributes(PROBES)

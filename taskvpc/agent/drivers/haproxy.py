@@ -121,8 +121,9 @@ class Haproxy:
             raise HaproxyError(f"configuration refused: {(check.stderr or check.stdout).strip()}")
         candidate.replace(self.config_path)
         if pid is not None:
+            before = self._worker_pid()  # the new worker is told apart by its pid (uptime has 1 s steps)
             os.kill(pid, signal.SIGUSR2)  # the master reloads: new workers, the listeners passed over
-            self._wait_socket(fresh_after=time.time())
+            self._wait_socket(fresh_after=time.time(), other_than=before)
             return True
         self.admin_socket.unlink(missing_ok=True)
         started = subprocess.run(
@@ -151,12 +152,25 @@ class Haproxy:
         self._wait_socket()
         return True
 
-    def _wait_socket(self, fresh_after: float | None = None, timeout: float = 5.0) -> None:
+    def _worker_pid(self) -> str | None:
+        try:
+            return _field(self.command("show info"), "Pid")
+        except OSError:
+            return None
+
+    def _wait_socket(
+        self, fresh_after: float | None = None, timeout: float = 5.0, other_than: str | None = None
+    ) -> None:
+        """Until the admin socket answers (after a reload: the new worker, not the old one still
+        draining: a runtime command it took would be lost with it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 info = self.command("show info")
-                if fresh_after is None or _uptime_since(info, fresh_after):
+                if other_than is not None:
+                    if _field(info, "Pid") not in (None, other_than):
+                        return
+                elif fresh_after is None or _uptime_since(info, fresh_after):
                     return
             except OSError:
                 pass
@@ -212,6 +226,15 @@ def _is_ok(answer: str) -> bool:
             "require",
         )
     )
+
+
+def _field(info: str, name: str) -> str | None:
+    """A field of ``show info``'s answer."""
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    return None
 
 
 def _uptime_since(info: str, moment: float) -> bool:

@@ -18,6 +18,9 @@ another instance's task is.
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +46,19 @@ Doc = dict[str, Any]
 Handler = Callable[[RequestContext, dict[str, Any]], dict[str, Any]]
 
 OWNER = "_AgentInstanceId"
+
+# Timing marks of an ELBv2 change on its way to the data plane (docs/elbv2.md, "Where the time goes"), read
+# by bench/lb.py; off unless TASKVPC_LB_TRACE is set (the agent has the same switch).
+trace = logging.getLogger("taskvpc.lbtrace")
+if os.environ.get("TASKVPC_LB_TRACE"):
+    trace.setLevel(logging.DEBUG)
+
+
+def mark(stage: str, **fields: object) -> None:
+    """One timing mark (wall clock: the agent is another process) when tracing is on."""
+    if trace.isEnabledFor(logging.DEBUG):
+        extra = " ".join(f"{k}={v}" for k, v in fields.items())
+        trace.debug("lbtrace stage=%s t=%.6f %s", stage, time.time(), extra)
 
 
 def choose_owner(lb: Doc, instances: list[Doc]) -> str | None:
@@ -83,6 +99,7 @@ def waking(handler: Handler) -> Handler:
         result = handler(ctx, params)
         with ctx.db.transaction() as conn:
             changed(conn, ctx)
+        mark("committed", op=getattr(handler, "__name__", "handler"))
         return result
 
     run.__name__ = getattr(handler, "__name__", "handler")
@@ -135,22 +152,39 @@ def _enis(conn: Connection, ctx: RequestContext, lb: Doc, vpc: Vpc) -> tuple[Eni
     return tuple(found)
 
 
-def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> DesiredLoadBalancer:
-    arn = lb["LoadBalancerArn"]
-    vpc = _vpc(conn, ctx, lb["VpcId"])
-    listeners = elbv2_repo.list_docs(conn, "listener", ctx.region, load_balancer_arn=arn)
+def forwarded_groups(
+    conn: Connection, ctx: RequestContext, lb: Doc
+) -> tuple[list[Doc], list[Doc], list[str]]:
+    """``lb``'s listeners, their rules, and the target groups they forward to (ARNs, in order)."""
+    listeners = elbv2_repo.list_docs(conn, "listener", ctx.region, load_balancer_arn=lb["LoadBalancerArn"])
     rules = elbv2_repo.list_rules(conn, [li["ListenerArn"] for li in listeners])
     forwarded: list[str] = []
     for listener in listeners:
         forwarded += target_groups.forward_targets(listener["DefaultActions"])
     for rule in rules:
         forwarded += target_groups.forward_targets(rule["Actions"])
+    return listeners, rules, list(dict.fromkeys(forwarded))
+
+
+def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> DesiredLoadBalancer:
+    arn = lb["LoadBalancerArn"]
+    vpc = _vpc(conn, ctx, lb["VpcId"])
+    listeners, rules, forwarded = forwarded_groups(conn, ctx, lb)
+    # Every group and every target in one query each: this is on the way of every change to the data
+    # plane (docs/elbv2.md, "Where the time goes").
+    docs = {
+        tg["TargetGroupArn"]: tg
+        for tg in (elbv2_repo.list_docs(conn, "target_group", ctx.region, arn=forwarded) if forwarded else [])
+    }
+    rows_of: dict[str, list[Doc]] = {}
+    for row in elbv2_repo.targets_of(conn, forwarded) if forwarded else []:
+        if row["drain_until"] is None or row["drain_until"] > ctx.now:  # still registered or draining
+            rows_of.setdefault(row["target_group_arn"], []).append(row)
     groups = []
-    for tg_arn in dict.fromkeys(forwarded):
-        tg = elbv2_repo.get_doc(conn, "target_group", ctx.region, tg_arn)
+    for tg_arn in forwarded:
+        tg = docs.get(tg_arn)
         if tg is None:
             continue
-        rows = targets.live_targets(conn, ctx, tg_arn)
         groups.append(
             LbTargetGroup(
                 tg_arn,
@@ -164,7 +198,7 @@ def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> Desire
                         str(r["state"]),
                         None if r["drain_until"] is None else max(0.0, float(r["drain_until"]) - ctx.now),
                     )
-                    for r in rows
+                    for r in rows_of.get(tg_arn, [])
                 ),
                 tuple(sorted(_attributes(tg).items())),
             )
@@ -182,15 +216,16 @@ def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> Desire
 
 
 def load_balancers_for(
-    conn: Connection, ctx: RequestContext, instance_id: str
+    conn: Connection, ctx: RequestContext, owned: list[Doc]
 ) -> tuple[DesiredLoadBalancer, ...]:
-    return tuple(describe_for_agent(conn, ctx, lb) for lb in owned_load_balancers(conn, ctx, instance_id))
+    """The ``loadBalancers`` section: ``owned`` (:func:`owned_load_balancers`) as the agent needs them."""
+    return tuple(describe_for_agent(conn, ctx, lb) for lb in owned)
 
 
-def carried_groups(conn: Connection, ctx: RequestContext, instance_id: str) -> dict[str, str]:
-    """Security group id -> VPC id of every group the instance's load balancers' ENIs carry."""
+def carried_groups(owned: list[Doc]) -> dict[str, str]:
+    """Security group id -> VPC id of every group the ENIs of the load balancers ``owned`` carry."""
     carried: dict[str, str] = {}
-    for lb in owned_load_balancers(conn, ctx, instance_id):
+    for lb in owned:
         for group_id in lb.get("SecurityGroups") or []:
             carried[group_id] = lb["VpcId"]
     return carried
@@ -208,7 +243,7 @@ def report_target_health(ctx: RequestContext, instance_id: str, payload: dict[st
     with ctx.db.transaction() as conn:
         served: set[str] = set()
         for lb in owned_load_balancers(conn, ctx, instance_id):
-            served.update(g.arn for g in describe_for_agent(conn, ctx, lb).target_groups)
+            served.update(forwarded_groups(conn, ctx, lb)[2])
     for entry in report.targets:  # all or nothing: a bad entry changes nothing
         if entry.state not in (elb_health.HEALTHY, elb_health.UNHEALTHY, elb_health.INITIAL) or (
             entry.state != elb_health.HEALTHY and entry.reason not in elb_health.DESCRIPTIONS

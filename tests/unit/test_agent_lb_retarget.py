@@ -1,0 +1,279 @@
+"""A target change of a running load balancer reaches HAProxy before anything slow of the apply
+(agent/loadbalancers.py, ``LoadBalancers.submit``): deregistration -> no new requests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from taskvpc.agent import loadbalancers, netplan
+from taskvpc.agent.healthcheck import HealthChecker
+from taskvpc.agent.loadbalancers import LoadBalancers, retargetable, without_targets
+from taskvpc.agentapi.answer import DesiredState
+from taskvpc.agentapi.loadbalancers import (
+    LOAD_BALANCERS,
+    DesiredLoadBalancer,
+    HealthCheck,
+    LbTarget,
+    LbTargetGroup,
+)
+from taskvpc.agentapi.network import Eni, Vpc
+from taskvpc.netmodel import elb_haproxy
+
+TG = "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/web/00000000000000aa"
+LB_ARN = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/web/0123456789abcdef"
+LISTENER = {
+    "ListenerArn": LB_ARN.replace("loadbalancer", "listener") + "/1",
+    "Port": 80,
+    "Protocol": "HTTP",
+    "DefaultActions": [{"Type": "forward", "TargetGroupArn": TG}],
+}
+
+
+def _lb(*targets: LbTarget, listeners: tuple[dict[str, Any], ...] = (LISTENER,)) -> DesiredLoadBalancer:
+    eni = Eni(
+        attachment_id="att-1",
+        network_interface_id="eni-00000000000000001",
+        mac_address="02:00:00:00:00:01",
+        private_ipv4_address="10.0.1.9",
+        prefix_length=24,
+        gateway="10.0.1.1",
+        subnet_id="subnet-1",
+        vpc_id="vpc-1",
+    )
+    group = LbTargetGroup(TG, "HTTP", 80, HealthCheck(interval=5), tuple(targets))
+    return DesiredLoadBalancer(
+        arn=LB_ARN,
+        name="web",
+        type="application",
+        vpc=Vpc("vpc-1"),
+        enis=(eni,),
+        listeners=listeners,
+        target_groups=(group,),
+    )
+
+
+A, B = LbTarget("10.0.1.5", 80, "healthy"), LbTarget("10.0.1.6", 80, "healthy")
+
+
+def test_a_change_of_targets_alone_is_retargetable() -> None:
+    both, one = _lb(A, B), _lb(B)
+    assert retargetable(both, one)
+    assert retargetable(both, _lb(A, replace(B, state="draining", drain_seconds=3.0)))
+    assert without_targets(both) == without_targets(one)
+    assert not retargetable(both, both)  # nothing to do
+    moved = {**LISTENER, "Port": 8080}
+    assert not retargetable(both, _lb(B, listeners=(moved,)))  # a listener change needs the full apply
+    assert not retargetable(both, replace(_lb(B), enis=()))
+
+
+class _Haproxy:
+    """Records runtime commands (the real driver talks to HAProxy's admin socket)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def runtime(self, commands: list[str]) -> list[str]:
+        self.sent += commands
+        return []
+
+
+class _SlowNetwork:
+    """A data plane whose thread is busy (another answer's security groups, say) until released."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls = 0
+        self.known = None
+
+    def want_vpcs(self, vpcs: object) -> None:
+        list(vpcs)  # type: ignore[call-overload]
+
+    async def reconcile(self) -> None:
+        self.calls += 1
+        await self.release.wait()
+
+    async def call(self, function: object, *args: object) -> object:
+        self.calls += 1
+        await self.release.wait()
+        return []
+
+
+def test_deregistration_reaches_haproxy_before_the_slow_part_of_the_apply(tmp_path: Path) -> None:
+    asyncio.run(_deregistration_first(tmp_path))
+
+
+async def _deregistration_first(tmp_path: Path) -> None:
+    network = _SlowNetwork()
+
+    async def send(report: object) -> None:
+        return None
+
+    lbs = LoadBalancers(network, netplan.NetConfig(prefix="tvt"), tmp_path, send)  # type: ignore[arg-type]
+    before = _lb(A, B)
+    checker = HealthChecker(lambda: None, changed=lambda tg: None, report=lambda e: None)  # type: ignore[arg-type,return-value]
+    haproxy = _Haproxy()
+    running = loadbalancers._Running(before, haproxy, checker)  # type: ignore[arg-type]
+    running.structure = "loaded"
+    running.servers = lbs._serving(running)
+    lbs.running[before.lb_id] = running
+
+    after = _lb(B)  # A deregistered (delay 0: gone from the answer)
+    lbs.submit(DesiredState(2, True, {LOAD_BALANCERS.key: (after,)}))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        if haproxy.sent:
+            break
+    backend = elb_haproxy.backend_name(TG)
+    name = elb_haproxy.server_name(elb_haproxy.Target(A.ip, A.port, "healthy"))
+    assert haproxy.sent[0] == f"set server {backend}/{name} state maint", haproxy.sent
+    assert not network.release.is_set() and network.calls >= 1  # the full apply still waits on the network
+    assert running.lb == after
+    network.release.set()
+    await lbs.close()
+    checker.close()
+
+
+class _Known:
+    routers = {"vpc-1": object()}
+
+
+class _Network:
+    """A data plane that takes ``delay`` seconds per call (its thread busy with other work)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.known = _Known()
+        self.firewall = None
+
+    def want_vpcs(self, vpcs: object) -> None:
+        list(vpcs)  # type: ignore[call-overload]
+
+    async def reconcile(self) -> None:
+        await asyncio.sleep(self.delay)
+
+    async def call(self, function: Any, *args: object) -> object:
+        await asyncio.sleep(self.delay)
+        return [] if getattr(function, "__name__", "") == "observe" else None
+
+
+class _RecordingHaproxy(_Haproxy):
+    """HAProxy as the agent drives it: a loaded configuration and the servers' runtime states."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.config: str | None = None
+        self.admin_socket = directory / "admin.sock"
+        self.state: dict[str, str] = {}
+
+    def ensure(self, config: str, force: bool = False) -> bool:
+        self.config = config
+        self.state = {}
+        for line in config.splitlines():
+            parts = line.split()
+            if parts[:1] == ["server"]:
+                self.state[parts[1]] = "maint" if "disabled" in parts else "ready"
+        return True
+
+    def stop(self) -> bool:
+        self.config = None
+        return True
+
+    def runtime(self, commands: list[str]) -> list[str]:
+        super().runtime(commands)
+        for command in commands:
+            words = command.split()
+            name = words[2].split("/")[1]
+            if words[:2] == ["add", "server"]:
+                self.state[name] = "maint"
+            elif words[:2] == ["set", "server"]:
+                self.state[name] = words[4]
+            elif words[:2] == ["del", "server"]:
+                self.state.pop(name, None)
+        return []
+
+
+def test_answers_in_quick_succession_end_with_listeners_loaded_and_targets_served(tmp_path: Path) -> None:
+    """CreateLoadBalancer, CreateListener, RegisterTargets, DeregisterTargets answered while the network
+    is slow: whatever interleaving of fast path and full apply, HAProxy ends with the listener and the
+    one remaining target ready."""
+    asyncio.run(_quick_succession(tmp_path))
+
+
+async def _quick_succession(tmp_path: Path) -> None:
+    network = _Network(delay=0.02)
+
+    async def send(report: object) -> None:
+        return None
+
+    lbs = LoadBalancers(network, netplan.NetConfig(prefix="tvt"), tmp_path, send)  # type: ignore[arg-type]
+    haproxy = _RecordingHaproxy(tmp_path)
+    healthy: set[tuple[str, int]] = set()
+
+    class Checker(HealthChecker):
+        def state(self, key: tuple[str, str, int]) -> str:
+            return "healthy" if key[1:] in healthy else "initial"
+
+    checker = Checker(lambda: None, changed=lambda tg: None, report=lambda e: None)  # type: ignore[arg-type,return-value]
+    empty = replace(_lb(), listeners=(), target_groups=())
+    running = loadbalancers._Running(empty, haproxy, checker)  # type: ignore[arg-type]
+    lbs.running[empty.lb_id] = running
+
+    def answer(generation: int, lb: DesiredLoadBalancer) -> DesiredState:
+        return DesiredState(generation, True, {LOAD_BALANCERS.key: (lb,)})
+
+    initial = (replace(A, state="initial"), replace(B, state="initial"))
+    steps = [empty, _lb(), _lb(*initial), _lb(A, B), _lb(B)]
+    for generation, lb in enumerate(steps, start=1):
+        if generation == 4:
+            healthy.update({(A.ip, A.port), (B.ip, B.port)})
+            lbs._servers_changed(lb.lb_id)  # the checker's verdicts
+        lbs.submit(answer(generation, lb))
+        await asyncio.sleep(0.005)  # answers come faster than a full apply
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if lbs._runner is not None and lbs._runner.done() and not lbs._syncs:
+            break
+    assert haproxy.config is not None and "bind 0.0.0.0:80" in haproxy.config, haproxy.config
+    a_name = elb_haproxy.server_name(elb_haproxy.Target(A.ip, A.port, "healthy"))
+    b_name = elb_haproxy.server_name(elb_haproxy.Target(B.ip, B.port, "healthy"))
+    assert haproxy.state.get(b_name) == "ready", (haproxy.state, haproxy.sent)
+    assert haproxy.state.get(a_name) in (None, "maint"), (haproxy.state, haproxy.sent)
+    await lbs.close()
+    checker.close()
+
+
+def test_a_reload_is_done_only_when_a_new_worker_answers(tmp_path: Path) -> None:
+    """Right after HAProxy's start the old worker's ``Uptime_sec`` is 0 too: only its pid tells the new
+    worker apart (a runtime command the old one takes is lost with it)."""
+    import socket
+    import threading
+
+    from taskvpc.agent.drivers.haproxy import Haproxy
+
+    haproxy = Haproxy(tmp_path, "unused-netns")
+    tmp_path.mkdir(exist_ok=True)
+    answers = ["Pid: 100\nUptime_sec: 0\n"] * 3 + ["Pid: 200\nUptime_sec: 0\n"]
+    served: list[str] = []
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(haproxy.admin_socket))
+    server.listen(8)
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(answer.encode())
+                served.append(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert haproxy._worker_pid() == "100"
+    haproxy._wait_socket(fresh_after=0.0, other_than="100", timeout=5)
+    assert served[-1].startswith("Pid: 200"), served  # not done while pid 100 answered
+    assert len(served) == 4
+    thread.join(timeout=2)
+    server.close()
