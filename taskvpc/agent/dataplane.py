@@ -19,6 +19,7 @@ veth is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from taskvpc.agent import netplan
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agentapi.answer import DesiredState
-from taskvpc.agentapi.network import Subnet, Vpc
+from taskvpc.agentapi.network import Eni, Subnet, Vpc
 from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.netmodel.firewall_ir import EniPort
 
@@ -62,6 +63,7 @@ class DataPlane:
         self._vpcs: dict[str, Vpc] = {}  # the latest answer's
         self._lb_vpcs: dict[str, Vpc] = {}  # routers the load balancers need (agent/loadbalancers.py)
         self._wanted: dict[str, DesiredTask] = {}  # by task id
+        self._desired_tasks: dict[str, tuple[Eni, netplan.DesiredTask]] = {}  # by task id, for its ENI
         self._keep: set[str] = set()
         self._registered: dict[str, tuple[str, str]] = {}  # firewall: ENI id -> (VPC id, task id)
         self.known: netplan.ObservedNetwork | None = None  # the host as last observed and changed since
@@ -96,6 +98,7 @@ class DataPlane:
 
     def unwant(self, task_id: str) -> None:
         self._wanted.pop(task_id, None)
+        self._desired_tasks.pop(task_id, None)
         self._keep.discard(task_id)
 
     def keep(self, task_id: str) -> None:
@@ -108,18 +111,21 @@ class DataPlane:
         vpcs: dict[str, Vpc] = dict(self._lb_vpcs)
         tasks = []
         keep = set(self._keep)  # plus wanted tasks this reconcile cannot plan for: left as they are
+        subnets_added: set[tuple[str, str]] = set()
         for task_id, task in sorted(self._wanted.items()):
             eni = task.eni
             assert eni is not None
             try:
-                task_eni = netplan.TaskEni.of(task_id, eni)
+                desired_task = self._desired_task(task_id, eni)
             except ValueError as exc:
                 self.failures[task_id] = str(exc)
                 keep.add(task_id)
                 continue
-            vpc = vpcs.get(eni.vpc_id) or self._vpcs.get(eni.vpc_id) or Vpc(eni.vpc_id)
-            vpcs[eni.vpc_id] = vpc.with_subnet(Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway))
-            tasks.append(netplan.DesiredTask(eni.vpc_id, task_eni))
+            if (eni.vpc_id, eni.subnet_cidr) not in subnets_added:  # once per subnet, not per task
+                subnets_added.add((eni.vpc_id, eni.subnet_cidr))
+                vpc = vpcs.get(eni.vpc_id) or self._vpcs.get(eni.vpc_id) or Vpc(eni.vpc_id)
+                vpcs[eni.vpc_id] = vpc.with_subnet(Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway))
+            tasks.append(desired_task)
         desired_vpcs = []
         for vpc in vpcs.values():
             cidrs = tuple(s.cidr_block for s in vpc.subnets) if self.host_access else ()
@@ -128,6 +134,10 @@ class DataPlane:
             except ValueError as exc:
                 log.error("vpc ignored %s", kv(vpc_id=vpc.vpc_id, error=str(exc)))
         usable = {v.vpc_id: v for v in desired_vpcs}
+        with contextlib.suppress(ValueError):  # all fit (the usual case): no task checked on its own
+            return netplan.DesiredNetwork(
+                tuple(usable.values()), tuple(tasks), frozenset(keep), frozenset(self._vpcs) - set(usable)
+            )
         checked = []
         for t in tasks:
             try:  # one task whose ENI fits no subnet must not hold up the others
@@ -140,6 +150,15 @@ class DataPlane:
         return netplan.DesiredNetwork(
             tuple(usable.values()), tuple(checked), frozenset(keep), frozenset(self._vpcs) - set(usable)
         )
+
+    def _desired_task(self, task_id: str, eni: Eni) -> netplan.DesiredTask:
+        """The task's checked ENI, made once per ENI (every reconcile plans every wanted task)."""
+        cached = self._desired_tasks.get(task_id)
+        if cached is not None and cached[0] == eni:
+            return cached[1]
+        made = netplan.DesiredTask(eni.vpc_id, netplan.TaskEni.of(task_id, eni))
+        self._desired_tasks[task_id] = (eni, made)
+        return made
 
     # -- reconcile ---------------------------------------------------------------------------------
 
