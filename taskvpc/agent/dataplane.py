@@ -121,8 +121,8 @@ class DataPlane:
                 self.failures[task_id] = str(exc)
                 keep.add(task_id)
                 continue
-            if (eni.vpc_id, eni.subnet_cidr) not in subnets_added:  # once per subnet, not per task
-                subnets_added.add((eni.vpc_id, eni.subnet_cidr))
+            if (eni.vpc_id, eni.subnet_id) not in subnets_added:  # once per subnet, not per task
+                subnets_added.add((eni.vpc_id, eni.subnet_id))
                 vpc = vpcs.get(eni.vpc_id) or self._vpcs.get(eni.vpc_id) or Vpc(eni.vpc_id)
                 vpcs[eni.vpc_id] = vpc.with_subnet(Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway))
             tasks.append(desired_task)
