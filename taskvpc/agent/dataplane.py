@@ -70,6 +70,8 @@ class DataPlane:
         self.failures: dict[str, str] = {}  # task id -> why its last ensure/remove failed
         self.reconciles = 0
         self._lock = asyncio.Lock()
+        self._change = 0  # counts ensure_task/remove_task changes of the wanted tasks
+        self._reconciled_change = 0  # the last change a finished reconcile had in its plan
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -167,35 +169,56 @@ class DataPlane:
             self.known = await self.call(self.driver.observe)
             return self.known
 
+    async def _reconcile_since(self, change: int) -> None:
+        """A reconcile that began after change ``change`` of the wanted tasks: one that already ran while
+        we waited for the lock counts (tasks starting or stopping together share one reconcile)."""
+        async with self._lock:
+            if self._reconciled_change >= change:
+                return
+            await self._reconcile()
+
+    def _changed(self) -> int:
+        self._change += 1
+        return self._change
+
     async def reconcile(self) -> netplan.ApplyReport:
         async with self._lock:
-            if self.known is None:
-                self.known = await self.call(self.driver.observe)
-            self.failures.clear()  # this reconcile's outcome is the one that counts
-            desired = self.desired()
-            actions = netplan.plan(self.cfg, desired, self.known)
-            await self._register_adopted(desired, actions)
-            self.reconciles += 1
-            if not actions:
-                return netplan.ApplyReport()
-            report = await self.call(self._apply, desired, actions)
-            for action, error in report.failed:
-                if isinstance(error, netplan.HostAccessConflict) and self.host_access:
-                    # another owner's link or route is there: say so once and carry on without host access
-                    log.warning("no host access (tasks still run): %s", error)
-                    self.host_access = False
-                    continue
-                key = _task_key(action)
-                if key is not None:
-                    self.failures[key] = str(error) or type(error).__name__
-                log.error("network action failed %s", kv(action=type(action).__name__, error=repr(error)))
-            for action in report.done:
-                key = _task_key(action)
-                if key is not None:
-                    self.failures.pop(key, None)
-            if report.failed:
-                self.known = None  # look again next time
-            return report
+            return await self._reconcile()
+
+    async def _reconcile(self) -> netplan.ApplyReport:
+        covers = self._change  # every want/unwant made so far is in this reconcile's plan
+        report = await self._reconcile_once()
+        self._reconciled_change = covers  # (not after an exception: then each waiter tries itself)
+        return report
+
+    async def _reconcile_once(self) -> netplan.ApplyReport:
+        if self.known is None:
+            self.known = await self.call(self.driver.observe)
+        self.failures.clear()  # this reconcile's outcome is the one that counts
+        desired = self.desired()
+        actions = netplan.plan(self.cfg, desired, self.known)
+        await self._register_adopted(desired, actions)
+        self.reconciles += 1
+        if not actions:
+            return netplan.ApplyReport()
+        report = await self.call(self._apply, desired, actions)
+        for action, error in report.failed:
+            if isinstance(error, netplan.HostAccessConflict) and self.host_access:
+                # another owner's link or route is there: say so once and carry on without host access
+                log.warning("no host access (tasks still run): %s", error)
+                self.host_access = False
+                continue
+            key = _task_key(action)
+            if key is not None:
+                self.failures[key] = str(error) or type(error).__name__
+            log.error("network action failed %s", kv(action=type(action).__name__, error=repr(error)))
+        for action in report.done:
+            key = _task_key(action)
+            if key is not None:
+                self.failures.pop(key, None)
+        if report.failed:
+            self.known = None  # look again next time
+        return report
 
     def _apply(self, desired: netplan.DesiredNetwork, actions: list[netplan.Action]) -> netplan.ApplyReport:
         """On the network thread: every action, the firewall kept in step, the known host updated."""
@@ -265,7 +288,7 @@ class DataPlane:
         if task.eni is None:
             return None
         self.want(task)
-        await self.reconcile()
+        await self._reconcile_since(self._changed())
         if task.task_id in self.failures:
             raise NetworkFailed(self.failures[task.task_id])
         return self.netns_path(task.task_id)
@@ -273,7 +296,7 @@ class DataPlane:
     async def remove_task(self, task_id: str) -> None:
         """No network for the task any more; raises NetworkFailed while some of it is left."""
         self.unwant(task_id)
-        await self.reconcile()
+        await self._reconcile_since(self._changed())
         if task_id in self.failures:
             raise NetworkFailed(self.failures[task_id])
 
