@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,11 +121,16 @@ def run_batch(ecs: Any, network: dict[str, Any], count: int = BATCH) -> tuple[li
     return [t["taskArn"] for t in response["tasks"]], time.perf_counter() - started
 
 
-def ramp(ecs: Any, network: dict[str, Any], running: list[str], target: int, inflight: int) -> None:
-    """RunTask calls of 10, ``inflight`` batches ahead, until ``target`` tasks are RUNNING."""
+def ramp(
+    ecs: Any, network: dict[str, Any], running: list[str], target: int, inflight: int, until: float
+) -> bool:
+    """RunTask calls of 10, ``inflight`` batches ahead, until ``target`` tasks are RUNNING; False when
+    ``until`` (monotonic) came first (the tasks already asked for are waited for)."""
     pending: list[str] = []
-    while len(running) < target:
-        while len(pending) < inflight * BATCH and len(running) + len(pending) < target:
+    cut = False
+    while len(running) < target and not (cut and not pending):
+        cut = cut or time.monotonic() > until
+        while not cut and len(pending) < inflight * BATCH and len(running) + len(pending) < target:
             arns, _ = run_batch(ecs, network, min(BATCH, target - len(running) - len(pending)))
             pending += arns
         done = set()
@@ -138,6 +144,7 @@ def ramp(ecs: Any, network: dict[str, Any], running: list[str], target: int, inf
         pending = [arn for arn in pending if arn not in done]
         if pending:
             time.sleep(0.05)
+    return not cut
 
 
 def add_subnets(ec2: Any, zone: str, tasks: int) -> list[str]:
@@ -288,12 +295,14 @@ def main() -> int:
     parser.add_argument("--stop", type=int, default=2000, help="tasks stopped at once at the end (timed)")
     parser.add_argument("--inflight", type=int, default=4, help="RunTask batches ahead during the ramp")
     parser.add_argument("--runtime", default="runc", choices=("auto", "runc", "process"))
+    parser.add_argument("--max-minutes", type=float, default=0, help="stop ramping after this long")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/density.py needs root (it runs the agent)", file=sys.stderr)
         return 1
     points = sorted({int(p) for p in args.checkpoints.split(",") if 0 < int(p) <= args.tasks} | {args.tasks})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still cleans up (``finally``)
     prefix = "tvd" + secrets.token_hex(2)
     port = launch.free_port()
     result: dict[str, Any] = {"runtime": args.runtime, "tasks": args.tasks, "prefix": prefix}
@@ -323,8 +332,12 @@ def main() -> int:
             probe = Probe(server.pid, state)
             result["start"] = probe.sample(0)
             result["checkpoints"] = []
+            until = began + args.max_minutes * 60 if args.max_minutes else float("inf")
             for point in points:
-                ramp(ecs, network, running, point, args.inflight)
+                if not ramp(ecs, network, running, point, args.inflight, until):
+                    result["ramp_cut_at"] = len(running)  # out of time: measure the stop, clean up
+                    print(f"out of time at {len(running)} running", flush=True)
+                    break
                 sample = probe.sample(len(running))
                 sample.update(checkpoint(ecs, network, running, args.batches))
                 try:
