@@ -11,7 +11,7 @@ those not above ``--tasks``) the ramp pauses and ``--batches`` batches of 10 are
 other: RunTask(count=10) until DescribeTasks says all ten RUNNING (the ten stay). Measured there too:
 the agent's and the server's RSS and the CPU they used per task started since the previous checkpoint,
 the machine's MemAvailable, the shims' proportional set size (PSS), and the size of the agent's
-desired-state answer (a full one, ``after=0``, and one after the last change, ``after=generation-1``).
+desired-state answer (a full one, ``after=0``, and a delta since the previous generation).
 At the end ``--stop`` tasks are stopped (StopTask from 4 threads) and timed until DescribeTasks says
 STOPPED and until their namespaces are gone; then everything is stopped and drained, the server stops,
 and the host is checked for anything left of the prefix (namespaces, links, mounts, cgroups, processes).
@@ -174,7 +174,8 @@ def desired_bytes(port: int, instance_id: str) -> dict[str, int]:
         try:
             full = await client.desired(instance_id, 0, 0)
             generation = int(full.get("generation", 0))
-            last = await client.desired(instance_id, max(generation - 1, 0), 0)
+            previous = max(generation - 1, 0)  # a delta since the previous generation (agent API 2.1)
+            last = await client.desired(instance_id, previous, 0, since=previous)
         finally:
             await client.close()
         return {
