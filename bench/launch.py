@@ -59,10 +59,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(state_dir: Path, prefix: str, port: int, runtime: str = "auto") -> subprocess.Popen[bytes]:
+def start_server(
+    state_dir: Path, prefix: str, port: int, runtime: str = "auto", extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TASKVPC_ACCESS_KEY_ID": KEY_ID, "TASKVPC_SECRET_ACCESS_KEY": SECRET}
     command = [str(VENV_BIN / "taskvpc"), "up", "--port", str(port), "--state-dir", str(state_dir)]
-    command += ["--net-prefix", prefix, "--log-level", "warning", "--runtime", runtime]
+    command += ["--net-prefix", prefix, "--log-level", "warning", "--runtime", runtime, *(extra or [])]
     log = open(state_dir.parent / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30

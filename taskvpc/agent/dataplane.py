@@ -19,6 +19,7 @@ veth is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from taskvpc.agent import netplan
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.security import FirewallSync
 from taskvpc.agentapi.answer import DesiredState
-from taskvpc.agentapi.network import Subnet, Vpc
+from taskvpc.agentapi.network import Eni, Subnet, Vpc
 from taskvpc.agentapi.tasks import DesiredTask
 from taskvpc.netmodel.firewall_ir import EniPort
 
@@ -62,12 +63,15 @@ class DataPlane:
         self._vpcs: dict[str, Vpc] = {}  # the latest answer's
         self._lb_vpcs: dict[str, Vpc] = {}  # routers the load balancers need (agent/loadbalancers.py)
         self._wanted: dict[str, DesiredTask] = {}  # by task id
+        self._desired_tasks: dict[str, tuple[Eni, netplan.DesiredTask]] = {}  # by task id, for its ENI
         self._keep: set[str] = set()
         self._registered: dict[str, tuple[str, str]] = {}  # firewall: ENI id -> (VPC id, task id)
         self.known: netplan.ObservedNetwork | None = None  # the host as last observed and changed since
         self.failures: dict[str, str] = {}  # task id -> why its last ensure/remove failed
         self.reconciles = 0
         self._lock = asyncio.Lock()
+        self._change = 0  # counts ensure_task/remove_task changes of the wanted tasks
+        self._reconciled_change = 0  # the last change a finished reconcile had in its plan
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -96,6 +100,7 @@ class DataPlane:
 
     def unwant(self, task_id: str) -> None:
         self._wanted.pop(task_id, None)
+        self._desired_tasks.pop(task_id, None)
         self._keep.discard(task_id)
 
     def keep(self, task_id: str) -> None:
@@ -108,18 +113,21 @@ class DataPlane:
         vpcs: dict[str, Vpc] = dict(self._lb_vpcs)
         tasks = []
         keep = set(self._keep)  # plus wanted tasks this reconcile cannot plan for: left as they are
+        subnets_added: set[tuple[str, str]] = set()
         for task_id, task in sorted(self._wanted.items()):
             eni = task.eni
             assert eni is not None
             try:
-                task_eni = netplan.TaskEni.of(task_id, eni)
+                desired_task = self._desired_task(task_id, eni)
             except ValueError as exc:
                 self.failures[task_id] = str(exc)
                 keep.add(task_id)
                 continue
-            vpc = vpcs.get(eni.vpc_id) or self._vpcs.get(eni.vpc_id) or Vpc(eni.vpc_id)
-            vpcs[eni.vpc_id] = vpc.with_subnet(Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway))
-            tasks.append(netplan.DesiredTask(eni.vpc_id, task_eni))
+            if (eni.vpc_id, eni.subnet_id) not in subnets_added:  # once per subnet, not per task
+                subnets_added.add((eni.vpc_id, eni.subnet_id))
+                vpc = vpcs.get(eni.vpc_id) or self._vpcs.get(eni.vpc_id) or Vpc(eni.vpc_id)
+                vpcs[eni.vpc_id] = vpc.with_subnet(Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway))
+            tasks.append(desired_task)
         desired_vpcs = []
         for vpc in vpcs.values():
             cidrs = tuple(s.cidr_block for s in vpc.subnets) if self.host_access else ()
@@ -128,6 +136,10 @@ class DataPlane:
             except ValueError as exc:
                 log.error("vpc ignored %s", kv(vpc_id=vpc.vpc_id, error=str(exc)))
         usable = {v.vpc_id: v for v in desired_vpcs}
+        with contextlib.suppress(ValueError):  # all fit (the usual case): no task checked on its own
+            return netplan.DesiredNetwork(
+                tuple(usable.values()), tuple(tasks), frozenset(keep), frozenset(self._vpcs) - set(usable)
+            )
         checked = []
         for t in tasks:
             try:  # one task whose ENI fits no subnet must not hold up the others
@@ -141,6 +153,15 @@ class DataPlane:
             tuple(usable.values()), tuple(checked), frozenset(keep), frozenset(self._vpcs) - set(usable)
         )
 
+    def _desired_task(self, task_id: str, eni: Eni) -> netplan.DesiredTask:
+        """The task's checked ENI, made once per ENI (every reconcile plans every wanted task)."""
+        cached = self._desired_tasks.get(task_id)
+        if cached is not None and cached[0] == eni:
+            return cached[1]
+        made = netplan.DesiredTask(eni.vpc_id, netplan.TaskEni.of(task_id, eni))
+        self._desired_tasks[task_id] = (eni, made)
+        return made
+
     # -- reconcile ---------------------------------------------------------------------------------
 
     async def observe(self) -> netplan.ObservedNetwork:
@@ -148,35 +169,56 @@ class DataPlane:
             self.known = await self.call(self.driver.observe)
             return self.known
 
+    async def _reconcile_since(self, change: int) -> None:
+        """A reconcile that began after change ``change`` of the wanted tasks: one that already ran while
+        we waited for the lock counts (tasks starting or stopping together share one reconcile)."""
+        async with self._lock:
+            if self._reconciled_change >= change:
+                return
+            await self._reconcile()
+
+    def _changed(self) -> int:
+        self._change += 1
+        return self._change
+
     async def reconcile(self) -> netplan.ApplyReport:
         async with self._lock:
-            if self.known is None:
-                self.known = await self.call(self.driver.observe)
-            self.failures.clear()  # this reconcile's outcome is the one that counts
-            desired = self.desired()
-            actions = netplan.plan(self.cfg, desired, self.known)
-            await self._register_adopted(desired, actions)
-            self.reconciles += 1
-            if not actions:
-                return netplan.ApplyReport()
-            report = await self.call(self._apply, desired, actions)
-            for action, error in report.failed:
-                if isinstance(error, netplan.HostAccessConflict) and self.host_access:
-                    # another owner's link or route is there: say so once and carry on without host access
-                    log.warning("no host access (tasks still run): %s", error)
-                    self.host_access = False
-                    continue
-                key = _task_key(action)
-                if key is not None:
-                    self.failures[key] = str(error) or type(error).__name__
-                log.error("network action failed %s", kv(action=type(action).__name__, error=repr(error)))
-            for action in report.done:
-                key = _task_key(action)
-                if key is not None:
-                    self.failures.pop(key, None)
-            if report.failed:
-                self.known = None  # look again next time
-            return report
+            return await self._reconcile()
+
+    async def _reconcile(self) -> netplan.ApplyReport:
+        covers = self._change  # every want/unwant made so far is in this reconcile's plan
+        report = await self._reconcile_once()
+        self._reconciled_change = covers  # (not after an exception: then each waiter tries itself)
+        return report
+
+    async def _reconcile_once(self) -> netplan.ApplyReport:
+        if self.known is None:
+            self.known = await self.call(self.driver.observe)
+        self.failures.clear()  # this reconcile's outcome is the one that counts
+        desired = self.desired()
+        actions = netplan.plan(self.cfg, desired, self.known)
+        await self._register_adopted(desired, actions)
+        self.reconciles += 1
+        if not actions:
+            return netplan.ApplyReport()
+        report = await self.call(self._apply, desired, actions)
+        for action, error in report.failed:
+            if isinstance(error, netplan.HostAccessConflict) and self.host_access:
+                # another owner's link or route is there: say so once and carry on without host access
+                log.warning("no host access (tasks still run): %s", error)
+                self.host_access = False
+                continue
+            key = _task_key(action)
+            if key is not None:
+                self.failures[key] = str(error) or type(error).__name__
+            log.error("network action failed %s", kv(action=type(action).__name__, error=repr(error)))
+        for action in report.done:
+            key = _task_key(action)
+            if key is not None:
+                self.failures.pop(key, None)
+        if report.failed:
+            self.known = None  # look again next time
+        return report
 
     def _apply(self, desired: netplan.DesiredNetwork, actions: list[netplan.Action]) -> netplan.ApplyReport:
         """On the network thread: every action, the firewall kept in step, the known host updated."""
@@ -246,7 +288,7 @@ class DataPlane:
         if task.eni is None:
             return None
         self.want(task)
-        await self.reconcile()
+        await self._reconcile_since(self._changed())
         if task.task_id in self.failures:
             raise NetworkFailed(self.failures[task.task_id])
         return self.netns_path(task.task_id)
@@ -254,7 +296,7 @@ class DataPlane:
     async def remove_task(self, task_id: str) -> None:
         """No network for the task any more; raises NetworkFailed while some of it is left."""
         self.unwant(task_id)
-        await self.reconcile()
+        await self._reconcile_since(self._changed())
         if task_id in self.failures:
             raise NetworkFailed(self.failures[task_id])
 

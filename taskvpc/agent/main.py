@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from taskvpc.agent import instance_config, logshipper as logship, netplan
+from taskvpc.agent import instance_config, limits, logshipper as logship, netplan
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.desiredview import DesiredView
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
@@ -597,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
             "taskvpc agent: needs root (network namespaces, links, processes of other users)", file=sys.stderr
         )
         return 1
+    limits.raise_open_files()  # a pidfd per container: 1,024 stopped a host at ~1,005 tasks
     credentials = _credentials(args)
     if credentials is None:
         print(

@@ -41,6 +41,7 @@ Everything here is pure: no I/O, no netlink. ``drivers/netlink.py`` observes and
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -193,8 +194,8 @@ class TaskEni:
             task_key=task_key,
         )
 
-    @property
-    def cidr(self) -> str:
+    @functools.cached_property
+    def cidr(self) -> str:  # (cached: every reconcile asks it of every task)
         return str(ipaddress.IPv4Interface(f"{self.ip}/{self.prefix_len}").network)
 
     @property
@@ -229,7 +230,15 @@ class DesiredVpc:
         return frozenset(_norm_cidr(s.cidr_block) for s in self.subnets)
 
     def gateway_of(self, cidr: str) -> str | None:
-        return next((s.gateway for s in self.subnets if _norm_cidr(s.cidr_block) == cidr), None)
+        return self._gateways.get(cidr)
+
+    @functools.cached_property
+    def _gateways(self) -> dict[str, str]:
+        """Normalised subnet CIDR -> gateway, the first subnet's where two name one CIDR."""
+        found: dict[str, str] = {}
+        for s in self.subnets:
+            found.setdefault(_norm_cidr(s.cidr_block), s.gateway)
+        return found
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,23 @@ from taskvpc.agent.prefix import EXIT_PREFIX_BUSY
 from taskvpc.cli.config import Credentials
 
 _PR_SET_PDEATHSIG = 1
+FLOOR_TASK_ENIS = 1024
+# What one awsvpc task costs this host at least, counted against the machine's memory: its network
+# (namespace, veth pair, router port, firewall elements) and a supervised container (runc: ~4.8 MiB
+# measured with a per-container Python shim; bench/density.py).
+TASK_MEMORY_BYTES = 4 << 20
 log = logging.getLogger("taskvpc.up")
+
+
+def machine_task_enis(meminfo: str = "/proc/meminfo") -> int:
+    """The awsvpc tasks this host can hold by its memory: the local agent's default task-ENI limit, so the
+    limit is the machine's own (a host has no EC2 ENI limit). Never below ``FLOOR_TASK_ENIS``."""
+    try:
+        with open(meminfo) as handle:
+            total_kib = next(int(line.split()[1]) for line in handle if line.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return FLOOR_TASK_ENIS
+    return max(FLOOR_TASK_ENIS, total_kib * 1024 // TASK_MEMORY_BYTES)
 
 
 def _die_with_parent() -> None:

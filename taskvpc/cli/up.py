@@ -31,7 +31,6 @@ from typing import Any
 from taskvpc.cli import config
 
 _ACCOUNT_ID = re.compile(r"\d{12}")
-LOCAL_MAX_TASK_ENIS = 1024
 DEFAULT_NET_PREFIX = "tvpc"
 log = logging.getLogger("taskvpc.up")
 
@@ -57,8 +56,8 @@ def add_arguments(up: argparse.ArgumentParser) -> None:
         "--max-task-enis",
         type=int,
         default=None,
-        help=f"awsvpc tasks the local agent may host (default: {LOCAL_MAX_TASK_ENIS} without --instance-type,"
-        " else the type's limit)",
+        help="awsvpc tasks the local agent may host (default: as many as this host's memory holds, at least"
+        " 1024, without --instance-type, else the type's limit)",
     )
     up.add_argument(
         "--cpu",
@@ -163,7 +162,9 @@ def _agent_arguments(args: argparse.Namespace) -> list[str]:
         extra += ["--max-task-enis", str(args.max_task_enis)]
     elif not args.instance_type:
         # A developer's host has no EC2 ENI limit; the kernel holds thousands of task networks.
-        extra += ["--max-task-enis", str(LOCAL_MAX_TASK_ENIS)]
+        from taskvpc.cli.local_agent import machine_task_enis
+
+        extra += ["--max-task-enis", str(machine_task_enis())]
     if args.cpu is not None:
         extra += ["--cpu", str(args.cpu)]
     if args.memory is not None:

@@ -1,7 +1,8 @@
 """The per-container shim of the ``process`` runtime: start one command, wait for it, record how it ended.
 
 Run as ``python -I -S <this file> <container-dir> <ready-fd>`` (``python -m taskvpc.agent.runtime.shim``
-works too) in a session of its own. It outlives the agent: an agent ``kill -9`` leaves every shim
+works too) in a session of its own, or forked by the shim server (``shimserver.py``), which calls
+:func:`run` in a child that shows the same command line. It outlives the agent: an agent ``kill -9`` leaves every shim
 running, and the next agent finds them again from the files below (``process.ProcessRuntime.list_ours``).
 
 Start-up cost is on the critical path of every task launch, so this file imports no package module and

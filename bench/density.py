@@ -1,0 +1,375 @@
+"""Density: how the cost of one more task grows as one host fills with awsvpc tasks (runc by default).
+
+Run as root, under the shared lock, on a machine with nothing else of taskvpc's running:
+
+    flock /tmp/taskvpc-root.lock .venv/bin/python bench/density.py --tasks 1000 [--runtime runc]
+
+It starts its own ``taskvpc up`` (private state dir, unique name prefix; the launch benchmark's busybox
+httpd task definition), creates more subnets in the agent's AZ when one /20 cannot hold ``--tasks``, and
+ramps up with RunTask calls of 10 (several in flight). At each checkpoint (100, 2,000, 5,000 running,
+those not above ``--tasks``) the ramp pauses and ``--batches`` batches of 10 are timed one after the
+other: RunTask(count=10) until DescribeTasks says all ten RUNNING (the ten stay). Measured there too:
+the agent's and the server's RSS and the CPU they used per task started since the previous checkpoint,
+the machine's MemAvailable, the shims' proportional set size (PSS), and the size of the agent's
+desired-state answer (a full one, ``after=0``, and a delta since the previous generation).
+At the end ``--stop`` tasks are stopped (StopTask from 4 threads) and timed until DescribeTasks says
+STOPPED and until their namespaces are gone; then everything is stopped and drained, the server stops,
+and the host is checked for anything left of the prefix (namespaces, links, mounts, cgroups, processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import launch  # bench/launch.py, beside this file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from taskvpc.agent.client import AgentClient, AgentCredentials  # noqa: E402
+
+BATCH = 10
+SUBNET_HOLDS = 4091  # a /20 less AWS's five reserved addresses
+
+
+def meminfo(key: str) -> int:
+    """A ``/proc/meminfo`` value in KiB."""
+    with open("/proc/meminfo") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(f"{key}:"))
+
+
+def proc_stat(pid: int) -> tuple[int, float]:
+    """(RSS KiB, CPU seconds) of ``pid``."""
+    with open(f"/proc/{pid}/status") as handle:
+        rss = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def agent_pid(server_pid: int) -> int:
+    for child in children(server_pid):
+        with contextlib.suppress(OSError), open(f"/proc/{child}/cmdline", "rb") as handle:
+            if b"taskvpc.agent.main" in handle.read():
+                return child
+    raise SystemExit("no agent process under the server")
+
+
+def pids_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if text.encode() in handle.read():
+                    found.append(int(entry))
+    return found
+
+
+def pss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as handle:
+            total += next((int(line.split()[1]) for line in handle if line.startswith("Pss:")), 0)
+    return total
+
+
+def wait_running(ecs: Any, arns: list[str]) -> None:
+    pending = set(arns)
+    while pending:
+        ordered = sorted(pending)
+        for index in range(0, len(ordered), 100):
+            for task in ecs.describe_tasks(cluster="default", tasks=ordered[index : index + 100])["tasks"]:
+                if task["lastStatus"] == "RUNNING":
+                    pending.discard(task["taskArn"])
+                elif task["lastStatus"] == "STOPPED":
+                    raise SystemExit(f"task stopped: {task.get('stoppedReason')}")
+        if pending:
+            time.sleep(0.005 if len(pending) <= BATCH else 0.05)
+
+
+def run_batch(ecs: Any, network: dict[str, Any], count: int = BATCH) -> tuple[list[str], float]:
+    """RunTask(count); the task ARNs and the call's own time (s)."""
+    started = time.perf_counter()
+    response = ecs.run_task(
+        cluster="default", taskDefinition="bench-launch", count=count, networkConfiguration=network
+    )
+    if response["failures"]:
+        raise SystemExit(f"placement failures: {response['failures']}")
+    return [t["taskArn"] for t in response["tasks"]], time.perf_counter() - started
+
+
+def ramp(
+    ecs: Any, network: dict[str, Any], running: list[str], target: int, inflight: int, until: float
+) -> bool:
+    """RunTask calls of 10, ``inflight`` batches ahead, until ``target`` tasks are RUNNING; False when
+    ``until`` (monotonic) came first (the tasks already asked for are waited for)."""
+    pending: list[str] = []
+    cut = False
+    while len(running) < target and not (cut and not pending):
+        cut = cut or time.monotonic() > until
+        while not cut and len(pending) < inflight * BATCH and len(running) + len(pending) < target:
+            arns, _ = run_batch(ecs, network, min(BATCH, target - len(running) - len(pending)))
+            pending += arns
+        done = set()
+        for index in range(0, len(pending), 100):
+            for task in ecs.describe_tasks(cluster="default", tasks=pending[index : index + 100])["tasks"]:
+                if task["lastStatus"] == "RUNNING":
+                    done.add(task["taskArn"])
+                elif task["lastStatus"] == "STOPPED":
+                    raise SystemExit(f"task stopped during the ramp: {task.get('stoppedReason')}")
+        running += [arn for arn in pending if arn in done]
+        pending = [arn for arn in pending if arn not in done]
+        if pending:
+            time.sleep(0.05)
+    return not cut
+
+
+def add_subnets(ec2: Any, zone: str, tasks: int) -> list[str]:
+    """The zone's default subnet, and as many new /20s of its VPC as ``tasks`` (plus the checkpoint
+    batches) need."""
+    subnets = ec2.describe_subnets()["Subnets"]
+    default = next(s for s in subnets if s["AvailabilityZone"] == zone and s.get("DefaultForAz"))
+    vpc = ec2.describe_vpcs(VpcIds=[default["VpcId"]])["Vpcs"][0]
+    taken = [ipaddress.ip_network(s["CidrBlock"]) for s in subnets if s["VpcId"] == vpc["VpcId"]]
+    free = (
+        n
+        for n in ipaddress.ip_network(vpc["CidrBlock"]).subnets(new_prefix=20)
+        if not any(n.overlaps(t) for t in taken)
+    )
+    ids = [default["SubnetId"]]
+    while len(ids) * SUBNET_HOLDS < tasks + 200:
+        made = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock=str(next(free)), AvailabilityZone=zone)
+        ids.append(made["Subnet"]["SubnetId"])
+    return ids
+
+
+def desired_bytes(port: int, instance_id: str) -> dict[str, int]:
+    """Sizes (JSON bytes) of a full desired-state answer and of one after the last change."""
+
+    async def fetch() -> dict[str, int]:
+        client = AgentClient(f"http://127.0.0.1:{port}", AgentCredentials(launch.KEY_ID, launch.SECRET))
+        try:
+            full = await client.desired(instance_id, 0, 0)
+            generation = int(full.get("generation", 0))
+            previous = max(generation - 1, 0)  # a delta since the previous generation (agent API 2.1)
+            last = await client.desired(instance_id, previous, 0, since=previous)
+        finally:
+            await client.close()
+        return {
+            "full": len(json.dumps(full, separators=(",", ":"))),
+            "after_last_change": len(json.dumps(last, separators=(",", ":"))),
+        }
+
+    return asyncio.run(fetch())
+
+
+class Probe:
+    """Process and machine numbers at each checkpoint; CPU per task since the previous one."""
+
+    def __init__(self, server_pid: int, state_dir: Path) -> None:
+        self.server_pid = server_pid
+        self.state_dir = state_dir
+        self.last: tuple[int, float, float] | None = None  # tasks, agent CPU, server CPU
+
+    def sample(self, tasks: int) -> dict[str, Any]:
+        agent = agent_pid(self.server_pid)
+        agent_rss, agent_cpu = proc_stat(agent)
+        server_rss, server_cpu = proc_stat(self.server_pid)
+        shims = pids_mentioning(f"{self.state_dir}/agent/tasks/")
+        out: dict[str, Any] = {
+            "tasks": tasks,
+            "agent_rss_mib": agent_rss / 1024,
+            "server_rss_mib": server_rss / 1024,
+            "mem_available_mib": meminfo("MemAvailable") / 1024,
+            "shims": len(shims),
+            "shim_pss_kib_each": pss_kib(shims) / len(shims) if shims else 0.0,
+        }
+        if self.last is not None and tasks > self.last[0]:
+            started = tasks - self.last[0]
+            out["agent_cpu_ms_per_task"] = (agent_cpu - self.last[1]) * 1000 / started
+            out["server_cpu_ms_per_task"] = (server_cpu - self.last[2]) * 1000 / started
+        self.last = (tasks, agent_cpu, server_cpu)
+        return out
+
+
+def checkpoint(ecs: Any, network: dict[str, Any], running: list[str], batches: int) -> dict[str, Any]:
+    seconds, calls = [], []
+    for _ in range(batches):
+        started = time.perf_counter()
+        arns, call = run_batch(ecs, network)
+        wait_running(ecs, arns)
+        seconds.append(time.perf_counter() - started)
+        calls.append(call * 1000)
+        running += arns
+    return {
+        "batch_to_running_s": statistics.median(seconds),
+        "batch_to_running_s_all": seconds,
+        "run_task_ms": statistics.median(calls),
+    }
+
+
+def stop_all(ecs: Any, arns: list[str]) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda arn: ecs.stop_task(cluster="default", task=arn), arns))
+
+
+def timed_stop(ecs: Any, arns: list[str], prefix: str) -> dict[str, float]:
+    """Stop ``arns``: seconds until the calls returned, until all STOPPED, until their namespaces went."""
+    namespaces_before = len(launch.task_namespaces(prefix))
+    started = time.perf_counter()
+    stop_all(ecs, arns)
+    called = time.perf_counter()
+    pending = set(arns)
+    stopped_at = gone_at = None
+    while pending or gone_at is None:
+        if pending:
+            ordered = sorted(pending)
+            for index in range(0, len(ordered), 100):
+                for task in ecs.describe_tasks(cluster="default", tasks=ordered[index : index + 100])[
+                    "tasks"
+                ]:
+                    if task["lastStatus"] == "STOPPED":
+                        pending.discard(task["taskArn"])
+            if not pending:
+                stopped_at = time.perf_counter()
+        if gone_at is None and len(launch.task_namespaces(prefix)) <= namespaces_before - len(arns):
+            gone_at = time.perf_counter()
+        time.sleep(0.1)
+    assert stopped_at is not None
+    return {
+        "tasks": len(arns),
+        "calls_s": called - started,
+        "all_stopped_s": stopped_at - started,
+        "namespaces_gone_s": gone_at - started,
+    }
+
+
+def leftovers(prefix: str, state_dir: Path) -> dict[str, Any]:
+    netns = [
+        line
+        for line in subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split("\n")
+        if line.startswith(prefix)
+    ]
+    links = [
+        line
+        for line in subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
+        if line.startswith(prefix)
+    ]
+    cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob(f"**/taskvpc-{prefix}*")]
+    return {
+        "netns": netns,
+        "links": links,
+        "mounts": launch.mounts_under(state_dir),
+        "cgroups": cgroups,
+        "processes": pids_mentioning(str(state_dir)) + pids_mentioning(prefix),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, default=1000, help="running tasks to reach (goal 5000)")
+    parser.add_argument("--checkpoints", default="100,2000,5000", help="running counts to time batches at")
+    parser.add_argument("--batches", type=int, default=5, help="timed batches of 10 per checkpoint")
+    parser.add_argument("--stop", type=int, default=2000, help="tasks stopped at once at the end (timed)")
+    parser.add_argument("--inflight", type=int, default=4, help="RunTask batches ahead during the ramp")
+    parser.add_argument("--runtime", default="runc", choices=("auto", "runc", "process"))
+    parser.add_argument("--max-minutes", type=float, default=0, help="stop ramping after this long")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("bench/density.py needs root (it runs the agent)", file=sys.stderr)
+        return 1
+    points = sorted({int(p) for p in args.checkpoints.split(",") if 0 < int(p) <= args.tasks} | {args.tasks})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still cleans up (``finally``)
+    prefix = "tvd" + secrets.token_hex(2)
+    port = launch.free_port()
+    result: dict[str, Any] = {"runtime": args.runtime, "tasks": args.tasks, "prefix": prefix}
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="taskvpc-density-") as tmp:
+        state = Path(tmp) / "state"
+        room = (args.tasks + args.batches * BATCH * len(points) + 100) * 16 + 4096  # MiB of 16 MiB tasks
+        server = launch.start_server(state, prefix, port, args.runtime, extra=["--memory", str(room)])
+        running: list[str] = []
+        try:
+            ecs, ec2 = launch.clients(port)
+            launch.wait_for_instance(ecs)
+            ecs.register_task_definition(**launch.TASK_DEFINITION)
+            instance = ecs.describe_container_instances(
+                cluster="default",
+                containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
+            )["containerInstances"][0]
+            instance_id = instance["containerInstanceArn"].rsplit("/", 1)[-1]  # as the agent API's URLs
+            zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
+            network = launch.network_configuration(ec2)
+            network["awsvpcConfiguration"]["subnets"] = add_subnets(
+                ec2, zone, args.tasks + args.batches * BATCH * len(points)
+            )
+            warm, _ = run_batch(ecs, network, 1)  # the router namespace, code paths (no TCP probe: the
+            wait_running(ecs, warm)  # host link may be another agent's on a shared machine)
+            running += warm
+            probe = Probe(server.pid, state)
+            result["start"] = probe.sample(0)
+            result["checkpoints"] = []
+            until = began + args.max_minutes * 60 if args.max_minutes else float("inf")
+            for point in points:
+                if not ramp(ecs, network, running, point, args.inflight, until):
+                    result["ramp_cut_at"] = len(running)  # out of time: measure the stop, clean up
+                    print(f"out of time at {len(running)} running", flush=True)
+                    break
+                sample = probe.sample(len(running))
+                sample.update(checkpoint(ecs, network, running, args.batches))
+                try:
+                    sample["desired_bytes"] = desired_bytes(port, instance_id)
+                except Exception as exc:  # a measurement's failure must not lose the others
+                    sample["desired_bytes"] = repr(exc)
+                result["checkpoints"].append(sample)
+                print(json.dumps(sample), flush=True)
+            result["peak"] = probe.sample(len(running))
+            doomed, running = running[: args.stop], running[args.stop :]
+            result["stop"] = timed_stop(ecs, doomed, prefix)
+            print(json.dumps(result["stop"]), flush=True)
+            result["after_stop"] = probe.sample(len(running))
+            stop_all(ecs, running)
+            launch.drain(ecs, state, timeout=600)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+            subprocess.run(
+                [str(launch.VENV_BIN / "taskvpc"), "down", "--state-dir", str(state), "--net-prefix", prefix],
+                capture_output=True,
+                check=False,
+            )
+            launch.cleanup(prefix)
+            result["left"] = leftovers(prefix, state)
+    result["minutes"] = (time.monotonic() - began) / 60
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if not any(result["left"].values()) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
