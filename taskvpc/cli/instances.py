@@ -217,6 +217,8 @@ def ensure_namespace(prefix: str, doc: Doc, underlay: str | None = None) -> None
     _run("ip", "link", "set", port, "master", bridge, "up")
     if underlay:
         _run("ip", "-n", name, "addr", "replace", f"{underlay}/{UNDERLAY_NET.prefixlen}", "dev", "eth0")
+    if doc.get("PrivateIpAddress"):  # the primary ENI's address, alone: no route into the VPC from here
+        _run("ip", "-n", name, "addr", "replace", f"{doc['PrivateIpAddress']}/32", "dev", "eth0")
     _run("ip", "-n", name, "link", "set", "eth0", "up")
 
 
