@@ -8,7 +8,8 @@ TCP flow), CIDR peers around the tasks' real addresses and references to the gro
 through the EC2 API, as a user would. Two *sentinel* rules per example (a TCP port used by that example
 only, each host's task sending to the other's) are written last: once both sentinel flows pass, both
 agents apply a desired state that holds every rule of the example. Then every task on one host opens a TCP
-connection to every task on the other at a drawn port; the evaluator's verdict over DescribeSecurityGroups
+connection to every task on the other at a drawn port (mostly one the rules open, when there is one, so
+that allowed flows are not rare); the evaluator's verdict over DescribeSecurityGroups
 (``console.reachability_views.group_rules``, the console's own reading of the API) must match: allowed is
 an answer (the sample page on 80, a refusal elsewhere), denied is silence.
 
@@ -22,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
@@ -149,8 +150,13 @@ def check_difference(
                 SETTLE,
                 f"example {stats['examples']}: sentinel {src} -> {dst}:{sentinel}",
             )
-        ports = [data.draw(st.sampled_from(PORTS), label=f"port {s}->{d}") for s, d in pairs]
         rules = group_rules(ec2.describe_security_groups(GroupIds=groups)["SecurityGroups"])
+        ports = []
+        for src, dst in pairs:  # mostly a port the rules open, if any: both outcomes get exercised
+            flow = Flow(tasks[src].ip, tasks[dst].ip, "tcp")
+            open_ports = [p for p in PORTS if evaluate(replace(flow, dst_port=p), enis, rules).allowed]
+            pick = open_ports if open_ports and data.draw(st.integers(0, 3), label="prefer open") else PORTS
+            ports.append(data.draw(st.sampled_from(pick), label=f"port {src}->{dst}"))
         flows = [
             Flow(tasks[s].ip, tasks[d].ip, "tcp", port) for (s, d), port in zip(pairs, ports, strict=True)
         ]
