@@ -134,7 +134,9 @@ def check_difference(
     def example(data: st.DataObject) -> None:
         sentinel = SENTINEL_BASE + stats["examples"]
         for group in groups:
-            ingress = data.draw(st.lists(_permission(groups, cidrs), max_size=3), label=f"ingress {group}")
+            ingress = data.draw(
+                st.lists(_permission(groups, cidrs), min_size=1, max_size=3), label=f"ingress {group}"
+            )
             default_egress = data.draw(st.integers(0, 2), label=f"default egress {group}") > 0
             egress = (
                 None
