@@ -4,7 +4,7 @@ An instance's host is made of:
 
 * a network namespace ``<P>i-<instance id>`` (``P`` is ``up``'s ``--net-prefix``; not ``P-…``, which
   the local agent would remove as a stray of its own prefix) with ``lo`` and ``eth0``, the instance's
-  link to the *underlay* (below);
+  link to the *underlay* (below), which also holds the primary ENI's address as a ``/32``;
 * a cgroup ``taskvpc-instances-<P>/<instance id>`` limited to the type's vCPUs and memory, holding the
   agent process (in its leaf ``agent``) and the instance's tasks (under ``ecs-tasks``: the agent's
   ``--cgroup-parent``), so the type's limits bound the tasks as on a real instance;
@@ -39,8 +39,9 @@ The underlay (what VPCs spanning instances ride on, ``taskvpc/agent/overlay.py``
 ``eth0`` is a veth whose other end (``<P>u<6 hex>``) is a port of the bridge ``<P>-ul`` in this
 process's namespace, MTU 1550 (1500 for the tasks plus VXLAN's 50), with a link-local address of its own
 from :data:`UNDERLAY_NET` (kept in the instance's state directory; :func:`underlay_address`), which its
-agent gets as ``--underlay-address``. Link-local rather than the primary ENI's address: an address of
+agent gets as ``--underlay-address``. Link-local rather than the primary ENI's address: a prefix of
 the VPC in the instance's namespace would overlap the routes the agent makes from there to its tasks.
+The primary address is there alone (``/32``, no route), which the agent's host access tolerates.
 The bridge has no address: nothing is routed between the instances and this machine.
 
 The instances share this machine's kernel: a namespace and a cgroup are isolation, not a VM.
@@ -217,6 +218,8 @@ def ensure_namespace(prefix: str, doc: Doc, underlay: str | None = None) -> None
     _run("ip", "link", "set", port, "master", bridge, "up")
     if underlay:
         _run("ip", "-n", name, "addr", "replace", f"{underlay}/{UNDERLAY_NET.prefixlen}", "dev", "eth0")
+    if doc.get("PrivateIpAddress"):  # the primary ENI's address, alone: no route into the VPC from here
+        _run("ip", "-n", name, "addr", "replace", f"{doc['PrivateIpAddress']}/32", "dev", "eth0")
     _run("ip", "-n", name, "link", "set", "eth0", "up")
 
 

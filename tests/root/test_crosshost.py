@@ -22,6 +22,7 @@ import pytest
 from taskvpc.agentapi.overlay import UNDERLAY_ATTRIBUTE, assign_vnis, vtep_mac
 from taskvpc.cli import instances as hosts
 from taskvpc.control.ec2 import instances_catalog
+from tests.root.crosshost_difference import EXAMPLES, Task, check_difference
 from tests.root.upserver import REPO, RootServer
 
 pytestmark = [
@@ -185,6 +186,7 @@ def _scenario(server: RootServer, ids: list[str], listeners: list[Any], tmp_path
         return str(ec2.create_security_group(GroupName=name, Description=name, **extra)["GroupId"])
 
     g_server, g_client, g_other = group("xh-server"), group("xh-client"), group("xh-other")
+    g_peer = group("xh-peer")
     ec2.authorize_security_group_ingress(  # a group reference: members of xh-client, wherever they run
         GroupId=g_server,
         IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": g_client}]}],
@@ -217,10 +219,17 @@ def _scenario(server: RootServer, ids: list[str], listeners: list[Any], tmp_path
             IpPermissions=[{"IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8000, "IpRanges": [{"CidrIp": "10.77.0.0/16"}]}],
         )  # fmt: skip
         overlap[name] = [run(subnets[0], [g]), run(subnets[1], [g])]
+    groups_of = {
+        "server": (g_server,),
+        "peer": (g_peer, g_client),
+        "client": (g_client,),
+        "other": (g_other,),
+    }
     arns = {
-        "server": run(default_subnet[zone_a], [g_server]),
-        "client": run(default_subnet[zone_b], [g_client]),
-        "other": run(default_subnet[zone_b], [g_other]),
+        "server": run(default_subnet[zone_a], list(groups_of["server"])),
+        "peer": run(default_subnet[zone_a], list(groups_of["peer"])),
+        "client": run(default_subnet[zone_b], list(groups_of["client"])),
+        "other": run(default_subnet[zone_b], list(groups_of["other"])),
         "xa1": overlap["xa"][0], "xa2": overlap["xa"][1], "xb1": overlap["xb"][0], "xb2": overlap["xb"][1],
     }  # fmt: skip
 
@@ -239,7 +248,7 @@ def _scenario(server: RootServer, ids: list[str], listeners: list[Any], tmp_path
         ns[name] = f"{hosts.instance_prefix(server.prefix, iid)}-t-{arn.rsplit('/', 1)[1]}"
         assert (hosts.NETNS_DIR / ns[name]).exists(), name
     on = {name: by_arn[tasks[arn]["containerInstanceArn"]] for name, arn in arns.items()}
-    assert on["server"] == on["xa1"] == on["xb1"] == first
+    assert on["server"] == on["peer"] == on["xa1"] == on["xb1"] == first
     assert on["client"] == on["other"] == on["xa2"] == on["xb2"] == second
 
     # a group reference admits a member on the other host; a non-member there is dropped
@@ -285,3 +294,14 @@ def _scenario(server: RootServer, ids: list[str], listeners: list[Any], tmp_path
     assert _wait(lambda: _probe(ns["xb1"], ip["xb2"], 8000) == "open xb2", 30, "xb1->xb2")
     if ip["xa2"] != ip["xb2"]:  # the other VPC's address is nobody's here
         assert _probe(ns["xa1"], ip["xb2"], 8000) != "open xb2"
+
+    # proof by difference across the overlay (crosshost_difference.py): drawn rules for the default VPC's
+    # groups; every flow between a task on one instance and a task on the other, as the evaluator says
+    default = ec2.describe_subnets(SubnetIds=list(default_subnet.values()))["Subnets"]
+    vpc_cidr = ec2.describe_vpcs(VpcIds=[default[0]["VpcId"]])["Vpcs"][0]["CidrBlock"]
+    cidrs = ["0.0.0.0/0", vpc_cidr, *(s["CidrBlock"] for s in default), "192.0.2.0/24"]
+    cidrs += [f"{ip[name]}/32" for name in groups_of]
+    tasks_ = {name: Task(ns[name], ip[name], groups, on[name]) for name, groups in groups_of.items()}
+    stats = check_difference(ec2, tasks_, cidrs, _probe)
+    print(f"\ncross-host difference: {dict(stats)}")
+    assert stats["examples"] == EXAMPLES and stats["allowed"] and stats["denied"], stats

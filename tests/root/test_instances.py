@@ -1,6 +1,6 @@
 """EC2 instances as hosts on this machine, for real: `aws ec2 run-instances --count 3 --instance-type
 c5.large --user-data 'ECS_CLUSTER=web'` against a `taskvpc up` gives three real agents, each in a network
-namespace of its own, registered in `web` across two AZs; an awsvpc service of 6 tasks is placed at most
+namespace of its own holding its primary ENI's address, registered in `web` across two AZs; an awsvpc service of 6 tasks is placed at most
 2 per instance (c5.large: 3 ENIs, the primary counts), each reaches RUNNING with its cgroup inside its
 instance's (under the type's limits) and serves the sample page to its instance's namespace, a seventh
 task fails with RESOURCE:ENI; terminating them leaves no namespace, cgroup or agent process behind."""
@@ -90,8 +90,19 @@ def test_run_instances_place_and_terminate(root_server: RootServer) -> None:
         for i in r["Instances"]
     }
     assert set(states.values()) == {"running"}
+    primary = {
+        i["InstanceId"]: i["PrivateIpAddress"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+    }
     for iid in ids:  # each agent is a real process whose network namespace is the instance's own
         assert (hosts.NETNS_DIR / hosts.netns_name(server.prefix, iid)).exists()
+        # holding the primary ENI's address (alone, /32) as DescribeInstances reports it
+        shown = subprocess.run(
+            ["ip", "-n", hosts.netns_name(server.prefix, iid), "-4", "-o", "addr", "show", "dev", "eth0"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert f" {primary[iid]}/32 " in shown, (iid, primary[iid], shown)
     agent_pids = [int(line) for iid in ids
                   for d in hosts.cgroups.existing(hosts.agent_cgroup_path(server.prefix, iid))[:1]
                   for line in (d / "cgroup.procs").read_text().split()]  # fmt: skip

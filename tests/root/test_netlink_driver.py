@@ -314,6 +314,20 @@ def test_host_access_refuses_overlapping_routes(driver: NetlinkDriver, world: Wo
     assert driver.observe().host_access[world.vpc_id].routes == {SUBNET_A.cidr_block, SUBNET_B.cidr_block}
 
 
+def test_host_access_tolerates_a_lone_address_of_the_vpc(
+    driver: NetlinkDriver, world: World, listeners: Listeners
+) -> None:
+    # An instance's primary ENI address: a /32 of the VPC on an interface that is not ours. It makes no
+    # route to shadow the access routes, so host access stays (a wider one is refused, as above).
+    lone = "10.241.0.200/32"
+    subprocess.run(["ip", "addr", "add", lone, "dev", "lo"], check=True)
+    try:
+        driver.ensure_host_access(world.vpc_id, [SUBNET_A.cidr_block, SUBNET_B.cidr_block])
+        assert fetch(world.cfg, None, world.a1.ip) == f"{world.a1.task_key} {world.cfg.host_link_addr}"
+    finally:
+        subprocess.run(["ip", "addr", "del", lone, "dev", "lo"], check=False)
+
+
 def test_restart_adopts_desired_and_removes_the_rest(
     cfg: NetConfig, driver: NetlinkDriver, world: World, listeners: Listeners
 ) -> None:

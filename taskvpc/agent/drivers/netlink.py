@@ -581,6 +581,10 @@ class NetlinkDriver:
                 raise HostRouteConflict(
                     f"the host link address {local} is already on {names.get(a['index'], a['index'])}"
                 )
+            if a["prefixlen"] == 32:
+                # a host address alone (an instance's primary ENI address): it makes no route to shadow
+                # ours, and the control plane gives no task the same address
+                continue
             for net in nets:
                 if net.overlaps(iface.network):
                     raise HostRouteConflict(f"{net} overlaps {iface} of {names.get(a['index'], a['index'])}")
