@@ -203,6 +203,7 @@ def test_agent_restart_adopts_load_balancers_and_down_leaves_nothing(server: Roo
         assert https_get(nlb_address)[1].decode().strip() in tasks
 
     probes = {"alb": lambda: served(alb_address), "nlb": lambda: served(nlb_address), "nlb-tls": tls}
+
     def answering(probe: Callable[[], None]) -> bool:
         try:
             probe()
