@@ -24,7 +24,7 @@ import pytest
 from taskvpc.agent.runtime.procs import cmdline
 from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
-from tests.root.test_alb_root import TASK_DEFINITION, _haproxy_pids, get, get_ok, health, run_tasks, wait_for
+from tests.root.lbfixtures import get, get_ok, haproxy_pids, health, run_tasks, task_definition, wait_for
 from tests.root.test_lb_tls_udp_root import https_get
 from tests.root.upserver import RootServer, kill_task_shims
 
@@ -42,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RootServer]:
     finally:
         up.stop()
         kill_task_shims(up.state_dir)
-        for pid in _haproxy_pids(up.state_dir):  # an LB a failed test left (by pid: ours only)
+        for pid in haproxy_pids(up.state_dir):  # an LB a failed test left (by pid: ours only)
             os.kill(pid, signal.SIGKILL)
         hostcheck.unmount_under(up.state_dir)
         hostcheck.scrub(prefix)
@@ -64,14 +64,14 @@ def agent_pids(state_dir: Path) -> list[int]:
 def masters(state_dir: Path) -> dict[int, int]:
     """HAProxy masters of the test's agent: network namespace inode -> master pid (a worker's parent is its
     master). Two masters in one namespace would show as one key: so the count is checked separately."""
-    pids = _haproxy_pids(state_dir)
+    pids = haproxy_pids(state_dir)
     found = [p for p in pids if _parent(p) not in pids]
     assert len(found) == len({_netns(p) for p in found}), f"two HAProxy masters in one namespace: {found}"
     return {_netns(p): p for p in found}
 
 
 def workers(state_dir: Path) -> set[int]:
-    pids = _haproxy_pids(state_dir)
+    pids = haproxy_pids(state_dir)
     return {p for p in pids if _parent(p) in pids}
 
 
@@ -124,7 +124,7 @@ class Traffic:
 
 def test_agent_restart_adopts_load_balancers_and_down_leaves_nothing(server: RootServer) -> None:
     ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
-    ecs.register_task_definition(**TASK_DEFINITION)
+    ecs.register_task_definition(**task_definition("lb-life"))
     [instance] = ecs.describe_container_instances(
         cluster="default",
         containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
@@ -150,7 +150,7 @@ def test_agent_restart_adopts_load_balancers_and_down_leaves_nothing(server: Roo
             {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": lb_sg}]}
         ],
     )
-    tasks = sorted(run_tasks(server, home["SubnetId"], [behind], 2))
+    tasks = sorted(run_tasks(server, "lb-life", home["SubnetId"], [behind], 2))
 
     checks = {"HealthCheckIntervalSeconds": 5, "HealthCheckTimeoutSeconds": 2, "HealthyThresholdCount": 2}
     web = elbv2.create_target_group(
@@ -265,7 +265,7 @@ def test_agent_restart_adopts_load_balancers_and_down_leaves_nothing(server: Roo
     assert (
         hostcheck.wait_clean(server.prefix) == []
     )  # namespaces, links, addresses, routes, nft tables, cgroups
-    assert not _haproxy_pids(server.state_dir)
+    assert not haproxy_pids(server.state_dir)
     assert not agent_pids(server.state_dir)
     assert hostcheck.mounts_under(server.state_dir) == []
     assert not get_ok(f"http://{alb_address}/")

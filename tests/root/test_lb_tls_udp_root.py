@@ -24,7 +24,7 @@ import pytest
 
 from taskvpc.agent.runtime.procs import cmdline
 from tests.root import hostcheck
-from tests.root.test_alb_root import _haproxy_pids, health, wait_for
+from tests.root.lbfixtures import haproxy_pids, health, wait_for
 from tests.root.upserver import RootServer, kill_task_shims
 
 pytestmark = [pytest.mark.root]
@@ -103,7 +103,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RootServer]:
     finally:
         up.stop()
         kill_task_shims(up.state_dir)
-        for pid in _haproxy_pids(up.state_dir) + _pids_with(MARKER):
+        for pid in haproxy_pids(up.state_dir) + _pids_with(MARKER):
             os.kill(pid, signal.SIGKILL)
         hostcheck.unmount_under(up.state_dir)
         hostcheck.scrub(prefix)
@@ -178,8 +178,8 @@ def test_udp_tcp_udp_tls_and_https_listeners_carry_real_traffic(server: RootServ
             {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "UserIdGroupPairs": [{"GroupId": lb_sg}]},
             {"IpProtocol": "tcp", "FromPort": 5001, "ToPort": 5001, "UserIdGroupPairs": [{"GroupId": lb_sg}]},
             {"IpProtocol": "udp", "FromPort": 5000, "ToPort": 5001, "UserIdGroupPairs": [{"GroupId": lb_sg}]},
-            # UDP groups preserve the client's address on ELB (their default): admit the clients too
-            *_permissions(("udp", 5000, 5001)),
+            # UDP and TCP_UDP groups preserve the client's address (ELB's default): admit the clients too
+            *_permissions(("udp", 5000, 5001), ("tcp", 5001, 5001)),
         ],
     )
     run = ecs.run_task(
@@ -287,20 +287,25 @@ def test_udp_tcp_udp_tls_and_https_listeners_carry_real_traffic(server: RootServ
             seen.add(body.decode())
         assert sorted(seen) == tasks, (address, seen)
     nlb_ns = f"{server.prefix}-l-{nlb['LoadBalancerArn'].rsplit('/', 1)[1]}"
-    tables = subprocess.run(
-        ["ip", "netns", "exec", nlb_ns, "nft", "list", "ruleset"], capture_output=True, text=True
+    router = f"{server.prefix}-r-{vpc_id.removeprefix('vpc-')}"
+    rules = "".join(  # the UDP groups preserve the client's address (ELB's default): DNAT in the router
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True
+        ).stdout
+        for ns in (nlb_ns, router)
     )
-    assert "dport 443" not in tables.stdout  # TLS is no DNAT: HAProxy in the namespace holds the port
-    assert "udp dport 5000" in tables.stdout and "udp dport 5001" in tables.stdout
+    dnats = [line for line in rules.splitlines() if "dnat" in line]
+    assert not [d for d in dnats if "dport 443" in d]  # TLS is no DNAT: HAProxy in the NLB's namespace has it
+    assert [d for d in dnats if "udp dport 5000" in d] and [d for d in dnats if "udp dport 5001" in d], dnats
 
     # Deleting both leaves no namespace and no HAProxy (the NLB's TLS one included).
-    assert len({_netns_of(p) for p in _haproxy_pids(server.state_dir)}) == 2
+    assert len({_netns_of(p) for p in haproxy_pids(server.state_dir)}) == 2
     for lb in (nlb, alb):
         elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
     wait_for(
         lambda: (
             not [n for n in hostcheck.namespaces(server.prefix) if "-l-" in n]
-            and not _haproxy_pids(server.state_dir)
+            and not haproxy_pids(server.state_dir)
         ),
         20,
         "load balancers removed",
