@@ -154,6 +154,14 @@ def https_get(address: str, port: int = 443) -> tuple[str, bytes]:
     return subject, body
 
 
+def _answers_tls(address: str) -> bool:
+    try:
+        https_get(address)
+        return True
+    except OSError:
+        return False
+
+
 def test_udp_tcp_udp_tls_and_https_listeners_carry_real_traffic(server: RootServer) -> None:
     ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
     ecs.register_task_definition(**_task_definition(MARKER))
@@ -280,6 +288,8 @@ def test_udp_tcp_udp_tls_and_https_listeners_carry_real_traffic(server: RootServ
 
     # TLS terminated by the NLB (HAProxy in its namespace) and HTTPS by the ALB, with the local certificate.
     for address in [nlb_address, *alb_addresses]:
+        # The HTTPS listeners may be applied a moment after the verdicts (seen once in ~6 runs: refused)
+        wait_for(lambda: _answers_tls(address), 15, f"TLS on {address}")  # noqa: B023 - called at once
         seen = set()
         for _ in range(10):
             subject, body = https_get(address)
