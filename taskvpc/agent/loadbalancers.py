@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from taskvpc.agent import netplan, nlb
+from taskvpc.agent import netplan, nlb, nlb_tls
 from taskvpc.agent.dataplane import DataPlane
 from taskvpc.agent.drivers import netns
 from taskvpc.agent.drivers.firewall import _Ctx as NftContext, libnftables
@@ -136,6 +136,7 @@ class _Running:
     servers: dict[str, list[tuple[elb_haproxy.Target, str]]] = field(default_factory=dict)  # as applied
     structure: str | None = None  # the configuration without servers, as last loaded
     drain_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # NLB: address -> its end
+    tls: str | None = None  # NLB: its TLS listeners' HAProxy configuration as loaded ("" none; None not yet)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sequence: int = 0  # which submitted answer ``lb`` comes from (LoadBalancers.submit counts them)
     nft: NftContext | None = None  # NLB: libnftables bound to the LB's namespace, after the first load
@@ -364,6 +365,9 @@ class LoadBalancers:
             await asyncio.to_thread(self._replace_table, running, batch)
             mark("nft-loaded", lb=running.lb.lb_id)
             running.structure = batch
+        running.tls = await asyncio.to_thread(
+            nlb_tls.ensure, running.haproxy, running.lb, self._state_of(running), running.tls
+        )
 
     def _replace_table(self, running: _Running, batch: str) -> None:
         """The first load (and any after the namespace was remade) goes through ``nlb.apply``, which also

@@ -116,6 +116,21 @@ def tg_is_alb(protocol: str | None) -> bool:
     return protocol in ALB_PROTOCOLS
 
 
+# The target-group protocols each NLB listener protocol forwards to (ELB's listener/target-group pairing).
+_NLB_PAIRS = {
+    "TCP": ("TCP", "TCP_UDP"),
+    "UDP": ("UDP", "TCP_UDP"),
+    "TCP_UDP": ("TCP_UDP",),
+    "TLS": ("TCP", "TLS"),
+}
+
+
+def nlb_pair_ok(listener_protocol: str, tg_protocol: str | None) -> bool:
+    """Whether an NLB listener of ``listener_protocol`` may forward to a ``tg_protocol`` group (ALB: yes)."""
+    allowed = _NLB_PAIRS.get(listener_protocol)
+    return allowed is None or tg_protocol in allowed
+
+
 def health_check_defaults(
     protocol: str | None, target_type: str, hc_protocol: str | None
 ) -> dict[str, object]:

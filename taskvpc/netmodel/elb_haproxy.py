@@ -277,3 +277,85 @@ def runtime_commands(
             commands.append(f"shutdown sessions server {backend}/{name}")
             commands.append(f"del server {backend}/{name}")
     return commands
+
+
+# ---- NLB TLS listeners ---------------------------------------------------------------------------
+# nftables cannot terminate TLS, so an NLB's TLS listeners (and only those) are an HAProxy in TCP mode in
+# the NLB's namespace: ``bind … ssl crt`` decrypts, the stream goes on to a target as plain TCP (a TCP
+# target group) or re-encrypted (a TLS one, unverified as ELB does). NLB semantics, not ALB ones: the
+# servers written are the ones new flows may go to (``elb_nft.pick_targets``: healthy, or all when none
+# is), so a verdict change rewrites the file and reloads (hitless; old workers keep their connections,
+# which is how a draining target keeps its flows).
+
+
+@dataclass(frozen=True, slots=True)
+class TlsGroup:
+    arn: str
+    weight: int
+    reencrypt: bool  # a TLS target group: HAProxy speaks TLS to the targets too
+    servers: tuple[tuple[str, int], ...]  # (address, port) new flows may go to
+
+
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    port: int
+    certificate: str  # the PEM file (certificate + key)
+    groups: tuple[TlsGroup, ...]
+
+
+def _tls_frontend(listener: TlsListener) -> list[str]:
+    lines = [
+        f"frontend tls{listener.port}",
+        "    mode tcp",
+        f"    bind 0.0.0.0:{listener.port} ssl crt {listener.certificate}",
+    ]
+    groups = [g for g in listener.groups if g.weight > 0]
+    if len(groups) <= 1:
+        if groups:
+            lines.append(f"    default_backend {backend_name(groups[0].arn)}")
+        return (
+            lines  # no group: HAProxy closes the connection (no backend), as an NLB with nothing to send to
+        )
+    total = sum(g.weight for g in groups)
+    pick = f"sess.pick{listener.port}"
+    lines.append(f"    tcp-request content set-var({pick}) rand({total})")
+    low = 0
+    for group in groups:
+        high = low + group.weight
+        lines.append(
+            f"    use_backend {backend_name(group.arn)} if {{ var({pick}) -m int ge {low} }} "
+            f"{{ var({pick}) -m int lt {high} }}"
+        )
+        low = high
+    return lines
+
+
+def _tls_backend(group: TlsGroup) -> list[str]:
+    lines = [f"backend {backend_name(group.arn)}", "    mode tcp", "    balance roundrobin"]
+    for address, port in group.servers:
+        server = f"    server t_{address.replace('.', '_')}_{port} {address}:{port}"
+        lines.append(server + (" ssl verify none" if group.reencrypt else ""))
+    return lines
+
+
+def compile_tls_config(
+    listeners: Sequence[TlsListener], *, stats_socket: str, idle_timeout: int = 350
+) -> str:
+    """The HAProxy configuration of an NLB's TLS listeners (``idle_timeout``: NLB's TCP idle timeout)."""
+    lines = [
+        "global",
+        f"    stats socket {stats_socket} mode 600 level admin expose-fd listeners",
+        "defaults",
+        "    mode tcp",
+        "    timeout connect 10s",
+        f"    timeout client {idle_timeout}s",
+        f"    timeout server {idle_timeout}s",
+    ]
+    backends: dict[str, TlsGroup] = {}
+    for listener in sorted(listeners, key=lambda li: li.port):
+        lines.extend(_tls_frontend(listener))
+        for group in listener.groups:
+            backends.setdefault(group.arn, group)
+    for arn in sorted(backends):
+        lines.extend(_tls_backend(backends[arn]))
+    return "\n".join(lines) + "\n"

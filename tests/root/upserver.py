@@ -69,10 +69,13 @@ class RootServer(TaskvpcServer):
     test talks to it inside ``with server.inside():`` (start() does so itself).
     """
 
-    def __init__(self, state_dir: Path, prefix: str, netns: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, prefix: str, netns: str | None = None, extra_args: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(state_dir)
         self.prefix = prefix
         self.netns = netns
+        self.extra_args = extra_args  # more `taskvpc up` options (e.g. --runtime process)
 
     def inside(self) -> contextlib.AbstractContextManager[None]:
         """This thread in the server's namespace for the body (no switch without ``netns``)."""
@@ -100,6 +103,7 @@ class RootServer(TaskvpcServer):
             str(self.state_dir),
             "--net-prefix",
             self.prefix,
+            *self.extra_args,
         ]
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:

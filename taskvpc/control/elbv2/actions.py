@@ -54,7 +54,9 @@ def _forward(conn: Connection, ctx: RequestContext, action: Doc, lb: Doc, listen
     used = target_groups.usage(conn, ctx)
     for group in groups:
         tg = common.require_tg(conn, ctx, group["TargetGroupArn"])
-        if elb.tg_is_alb(tg["Protocol"]) != (lb["Type"] == "application"):
+        if elb.tg_is_alb(tg["Protocol"]) != (lb["Type"] == "application") or not elb.nlb_pair_ok(
+            listener_protocol, tg["Protocol"]
+        ):
             # "Listener protocol 'HTTP' is not supported with a target group with the protocol 'TCP'" (ELB)
             raise elb.configuration(
                 f"Listener protocol '{listener_protocol}' is not supported with a target group with the protocol '{tg['Protocol']}'"

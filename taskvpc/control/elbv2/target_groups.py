@@ -67,6 +67,15 @@ def view(doc: Doc, used: dict[str, set[str]]) -> Doc:
 
 
 def _check_health_check(doc: Doc) -> None:
+    check = doc.get("HealthCheckProtocol")
+    # ELB checks with HTTP, HTTPS or TCP only ("The GENEVE, TLS, UDP, and TCP_UDP protocols are not supported
+    # for health checks", CreateTargetGroup's reference): a UDP group is checked over TCP or HTTP(S).
+    if check is not None and check not in ("HTTP", "HTTPS", "TCP"):
+        raise elb.validation(f"Health check protocol '{check}' is not supported")  # unconfirmed
+    if check == "TCP" and elb.tg_is_alb(doc.get("Protocol")):
+        raise elb.validation(
+            f"Health check protocol 'TCP' is not supported for target groups with the protocol '{doc.get('Protocol')}'"
+        )  # unconfirmed
     for member, (low, high) in _HC_RANGES.items():
         value = doc.get(member)
         if value is not None and not low <= value <= high:
