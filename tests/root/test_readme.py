@@ -100,9 +100,10 @@ class Shell:
 
 
 @pytest.fixture()
-def server(tmp_path: Path) -> Iterator[RootServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RootServer]:
     prefix = "tvr" + secrets.token_hex(2)
-    up = RootServer(tmp_path / "state", prefix)
+    # a short state dir: an ALB's HAProxy refuses a runtime-API socket path longer than 97 characters
+    up = RootServer(tmp_path_factory.mktemp("readme") / "state", prefix)
     # credentials in the state dir, as a first `taskvpc up` leaves them (for `taskvpc env`), not in its
     # environment; the same keys the test's own clients sign with
     up.state_dir.mkdir(parents=True)
