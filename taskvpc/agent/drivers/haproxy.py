@@ -10,10 +10,15 @@ here: the certificate is made locally, for the LB's DNS name, and says so in its
   when the configuration text changed. A configuration ``haproxy -c`` refuses is never loaded.
 * ``runtime`` sends runtime-API commands (``add server``, ``set server … state``, ``del server``).
 * ``stop`` ends the master (SIGTERM, SIGKILL after a grace period) and removes the files.
+
+HAProxy refuses a UNIX socket path longer than 97 bytes. Under a deep state dir the two sockets move to
+``/run/taskvpc/lbs/<hash of the LB's directory>/`` (the same place on every start, so a restarted agent
+finds them); ``stop`` removes that directory too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -26,6 +31,8 @@ from pathlib import Path
 from taskvpc.agent.runtime.procs import cmdline
 
 HAPROXY = "haproxy"
+SHORT_SOCKET_DIR = Path("/run/taskvpc/lbs")
+SOCKET_PATH_MAX = 97  # HAProxy's limit for a UNIX socket path (it says "socket path too long")
 
 
 class HaproxyError(Exception):
@@ -42,8 +49,18 @@ class Haproxy:
         return self.dir / "haproxy.cfg"
 
     @property
+    def socket_dir(self) -> Path:
+        if len(str(self.dir / "master.sock")) <= SOCKET_PATH_MAX:
+            return self.dir
+        return SHORT_SOCKET_DIR / hashlib.sha256(str(self.dir).encode()).hexdigest()[:24]
+
+    @property
     def admin_socket(self) -> Path:
-        return self.dir / "admin.sock"
+        return self.socket_dir / "admin.sock"
+
+    @property
+    def master_socket(self) -> Path:
+        return self.socket_dir / "master.sock"
 
     @property
     def pid_path(self) -> Path:
@@ -111,7 +128,7 @@ class Haproxy:
         candidate = self.dir / "haproxy.cfg.new"
         candidate.write_text(config)
         check = subprocess.run(
-            [HAPROXY, "-c", "-q", "-f", str(candidate)],
+            [HAPROXY, "-c", "-f", str(candidate)],  # no -q: its alert says why
             capture_output=True,
             text=True,
             timeout=30,
@@ -125,6 +142,7 @@ class Haproxy:
             os.kill(pid, signal.SIGUSR2)  # the master reloads: new workers, the listeners passed over
             self._wait_socket(fresh_after=time.time(), other_than=before)
             return True
+        self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.admin_socket.unlink(missing_ok=True)
         started = subprocess.run(
             [
@@ -140,7 +158,7 @@ class Haproxy:
                 "-p",
                 str(self.pid_path),
                 "-S",
-                str(self.dir / "master.sock"),
+                str(self.master_socket),
             ],
             capture_output=True,
             text=True,
@@ -207,6 +225,8 @@ class Haproxy:
             if self.master_pid() == pid:
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.socket_dir != self.dir:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
         return pid is not None
 
 
