@@ -2,9 +2,10 @@
 
 Tasks are placed one at a time. For each, every ACTIVE container instance goes through the checks of
 :data:`CHECKS` in order; the first check it fails is its reason. The instances that pass all of them are
-ranked by the placement strategies (the first strategy decides, the next breaks its ties, and ``rng`` breaks
-what is left), the best one takes the task, and its snapshot is charged (CPU, MEMORY, one task-ENI slot,
-one more task of the group) before the next task is placed. When no instance passes, placement stops and
+ranked by the placement strategies (the first strategy decides, the next breaks its ties, and one draw of
+``rng`` picks uniformly among what is left: ``ranking.py``), the chosen one takes the task, and its
+snapshot is charged (CPU, MEMORY, one task-ENI slot, one more task of the group) before the next task is
+placed. When no instance passes, placement stops and
 each ACTIVE instance contributes one ``failures`` entry with the reason it failed on; the tasks already
 placed stay placed.
 
@@ -30,10 +31,8 @@ memory. DRAINING and other non-ACTIVE instances are never candidates and produce
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.scheduler import ports
@@ -48,12 +47,14 @@ from taskvpc.scheduler.model import (
     TaskRequest,
 )
 from taskvpc.scheduler.query import ATTRIBUTE_PREFIX, Expr, QuerySyntaxError, parse
-
-
-class Rng(Protocol):
-    """What placement needs of ``random.Random``: the caller owns the randomness (and tests seed it)."""
-
-    def random(self) -> float: ...
+from taskvpc.scheduler.ranking import (
+    BINPACK_FIELDS,
+    SPREAD_INSTANCE_FIELDS,
+    Ranking,
+    Rng,
+    deciding,
+    spread_value,
+)
 
 
 MAX_CONSTRAINTS = 10  # "up to 10 constraints for each task" (API RunTaskRequest.placementConstraints)
@@ -74,9 +75,6 @@ REASON_PORTS = "RESOURCE:PORTS"
 REASON_PORTS_UDP = "RESOURCE:PORTS_UDP"
 REASON_MEMBER_OF = "MemberOf placement constraint unsatisfied."
 REASON_DISTINCT = "DistinctInstance placement constraint unsatisfied."
-
-SPREAD_INSTANCE_FIELDS = frozenset({"instanceid", "host"})
-BINPACK_FIELDS = {"cpu": CPU, "memory": MEMORY}
 
 
 @dataclass(frozen=True)
@@ -258,9 +256,8 @@ def place(request: TaskRequest, instances: Iterable[InstanceSnapshot], rng: Rng)
 
     Placing a task changes only the instance chosen (its resources, ports and group count), so each
     instance's verdict is worked out once and then only the chosen one's again (an instance that cannot
-    take one more is never charged again, so its verdict stands too). The spread counts move by one per
-    task. Each task is still chosen from every candidate by the strategies and a random tie-break drawn
-    per candidate, as before: the same choices for the same ``rng``, in time linear in the candidates.
+    take one more is never charged again, so its verdict stands too). The strategies' order is kept up
+    to date by :class:`~taskvpc.scheduler.ranking.Ranking`, and each task takes one draw of ``rng``.
     """
     compiled = compile_request(request)
     pool = sorted((i.copy() for i in instances), key=lambda i: i.arn)
@@ -269,7 +266,9 @@ def place(request: TaskRequest, instances: Iterable[InstanceSnapshot], rng: Rng)
         raise _no_instances()
     ledger = _Ledger(request.group)
     verdicts = {id(i): _verdict(compiled, i, ledger) for i in active}
-    ranking = _Ranking(compiled, pool, ledger, [i for i in active if verdicts[id(i)] is None])
+    spread_fields = {s.field or "" for s in deciding(compiled.strategies) if s.type == "spread"}
+    counts = {f: _spread_counts(f, pool, ledger) for f in sorted(spread_fields)}
+    ranking = Ranking(compiled.strategies, [i for i in active if verdicts[id(i)] is None], counts)
     assignments: list[str] = []
     failures: list[PlacementFailure] = []
     for _ in range(request.count):
@@ -300,118 +299,9 @@ def _no_instances() -> ClientError:
     return invalid_parameter(NO_CONTAINER_INSTANCES)
 
 
-class _Ranking:
-    """The candidates, in pool order, and the strategies' order over them: each task goes to the least
-    key, a tuple of one value per strategy (spread: how many of the group the instance's value of the
-    field holds, over the whole pool; binpack: the instance's remaining resource; random: a draw) and a
-    final random draw per candidate, in candidate order.
-
-    For 10,000 tasks over 1,000 instances, two things keep a task's cost near the size of its tie: a
-    candidate that can take no more is marked gone (never moved, so indices stay put), and the
-    candidates of each value of the first spread field are kept apart, so that strategy's least keys
-    are read per value rather than per candidate.
-    """
-
-    def __init__(
-        self,
-        compiled: CompiledRequest,
-        pool: list[InstanceSnapshot],
-        ledger: _Ledger,
-        candidates: list[InstanceSnapshot],
-    ) -> None:
-        self.strategies = compiled.strategies
-        self.with_random = any(s.type == "random" for s in self.strategies)
-        self.candidates = candidates
-        self.gone: list[int] = []  # indices of candidates that can take no more, sorted
-        self.alive = len(candidates)
-        self.columns: dict[str, list[str | None]] = {}  # spread field -> each candidate's value
-        self.counts: dict[str, dict[str | None, int]] = {}  # spread field -> the group's count per value
-        for s in self.strategies:
-            field = s.field or ""
-            if s.type == "spread" and field not in self.columns:
-                self.columns[field] = [_spread_value(field, i) for i in candidates]
-                self.counts[field] = _spread_counts(field, pool, ledger)
-        first = self.strategies[0] if self.strategies else None
-        self.by_value: dict[str | None, list[int]] | None = None  # the first spread field's candidates
-        if first is not None and first.type == "spread" and not self.with_random:
-            self.by_value = {}
-            for n, value in enumerate(self.columns[first.field or ""]):
-                self.by_value.setdefault(value, []).append(n)
-
-    def charged(self, n: int) -> None:
-        """One more task of the group on candidate ``n`` (what ``_Ledger.charge`` did to its count)."""
-        for field, counts in self.counts.items():
-            value = self.columns[field][n]
-            counts[value] = counts.get(value, 0) + 1
-
-    def remove(self, n: int) -> None:
-        """Candidate ``n`` can take no more tasks of this call."""
-        bisect.insort(self.gone, n)
-        self.alive -= 1
-        if self.by_value is not None:
-            self.by_value[self.columns[self.strategies[0].field or ""][n]].remove(n)
-
-    def living(self) -> list[int]:
-        gone = set(self.gone)
-        return [n for n in range(len(self.candidates)) if n not in gone]
-
-    def _key(self, s: PlacementStrategy, n: int) -> float:
-        if s.type == "spread":
-            return self.counts[s.field or ""][self.columns[s.field or ""][n]]
-        return self.candidates[n].remaining.get(BINPACK_FIELDS[(s.field or "").lower()], 0)  # least first
-
-    def choose(self, rng: Rng) -> int:
-        """The index of the candidate the next task goes to."""
-        if self.with_random:  # draws interleave with the keys, candidate by candidate
-            ranked = []
-            for n in self.living():
-                key = [rng.random() if s.type == "random" else self._key(s, n) for s in self.strategies]
-                key.append(rng.random())
-                ranked.append((tuple(key), n))
-            return min(ranked, key=lambda pair: pair[0])[1]
-        strategies = self.strategies
-        if self.by_value is not None:  # the first spread strategy, read per value
-            counts = self.counts[strategies[0].field or ""]
-            present = [v for v, members in self.by_value.items() if members]
-            least = min(counts[v] for v in present)
-            tied = [self.by_value[v] for v in present if counts[v] == least]
-            chosen = tied[0] if len(tied) == 1 else [n for members in tied for n in members]
-            strategies = strategies[1:]
-        else:
-            chosen = self.living()
-        for s in strategies:  # the least key, strategy by strategy (a tuple's order)
-            if len(chosen) == 1:
-                break
-            if s.type == "spread":
-                counts, column = self.counts[s.field or ""], self.columns[s.field or ""]
-                keys: list[float] = [counts[column[n]] for n in chosen]
-            else:
-                resource = BINPACK_FIELDS[(s.field or "").lower()]
-                keys = [self.candidates[n].remaining.get(resource, 0) for n in chosen]
-            low = min(keys)
-            chosen = [n for n, k in zip(chosen, keys, strict=True) if k == low]
-        return self._tie_break(sorted(chosen), rng)  # candidate order: the first of equal draws wins
-
-    def _tie_break(self, tied: list[int], rng: Rng) -> int:
-        """The tied candidate with the least final draw; every living candidate's draw is taken, in
-        order (the draws of the others decide nothing, but keep the generator where it was)."""
-        draw = rng.random
-        draws = [draw() for _ in range(self.alive)]  # one per living candidate, in candidate order
-        if not self.gone:
-            return min(tied, key=draws.__getitem__)
-        gone = self.gone
-        return min(tied, key=lambda n: draws[n - bisect.bisect_left(gone, n)])  # its place among the living
-
-
-def _spread_value(field: str, instance: InstanceSnapshot) -> str | None:
-    if field.lower() in SPREAD_INSTANCE_FIELDS:
-        return instance.arn
-    return instance.attribute(field[len(ATTRIBUTE_PREFIX) :])[1]
-
-
 def _spread_counts(field: str, pool: list[InstanceSnapshot], ledger: _Ledger) -> dict[str | None, int]:
     counts: dict[str | None, int] = {}
     for instance in pool:
-        value = _spread_value(field, instance)
+        value = spread_value(field, instance)
         counts[value] = counts.get(value, 0) + ledger.group_count(instance)
     return counts
