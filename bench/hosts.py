@@ -16,7 +16,7 @@ the instance holding the most tasks and kills its agent (by PID), then measures 
 STOPPED and to the service at 4 RUNNING tasks elsewhere; a new instance replaces the lost one between
 rounds. Everything is removed at the end (``taskvpc down``), even on failure.
 
-    .venv/bin/python bench/hosts.py placement --instances 1000 --tasks 10000
+    .venv/bin/python bench/hosts.py placement --instances 1000 --tasks 10000 [--strategy binpack] [--repeat 3]
     .venv/bin/python bench/hosts.py placement --instances 1000 --tasks 1000 --api
     sudo flock /tmp/taskvpc-root.lock .venv/bin/python bench/hosts.py loss --rounds 3
 """
@@ -62,7 +62,17 @@ def snapshots(count: int) -> list[Any]:
     ]
 
 
-def pure_placement(instances: int, tasks: int) -> float:
+STRATEGIES = {  # what the placement is asked for (as a service's placementStrategy)
+    "spread": (
+        ("spread", "attribute:ecs.availability-zone"),
+        ("spread", "instanceId"),
+    ),  # a service's default
+    "binpack": (("binpack", "memory"),),
+    "random": (("random", None),),
+}
+
+
+def pure_placement(instances: int, tasks: int, strategy: str = "spread") -> float:
     from taskvpc.scheduler.model import PlacementStrategy, TaskRequest
     from taskvpc.scheduler.placement import place
 
@@ -71,10 +81,7 @@ def pure_placement(instances: int, tasks: int) -> float:
         memory=512,
         count=tasks,
         group="service:bench",
-        placement_strategy=(
-            PlacementStrategy("spread", "attribute:ecs.availability-zone"),
-            PlacementStrategy("spread", "instanceId"),
-        ),
+        placement_strategy=tuple(PlacementStrategy(kind, name) for kind, name in STRATEGIES[strategy]),
     )
     pool = snapshots(instances)
     started, cpu = time.perf_counter(), time.process_time()
@@ -83,7 +90,7 @@ def pure_placement(instances: int, tasks: int) -> float:
     spread = Counter(placed.assignments)
     zones = Counter(a.rsplit("/", 1)[1] and int(a.rsplit("/", 1)[1], 16) % 3 for a in placed.assignments)
     print(
-        f"pure place(): {len(placed.assignments)} of {tasks} tasks over {instances} instances in "
+        f"pure place() ({strategy}): {len(placed.assignments)} of {tasks} tasks over {instances} instances in "
         f"{elapsed:.2f} s ({cpu:.2f} s CPU; per instance {min(spread.values())}..{max(spread.values())}, "
         f"per AZ {sorted(zones.values())})",
         flush=True,
@@ -311,6 +318,8 @@ def main() -> int:
     placement = modes.add_parser("placement")
     placement.add_argument("--instances", type=int, default=1000)
     placement.add_argument("--tasks", type=int, default=10000)
+    placement.add_argument("--strategy", choices=sorted(STRATEGIES), default="spread")
+    placement.add_argument("--repeat", type=int, default=3, help="runs of the pure placement (median shown)")
     placement.add_argument("--api", action="store_true", help="also time RunTask through the control plane")
     placement.add_argument("--api-calls", type=int, default=20)
     loss = modes.add_parser("loss")
@@ -318,7 +327,12 @@ def main() -> int:
     loss.add_argument("--window", type=float, default=5.0)
     args = parser.parse_args()
     if args.mode == "placement":
-        pure_placement(args.instances, args.tasks)
+        times = [pure_placement(args.instances, args.tasks, args.strategy) for _ in range(args.repeat)]
+        print(
+            f"median of {len(times)}: {statistics.median(times):.2f} s "
+            f"(load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)",
+            flush=True,
+        )
         if args.api:
             api_placement(args.instances, args.tasks, args.api_calls)
         return 0

@@ -56,7 +56,6 @@ from taskvpc.scheduler.ranking import (
     spread_value,
 )
 
-
 MAX_CONSTRAINTS = 10  # "up to 10 constraints for each task" (API RunTaskRequest.placementConstraints)
 MAX_STRATEGIES = 5  # "a maximum of 5 strategy rules for each task"
 MAX_EXPRESSION_LENGTH = 2000  # PlacementConstraint.expression

@@ -243,7 +243,9 @@ def test_a_tie_across_azs_is_by_instance_not_by_az() -> None:
 def test_a_deterministic_order_needs_no_draw() -> None:
     """Binpack with distinct remaining CPU: the same instances whatever the seed."""
     cluster = [_node(k, cpu=1024 * (k + 1)) for k in range(5)]
-    request = TaskRequest(cpu=512, memory=1, count=6, placement_strategy=(PlacementStrategy("binpack", "cpu"),))
+    request = TaskRequest(
+        cpu=512, memory=1, count=6, placement_strategy=(PlacementStrategy("binpack", "cpu"),)
+    )
     outcomes = {place(request, cluster, random.Random(seed)).assignments for seed in range(20)}
     assert len(outcomes) == 1
     assert Counter(a[-2:] for a in next(iter(outcomes))) == {"00": 2, "01": 3, "02": 1}
