@@ -234,6 +234,12 @@ class AgentClient:
             conn.retarget(target.host, target.port)
         log.warning("agent api: failing over to %s", target.netloc)
 
+    def unreachable(self, endpoint: Endpoint) -> None:
+        """Another user of the endpoints (the tasks' API relay) could not reach ``endpoint``: move on as
+        after a failed call of ours (nothing happens if it is not the current one any more)."""
+        if endpoint in self.endpoints:
+            self._fail_over(self.endpoints.index(endpoint))
+
     async def close(self) -> None:
         self.closed = True
         await self._poll.close()

@@ -51,9 +51,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from taskvpc.agent import instance_config, limits, logshipper as logship, netplan
+from taskvpc.agent.apirelay import ApiRelay
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.desiredview import DesiredView
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
@@ -359,7 +359,7 @@ async def run_agent(
         engine = Engine(the_runtime, network, reporter)
         engine.logs = LogShipper(the_runtime.state_dir, logship.sender(client, lambda: instance_id))
         if owned_driver is not None:  # real router namespaces: the tasks' 169.254.170.2
-            engine.endpoints = _endpoints(engine, cfg, path, endpoint.split(",")[0], region)
+            engine.endpoints = _endpoints(engine, cfg, path, client, region)
             flows = _flow_logs(client, lambda: instance_id, cfg, network, firewall)
             engine.spawn(flows.run(), "flow-logs")
             prober = Prober(
@@ -485,12 +485,11 @@ def _flow_logs(
 
 
 def _endpoints(
-    engine: Engine, cfg: netplan.NetConfig, state_dir: Path, endpoint: str, region: str
+    engine: Engine, cfg: netplan.NetConfig, state_dir: Path, client: AgentClient, region: str
 ) -> TaskEndpoints:
-    """The tasks' 169.254.170.2; the API relay goes to the control plane's own address (``endpoint``)."""
-    url = urlsplit(endpoint)
-    api = (url.hostname, url.port or (443 if url.scheme == "https" else 80)) if url.hostname else None
-    return TaskEndpoints(engine, cfg, secret=load_secret(state_dir), region=region, api_address=api)
+    """The tasks' 169.254.170.2; the API relay goes to the control plane ``client`` uses (``apirelay``)."""
+    api = ApiRelay(client)
+    return TaskEndpoints(engine, cfg, secret=load_secret(state_dir), region=region, api=api)
 
 
 # ---------------------------------------------------------------------------------------------- CLI

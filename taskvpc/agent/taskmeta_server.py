@@ -18,8 +18,9 @@ everything else to 169.254.170.2. Forwarded traffic (the security groups) never 
 they are addressed to the router itself.
 
 The API path: ``AWS_ENDPOINT_URL=http://169.254.170.2:<api port>``; a connection from a task there is
-relayed byte for byte by the agent to the control plane's own address (host namespace), so SigV4 (the
-``Host`` header included) is what the client signed.
+relayed byte for byte by the agent to the control plane it talks to now (host namespace; ``apirelay``:
+with several control planes it fails over as the agent does), so SigV4 (the ``Host`` header included) is
+what the client signed.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from taskvpc.agent import netplan, taskmeta
+from taskvpc.agent.apirelay import ApiRelay
 from taskvpc.agent.drivers import netns
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.runtime import ContainerHandle, ContainerSpec, container_dir
@@ -138,13 +140,13 @@ class TaskEndpoints:
         *,
         secret: str,
         region: str,
-        api_address: tuple[str, int] | None = None,
+        api: ApiRelay | None = None,
     ) -> None:
         self.engine = engine
         self.cfg = cfg
         self.secret = secret
         self.region = region
-        self.api_address = api_address
+        self.api = api
         self.listeners: dict[str, _Listener] = {}
         self.credentials: dict[str, TaskCredentials] = {}  # by task ARN (the task role's)
         self._previous: dict[str, taskmeta.StatsSample] = {}  # by runtime id: for precpu_stats
@@ -152,7 +154,7 @@ class TaskEndpoints:
 
     @property
     def api_port(self) -> int | None:
-        return self.api_address[1] if self.api_address is not None else None
+        return self.api.port if self.api is not None else None
 
     # -- listeners ---------------------------------------------------------------------------------
 
@@ -370,8 +372,8 @@ class TaskEndpoints:
     async def _relay_api(
         self, vpc_id: str, worker: TaskWorker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        assert self.api_address is not None
-        await _relay_to(self.api_address, reader, writer)
+        assert self.api is not None
+        await self.api.serve(reader, writer)
 
     # -- stats -------------------------------------------------------------------------------------
 
@@ -482,23 +484,3 @@ def read_sample(pid: int) -> taskmeta.StatsSample:
         pids_limit=pids_limit,
         networks=taskmeta.parse_net_dev(_read(Path(f"/proc/{pid}/net/dev"))),
     )
-
-
-async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        with contextlib.suppress(Exception):
-            writer.write_eof()
-
-
-async def _relay_to(
-    address: tuple[str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    up_reader, up_writer = await asyncio.open_connection(*address)  # from the host's namespace
-    try:
-        await asyncio.gather(relay(reader, up_writer), relay(up_reader, writer))
-    finally:
-        up_writer.close()
