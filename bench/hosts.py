@@ -56,7 +56,7 @@ def snapshots(count: int) -> list[Any]:
             availability_zone=f"us-east-1{'abc'[n % 3]}",
             remaining={"CPU": 2048 * 10, "MEMORY": 4096 * 10},
             task_eni_free=10,
-            attributes={"ecs.os-type": "linux"},
+            attributes={"ecs.os-type": "linux", "bench.slot": f"s{n}"},
         )
         for n in range(count)
     ]
@@ -69,6 +69,7 @@ STRATEGIES = {  # what the placement is asked for (as a service's placementStrat
     ),  # a service's default
     "binpack": (("binpack", "memory"),),
     "random": (("random", None),),
+    "slot": (("spread", "attribute:bench.slot"),),  # an attribute with a value per instance: 1,000 cells
 }
 
 

@@ -4,7 +4,9 @@ out again for every task, and draws once per task (10,000 tasks over 1,000 insta
 Its rule, written out plainly below as :func:`reference` (keys and spread counts computed here from the
 snapshots, not with the scheduler's helpers): for each task, every instance is checked again; the
 candidates' keys are computed again (one value per strategy before the first ``random``); the candidates
-with the least key are tied, and one draw picks the ``int(draw * len(tied))``-th of them in ARN order.
+with the least key are tied, and one draw picks the ``int(draw * len(tied))``-th of them, ordered by their
+attribute-spread values (each combination numbered where it first appears among the candidates of the
+first task) and then by ARN.
 ``place`` must make exactly the same choices and failures for the same generator, over generated fleets,
 strategies and constraints. Then what the draw is for: every tied candidate is equally likely (a
 ``random`` strategy, no strategy, ties across AZs of different sizes), and deterministic strategies
@@ -32,7 +34,6 @@ from taskvpc.scheduler import (
     place,
 )
 from taskvpc.scheduler.placement import _Ledger, compile_request, failure_detail, first_failure
-from taskvpc.scheduler.ranking import kth
 from tests.unit.test_scheduler_properties import instances, requests
 
 AZS = ["us-east-1a", "us-east-1b", "us-east-1c"]
@@ -69,6 +70,16 @@ def reference(request: TaskRequest, cluster: list[InstanceSnapshot], rng: Any) -
             return placed[instance.arn]
         return instance.task_groups.get(request.group, 0)
 
+    def cell(instance: InstanceSnapshot) -> tuple[str | None, ...]:
+        shared = [s.field or "" for s in deciding if s.type == "spread"]
+        return tuple(_value(f, instance) for f in shared if f.lower() not in ("instanceid", "host"))
+
+    first = [i for i in active if first_failure(compiled, i, ledger) is None]
+    cell_order: dict[tuple[str | None, ...], int] = {}
+    for instance in first:
+        cell_order.setdefault(cell(instance), len(cell_order))
+    arn_order = {i.arn: n for n, i in enumerate(pool)}
+
     def key(instance: InstanceSnapshot) -> tuple[int, ...]:
         out = []
         for s in deciding:
@@ -92,7 +103,9 @@ def reference(request: TaskRequest, cluster: list[InstanceSnapshot], rng: Any) -
                 )
             return Placement(tuple(assignments), tuple(failures))
         least = min(key(i) for i in candidates)
-        tied = [i for i in candidates if key(i) == least]
+        tied = sorted(
+            (i for i in candidates if key(i) == least), key=lambda i: (cell_order[cell(i)], arn_order[i.arn])
+        )
         chosen = tied[min(int(rng.random() * len(tied)), len(tied) - 1)]
         ledger.charge(chosen, request)
         placed[chosen.arn] += 1
@@ -182,19 +195,6 @@ def fleets(draw: st.DrawFn) -> tuple[list[InstanceSnapshot], TaskRequest]:
 def test_the_same_choices_over_fleets(case: tuple[list[InstanceSnapshot], TaskRequest], seed: int) -> None:
     cluster, request = case
     _compare(request, cluster, seed)
-
-
-@given(st.lists(st.sets(st.integers(0, 200), min_size=1), min_size=1, max_size=5), st.data())
-def test_kth_of_sorted_buckets(buckets: list[set[int]], data: st.DataObject) -> None:
-    seen: set[int] = set()
-    disjoint = []
-    for b in buckets:
-        if b - seen:
-            disjoint.append(sorted(b - seen))
-        seen |= b
-    union = sorted(seen)
-    k = data.draw(st.integers(0, len(union) - 1))
-    assert kth(disjoint, k) == union[k]
 
 
 # --------------------------------------------------------------------------------------------------- the draw
