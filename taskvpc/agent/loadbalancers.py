@@ -42,7 +42,7 @@ from pathlib import Path
 from taskvpc.agent import netplan, nlb, nlb_tls
 from taskvpc.agent.dataplane import DataPlane
 from taskvpc.agent.drivers import netns
-from taskvpc.agent.drivers.firewall import _Ctx as NftContext, libnftables
+from taskvpc.agent.drivers.firewall import NftContext, libnftables
 from taskvpc.agent.drivers.haproxy import Haproxy
 from taskvpc.agent.drivers.lbnet import LbNetDriver, lb_netns
 from taskvpc.agent.healthcheck import HealthChecker

@@ -104,8 +104,9 @@ def libnftables() -> ctypes.CDLL | None:
         return _lib
 
 
-class _Ctx:
-    """One libnftables context bound to one router namespace (made and always used inside it)."""
+class NftContext:
+    """One libnftables context bound to one namespace (made and always used inside it): a VPC router's
+    here, an NLB's in ``agent/loadbalancers.py``."""
 
     def __init__(self, lib: ctypes.CDLL, ns_fd: int) -> None:
         self.lib = lib
@@ -156,7 +157,7 @@ class FirewallDriver:
             raise FirewallError("libnftables.so.1 cannot be loaded")
         self._lib = lib
         self.backend: Backend = "libnftables" if lib is not None else "nsenter"
-        self._ctxs: dict[str, _Ctx] = {}
+        self._ctxs: dict[str, NftContext] = {}
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -173,7 +174,7 @@ class FirewallDriver:
 
     # -- the one primitive ----------------------------------------------------------------------------
 
-    def _ctx(self, vpc_id: str) -> _Ctx | None:
+    def _ctx(self, vpc_id: str) -> NftContext | None:
         """This VPC's context, remade if the router namespace was replaced; None if there is none."""
         assert self._lib is not None
         name = netplan.router_netns(self.cfg, vpc_id)
@@ -186,7 +187,7 @@ class FirewallDriver:
         fd = netns.open_ns(name, self.cfg.netns_dir)
         if fd is None:
             return None
-        ctx = self._ctxs[vpc_id] = _Ctx(self._lib, fd)
+        ctx = self._ctxs[vpc_id] = NftContext(self._lib, fd)
         return ctx
 
     def _run(self, vpc_id: str, text: str, flags: int = 0) -> tuple[int, str, str]:
