@@ -258,14 +258,24 @@ class AgentClient:
         )
 
     async def desired(
-        self, instance_id: str, after: int, wait: float, *, since: int | None = None, have: str = ""
+        self,
+        instance_id: str,
+        after: int,
+        wait: float,
+        *,
+        since: int | None = None,
+        have: str = "",
+        keyed: str = "",
     ) -> dict[str, Any]:
         """The desired state after generation ``after``; with ``since`` (and ``have``, the held sections'
-        digests) a delta against that generation (``taskvpc.agentapi.delta``)."""
+        digests; ``keyed``, the sections it merges by entry) a delta against that generation
+        (``taskvpc.agentapi.delta``)."""
         wait = max(0.0, min(wait, MAX_WAIT))
         params: dict[str, Any] = {"after": after, "wait": f"{wait:g}"}
         if since is not None:
             params.update(since=since, have=have)
+            if keyed:
+                params["keyed"] = keyed
         query = urlencode(params)
         return await self._call(
             self._poll, "GET", f"/instances/{instance_id}/desired", query=query, timeout=wait + 15.0

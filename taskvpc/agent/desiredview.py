@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from taskvpc.agentapi.answer import DesiredState
-from taskvpc.agentapi.delta import DELTA, Delta, digests_of, encode_have, merge
+from taskvpc.agentapi.delta import DELTA, KEYED_MERGES, Delta, digests_of, encode_have, merge
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,12 @@ class DesiredView:
         """``since``/``have`` for the next poll: none (a full answer) without a copy of ``generation``."""
         if self.state is None or generation < 0 or self.state.generation != generation:
             return {}
-        return {"since": generation, "have": encode_have(self.digests)}
+        # keyed: the sections whose changed entries it merges alone (a load balancer's, on a target change)
+        return {
+            "since": generation,
+            "have": encode_have(self.digests),
+            "keyed": ",".join(sorted(KEYED_MERGES)),
+        }
 
     def take(self, doc: Any) -> DesiredState | None:
         """The answer applied to the copy: the new desired state, or None (logged) when it cannot be used."""

@@ -39,7 +39,16 @@ SECTIONS: dict[str, Section[Any]] = {}
 
 def register_section(section: Section[T]) -> Section[T]:
     # the answer's own members (generation, changed, and the delta members of agentapi/delta.py)
-    reserved = ("generation", "changed", "version", "delta", "removedTasks", "taskCount", "digests")
+    reserved = (
+        "generation",
+        "changed",
+        "version",
+        "delta",
+        "removedTasks",
+        "taskCount",
+        "digests",
+        "updates",
+    )
     if section.key in SECTIONS or section.key in reserved:
         raise ValueError(f"section {section.key!r} is registered already")
     SECTIONS[section.key] = section

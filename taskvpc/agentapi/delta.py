@@ -11,7 +11,10 @@ An agent that sends ``since=<generation>`` (the generation of the state it holds
 * every other section (``instance``, ``vpcs``, ``securityGroups``, ``credentials``, ``flowLogs``,
   ``loadBalancers``, and any section registered later) is sent whole, and only when its digest differs
   from the one the agent sent in ``have``; a section left out of a delta is unchanged;
-* ``digests``: every whole section's digest, in full answers too; the agent keeps them for its next poll.
+* ``digests``: every whole section's digest, in full answers too; the agent keeps them for its next poll;
+* ``updates`` (only to an agent that sent ``keyed=<section keys>``): ``{section key: [entries]}``, the
+  changed entries of a whole section that registered a keyed merge (:func:`register_keyed_merge`; the
+  load balancers do, ``agentapi/loadbalancers.py``), merged into the copy by key instead of sent whole.
 
 A full answer (no ``since``, or a ``since`` the control plane cannot answer from: ahead of its generation)
 has no ``delta`` member and replaces the agent's view. Agents that never send ``since`` get full answers,
@@ -27,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +42,18 @@ DELTA = "delta"
 REMOVED_TASKS = "removedTasks"
 TASK_COUNT = "taskCount"
 DIGESTS = "digests"
-MEMBERS = frozenset({DELTA, REMOVED_TASKS, TASK_COUNT, DIGESTS})
+UPDATES = "updates"
+MEMBERS = frozenset({DELTA, REMOVED_TASKS, TASK_COUNT, DIGESTS, UPDATES})
+
+# Whole sections whose changed entries a delta may carry alone, under ``updates`` (``{section key: [entries]}``),
+# to an agent that merges them (``keyed=<section keys>`` in its poll): each registers how to merge its entries
+# into the copy held (None: they do not fit it; the agent then asks for the full state).
+KEYED_MERGES: dict[str, Callable[[Any, Any], Any | None]] = {}
+
+
+def register_keyed_merge(key: str, merge_entries: Callable[[Any, Any], Any | None]) -> None:
+    KEYED_MERGES[key] = merge_entries
+
 
 _HAVE_ENTRY = re.compile(r"([A-Za-z][A-Za-z0-9]{0,63}):([0-9a-f]{1,32})")
 MAX_HAVE = 64
@@ -95,6 +109,28 @@ def write_answer(
     return doc
 
 
+def write_updates(
+    generation: int,
+    changed: bool,
+    updates: Mapping[str, list[Any]],
+    *,
+    task_count: int,
+    digests: Mapping[str, str],
+) -> dict[str, Any]:
+    """A delta carrying no task change and only the changed entries of keyed sections (``updates``);
+    ``digests`` are every whole section's after the merge, as in any answer."""
+    return {
+        "generation": generation,
+        "changed": changed,
+        DELTA: True,
+        TASKS.key: [],
+        REMOVED_TASKS: [],
+        TASK_COUNT: task_count,
+        UPDATES: {key: list(entries) for key, entries in updates.items()},
+        DIGESTS: dict(digests),
+    }
+
+
 def digests_of(doc: Mapping[str, Any]) -> dict[str, str]:
     """The ``digests`` of an answer, read leniently."""
     found = read.mapping(doc.get(DIGESTS))
@@ -112,6 +148,7 @@ class Delta:
     task_count: int
     sections: Mapping[str, Any] = field(default_factory=dict)  # the whole sections it carries
     digests: Mapping[str, str] = field(default_factory=dict)
+    updates: Mapping[str, Any] = field(default_factory=dict)  # keyed sections' changed entries, as sent
 
     @classmethod
     def from_wire(cls, doc: Mapping[str, Any]) -> Delta:
@@ -136,6 +173,7 @@ class Delta:
             count,
             sections,
             digests_of(doc),
+            read.mapping(doc.get(UPDATES)),
         )
 
     @property
@@ -156,5 +194,12 @@ def merge(view: DesiredState, delta: Delta) -> DesiredState | None:
         return None
     sections = dict(view.sections)
     sections.update(delta.sections)
+    for key, entries in delta.updates.items():
+        merge_entries = KEYED_MERGES.get(key)
+        held = view.sections.get(key)
+        merged = None if merge_entries is None or key in delta.sections else merge_entries(held, entries)
+        if merged is None:
+            return None
+        sections[key] = merged
     sections[TASKS.key] = tuple(tasks.values())
     return DesiredState(delta.generation, delta.changed, sections)

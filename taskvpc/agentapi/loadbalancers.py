@@ -20,6 +20,7 @@ from typing import Any
 
 from taskvpc.agentapi import read
 from taskvpc.agentapi.answer import Section, register_section
+from taskvpc.agentapi.delta import register_keyed_merge
 from taskvpc.agentapi.network import Eni, Vpc
 from taskvpc.agentapi.reports import WireError
 
@@ -208,6 +209,26 @@ def _none() -> tuple[DesiredLoadBalancer, ...]:
 LOAD_BALANCERS: Section[tuple[DesiredLoadBalancer, ...]] = register_section(
     Section("loadBalancers", _parse, _dump, _none)
 )
+
+
+def merge_updates(held: Any, entries: Any) -> tuple[DesiredLoadBalancer, ...] | None:
+    """The section held with ``entries`` (whole entries of changed load balancers, from a delta's
+    ``updates``) put in place of the ones with their ARNs; None when one cannot be read or names a load
+    balancer the copy does not hold (the agent then asks for the full state)."""
+    current = tuple(held or ())
+    by_arn: dict[str, DesiredLoadBalancer] = {}
+    for doc in read.as_list(entries):
+        lb = DesiredLoadBalancer.from_wire(doc) if isinstance(doc, Mapping) else None
+        if lb is None:
+            return None
+        by_arn[lb.arn] = lb
+    if not set(by_arn) <= {lb.arn for lb in current}:
+        return None
+    return tuple(by_arn.get(lb.arn, lb) for lb in current)
+
+
+# A target change is answered with the one load balancer it changed (control/elbv2/retarget.py).
+register_keyed_merge(LOAD_BALANCERS.key, merge_updates)
 
 
 # ---------------------------------------------------------------------------------------------- report

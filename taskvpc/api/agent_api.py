@@ -33,7 +33,7 @@ from taskvpc.agentapi import PREFIX as PREFIX, delta
 from taskvpc.api.app import ControlPlane
 from taskvpc.control import agent
 from taskvpc.control.context import RequestContext
-from taskvpc.control.elbv2 import agent_section as elb_agent
+from taskvpc.control.elbv2 import agent_section as elb_agent, retarget
 from taskvpc.domain.errors import ClientError
 from taskvpc.wire import sigv4
 from taskvpc.wire.http import HttpRequest, HttpResponse
@@ -86,7 +86,8 @@ class AgentApi:
             _method(request, "GET")
             after, wait = _poll_arguments(request.query_string)
             since, have = _delta_arguments(request.query_string)
-            return await self._desired(ctx, instance_id, after, wait, since, have)
+            keyed = frozenset(filter(None, parse_qs(request.query_string).get("keyed", [""])[0].split(",")))
+            return await self._desired(ctx, instance_id, after, wait, since, have, keyed)
         _method(request, "POST")
         if action == "report":
             return await self._call(agent.report, ctx, instance_id, _body(request))
@@ -105,6 +106,7 @@ class AgentApi:
         wait: float,
         since: int | None = None,
         have: dict[str, str] | None = None,
+        keyed: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -120,7 +122,11 @@ class AgentApi:
                 await asyncio.wait_for(event.wait(), timeout=min(RECHECK, remaining))
         elb_agent.mark("poll-woken", generation=current)
         answer_ctx = self.control_plane.context(ctx.region, self.control_plane.clock())
-        answer = await self._call(agent.desired_state, answer_ctx, instance_id, after, since, have)
+        # A target change is answered with its load balancer alone when it can be (control/elbv2/retarget.py).
+        answer = await self._call(retarget.answer, answer_ctx, instance_id, after, since, have, keyed)
+        if answer is None:
+            answer = await self._call(agent.desired_state, answer_ctx, instance_id, after, since, have)
+            retarget.remember(instance_id, answer)
         elb_agent.mark("answered", generation=current)
         return answer
 

@@ -66,14 +66,19 @@ _HANDLERS = {
     "DescribeAccountLimits": describe_account_limits,
 }
 
+_WAKE_THEMSELVES = frozenset({"RegisterTargets", "DeregisterTargets"})
+
 MANIFEST = ServiceManifest(
     model="elbv2",
     signing_name="elasticloadbalancing",
     protocol="query",
     regional=True,
-    # Every write wakes the agents: the one running the LB reads its new ``loadBalancers`` section.
+    # Every write wakes the agents: the one running the LB reads its new ``loadBalancers`` section. Target
+    # changes wake only the agents running the LBs concerned, in their own transaction (retarget.py).
     handlers={
-        name: handler if name.startswith("Describe") else agent_section.waking(handler)
+        name: handler
+        if name.startswith("Describe") or name in _WAKE_THEMSELVES
+        else agent_section.waking(handler)
         for name, handler in _HANDLERS.items()
     },
     tables=(

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.elbv2 import agent_section, target_groups, targets
+from taskvpc.control.elbv2 import retarget, target_groups, targets
 from taskvpc.domain.errors import ClientError, invalid_parameter
 from taskvpc.netmodel import elb_health
 from taskvpc.scheduler import services as planner
@@ -166,7 +166,7 @@ def register(
                 events.append(event_register_failed(service_name, arn, error.message))
             continue
         if count:
-            agent_section.changed(conn, ctx)  # the agent running the LB starts checking them now
+            retarget.wake_owners(conn, ctx, [arn])  # the agent running the LB starts checking them now
             events.append(f"(service {service_name}) registered {count} targets in (target-group {arn})")
     return events
 
@@ -185,7 +185,7 @@ def deregister(conn: Connection, ctx: RequestContext, service_name: str, entries
             continue
         count = targets.deregister(conn, ctx, tg, leaving, strict=False)
         if count:
-            agent_section.changed(conn, ctx)  # the LB drains them now, not at the agent's next poll
+            retarget.wake_owners(conn, ctx, [arn])  # the LB drains them now, not at the agent's next poll
             events.append(f"(service {service_name}) deregistered {count} targets in (target-group {arn})")
     return events
 

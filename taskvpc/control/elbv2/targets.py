@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from taskvpc.control.context import RequestContext
-from taskvpc.control.elbv2 import common, target_groups
+from taskvpc.control.elbv2 import agent_section, common, retarget, target_groups
 from taskvpc.domain import elb
 from taskvpc.netmodel import elb_health
 from taskvpc.store import ec2_repo, elbv2_repo
@@ -121,15 +121,26 @@ def deregister(
 def register_targets(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.db.transaction() as conn:
         tg = common.require_tg(conn, ctx, params["TargetGroupArn"])
-        register(conn, ctx, tg, params["Targets"])
+        count = register(conn, ctx, tg, params["Targets"])
+        woken = retarget.wake_owners(conn, ctx, [tg["TargetGroupArn"]]) if count else []
+    _committed(woken, "register_targets")
     return {}
 
 
 def deregister_targets(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.db.transaction() as conn:
         tg = common.require_tg(conn, ctx, params["TargetGroupArn"])
-        deregister(conn, ctx, tg, params["Targets"])
+        count = deregister(conn, ctx, tg, params["Targets"])
+        woken = retarget.wake_owners(conn, ctx, [tg["TargetGroupArn"]]) if count else []
+    _committed(woken, "deregister_targets")
     return {}
+
+
+def _committed(woken: list[retarget.Woken] | None, operation: str) -> None:
+    """The target change and the owners' wake-up committed in one transaction: journal the generations
+    it made (control/elbv2/retarget.py), then the timing mark bench/lb.py reads."""
+    retarget.JOURNAL.record(woken or [])
+    agent_section.mark("committed", op=operation)
 
 
 def live_targets(conn: Connection, ctx: RequestContext, tg_arn: str) -> list[Doc]:
