@@ -157,6 +157,7 @@ class LoadBalancers:
         self.lbnet = LbNetDriver(cfg)
         self.running: dict[str, _Running] = {}
         self._pending: tuple[int, DesiredState] | None = None
+        self._last: DesiredState | None = None  # the latest answer submitted
         self._submitted = 0  # answers submitted so far: a newer one's targets are never undone
         self._runner: asyncio.Task[None] | None = None
         self._reports: dict[tuple[str, str, int], TargetHealthEntry] = {}
@@ -181,20 +182,54 @@ class LoadBalancers:
         mark("submitted", generation=state.generation)
         self._submitted += 1
         sequence = self._submitted
-        for lb_id, lb in served(state).items():
-            running = self.running.get(lb_id)
-            if running is not None and retargetable(running.lb, lb):
-                self._spawn(self._retarget(running, lb, sequence))
+        desired = served(state)
+        quick = {
+            lb_id: (running, lb)
+            for lb_id, lb in desired.items()
+            if (running := self.running.get(lb_id)) is not None and retargetable(running.lb, lb)
+        }
+        for running, lb in quick.values():
+            self._spawn(self._retarget(running, lb, sequence, state))
+        previous, self._last = self._last, state
+        if quick and self._applied_but_targets(previous, state, desired):
+            return  # the targets were all that changed, and they are applied above
+        self._apply_later(sequence, state)
+
+    def _apply_later(self, sequence: int, state: DesiredState) -> None:
         self._pending = (sequence, state)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.ensure_future(self._drain())
+
+    def _applied_but_targets(
+        self, previous: DesiredState | None, state: DesiredState, desired: Mapping[str, DesiredLoadBalancer]
+    ) -> bool:
+        """Whether the full apply would find nothing to do beyond the targets: the last answer's apply is
+        done and held (no runner, no failure), every LB runs and differs in targets alone (or not at all),
+        and no other section of the answer changed (the merged copy keeps unchanged sections as they
+        were, so comparing them is cheap). A target change then costs the agent the runtime commands
+        alone, not an apply competing with them (observe, the network thread)."""
+        if previous is None or self.failures or self._pending is not None:
+            return False
+        if self._runner is not None and not self._runner.done():
+            return False
+        if set(desired) != set(self.running):
+            return False
+        if any(
+            not (r.lb == lb or retargetable(r.lb, lb))
+            for r, lb in ((self.running[i], lb) for i, lb in desired.items())
+        ):
+            return False
+        keys = (set(state.sections) | set(previous.sections)) - {LOAD_BALANCERS.key}
+        return all(state.sections.get(k) == previous.sections.get(k) for k in keys)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self._syncs.add(task)
         task.add_done_callback(self._syncs.discard)
 
-    async def _retarget(self, running: _Running, lb: DesiredLoadBalancer, sequence: int) -> None:
+    async def _retarget(
+        self, running: _Running, lb: DesiredLoadBalancer, sequence: int, state: DesiredState
+    ) -> None:
         """Only ``lb``'s targets changed: to HAProxy through its runtime API (ALB) or into the NLB's
         table, then the health checker follows."""
         async with running.lock:
@@ -209,8 +244,10 @@ class LoadBalancers:
                     await self._load_nlb(running)
                 elif running.structure is not None and not await self._sync_servers(running):
                     await self._load_alb(running)
-            except Exception as exc:  # the full apply that follows tries again
+            except Exception as exc:  # a full apply tries again (the latest answer's, if one is due)
                 log.warning("targets not applied %s", kv(lb=lb.arn, error=repr(exc)))
+                if self._pending is None and sequence == self._submitted:  # never an older answer's
+                    self._apply_later(sequence, state)
             running.checker.set_groups(lb.target_groups)
             if lb.type == "network":
                 self._time_drains(running)

@@ -124,10 +124,11 @@ class AgentApi:
         answer_ctx = self.control_plane.context(ctx.region, self.control_plane.clock())
         # A target change is answered with its load balancer alone when it can be (control/elbv2/retarget.py).
         answer = await self._call(retarget.answer, answer_ctx, instance_id, after, since, have, keyed)
+        short = answer is not None
         if answer is None:
             answer = await self._call(agent.desired_state, answer_ctx, instance_id, after, since, have)
             retarget.remember(instance_id, answer)
-        elb_agent.mark("answered", generation=current)
+        elb_agent.mark("answered", generation=current, short=short)
         return answer
 
 

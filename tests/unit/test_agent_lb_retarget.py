@@ -185,7 +185,7 @@ class _RecordingHaproxy(_Haproxy):
         super().runtime(commands)
         for command in commands:
             words = command.split()
-            name = words[2].split("/")[1]
+            name = next(w for w in words if "/" in w).split("/")[1]
             if words[:2] == ["add", "server"]:
                 self.state[name] = "maint"
             elif words[:2] == ["set", "server"]:
@@ -277,3 +277,58 @@ def test_a_reload_is_done_only_when_a_new_worker_answers(tmp_path: Path) -> None
     assert len(served) == 4
     thread.join(timeout=2)
     server.close()
+
+
+def test_a_change_of_targets_alone_needs_no_full_apply_once_the_last_one_is_done(tmp_path: Path) -> None:
+    """After an answer's full apply finished, an answer that changes nothing but targets is the runtime
+    commands alone: no apply (observe, the network thread) competes with them. A change of anything else
+    in the answer, or an apply still running, gets the full apply."""
+    asyncio.run(_no_full_apply(tmp_path))
+
+
+async def _no_full_apply(tmp_path: Path) -> None:
+    network = _Network(delay=0.0)
+
+    async def send(report: object) -> None:
+        return None
+
+    lbs = LoadBalancers(network, netplan.NetConfig(prefix="tvt"), tmp_path, send)  # type: ignore[arg-type]
+    haproxy = _RecordingHaproxy(tmp_path)
+    checker = HealthChecker(lambda: None, changed=lambda tg: None, report=lambda e: None)  # type: ignore[arg-type,return-value]
+    first = _lb(A, B)
+    running = loadbalancers._Running(first, haproxy, checker)  # type: ignore[arg-type]
+    lbs.running[first.lb_id] = running
+    applied: list[int] = []
+    real_apply = lbs.apply
+
+    async def apply(state: DesiredState, sequence: int | None = None) -> None:
+        applied.append(state.generation)
+        await real_apply(state, sequence)
+
+    lbs.apply = apply  # type: ignore[method-assign]
+
+    async def settle() -> None:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if (lbs._runner is None or lbs._runner.done()) and not lbs._syncs:
+                return
+
+    vpcs = (Vpc("vpc-1"),)
+    lbs.submit(DesiredState(1, True, {LOAD_BALANCERS.key: (first,), "vpcs": vpcs}))
+    await settle()
+    assert applied == [1] and haproxy.config is not None
+    haproxy.sent.clear()
+
+    lbs.submit(DesiredState(2, True, {LOAD_BALANCERS.key: (_lb(B),), "vpcs": vpcs}))  # A deregistered
+    await settle()
+    assert applied == [1], "a target change alone ran the full apply"
+    name = elb_haproxy.server_name(elb_haproxy.Target(A.ip, A.port, "healthy"))
+    assert haproxy.sent and haproxy.sent[0].endswith(f"/{name} state maint"), haproxy.sent
+    assert running.lb == _lb(B)
+
+    other = (Vpc("vpc-1"), Vpc("vpc-2"))  # another section changed too: the full apply runs
+    lbs.submit(DesiredState(3, True, {LOAD_BALANCERS.key: (_lb(A, B),), "vpcs": other}))
+    await settle()
+    assert applied == [1, 3]
+    await lbs.close()
+    checker.close()
