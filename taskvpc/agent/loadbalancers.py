@@ -34,7 +34,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -161,6 +161,9 @@ class LoadBalancers:
         self._submitted = 0  # answers submitted so far: a newer one's targets are never undone
         self._runner: asyncio.Task[None] | None = None
         self._reports: dict[tuple[str, str, int], TargetHealthEntry] = {}
+        # Verdicts not yet in force in their LB's data plane (its HAProxy or table not loaded since), held
+        # back from the control plane: DescribeTargetHealth says healthy only once requests get through.
+        self._unapplied: dict[str, dict[tuple[str, str, int], TargetHealthEntry]] = {}
         self._reporter: asyncio.Task[None] | None = None
         self._eni_vpcs: dict[str, str] = {}  # ENI id -> VPC id, registered with the firewall
         self.failures: dict[str, str] = {}  # LB id -> why its last ensure failed
@@ -240,10 +243,11 @@ class LoadBalancers:
             ended = nlb.terminated(running.lb, lb) if lb.type == "network" else []
             running.lb, running.sequence = lb, sequence  # no await in between: each change is seen once
             try:
-                if lb.type == "network":
-                    await self._load_nlb(running)
-                elif running.structure is not None and not await self._sync_servers(running):
-                    await self._load_alb(running)
+                with self._reporting(running):
+                    if lb.type == "network":
+                        await self._load_nlb(running)
+                    elif running.structure is not None and not await self._sync_servers(running):
+                        await self._load_alb(running)
             except Exception as exc:  # a full apply tries again (the latest answer's, if one is due)
                 log.warning("targets not applied %s", kv(lb=lb.arn, error=repr(exc)))
                 if self._pending is None and sequence == self._submitted:  # never an older answer's
@@ -333,7 +337,7 @@ class LoadBalancers:
             checker = HealthChecker(
                 self._socket_factory(lb.lb_id),
                 changed=partial(self._servers_changed, lb.lb_id),
-                report=self._report,
+                report=partial(self._hold_report, lb.lb_id),
             )
             running = self.running[lb.lb_id] = _Running(lb, haproxy, checker)
         elif sequence < running.sequence:
@@ -352,7 +356,8 @@ class LoadBalancers:
         async with running.lock:
             current = running.lb  # this answer's, or a newer one's whose targets went first
             running.checker.set_groups(current.target_groups)
-            await self._load(running)
+            with self._reporting(running):
+                await self._load(running)
             if current.type == "network":
                 self._time_drains(running)
             if ended:  # after the table left them out: a forgotten flow must not find them again
@@ -520,16 +525,14 @@ class LoadBalancers:
             async with running.lock:
                 if self.running.get(lb_id) is not running:
                     return
-                if running.lb.type == "network":
-                    try:
-                        await self._load_nlb(running)
-                    except Exception as exc:  # the next answer (or verdict) tries again
-                        log.warning("nlb table %s", kv(lb=running.lb.arn, error=repr(exc)))
-                elif running.structure is not None and not await self._sync_servers(running):
-                    try:
-                        await self._load_alb(running)
-                    except Exception as exc:  # the next answer (or verdict) tries again
-                        log.warning("haproxy reload %s", kv(lb=running.lb.arn, error=repr(exc)))
+                try:
+                    with self._reporting(running):
+                        if running.lb.type == "network":
+                            await self._load_nlb(running)
+                        elif running.structure is not None and not await self._sync_servers(running):
+                            await self._load_alb(running)
+                except Exception as exc:  # the next answer (or verdict) tries again
+                    log.warning("verdicts not applied %s", kv(lb=running.lb.arn, error=repr(exc)))
 
         self._spawn(sync())
 
@@ -554,10 +557,35 @@ class LoadBalancers:
 
     # -- health reports ----------------------------------------------------------------------------
 
-    def _report(self, entry: TargetHealthEntry) -> None:
-        self._reports[(entry.target_group_arn, entry.ip, entry.port)] = entry
-        if self._reporter is None or self._reporter.done():
-            self._reporter = asyncio.ensure_future(self._send_reports())
+    def _hold_report(self, lb_id: str, entry: TargetHealthEntry) -> None:
+        """A verdict of ``lb_id``'s checker: reported once the LB's data plane applied it
+        (:meth:`_applied`; the checker asks for that sync right after this)."""
+        self._unapplied.setdefault(lb_id, {})[(entry.target_group_arn, entry.ip, entry.port)] = entry
+
+    @contextlib.contextmanager
+    def _reporting(self, running: _Running) -> Iterator[None]:
+        """Around a load of ``running``'s data plane, which puts the checker's verdicts in force: the
+        verdicts held when it began are reported if it succeeded and left the LB serving (an ALB's HAProxy
+        running with its listeners, the HTTPS ones bound, so the first request right after ``healthy`` is
+        served; an NLB's table and its TLS listeners' HAProxy loaded), else held on. Verdicts arriving
+        meanwhile wait for the load their own arrival asks for."""
+        lb_id = running.lb.lb_id
+        taken = self._unapplied.pop(lb_id, {})
+        done = False
+        try:
+            yield
+            done = True
+        finally:
+            serving = running.structure is not None and (
+                running.lb.type != "network" or running.tls is not None
+            )
+            if done and serving and self.running.get(lb_id) is running:
+                if taken:
+                    self._reports.update(taken)
+                    if self._reporter is None or self._reporter.done():
+                        self._reporter = asyncio.ensure_future(self._send_reports())
+            elif taken and self.running.get(lb_id) is running:
+                self._unapplied[lb_id] = {**taken, **self._unapplied.get(lb_id, {})}
 
     async def _send_reports(self) -> None:
         delay = REPORT_DELAY
@@ -578,6 +606,7 @@ class LoadBalancers:
 
     async def _remove(self, lb_id: str) -> None:
         running = self.running.pop(lb_id, None)
+        self._unapplied.pop(lb_id, None)
         if running is not None:
             running.checker.close()
             for timer in running.drain_timers.values():

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from taskvpc.agentapi.loadbalancers import (
     HealthCheck,
     LbTarget,
     LbTargetGroup,
+    TargetHealthEntry,
+    TargetHealthReport,
 )
 from taskvpc.agentapi.network import Eni, Vpc
 from taskvpc.netmodel import elb_haproxy
@@ -330,5 +334,63 @@ async def _no_full_apply(tmp_path: Path) -> None:
     lbs.submit(DesiredState(3, True, {LOAD_BALANCERS.key: (_lb(A, B),), "vpcs": other}))
     await settle()
     assert applied == [1, 3]
+    await lbs.close()
+    checker.close()
+
+
+def test_a_verdict_is_reported_only_once_haproxy_serves_with_it(tmp_path: Path) -> None:
+    """A target passing its first check while the ALB's HAProxy is still being started (a certificate
+    made, the configuration checked): DescribeTargetHealth must not say healthy before requests get
+    through, so the verdict reaches the control plane only after the load that puts it in force."""
+    asyncio.run(_verdict_after_load(tmp_path))
+
+
+async def _verdict_after_load(tmp_path: Path) -> None:
+    network = _Network(delay=0.0)
+    sent: list[tuple[float, list[str]]] = []
+    loaded: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def send(report: TargetHealthReport) -> None:
+        sent.append((loop.time(), [f"{t.ip}:{t.state}" for t in report.targets]))
+
+    lbs = LoadBalancers(network, netplan.NetConfig(prefix="tvt"), tmp_path, send)
+    started = threading.Event()
+
+    class SlowHaproxy(_RecordingHaproxy):
+        def ensure(self, config: str, force: bool = False) -> bool:
+            started.set()
+            time.sleep(0.3)  # openssl, haproxy -c, the first worker's socket
+            loaded.append(loop.time())
+            return super().ensure(config, force)
+
+    haproxy = SlowHaproxy(tmp_path)
+    verdicts: dict[tuple[str, str, int], str] = {}
+
+    class Checker(HealthChecker):
+        def state(self, key: tuple[str, str, int]) -> str:
+            return verdicts.get(key, "initial")
+
+        def set_groups(self, groups: object) -> None:
+            pass
+
+    checker = Checker(lambda: None, changed=lambda tg: None, report=lambda e: None)  # type: ignore[arg-type,return-value]
+    empty = replace(_lb(), listeners=(), target_groups=())
+    running = loadbalancers._Running(empty, haproxy, checker)  # type: ignore[arg-type]
+    lbs.running[empty.lb_id] = running
+    lbs.submit(DesiredState(1, True, {LOAD_BALANCERS.key: (_lb(replace(A, state="initial")),)}))
+    while not started.is_set():
+        await asyncio.sleep(0.005)
+    verdicts[(TG, A.ip, A.port)] = "healthy"  # the checker's first pass, during the load
+    lbs._hold_report(empty.lb_id, TargetHealthEntry(TG, A.ip, A.port, "healthy"))
+    lbs._servers_changed(empty.lb_id)
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if sent:
+            break
+    assert loaded and sent == [(sent[0][0], [f"{A.ip}:healthy"])]
+    assert sent[0][0] >= loaded[0], "reported healthy before HAProxy served"
+    name = elb_haproxy.server_name(elb_haproxy.Target(A.ip, A.port, "healthy"))
+    assert haproxy.state.get(name) == "ready", (haproxy.state, haproxy.sent)
     await lbs.close()
     checker.close()
