@@ -174,6 +174,61 @@ def network(server: RootServer, name: str) -> Network:
     return Network(vpc_id, home["SubnetId"], other["SubnetId"], lb_group, behind["GroupId"])
 
 
+def balanced_lb(
+    server: RootServer,
+    kind: str,
+    protocol: str,
+    subnets: list[str],
+    *,
+    net: Network,
+    name: str,
+    drain_seconds: int = 2,
+) -> Balanced:
+    """A load balancer of ``kind`` (``application`` or ``network``) in ``subnets`` with ``net``'s LB group,
+    an ``ip`` target group of ``protocol`` on port 80 (checks every 5 s, timeout 2 s, thresholds 2 and 2,
+    ``drain_seconds`` of deregistration delay) and a listener of ``protocol`` on 80 forwarding to it; the
+    URL through its first address."""
+    ec2, elbv2 = server.client("ec2"), server.client("elbv2")
+    lb = elbv2.create_load_balancer(Name=name, Type=kind, Subnets=subnets, SecurityGroups=[net.lb_group])[
+        "LoadBalancers"
+    ][0]
+    tg = elbv2.create_target_group(
+        Name=name,
+        Protocol=protocol,
+        Port=80,
+        VpcId=net.vpc_id,
+        TargetType="ip",
+        HealthCheckIntervalSeconds=5,
+        HealthCheckTimeoutSeconds=2,
+        HealthyThresholdCount=2,
+        UnhealthyThresholdCount=2,
+    )["TargetGroups"][0]["TargetGroupArn"]
+    elbv2.modify_target_group_attributes(
+        TargetGroupArn=tg,
+        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": str(drain_seconds)}],
+    )
+    elbv2.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol=protocol,
+        Port=80,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg}],
+    )
+    addresses = lb_addresses(ec2, net.vpc_id, lb["LoadBalancerArn"])
+    assert len(addresses) == len(subnets), addresses  # one ENI per subnet
+    return Balanced(lb["LoadBalancerArn"], tg, f"http://{addresses[0]}/", net)
+
+
+def remove_balanced(server: RootServer, balanced: Balanced, service: str) -> None:
+    """The service first (its tasks drain), then the load balancer: the server fixture checks nothing is
+    left."""
+    ecs = server.client("ecs")
+    try:
+        ecs.delete_service(cluster="default", service=service, force=True)
+        wait_for(lambda: not running(ecs, service), 30, "service tasks stopped")
+    finally:
+        server.client("elbv2").delete_load_balancer(LoadBalancerArn=balanced.lb)
+
+
 def allow(ec2: Any, group: str, source: dict[str, Any], port: int = 80) -> None:
     """Admit TCP ``port`` into ``group`` from ``source`` (``IpRanges`` or ``UserIdGroupPairs``)."""
     ec2.authorize_security_group_ingress(

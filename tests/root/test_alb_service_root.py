@@ -16,17 +16,16 @@ import pytest
 
 from tests.root.lbfixtures import (
     Balanced,
+    balanced_lb,
     explain_service,
     failing_task_replaced,
-    lb_addresses,
     network,
+    remove_balanced,
     rolling_deploy,
-    running,
     server,
     serves_from,
     start_service,
     task_definition,
-    wait_for,
 )
 from tests.root.upserver import RootServer
 
@@ -39,41 +38,12 @@ FAMILY = "svc-web"
 
 @pytest.fixture(scope="module")
 def alb(server: RootServer) -> Iterator[Balanced]:
-    """An ALB with its groups, an `ip` target group (5 s checks, 2 s delay) and a listener."""
-    ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
-    ecs.register_task_definition(**task_definition(FAMILY))
+    """An ALB over two AZs with its groups, an `ip` target group (5 s checks, 2 s delay) and a listener."""
+    server.client("ecs").register_task_definition(**task_definition(FAMILY))
     net = network(server, "svc-alb")
-    lb = elbv2.create_load_balancer(Name="svc", Subnets=[net.home, net.other], SecurityGroups=[net.lb_group])[
-        "LoadBalancers"
-    ][0]
-    tg = elbv2.create_target_group(
-        Name="svc",
-        Protocol="HTTP",
-        Port=80,
-        VpcId=net.vpc_id,
-        TargetType="ip",
-        HealthCheckIntervalSeconds=5,
-        HealthCheckTimeoutSeconds=2,
-        HealthyThresholdCount=2,
-        UnhealthyThresholdCount=2,
-    )["TargetGroups"][0]
-    elbv2.modify_target_group_attributes(
-        TargetGroupArn=tg["TargetGroupArn"],
-        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "2"}],
-    )
-    elbv2.create_listener(
-        LoadBalancerArn=lb["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
-    )
-    [address, *_] = lb_addresses(ec2, net.vpc_id, lb["LoadBalancerArn"])
-    yield Balanced(lb["LoadBalancerArn"], tg["TargetGroupArn"], f"http://{address}/", net)
-    try:  # the service first (its tasks drain), then the LB: the server fixture checks nothing is left
-        ecs.delete_service(cluster="default", service="web", force=True)
-        wait_for(lambda: not running(ecs, "web"), 30, "service tasks stopped")
-    finally:
-        elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    balanced = balanced_lb(server, "application", "HTTP", [net.home, net.other], net=net, name="svc")
+    yield balanced
+    remove_balanced(server, balanced, "web")
 
 
 @pytest.fixture(autouse=True)

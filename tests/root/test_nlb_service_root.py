@@ -16,18 +16,17 @@ import pytest
 
 from tests.root.lbfixtures import (
     Balanced,
+    balanced_lb,
     diagnose,
     explain_service,
     failing_task_replaced,
-    lb_addresses,
     network,
+    remove_balanced,
     rolling_deploy,
-    running,
     server,
     serves_from,
     start_service,
     task_definition,
-    wait_for,
 )
 from tests.root.upserver import RootServer
 
@@ -40,40 +39,13 @@ FAMILY = "nsvc-web"
 
 @pytest.fixture(scope="module")
 def nlb(server: RootServer) -> Iterator[Balanced]:
-    ecs, ec2, elbv2 = server.client("ecs"), server.client("ec2"), server.client("elbv2")
-    ecs.register_task_definition(**task_definition(FAMILY))
+    """An NLB in the agent's AZ with its groups, a TCP `ip` target group (5 s checks, 2 s delay) and a
+    TCP listener."""
+    server.client("ecs").register_task_definition(**task_definition(FAMILY))
     net = network(server, "svc-nlb")
-    lb = elbv2.create_load_balancer(
-        Name="nsvc", Type="network", Subnets=[net.home], SecurityGroups=[net.lb_group]
-    )["LoadBalancers"][0]
-    tg = elbv2.create_target_group(
-        Name="nsvc",
-        Protocol="TCP",
-        Port=80,
-        VpcId=net.vpc_id,
-        TargetType="ip",
-        HealthCheckIntervalSeconds=5,
-        HealthCheckTimeoutSeconds=2,
-        HealthyThresholdCount=2,
-        UnhealthyThresholdCount=2,
-    )["TargetGroups"][0]
-    elbv2.modify_target_group_attributes(
-        TargetGroupArn=tg["TargetGroupArn"],
-        Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "2"}],
-    )
-    elbv2.create_listener(
-        LoadBalancerArn=lb["LoadBalancerArn"],
-        Protocol="TCP",
-        Port=80,
-        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
-    )
-    [address] = lb_addresses(ec2, net.vpc_id, lb["LoadBalancerArn"])
-    yield Balanced(lb["LoadBalancerArn"], tg["TargetGroupArn"], f"http://{address}/", net)
-    try:
-        ecs.delete_service(cluster="default", service="nweb", force=True)
-        wait_for(lambda: not running(ecs, "nweb"), 30, "service tasks stopped")
-    finally:
-        elbv2.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    balanced = balanced_lb(server, "network", "TCP", [net.home], net=net, name="nsvc")
+    yield balanced
+    remove_balanced(server, balanced, "nweb")
 
 
 @pytest.fixture(autouse=True)
