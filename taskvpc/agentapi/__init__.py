@@ -14,5 +14,7 @@ drift. Nothing here does I/O (an import contract in pyproject.toml keeps it so).
 from __future__ import annotations
 
 VERSION = 2
-REVISION = 1  # 2.1: desired-state deltas, opted into per poll with ``since`` (agentapi/delta.py)
+# 2.1: desired-state deltas, opted into per poll with ``since`` (agentapi/delta.py); 2.2: keyed ``updates``
+# of whole sections (a load balancer's entry alone), opted into with ``keyed``
+REVISION = 2
 PREFIX = f"/_taskvpc/agent/v{VERSION}/"
