@@ -166,6 +166,26 @@ def forwarded_groups(
     return listeners, rules, list(dict.fromkeys(forwarded))
 
 
+def targets_by_group(
+    conn: Connection, ctx: RequestContext, tg_arns: list[str]
+) -> dict[str, tuple[LbTarget, ...]]:
+    """The targets of each group as the agent is told them: registered ones and those still draining (with
+    the seconds left of their delay), in registration order."""
+    found: dict[str, list[LbTarget]] = {}
+    for row in elbv2_repo.targets_of(conn, tg_arns) if tg_arns else []:
+        drain_until = row["drain_until"]
+        if drain_until is None or drain_until > ctx.now:  # still registered or draining
+            found.setdefault(row["target_group_arn"], []).append(
+                LbTarget(
+                    row["target_id"],
+                    int(row["port"]),
+                    str(row["state"]),
+                    None if drain_until is None else max(0.0, float(drain_until) - ctx.now),
+                )
+            )
+    return {arn: tuple(targets) for arn, targets in found.items()}
+
+
 def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> DesiredLoadBalancer:
     arn = lb["LoadBalancerArn"]
     vpc = _vpc(conn, ctx, lb["VpcId"])
@@ -176,10 +196,7 @@ def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> Desire
         tg["TargetGroupArn"]: tg
         for tg in (elbv2_repo.list_docs(conn, "target_group", ctx.region, arn=forwarded) if forwarded else [])
     }
-    rows_of: dict[str, list[Doc]] = {}
-    for row in elbv2_repo.targets_of(conn, forwarded) if forwarded else []:
-        if row["drain_until"] is None or row["drain_until"] > ctx.now:  # still registered or draining
-            rows_of.setdefault(row["target_group_arn"], []).append(row)
+    targets_of = targets_by_group(conn, ctx, forwarded)
     groups = []
     for tg_arn in forwarded:
         tg = docs.get(tg_arn)
@@ -191,15 +208,7 @@ def describe_for_agent(conn: Connection, ctx: RequestContext, lb: Doc) -> Desire
                 str(tg.get("Protocol") or "HTTP"),
                 int(tg.get("Port") or 80),
                 _health_check(tg),
-                tuple(
-                    LbTarget(
-                        r["target_id"],
-                        int(r["port"]),
-                        str(r["state"]),
-                        None if r["drain_until"] is None else max(0.0, float(r["drain_until"]) - ctx.now),
-                    )
-                    for r in rows_of.get(tg_arn, [])
-                ),
+                targets_of.get(tg_arn, ()),
                 tuple(sorted(_attributes(tg).items())),
             )
         )

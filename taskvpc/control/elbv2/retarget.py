@@ -13,8 +13,9 @@ So, rather than the region-wide wake-up of the other ELBv2 writes (``agent_secti
    (:class:`Journal`) with the load balancers it changed. A poll holding generation ``since`` whose every
    later generation is journaled, with no task changed since, and whose section digests are the ones of
    the last answer this process gave that instance (:func:`remember`), is answered with the changed load
-   balancers' entries alone (``updates``, ``agentapi/delta.py``) and the digests after the merge: one
-   entry built, nothing else read. Anything else (a generation another write or another server process
+   balancers' entries alone (``updates``, ``agentapi/delta.py``) and the digests after the merge. Since
+   only targets changed in those generations, each entry is the one held with its groups' targets read
+   again (one query), nothing else read or built. Anything else (a generation another write or another server process
    made, a cache this process does not hold, an agent that does not merge keyed entries) gets the usual
    answer, so the journal and the cache are only ever a shortcut, never a source of truth.
 
@@ -164,13 +165,27 @@ def answer(
         tasks, removed = tasks_repo.tasks_changed_since(conn, instance_id, since)
         if tasks or removed:
             return None
-        entries: dict[str, Doc] = {}
-        for lb in elbv2_repo.list_docs(conn, "load_balancer", ctx.region, arn=sorted(changed)):
-            if lb.get(agent_section.OWNER) != instance_id:
-                return None
-            entries[lb["LoadBalancerArn"]] = agent_section.describe_for_agent(conn, ctx, lb).to_wire()
-    if set(entries) != changed or not changed <= {e.get("loadBalancerArn") for e in held.lbs}:
-        return None  # one was deleted or placed elsewhere: those bump the region, so this is a race
+        owners = {
+            lb["LoadBalancerArn"]: lb.get(agent_section.OWNER)
+            for lb in elbv2_repo.list_docs(conn, "load_balancer", ctx.region, arn=sorted(changed))
+        }
+        before = {e.get("loadBalancerArn"): e for e in held.lbs if e.get("loadBalancerArn") in changed}
+        if set(before) != changed or any(owners.get(arn) != instance_id for arn in changed):
+            return None  # deleted or placed elsewhere: those bump the region, so this is a race
+        # Only targets changed in these generations (anything else bumps the region): the entries held,
+        # with their groups' targets read again.
+        groups = [str(g["targetGroupArn"]) for e in before.values() for g in e.get("targetGroups") or []]
+        targets = agent_section.targets_by_group(conn, ctx, sorted(set(groups)))
+    entries = {
+        arn: {
+            **entry,
+            "targetGroups": [
+                {**g, "targets": [t.to_wire() for t in targets.get(str(g["targetGroupArn"]), ())]}
+                for g in entry.get("targetGroups") or []
+            ],
+        }
+        for arn, entry in before.items()
+    }
     lbs = tuple(entries.get(e["loadBalancerArn"], e) for e in held.lbs)
     digests = {**held.digests, KEY: delta.digest(list(lbs))}
     with _held_lock:
