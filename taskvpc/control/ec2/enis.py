@@ -20,6 +20,9 @@ from taskvpc.store import ec2_repo
 
 Doc = dict[str, Any]
 _ATTEMPTS = 64  # choices of an address before giving up; each lost race means someone else got one
+# Random candidates looked up per choice: with a subnet 3/4 full all 16 are taken 1% of the time (then
+# every used address is read, as before); a subnet's free addresses are chosen uniformly either way.
+_CANDIDATES = 16
 
 
 def free_addresses(conn: Connection, subnet: Doc) -> int:
@@ -31,13 +34,18 @@ def claim_address(
     conn: Connection, ctx: RequestContext, subnet: Doc, eni_id: str, requested: str | None = None
 ) -> str:
     """Take an address in ``subnet`` for ``eni_id`` (the requested one, else a random free one)."""
+
+    def pick(n: int) -> int:
+        return int.from_bytes(ids.random_bytes(ctx, 8), "big") % n
+
     for _ in range(_ATTEMPTS):
-        used = ec2_repo.used_ips(conn, subnet["SubnetId"])
-
-        def pick(n: int) -> int:
-            return int.from_bytes(ids.random_bytes(ctx, 8), "big") % n
-
-        ip = ipam.choose_address(subnet["CidrBlock"], used, requested, pick)
+        ip = None
+        if requested is None:  # a few uniform candidates, one indexed query: no read of every used address
+            candidates = ipam.random_candidates(subnet["CidrBlock"], pick, _CANDIDATES)
+            ip = ipam.first_free(candidates, ec2_repo.taken_among(conn, subnet["SubnetId"], candidates))
+        if ip is None:  # requested, or a crowded subnet: choose among every free address
+            used = ec2_repo.used_ips(conn, subnet["SubnetId"])
+            ip = ipam.choose_address(subnet["CidrBlock"], used, requested, pick)
         if ec2_repo.claim_ip(conn, ctx.region, subnet["SubnetId"], ip, eni_id):
             return ip
         if requested is not None:
