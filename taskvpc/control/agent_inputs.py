@@ -27,7 +27,6 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from taskvpc.agentapi.network import Eni
@@ -41,51 +40,70 @@ MAX_INSTANCES = 4096
 @dataclass(frozen=True)
 class TaskInputs:
     """The instance's live tasks as the whole sections see them, as of ``generation``. Not mutated once
-    made (polls on several threads share it); :meth:`updated` makes the next one."""
+    made (polls on several threads share it); :meth:`updated` makes the next one, in time proportional to
+    the rows changed (plus copying the maps, a C-level copy)."""
 
     generation: int
     live: Mapping[str, None]  # every live task's ARN (ordered as the store lists them)
     enis: Mapping[str, Eni]  # task ARN -> its ENI with its current groups
     roles: Mapping[str, str]  # task ARN -> its task role, for tasks the agent should run
+    vpc_counts: Mapping[str, int]  # VPC -> how many of the ENIs are in it
+    group_counts: Mapping[tuple[str, str], int]  # (group, its VPC) -> how many of the ENIs carry it
 
     @classmethod
     def of(cls, generation: int, rows: Iterable[Row], enis: Mapping[str, Eni]) -> TaskInputs:
         """From every live task row of the instance (``enis``: their ENIs with current groups, by ARN)."""
-        return cls(generation, {}, {}, {}).updated(generation, rows, enis, ())
+        return cls(generation, {}, {}, {}, {}, {}).updated(generation, rows, enis, ())
 
     def updated(
         self, generation: int, changed: Iterable[Row], enis: Mapping[str, Eni], removed: Iterable[str]
     ) -> TaskInputs:
         """This copy with ``changed`` live task rows (``enis``: their ENIs) and ``removed`` ARNs applied."""
         live, by_arn, roles = dict(self.live), dict(self.enis), dict(self.roles)
+        vpcs, groups = dict(self.vpc_counts), dict(self.group_counts)
+
+        def count(eni: Eni | None, step: int) -> None:
+            if eni is not None:
+                _add(vpcs, eni.vpc_id, step)
+                for group in set(eni.security_group_ids):
+                    _add(groups, (group, eni.vpc_id), step)
+
         for arn in removed:
             live.pop(arn, None)
-            by_arn.pop(arn, None)
+            count(by_arn.pop(arn, None), -1)
             roles.pop(arn, None)
         for row in changed:
             arn = row["arn"]
             live[arn] = None
+            count(by_arn.pop(arn, None), -1)
             eni = enis.get(arn)
-            if eni is None:
-                by_arn.pop(arn, None)
-            else:
+            if eni is not None:
                 by_arn[arn] = eni
+                count(eni, 1)
             role = row["spec"].get("taskRoleArn")
             if role and taskdoc.agent_desired_status(row["body"]) == "RUNNING":
                 roles[arn] = role
             else:
                 roles.pop(arn, None)
-        return TaskInputs(generation, live, by_arn, roles)
+        return TaskInputs(generation, live, by_arn, roles, vpcs, groups)
 
-    @cached_property
+    @property
     def vpc_ids(self) -> tuple[str, ...]:
-        """The VPCs of the ENIs, in the order of their first ENI."""
-        return tuple(dict.fromkeys(e.vpc_id for e in self.enis.values()))
+        """The VPCs the ENIs are in."""
+        return tuple(self.vpc_counts)
 
-    @cached_property
+    @property
     def carried_groups(self) -> Mapping[str, str]:
         """Every group an ENI carries -> its VPC."""
-        return {g: e.vpc_id for e in self.enis.values() for g in e.security_group_ids}
+        return {group: vpc for group, vpc in self.group_counts}
+
+
+def _add(counts: dict[Any, int], key: Any, step: int) -> None:
+    left = counts.get(key, 0) + step
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 class _Copies:

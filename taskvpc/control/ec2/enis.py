@@ -8,6 +8,7 @@ same address cannot both insert it; the loser re-reads what is taken and chooses
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -30,19 +31,32 @@ def free_addresses(conn: Connection, subnet: Doc) -> int:
     return subnets.available(subnet, used)
 
 
+def _picker(ctx: RequestContext) -> Callable[[int], int]:
+    def pick(n: int) -> int:
+        return int.from_bytes(ids.random_bytes(ctx, 8), "big") % n
+
+    return pick
+
+
+def _free_candidate(conn: Connection, subnet: Doc, pick: Callable[[int], int]) -> str | None:
+    """A few uniform candidates, one indexed query: the first free one, without reading every used one."""
+    candidates = ipam.random_candidates(subnet["CidrBlock"], pick, _CANDIDATES)
+    return ipam.first_free(candidates, ec2_repo.taken_among(conn, subnet["SubnetId"], candidates))
+
+
+def has_free_address(conn: Connection, ctx: RequestContext, subnet: Doc) -> bool:
+    """``free_addresses(...) > 0``, answered by a free random candidate when there is one (no count of
+    every address the subnet has handed out)."""
+    return _free_candidate(conn, subnet, _picker(ctx)) is not None or free_addresses(conn, subnet) > 0
+
+
 def claim_address(
     conn: Connection, ctx: RequestContext, subnet: Doc, eni_id: str, requested: str | None = None
 ) -> str:
     """Take an address in ``subnet`` for ``eni_id`` (the requested one, else a random free one)."""
-
-    def pick(n: int) -> int:
-        return int.from_bytes(ids.random_bytes(ctx, 8), "big") % n
-
+    pick = _picker(ctx)
     for _ in range(_ATTEMPTS):
-        ip = None
-        if requested is None:  # a few uniform candidates, one indexed query: no read of every used address
-            candidates = ipam.random_candidates(subnet["CidrBlock"], pick, _CANDIDATES)
-            ip = ipam.first_free(candidates, ec2_repo.taken_among(conn, subnet["SubnetId"], candidates))
+        ip = None if requested is not None else _free_candidate(conn, subnet, pick)
         if ip is None:  # requested, or a crowded subnet: choose among every free address
             used = ec2_repo.used_ips(conn, subnet["SubnetId"])
             ip = ipam.choose_address(subnet["CidrBlock"], used, requested, pick)
