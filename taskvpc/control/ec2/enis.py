@@ -32,8 +32,15 @@ def free_addresses(conn: Connection, subnet: Doc) -> int:
 
 
 def _picker(ctx: RequestContext) -> Callable[[int], int]:
+    """Uniform picks (``pick(n)`` in ``[0, n)``) from the context's generator, 8 bytes each."""
+    pool = bytearray()
+
     def pick(n: int) -> int:
-        return int.from_bytes(ids.random_bytes(ctx, 8), "big") % n
+        if len(pool) < 8:
+            pool.extend(ids.random_bytes(ctx, 32))
+        value = int.from_bytes(pool[:8], "big")
+        del pool[:8]
+        return value % n
 
     return pick
 
