@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -53,15 +53,15 @@ class Host:
         self.generation = -1
         self.digests: dict[str, str] = {}
 
-    def poll(self, delta: bool = True) -> tuple[dict[str, Any], float]:
+    def poll(self, delta: bool = True) -> tuple[dict[str, Any], Timing]:
         query: dict[str, Any] = {"after": self.generation, "wait": 0}
         if delta and self.generation >= 0:
             query.update(since=self.generation, have=encode_have(self.digests))
         else:
             query["after"] = -1
-        started = time.perf_counter()
-        doc = self.agent.request("GET", f"/instances/{self.agent.id}/desired", query=urlencode(query))
-        elapsed = time.perf_counter() - started
+        doc, elapsed = timed(
+            lambda: self.agent.request("GET", f"/instances/{self.agent.id}/desired", query=urlencode(query))
+        )
         self.generation = doc["generation"]
         self.digests = digests_of(doc)
         return doc, elapsed
@@ -74,10 +74,15 @@ class Host:
         self.agent.report(*(TaskReport(arn, "STOPPED", "DETACHED") for arn in arns))
 
 
-def timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
+class Timing(NamedTuple):
+    wall: float
+    cpu: float  # this process's CPU time: the server's threads and the client's (less noisy when shared)
+
+
+def timed(call: Callable[[], Any]) -> tuple[Any, Timing]:
+    started, cpu = time.perf_counter(), time.process_time()
     result = call()
-    return result, time.perf_counter() - started
+    return result, Timing(time.perf_counter() - started, time.process_time() - cpu)
 
 
 def main() -> int:
@@ -106,7 +111,7 @@ def main() -> int:
             register_web(ecs, cpu="256", memory="512")
             network = awsvpc(subnet_id)
 
-            def run(count: int) -> tuple[list[str], float]:
+            def run(count: int) -> tuple[list[str], Timing]:
                 placed, seconds = timed(
                     lambda: ecs.run_task(taskDefinition="web", count=count, networkConfiguration=network)
                 )
@@ -142,19 +147,25 @@ def main() -> int:
                     arns, _ = run(1)
                     host.running(arns)
                     running += arns
-                row = {
-                    "running": len(running),
-                    "fill_s": fill_s,
-                    "run_task_ms": statistics.median(run_s) * 1000,
-                    "no_change_poll_ms": statistics.median(quiet_s) * 1000,
-                    "one_change_poll_ms": statistics.median(one_s) * 1000,
-                    "full_poll_ms": full_s * 1000,
-                }
+
+                def ms(samples: list[Timing], part: str) -> float:
+                    return statistics.median(getattr(t, part) for t in samples) * 1000
+
+                row = {"running": len(running), "fill_s": fill_s}
+                for name, samples in (
+                    ("run_task", run_s),
+                    ("no_change_poll", quiet_s),
+                    ("one_change_poll", one_s),
+                ):
+                    row[f"{name}_ms"] = ms(samples, "wall")
+                    row[f"{name}_cpu_ms"] = ms(samples, "cpu")
+                row["full_poll_ms"] = full_s.wall * 1000
                 results.append(row)
                 print(
-                    f"running={row['running']:5d}  RunTask(10) {row['run_task_ms']:7.1f} ms  "
-                    f"poll: no change {row['no_change_poll_ms']:6.1f} ms, one change "
-                    f"{row['one_change_poll_ms']:6.1f} ms, full {row['full_poll_ms']:7.1f} ms  "
+                    f"running={row['running']:5d}  RunTask(10) {row['run_task_ms']:6.1f} ms "
+                    f"(cpu {row['run_task_cpu_ms']:5.1f})  poll: no change {row['no_change_poll_ms']:5.1f} ms "
+                    f"(cpu {row['no_change_poll_cpu_ms']:4.1f}), one change {row['one_change_poll_ms']:5.1f} ms "
+                    f"(cpu {row['one_change_poll_cpu_ms']:4.1f}), full {row['full_poll_ms']:7.1f} ms  "
                     f"(filled in {fill_s:.0f} s)",
                     flush=True,
                 )
@@ -164,13 +175,10 @@ def main() -> int:
     print(f"\nmachine: {platform.node()} {platform.machine()} python {platform.python_version()}")
     if len(results) > 1:
         first, last = results[0], results[-1]
-        ratios = {
-            key: last[key] / first[key]
-            for key in ("run_task_ms", "no_change_poll_ms", "one_change_poll_ms", "full_poll_ms")
-        }
+        keys = [k for k in first if k.endswith("_ms")]
         print(
             f"ratio {last['running']}/{first['running']} running: "
-            + ", ".join(f"{key} {value:.2f}x" for key, value in ratios.items())
+            + ", ".join(f"{key} {last[key] / first[key]:.2f}x" for key in keys)
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

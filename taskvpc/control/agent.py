@@ -518,4 +518,5 @@ def deregister(ctx: RequestContext, instance_id: str) -> dict[str, Any]:
         row = _instance(conn, ctx, instance_id)
         tasks_repo.lock_cluster(conn, ctx.region, row["cluster"])
         row = container_instances.deregister(conn, ctx, row, force=True)
-        return {"containerInstanceArn": row["arn"], "status": row["status"]}
+    agent_inputs.copies(ctx.db).drop(instance_id)  # its tasks are gone: no poll will bring it up to date
+    return {"containerInstanceArn": row["arn"], "status": row["status"]}
