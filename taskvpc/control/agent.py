@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from taskvpc.agentapi.overlay import OVERLAY, OverlayVpc
 from taskvpc.agentapi.probes import PROBES, Probe, ProbeResult, results_from_wire
 from taskvpc.agentapi.reports import Report, TaskReport, WireError
 from taskvpc.agentapi.tasks import DesiredTask
-from taskvpc.control import probes, task_credentials
+from taskvpc.control import agent_inputs, probes, task_credentials
 from taskvpc.control.context import RequestContext
 from taskvpc.control.ec2 import flow_logs, instances_ecs, overlay as ec2_overlay
 from taskvpc.control.ecs import container_instances, tagging, task_state
@@ -166,7 +166,9 @@ class AnswerSource:
 
     ``task_rows`` are the tasks whose entries the ``tasks`` section carries: every live task in a full
     answer, only those changed since the agent's generation in a delta (``taskvpc.agentapi.delta``).
-    ``tasks`` (every live task) is read on first use.
+    ``tasks`` (every live task) is read on first use; the other sections read ``inputs`` instead (each
+    live task's ENI and role, kept between polls and brought up to date from the changed rows:
+    ``agent_inputs``), so a delta reads the rows that changed, not every row of the instance.
     """
 
     conn: Connection
@@ -174,6 +176,8 @@ class AnswerSource:
     instance: Row
     loaded_tasks: list[Row] | None = None
     changed_tasks: list[Row] | None = None  # a delta: the live tasks changed since the agent's generation
+    since: int | None = None  # a delta: the generation ``changed_tasks`` and ``removed`` are counted from
+    removed: list[str] = field(default_factory=list)  # a delta: tasks that left the list after ``since``
 
     @cached_property
     def tasks(self) -> list[Row]:
@@ -186,19 +190,56 @@ class AnswerSource:
         return self.tasks if self.changed_tasks is None else self.changed_tasks
 
     @cached_property
-    def enis(self) -> dict[str, Eni]:
-        """Each task's ENI by task ARN, with its current groups (ModifyNetworkInterfaceAttribute may have
-        changed them since RunTask)."""
-        return _enis_of(self.conn, self.tasks)
+    def inputs(self) -> agent_inputs.TaskInputs:
+        """Every live task's ENI (with its current groups: ModifyNetworkInterfaceAttribute may have changed
+        them since RunTask) and role, as of the instance's generation."""
+        return _inputs(self)
+
+    @property
+    def enis(self) -> Mapping[str, Eni]:
+        """Each live task's ENI by task ARN."""
+        return self.inputs.enis
 
     @cached_property
     def task_row_enis(self) -> dict[str, Eni]:
-        return self.enis if self.changed_tasks is None else _enis_of(self.conn, self.changed_tasks)
+        return _enis_of(self.conn, self.task_rows)
 
     @cached_property
     def load_balancers(self) -> list[Doc]:
         """The load balancers this instance runs (their ENIs' groups and their own section read them)."""
         return elb_agent.owned_load_balancers(self.conn, self.ctx, self.instance["id"])
+
+
+def _inputs(source: AnswerSource) -> agent_inputs.TaskInputs:
+    instance_id, generation = source.instance["id"], source.instance["generation"]
+    kept = agent_inputs.copies(source.ctx.db)
+    found = _brought_up_to_date(source, kept.get(instance_id), generation)
+    if found is None:  # a full answer, nothing kept, or a copy that does not add up: every live row
+        enis = source.task_row_enis if source.changed_tasks is None else _enis_of(source.conn, source.tasks)
+        found = agent_inputs.TaskInputs.of(generation, source.tasks, enis)
+    kept.put(instance_id, found)
+    return found
+
+
+def _brought_up_to_date(
+    source: AnswerSource, held: agent_inputs.TaskInputs | None, generation: int
+) -> agent_inputs.TaskInputs | None:
+    """``held`` as of ``generation`` from the rows changed since it, or None when it cannot be."""
+    if held is None or held.generation > generation or source.changed_tasks is None:
+        return None
+    assert source.since is not None
+    instance_id = source.instance["id"]
+    if held.generation >= source.since:  # the delta's changes are a superset of those since ``held``
+        changed, enis, removed = source.changed_tasks, source.task_row_enis, source.removed
+    else:
+        changed, removed = tasks_repo.tasks_changed_since(source.conn, instance_id, held.generation)
+        enis = _enis_of(source.conn, changed)
+    if held.generation == generation and not changed and not removed:
+        return held  # nothing since: no task can have stopped (and been purged) without a new generation
+    found = held.updated(generation, changed, enis, removed)
+    if len(found.live) != tasks_repo.live_task_count(source.conn, instance_id):
+        return None  # rows went without a trace (stopped and purged since ``held``)
+    return found
 
 
 def _enis_of(conn: Connection, tasks: list[Row]) -> dict[str, Eni]:
@@ -264,7 +305,7 @@ def _tasks_section(source: AnswerSource) -> tuple[DesiredTask, ...]:
 @contributes(answer.VPCS)
 def _vpcs_section(source: AnswerSource) -> tuple[Vpc, ...]:
     """The instance's own VPC and the VPCs of its tasks' ENIs, with all their subnets."""
-    vpc_ids = list(dict.fromkeys([source.instance["vpc_id"], *(e.vpc_id for e in source.enis.values())]))
+    vpc_ids = list(dict.fromkeys([source.instance["vpc_id"], *source.inputs.vpc_ids]))
     region = source.ctx.region
     vpcs = []
     for vpc in ec2_repo.list_vpcs(source.conn, region, vpc_ids):
@@ -285,9 +326,7 @@ def _vpcs_section(source: AnswerSource) -> tuple[Vpc, ...]:
 @contributes(answer.SECURITY_GROUPS)
 def _security_groups_section(source: AnswerSource) -> tuple[SecurityGroup, ...]:
     """Every group the task ENIs carry, with all its rules: what the agent compiles into nftables."""
-    carried: dict[str, str] = {}  # group id -> VPC id
-    for eni in source.enis.values():
-        carried.update((g, eni.vpc_id) for g in eni.security_group_ids)
+    carried = dict(source.inputs.carried_groups)  # group id -> VPC id
     carried.update(elb_agent.carried_groups(source.load_balancers))  # the LB ENIs' groups too
     rules = ec2_repo.rules_of(source.conn, sorted(carried))
     groups = []
@@ -309,12 +348,10 @@ def _credentials_section(source: AnswerSource) -> tuple[TaskCredentials, ...]:
     """The current role credentials of each running task with a ``taskRoleArn`` (see task_credentials)."""
     task_credentials.forget_expired(source.ctx.now)
     out = []
-    for task in source.tasks:
-        role = task["spec"].get("taskRoleArn")
-        if role and taskdoc.agent_desired_status(task["body"]) == "RUNNING":
-            creds = task_credentials.current(source.ctx, task["arn"], role, source.conn)
-            if creds is not None:
-                out.append(creds)
+    for arn, role in source.inputs.roles.items():
+        creds = task_credentials.current(source.ctx, arn, role, source.conn)
+        if creds is not None:
+            out.append(creds)
     return tuple(out)
 
 
@@ -367,8 +404,8 @@ def desired_state(
             count = 0
         else:
             changed_rows, removed = tasks_repo.tasks_changed_since(conn, instance_id, since)
-            source = AnswerSource(conn, ctx, row, changed_tasks=changed_rows)
-            count = tasks_repo.live_task_count(conn, instance_id)
+            source = AnswerSource(conn, ctx, row, changed_tasks=changed_rows, since=since, removed=removed)
+            count = len(source.inputs.live)  # checked against the store's count when brought up to date
         whole = {
             key: section.to_wire(build(source))
             for key, (section, build) in CONTRIBUTORS.items()
@@ -481,4 +518,5 @@ def deregister(ctx: RequestContext, instance_id: str) -> dict[str, Any]:
         row = _instance(conn, ctx, instance_id)
         tasks_repo.lock_cluster(conn, ctx.region, row["cluster"])
         row = container_instances.deregister(conn, ctx, row, force=True)
-        return {"containerInstanceArn": row["arn"], "status": row["status"]}
+    agent_inputs.copies(ctx.db).drop(instance_id)  # its tasks are gone: no poll will bring it up to date
+    return {"containerInstanceArn": row["arn"], "status": row["status"]}

@@ -294,6 +294,15 @@ def used_ips(conn: Connection, subnet_id: str) -> set[str]:
     return set(conn.execute(_USED_IPS, {"subnet_id": subnet_id}).scalars())
 
 
+def taken_among(conn: Connection, subnet_id: str, ips: Sequence[str]) -> set[str]:
+    """Which of ``ips`` are handed out in ``subnet_id`` (primary-key lookups, whatever the subnet holds)."""
+    wanted = sorted(set(ips))
+    if not wanted:
+        return set()
+    sql = f"SELECT ip FROM ip_addresses WHERE subnet_id = ? AND ip IN ({placeholders(len(wanted))})"
+    return {str(row[0]) for row in fetch_all(conn, sql, (subnet_id, *wanted))}
+
+
 def used_counts(conn: Connection, subnet_ids: list[str]) -> dict[str, int]:
     """How many addresses each subnet has handed out (the rows, so always exact)."""
     if not subnet_ids:

@@ -32,6 +32,12 @@ def list_flow_logs(conn: Connection, region: str, resource_ids: Iterable[str] | 
     return [json.loads(body) for body in conn.execute(query).scalars()]
 
 
+def resource_ids(conn: Connection, region: str) -> set[str]:
+    """The resources the region's flow logs watch."""
+    f = flow_logs.c
+    return set(conn.execute(select(f.resource_id).where(f.region == region).distinct()).scalars())
+
+
 def delete_flow_log(conn: Connection, region: str, flow_log_id: str) -> bool:
     f = flow_logs.c
     return bool(conn.execute(delete(flow_logs).where(f.region == region, f.id == flow_log_id)).rowcount)

@@ -299,6 +299,18 @@ tasks = Table(
     Index("ix_tasks_service", "region", "cluster", "service_name", "desired_status"),
     Index("ix_tasks_family", "region", "cluster", "desired_status", "family", "arn"),  # 0050
     Index("ix_tasks_desired_generation", "container_instance_id", "desired_generation"),  # 0130
+    # Covering: usage, cluster counters and group counts read index entries only (0140)
+    Index("ix_tasks_instance_usage", "container_instance_id", "last_status", "cpu", "memory", "eni_id"),
+    Index("ix_tasks_cluster_status", "region", "cluster", "last_status"),
+    Index(
+        "ix_tasks_group_counts",
+        "region",
+        "cluster",
+        "desired_status",
+        "container_instance_id",
+        "task_group",
+        "last_status",
+    ),
 )
 
 # ---- ECS services (migration 0010) --------------------------------------------------------------------

@@ -179,13 +179,10 @@ def mark_eni_tasks_changed(conn: Connection, eni_ids: Sequence[str]) -> None:
 
 def tasks_changed_since(conn: Connection, instance_id: str, since: int) -> tuple[list[Row], list[str]]:
     """(live tasks whose entry changed after generation ``since``, ARNs of tasks that left since then)."""
-    sql = (
-        _SELECT_TASK + " WHERE container_instance_id = ? "
-        "AND (desired_generation IS NULL OR desired_generation > ?) ORDER BY created_at, arn"
-    )
     live: list[Row] = []
     removed: list[str] = []
-    for task in map(_task, fetch_all(conn, sql, (instance_id, since))):
+    rows = fetch_all(conn, _CHANGED_SINCE, (instance_id, instance_id, since))
+    for task in (_task(row[:-1]) for row in rows):
         if task["last_status"] == "STOPPED":
             removed.append(task["arn"])
         else:
@@ -349,6 +346,13 @@ _TASK_COLUMNS = (
     "spec",
 )
 _SELECT_TASK = f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks"
+
+# Two index ranges rather than one OR (with which SQLite read every task row of the instance: 15 ms at 5,000)
+_CHANGED_COLUMNS = f"{', '.join(_TASK_COLUMNS)}, created_at FROM tasks WHERE container_instance_id = ?"
+_CHANGED_SINCE = (
+    f"SELECT {_CHANGED_COLUMNS} AND desired_generation IS NULL "
+    f"UNION ALL SELECT {_CHANGED_COLUMNS} AND desired_generation > ? ORDER BY created_at, arn"
+)
 
 
 def _task(row: Sequence[Any]) -> Row:

@@ -13,9 +13,11 @@ from taskvpc.netmodel.ipam import (
     availability_zones,
     choose_address,
     default_vpc_layout,
+    first_free,
     is_valid_mac,
     new_mac,
     private_dns_name,
+    random_candidates,
     reserved_addresses,
     usable_count,
     validate_subnet_cidr,
@@ -342,3 +344,63 @@ def test_availability_zones(region: str, names: list[str], zone_id: str) -> None
     nets = [ipaddress.IPv4Network(s.cidr_block) for s in layout.subnets]
     assert all(n.prefixlen == 20 and n.subnet_of(ipaddress.IPv4Network("172.31.0.0/16")) for n in nets)
     assert len(set(nets)) == len(nets)
+
+
+# --------------------------------------------------------------------------------------------------
+# Choice without the used set: uniform candidates, the store says which are taken
+
+
+@given(small_subnets, st.data())
+def test_first_free_random_candidate_is_a_free_usable_address(
+    net: ipaddress.IPv4Network, data: st.DataObject
+) -> None:
+    all_addrs = [str(a) for a in net]
+    used = data.draw(st.sets(st.sampled_from(all_addrs), max_size=len(all_addrs)))
+    draws = iter(data.draw(st.lists(st.integers(0, 2**32), min_size=16, max_size=16)))
+    candidates = random_candidates(str(net), lambda n: next(draws) % n, 16)
+    usable = set(all_addrs) - reserved_addresses(net)
+    assert len(candidates) == 16 and set(candidates) <= usable
+    got = first_free(candidates, used & set(candidates))
+    if got is None:  # every candidate taken: the caller falls back to choose_address
+        assert set(candidates) <= used
+    else:
+        assert got in usable and got not in used
+        assert got == next(c for c in candidates if c not in used)
+
+
+def test_random_candidates_cover_the_usable_range_in_order() -> None:
+    # index k is the k-th usable address: 0 the first after the three the VPC keeps, n-1 the last
+    n = usable_count("10.0.0.0/28")
+    indexes = iter(range(n))
+    assert random_candidates("10.0.0.0/28", lambda size: next(indexes), n) == [
+        f"10.0.0.{i}" for i in range(4, 15)
+    ]
+    with pytest.raises(ValueError):
+        random_candidates("10.0.0.0/28", lambda size: size, 1)
+
+
+def test_rejection_sampling_is_uniform_over_the_free_addresses() -> None:
+    # A /28 with 8 of its 11 addresses taken: the first free candidate of a uniform stream lands on each
+    # of the 3 free ones about equally often (2,000 draws each way; a skew toward low addresses fails).
+    usable = [f"10.0.0.{i}" for i in range(4, 15)]
+    rng = random.Random(7)
+    used = set(rng.sample(usable, 8))
+    counts: dict[str, int] = {}
+    for _ in range(6000):
+        got = first_free(random_candidates("10.0.0.0/28", rng.randrange, 64), used)
+        assert got is not None
+        counts[got] = counts.get(got, 0) + 1
+    assert set(counts) == set(usable) - used
+    assert all(1700 < c < 2300 for c in counts.values()), counts
+
+
+@given(st.integers(0, 2**32 - 1))
+def test_used_addresses_read_as_ipaddress_reads_them(n: int) -> None:
+    text = str(ipaddress.IPv4Address(n))
+    net = ipaddress.IPv4Network((n & 0xFFFFFF00, 24))
+    first_usable = str(ipaddress.IPv4Address(int(net.network_address) + 4))
+    taken = choose_address(str(net), [text, first_usable])  # the fast path parses both the same way
+    assert taken not in (text, first_usable)
+    for odd in ("010.0.0.1", "1.2.3", "1.2.3.256", "\u0663.1.1.1"):  # refused, as by ipaddress
+        with pytest.raises(ValueError):
+            choose_address(str(net), [odd])

@@ -8,6 +8,7 @@ same address cannot both insert it; the loser re-reads what is taken and chooses
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -20,6 +21,9 @@ from taskvpc.store import ec2_repo
 
 Doc = dict[str, Any]
 _ATTEMPTS = 64  # choices of an address before giving up; each lost race means someone else got one
+# Random candidates looked up per choice: with a subnet 3/4 full all 16 are taken 1% of the time (then
+# every used address is read, as before); a subnet's free addresses are chosen uniformly either way.
+_CANDIDATES = 16
 
 
 def free_addresses(conn: Connection, subnet: Doc) -> int:
@@ -27,17 +31,42 @@ def free_addresses(conn: Connection, subnet: Doc) -> int:
     return subnets.available(subnet, used)
 
 
+def _picker(ctx: RequestContext) -> Callable[[int], int]:
+    """Uniform picks (``pick(n)`` in ``[0, n)``) from the context's generator, 8 bytes each."""
+    pool = bytearray()
+
+    def pick(n: int) -> int:
+        if len(pool) < 8:
+            pool.extend(ids.random_bytes(ctx, 32))
+        value = int.from_bytes(pool[:8], "big")
+        del pool[:8]
+        return value % n
+
+    return pick
+
+
+def _free_candidate(conn: Connection, subnet: Doc, pick: Callable[[int], int]) -> str | None:
+    """A few uniform candidates, one indexed query: the first free one, without reading every used one."""
+    candidates = ipam.random_candidates(subnet["CidrBlock"], pick, _CANDIDATES)
+    return ipam.first_free(candidates, ec2_repo.taken_among(conn, subnet["SubnetId"], candidates))
+
+
+def has_free_address(conn: Connection, ctx: RequestContext, subnet: Doc) -> bool:
+    """``free_addresses(...) > 0``, answered by a free random candidate when there is one (no count of
+    every address the subnet has handed out)."""
+    return _free_candidate(conn, subnet, _picker(ctx)) is not None or free_addresses(conn, subnet) > 0
+
+
 def claim_address(
     conn: Connection, ctx: RequestContext, subnet: Doc, eni_id: str, requested: str | None = None
 ) -> str:
     """Take an address in ``subnet`` for ``eni_id`` (the requested one, else a random free one)."""
+    pick = _picker(ctx)
     for _ in range(_ATTEMPTS):
-        used = ec2_repo.used_ips(conn, subnet["SubnetId"])
-
-        def pick(n: int) -> int:
-            return int.from_bytes(ids.random_bytes(ctx, 8), "big") % n
-
-        ip = ipam.choose_address(subnet["CidrBlock"], used, requested, pick)
+        ip = None if requested is not None else _free_candidate(conn, subnet, pick)
+        if ip is None:  # requested, or a crowded subnet: choose among every free address
+            used = ec2_repo.used_ips(conn, subnet["SubnetId"])
+            ip = ipam.choose_address(subnet["CidrBlock"], used, requested, pick)
         if ec2_repo.claim_ip(conn, ctx.region, subnet["SubnetId"], ip, eni_id):
             return ip
         if requested is not None:

@@ -233,7 +233,10 @@ def delete_flow_logs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
 def watches(conn: Connection, ctx: RequestContext, enis: Sequence[Eni]) -> tuple[FlowLogWatch, ...]:
     """What an instance's agent collects: per task ENI covered by some flow log, the union of what they
     want (the ``flowLogs`` section of its desired state)."""
-    scope = {x for e in enis for x in (e.network_interface_id, e.subnet_id, e.vpc_id)}
+    watched = flow_logs_repo.resource_ids(conn, ctx.region)  # few: not one lookup per ENI of the host
+    if not watched:
+        return ()
+    scope = watched & {x for e in enis for x in (e.network_interface_id, e.subnet_id, e.vpc_id)}
     if not scope:
         return ()
     targets = [(doc, _target(doc)) for doc in flow_logs_repo.list_flow_logs(conn, ctx.region, sorted(scope))]

@@ -42,7 +42,7 @@ def reserve_task_eni(
     if not candidates:
         raise errors.missing_parameter("subnetId")
     for subnet in candidates:
-        if enis.free_addresses(conn, subnet) <= 0:
+        if not enis.has_free_address(conn, ctx, subnet):
             continue
         groups = enis.check_groups(conn, ctx, subnet, group_ids)
         eni = enis.allocate(
