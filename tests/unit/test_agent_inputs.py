@@ -64,7 +64,8 @@ def test_a_copy_brought_up_to_date_equals_one_read_whole(script: list[tuple[Any,
             if network is None:
                 enis.pop(arn, None)
             else:
-                enis[arn] = _eni(arn, network[0], tuple(network[1]))
+                vpc = network[0]  # a group belongs to one VPC, as in EC2
+                enis[arn] = _eni(arn, vpc, tuple(f"{g}-{vpc}" for g in network[1]))
         kept = kept.updated(start + 1, list(changed.values()), enis, removed)
     whole = TaskInputs.of(len(script) + 1, list(rows.values()), enis)
     assert set(kept.live) == set(whole.live) == set(rows)
