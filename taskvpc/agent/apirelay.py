@@ -74,9 +74,9 @@ class ApiRelay:
         try:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
+            # No await here: a connection still open when the loop shuts down is closed by the garbage
+            # collector, and a coroutine that awaits while being closed raises instead of finishing.
             up_writer.close()
-            with contextlib.suppress(Exception):
-                await up_writer.wait_closed()
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
