@@ -56,6 +56,7 @@ from taskvpc.agent import instance_config, limits, logshipper as logship, netpla
 from taskvpc.agent.apirelay import ApiRelay
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.desiredview import DesiredView
+from taskvpc.agent.drivers.vxlan import VxlanDriver
 from taskvpc.agent.engine import DataPlane, DesiredState, Engine, Reporter
 from taskvpc.agent.flowlogs import FlowLogCollector
 from taskvpc.agent.helpformat import DefaultsHelpFormatter
@@ -146,6 +147,7 @@ def resources(
 
 FARGATE_CAPACITY_ENV = "TASKVPC_FARGATE_CAPACITY"
 UNDERLAY_ENV = "TASKVPC_UNDERLAY_ADDRESS"  # --underlay-address: registered, and the overlay's source
+UNDERLAY_NETNS_ENV = "TASKVPC_UNDERLAY_NETNS"  # --underlay-netns: where that address and the sockets are
 
 
 # What the agent's endpoints at 169.254.170.2 add (taskmeta_server): task role credentials. The control
@@ -373,7 +375,8 @@ async def run_agent(
             lbs = LoadBalancers(network, cfg, path, lambda r: client.target_health(instance_id, r))
             lbs.want_vpcs(answer)
         if owned_driver is not None and os.environ.get(UNDERLAY_ENV):  # VPCs across hosts (VXLAN)
-            overlay = Overlay(network, cfg, os.environ[UNDERLAY_ENV], firewall)
+            vxlan = VxlanDriver(cfg.netns_dir, os.environ.get(UNDERLAY_NETNS_ENV) or None)
+            overlay = Overlay(network, cfg, os.environ[UNDERLAY_ENV], firewall, vxlan)
             overlay.submit(answer)
             engine.spawn(overlay.run(), "overlay")
         await engine.adopt(answer)
@@ -577,6 +580,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "--underlay-address",
         help="this host's address that other hosts reach (UDP 4789): its VPC routers join the VXLAN overlay",
     )
+    parser.add_argument(
+        "--underlay-netns",
+        help="the network namespace holding --underlay-address (default: the agent's own), e.g. taskvpc up's",
+    )
     return parser
 
 
@@ -590,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[FARGATE_CAPACITY_ENV] = "1"  # read by attributes() when registering
     if args.underlay_address:
         os.environ[UNDERLAY_ENV] = args.underlay_address
+    if args.underlay_netns:
+        os.environ[UNDERLAY_NETNS_ENV] = args.underlay_netns
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if os.geteuid() != 0:
         print(

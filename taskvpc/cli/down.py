@@ -1,9 +1,10 @@
 """``taskvpc down``: stop every task of a prefix and remove everything taskvpc made for it on this host.
 
 The host is searched, not the state dir (``taskvpc/agent/teardown.py``), so a damaged or deleted state
-dir still comes down. Then the control plane's record follows (:func:`record_stopped`): the local
-instance's tasks are stopped in its database as a StopTask and the agent's STOPPED report would, so
-the next ``taskvpc up`` does not start them again. ``--purge`` also deletes the state dir (database,
+dir still comes down. Then the control plane's record follows (:func:`record_stopped`): the tasks of
+the local instance and of every EC2 instance's host are stopped in its database as a StopTask and the
+agent's STOPPED report would, so the next ``taskvpc up`` does not start them again (it boots the
+instances that were ``running``, empty). ``--purge`` also deletes the state dir (database,
 credentials, images), after every mount below it is gone. It refuses while an agent of the prefix
 runs: stop ``taskvpc up`` first.
 """
@@ -16,6 +17,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from taskvpc.cli import config
 from taskvpc.cli.up import default_net_prefix, summary
@@ -80,24 +82,34 @@ STOP_REASON = "taskvpc down: stopped on the host"  # taskvpc's own
 
 
 def record_stopped(state_dir: Path, database_url: str | None) -> str:
-    """Stop the local instance's tasks in the control plane's database; a line saying what was done."""
+    """Stop the tasks of every host of ``state_dir`` (the local agent's, and each EC2 instance's) in the
+    control plane's database; what was done. The instances stay ``running``: the next ``taskvpc up``
+    boots their hosts again, with no task to start (``taskvpc/cli/instances.py``)."""
+    from taskvpc.agent.state import STATE_FILE, load_state
+    from taskvpc.store.db import Database, sqlite_url
+
+    agent_dirs = [state_dir / "agent", *sorted((state_dir / "instances").glob("*/agent"))]
+    arns = [load_state(d).container_instance_arn for d in agent_dirs if (d / STATE_FILE).exists()]
+    url = database_url or (sqlite_url(state_dir) if (state_dir / "taskvpc.db").exists() else None)
+    if not any(arns) or url is None:
+        return "no local container instance on record: the control plane's tasks were left as they are"
+    database = Database(url)
+    try:
+        return "; ".join(_record_host(database, arn) for arn in arns if arn is not None)
+    finally:
+        database.dispose()
+
+
+def _record_host(database: Any, arn: str) -> str:
     import time
 
-    from taskvpc.agent.state import STATE_FILE, load_state
     from taskvpc.api.app import ControlPlane, Settings
     from taskvpc.control import agent as agent_api
     from taskvpc.control.ecs import tasks as ecs_tasks
     from taskvpc.domain.errors import ClientError
     from taskvpc.store import reconcile_repo, tasks_repo
-    from taskvpc.store.db import Database, sqlite_url
 
-    agent_dir = state_dir / "agent"
-    arn = load_state(agent_dir).container_instance_arn if (agent_dir / STATE_FILE).exists() else None
-    url = database_url or (sqlite_url(state_dir) if (state_dir / "taskvpc.db").exists() else None)
-    if arn is None or url is None:
-        return "no local container instance on record: the control plane's tasks were left as they are"
     region, instance_id = arn.split(":")[3], arn.rsplit("/", 1)[-1]
-    database = Database(url)
     try:
         plane = ControlPlane(Settings(config.account_id(), "", "", False), database)
         ctx = plane.context(region, time.time())
@@ -116,7 +128,5 @@ def record_stopped(state_dir: Path, database_url: str | None) -> str:
         with database.transaction() as conn:  # no agent runs here now: the instance is disconnected
             reconcile_repo.mark_disconnected(conn, instance_id, heard_before=time.time() + 1)
     except ClientError as exc:
-        return f"the control plane's record was not updated ({exc})"
-    finally:
-        database.dispose()
+        return f"the control plane's record of {arn} was not updated ({exc})"
     return f"{len(reports)} task(s) recorded STOPPED on {arn}"

@@ -29,6 +29,11 @@ for the detection window (``--host-loss-window``), the instance is terminated as
 instance (``instances_state.host_lost``: tasks stopped with ECS's terminated-host reason, ENIs and
 addresses released, the container instance deregistered, so services place replacements elsewhere), and
 whatever is left of it here (its agent if still alive, its tasks' namespaces and processes) is removed.
+Only a host this supervisor has seen can be lost: a ``running`` instance whose host it never saw (after
+``taskvpc down``, a reboot of the machine, or the lead moving here) is booted again (namespace, cgroup,
+agent), as an EC2 host that restarts brings its instances back; its agent registers again with the same
+container instance, and what it finds of its tasks it adopts (after ``down``, which records the tasks
+of every host stopped, there are none).
 
 With several ``taskvpc up`` on one PostgreSQL, one supervisor runs: the one holding the
 ``instance-hosts`` lead (the reconcilers' advisory locks, ``taskvpc.control.reconcile.leadership``).
@@ -43,6 +48,12 @@ agent gets as ``--underlay-address``. Link-local rather than the primary ENI's a
 the VPC in the instance's namespace would overlap the routes the agent makes from there to its tasks.
 The primary address is there alone (``/32``, no route), which the agent's host access tolerates.
 The bridge has no address: nothing is routed between the instances and this machine.
+
+``up``'s own local agent is on the underlay too (:func:`ensure_local_underlay`), in the same way: the
+namespace ``<P>ul`` whose ``eth0`` (port ``<P>uhost``) holds its underlay address. The agent itself runs
+in the machine's namespace, as always, and is given ``--underlay-netns <P>ul``: its VXLAN devices are
+created from that namespace (their sockets live there) and its underlay guard is loaded there, so the
+machine's namespace holds neither a VXLAN socket nor a route into the underlay.
 
 The instances share this machine's kernel: a namespace and a cgroup are isolation, not a VM.
 """
@@ -82,6 +93,7 @@ LEAD = "instance-hosts"  # the supervisor's lead among control planes sharing on
 GOING = {"stopping": "stopped", "shutting-down": "terminated"}
 UNDERLAY_NET = ipaddress.IPv4Network("169.254.192.0/19")  # link-local: never a VPC's, nor 169.254.169/170
 UNDERLAY_MTU = 1550  # the tasks' 1500 plus VXLAN's 50
+LOCAL_UNDERLAY_FILE = "underlay"  # in up's state dir: the local agent's underlay address, once chosen
 
 
 def instance_prefix(prefix: str, instance_id: str) -> str:
@@ -129,16 +141,23 @@ def plan(
     missing_since: dict[str, float] | None = None,
     now: float = 0.0,
     window: float = HOST_LOSS_WINDOW,
+    seen: set[str] | None = None,
 ) -> Plan:
-    """What to do, from the instances' records, the namespaces present, the agents alive, and since when
-    each running instance's namespace has been seen missing."""
+    """What to do, from the instances' records, the namespaces present, the agents alive, since when
+    each running instance's namespace has been seen missing, and the instances whose host this
+    supervisor has seen on the machine (None: every one).
+
+    A running instance whose host was never seen here is booted again, not lost: the machine was
+    rebooted or ``taskvpc down`` removed the hosts while nothing supervised them, as when an EC2 host
+    restarts its instances. One whose host was seen and then went is a host lost."""
     ensure, started, remove, finish, missing, lost = [], [], [], [], [], []
     since = missing_since or {}
     known = set()
     for doc in instances:
         iid, name = doc["InstanceId"], doc["State"]["Name"]
         known.add(iid)
-        if name == "running" and iid not in hosts:  # never remade: a lost host's tasks are gone with it
+        booting = seen is not None and iid not in seen
+        if name == "running" and iid not in hosts and not booting:  # a lost host is never remade
             missing.append(iid)
             if now - since.get(iid, now) >= window:
                 lost.append(iid)
@@ -180,47 +199,77 @@ def underlay_port(prefix: str, instance_id: str) -> str:
     return f"{prefix}u{instance_prefix(prefix, instance_id)[1:]}"
 
 
-def underlay_address(state_dir: Path, instance_id: str) -> str:
-    """The instance's underlay address: kept in its state directory once chosen (from its id, past
-    any other instance's)."""
-    home = instance_dir(state_dir, instance_id)
-    kept = home / "underlay"
+def _kept_underlay(kept: Path, state_dir: Path, seed: str) -> str:
+    """The address kept in ``kept``, else one chosen from ``seed`` past every other host's of this
+    state dir (the instances' and the local agent's), and kept."""
     with contextlib.suppress(OSError, ValueError):
         return str(ipaddress.IPv4Address(kept.read_text().strip()))
     taken = set()
     with contextlib.suppress(OSError):
-        taken = {p.read_text().strip() for p in (state_dir / "instances").glob("*/underlay")}
+        others = [*(state_dir / "instances").glob("*/underlay"), state_dir / LOCAL_UNDERLAY_FILE]
+        taken = {p.read_text().strip() for p in others if p.exists()}
     size = UNDERLAY_NET.num_addresses - 2
-    start = int(hashlib.sha256(instance_id.encode()).hexdigest(), 16) % size
+    start = int(hashlib.sha256(seed.encode()).hexdigest(), 16) % size
     for step in range(size):
         candidate = str(UNDERLAY_NET.network_address + 1 + (start + step) % size)
         if candidate not in taken:
             break
-    home.mkdir(parents=True, exist_ok=True)
+    kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(candidate)
     return candidate
+
+
+def underlay_address(state_dir: Path, instance_id: str) -> str:
+    """The instance's underlay address: kept in its state directory once chosen (from its id, past
+    any other host's)."""
+    return _kept_underlay(instance_dir(state_dir, instance_id) / "underlay", state_dir, instance_id)
+
+
+def local_underlay_netns(prefix: str) -> str:
+    """The local agent's underlay namespace: not ``P-…`` (the agent's strays) nor ``Pi-…`` (instances')."""
+    return f"{prefix}ul"
+
+
+def local_underlay_port(prefix: str) -> str:
+    return f"{prefix}uhost"
+
+
+def _ensure_underlay_link(prefix: str, namespace: str, port: str, address: str | None) -> None:
+    """``namespace`` with ``lo`` up and ``eth0``, a veth whose other end ``port`` is on the bridge."""
+    if not (NETNS_DIR / namespace).exists():
+        _run("ip", "netns", "add", namespace)
+    _run("ip", "-n", namespace, "link", "set", "lo", "up")
+    bridge = underlay_bridge(prefix)
+    if _run("ip", "link", "show", bridge).returncode != 0:
+        _run("ip", "link", "add", bridge, "mtu", str(UNDERLAY_MTU), "type", "bridge")
+    _run("ip", "link", "set", bridge, "up")
+    if _run("ip", "link", "show", port).returncode != 0:
+        _run("ip", "-n", namespace, "link", "del", "eth0")  # a half-made pair
+        _run("ip", "link", "add", port, "mtu", str(UNDERLAY_MTU), "type", "veth",
+             "peer", "name", "eth0", "netns", namespace, "mtu", str(UNDERLAY_MTU))  # fmt: skip
+    _run("ip", "link", "set", port, "master", bridge, "up")
+    if address:
+        _run("ip", "-n", namespace, "addr", "replace", f"{address}/{UNDERLAY_NET.prefixlen}", "dev", "eth0")
+    _run("ip", "-n", namespace, "link", "set", "eth0", "up")
+
+
+def ensure_local_underlay(prefix: str, state_dir: Path) -> tuple[str, str]:
+    """The local agent's place on the underlay, made as an instance's is (a namespace whose ``eth0`` is
+    a port of the bridge): (its address, the namespace), for ``--underlay-address``/``--underlay-netns``.
+    The machine's own namespace gets only the bridge and the port: no address, route or VXLAN socket."""
+    seed = f"local/{socket.gethostname()}/{prefix}"
+    address = _kept_underlay(state_dir / LOCAL_UNDERLAY_FILE, state_dir, seed)
+    namespace = local_underlay_netns(prefix)
+    _ensure_underlay_link(prefix, namespace, local_underlay_port(prefix), address)
+    return address, namespace
 
 
 def ensure_namespace(prefix: str, doc: Doc, underlay: str | None = None) -> None:
     """The namespace, and ``eth0`` on the underlay bridge with ``underlay`` (see the module docstring)."""
     name = netns_name(prefix, doc["InstanceId"])
-    if not (NETNS_DIR / name).exists():
-        _run("ip", "netns", "add", name)
-    _run("ip", "-n", name, "link", "set", "lo", "up")
-    bridge, port = underlay_bridge(prefix), underlay_port(prefix, doc["InstanceId"])
-    if _run("ip", "link", "show", bridge).returncode != 0:
-        _run("ip", "link", "add", bridge, "mtu", str(UNDERLAY_MTU), "type", "bridge")
-    _run("ip", "link", "set", bridge, "up")
-    if _run("ip", "link", "show", port).returncode != 0:
-        _run("ip", "-n", name, "link", "del", "eth0")  # a half-made pair
-        _run("ip", "link", "add", port, "mtu", str(UNDERLAY_MTU), "type", "veth",
-             "peer", "name", "eth0", "netns", name, "mtu", str(UNDERLAY_MTU))  # fmt: skip
-    _run("ip", "link", "set", port, "master", bridge, "up")
-    if underlay:
-        _run("ip", "-n", name, "addr", "replace", f"{underlay}/{UNDERLAY_NET.prefixlen}", "dev", "eth0")
+    _ensure_underlay_link(prefix, name, underlay_port(prefix, doc["InstanceId"]), underlay)
     if doc.get("PrivateIpAddress"):  # the primary ENI's address, alone: no route into the VPC from here
         _run("ip", "-n", name, "addr", "replace", f"{doc['PrivateIpAddress']}/32", "dev", "eth0")
-    _run("ip", "-n", name, "link", "set", "eth0", "up")
 
 
 def ensure_cgroup(prefix: str, doc: Doc) -> str:
@@ -435,8 +484,17 @@ def remove_all(prefix: str, state_dir: Path) -> int:
         for problem in remove_host(prefix, state_dir, instance_id):
             print(f"taskvpc: instance {instance_id}: not removed: {problem}", file=sys.stderr)
     cgroups.remove(cgroup_path(prefix))
+    remove_local_underlay(prefix)
     _run("ip", "link", "del", underlay_bridge(prefix))
     return len(found)
+
+
+def remove_local_underlay(prefix: str) -> None:
+    """The local agent's underlay namespace (its port goes with ``eth0``; the VXLAN devices made from
+    it, in the local routers, go with it too: their sockets lived there)."""
+    if (NETNS_DIR / local_underlay_netns(prefix)).exists():
+        _run("ip", "netns", "del", local_underlay_netns(prefix))
+    _run("ip", "link", "del", local_underlay_port(prefix))
 
 
 # ---- the supervisor -------------------------------------------------------------------------------
@@ -462,6 +520,7 @@ class InstanceHosts:
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.relays: dict[str, Relay] = {}
         self.missing_since: dict[str, float] = {}  # running instances whose namespace is gone, since
+        self.seen: set[str] = set()  # instances whose host this supervisor found or made on the machine
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="instance-hosts", daemon=True)
         self._thread.start()
@@ -483,14 +542,19 @@ class InstanceHosts:
         region_of = {doc["InstanceId"]: doc.get("_Region", self.launch.region) for doc in docs}
         live = {iid for iid, process in self.agents.items() if process.poll() is None}
         now = time.monotonic()
-        steps = plan(docs, hosts_present(self.launch.prefix), live, self.missing_since, now, self.loss_window)
+        present = hosts_present(self.launch.prefix)
+        self.seen |= present
+        steps = plan(docs, present, live, self.missing_since, now, self.loss_window, self.seen)
         self.missing_since = {iid: self.missing_since.get(iid, now) for iid in steps.missing}
         for iid in steps.lost:
             self.lose(iid, region_of[iid])
         for doc in steps.ensure:
             if self._stopping.is_set():
                 return
+            if doc["State"]["Name"] == "running" and doc["InstanceId"] not in present:
+                log.info("instance %s: host not on this machine: booting it again", doc["InstanceId"])
             self.ensure_host(doc)
+            self.seen.add(doc["InstanceId"])
         for iid in steps.started:
             instances_state.host_started(self.context(region_of[iid]), iid)
         for iid in [*steps.remove, *steps.strays]:
@@ -525,6 +589,7 @@ class InstanceHosts:
 
         instances_state.host_lost(self.context(region), iid)
         self.missing_since.pop(iid, None)
+        self.seen.discard(iid)
         self.remove(iid)
 
     def remove(self, iid: str) -> None:
@@ -539,8 +604,11 @@ class InstanceHosts:
         cgroups.remove(
             cgroup_path(self.launch.prefix)
         )  # the parent goes with the last instance (busy: stays)
-        if not hosts_present(self.launch.prefix):  # the underlay bridge goes with the last instance
-            _run("ip", "link", "del", underlay_bridge(self.launch.prefix))
+        if (
+            not hosts_present(self.launch.prefix)
+            and not (NETNS_DIR / local_underlay_netns(self.launch.prefix)).exists()
+        ):
+            _run("ip", "link", "del", underlay_bridge(self.launch.prefix))  # with the last host on it
 
     def stop(self) -> None:
         """Stop every agent (the hosts stay for the next ``up``); idempotent."""

@@ -278,11 +278,21 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_agent and not with_agent:
         print("taskvpc: not root, so no agent can run here: serving the control plane only", file=sys.stderr)
     elif with_agent:
+        from taskvpc.cli.instances import ensure_local_underlay
         from taskvpc.cli.local_agent import LocalAgent
 
         agent_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         agent_endpoint = f"http://{agent_host}:{args.port}"
-        agent = LocalAgent(agent_endpoint, state_dir, credentials, args.region, _agent_arguments(args))
+        # on the underlay as the EC2 instances are: its tasks and theirs share VPC subnets (instances.py)
+        underlay, underlay_netns = ensure_local_underlay(args.net_prefix, state_dir)
+        arguments = [
+            *_agent_arguments(args),
+            "--underlay-address",
+            underlay,
+            "--underlay-netns",
+            underlay_netns,
+        ]
+        agent = LocalAgent(agent_endpoint, state_dir, credentials, args.region, arguments)
         print(
             f"taskvpc: local agent (pid {agent.process.pid}, prefix {args.net_prefix}) joins cluster "
             "'default'",

@@ -1,7 +1,8 @@
 """VPCs across instances over VXLAN, with real packets: two EC2 instances (RunInstances) of one cluster in
 two AZs, each a real host with its own agent; tasks on one reach tasks on the other only as their
 security groups allow, a group reference admits a member on the other host, no host can inject
-packets with a source it does not own, and two VPCs with the same CIDR stay apart.
+packets with a source it does not own, and two VPCs with the same CIDR stay apart. Tasks of `taskvpc
+up`'s own agent reach the instances' tasks and are reached by them, as their groups allow.
 
 One ``taskvpc up`` for the module; probes run inside the tasks' namespaces (``ip netns exec``), so the
 packets leave from the tasks' own ENIs."""
@@ -144,6 +145,11 @@ def test_tasks_across_instances(server: RootServer, tmp_path: Path) -> None:
             process.kill()
             process.wait(timeout=10)
         ec2.terminate_instances(InstanceIds=ids)
+        local = ecs.list_tasks(cluster="default")["taskArns"]  # up's own agent's, stopped before up is
+        for arn in local:
+            ecs.stop_task(cluster="default", task=arn)
+        if local:
+            ecs.get_waiter("tasks_stopped").wait(cluster="default", tasks=local, WaiterConfig={"Delay": 1})
         _wait(
             lambda: (
                 [i["State"]["Name"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
@@ -153,8 +159,53 @@ def test_tasks_across_instances(server: RootServer, tmp_path: Path) -> None:
             "instances terminated",
         )
         _wait(lambda: not hosts.hosts_present(server.prefix), 30, "hosts removed")
-        ul = subprocess.run(["ip", "link", "show", hosts.underlay_bridge(server.prefix)], capture_output=True)
-        assert ul.returncode != 0, "the underlay bridge outlived the last instance"
+        ports = subprocess.run(
+            ["ip", "-br", "link", "show", "master", hosts.underlay_bridge(server.prefix)],
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+        ports = [line.split()[0].partition("@")[0] for line in ports]
+        assert ports == [hosts.local_underlay_port(server.prefix)], (
+            "only up's own agent stays on the underlay"
+        )
+
+
+def _local_tasks(server: RootServer, groups: dict[str, list[str]]) -> dict[str, tuple[str, str]]:
+    """Sample tasks on `up`'s own agent (cluster `default`, its AZ's default subnet): name -> (namespace, IP)."""
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    [instance] = ecs.describe_container_instances(
+        cluster="default",
+        containerInstances=ecs.list_container_instances(cluster="default")["containerInstanceArns"],
+    )["containerInstances"]
+    assert any(a["name"] == UNDERLAY_ATTRIBUTE for a in instance["attributes"]), (
+        "local agent off the underlay"
+    )
+    zone = next(a["value"] for a in instance["attributes"] if a["name"] == "ecs.availability-zone")
+    [subnet] = ec2.describe_subnets(
+        Filters=[
+            {"Name": "default-for-az", "Values": ["true"]},
+            {"Name": "availability-zone", "Values": [zone]},
+        ]
+    )["Subnets"]
+    arns = {}
+    for name, group_ids in groups.items():
+        done = ecs.run_task(
+            cluster="default",
+            taskDefinition="linux-simple-web",
+            networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet["SubnetId"]], "securityGroups": group_ids}},
+        )  # fmt: skip
+        assert done["failures"] == [], done["failures"]
+        arns[name] = done["tasks"][0]["taskArn"]
+    ecs.get_waiter("tasks_running").wait(
+        cluster="default", tasks=list(arns.values()), WaiterConfig={"Delay": 1}
+    )
+    found = {
+        t["taskArn"]: t for t in ecs.describe_tasks(cluster="default", tasks=list(arns.values()))["tasks"]
+    }
+    out = {}
+    for name, arn in arns.items():
+        details = {d["name"]: d["value"] for d in found[arn]["attachments"][0]["details"]}
+        out[name] = (f"{server.prefix}-t-{arn.rsplit('/', 1)[1]}", details["privateIPv4Address"])
+    return out
 
 
 def _scenario(server: RootServer, ids: list[str], listeners: list[Any], tmp_path: Path) -> None:
@@ -270,6 +321,13 @@ def _scenario(server: RootServer, ids: list[str], listeners: list[Any], tmp_path
     assert _wait(lambda: _probe(ns["client"], ip["server"], 8081) == "open srv", 30, "8081 opened")
     # the other instance's host reaches none of this one's tasks (only its own)
     assert not _probe(hosts.netns_name(server.prefix, second), ip["server"], 80).startswith("open")
+
+    # `taskvpc up`'s own agent is on the overlay too: its tasks and the instances' meet as groups allow
+    local = _local_tasks(server, {"both": [g_server, g_client], "other": [g_other]})
+    assert _wait(lambda: _probe(local["both"][0], ip["server"], 80).startswith("open"), 30, "local->server")
+    assert _probe(local["other"][0], ip["server"], 80) == "timeout"
+    assert _probe(ns["client"], local["both"][1], 80).startswith("open")  # and from an instance to it
+    assert _probe(ns["other"], local["both"][1], 80) == "timeout"
 
     # anti-spoofing across the overlay: host B may speak only for its own tasks
     vni = assign_vnis([v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]])[

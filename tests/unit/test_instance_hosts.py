@@ -52,6 +52,18 @@ def test_a_running_instance_without_its_namespace_is_lost_after_the_window() -> 
     assert back.missing == [] and back.lost == []  # its namespace is there again: nothing lost
 
 
+def test_a_running_instance_whose_host_was_never_seen_here_is_booted_not_lost() -> None:
+    # after `taskvpc down` or a reboot: the next supervisor finds running instances without hosts
+    docs = [_doc("i-back", "running"), _doc("i-held", "running"), _doc("i-gone", "terminated")]
+    first = plan(docs, {"i-held"}, set(), {}, now=100.0, window=5.0, seen={"i-held"})
+    assert [d["InstanceId"] for d in first.ensure] == ["i-back", "i-held"]  # booted; agent started
+    assert first.missing == [] and first.lost == [] and first.started == []  # it stays running
+    assert first.remove == [] and first.finish == []  # a terminated one stays terminated, with no host
+    # once seen here, its host going is a loss again
+    later = plan(docs, {"i-held"}, {"i-held"}, {"i-back": 100.0}, 105.0, 5.0, seen={"i-back", "i-held"})
+    assert later.missing == ["i-back"] and later.lost == ["i-back"] and later.ensure == []
+
+
 @given(
     st.floats(min_value=0, max_value=1e6),
     st.floats(min_value=0, max_value=100),

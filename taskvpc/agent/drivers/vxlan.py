@@ -13,6 +13,11 @@ What is made (``taskvpc/agent/overlay.py`` plans it; names and numbers there):
   known host, with a known VNI, carrying IPv4 whose source that host owns (the control plane's
   placement); anything else to port 4789 is dropped before it is decapsulated.
 
+With ``underlay_netns`` (``taskvpc agent --underlay-netns``, what ``taskvpc up`` gives its local agent) the
+underlay is that namespace instead of the agent's own: the devices are created from it (their sockets
+stay there), the underlay address and MTU are looked up there and the guard is loaded there, so the
+agent's namespace (the machine's, for ``up``'s agent) gets no VXLAN socket, route or guard at all.
+
 iproute2 and nft do the work (a few calls per change; members change at task start and stop only).
 Every ``ensure_*`` converges what it finds; ``remove_*`` treats absence as success.
 """
@@ -65,10 +70,22 @@ class SeenOverlay:
 
 
 class VxlanDriver:
-    """Runs in the agent's namespace (the underlay); ``netns_dir`` must be /run/netns (``ip -n``)."""
+    """Runs in the agent's namespace, the underlay unless ``underlay_netns`` names another; ``netns_dir``
+    must be /run/netns (``ip -n``)."""
 
-    def __init__(self, netns_dir: str = netns.DEFAULT_NETNS_DIR) -> None:
+    def __init__(self, netns_dir: str = netns.DEFAULT_NETNS_DIR, underlay_netns: str | None = None) -> None:
         self.netns_dir = netns_dir
+        self.underlay_netns = underlay_netns
+
+    def _ip(self) -> tuple[str, ...]:
+        """``ip`` in the underlay's namespace."""
+        return ("ip",) if self.underlay_netns is None else ("ip", "-n", self.underlay_netns)
+
+    def _nft(self) -> tuple[str, ...]:
+        """``nft`` in the underlay's namespace."""
+        if self.underlay_netns is None:
+            return ("nft",)
+        return ("nsenter", f"--net={netns.path_of(self.underlay_netns, self.netns_dir)}", "nft")
 
     def router_id(self, router_ns: str) -> int | None:
         """The router namespace's identity (its inode: a namespace made again is another one), or None."""
@@ -79,7 +96,7 @@ class VxlanDriver:
 
     def underlay_mtu(self, address: str) -> int | None:
         """The MTU of the device holding ``address`` in this namespace (None: no such address here)."""
-        for link in _json("ip", "-j", "addr", "show"):
+        for link in _json(*self._ip(), "-j", "addr", "show"):
             if any(a.get("local") == address for a in link.get("addr_info", [])):
                 return int(link["mtu"])
         return None
@@ -125,7 +142,7 @@ class VxlanDriver:
         """(Re)make the device: created here, born in ``router_ns``, up, no proxy ARP on it."""
         self.remove_device(router_ns, device)
         _run(
-            "ip", "link", "add", device, "netns", router_ns, "address", mac, "mtu", str(mtu),
+            *self._ip(), "link", "add", device, "netns", router_ns, "address", mac, "mtu", str(mtu),
             "type", "vxlan", "id", str(vni), "local", local, "dstport", str(port), "nolearning",
         )  # fmt: skip
         fd = netns.open_ns(router_ns, self.netns_dir)
@@ -153,12 +170,12 @@ class VxlanDriver:
 
     def load_guard(self, nft_text: str) -> None:
         """Replace the underlay guard table (text from ``overlay.guard_text``) in one transaction."""
-        _run("nft", "-f", "-", stdin=nft_text)
+        _run(*self._nft(), "-f", "-", stdin=nft_text)
 
     def remove_guard(self, table: str) -> bool:
         try:
             done = subprocess.run(
-                ["nft", "delete", "table", "inet", table], capture_output=True, text=True, check=False
+                [*self._nft(), "delete", "table", "inet", table], capture_output=True, text=True, check=False
             )
         except OSError:  # no nft here: no table either
             return False
