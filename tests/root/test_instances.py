@@ -3,7 +3,9 @@ c5.large --user-data 'ECS_CLUSTER=web'` against a `taskvpc up` gives three real 
 namespace of its own holding its primary ENI's address, registered in `web` across two AZs; an awsvpc service of 6 tasks is placed at most
 2 per instance (c5.large: 3 ENIs, the primary counts), each reaches RUNNING with its cgroup inside its
 instance's (under the type's limits) and serves the sample page to its instance's namespace, a seventh
-task fails with RESOURCE:ENI; terminating them leaves no namespace, cgroup or agent process behind."""
+task fails with RESOURCE:ENI; after `taskvpc up` stops and `taskvpc down`, the next `up` boots the
+instances that were running (a terminated one stays so) and they run tasks again; terminating them
+leaves no namespace, cgroup or agent process behind."""
 
 from __future__ import annotations
 
@@ -14,11 +16,15 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from taskvpc.cli import instances as hosts
+from taskvpc.cli.down import STOP_REASON
 from taskvpc.control.ec2 import instances_catalog
+from tests.integration.server import VENV_BIN
+from tests.root import hostcheck
 from tests.root.upserver import REPO, RootServer, web_group
 
 # GET a URL from inside a network namespace (``ip netns exec``), retrying while the server comes up
@@ -161,6 +167,7 @@ def test_run_instances_place_and_terminate(root_server: RootServer) -> None:
     seventh = ecs.run_task(cluster="web", taskDefinition="linux-simple-web", networkConfiguration=network)
     assert seventh["tasks"] == [] and any(f["reason"] == "RESOURCE:ENI" for f in seventh["failures"])
 
+    _down_and_up_again(server, ids, instance_of)
     ecs.update_service(cluster="web", service="hold", desiredCount=0)
     ec2.terminate_instances(InstanceIds=ids)
 
@@ -173,8 +180,70 @@ def test_run_instances_place_and_terminate(root_server: RootServer) -> None:
     stopped = ecs.describe_tasks(cluster="web", tasks=[t["taskArn"] for t in tasks])["tasks"]
     assert all(t["lastStatus"] == "STOPPED" or t["desiredStatus"] == "STOPPED" for t in stopped)
     assert hosts.hosts_present(server.prefix) == set()
-    assert _wait(lambda: not _pids_alive(agent_pids), 15)
+    assert _wait(lambda: not _pids_alive(agent_pids), 15)  # the first up's (the second's died with it)
     assert not hosts.cgroups.existing(hosts.cgroup_path(server.prefix))
     for iid in ids:
         prefix = hosts.instance_prefix(server.prefix, iid)
         assert not [p for p in hosts.NETNS_DIR.iterdir() if p.name.startswith(prefix + "-")]
+
+
+def _down_and_up_again(server: RootServer, ids: list[str], instance_of: dict[str, str]) -> None:
+    """`taskvpc up` stopped, `taskvpc down`, `taskvpc up`: the instances that were running are booted
+    again (same instance, same container instance, ACTIVE and connected), a terminated one stays
+    terminated, the tasks `down` stopped stay stopped, and the service places its tasks on the booted
+    instances, which run them."""
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    ecs.update_service(cluster="web", service="hold", desiredCount=1)
+
+    def one_left() -> list[dict]:  # type: ignore[type-arg]
+        arns = ecs.list_tasks(cluster="web")["taskArns"]  # desired RUNNING: the one the service keeps
+        found = ecs.describe_tasks(cluster="web", tasks=arns)["tasks"] if arns else []
+        return found if len(found) == 1 and found[0]["lastStatus"] == "RUNNING" else []
+
+    [kept_task] = _wait(one_left, 60)
+    before = {kept_task["taskArn"]}
+    gone = next(iid for iid in ids if iid != instance_of[kept_task["containerInstanceArn"]])
+    kept = [iid for iid in ids if iid != gone]
+    ec2.terminate_instances(InstanceIds=[gone])
+    _wait(lambda: hosts.hosts_present(server.prefix) == set(kept), 60)
+
+    server.stop()
+    down = subprocess.run(
+        [str(VENV_BIN / "taskvpc"), "down", "--state-dir", str(server.state_dir), "--net-prefix", server.prefix],
+        capture_output=True, text=True, timeout=120, env=server.env(),
+    )  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert hostcheck.wait_clean(server.prefix) == []  # instance hosts, the underlay and its namespace too
+    server.start()
+
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
+    }
+    assert states == {gone: "terminated", **dict.fromkeys(kept, "running")}, states
+
+    def booted() -> list[dict]:  # type: ignore[type-arg]
+        arns = ecs.list_container_instances(cluster="web")["containerInstanceArns"]
+        found = ecs.describe_container_instances(cluster="web", containerInstances=arns)["containerInstances"]
+        fine = len(found) == len(kept) and all(c["agentConnected"] and c["status"] == "ACTIVE" for c in found)
+        return found if fine else []
+
+    back = _wait(booted, 90)
+    assert {c["containerInstanceArn"]: c["ec2InstanceId"] for c in back} == {
+        arn: iid for arn, iid in instance_of.items() if iid in kept
+    }  # the same container instances, registered again by the booted hosts' agents
+    assert hosts.hosts_present(server.prefix) == set(kept)
+    old = ecs.describe_tasks(cluster="web", tasks=sorted(before))["tasks"]
+    assert {(t["lastStatus"], t["stoppedReason"]) for t in old} == {("STOPPED", STOP_REASON)}
+    replaced = _wait(
+        lambda: (found := _service_tasks(ecs)) and all(t["lastStatus"] == "RUNNING" for t in found) and found,
+        120,
+    )
+    assert {t["taskArn"] for t in replaced}.isdisjoint(before)
+    assert {instance_of[t["containerInstanceArn"]] for t in replaced} <= set(kept)
+
+
+def _service_tasks(ecs: Any) -> list[dict[str, Any]]:
+    arns = ecs.list_tasks(cluster="web", serviceName="hold", desiredStatus="RUNNING")["taskArns"]
+    return ecs.describe_tasks(cluster="web", tasks=arns)["tasks"] if arns else []
