@@ -253,14 +253,19 @@ def _ensure_underlay_link(prefix: str, namespace: str, port: str, address: str |
     _run("ip", "-n", namespace, "link", "set", "eth0", "up")
 
 
-def ensure_local_underlay(prefix: str, state_dir: Path) -> tuple[str, str]:
+def ensure_local_underlay(prefix: str, state_dir: Path) -> tuple[str, str] | None:
     """The local agent's place on the underlay, made as an instance's is (a namespace whose ``eth0`` is
     a port of the bridge): (its address, the namespace), for ``--underlay-address``/``--underlay-netns``.
-    The machine's own namespace gets only the bridge and the port: no address, route or VXLAN socket."""
+    The machine's own namespace gets only the bridge and the port: no address, route or VXLAN socket.
+    None when the kernel refused it (no bridge or veth here): the local agent then stays off the overlay."""
     seed = f"local/{socket.gethostname()}/{prefix}"
     address = _kept_underlay(state_dir / LOCAL_UNDERLAY_FILE, state_dir, seed)
     namespace = local_underlay_netns(prefix)
     _ensure_underlay_link(prefix, namespace, local_underlay_port(prefix), address)
+    shown = _run("ip", "-n", namespace, "-o", "-4", "addr", "show", "dev", "eth0")
+    if f" {address}/" not in shown.stdout:
+        log.warning("local underlay not made: %s", shown.stderr.strip() or "no address on eth0")
+        return None
     return address, namespace
 
 

@@ -284,14 +284,15 @@ def run(args: argparse.Namespace) -> int:
         agent_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         agent_endpoint = f"http://{agent_host}:{args.port}"
         # on the underlay as the EC2 instances are: its tasks and theirs share VPC subnets (instances.py)
-        underlay, underlay_netns = ensure_local_underlay(args.net_prefix, state_dir)
-        arguments = [
-            *_agent_arguments(args),
-            "--underlay-address",
-            underlay,
-            "--underlay-netns",
-            underlay_netns,
-        ]
+        arguments = _agent_arguments(args)
+        underlay = ensure_local_underlay(args.net_prefix, state_dir)
+        if underlay is None:
+            print(
+                "taskvpc: the local agent is not on the underlay: its tasks reach no instance's",
+                file=sys.stderr,
+            )
+        else:
+            arguments += ["--underlay-address", underlay[0], "--underlay-netns", underlay[1]]
         agent = LocalAgent(agent_endpoint, state_dir, credentials, args.region, arguments)
         print(
             f"taskvpc: local agent (pid {agent.process.pid}, prefix {args.net_prefix}) joins cluster "
