@@ -233,7 +233,9 @@ class Overlay:
                 self.driver.remove_device(router, device)
                 self._done.pop(vpc_id, None)
                 continue
-            local = self._local_ips(vpc_id)
+            # only local addresses that a member also claims matter (entries() skips those): a task
+            # starting here changes nothing for the device unless it holds a remote member's address
+            local = self._local_ips(vpc_id) & {m.ip for m in vpc.members}
             if not force and self._done.get(vpc_id) == (router_id, vpc, local):
                 continue
             if mtu is None:

@@ -244,6 +244,48 @@ def test_runner_follows_answers_and_routers() -> None:
     assert "@th" not in driver.guard
 
 
+def test_local_tasks_touch_the_device_only_when_they_hold_a_members_address() -> None:
+    """A task starting here redoes nothing for the VXLAN device (the single host on the underlay, `up`'s
+    local agent, starts many); one holding a remote member's address (a task moving) drops its route."""
+    from types import SimpleNamespace
+
+    from taskvpc.agent.netplan import NetConfig, ObservedNetwork, ObservedTask, router_netns
+
+    cfg, vpc_id = NetConfig(prefix="tvpc"), "vpc-0123456789abcdef0"
+    network = SimpleNamespace(known=ObservedNetwork())
+    driver = FakeDriver()
+    runner = overlay.Overlay(network, cfg, H1, None, driver)
+    router = router_netns(cfg, vpc_id)
+    driver.routers[router] = 7
+    runner.submit(
+        DesiredState.of(1, overlay=(OverlayVpc(vpc_id, 5, (RemoteMember("eni-1", "10.0.1.5", H2),)),))
+    )
+    runner.reconcile()
+    assert [c[0] for c in driver.calls] == ["create", "batch"]
+
+    def local(*ips: str) -> ObservedNetwork:
+        return ObservedNetwork(
+            tasks={
+                ip: ObservedTask(ip, "ns-" + ip, addrs=frozenset({ip + "/24"}), vpc_id=vpc_id) for ip in ips
+            }
+        )
+
+    driver.calls.clear()
+    network.known = local("10.0.1.9", "10.0.1.10")
+    runner.reconcile()
+    assert driver.calls == []  # nothing of the overlay changed
+    network.known = local("10.0.1.9", "10.0.1.5")
+    driver.devices[router] = SeenOverlay(
+        SeenDevice(5, H1, vtep_mac(H1), 1500, True, False),
+        frozenset({"10.0.1.5"}),
+        {"10.0.1.5": vtep_mac(H2)},
+    )
+    runner.reconcile()
+    assert driver.calls == [
+        ("batch", router, f"route del 10.0.1.5/32 dev {VX}", f"neigh del 10.0.1.5 dev {VX}")
+    ]
+
+
 def test_table_state_remote_members_incremental_equals_whole() -> None:
     from taskvpc.netmodel.evaluator import GroupRules
     from taskvpc.netmodel.firewall_ir import EniPort, group_members
