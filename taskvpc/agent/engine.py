@@ -46,6 +46,7 @@ from taskvpc.agent.runtime import (
     Runtime,
     StartError,
     container_dir,
+    error_text,
 )
 from taskvpc.agent.runtime.health import HealthMonitor
 from taskvpc.agent.taskresource import BridgedNetwork, NetworkResource, ResourceContext, TaskResources
@@ -293,7 +294,7 @@ class TaskWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            reason = f"CannotStartContainerError: {exc}"
+            reason = f"CannotStartContainerError: {error_text(exc)}"
             log.exception("start failed %s", kv(task_arn=self.arn, container=name))
             self.known = tp.container_start_failed(self.known, name, reason)
             return

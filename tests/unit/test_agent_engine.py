@@ -585,6 +585,21 @@ async def test_start_failure_is_reported_with_docker_wording(h: Harness) -> None
 
 
 @harness_test
+async def test_a_start_failing_with_an_exception_without_text_still_gives_a_reason(h: Harness) -> None:
+    # (``str(TimeoutError())`` is "": at ~3,000 tasks that reached ECS as a bare "CannotStartContainerError:")
+    engine = await h.start_agent()
+
+    async def failing_start(*_args: Any) -> ContainerHandle:
+        raise TimeoutError
+
+    engine.runtime.start = failing_start  # type: ignore[method-assign]
+    arn = await h.server.run_task("f" * 32, [container("app", "sleep 30")])
+    stopped = await h.server.wait_for(arn, "STOPPED")
+    reason = stopped["containers"][0]["reason"]
+    assert reason.startswith("CannotStartContainerError: TimeoutError (")
+
+
+@harness_test
 async def test_a_windows_instance_registers_as_windows_and_refuses_containers(h: Harness) -> None:
     # what `taskvpc up` starts for an instance of a Windows AMI (--os-family WINDOWS_SERVER_2022_CORE)
     saved = instance_config.CURRENT

@@ -109,10 +109,33 @@ class ContainerState:
         return self.status in (ContainerStatus.RUNNING, ContainerStatus.UNKNOWN)
 
 
+NO_DETAIL = "the runtime gave no reason (see the agent's log)"
+
+
+def with_detail(reason: str) -> str:
+    """``reason``, never without its text: ``CannotStartContainerError:`` alone (once seen at ~3,000
+    tasks, from a timeout that printed as nothing) becomes ``CannotStartContainerError: <NO_DETAIL>``."""
+    text = reason.strip()
+    kind, sep, rest = text.partition(":")
+    if not text:
+        return f"CannotStartContainerError: {NO_DETAIL}"
+    if (sep and not rest.strip()) or (not sep and kind.endswith("Error") and " " not in kind):
+        return f"{kind}: {NO_DETAIL}"
+    return text
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as a reason's text, never empty (``str(TimeoutError())`` is ``""``)."""
+    text = str(exc).strip()
+    return text if text else f"{type(exc).__name__} ({NO_DETAIL})"
+
+
 class StartError(Exception):
-    """The container could not be started. ``reason`` is what ECS shows (``CannotStartContainerError: …``)."""
+    """The container could not be started. ``reason`` is what ECS shows (``CannotStartContainerError: …``),
+    never a bare prefix (:func:`with_detail`)."""
 
     def __init__(self, reason: str) -> None:
+        reason = with_detail(reason)
         super().__init__(reason)
         self.reason = reason
 

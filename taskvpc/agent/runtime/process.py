@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import grp
 import json
+import logging
 import marshal
 import os
 import pwd
@@ -46,8 +47,11 @@ from taskvpc.agent.runtime import (
     forkshim,
     shim as shim_module,
     task_dir,
+    with_detail,
 )
 from taskvpc.agent.runtime.procs import alive, cmdline, run_process, wait_pid
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     ShimChild = subprocess.Popen[bytes] | forkshim.ForkedShim
@@ -64,7 +68,10 @@ SHIM_CODE = (
 DEFAULT_PATH = shim_module.DEFAULT_PATH
 NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"  # absolute: the container's PATH may lack it
 TASK_ROOT = ".root"  # container names cannot contain '.', so this never clashes with one
-START_TIMEOUT = 10.0
+# ECS_CONTAINER_START_TIMEOUT's default on Linux. It was 10 s here, and a host with ~3,000 tasks and a
+# load of 15-22 took longer than that to answer; the timeout then printed as nothing (a bare
+# ``CannotStartContainerError:``). A start that is only slow is not a failure.
+START_TIMEOUT = 180.0
 KILL_GRACE = 10.0
 _STATE_FILES = ("spec.json", "spec.bin", "pid", "exit_code", "start_error", "shim.err")
 
@@ -175,8 +182,11 @@ class ProcessRuntime:
 
     name = "process"
 
-    def __init__(self, state_dir: Path, *, python: str | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, *, python: str | None = None, start_timeout: float = START_TIMEOUT
+    ) -> None:
         self.state_dir = Path(state_dir).resolve()  # mountinfo shows resolved, absolute paths
+        self.start_timeout = start_timeout
         self._python = python or sys.executable
         self._children: dict[str, ShimChild] = {}  # shims this agent started, to reap
         self._forker = (
@@ -249,7 +259,7 @@ class ProcessRuntime:
         error = _read_text(directory / "start_error")
         if error is not None:
             return ContainerState(
-                ContainerStatus.FAILED, reason=f"CannotStartContainerError: {error.strip()}"
+                ContainerStatus.FAILED, reason=with_detail(f"CannotStartContainerError: {error.strip()}")
             )
         return None
 
@@ -319,22 +329,46 @@ class ProcessRuntime:
         finally:
             os.close(write_fd)
         self._children[str(directory)] = child
+        began = time.monotonic()
         try:
-            async with asyncio.timeout(START_TIMEOUT):
+            async with asyncio.timeout(self.start_timeout):
                 message = await _read_all(read_fd)
+        except TimeoutError:
+            reason = timeout_reason(self.start_timeout, self._stuck(directory, child))
+            stuck = process_tree(child.pid)[1:]  # the shim's own processes (a hung runc) go with it
+            await asyncio.shield(self._kill_half_started(directory, child))
+            for pid in stuck:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            raise StartError(reason) from None
         except BaseException:
             # cancelled or timed out half-way: leave no half-made container behind
             await asyncio.shield(self._kill_half_started(directory, child))
             raise
         finally:
             os.close(read_fd)
+        took = time.monotonic() - began
+        if took > SLOW_START:
+            log.warning("slow container start container=%s seconds=%.2f", directory, took)
         if message.startswith("ok"):
             return handle
         await asyncio.shield(self._kill_half_started(directory, child))
-        if message.startswith("err "):
+        if message.startswith("err ") and message[4:].strip():
             raise StartError(f"CannotStartContainerError: {message[4:].strip()}")
-        detail = (_read_text(directory / "shim.err") or "").strip().splitlines()[-1:] or ["no detail"]
-        raise StartError(f"CannotStartContainerError: the shim failed: {detail[0]}")
+        detail = _last_line(directory / "shim.err") or "it ended without a word"
+        what = "the shim failed" if not message.startswith("err") else "the shim gave an empty error"
+        raise StartError(f"CannotStartContainerError: {what}: {detail}")
+
+    def _stuck(self, directory: Path, child: ShimChild) -> str:
+        """What a start that timed out was waiting for: the shim's processes and where each sleeps in
+        the kernel (logged in full; the short form goes in the reason)."""
+        lines = describe_tree(child.pid)
+        log.warning(
+            "container start timed out container=%s processes=%s", directory, " | ".join(lines) or "-"
+        )
+        shim_err = _last_line(directory / "shim.err")
+        parts = [lines[-1] if lines else "the shim has ended", *([f"shim: {shim_err}"] if shim_err else [])]
+        return "; ".join(parts)
 
     def _spawn_shim(self, directory: Path, write_fd: int) -> ShimChild:
         """The shim of ``directory``: forked by the shim server (``forkshim``), else a new interpreter."""
@@ -511,3 +545,55 @@ async def _reap_child(child: ShimChild) -> None:
     deadline = time.monotonic() + 1.0
     while child.poll() is None and time.monotonic() < deadline:
         await asyncio.sleep(0.002)
+
+
+SLOW_START = 5.0  # seconds: a start slower than this is logged (with how long it took)
+
+
+def _last_line(path: Path) -> str:
+    lines = (_read_text(path) or "").strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
+def timeout_reason(seconds: float, detail: str) -> str:
+    """ECS's words for a container that did not start in time (``DockerTimeoutError``), with ours."""
+    minutes, secs = divmod(round(seconds), 60)
+    waited = f"{minutes}m{secs}s" if minutes else f"{seconds:g}s"
+    return f"DockerTimeoutError: Could not transition to started; timed out after waiting {waited}" + (
+        f" ({detail})" if detail else ""
+    )
+
+
+def describe_tree(pid: int) -> list[str]:
+    """``pid`` and its descendants, one ``pid comm state wchan [kernel stack top]`` line each, parents
+    first (so the last is the deepest: usually what the start waits for)."""
+    lines: list[str] = []
+    for current in process_tree(pid):
+        base = f"/proc/{current}"
+        comm = (_read_text(Path(base, "comm")) or "").strip()
+        if not comm:
+            continue
+        stat = (_read_text(Path(base, "stat")) or ")  ?").rpartition(")")[2].split()
+        wchan = (_read_text(Path(base, "wchan")) or "").strip() or "-"
+        try:
+            stack = Path(base, "stack").read_text().split("\n")[0].split()[-1:]  # root only
+        except OSError:
+            stack = []
+        lines.append(" ".join([str(current), comm, stat[0] if stat else "?", wchan, *stack]))
+    return lines
+
+
+def process_tree(pid: int, limit: int = 64) -> list[int]:
+    """``pid`` and its descendants (through ``/proc/<pid>/task/*/children``), parents first."""
+    found: list[int] = []
+    todo = [pid]
+    while todo and len(found) < limit:
+        current = todo.pop(0)
+        if not os.path.isdir(f"/proc/{current}/task"):
+            continue
+        found.append(current)
+        for task in sorted(os.listdir(f"/proc/{current}/task")):
+            todo += [
+                int(k) for k in (_read_text(Path(f"/proc/{current}/task/{task}/children")) or "").split()
+            ]
+    return found

@@ -52,6 +52,7 @@ from typing import Any, Protocol
 
 from taskvpc.agent.images import ImageNotFound, ImageStore, InvalidReference, parse_reference
 from taskvpc.agent.runtime import (
+    NO_DETAIL,
     ContainerHandle,
     ContainerSpec,
     ContainerState,
@@ -60,6 +61,7 @@ from taskvpc.agent.runtime import (
     cgroups,
     oci,
     task_dir,
+    with_detail,
 )
 from taskvpc.agent.runtime.process import DEFAULT_PATH, ProcessRuntime, _read_pid_info, _read_text
 from taskvpc.agent.runtime.procs import alive, run_process
@@ -173,14 +175,34 @@ def _image_file(rootfs: Path, relative: str) -> str:
 
 
 def start_reason(raw: str) -> str:
-    """runc's error as ECS shows a failed ``docker start`` (``CannotStartContainerError: …``)."""
+    """runc's error as ECS shows a failed ``docker start`` (``CannotStartContainerError: …``); never
+    a bare prefix."""
+    raw = raw.strip()
     for prefix in ("runc run failed: ", "runc create failed: "):
         if raw.startswith(prefix):
             return (
                 "CannotStartContainerError: Error response from daemon: failed to create shim task: "
                 f"OCI runtime create failed: runc create failed: {raw[len(prefix) :]}: unknown"
             )
-    return raw if raw.startswith("Cannot") else f"CannotStartContainerError: {raw}"
+    if raw.startswith(("Cannot", "DockerTimeoutError")):
+        return with_detail(raw)
+    return with_detail(f"CannotStartContainerError: {raw}")
+
+
+def runc_log_error(path: Path) -> str:
+    """The last error runc wrote to its ``--log`` (JSON lines), else its last message; "" if none."""
+    last = ""
+    for line in reversed((_read_text(path) or "").splitlines()[-50:]):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or not str(entry.get("msg") or "").strip():
+            continue
+        if entry.get("level") in ("error", "fatal", "panic"):
+            return str(entry["msg"]).strip()
+        last = last or str(entry["msg"]).strip()
+    return last
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -292,7 +314,7 @@ class RuncRuntime(ProcessRuntime):
             return await super().start(spec, netns_path, log_path)
         except BaseException as exc:
             if isinstance(exc, StartError) and not (directory / "fail_reason").exists():
-                exc = StartError(start_reason(_start_error(directory) or exc.reason))
+                exc = StartError(self._failure(directory, exc.reason))
                 (directory / "fail_reason").write_text(exc.reason + "\n")
             self._teardown(directory)
             if isinstance(exc, StartError):
@@ -300,6 +322,19 @@ class RuncRuntime(ProcessRuntime):
             raise
         finally:
             self._pulled.pop(str(directory), None)
+
+    @staticmethod
+    def _failure(directory: Path, reason: str) -> str:
+        """Why a start failed, in ECS's words: what the shim recorded (runc's stderr), else the
+        runtime's reason, with what runc logged when neither says more than its exit status."""
+        if reason.startswith("DockerTimeoutError"):
+            logged = runc_log_error(directory / "runc.log")
+            return reason + (f" (runc: {logged})" if logged else "")
+        raw = _start_error(directory) or reason
+        if "wrote nothing" in raw or raw.endswith(NO_DETAIL):
+            logged = runc_log_error(directory / "runc.log")
+            raw = f"{raw}; runc: {logged}" if logged else raw
+        return start_reason(raw)
 
     def _prepare(self, spec: ContainerSpec, netns_path: str | None, log_path: str) -> dict[str, Any]:
         """Build the bundle (called by ``ProcessRuntime.start``); the shim's spec."""
@@ -401,7 +436,7 @@ class RuncRuntime(ProcessRuntime):
         if state is None:
             return None
         if state.status is ContainerStatus.FAILED:
-            state = dataclasses.replace(state, reason=start_reason(_start_error(directory) or ""))
+            state = dataclasses.replace(state, reason=self._failure(directory, state.reason or ""))
         elif (directory / "oom").exists():
             state = dataclasses.replace(state, reason=OOM_REASON)
         return state

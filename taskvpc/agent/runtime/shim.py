@@ -336,7 +336,11 @@ def _await_oci_runtime(pid: int, pid_file: str, pump_fd: int | None) -> int | st
         except OSError:
             pass
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else f"the OCI runtime failed with status {status}"
+    if lines:
+        return lines[-1]
+    if os.WIFSIGNALED(status):
+        return f"the OCI runtime was killed by signal {os.WTERMSIG(status)} and wrote nothing to stderr"
+    return f"the OCI runtime exited with code {os.WEXITSTATUS(status)} and wrote nothing to stderr"
 
 
 def oom_kills(path: str) -> int:
