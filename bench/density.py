@@ -26,6 +26,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -96,6 +97,28 @@ def pss_kib(pids: list[int]) -> int:
     return total
 
 
+def why_stopped(task: dict[str, Any]) -> str:
+    """A stopped task's reason and each container's (a start failure's words are the container's)."""
+    containers = "; ".join(f"{c['name']}: {c.get('reason') or '-'}" for c in task.get("containers", []))
+    return f"{task.get('stoppedReason')} [{containers}]"
+
+
+def agent_log_summary(log: Path) -> dict[str, Any]:
+    """Counts of the agent's start warnings in ``taskvpc up``'s log (``--log-level warning``)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    slow = [line for line in lines if "slow container start" in line]
+    seconds = [float(line.rpartition("seconds=")[2].split()[0]) for line in slow if "seconds=" in line]
+    return {
+        "slow_starts_over_5s": len(slow),
+        "slowest_start_s": max(seconds, default=None),
+        "start_timeouts": sum("container start timed out" in line for line in lines),
+        "start_failures": sum("start failed" in line for line in lines),
+    }
+
+
 def wait_running(ecs: Any, arns: list[str]) -> None:
     pending = set(arns)
     while pending:
@@ -105,7 +128,7 @@ def wait_running(ecs: Any, arns: list[str]) -> None:
                 if task["lastStatus"] == "RUNNING":
                     pending.discard(task["taskArn"])
                 elif task["lastStatus"] == "STOPPED":
-                    raise SystemExit(f"task stopped: {task.get('stoppedReason')}")
+                    raise SystemExit(f"task stopped: {why_stopped(task)}")
         if pending:
             time.sleep(0.005 if len(pending) <= BATCH else 0.05)
 
@@ -139,7 +162,7 @@ def ramp(
                 if task["lastStatus"] == "RUNNING":
                     done.add(task["taskArn"])
                 elif task["lastStatus"] == "STOPPED":
-                    raise SystemExit(f"task stopped during the ramp: {task.get('stoppedReason')}")
+                    raise SystemExit(f"task stopped during the ramp: {why_stopped(task)}")
         running += [arn for arn in pending if arn in done]
         pending = [arn for arn in pending if arn not in done]
         if pending:
@@ -298,6 +321,7 @@ def main() -> int:
     parser.add_argument("--runtime", default="runc", choices=("auto", "runc", "process"))
     parser.add_argument("--max-minutes", type=float, default=0, help="stop ramping after this long")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--log", type=Path, help="keep a copy of taskvpc up's log (agent warnings)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/density.py needs root (it runs the agent)", file=sys.stderr)
@@ -364,6 +388,9 @@ def main() -> int:
             )
             launch.cleanup(prefix)
             result["left"] = leftovers(prefix, state)
+            result["agent_log"] = agent_log_summary(Path(tmp) / "server.log")
+            if args.log:
+                shutil.copyfile(Path(tmp) / "server.log", args.log)
     result["minutes"] = (time.monotonic() - began) / 60
     print(json.dumps(result, indent=2))
     if args.json:
