@@ -66,6 +66,7 @@ class DataPlane:
         self._desired_tasks: dict[str, tuple[Eni, netplan.DesiredTask]] = {}  # by task id, for its ENI
         self._keep: set[str] = set()
         self._registered: dict[str, tuple[str, str]] = {}  # firewall: ENI id -> (VPC id, task id)
+        self._by_task: dict[str, set[str]] = {}  # the same, by task id (a stop must not scan them all)
         self.known: netplan.ObservedNetwork | None = None  # the host as last observed and changed since
         self.failures: dict[str, str] = {}  # task id -> why its last ensure/remove failed
         self.reconciles = 0
@@ -221,13 +222,21 @@ class DataPlane:
         return report
 
     def _apply(self, desired: netplan.DesiredNetwork, actions: list[netplan.Action]) -> netplan.ApplyReport:
-        """On the network thread: every action, the firewall kept in step, the known host updated."""
+        """On the network thread: every action, the firewall kept in step, the known host updated.
+
+        The firewall changes of one plan go in one nftables transaction per VPC where they can: the new
+        networks' ENIs are registered together before any of their veths is made, and the removed ones
+        unregistered together once every veth of the plan is gone (each transaction costs more with
+        every ENI of the VPC, see ``FirewallSync.add_enis``)."""
+        batched = self._register_new(desired, actions)
+        gone: dict[str, list[str]] = {}  # VPC id -> ENI ids whose veths went in this plan
 
         def before(action: netplan.Action) -> None:
             if isinstance(action, netplan.EnsureTaskNetwork) and self.firewall is not None:
-                port = self._eni_port(action.vpc_id, action.eni, desired)
-                self.firewall.add_eni(action.vpc_id, port, new_network=True)  # rules first
-                self._registered[action.eni.eni_id] = (action.vpc_id, action.eni.task_key)
+                if action.eni.eni_id not in batched:  # (the batch failed: this ENI on its own)
+                    port = self._eni_port(action.vpc_id, action.eni, desired)
+                    self.firewall.add_eni(action.vpc_id, port, new_network=True)  # rules first
+                self._register(action.eni.eni_id, action.vpc_id, action.eni.task_key)
 
         def after(action: netplan.Action) -> None:
             assert self.known is not None
@@ -235,15 +244,74 @@ class DataPlane:
             if self.firewall is None:
                 return
             if isinstance(action, netplan.RemoveTaskNetwork):  # the veth is gone: its rules can go
-                for eni_id, (vpc_id, task_key) in list(self._registered.items()):
-                    if task_key == action.task_key:
-                        del self._registered[eni_id]
-                        self.firewall.remove_eni(vpc_id, eni_id)
+                for eni_id in sorted(self._by_task.get(action.task_key, ())):
+                    vpc_id, _ = self._registered[eni_id]
+                    self._unregister(eni_id)
+                    gone.setdefault(vpc_id, []).append(eni_id)
             elif isinstance(action, netplan.RemoveVpcRouter):
                 self.firewall.forget_vpc(action.vpc_id)
-                self._registered = {e: r for e, r in self._registered.items() if r[0] != action.vpc_id}
+                for eni_id in [e for e, r in self._registered.items() if r[0] == action.vpc_id]:
+                    self._unregister(eni_id)
+                gone.pop(action.vpc_id, None)
 
-        return netplan.apply(actions, self.driver, before=before, after=after)
+        report = netplan.apply(actions, self.driver, before=before, after=after)
+        self._unregister_gone(gone)
+        return report
+
+    def _register_new(self, desired: netplan.DesiredNetwork, actions: list[netplan.Action]) -> set[str]:
+        """The ENIs of the plan's new networks registered with the firewall, one transaction per VPC;
+        the ENI ids done (none of a VPC whose batch failed: each is then tried on its own)."""
+        if self.firewall is None:
+            return set()
+        by_vpc: dict[str, list[EniPort]] = {}
+        # an address a removed network of this plan frees goes on its own, after that removal (its old
+        # flows are forgotten once its veth is gone, as they always were)
+        freed = {a.ip for a in actions if isinstance(a, netplan.RemoveTaskNetwork)}
+        if None in freed:  # a removal of unknown address: nothing batched
+            return set()
+        for action in actions:
+            if isinstance(action, netplan.EnsureTaskNetwork) and action.eni.ip not in freed:
+                port = self._eni_port(action.vpc_id, action.eni, desired)
+                by_vpc.setdefault(action.vpc_id, []).append(port)
+        done: set[str] = set()
+        for vpc_id, ports in by_vpc.items():
+            if len(ports) < 2:
+                continue  # one ENI: ``before`` registers it as ever
+            try:
+                self.firewall.add_enis(vpc_id, ports)
+            except Exception as exc:
+                log.warning("firewall batch failed, one ENI at a time %s", kv(vpc_id=vpc_id, error=repr(exc)))
+                continue
+            done.update(p.eni_id for p in ports)
+        return done
+
+    def _unregister_gone(self, gone: dict[str, list[str]]) -> None:
+        if self.firewall is None:
+            return
+        for vpc_id, eni_ids in gone.items():
+            try:
+                self.firewall.remove_enis(vpc_id, eni_ids)
+            except Exception as exc:  # their veths are gone: stale rules match no port; retried one by one
+                log.warning("firewall batch removal failed %s", kv(vpc_id=vpc_id, error=repr(exc)))
+                for eni_id in eni_ids:
+                    try:
+                        self.firewall.remove_eni(vpc_id, eni_id)
+                    except Exception as one:
+                        log.error("firewall removal failed %s", kv(eni_id=eni_id, error=repr(one)))
+
+    def _register(self, eni_id: str, vpc_id: str, task_key: str) -> None:
+        self._unregister(eni_id)
+        self._registered[eni_id] = (vpc_id, task_key)
+        self._by_task.setdefault(task_key, set()).add(eni_id)
+
+    def _unregister(self, eni_id: str) -> None:
+        old = self._registered.pop(eni_id, None)
+        if old is not None:
+            mine = self._by_task.get(old[1])
+            if mine is not None:
+                mine.discard(eni_id)
+                if not mine:
+                    del self._by_task[old[1]]
 
     def _eni_port(self, vpc_id: str, eni: netplan.TaskEni, desired: netplan.DesiredNetwork) -> EniPort:
         task = self._wanted.get(eni.task_key)
@@ -260,7 +328,7 @@ class DataPlane:
                 continue
             try:
                 await self.call(self.firewall.add_eni, t.vpc_id, self._eni_port(t.vpc_id, t.eni, desired))
-                self._registered[t.eni.eni_id] = (t.vpc_id, t.eni.task_key)
+                self._register(t.eni.eni_id, t.vpc_id, t.eni.task_key)
             except Exception as exc:  # its network counts as failed: the worker retries
                 self.failures[t.eni.task_key] = f"firewall: {exc!r}"
                 log.error("firewall registration failed %s", kv(task_id=t.eni.task_key, error=repr(exc)))

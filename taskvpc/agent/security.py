@@ -141,6 +141,35 @@ class FirewallSync:
         )
         self._load(vpc_id, vpc, lambda: vpc.state.add_eni(wanted))
 
+    def add_enis(self, vpc_id: str, enis: list[EniPort]) -> None:
+        """Register several new networks' ENIs in one transaction (``add_eni(..., new_network=True)``
+        each): libnftables reads the table's chains back before every transaction, two per ENI, so one
+        per ENI cost more with every task on the host (0.4 ms at 100 ENIs, 5 ms at 3,000)."""
+        vpc = self._vpc(vpc_id)
+        wanted = []
+        for eni in enis:
+            self._forget_flows(vpc_id, eni.ip)
+            self._eni_groups.setdefault(eni.eni_id, eni.group_ids)
+            wanted.append(
+                replace(
+                    eni, group_ids=self._eni_groups[eni.eni_id], log_rejects=eni.eni_id in self._reject_logged
+                )
+            )
+        self._load(vpc_id, vpc, lambda: "".join(vpc.state.add_eni(w) for w in wanted))
+
+    def remove_enis(self, vpc_id: str, eni_ids: list[str]) -> None:
+        """``remove_eni`` of several ENIs of one VPC, in one transaction."""
+        vpc = self._vpcs.get(vpc_id)
+        if vpc is None:
+            return
+        gone = [vpc.state.enis[e] for e in eni_ids if e in vpc.state.enis]
+        for eni_id in eni_ids:
+            self._eni_groups.pop(eni_id, None)
+        if gone:
+            self._load(vpc_id, vpc, lambda: "".join(vpc.state.remove_eni(e.eni_id) for e in gone))
+        for eni in gone:
+            self._forget_flows(vpc_id, eni.ip)
+
     def remove_eni(self, vpc_id: str | None, eni_id: str) -> None:
         """Unregister an ENI (after its veth is gone) and forget its connections; unknown ones are ignored."""
         self._eni_groups.pop(eni_id, None)

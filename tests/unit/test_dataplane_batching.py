@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from taskvpc.agent import netplan
 from taskvpc.agent.dataplane import DataPlane
-from tests.unit.test_agent_dataplane import Loader, run, task
+from tests.unit.test_agent_dataplane import CFG, Loader, run, task
 from tests.unit.test_netplan import FakeDriver
 
 
@@ -33,5 +34,42 @@ def test_a_change_made_after_a_reconcile_began_gets_a_reconcile_of_its_own() -> 
         assert plane.reconciles == first + 1 and "t4" in driver.tasks
         await plane.remove_task("t3")
         assert plane.reconciles == first + 2 and "t3" not in driver.tasks
+
+    run(body)
+
+
+def test_networks_made_or_removed_in_one_reconcile_share_one_firewall_transaction() -> None:
+    # (libnftables reads the table's chains back before each transaction: one per ENI grew with the host)
+    async def body(plane: DataPlane, driver: FakeDriver, loader: Loader) -> None:
+        await plane.ensure_task(task(3))  # the router and its table are there; then ten at once
+        loads = len(loader.batches)
+        calls_at_load: list[int] = []
+        apply = loader.apply
+
+        def recording(vpc_id: str, text: str) -> None:
+            calls_at_load.append(len(driver.calls))
+            apply(vpc_id, text)
+
+        loader.apply = recording  # type: ignore[method-assign,assignment]
+        calls = len(driver.calls)
+        for n in range(10, 20):
+            plane.want(task(n))
+        await plane.reconcile()
+        assert set(driver.tasks) == {"t3", *(f"t{n}" for n in range(10, 20))}
+        assert len(loader.batches) == loads + 1  # one transaction for the ten
+        assert calls_at_load == [calls]  # loaded before any of their veths was made
+        text = loader.batches[-1][1]
+        assert all(netplan.eni_port(CFG, f"eni-{n:017x}") in text for n in range(10, 20))
+        assert {ip for _, ip in loader.forgotten} >= {f"172.31.0.{n}" for n in range(10, 20)}
+
+        loader.forgotten.clear()
+        for n in range(10, 20):
+            plane.unwant(f"t{n}")
+        await plane.reconcile()
+        assert set(driver.tasks) == {"t3"}
+        assert len(loader.batches) == loads + 2  # and one to unregister them, once their veths went
+        assert calls_at_load[-1] == len(driver.calls)
+        assert sorted(ip for _, ip in loader.forgotten) == sorted(f"172.31.0.{n}" for n in range(10, 20))
+        assert netplan.eni_port(CFG, f"eni-{3:017x}") not in loader.batches[-1][1]
 
     run(body)
