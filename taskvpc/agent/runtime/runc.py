@@ -494,9 +494,9 @@ class RuncRuntime(ProcessRuntime):
 
     # ------------------------------------------------------------------------------ remove
 
-    async def remove(self, handle: ContainerHandle) -> None:
+    def _remove(self, handle: ContainerHandle) -> None:
         directory = self._dir(handle)
-        await super().remove(handle)  # refuses a running container; ``_clear`` tears the bundle down
+        super()._remove(handle)  # refuses a running container; ``_clear`` tears the bundle down
         self._forget(directory)
         self._remove_task_cgroup_if_last(directory)
 
