@@ -214,6 +214,33 @@ def test_same_subnet_neighbour_is_answered_by_the_router_at_once(world: World, l
     assert line.split()[3] == port_mac  # a2's address resolves to a1's router port: proxy ARP
 
 
+def neighbours(cfg: NetConfig, ns_name: str) -> dict[str, tuple[str, list[str]]]:
+    """Address -> (MAC, states) of the namespace's IPv4 neighbour table."""
+    path = netns.path_of(ns_name, cfg.netns_dir)
+    out = subprocess.run(
+        ["nsenter", f"--net={path}", "ip", "-4", "-j", "neigh", "show"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    return {n["dst"]: (n.get("lladdr", ""), n.get("state", [])) for n in json.loads(out or "[]")}
+
+
+def test_neither_end_of_a_task_veth_resolves_the_other_by_arp(world: World, listeners: Listeners) -> None:
+    # The neighbour table is host-wide and its learnt entries are capped (gc_thresh3, 1,024 by default):
+    # thousands of tasks resolved by ARP in one router would overflow it. Permanent ones are not counted.
+    cfg = world.cfg
+    router = neighbours(cfg, netplan.router_netns(cfg, world.vpc_id))
+    router_links = links_in(cfg, netplan.router_netns(cfg, world.vpc_id))
+    for eni in (world.a1, world.a2, world.b1):
+        assert router[eni.ip] == (eni.mac, ["PERMANENT"])
+        port_mac = router_links[netplan.eni_port(cfg, eni.eni_id)]
+        assert neighbours(cfg, world.ns(eni))[eni.gateway] == (port_mac, ["PERMANENT"])
+    assert fetch(cfg, world.ns(world.b1), world.a1.ip) == f"{world.a1.task_key} {world.b1.ip}"
+    assert neighbours(cfg, world.ns(world.b1))[world.b1.gateway][1] == ["PERMANENT"]  # still, after traffic
+
+
 def test_eth0_is_the_eni_and_the_task_sees_only_its_own_interfaces(world: World) -> None:
     cfg, eni = world.cfg, world.a1
     links = links_in(cfg, world.ns(eni))

@@ -35,10 +35,12 @@ from pyroute2.netlink.rtnl import (
     RTM_DELROUTE,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWNEIGH,
     RTM_NEWROUTE,
 )
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import IFF_UP, ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import (
     RT_SCOPE_LINK,
     RT_SCOPE_NOWHERE,
@@ -161,6 +163,27 @@ def _addr(index: int, ip: str, prefix_len: int) -> Msg:
     msg["index"] = index
     msg["attrs"] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
     return msg
+
+
+def _neighbour(index: int, ip: str, mac: str) -> Msg:
+    """A permanent neighbour: ``ip`` is at ``mac`` on link ``index``, never resolved by ARP.
+
+    The kernel's neighbour table is shared by every namespace and capped by ``gc_thresh3`` (1,024 by
+    default, a host-wide setting) -- counting only entries learnt by ARP. A router resolving each of
+    thousands of tasks by ARP would overflow it (``neighbour table overflow``: new flows dropped); both
+    ends of a task's veth know each other's MAC, so neither needs to ask.
+    """
+    msg = ndmsg()
+    msg["family"] = socket.AF_INET
+    msg["ifindex"] = index
+    msg["state"] = NUD_PERMANENT
+    msg["attrs"] = [("NDA_DST", ip), ("NDA_LLADDR", mac)]
+    return msg
+
+
+def _gateway_neighbour(eth0: int, gateway: str, port_mac: str | None) -> list[tuple[Msg, int, int]]:
+    """The task's gateway at its router port's MAC (see ``_neighbour``), when that MAC is known."""
+    return [(_neighbour(eth0, gateway, port_mac), RTM_NEWNEIGH, _REPLACE)] if port_mac else []
 
 
 def _route(
@@ -386,8 +409,11 @@ class NetlinkDriver:
                     os.close(fd)
             self._tasks[eni.task_key] = (vpc_id, port, eni.ip)
 
-    def _make_veth(self, router: _Router, task_fd: int, eni: TaskEni, port: str) -> tuple[int, int]:
-        """Create the ENI's veth; return (router port index, eth0 index). Clears a stale port once."""
+    def _make_veth(
+        self, router: _Router, task_fd: int, eni: TaskEni, port: str
+    ) -> tuple[int, int, str | None]:
+        """Create the ENI's veth; return (router port index, eth0 index, router port MAC). Clears a stale
+        port once."""
         for attempt in (1, 2):
             try:
                 echoed = router.nl.request(
@@ -399,7 +425,7 @@ class NetlinkDriver:
                     raise
                 self._clear_stale_port(router, port, eni)
         link = echoed[0]
-        return link["index"], attr(link, "IFLA_LINK")
+        return link["index"], attr(link, "IFLA_LINK"), attr(link, "IFLA_ADDRESS")
 
     def _clear_stale_port(self, router: _Router, port: str, eni: TaskEni) -> None:
         """A port of this name exists: left from a namespace still being freed, or another ENI's."""
@@ -416,19 +442,21 @@ class NetlinkDriver:
             [
                 (_link_set(port_index, up=True, attrs=[("IFLA_IFALIAS", eni.eni_id)]), RTM_NEWLINK, 0),
                 (_route(f"{eni.ip}/32", oif=port_index), RTM_NEWROUTE, _REPLACE),
+                (_neighbour(port_index, eni.ip, eni.mac), RTM_NEWNEIGH, _REPLACE),
             ]
         )
         # Answer ARP for the rest of the subnet at once (Linux delays proxy answers up to 0.8 s).
         netns.write_at(router.sysdir, {f"neigh/{port}/proxy_delay": "0", f"conf/{port}/proxy_arp": "1"})
 
     def _create_task(self, router: _Router, task: Rtnl, task_fd: int, eni: TaskEni, port: str) -> None:
-        port_index, eth0 = self._make_veth(router, task_fd, eni, port)
+        port_index, eth0, port_mac = self._make_veth(router, task_fd, eni, port)
         task.batch(
             [
                 (_link_set(LO_INDEX, up=True), RTM_NEWLINK, 0),
                 (_link_set(eth0, up=True), RTM_NEWLINK, 0),
                 (_addr(eth0, eni.ip, eni.prefix_len), RTM_NEWADDR, _REPLACE),
                 (_route("0.0.0.0/0", gateway=eni.gateway, oif=eth0), RTM_NEWROUTE, _REPLACE),
+                *_gateway_neighbour(eth0, eni.gateway, port_mac),
             ]
         )
         self._router_side(router, port_index, port, eni)
@@ -447,6 +475,7 @@ class NetlinkDriver:
         if paired:
             assert eth0 is not None and plink is not None
             port_index, eth0_index = plink["index"], eth0["index"]
+            port_mac = attr(plink, "IFLA_ADDRESS")
             if attr(eth0, "IFLA_ADDRESS") != eni.mac:
                 task.request(_link_set(eth0_index, up=False), RTM_NEWLINK)
                 task.request(_link_set(eth0_index, attrs=[("IFLA_ADDRESS", eni.mac)]), RTM_NEWLINK)
@@ -454,7 +483,7 @@ class NetlinkDriver:
             # Half-made or mismatched: start the pair again (deleting a veth is slow, but rare here).
             if eth0 is not None:
                 _quiet(task.request, _link_set(eth0["index"]), RTM_DELLINK)
-            port_index, eth0_index = self._make_veth(router, task_fd, eni, port)
+            port_index, eth0_index, port_mac = self._make_veth(router, task_fd, eni, port)
         want = (eni.ip, eni.prefix_len)
         batch: list[tuple[Msg, int, int]] = [
             (_addr(eth0_index, a, plen), RTM_DELADDR, 0)
@@ -468,6 +497,7 @@ class NetlinkDriver:
             (_link_set(eth0_index, up=True), RTM_NEWLINK, 0),
             (_addr(eth0_index, eni.ip, eni.prefix_len), RTM_NEWADDR, _REPLACE),
             (_route("0.0.0.0/0", gateway=eni.gateway, oif=eth0_index), RTM_NEWROUTE, _REPLACE),
+            *_gateway_neighbour(eth0_index, eni.gateway, port_mac),
         ]
         task.batch(batch)
         self._router_side(router, port_index, port, eni)
