@@ -83,6 +83,9 @@ def test_a_start_that_times_out_says_so_and_what_it_waited_for(tmp_path: Path) -
     )
     assert "sleep" in error.reason  # the process the start was waiting on, found under the shim
     assert runtime.shim.poll() is not None  # and the half-started shim was killed and reaped,
+    deadline = time.monotonic() + 5  # (a SIGKILL takes effect a moment later)
+    while running(f"sleep\0{runtime.sleep}\0".encode()) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert not running(f"sleep\0{runtime.sleep}\0".encode())  # with what it had started (the sleep)
 
 
