@@ -145,29 +145,40 @@ def run_batch(ecs: Any, network: dict[str, Any], count: int = BATCH) -> tuple[li
 
 
 def ramp(
-    ecs: Any, network: dict[str, Any], running: list[str], target: int, inflight: int, until: float
-) -> bool:
-    """RunTask calls of 10, ``inflight`` batches ahead, until ``target`` tasks are RUNNING; False when
-    ``until`` (monotonic) came first (the tasks already asked for are waited for)."""
+    ecs: Any,
+    network: dict[str, Any],
+    running: list[str],
+    target: int,
+    inflight: int,
+    until: float,
+    floor_kib: int = 0,
+) -> str | None:
+    """RunTask calls of 10, ``inflight`` batches ahead, until ``target`` tasks are RUNNING; None then, or
+    why the ramp stopped early: ``until`` (monotonic) came, the machine's MemAvailable fell below
+    ``floor_kib`` (the tasks already asked for are waited for), or a task stopped instead of running."""
     pending: list[str] = []
-    cut = False
+    cut: str | None = None
     while len(running) < target and not (cut and not pending):
-        cut = cut or time.monotonic() > until
+        if cut is None and time.monotonic() > until:
+            cut = "out of time"
+        if cut is None and meminfo("MemAvailable") < floor_kib:
+            cut = f"MemAvailable {meminfo('MemAvailable') // 1024} MiB, below the floor"
         while not cut and len(pending) < inflight * BATCH and len(running) + len(pending) < target:
             arns, _ = run_batch(ecs, network, min(BATCH, target - len(running) - len(pending)))
             pending += arns
-        done = set()
+        done, failed = set(), set()
         for index in range(0, len(pending), 100):
             for task in ecs.describe_tasks(cluster="default", tasks=pending[index : index + 100])["tasks"]:
                 if task["lastStatus"] == "RUNNING":
                     done.add(task["taskArn"])
                 elif task["lastStatus"] == "STOPPED":
-                    raise SystemExit(f"task stopped during the ramp: {why_stopped(task)}")
+                    failed.add(task["taskArn"])
+                    cut = cut or f"task stopped during the ramp: {why_stopped(task)}"
         running += [arn for arn in pending if arn in done]
-        pending = [arn for arn in pending if arn not in done]
+        pending = [arn for arn in pending if arn not in done and arn not in failed]
         if pending:
             time.sleep(0.05)
-    return not cut
+    return cut
 
 
 def add_subnets(ec2: Any, zone: str, tasks: int) -> list[str]:
@@ -320,6 +331,12 @@ def main() -> int:
     parser.add_argument("--inflight", type=int, default=4, help="RunTask batches ahead during the ramp")
     parser.add_argument("--runtime", default="runc", choices=("auto", "runc", "process"))
     parser.add_argument("--max-minutes", type=float, default=0, help="stop ramping after this long")
+    parser.add_argument(
+        "--min-available-mib",
+        type=int,
+        default=3072,
+        help="stop ramping when the machine's MemAvailable falls below this (a shared machine)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--log", type=Path, help="keep a copy of taskvpc up's log (agent warnings)")
     args = parser.parse_args()
@@ -359,9 +376,10 @@ def main() -> int:
             result["checkpoints"] = []
             until = began + args.max_minutes * 60 if args.max_minutes else float("inf")
             for point in points:
-                if not ramp(ecs, network, running, point, args.inflight, until):
-                    result["ramp_cut_at"] = len(running)  # out of time: measure the stop, clean up
-                    print(f"out of time at {len(running)} running", flush=True)
+                why = ramp(ecs, network, running, point, args.inflight, until, args.min_available_mib * 1024)
+                if why is not None:  # measure the stop of what runs, clean up
+                    result["ramp_cut_at"], result["ramp_cut_because"] = len(running), why
+                    print(f"ramp stopped at {len(running)} running: {why}", flush=True)
                     break
                 sample = probe.sample(len(running))
                 sample.update(checkpoint(ecs, network, running, args.batches))
@@ -379,8 +397,16 @@ def main() -> int:
             stop_all(ecs, running)
             launch.drain(ecs, state, timeout=600)
         finally:
+            with contextlib.suppress(OSError):
+                result["agent_log"] = agent_log_summary(Path(tmp) / "server.log")
+                if args.log:
+                    shutil.copyfile(Path(tmp) / "server.log", args.log)
             server.terminate()
-            server.wait(timeout=60)
+            try:
+                server.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # (never skip the teardown below)
+                server.kill()
+                server.wait()
             subprocess.run(
                 [str(launch.VENV_BIN / "taskvpc"), "down", "--state-dir", str(state), "--net-prefix", prefix],
                 capture_output=True,
@@ -388,9 +414,6 @@ def main() -> int:
             )
             launch.cleanup(prefix)
             result["left"] = leftovers(prefix, state)
-            result["agent_log"] = agent_log_summary(Path(tmp) / "server.log")
-            if args.log:
-                shutil.copyfile(Path(tmp) / "server.log", args.log)
     result["minutes"] = (time.monotonic() - began) / 60
     print(json.dumps(result, indent=2))
     if args.json:
