@@ -10,11 +10,14 @@ unique net prefix, then for ``--minutes`` (default 30):
   CreateSecurityGroup + AuthorizeSecurityGroupIngress + DeleteSecurityGroup, TagResource);
 * a churn thread keeps ``--tasks`` awsvpc tasks running, stopping the oldest ``--churn`` and running as
   many new ones every ``--churn-interval`` seconds;
-* a sampler reads the server's and the agent's RSS, CPU time and open files every 5 s.
+* a sampler reads the server's and the agent's RSS (split into anonymous memory - heap, malloc arenas,
+  what grows if something accumulates - and file-backed pages, the mapped libraries), threads, CPU time
+  and open files every 5 s.
 
 Each ``--window`` gets latency percentiles (reads, writes, RunTask) and the memory medians. The verdict
-compares windows after ``--warmup`` minutes: memory within +-10% of the first measured window, latency
-p50/p99 of the last window within 1.5x of the first. Afterwards every task is stopped, ``up`` is stopped
+compares windows after ``--warmup`` minutes: memory (server RSS and anon, agent RSS) within +-10% of the
+first measured window in every window, with the first-to-last change; latency p50/p99 of the last window
+within 1.5x of the first. Afterwards every task is stopped, ``up`` is stopped
 ``taskvpc down`` removes what ``up`` keeps for a restart, and then nothing of the prefix may be left:
 namespaces, links, cgroups, mounts, processes.
 
