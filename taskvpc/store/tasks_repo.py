@@ -235,13 +235,18 @@ _USAGE = (
     "COALESCE(SUM(CASE WHEN eni_id IS NOT NULL THEN 1 ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN last_status = 'RUNNING' THEN 1 ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING') THEN 1 ELSE 0 END), 0) "
-    "FROM tasks WHERE " + _LIVE_ON_INSTANCE
+    # each side of 'STOPPED' a range of ix_tasks_instance_usage (an OR of the two is not: SQLite then reads
+    # every entry of the instance, stopped tasks included)
+    "FROM (SELECT cpu, memory, eni_id, last_status FROM tasks "
+    "WHERE container_instance_id = ? AND last_status < 'STOPPED' "
+    "UNION ALL SELECT cpu, memory, eni_id, last_status FROM tasks "
+    "WHERE container_instance_id = ? AND last_status > 'STOPPED') AS live"
 )
 
 
 def refresh_usage(conn: Connection, instance: Row) -> bool:
     """Recompute what the instance's live tasks use; write it (and bump version) if it changed."""
-    row = fetch_one(conn, _USAGE, (instance["id"],))
+    row = fetch_one(conn, _USAGE, (instance["id"], instance["id"]))
     assert row is not None
     usage = {
         "cpu_used": int(row[0]),
