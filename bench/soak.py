@@ -10,11 +10,14 @@ unique net prefix, then for ``--minutes`` (default 30):
   CreateSecurityGroup + AuthorizeSecurityGroupIngress + DeleteSecurityGroup, TagResource);
 * a churn thread keeps ``--tasks`` awsvpc tasks running, stopping the oldest ``--churn`` and running as
   many new ones every ``--churn-interval`` seconds;
-* a sampler reads the server's and the agent's RSS, CPU time and open files every 5 s.
+* a sampler reads the server's and the agent's RSS (split into anonymous memory - heap, malloc arenas,
+  what grows if something accumulates - and file-backed pages, the mapped libraries), threads, CPU time
+  and open files every 5 s.
 
 Each ``--window`` gets latency percentiles (reads, writes, RunTask) and the memory medians. The verdict
-compares windows after ``--warmup`` minutes: memory within +-10% of the first measured window, latency
-p50/p99 of the last window within 1.5x of the first. Afterwards every task is stopped, ``up`` is stopped
+compares windows after ``--warmup`` minutes: memory (server RSS and anon, agent RSS) within +-10% of the
+first measured window in every window, with the first-to-last change; latency p50/p99 of the last window
+within 1.5x of the first. Afterwards every task is stopped, ``up`` is stopped
 ``taskvpc down`` removes what ``up`` keeps for a restart, and then nothing of the prefix may be left:
 namespaces, links, cgroups, mounts, processes.
 
@@ -231,9 +234,20 @@ def process_stats(pid: int) -> dict[str, float]:
         files = len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return {}
-    rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    rss_kib = int(fields["VmRSS"].split()[0])
+    # VmRSS splits into RssAnon (heap, arenas: what grows if something leaks) and RssFile + RssShmem
+    # (mapped libraries and files: flat once loaded).
+    anon_kib = int(fields["RssAnon"].split()[0])
     ticks = os.sysconf("SC_CLK_TCK")
-    return {"rss_mib": rss_kib / 1024, "cpu_s": (int(stat[11]) + int(stat[12])) / ticks, "fds": float(files)}
+    return {
+        "rss_mib": rss_kib / 1024,
+        "anon_mib": anon_kib / 1024,
+        "file_mib": (rss_kib - anon_kib) / 1024,
+        "threads": float(fields["Threads"]),
+        "cpu_s": (int(stat[11]) + int(stat[12])) / ticks,
+        "fds": float(files),
+    }
 
 
 def machine_busy_seconds() -> float:
@@ -271,7 +285,16 @@ def summarize(recorder: Recorder, warmup_windows: int) -> dict[str, Any]:
                 "p99_ms": percentile(values, 0.99) * 1000,
             }
         samples = recorder.samples.get(window, [])
-        for key in ("server_rss_mib", "agent_rss_mib", "server_fds", "agent_fds"):
+        for key in (
+            "server_rss_mib",
+            "server_anon_mib",
+            "server_file_mib",
+            "server_threads",
+            "agent_rss_mib",
+            "agent_anon_mib",
+            "server_fds",
+            "agent_fds",
+        ):
             present = [s[key] for s in samples if key in s]
             row[key] = statistics.median(present) if present else float("nan")
         for key in ("server_cpu_s", "agent_cpu_s", "soak_cpu_s", "machine_busy_s"):
@@ -289,12 +312,15 @@ def summarize(recorder: Recorder, warmup_windows: int) -> dict[str, Any]:
     verdict: dict[str, Any] = {}
     if len(measured) >= 2:
         first, last = measured[0], measured[-1]
-        for key in ("server_rss_mib", "agent_rss_mib"):
+        for key in ("server_rss_mib", "server_anon_mib", "agent_rss_mib"):
             spread = [r[key] for r in measured]
             verdict[key] = {
                 "first": first[key],
+                "last": last[key],
+                "change_pct": 100 * (last[key] - first[key]) / first[key],
                 "min": min(spread),
                 "max": max(spread),
+                # every judged window, not only the last, within the tolerance of the first
                 "flat": all(abs(v - first[key]) <= MEMORY_TOLERANCE * first[key] for v in spread),
             }
         for kind in ("read", "write"):
@@ -328,16 +354,18 @@ def leftovers(prefix: str, state_dir: Path) -> list[str]:
 def print_table(summary: dict[str, Any], window_s: float) -> None:
     print(
         "\n| window (min) | reads | read p50/p99 ms | writes | write p50/p99 ms | RunTask p50 ms "
-        "| server RSS MiB | agent RSS MiB | server CPU s | agent CPU s | other CPU s | errors |"
+        "| server RSS (anon + file) MiB | server threads | agent RSS MiB | server CPU s | agent CPU s "
+        "| other CPU s | errors |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in summary["windows"]:
         errors = sum(row[k]["errors"] for k in ("read", "write", "RunTask", "StopTask"))
         print(
             f"| {row['window'] * window_s / 60:.1f} | {row['read']['count']} | "
             f"{row['read']['p50_ms']:.1f}/{row['read']['p99_ms']:.1f} | {row['write']['count']} | "
             f"{row['write']['p50_ms']:.1f}/{row['write']['p99_ms']:.1f} | {row['RunTask']['p50_ms']:.0f} | "
-            f"{row['server_rss_mib']:.0f} | {row['agent_rss_mib']:.0f} | {row['server_cpu_s']:.1f} | "
+            f"{row['server_rss_mib']:.1f} ({row['server_anon_mib']:.1f} + {row['server_file_mib']:.1f}) | "
+            f"{row['server_threads']:.0f} | {row['agent_rss_mib']:.1f} | {row['server_cpu_s']:.1f} | "
             f"{row['agent_cpu_s']:.1f} | {row['other_cpu_s']:.0f} | {errors} |"
         )
 

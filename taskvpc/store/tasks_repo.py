@@ -177,6 +177,14 @@ def mark_eni_tasks_changed(conn: Connection, eni_ids: Sequence[str]) -> None:
         conn.execute(update(tasks).where(tasks.c.eni_id.in_(list(eni_ids))).values(desired_generation=None))
 
 
+# An instance's live tasks, written so the index (container_instance_id, last_status) bounds the search:
+# `last_status != 'STOPPED'` cannot, and with the index on (container_instance_id, desired_generation)
+# beside it SQLite's planner read every task the instance ever ran, stopped ones included, row by row (the
+# server's memory and the time of each poll grew with the instance's history). Two ranges around 'STOPPED'
+# are the same set and each is an index range; PostgreSQL reads them the same.
+_LIVE_ON_INSTANCE = "container_instance_id = ? AND (last_status < 'STOPPED' OR last_status > 'STOPPED')"
+
+
 def tasks_changed_since(conn: Connection, instance_id: str, since: int) -> tuple[list[Row], list[str]]:
     """(live tasks whose entry changed after generation ``since``, ARNs of tasks that left since then)."""
     live: list[Row] = []
@@ -191,8 +199,11 @@ def tasks_changed_since(conn: Connection, instance_id: str, since: int) -> tuple
 
 
 def live_task_count(conn: Connection, instance_id: str) -> int:
-    sql = "SELECT COUNT(*) FROM tasks WHERE container_instance_id = ? AND last_status != 'STOPPED'"
-    row = fetch_one(conn, sql, (instance_id,))
+    # one count per side of 'STOPPED': each is an index range (one count over both ORed ranges is not)
+    one_side = "(SELECT COUNT(*) FROM tasks WHERE container_instance_id = ? AND last_status {} 'STOPPED')"
+    row = fetch_one(
+        conn, f"SELECT {one_side.format('<')} + {one_side.format('>')}", (instance_id, instance_id)
+    )
     return int(row[0]) if row else 0
 
 
@@ -224,13 +235,18 @@ _USAGE = (
     "COALESCE(SUM(CASE WHEN eni_id IS NOT NULL THEN 1 ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN last_status = 'RUNNING' THEN 1 ELSE 0 END), 0), "
     "COALESCE(SUM(CASE WHEN last_status IN ('PROVISIONING', 'PENDING', 'ACTIVATING') THEN 1 ELSE 0 END), 0) "
-    "FROM tasks WHERE container_instance_id = ? AND last_status != 'STOPPED'"
+    # each side of 'STOPPED' a range of ix_tasks_instance_usage (an OR of the two is not: SQLite then reads
+    # every entry of the instance, stopped tasks included)
+    "FROM (SELECT cpu, memory, eni_id, last_status FROM tasks "
+    "WHERE container_instance_id = ? AND last_status < 'STOPPED' "
+    "UNION ALL SELECT cpu, memory, eni_id, last_status FROM tasks "
+    "WHERE container_instance_id = ? AND last_status > 'STOPPED') AS live"
 )
 
 
 def refresh_usage(conn: Connection, instance: Row) -> bool:
     """Recompute what the instance's live tasks use; write it (and bump version) if it changed."""
-    row = fetch_one(conn, _USAGE, (instance["id"],))
+    row = fetch_one(conn, _USAGE, (instance["id"], instance["id"]))
     assert row is not None
     usage = {
         "cpu_used": int(row[0]),
@@ -399,9 +415,7 @@ def get_tasks_by_arn(conn: Connection, arns: Sequence[str]) -> list[Row]:
 
 
 def tasks_on_instance(conn: Connection, instance_id: str, *, live_only: bool = True) -> list[Row]:
-    sql = _SELECT_TASK + " WHERE container_instance_id = ?"
-    if live_only:
-        sql += " AND last_status != 'STOPPED'"
+    sql = _SELECT_TASK + " WHERE " + (_LIVE_ON_INSTANCE if live_only else "container_instance_id = ?")
     return [_task(row) for row in fetch_all(conn, sql + " ORDER BY created_at, arn", (instance_id,))]
 
 
