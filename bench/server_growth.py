@@ -11,7 +11,12 @@ agent would. At each checkpoint (``--at``, default 100, 1,000, 5,000 running) it
 * **RunTask(count=10)**: the call, then the ten reported RUNNING (so the host keeps the count + 10);
 * **no-change poll**: a delta poll (``since``/``have``, as the agent sends) when nothing changed;
 * **one-change poll**: a delta poll after one StopTask (then the stopped task is reported STOPPED and
-  replaced by one RunTask(count=1), so the count stays).
+  replaced by one RunTask(count=1), so the count stays);
+* **StopTask**: that one StopTask call;
+
+and once per checkpoint a **StopTask burst**: ``--burst`` (200) running tasks stopped at once by
+``--threads`` (4) clients, each call timed (the burst's wall time and the calls' median are printed), then
+reported STOPPED and replaced, so the count stays.
 
 It prints the medians per checkpoint and the ratios of the largest checkpoint to the smallest. The tasks
 get addresses in one /18 of the default VPC in the instance's AZ (16,379 addresses).
@@ -29,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlencode
@@ -85,10 +91,28 @@ def timed(call: Callable[[], Any]) -> tuple[Any, Timing]:
     return result, Timing(time.perf_counter() - started, time.process_time() - cpu)
 
 
+def stop_burst(server: InProcessServer, arns: list[str], threads: int) -> tuple[Timing, list[Timing]]:
+    """StopTask of every task in ``arns`` by ``threads`` clients at once: the whole burst and each call."""
+    clients = [server.client("ecs") for _ in range(threads)]
+    shares = [arns[i::threads] for i in range(threads)]
+
+    def stop_all(client: Any, share: list[str]) -> list[Timing]:
+        return [timed(lambda arn=arn: client.stop_task(task=arn))[1] for arn in share]
+
+    def burst() -> list[Timing]:
+        with ThreadPoolExecutor(threads) as pool:
+            return [t for calls in pool.map(stop_all, clients, shares) for t in calls]
+
+    calls, whole = timed(burst)
+    return whole, calls
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--at", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--burst", type=int, default=200, help="StopTask calls in the burst")
+    parser.add_argument("--threads", type=int, default=4, help="clients calling StopTask in the burst")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     checkpoints = sorted(args.at)
@@ -129,7 +153,7 @@ def main() -> int:
                 fill_s = time.perf_counter() - fill_started
                 host.poll(delta=False)
                 _, full_s = host.poll(delta=False)
-                run_s, quiet_s, one_s = [], [], []
+                run_s, quiet_s, one_s, stop_s = [], [], [], []
                 for _ in range(args.reps):
                     host.poll()
                     arns, seconds = run(BATCH)
@@ -139,12 +163,22 @@ def main() -> int:
                     host.poll()
                     quiet_s.append(host.poll()[1])
                     victim = running.pop(0)
-                    ecs.stop_task(task=victim)
+                    stop_s.append(timed(lambda victim=victim: ecs.stop_task(task=victim))[1])
                     doc, seconds = host.poll()
                     assert [t["taskArn"] for t in doc["tasks"]] == [victim], "one change, one entry"
                     one_s.append(seconds)
                     host.stopped([victim])
                     arns, _ = run(1)
+                    host.running(arns)
+                    running += arns
+
+                keep = len(running)
+                victims, running = running[: args.burst], running[args.burst :]
+                burst_s, burst_calls = stop_burst(server, victims, args.threads)
+                host.poll()
+                host.stopped(victims)
+                while len(running) < keep:
+                    arns, _ = run(min(BATCH, keep - len(running)))
                     host.running(arns)
                     running += arns
 
@@ -156,17 +190,23 @@ def main() -> int:
                     ("run_task", run_s),
                     ("no_change_poll", quiet_s),
                     ("one_change_poll", one_s),
+                    ("stop_task", stop_s),
                 ):
                     row[f"{name}_ms"] = ms(samples, "wall")
                     row[f"{name}_cpu_ms"] = ms(samples, "cpu")
+                row["burst_stop_call_ms"] = ms(burst_calls, "wall")  # (CPU is the process's: all threads')
                 row["full_poll_ms"] = full_s.wall * 1000
+                row["burst_ms"] = burst_s.wall * 1000
                 results.append(row)
                 print(
                     f"running={row['running']:5d}  RunTask(10) {row['run_task_ms']:6.1f} ms "
                     f"(cpu {row['run_task_cpu_ms']:5.1f})  poll: no change {row['no_change_poll_ms']:5.1f} ms "
                     f"(cpu {row['no_change_poll_cpu_ms']:4.1f}), one change {row['one_change_poll_ms']:5.1f} ms "
                     f"(cpu {row['one_change_poll_cpu_ms']:4.1f}), full {row['full_poll_ms']:7.1f} ms  "
-                    f"(filled in {fill_s:.0f} s)",
+                    f"(filled in {fill_s:.0f} s)\n"
+                    f"               StopTask {row['stop_task_ms']:5.1f} ms (cpu {row['stop_task_cpu_ms']:4.1f}); "
+                    f"burst of {len(burst_calls)} from {args.threads} threads {burst_s.wall:5.2f} s "
+                    f"(cpu {burst_s.cpu:5.2f} s), each {row['burst_stop_call_ms']:5.1f} ms",
                     flush=True,
                 )
         finally:
