@@ -52,6 +52,46 @@ def refresh_cluster(conn: Connection, ctx: RequestContext, cluster: str) -> None
         ecs_repo.put_cluster(conn, ctx.region, {**found, **counters}, ctx.now)
 
 
+_PENDING = ("PROVISIONING", "PENDING", "ACTIVATING")
+
+
+def counted(task: Row) -> tuple[int, int, int, int, int]:
+    """What ``task`` adds to its instance's usage (``tasks_repo.USAGE_COLUMNS``, as ``refresh_usage``
+    sums them) and, in its last two, to the cluster's running and pending counts (``cluster_counts``)."""
+    status = task["body"]["lastStatus"]
+    if status == "STOPPED":
+        return (0, 0, 0, 0, 0)
+    return (
+        int(task["cpu"] or 0),
+        int(task["memory"] or 0),
+        1 if task["eni_id"] else 0,
+        int(status == "RUNNING"),
+        int(status in _PENDING),
+    )
+
+
+def count_change(
+    conn: Connection, ctx: RequestContext, cluster: str, task: Row, before: tuple[int, ...]
+) -> None:
+    """Apply one task's change (``before`` is :func:`counted` of it before) to its instance's usage and
+    the cluster's counters. Recounting them instead reads every live task of the instance and of the
+    cluster: 40 % of a StopTask's time at 5,000 running. Exact as long as the stored values were (every
+    writer holds the cluster's lock and keeps them so)."""
+    delta = [now - then for now, then in zip(counted(task), before, strict=True)]
+    if not any(delta):
+        return
+    if task.get("container_instance_id"):
+        tasks_repo.add_usage(conn, task["container_instance_id"], delta)
+    if delta[3] or delta[4]:
+        found = ecs_repo.get_cluster(conn, ctx.region, cluster)
+        if found is not None:
+            counters = {
+                "runningTasksCount": int(found.get("runningTasksCount") or 0) + delta[3],
+                "pendingTasksCount": int(found.get("pendingTasksCount") or 0) + delta[4],
+            }
+            ecs_repo.put_cluster(conn, ctx.region, {**found, **counters}, ctx.now)
+
+
 def eni_details(spec: dict[str, Any]) -> taskdoc.EniDetails | None:
     eni = spec.get("eni")
     if not eni:

@@ -611,13 +611,17 @@ def stop_task(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         task = found.get(params["task"])
         if task is None:
             raise invalid_parameter(_TASK_NOT_FOUND)
-        before = task_state.snapshot(task)
+        before, counted = task_state.snapshot(task), task_state.counted(task)
         reason = params.get("reason")
         if taskdoc.request_stop(
             task["body"], TaskEvent.STOP_REQUESTED, StopCode.USER_INITIATED, reason, ctx.now
         ):
             task_state.save(conn, ctx, task, before)
-            _after_changes(conn, ctx, cluster_name, {task["container_instance_id"]})
+            # one task changed: its own share of the counters, not a recount of every task (O(tasks))
+            task_state.count_change(conn, ctx, cluster_name, task, counted)
+            if task["container_instance_id"]:
+                tasks_repo.bump_generation(conn, task["container_instance_id"])
+                ctx.notify.add(task["container_instance_id"])
         return {"task": task_view(conn, task, True)}
 
 
