@@ -23,6 +23,7 @@ and the VPC routers' firewalls), the containers through a :class:`~taskvpc.agent
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -402,6 +403,10 @@ class Engine:
         self.reporter = reporter
         self.clock = clock
         self.workers: dict[str, TaskWorker] = {}
+        # how many workers use each VPC (the one each started with): a finished task checks its own VPC,
+        # not every other worker's, before closing that VPC's 169.254.170.2 listener
+        self._vpc_users: collections.Counter[str] = collections.Counter()
+        self._vpc_of: dict[str, str] = {}
         self.finished: set[str] = set()  # tasks reported STOPPED and forgotten: ignore if still listed
         self.instance_status = "ACTIVE"
         self.vpcs: dict[str, Vpc] = {}
@@ -439,13 +444,29 @@ class Engine:
     def worker_done(self, worker: TaskWorker) -> None:
         if self.workers.get(worker.arn) is worker:
             del self.workers[worker.arn]
+            self._uncount_vpc(worker.arn)
         self.finished.add(worker.arn)
         if self.endpoints is not None:
-            self.endpoints.forget_unused(w.desired.eni.vpc_id for w in self.workers.values() if w.desired.eni)
+            self.endpoints.forget_unused(self._vpc_users)
         self._changed.set()
 
+    def _uncount_vpc(self, arn: str) -> None:
+        vpc_id = self._vpc_of.pop(arn, None)
+        if vpc_id is not None:
+            self._vpc_users[vpc_id] -= 1
+            if self._vpc_users[vpc_id] <= 0:
+                del self._vpc_users[vpc_id]
+
+    def vpcs_in_use(self) -> set[str]:
+        """The VPCs of the workers' ENIs (those they started with)."""
+        return set(self._vpc_users)
+
     def _start_worker(self, worker: TaskWorker) -> None:
+        self._uncount_vpc(worker.arn)  # a worker replaced under the same arn: its count goes with it
         self.workers[worker.arn] = worker
+        if worker.desired.eni is not None:
+            self._vpc_of[worker.arn] = worker.desired.eni.vpc_id
+            self._vpc_users[worker.desired.eni.vpc_id] += 1
         self.spawn(worker.run(), f"worker {worker.arn}")
 
     async def wait_idle(self, timeout: float | None = None) -> None:
