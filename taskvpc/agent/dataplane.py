@@ -230,6 +230,7 @@ class DataPlane:
         every ENI of the VPC, see ``FirewallSync.add_enis``)."""
         batched = self._register_new(desired, actions)
         gone: dict[str, list[str]] = {}  # VPC id -> ENI ids whose veths went in this plan
+        succeeded: list[netplan.Action] = []  # the known host follows them once, after the plan
 
         def before(action: netplan.Action) -> None:
             if isinstance(action, netplan.EnsureTaskNetwork) and self.firewall is not None:
@@ -239,8 +240,7 @@ class DataPlane:
                 self._register(action.eni.eni_id, action.vpc_id, action.eni.task_key)
 
         def after(action: netplan.Action) -> None:
-            assert self.known is not None
-            self.known = netplan.assume(self.cfg, self.known, action)
+            succeeded.append(action)
             if self.firewall is None:
                 return
             if isinstance(action, netplan.RemoveTaskNetwork):  # the veth is gone: its rules can go
@@ -254,7 +254,11 @@ class DataPlane:
                     self._unregister(eni_id)
                 gone.pop(action.vpc_id, None)
 
-        report = netplan.apply(actions, self.driver, before=before, after=after)
+        try:
+            report = netplan.apply(actions, self.driver, before=before, after=after)
+        finally:
+            assert self.known is not None
+            self.known = netplan.assume_all(self.cfg, self.known, succeeded)  # one copy, not one per action
         self._unregister_gone(gone)
         return report
 

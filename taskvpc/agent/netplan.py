@@ -635,3 +635,68 @@ def assume(cfg: NetConfig, observed: ObservedNetwork, action: Action) -> Observe
         case RemoveStray(stray):
             strays = tuple(s for s in strays if s != stray)
     return ObservedNetwork(routers, tasks, access, strays)
+
+
+def assume_all(cfg: NetConfig, observed: ObservedNetwork, actions: Sequence[Action]) -> ObservedNetwork:
+    """:func:`assume` of each of ``actions`` in turn, with the maps copied once for the whole sequence
+    rather than per action: a plan that removes hundreds of task networks on a host of thousands copied
+    every task, and the router's every port, once per removal (O(actions x tasks) on the data-plane
+    thread). Task networks are folded in place; any other action goes through :func:`assume`."""
+    tasks = dict(observed.tasks)
+    routers = dict(observed.routers)
+    ports: dict[str, dict[str, ObservedPort]] = {}  # routers whose ports were changed here: own copies
+    top: int | None = None  # the highest port index, while it is known without a scan
+
+    def flush() -> None:
+        for vpc_id, own in ports.items():
+            routers[vpc_id] = replace(routers[vpc_id], ports=own)
+        ports.clear()
+
+    def own_ports(vpc_id: str) -> dict[str, ObservedPort]:
+        if vpc_id not in ports:
+            ports[vpc_id] = dict(routers[vpc_id].ports)
+        return ports[vpc_id]
+
+    current = ObservedNetwork(routers, tasks, observed.host_access, observed.strays)
+    for action in actions:
+        match action:
+            case EnsureTaskNetwork(vpc_id, eni):
+                if top is None:
+                    top = max(
+                        (p.index for v, r in routers.items() for p in ports.get(v, r.ports).values()),
+                        default=1,
+                    )
+                index = top + 1
+                port = eni_port(cfg, eni.eni_id)
+                if vpc_id in routers:
+                    own = own_ports(vpc_id)
+                    for name in [n for n, p in own.items() if p.eni_id == eni.eni_id]:
+                        del own[name]
+                    own[port] = ObservedPort(port, index, eni.eni_id, True, frozenset({eni.ip}))
+                    top = index  # now the highest
+                tasks[eni.task_key] = ObservedTask(
+                    eni.task_key,
+                    task_netns(cfg, eni.task_key),
+                    eni.mac,
+                    frozenset({eni.address}),
+                    eni.gateway,
+                    True,
+                    index,
+                    vpc_id,
+                    port,
+                )
+            case RemoveTaskNetwork(task_key):
+                gone = tasks.pop(task_key, None)
+                if gone is not None and gone.vpc_id in routers and gone.port is not None:
+                    removed = own_ports(gone.vpc_id).pop(gone.port, None)
+                    if removed is not None and removed.index == top:
+                        top = None  # the highest went: scan again when next needed
+            case _:
+                flush()
+                current = assume(
+                    cfg, ObservedNetwork(routers, tasks, current.host_access, current.strays), action
+                )
+                routers, tasks = dict(current.routers), dict(current.tasks)
+                top = None
+    flush()
+    return ObservedNetwork(routers, tasks, current.host_access, current.strays)
