@@ -239,7 +239,12 @@ def cleanup(prefix: str) -> None:
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout.split("\n")
     for line in links:
         if line.startswith(prefix):
-            subprocess.run(["ip", "link", "del", line.split()[0].partition("@")[0]], check=False)
+            # a veth's peer goes with its namespace or its other end: one already gone is not an error
+            subprocess.run(
+                ["ip", "link", "del", line.split()[0].partition("@")[0]],
+                check=False,
+                stderr=subprocess.DEVNULL,
+            )
     for parent in Path("/sys/fs/cgroup").glob(f"*/taskvpc-{prefix}"):  # the agent's (empty) cgroup parent
         for directory in [*sorted((d for d in parent.rglob("*") if d.is_dir()), reverse=True), parent]:
             with contextlib.suppress(OSError):  # still holding a process: leave it, say so
