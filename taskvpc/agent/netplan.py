@@ -607,17 +607,7 @@ def assume(cfg: NetConfig, observed: ObservedNetwork, action: Action) -> Observe
                 ports = {n: p for n, p in routers[vpc_id].ports.items() if p.eni_id != eni.eni_id}
                 ports[port] = ObservedPort(port, index, eni.eni_id, True, frozenset({eni.ip}))
                 routers[vpc_id] = replace(routers[vpc_id], ports=ports)
-            tasks[eni.task_key] = ObservedTask(
-                eni.task_key,
-                task_netns(cfg, eni.task_key),
-                eni.mac,
-                frozenset({eni.address}),
-                eni.gateway,
-                True,
-                index,
-                vpc_id,
-                port,
-            )
+            tasks[eni.task_key] = _task_made(cfg, vpc_id, eni, index, port)
         case RemoveTaskNetwork(task_key):
             gone = tasks.pop(task_key, None)
             if gone is not None and gone.vpc_id in routers and gone.port is not None:
@@ -635,6 +625,14 @@ def assume(cfg: NetConfig, observed: ObservedNetwork, action: Action) -> Observe
         case RemoveStray(stray):
             strays = tuple(s for s in strays if s != stray)
     return ObservedNetwork(routers, tasks, access, strays)
+
+
+def _task_made(cfg: NetConfig, vpc_id: str, eni: TaskEni, index: int, port: str) -> ObservedTask:
+    """What the host holds once ``EnsureTaskNetwork`` has made the task's network."""
+    return ObservedTask(
+        eni.task_key, task_netns(cfg, eni.task_key), eni.mac, frozenset({eni.address}), eni.gateway, True, index,
+        vpc_id, port,
+    )  # fmt: skip
 
 
 def assume_all(cfg: NetConfig, observed: ObservedNetwork, actions: Sequence[Action]) -> ObservedNetwork:
@@ -674,17 +672,7 @@ def assume_all(cfg: NetConfig, observed: ObservedNetwork, actions: Sequence[Acti
                         del own[name]
                     own[port] = ObservedPort(port, index, eni.eni_id, True, frozenset({eni.ip}))
                     top = index  # now the highest
-                tasks[eni.task_key] = ObservedTask(
-                    eni.task_key,
-                    task_netns(cfg, eni.task_key),
-                    eni.mac,
-                    frozenset({eni.address}),
-                    eni.gateway,
-                    True,
-                    index,
-                    vpc_id,
-                    port,
-                )
+                tasks[eni.task_key] = _task_made(cfg, vpc_id, eni, index, port)
             case RemoveTaskNetwork(task_key):
                 gone = tasks.pop(task_key, None)
                 if gone is not None and gone.vpc_id in routers and gone.port is not None:
