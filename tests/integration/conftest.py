@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,22 @@ def agents(api: InProcessServer) -> Iterator[Callable[..., FakeAgent]]:
 @pytest.fixture()
 def ec2(api: InProcessServer):  # type: ignore[no-untyped-def]
     return api.client("ec2")
+
+
+@pytest.fixture()
+def planes(
+    postgres: ThrowawayPostgres | None, tmp_path: Path
+) -> Iterator[tuple[TaskvpcServer, TaskvpcServer]]:
+    """Two ``taskvpc up --no-agent`` processes on one PostgreSQL database (several control planes)."""
+    if postgres is None:
+        pytest.skip("TASKVPC_TEST_POSTGRES=0")
+    url = postgres.create_database(f"planes_{uuid.uuid4().hex[:8]}")
+    first = TaskvpcServer(tmp_path / "a", url)
+    second = TaskvpcServer(tmp_path / "b", url)
+    try:
+        first.start()
+        second.start()  # after the first: its migrations and default VPC are there already
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()

@@ -11,38 +11,16 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import boto3
-import pytest
 from botocore.config import Config
 
 from taskvpc.agent.apirelay import ApiRelay
 from taskvpc.agent.client import AgentClient, AgentCredentials, Backoff
 from tests.integration.fake_agent import ECS_ATTRIBUTES
 from tests.integration.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, TaskvpcServer
-from tests.support.pgserver import ThrowawayPostgres
-
-
-@pytest.fixture()
-def planes(
-    postgres: ThrowawayPostgres | None, tmp_path: Path
-) -> Iterator[tuple[TaskvpcServer, TaskvpcServer]]:
-    if postgres is None:
-        pytest.skip("TASKVPC_TEST_POSTGRES=0")
-    url = postgres.create_database(f"relay_{uuid.uuid4().hex[:8]}")
-    first = TaskvpcServer(tmp_path / "a", url)
-    second = TaskvpcServer(tmp_path / "b", url)
-    try:
-        first.start()
-        second.start()
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
 
 
 class AgentWithRelay:

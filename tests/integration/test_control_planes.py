@@ -11,19 +11,15 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
-import pytest
 from botocore.exceptions import ClientError as BotoClientError
 
 from taskvpc.agent.client import AgentClient, AgentCredentials, Backoff
 from taskvpc.agentapi.reports import ContainerReport, Report, TaskReport
 from tests.integration.fake_agent import ECS_ATTRIBUTES
 from tests.integration.server import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, TaskvpcServer
-from tests.support.pgserver import ThrowawayPostgres
 
 CALLS = 60
 KILL_AFTER = 15  # acknowledged calls before the first control plane dies
@@ -32,24 +28,6 @@ TASK_DEFINITION = {
     "networkMode": "bridge",
     "containerDefinitions": [{"name": "app", "image": "busybox", "memory": 4, "cpu": 1}],
 }
-
-
-@pytest.fixture()
-def planes(
-    postgres: ThrowawayPostgres | None, tmp_path: Path
-) -> Iterator[tuple[TaskvpcServer, TaskvpcServer]]:
-    if postgres is None:
-        pytest.skip("TASKVPC_TEST_POSTGRES=0")
-    url = postgres.create_database(f"planes_{uuid.uuid4().hex[:8]}")
-    first = TaskvpcServer(tmp_path / "a", url)
-    second = TaskvpcServer(tmp_path / "b", url)
-    try:
-        first.start()
-        second.start()  # after the first: its migrations and default VPC are there already
-        yield first, second
-    finally:
-        first.stop()
-        second.stop()
 
 
 class Agent:
