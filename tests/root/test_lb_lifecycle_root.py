@@ -11,12 +11,11 @@ HAProxy; stopping `taskvpc up` leaves the ALB serving (adopted by the next agent
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,30 +23,24 @@ import pytest
 from taskvpc.agent.runtime.procs import cmdline
 from tests.integration.server import VENV_BIN
 from tests.root import hostcheck
-from tests.root.lbfixtures import get, get_ok, haproxy_pids, health, run_tasks, task_definition, wait_for
+from tests.root.lbfixtures import (
+    get,
+    get_ok,
+    haproxy_pids,
+    health,
+    run_tasks,
+    server,
+    task_definition,
+    wait_for,
+)
 from tests.root.test_lb_tls_udp_root import https_get
-from tests.root.upserver import RootServer, kill_task_shims
+from tests.root.upserver import RootServer
+
+__all__ = ["server"]  # the module's `taskvpc up` (a fixture of lbfixtures)
 
 pytestmark = [pytest.mark.root]
 
 CERTIFICATE = "arn:aws:acm:us-east-1:000000000000:certificate/5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RootServer]:
-    prefix = "tvo" + secrets.token_hex(2)
-    up = RootServer(tmp_path_factory.mktemp("lbo") / "state", prefix)
-    try:
-        yield up.start()
-    finally:
-        up.stop()
-        kill_task_shims(up.state_dir)
-        for pid in haproxy_pids(up.state_dir):  # an LB a failed test left (by pid: ours only)
-            os.kill(pid, signal.SIGKILL)
-        hostcheck.unmount_under(up.state_dir)
-        hostcheck.scrub(prefix)
-        left = hostcheck.wait_clean(prefix)
-        assert not left, f"left behind: {left}"
 
 
 def agent_pids(state_dir: Path) -> list[int]:
