@@ -48,7 +48,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskvpc.agent.images import ImageNotFound, ImageStore, InvalidReference, parse_reference
 from taskvpc.agent.runtime import (
@@ -59,12 +59,16 @@ from taskvpc.agent.runtime import (
     ContainerStatus,
     StartError,
     cgroups,
+    cshim,
     oci,
     task_dir,
     with_detail,
 )
 from taskvpc.agent.runtime.process import DEFAULT_PATH, ProcessRuntime, _read_pid_info, _read_text
 from taskvpc.agent.runtime.procs import alive, run_process
+
+if TYPE_CHECKING:
+    from taskvpc.agent.runtime.process import ShimChild
 
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 DEFAULT_CGROUP_PARENT = "taskvpc"
@@ -237,6 +241,7 @@ class RuncRuntime(ProcessRuntime):
         self._caps = bounding_capabilities()
         self._nofile = default_nofile()
         self._pulled: dict[str, Any] = {}  # container dir -> image, from ``start`` to ``_prepare``
+        self._cshim = cshim.find_binary()  # the C supervisor, else Python shims
 
     # ------------------------------------------------------------------------------ names
 
@@ -407,6 +412,10 @@ class RuncRuntime(ProcessRuntime):
             "image": spec.image,
             "imageDigest": str(getattr(image, "digest", "") or ""),
         }
+
+    def _spawn_shim(self, directory: Path, write_fd: int) -> ShimChild:
+        """The container's supervisor: the C one (``cshim.py``) when built, else the Python shim."""
+        return cshim.launch(self._cshim, directory, write_fd) or super()._spawn_shim(directory, write_fd)
 
     @staticmethod
     def _write_etc_files(directory: Path, hostname: str, netns_path: str | None) -> list[tuple[str, str]]:
