@@ -18,20 +18,16 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
 from taskvpc.agent import teardown
-from taskvpc.agent.runtime import ContainerHandle, ContainerSpec, ContainerStatus, StartError, cshim
+from taskvpc.agent.runtime import ContainerHandle, ContainerStatus, StartError, cshim
 from taskvpc.agent.runtime.process import ProcessRuntime, _read_pid_info, _scan_shims
 from taskvpc.agent.runtime.procs import cmdline
+from tests.support.fakeoci import FakeOciRuntime, start
 
-if TYPE_CHECKING:
-    from taskvpc.agent.runtime.process import ShimChild
-
-# ``runc run -d --pid-file F``, as far as a supervisor can tell: the command runs on, reparented to it.
-FAKE_RUNC = 'pid_file=$1; shift; "$@" & echo $! > "$pid_file"'
 SUPERVISORS = ("c", "python")
 
 
@@ -39,50 +35,6 @@ SUPERVISORS = ("c", "python")
 def binary(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Built from the source under test (as ``make setup`` builds it), warnings as errors."""
     return str(cshim.build(tmp_path_factory.mktemp("cshim") / cshim.BINARY_NAME))
-
-
-class FakeOciRuntime(ProcessRuntime):
-    """The runc runtime's shim spec (``initPidFile``, ``oomFile``, log rotation) around a stand-in runc."""
-
-    def __init__(self, state: Path, supervisor: str | None, **options: Any) -> None:
-        super().__init__(state)
-        self.supervisor = supervisor  # the C binary, or None for Python shims
-        self.options = options
-        self.runc_argv: dict[str, list[str]] = {}  # task id -> the stand-in's argv (default: FAKE_RUNC)
-
-    def _prepare(self, spec: ContainerSpec, netns_path: str | None, log_path: str) -> dict[str, Any]:
-        directory = self._dir(spec)
-        argv = self.runc_argv.get(spec.task_id) or [
-            "/bin/sh",
-            "-c",
-            FAKE_RUNC,
-            "fake-runc",
-            str(directory / "init.pid"),
-            *spec.command,
-        ]
-        return {
-            "argv": argv,
-            "env": {"PATH": "/usr/bin:/bin"},
-            "cwd": str(directory),
-            "uid": None,
-            "gid": None,
-            "groups": None,
-            "netns": None,
-            "log": log_path,
-            "logMaxBytes": 1 << 20,
-            "logMaxFiles": 5,
-            "initPidFile": str(directory / "init.pid"),
-            "oomFile": None,
-            "runtimeId": "r" * 64,
-            **self.options,
-        }
-
-    def _spawn_shim(self, directory: Path, write_fd: int) -> ShimChild:
-        return cshim.launch(self.supervisor, directory, write_fd) or super()._spawn_shim(directory, write_fd)
-
-    def close(self) -> None:
-        if self._forker is not None:
-            self._forker.close()
 
 
 @pytest.fixture(params=SUPERVISORS)
@@ -104,11 +56,6 @@ def make_runtime(request: pytest.FixtureRequest, tmp_path: Path, binary: str) ->
             for pid in (info.pid, info.shim_pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-
-
-async def start(runtime: ProcessRuntime, task: str, *command: str) -> ContainerHandle:
-    spec = ContainerSpec(task_id=task, name="app", command=command)
-    return await runtime.start(spec, None, str(runtime.state_dir / f"{task}.log"))
 
 
 def supervisor_cmdline(runtime: ProcessRuntime, handle: ContainerHandle) -> list[str]:
@@ -226,8 +173,8 @@ def test_the_log_is_rotated_at_log_max_bytes_keeping_log_max_files(make_runtime:
 
 AGENT = """
 import asyncio, sys
-sys.path.insert(0, {tests!r})
-from test_cshim import FakeOciRuntime, start
+sys.path.insert(0, {root!r})
+from tests.support.fakeoci import FakeOciRuntime, start
 from pathlib import Path
 async def main():
     runtime = FakeOciRuntime(Path({state!r}), {binary!r})
@@ -242,7 +189,7 @@ def test_the_supervisor_outlives_an_agent_kill_9_and_is_adopted(make_runtime: An
     async def scenario() -> None:
         runtime = make_runtime()
         code = AGENT.format(
-            tests=str(Path(__file__).parent), state=str(runtime.state_dir), binary=runtime.supervisor
+            root=str(Path(__file__).parents[2]), state=str(runtime.state_dir), binary=runtime.supervisor
         )
         agent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
         try:

@@ -104,7 +104,6 @@ def spawn(binary: str, directory: Path, doc: Mapping[str, Any], ready_fd: int) -
         )
 
 
-
 def launch(binary: str | None, directory: Path, ready_fd: int) -> subprocess.Popen[bytes] | None:
     """The C supervisor of ``directory`` when there is one and it runs this spec (``spec.bin``, written
     by ``ProcessRuntime.start``); None tells the caller to start a Python shim."""
