@@ -264,6 +264,7 @@ static void exec_path(char **argv, char **env) {
         snprintf(candidate, sizeof candidate, "%.*s/%s", len ? len : 1, len ? p : ".", name);
         execve(candidate, argv, env);
         if (errno == EACCES) denied = 1;
+        else if (errno != ENOENT && errno != ENOTDIR) return; /* (ENOEXEC...: as shim._execvpe) */
         if (!*end) break;
         p = end + 1;
     }
