@@ -63,10 +63,22 @@ def build(output: Path, cc: str = "cc") -> Path:
     return output
 
 
+# Keys of the shim's spec that the C supervisor honours or that need nothing of a supervisor (what the
+# agent keeps for people and adoption). A spec with any other key asks for something it does not do
+# (a new feature of the Python shim), so that container gets a Python shim.
+_UNDERSTOOD = frozenset(
+    {"argv", "env", *_SPEC_KEYS, "uid", "gid", "groups", "netns"}
+    | {"netnsPath", "containerId", "taskArn", "name", "image", "imageDigest"}
+)
+
+
 def supports(doc: Mapping[str, Any]) -> bool:
-    """True for specs the C supervisor runs: an OCI runtime started detached, nothing done as a user."""
-    return bool(doc.get("initPidFile")) and all(
-        doc.get(key) is None for key in ("uid", "gid", "groups", "netns")
+    """True for specs the C supervisor runs: an OCI runtime started detached, nothing done as a user,
+    nothing asked of the supervisor that it does not know."""
+    return (
+        bool(doc.get("initPidFile"))
+        and all(doc.get(key) is None for key in ("uid", "gid", "groups", "netns"))
+        and set(doc) <= _UNDERSTOOD
     )
 
 
