@@ -1,13 +1,14 @@
 """A runtime with the runc runtime's shim spec around a stand-in for ``runc run -d`` (no root needed).
 
-The stand-in (a shell that starts the container's command in the background, writes its pid to the
-``--pid-file`` and exits) leaves the command to the supervisor as runc leaves a container's init, so
-the supervisors (C and Python) can be tested as the runc runtime uses them. Importable on its own (a
-test's "agent" subprocess uses it) without pytest.
+The stand-in (a process that forks the container's command, writes its pid to the ``--pid-file`` and
+exits) leaves the command to the supervisor as runc leaves a container's init, so the supervisors (C
+and Python) can be tested as the runc runtime uses them. Importable on its own (a test's "agent"
+subprocess uses it) without pytest.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,19 @@ if TYPE_CHECKING:
     from taskvpc.agent.runtime.process import ShimChild
 
 # ``runc run -d --pid-file F``, as far as a supervisor can tell: the command runs on, reparented to it.
-FAKE_RUNC = 'pid_file=$1; shift; "$@" & echo $! > "$pid_file"'
+# (Not a shell: dash may reap a background job that has ended, which runc never does to an init.)
+FAKE_RUNC = (
+    "import os, sys\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    import _signal\n"
+    "    for signum in (_signal.SIGPIPE, _signal.SIGXFSZ):  # (ignored by Python, not by runc)\n"
+    "        _signal.signal(signum, _signal.SIG_DFL)\n"
+    "    os.execvp(sys.argv[2], sys.argv[2:])\n"
+    "with open(sys.argv[1], 'w') as handle:\n"
+    "    handle.write(str(pid))\n"
+    "os._exit(0)\n"
+)
 
 
 class FakeOciRuntime(ProcessRuntime):
@@ -33,10 +46,11 @@ class FakeOciRuntime(ProcessRuntime):
     def _prepare(self, spec: ContainerSpec, netns_path: str | None, log_path: str) -> dict[str, Any]:
         directory = self._dir(spec)
         argv = self.runc_argv.get(spec.task_id) or [
-            "/bin/sh",
+            sys.executable,
+            "-I",
+            "-S",
             "-c",
             FAKE_RUNC,
-            "fake-runc",
             str(directory / "init.pid"),
             *spec.command,
         ]

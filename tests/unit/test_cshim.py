@@ -1,7 +1,7 @@
 """The C supervisor (``taskvpc-cshim``) keeps the Python shim's contract for detached OCI containers.
 
-No root needed: a stand-in for ``runc run -d --pid-file F`` (a shell that starts the container's
-command in the background, writes its pid to ``F`` and exits) leaves the command to the supervisor as
+No root needed: a stand-in for ``runc run -d --pid-file F`` (``tests/support/fakeoci.py``: it forks
+the container's command, writes its pid to ``F`` and exits) leaves the command to the supervisor as
 runc leaves the container's init. Each behaviour is checked for both supervisors, so they cannot drift:
 exit codes Docker's way, signals forwarded, runc's stderr as the start error, the oom count, the
 rotated log, adoption by a new runtime after the agent was killed; then the C one's memory.
@@ -134,6 +134,21 @@ def test_start_errors_carry_the_runtime_s_stderr_or_why_it_could_not_run(make_ru
         )
         no_pid = await failed(runtime, "t5", ["/bin/sh", "-c", "exit 0"])
         assert no_pid.startswith("no init pid from the OCI runtime: ")
+
+    asyncio.run(scenario())
+
+
+def test_what_the_container_leaves_behind_is_killed_and_its_exit_code_kept(make_runtime: Any) -> None:
+    """A process that outlives the container's init holds the log pipe: the supervisor stops copying
+    a second after the end, kills it (it was reparented to the supervisor) and records the code."""
+
+    async def scenario() -> None:
+        runtime = make_runtime()
+        handle = await start(runtime, "t1", "sh", "-c", "sleep 60 & echo $! > stray.pid; exit 4")
+        async with asyncio.timeout(10):
+            assert (await runtime.wait(handle)).exit_code == 4
+        stray = int((runtime._dir(handle) / "stray.pid").read_text())
+        assert not Path(f"/proc/{stray}").exists()
 
     asyncio.run(scenario())
 

@@ -445,7 +445,8 @@ static int supervise(int init, int signals, int pump_fd, struct rotating_log *lo
         }
         if (ended && (pump_fd < 0 || monotonic() >= deadline)) return status;
         struct pollfd fds[2] = {{signals, POLLIN, 0}, {pump_fd, POLLIN, 0}};
-        int timeout = ended ? (int)((deadline - monotonic()) * 1000) + 1 : -1;
+        double left = deadline - monotonic(); /* (never negative: poll would wait forever) */
+        int timeout = !ended ? -1 : left > 0 ? (int)(left * 1000) + 1 : 0;
         if (poll(fds, pump_fd >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR) die("poll");
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo info[8];
