@@ -72,7 +72,8 @@ class FakeOciRuntime(ProcessRuntime):
         }
 
     def _spawn_shim(self, directory: Path, write_fd: int) -> ShimChild:
-        return cshim.launch(self.supervisor, directory, write_fd) or super()._spawn_shim(directory, write_fd)
+        launched = cshim.launch(self.supervisor, directory, write_fd, self._forker)
+        return launched or super()._spawn_shim(directory, write_fd)
 
     def close(self) -> None:
         if self._forker is not None:

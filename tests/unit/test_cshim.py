@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from taskvpc.agent import teardown
-from taskvpc.agent.runtime import ContainerHandle, ContainerStatus, StartError, cshim
+from taskvpc.agent.runtime import ContainerHandle, ContainerStatus, StartError, cshim, forkshim
 from taskvpc.agent.runtime.process import ProcessRuntime, _read_pid_info, _scan_shims
 from taskvpc.agent.runtime.procs import cmdline
 from tests.support.fakeoci import FakeOciRuntime, start
@@ -73,7 +73,9 @@ def test_exit_code_output_and_the_files_of_the_contract(make_runtime: Any) -> No
         assert "taskvpc-shim" in shown and str(directory) in shown
         if make_runtime.kind == "c":
             assert os.path.basename(shown[0]) == cshim.BINARY_NAME
-        doc = json.loads((directory / "pid").read_text())
+            assert runtime._forker is not None and runtime._forker._server is not None
+            assert parent_pid(int(doc_of(directory)["shimPid"])) == runtime._forker._server.pid  # forked
+        doc = doc_of(directory)
         assert set(doc) == {"shimPid", "shimStart", "pid", "start", "startedAt", "runtimeId"}
         assert doc["runtimeId"] == "r" * 64 and doc["pid"] == int((directory / "init.pid").read_text())
         ended = await runtime.wait(handle)
@@ -81,6 +83,42 @@ def test_exit_code_output_and_the_files_of_the_contract(make_runtime: Any) -> No
         assert (directory / "exit_code").read_text() == "3\n"
         assert (runtime.state_dir / "t1.log").read_text() == "out\nerr\n"
         assert not (directory / "oom").exists()
+
+    asyncio.run(scenario())
+
+
+def doc_of(directory: Path) -> dict[str, Any]:
+    return dict(json.loads((directory / "pid").read_text()))
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def test_without_a_shim_server_the_agent_spawns_the_c_supervisor_itself(
+    tmp_path: Path, binary: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(forkshim.ENV_SWITCH, "0")
+
+    async def scenario() -> None:
+        runtime = FakeOciRuntime(tmp_path, binary)
+        assert runtime._forker is None
+        handle = await start(runtime, "t1", "sh", "-c", "echo hi; exit 9")
+        assert parent_pid(doc_of(runtime._dir(handle))["shimPid"]) == os.getpid()
+        assert (await runtime.wait(handle)).exit_code == 9
+        assert (tmp_path / "t1.log").read_text() == "hi\n"
+
+    asyncio.run(scenario())
+
+
+def test_a_supervisor_that_cannot_be_exec_d_leaves_the_forked_child_a_python_shim(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        missing = tmp_path / cshim.BINARY_NAME  # (the runtime would not pick it; the server is told to)
+        runtime = FakeOciRuntime(tmp_path, str(missing))
+        handle = await start(runtime, "t1", "sh", "-c", "exit 6")
+        assert (await runtime.wait(handle)).exit_code == 6
+        assert f"cannot exec {missing}" in (runtime._dir(handle) / "shim.err").read_text()
+        runtime.close()
 
     asyncio.run(scenario())
 

@@ -13,10 +13,11 @@ It reads its spec from ``spec.cshim`` (NUL-separated keys and values, no JSON pa
 set, no ``uid``/``gid``/``groups``/``netns``: runc does those from ``config.json``); the ``process``
 runtime keeps its Python shim.
 
-Launch: the agent execs it directly in a session of its own (a C program starts in about a millisecond,
-so there is no server to fork it from). A runtime that must prepare something in the supervisor's own
-process first (a private mount namespace, say) can do that in a forked child and then ``exec`` the
-same command line (:func:`command`).
+Launch (:func:`launch`): the runtime's shim server forks a child that sets up what a shim sets up
+(session, ``shim.err``, the ready fd) and execs the supervisor; should the server not answer, the
+agent spawns it itself. Work that must be done in the supervisor's own process before it starts runc
+(a private mount namespace with the container's overlay, say) belongs in that child, before the exec
+(``shimserver._child``); the exec'd program then finds it done.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from taskvpc.agent.runtime.forkshim import ForkedShim, ShimForker
 from taskvpc.agent.runtime.process import SHIM_TAG
 
 log = logging.getLogger(__name__)
@@ -98,12 +100,15 @@ def command(binary: str, directory: Path, ready_fd: int) -> list[str]:
     return [binary, SHIM_TAG, str(directory), str(ready_fd)]
 
 
-def spawn(binary: str, directory: Path, doc: Mapping[str, Any], ready_fd: int) -> subprocess.Popen[bytes]:
-    """Write ``spec.cshim`` and start the supervisor of ``directory`` (its stderr: ``shim.err``)."""
-    path = directory / SPEC_FILE
+def write_spec(directory: Path, doc: Mapping[str, Any]) -> None:
+    """``spec.cshim`` of ``directory``, written aside and renamed."""
     tmp = directory / f"{SPEC_FILE}.tmp{os.getpid()}"
     tmp.write_bytes(encode_spec(doc))
-    tmp.rename(path)
+    tmp.rename(directory / SPEC_FILE)
+
+
+def spawn(binary: str, directory: Path, ready_fd: int) -> subprocess.Popen[bytes]:
+    """Start the supervisor of ``directory`` from this process (its stderr: ``shim.err``)."""
     with open(directory / "shim.err", "ab") as err:
         return subprocess.Popen(
             command(binary, directory, ready_fd),
@@ -116,16 +121,25 @@ def spawn(binary: str, directory: Path, doc: Mapping[str, Any], ready_fd: int) -
         )
 
 
-def launch(binary: str | None, directory: Path, ready_fd: int) -> subprocess.Popen[bytes] | None:
+def launch(
+    binary: str | None, directory: Path, ready_fd: int, forker: ShimForker | None = None
+) -> subprocess.Popen[bytes] | ForkedShim | None:
     """The C supervisor of ``directory`` when there is one and it runs this spec (``spec.bin``, written
-    by ``ProcessRuntime.start``); None tells the caller to start a Python shim."""
+    by ``ProcessRuntime.start``); None tells the caller to start a Python shim. Forked by the shim
+    server and exec'd there when the runtime has one (the agent's event loop does not spawn; a runtime
+    that prepares the supervisor's process does it in that child), else spawned from here."""
     if binary is None:
         return None
     doc = marshal.loads((directory / "spec.bin").read_bytes())
     if not supports(doc):
         return None
+    write_spec(directory, doc)
+    if forker is not None:
+        forked = forker.fork(directory, ready_fd, exec_path=binary)
+        if forked is not None:
+            return forked
     try:
-        return spawn(binary, directory, doc, ready_fd)
+        return spawn(binary, directory, ready_fd)
     except OSError as exc:
         log.warning("cannot start %s (%r); starting a Python shim", binary, exc)
         return None

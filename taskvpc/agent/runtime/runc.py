@@ -418,7 +418,8 @@ class RuncRuntime(ProcessRuntime):
 
     def _spawn_shim(self, directory: Path, write_fd: int) -> ShimChild:
         """The container's supervisor: the C one (``cshim.py``) when built, else the Python shim."""
-        return cshim.launch(self._cshim, directory, write_fd) or super()._spawn_shim(directory, write_fd)
+        launched = cshim.launch(self._cshim, directory, write_fd, self._forker)
+        return launched or super()._spawn_shim(directory, write_fd)
 
     @staticmethod
     def _write_etc_files(directory: Path, hostname: str, netns_path: str | None) -> list[tuple[str, str]]:
