@@ -241,7 +241,8 @@ def test_registered_as_runc_and_runs_a_command_with_its_exit_code(env: Env) -> N
         handle = await rt.start(sh(task, "killed", "exec sleep 300"), env.netns, env.log(task, "killed"))
         assert rt.status(handle).status is ContainerStatus.RUNNING
         supervisor = cmdline(_shim_pid(env.state / "tasks" / task / "killed"))
-        assert supervisor[0] == rt._cshim == str(cshim.BUILT)  # the C supervisor (``make setup`` built it)
+        assert rt._cshim == str(cshim.BUILT), "no build/taskvpc-cshim: run `make setup`"
+        assert supervisor[0] == rt._cshim  # the C supervisor runs it
         assert await rt.stop(handle, 0) == 137  # SIGKILL: 128 + 9, Docker's way
         await rt.remove(handle)
         rt.purge_task(task)

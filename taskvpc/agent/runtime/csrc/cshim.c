@@ -6,7 +6,9 @@
  * when this binary is absent (cshim.py).
  *
  * Run as ``taskvpc-cshim taskvpc-shim <container-dir> [<ready-fd>]`` (the tag and the directory on the
- * command line are how the agent, an agent after a restart and ``taskvpc down`` find it in /proc).
+ * command line are how the agent, an agent after a restart and ``taskvpc down`` find it in /proc), in a
+ * session of its own with stderr on ``<dir>/shim.err``: exec'd by a child of the shim server, else
+ * spawned by the agent (cshim.py).
  *
  * Reads ``<dir>/spec.cshim``: NUL-terminated key and value strings, one after the other. Keys: ``arg``
  * (repeated: the OCI runtime's argv), ``env`` (repeated, ``K=V``), ``cwd``, ``log``, ``logMaxBytes``,
