@@ -21,12 +21,15 @@ MAKEFLAGS += --no-print-directory
 #               no umoci: the store applies OCI whiteouts itself and caches layers by digest)
 #   chromium    the console's browser tests (Playwright drives it by executable_path; no browser download)
 #   awscli      AWS CLI v2 at /usr/bin/aws, for tests of `aws logs tail` (`aws` stays the pyenv/venv v1)
-DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo haproxy chromium awscli
+#   gcc libc6-dev   build build/taskvpc-cshim, the C supervisor of runc containers (agent/runtime/csrc)
+DEB_PACKAGES := postgresql iproute2 nftables runc tini procps psmisc busybox-static skopeo haproxy chromium awscli \
+                gcc libc6-dev
 
 PYTHON ?= python3
 VENV   := .venv
 VBIN   := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CSHIM  := build/taskvpc-cshim
 BENCH_STAMP := $(VENV)/.installed-bench
 LINT_PATHS := taskvpc tests bench
 
@@ -50,7 +53,7 @@ help:
 
 # ---------------------------------------------------------------------------- setup
 
-setup: system-packages $(STAMP)
+setup: system-packages $(STAMP) $(CSHIM)
 
 system-packages:
 	@missing=""; \
@@ -77,6 +80,17 @@ $(STAMP): pyproject.toml | $(VBIN)/python
 	@$(call say,pip install -e '.[dev]')
 	$(VBIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $@
+
+# The runc runtime's per-container supervisor (taskvpc/agent/runtime/cshim.py; same flags as its
+# CFLAGS). Without a C compiler the agent runs Python shims instead, so a missing one only warns.
+$(CSHIM): taskvpc/agent/runtime/csrc/cshim.c
+	@if ! command -v $(CC) >/dev/null; then \
+	  echo "setup: no C compiler ($(CC)): runc containers get Python shims (0.1 -> 1.4 MiB each)" >&2; \
+	  exit 0; \
+	fi; \
+	$(call say,building $@); \
+	mkdir -p $(@D); \
+	$(CC) -O2 -Wall -Wextra -Werror -static -o $@ $<
 
 # ---------------------------------------------------------------------------- run
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -42,6 +43,7 @@ from taskvpc.agent.runtime import (
     Ulimit,
     cgroups,
     create_runtime,
+    cshim,
     oci,
     read_logs,
 )
@@ -238,12 +240,42 @@ def test_registered_as_runc_and_runs_a_command_with_its_exit_code(env: Env) -> N
         )
         handle = await rt.start(sh(task, "killed", "exec sleep 300"), env.netns, env.log(task, "killed"))
         assert rt.status(handle).status is ContainerStatus.RUNNING
+        supervisor = cmdline(_shim_pid(env.state / "tasks" / task / "killed"))
+        assert rt._cshim == str(cshim.BUILT), "no build/taskvpc-cshim: run `make setup`"
+        assert supervisor[0] == rt._cshim  # the C supervisor runs it
         assert await rt.stop(handle, 0) == 137  # SIGKILL: 128 + 9, Docker's way
         await rt.remove(handle)
         rt.purge_task(task)
 
     run(main())
     assert not (env.state / "tasks" / task).exists()
+
+
+def _shim_pid(directory: Path) -> int:
+    return int(json.loads((directory / "pid").read_text())["shimPid"])
+
+
+def test_without_the_c_supervisor_python_shims_do_the_same_job(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cshim.ENV_SWITCH, "0")
+    rt = env.runtime()
+    assert rt._cshim is None
+    task = env.task("py")
+
+    async def main() -> None:
+        assert await run_to_end(rt, env, sh(task, "seven", "echo out; exit 7")) == (7, "out\n")
+        script = "trap 'exit 5' TERM; echo started; while :; do sleep 0.02; done"
+        handle = await rt.start(sh(task, "termed", script), env.netns, env.log(task, "termed"))
+        assert "-I" in cmdline(_shim_pid(env.state / "tasks" / task / "termed"))  # a Python shim
+        await log_line(env, task, "termed", "started")
+        assert await rt.stop(handle, 5) == 5
+        await rt.remove(handle)
+        rt.purge_task(task)
+        if rt._forker is not None:
+            rt._forker.close()
+
+    run(main())
 
 
 def test_two_containers_of_a_task_share_localhost_and_the_task_namespace(env: Env) -> None:

@@ -65,14 +65,16 @@ class ShimForker:
         self._server: subprocess.Popen[bytes] | None = None
         self._conn: socket.socket | None = None
 
-    def fork(self, directory: Path, ready_fd: int) -> ForkedShim | None:
-        """A shim of ``directory`` forked by the server, or None (then exec one)."""
+    def fork(self, directory: Path, ready_fd: int, exec_path: str | None = None) -> ForkedShim | None:
+        """A shim of ``directory`` forked by the server, or None (then exec one). With ``exec_path`` the
+        forked child execs that supervisor (``cshim.py``) instead of running the Python shim."""
+        request = str(directory) + (f"\0{exec_path}" if exec_path else "")
         with self._lock:
             conn = self._connect()
             if conn is None:
                 return None
             try:
-                socket.send_fds(conn, [str(directory).encode()], [ready_fd])
+                socket.send_fds(conn, [request.encode()], [ready_fd])
                 answer = conn.recv(256)
             except OSError as exc:
                 log.warning("shim server did not answer (%r); starting shims as processes", exc)

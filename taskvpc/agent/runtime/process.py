@@ -73,7 +73,7 @@ TASK_ROOT = ".root"  # container names cannot contain '.', so this never clashes
 # ``CannotStartContainerError:``). A start that is only slow is not a failure.
 START_TIMEOUT = 180.0
 KILL_GRACE = 10.0
-_STATE_FILES = ("spec.json", "spec.bin", "pid", "exit_code", "start_error", "shim.err")
+_STATE_FILES = ("spec.json", "spec.bin", "spec.cshim", "pid", "exit_code", "start_error", "shim.err")
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,19 +4,22 @@ Per container, ``<state>/tasks/<task-id>/<container>/`` is the bundle and the sh
 
 * ``config.json`` (:func:`oci.build_spec`), ``rootfs/`` an overlay mount (lower: the image's shared,
   read-only unpacked root; ``upper/`` and ``work/`` here), ``pull.json`` (pull start/stop times);
-* the shim's files (``spec.json``/``spec.bin``, ``pid``, ``exit_code``, ``start_error``; see ``shim.py``),
-  plus ``oom`` (the OOM kill count, when there was one), ``init.pid`` and ``runc.log`` (runc's warnings);
+* the shim's files (``spec.json``/``spec.bin``/``spec.cshim``, ``pid``, ``exit_code``,
+  ``start_error``; see ``shim.py``), plus ``oom`` (the OOM kill count, when there was one),
+  ``init.pid`` and ``runc.log`` (runc's warnings);
 * ``log``, ``log.1``, ... the container's stdout and stderr, rotated by the shim (``log_max_files`` files
   of ``log_max_bytes``).
 
 Start: resolve (or pull) the image, create the task's cgroup with the task-level limits
-(``cgroups.setup_task``), mount the overlay, write ``config.json``, then start the shim of the
-``process`` runtime, which runs ``runc run -d --pid-file`` (runc joins the task's netns from the spec),
-becomes the parent of the container's init when runc exits (it is a child subreaper), records its exit
-code Docker's way (``128 + n`` for signal n) and copies its output into the rotated log. ``start`` returns
-once the container runs: 40 ms at the median on a 2-core VM, of which the shim's start is ~12 and
-``runc run -d`` ~25 (``bench/runc_start.py``). runc keeps its state under ``<state>/runc``
-(``--root``), so this runtime never sees anyone else's containers. Also per container: ``hosts``,
+(``cgroups.setup_task``), mount the overlay, write ``config.json``, then start the container's
+supervisor -- ``taskvpc-cshim`` (``cshim.py``, 0.1 MiB each) when ``make setup`` built it, else the
+``process`` runtime's Python shim (1.35 MiB), the same files either way -- which runs ``runc run -d
+--pid-file`` (runc joins the task's netns from the spec), becomes the parent of the container's init
+when runc exits (it is a child subreaper), records its exit code Docker's way (``128 + n`` for signal
+n) and copies its output into the rotated log. ``start`` returns once the container runs: 40 ms at the
+median on a 2-core VM, of which the shim's start is ~12 and ``runc run -d`` ~25
+(``bench/runc_start.py``). runc keeps its state under ``<state>/runc`` (``--root``), so this runtime
+never sees anyone else's containers. Also per container: ``hosts``,
 ``hostname`` and ``resolv.conf`` (bind-mounted at ``/etc``, as Docker does).
 
 ``initProcessEnabled`` bind-mounts the host's static ``tini`` (Debian package ``tini``:
@@ -48,7 +51,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskvpc.agent.images import ImageNotFound, ImageStore, InvalidReference, parse_reference
 from taskvpc.agent.runtime import (
@@ -59,12 +62,16 @@ from taskvpc.agent.runtime import (
     ContainerStatus,
     StartError,
     cgroups,
+    cshim,
     oci,
     task_dir,
     with_detail,
 )
 from taskvpc.agent.runtime.process import DEFAULT_PATH, ProcessRuntime, _read_pid_info, _read_text
 from taskvpc.agent.runtime.procs import alive, run_process
+
+if TYPE_CHECKING:
+    from taskvpc.agent.runtime.process import ShimChild
 
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 DEFAULT_CGROUP_PARENT = "taskvpc"
@@ -237,6 +244,7 @@ class RuncRuntime(ProcessRuntime):
         self._caps = bounding_capabilities()
         self._nofile = default_nofile()
         self._pulled: dict[str, Any] = {}  # container dir -> image, from ``start`` to ``_prepare``
+        self._cshim = cshim.find_binary()  # the C supervisor, else Python shims
 
     # ------------------------------------------------------------------------------ names
 
@@ -407,6 +415,11 @@ class RuncRuntime(ProcessRuntime):
             "image": spec.image,
             "imageDigest": str(getattr(image, "digest", "") or ""),
         }
+
+    def _spawn_shim(self, directory: Path, write_fd: int) -> ShimChild:
+        """The container's supervisor: the C one (``cshim.py``) when built, else the Python shim."""
+        launched = cshim.launch(self._cshim, directory, write_fd, self._forker)
+        return launched or super()._spawn_shim(directory, write_fd)
 
     @staticmethod
     def _write_etc_files(directory: Path, hostname: str, netns_path: str | None) -> list[tuple[str, str]]:

@@ -2,7 +2,10 @@
 
 Run as ``python -I -S <this file> <container-dir> <ready-fd>`` (``python -m taskvpc.agent.runtime.shim``
 works too) in a session of its own, or forked by the shim server (``shimserver.py``), which calls
-:func:`run` in a child that shows the same command line. It outlives the agent: an agent ``kill -9`` leaves every shim
+:func:`run` in a child that shows the same command line. The ``runc`` runtime uses a C twin of this file for
+its containers when it is built (``csrc/cshim.c``, ``cshim.py``: the same files, the same ready-pipe
+line, the same ``taskvpc-shim <dir>`` on its command line, about a tenth of the memory); a change to
+the contract below goes into both (``tests/unit/test_cshim.py`` runs each behaviour against both). It outlives the agent: an agent ``kill -9`` leaves every shim
 running, and the next agent finds them again from the files below (``process.ProcessRuntime.list_ours``).
 
 Start-up cost is on the critical path of every task launch, so this file imports no package module and

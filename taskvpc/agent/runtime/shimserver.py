@@ -8,7 +8,9 @@ than starting an interpreter.
 
 Run as ``python -I -S -c <code> taskvpc-shim-server <fd> <padding> <python> -I -S -c <shim code>``, where
 ``<fd>`` is a ``SOCK_SEQPACKET`` socket whose other end the agent's ``forkshim.ShimForker`` keeps. Each request is a container directory (UTF-8)
-with the shim's ready-pipe write end attached (``SCM_RIGHTS``); the answer is the new shim's pid as text
+with the shim's ready-pipe write end attached (``SCM_RIGHTS``), optionally followed by a NUL and the path of
+a supervisor to exec in the forked child instead (the C one of ``cshim.py``: the child sets up what a shim
+sets up -- session, stdio, ready fd -- and execs it); the answer is the new shim's pid as text
 (``err <why>`` when it could not fork). The server exits when the agent's end closes (the agent ended):
 the shims it forked do not need it, and the next agent starts a server of its own.
 
@@ -60,8 +62,10 @@ def _child(
     argv: list[str],
     area: tuple[int, int],
     run: Callable[[str, int], int],
+    exec_path: str = "",
 ) -> int:
-    """In the forked process: become an ordinary shim of ``directory``."""
+    """In the forked process: become an ordinary shim of ``directory`` (with ``exec_path``: exec that
+    supervisor, ``cshim.py``, as the shim of ``directory``)."""
     conn.close()
     os.setsid()
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)  # the shim waits for its command
@@ -73,6 +77,12 @@ def _child(
     os.dup2(err, 2)
     os.close(err)
     os.close(null)
+    if exec_path:  # (work the supervisor's own process needs done before it starts would go here)
+        try:
+            os.set_inheritable(ready_fd, True)
+            os.execv(exec_path, [exec_path, "taskvpc-shim", directory, str(ready_fd)])
+        except OSError as exc:  # this child carries on as a Python shim
+            os.write(2, f"shim server: cannot exec {exec_path}: {exc}\n".encode())
     if not set_cmdline(area, [*argv, "taskvpc-shim", directory, str(ready_fd)]):
         os.write(2, b"shim server: the shim's command line does not fit\n")
         return 1
@@ -102,7 +112,7 @@ def serve(request_fd: int, shim_argv: list[str]) -> int:
             return 0
         if not data:
             return 0  # the agent ended
-        directory = data.decode()
+        directory, _, exec_path = data.decode().partition("\0")
         if len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -117,7 +127,7 @@ def serve(request_fd: int, shim_argv: list[str]) -> int:
         if pid == 0:
             code = 1
             try:
-                code = _child(conn, directory, fds[0], shim_argv, area, shim.run)
+                code = _child(conn, directory, fds[0], shim_argv, area, shim.run, exec_path)
             finally:
                 os._exit(code)
         os.close(fds[0])
