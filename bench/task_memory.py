@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskvpc.agent import netplan
 from taskvpc.agent.drivers.netlink import NetlinkDriver
 from taskvpc.agent.netplan import NetConfig, TaskEni
 from taskvpc.agent.runtime import cgroups
@@ -161,10 +163,22 @@ def part_network(prefix: str, count: int) -> Result:
             for e in enis:
                 driver.ensure_task_network(vpc_id, e)
             after = settled()
+            note = queues_note(netplan.router_netns(driver.cfg, vpc_id))
         finally:
             for e in enis:
                 driver.remove_task_network(e.task_key)
-    return diff("network", count, before, after)
+    return diff("network", count, before, after, note)
+
+
+def queues_note(router_ns: str) -> str:
+    """How many queues a router port (one end of a task's veth) has, each way."""
+    out = subprocess.run(
+        ["ip", "-n", router_ns, "-d", "-j", "link", "show", "type", "veth"], capture_output=True, text=True
+    ).stdout
+    links = json.loads(out or "[]")
+    if not links:
+        return ""
+    return f"a router port's queues: tx {links[0].get('num_tx_queues')}, rx {links[0].get('num_rx_queues')}"
 
 
 def part_cgroups(prefix: str, count: int, memory_only: bool) -> Result:
@@ -179,6 +193,12 @@ def part_cgroups(prefix: str, count: int, memory_only: bool) -> Result:
     finally:
         cgroups.remove(f"/{prefix}")
     note = f"{len(roots)} hierarchies: {', '.join(h.name for h in roots)}"
+    memcgs = after.memcgs - before.memcgs
+    if memcgs > 0:
+        # A memcg holds a 1 KiB shrinker_info unit per 64 memcg-aware shrinker ids (one per superblock)
+        # up to the highest id the host has ever used (mm/shrinker.c: it never shrinks).
+        units = (after.slabs.get("kmalloc-1k", 0) - before.slabs.get("kmalloc-1k", 0)) / 1024 / memcgs
+        note += f"; {memcgs} memcgs, kmalloc-1k {units:.0f} per memcg (~{units * 64:.0f} shrinker ids)"
     return diff("memcg" if memory_only else "cgroups", count, before, after, note)
 
 
@@ -292,11 +312,21 @@ def part_runc(prefix: str, count: int) -> Result:
         netns.remove(ns_name)
         cgroups.remove(f"/{prefix}")
         shutil.rmtree(base, ignore_errors=True)
+    time.sleep(5)
+    left = snapshot()
+    # A removed memcg that still has pages charged (page cache its processes read) lives on, dying, with
+    # its shrinker units, until those pages are reclaimed.
+    note += (
+        f"; after removal: {left.memcgs - before.memcgs} memcgs of the {after.memcgs - before.memcgs} left"
+    )
+    note += f", Slab {(left.meminfo['Slab'] - before.meminfo['Slab']) / count:.1f} KiB/unit"
     return diff("runc", count, before, after, note)
 
 
 def superblocks_note() -> str:
-    """The distinct filesystems (superblocks, each a memcg-aware shrinker) one container's mounts use."""
+    """The filesystems (superblocks, each a memcg-aware shrinker with an id of its own) one container uses:
+    the anonymous ones of its mount table (device major 0) but the v1 hierarchies, which every container
+    shares with the host."""
     for pid in sorted(int(p) for p in os.listdir("/proc") if p.isdigit()):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() != "busybox":
@@ -304,11 +334,13 @@ def superblocks_note() -> str:
             lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
         except OSError:
             continue
-        host_devs = {line.split()[2] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
-        own = sorted(
-            {(line.split()[2], line.split()[4]) for line in lines if line.split()[2] not in host_devs}
-        )
-        return f"a container's own superblocks: {len(own)} ({', '.join(m for _, m in own)})"
+        own: dict[str, str] = {}
+        for line in lines:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fields[2].startswith("0:") and fstype not in ("cgroup", "cgroup2"):
+                own.setdefault(fields[2], f"{fields[4]} ({fstype})")
+        return f"a container's own superblocks: {len(own)}: {', '.join(own.values())}"
     return ""
 
 
