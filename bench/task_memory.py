@@ -17,7 +17,8 @@ Each part is made ``--count`` times (``--containers`` for runc), measured, then 
   one namespace (the namespace's own cost is ``netns``/``network``), started by ``RuncRuntime``.
 
 Printed per part and per unit (KiB): MemAvailable fall, Slab, SUnreclaim, Percpu, KernelStack, PageTables,
-the slab caches that grew most, and for ``runc`` the superblocks a container's mount namespace holds.
+the slab caches whose objects in use grew most, and for ``runc`` the superblocks a container's mount
+namespace holds and the memory cgroups left once it is removed.
 Everything carries the prefix ``tvk<hex>`` and is removed at the end, even after a failure. The machine is
 shared: MemAvailable is noisy (page cache comes and goes); the slab and Percpu columns are the reliable ones.
 """
@@ -51,7 +52,7 @@ MEMINFO_FIELDS = ("MemAvailable", "Slab", "SUnreclaim", "Percpu", "KernelStack",
 @dataclass(frozen=True)
 class Snapshot:
     meminfo: dict[str, int]  # KiB
-    slabs: dict[str, int]  # bytes in active objects per cache
+    slabs: dict[str, int]  # bytes in objects in use, per cache
     memcgs: int
 
 
@@ -63,7 +64,9 @@ def snapshot() -> Snapshot:
             meminfo[key] = int(rest.split()[0])
     slabs = {}
     for line in Path("/proc/slabinfo").read_text().splitlines()[2:]:
-        words = line.split()
+        words = line.split()  # name active_objs num_objs objsize ...
+        # Objects in use, not the cache's pages: a part that allocates into space an earlier part freed
+        # takes no new pages (meminfo's Slab shows that, and so reads lower), but it holds the objects.
         slabs[words[0]] = int(words[1]) * int(words[3])
     memcgs = 0
     for line in Path("/proc/cgroups").read_text().splitlines():
