@@ -260,6 +260,29 @@ def test_eth0_is_the_eni_and_the_task_sees_only_its_own_interfaces(world: World)
     assert len(port.ifname) <= 15 and len(netplan.host_link(cfg, world.vpc_id)) <= 15
 
 
+def queues_in(cfg: NetConfig, ns_name: str, ifname: str) -> tuple[int, int]:
+    """(tx, rx) queues of an interface as the namespace's netlink reports them."""
+    path = netns.path_of(ns_name, cfg.netns_dir)
+    out = subprocess.run(
+        ["nsenter", f"--net={path}", "ip", "-d", "-j", "link", "show", ifname],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout
+    link = json.loads(out)[0]
+    return link["num_tx_queues"], link["num_rx_queues"]
+
+
+def test_each_end_of_a_task_veth_has_one_queue_each_way(world: World) -> None:
+    """Unless told, a veth gets a queue per possible CPU each way, every one with its sysfs directory and
+    rx NAPI/XDP state, which the data plane never uses: kernel memory per task that grows with the CPUs."""
+    cfg, eni = world.cfg, world.a1
+    assert queues_in(cfg, world.ns(eni), "eth0") == (1, 1)
+    router = netplan.router_netns(cfg, world.vpc_id)
+    assert queues_in(cfg, router, netplan.eni_port(cfg, eni.eni_id)) == (1, 1)
+
+
 def _rp_filter_drops(cfg: NetConfig, router_ns: str) -> int:
     """The router namespace's count of packets dropped by the reverse-path check."""
     text = in_ns(cfg, router_ns, "print(open('/proc/net/netstat').read())").splitlines()

@@ -132,17 +132,29 @@ def _link_set(index: int, up: bool | None = None, attrs: Iterable[tuple[str, Any
     return msg
 
 
+# A veth's queues only matter to XDP and threaded NAPI, which the data plane does not use; with the default
+# (one per possible CPU) each end of a task's pair cost ~N sysfs queue directories and rx rings' state.
+_ONE_QUEUE: tuple[tuple[str, int], ...] = (("IFLA_NUM_TX_QUEUES", 1), ("IFLA_NUM_RX_QUEUES", 1))
+
+
 def _veth(ifname: str, peer_name: str, peer_ns_fd: int, peer_mac: str | None = None) -> Msg:
     """One request: ``ifname`` up here, its peer ``peer_name`` created directly in ``peer_ns_fd``.
 
-    The peer cannot be created up (the kernel opens it before the pair is linked: ENOTCONN).
+    The peer cannot be created up (the kernel opens it before the pair is linked: ENOTCONN). Each end
+    gets one queue each way: a veth otherwise gets one per possible CPU, every queue with its sysfs
+    directory and (rx) its NAPI/XDP state, for traffic that never spreads over them (``_ONE_QUEUE``).
     """
-    peer_attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", peer_name), ("IFLA_NET_NS_FD", peer_ns_fd)]
+    peer_attrs: list[tuple[str, Any]] = [
+        ("IFLA_IFNAME", peer_name),
+        ("IFLA_NET_NS_FD", peer_ns_fd),
+        *_ONE_QUEUE,
+    ]
     if peer_mac is not None:
         peer_attrs.append(("IFLA_ADDRESS", peer_mac))
     msg = _link_set(0, up=True)
     msg["attrs"] = [
         ("IFLA_IFNAME", ifname),
+        *_ONE_QUEUE,
         (
             "IFLA_LINKINFO",
             {
