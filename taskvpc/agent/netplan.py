@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -445,19 +445,33 @@ def task_matches(
     )
 
 
-def plan(cfg: NetConfig, desired: DesiredNetwork, observed: ObservedNetwork) -> list[Action]:
+def plan(
+    cfg: NetConfig,
+    desired: DesiredNetwork,
+    observed: ObservedNetwork,
+    only: Collection[str] | None = None,
+) -> list[Action]:
     """What to do so that the host carries exactly ``desired``: adopt what matches, fix, remove the rest.
 
     Order: undesired tasks and strays go first (their addresses may be reused), then routers, host access
     and tasks are ensured, and undesired access links and routers go last (after their tasks). Tasks in
     ``desired.keep`` and their routers are left as they are.
+
+    ``only``: the task keys to plan for (the tasks whose wish changed since a plan that was carried out);
+    every other task is taken to be as wanted, and ``desired.tasks`` need hold only these. The plan is then
+    the full plan's actions for those tasks, and every router, access link and stray action, in time
+    proportional to ``only`` and the VPCs rather than to every task of the host (a task start or stop on a
+    host of thousands planned them all).
     """
     actions: list[Action] = []
     want_vpcs = {v.vpc_id: v for v in desired.vpcs}
     want_tasks = {t.eni.task_key: t for t in desired.tasks}
+    if only is not None:
+        want_tasks = {k: t for k, t in want_tasks.items() if k in only}
 
     kept_vpcs = {observed.tasks[k].vpc_id for k in desired.keep if k in observed.tasks} | desired.keep_vpcs
-    for key in sorted(observed.tasks):
+    seen_keys = sorted(observed.tasks) if only is None else sorted(k for k in only if k in observed.tasks)
+    for key in seen_keys:
         seen = observed.tasks[key]
         wanted = want_tasks.get(key)
         if wanted is None and key in desired.keep:
