@@ -420,10 +420,16 @@ class DataPlane:
         seen = self.known.tasks.get(task.task_id)
         return netplan.task_matches(self.cfg, wanted, seen, self.known.routers.get(task.eni.vpc_id))
 
-    async def set_security(self, state: DesiredState) -> None:
-        """The desired groups and ENI memberships; VPCs with a table get the difference loaded."""
+    async def set_security(self, state: DesiredState, changed: Iterable[DesiredTask] | None = None) -> None:
+        """The desired groups and ENI memberships; VPCs with a table get the difference loaded.
+        ``changed``: the only tasks whose ENI's groups may differ from the last call's (a delta's tasks;
+        None: every task of ``state``)."""
         if self.firewall is not None:
-            await self.call(self.firewall.set_desired, state.security_groups, state.eni_groups())
+            if changed is None:
+                eni_groups = state.eni_groups()
+            else:
+                eni_groups = {t.eni.network_interface_id: t.eni.security_group_ids for t in changed if t.eni}
+            await self.call(self.firewall.set_desired, state.security_groups, eni_groups)
 
     async def ensure_task(self, task: DesiredTask) -> str | None:
         """The task's network (none without an ENI: the host's); raises NetworkFailed."""

@@ -5,6 +5,7 @@ plan of every task would have left it. A full plan still runs when the host is o
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import reduce
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from taskvpc.agent.dataplane import DataPlane
 from taskvpc.agent.netplan import DesiredNetwork, ObservedNetwork, ObservedTask
 from tests.unit.test_agent_dataplane import CFG, Loader, run, task
 from tests.unit.test_netplan import VPC, VPC2, FakeDriver, converge, desired, eni
+from tests.unit.test_netplan_assume_all import _actions as _assume_actions
 
 HOST = 40
 
@@ -142,3 +144,40 @@ def test_the_planner_s_only_leaves_a_host_of_many_tasks_alone(monkeypatch: pytes
         netplan.EnsureTaskNetwork(VPC, eni(60))
     ]
     assert counter.calls == 1
+
+
+# -- the known host after plan upon plan: the highest port index carried over, not scanned for ---------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_assume_actions, max_size=8), max_size=6))
+def test_plans_in_turn_leave_what_assume_of_each_action_leaves(plans: list[list[netplan.Action]]) -> None:
+    by_plan = by_action = ObservedNetwork()
+    for actions in plans:
+        by_plan = netplan.assume_all(CFG, by_plan, actions)
+        by_action = reduce(lambda known, a: netplan.assume(CFG, known, a), actions, by_action)
+        assert by_plan == by_action
+        indexes = [p.index for r in by_plan.routers.values() for p in r.ports.values()]
+        assert by_plan.top_index is None or by_plan.top_index >= max(indexes, default=1)
+
+
+def test_a_plan_of_one_task_does_not_scan_the_router_s_ports() -> None:
+    routers = {
+        VPC: netplan.ObservedRouter(VPC, netplan.router_netns(CFG, VPC), True, frozenset(), frozenset())
+    }
+    known = netplan.assume_all(
+        CFG, ObservedNetwork(routers), [netplan.EnsureTaskNetwork(VPC, eni(n)) for n in range(1, 60)]
+    )
+    assert known.top_index is not None
+
+    class Unscannable(dict):  # type: ignore[type-arg]
+        def values(self) -> Any:
+            raise AssertionError("every port scanned")
+
+        def items(self) -> Any:
+            raise AssertionError("every port scanned")
+
+    router = known.routers[VPC]
+    guarded = replace(known, routers={VPC: replace(router, ports=Unscannable(router.ports))})
+    after = netplan.assume_all(CFG, guarded, [netplan.EnsureTaskNetwork(VPC, eni(60))])
+    assert after.tasks["task60"].peer_index == known.top_index + 1
