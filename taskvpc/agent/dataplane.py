@@ -260,8 +260,8 @@ class DataPlane:
             if only is None:
                 self.failures.clear()  # this reconcile's outcome is the one that counts
             else:
-                for key in only:  # the others' outcome stays that of the plan that last looked at them
-                    self.failures.pop(key, None)
+                for task_id in only:  # the others' outcome stays that of the plan that last looked at them
+                    self.failures.pop(task_id, None)
             desired = self.desired(only)
             actions = netplan.plan(self.cfg, desired, known, only)
             self.planned_tasks += len(desired.tasks)
