@@ -668,8 +668,9 @@ def assume_all(cfg: NetConfig, observed: ObservedNetwork, actions: Sequence[Acti
     thread). Task networks are folded in place; any other action goes through :func:`assume`.
 
     A plan of one task costs the same on a host of thousands: no pass over every port (an index above
-    every port's is carried over in ``top_index``; an ENI's old port is the one named after it, as the driver names
-    them and refuses a port of that name with another owner), only C-level copies of the maps."""
+    every port's is carried over in ``top_index``; an ENI's old port is the one named after it, as the
+    driver names them and refuses a port of that name with another owner), only C-level copies of the
+    maps."""
     tasks = dict(observed.tasks)
     routers = dict(observed.routers)
     ports: dict[str, dict[str, ObservedPort]] = {}  # routers whose ports were changed here: own copies
