@@ -9,6 +9,7 @@ API*: RunTask(count=10) calls of awsvpc tasks, each batch then reported RUNNING 
 agent would. At each checkpoint (``--at``, default 100, 1,000, 5,000 running) it times, ``--reps`` times:
 
 * **RunTask(count=10)**: the call, then the ten reported RUNNING (so the host keeps the count + 10);
+* **report of 10**: that one report of the ten tasks RUNNING (one request, as the agent batches them);
 * **no-change poll**: a delta poll (``since``/``have``, as the agent sends) when nothing changed;
 * **one-change poll**: a delta poll after one StopTask (then the stopped task is reported STOPPED and
   replaced by one RunTask(count=1), so the count stays);
@@ -153,12 +154,12 @@ def main() -> int:
                 fill_s = time.perf_counter() - fill_started
                 host.poll(delta=False)
                 _, full_s = host.poll(delta=False)
-                run_s, quiet_s, one_s, stop_s = [], [], [], []
+                run_s, report_s, quiet_s, one_s, stop_s = [], [], [], [], []
                 for _ in range(args.reps):
                     host.poll()
                     arns, seconds = run(BATCH)
                     run_s.append(seconds)
-                    host.running(arns)
+                    report_s.append(timed(lambda arns=arns: host.running(arns))[1])
                     running += arns
                     host.poll()
                     quiet_s.append(host.poll()[1])
@@ -188,6 +189,7 @@ def main() -> int:
                 row = {"running": len(running), "fill_s": fill_s}
                 for name, samples in (
                     ("run_task", run_s),
+                    ("report_10", report_s),
                     ("no_change_poll", quiet_s),
                     ("one_change_poll", one_s),
                     ("stop_task", stop_s),
@@ -200,7 +202,8 @@ def main() -> int:
                 results.append(row)
                 print(
                     f"running={row['running']:5d}  RunTask(10) {row['run_task_ms']:6.1f} ms "
-                    f"(cpu {row['run_task_cpu_ms']:5.1f})  poll: no change {row['no_change_poll_ms']:5.1f} ms "
+                    f"(cpu {row['run_task_cpu_ms']:5.1f})  report of 10 {row['report_10_ms']:5.1f} ms "
+                    f"(cpu {row['report_10_cpu_ms']:4.1f})  poll: no change {row['no_change_poll_ms']:5.1f} ms "
                     f"(cpu {row['no_change_poll_cpu_ms']:4.1f}), one change {row['one_change_poll_ms']:5.1f} ms "
                     f"(cpu {row['one_change_poll_cpu_ms']:4.1f}), full {row['full_poll_ms']:7.1f} ms  "
                     f"(filled in {fill_s:.0f} s)\n"

@@ -11,6 +11,11 @@ Each :meth:`DataPlane.reconcile` plans against the host as last known (observed 
 its own (the event loop stays free); after any failure the next reconcile observes the host again. Reconciles
 run one at a time; whoever asks while one runs gets the next one, which covers its change too.
 
+A reconcile plans every task only when the host was (re)observed, a plan failed, or the VPCs changed;
+otherwise only the tasks wanted, unwanted or kept since the last plan (``netplan.plan``'s ``only``): the
+others are as the last plan left them, so a task start or stop costs the same on a host of ten tasks or
+of thousands. The subnets of the wanted tasks (which VPCs get routers) are counted as tasks come and go.
+
 Security groups: a task's ENI is registered with its VPC's firewall (``security.FirewallSync``) before its
 veth exists (a failure there skips the network: never traffic without rules), and unregistered once the
 veth is gone.
@@ -21,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -65,11 +70,18 @@ class DataPlane:
         self._wanted: dict[str, DesiredTask] = {}  # by task id
         self._desired_tasks: dict[str, tuple[Eni, netplan.DesiredTask]] = {}  # by task id, for its ENI
         self._keep: set[str] = set()
+        self._changed_keys: set[str] = set()  # tasks wanted, unwanted or kept since the last plan
+        self._plan_all = True  # the next plan looks at every task (the host was observed, a plan failed)
+        # the subnet each wanted task's ENI adds to its VPC (task id -> (VPC id, subnet)), and how many
+        # wanted tasks are in each (VPC id, subnet id): which routers are needed, without a pass over them all
+        self._subnet_of: dict[str, tuple[str, Subnet]] = {}
+        self._subnet_users: dict[tuple[str, str], tuple[int, Subnet]] = {}
         self._registered: dict[str, tuple[str, str]] = {}  # firewall: ENI id -> (VPC id, task id)
         self._by_task: dict[str, set[str]] = {}  # the same, by task id (a stop must not scan them all)
-        self.known: netplan.ObservedNetwork | None = None  # the host as last observed and changed since
+        self._known: netplan.ObservedNetwork | None = None  # the host as last observed and changed since
         self.failures: dict[str, str] = {}  # task id -> why its last ensure/remove failed
         self.reconciles = 0
+        self.planned_tasks = 0  # tasks the plans held (a full plan: every wanted task; else the changed)
         self._lock = asyncio.Lock()
         self._change = 0  # counts ensure_task/remove_task changes of the wanted tasks
         self._reconciled_change = 0  # the last change a finished reconcile had in its plan
@@ -80,6 +92,17 @@ class DataPlane:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def known(self) -> netplan.ObservedNetwork | None:
+        """The host as last observed and changed since (None: observe it before the next plan)."""
+        return self._known
+
+    @known.setter
+    def known(self, value: netplan.ObservedNetwork | None) -> None:
+        # a host known anew (observed, forgotten after a failure, set by a test): every task planned again
+        self._known = value
+        self._plan_all = True
+
     def netns_path(self, task_id: str) -> str | None:
         if not self._netns_paths:
             return None
@@ -88,34 +111,72 @@ class DataPlane:
     # -- what is desired ---------------------------------------------------------------------------
 
     def set_vpcs(self, vpcs: Iterable[Vpc]) -> None:
-        self._vpcs = {v.vpc_id: v for v in vpcs}
+        new = {v.vpc_id: v for v in vpcs}
+        if new != self._vpcs:  # the subnets every task is checked against changed
+            self._plan_all = True
+        self._vpcs = new
 
     def want_vpcs(self, vpcs: Iterable[Vpc]) -> None:
         """Routers for these VPCs (with all their subnets) whether or not a task needs them."""
-        self._lb_vpcs = {v.vpc_id: v for v in vpcs}
+        new = {v.vpc_id: v for v in vpcs}
+        if new != self._lb_vpcs:
+            self._plan_all = True
+        self._lb_vpcs = new
 
     def want(self, task: DesiredTask) -> None:
         if task.eni is not None:
             self._wanted[task.task_id] = task
             self._keep.discard(task.task_id)
+            self._changed_keys.add(task.task_id)
+            self._count_subnet(task.task_id, task.eni)
 
     def unwant(self, task_id: str) -> None:
         self._wanted.pop(task_id, None)
         self._desired_tasks.pop(task_id, None)
         self._keep.discard(task_id)
+        self._changed_keys.add(task_id)
+        self._count_subnet(task_id, None)
 
     def keep(self, task_id: str) -> None:
         """Leave a task namespace found on the host alone until :meth:`unwant`."""
         self._keep.add(task_id)
+        self._changed_keys.add(task_id)
 
-    def desired(self) -> netplan.DesiredNetwork:
+    def _count_subnet(self, task_id: str, eni: Eni | None) -> None:
+        """The wanted task ``task_id`` is in ``eni``'s subnet now (None: not wanted any more)."""
+        old = self._subnet_of.pop(task_id, None)
+        if old is not None:
+            key = (old[0], old[1].subnet_id)
+            users, subnet = self._subnet_users[key]
+            if users > 1:
+                self._subnet_users[key] = (users - 1, subnet)
+            else:
+                del self._subnet_users[key]
+        if eni is not None:
+            try:
+                self._desired_task(task_id, eni)
+            except ValueError:  # never planned (its reconcile says why): adds no subnet, as before
+                return
+            subnet = Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway)
+            self._subnet_of[task_id] = (eni.vpc_id, subnet)
+            key = (eni.vpc_id, eni.subnet_id)
+            users, first = self._subnet_users.get(key, (0, subnet))
+            self._subnet_users[key] = (users + 1, first)
+
+    def desired(self, only: Collection[str] | None = None) -> netplan.DesiredNetwork:
         """Routers are made for the VPCs of wanted tasks (with the answer's subnets); the answer's other
-        VPCs keep their router if there is one."""
+        VPCs keep their router if there is one. ``only``: the tasks to hold (every wanted one if None)."""
         vpcs: dict[str, Vpc] = dict(self._lb_vpcs)
+        for (vpc_id, _), (_, subnet) in self._subnet_users.items():  # once per subnet, not per task
+            vpc = vpcs.get(vpc_id) or self._vpcs.get(vpc_id) or Vpc(vpc_id)
+            vpcs[vpc_id] = vpc.with_subnet(subnet)
         tasks = []
         keep = set(self._keep)  # plus wanted tasks this reconcile cannot plan for: left as they are
-        subnets_added: set[tuple[str, str]] = set()
-        for task_id, task in sorted(self._wanted.items()):
+        if only is None:
+            wanted = sorted(self._wanted.items())
+        else:
+            wanted = sorted((k, self._wanted[k]) for k in only if k in self._wanted)
+        for task_id, task in wanted:
             eni = task.eni
             assert eni is not None
             try:
@@ -124,10 +185,6 @@ class DataPlane:
                 self.failures[task_id] = str(exc)
                 keep.add(task_id)
                 continue
-            if (eni.vpc_id, eni.subnet_id) not in subnets_added:  # once per subnet, not per task
-                subnets_added.add((eni.vpc_id, eni.subnet_id))
-                vpc = vpcs.get(eni.vpc_id) or self._vpcs.get(eni.vpc_id) or Vpc(eni.vpc_id)
-                vpcs[eni.vpc_id] = vpc.with_subnet(Subnet(eni.subnet_id, eni.subnet_cidr, eni.gateway))
             tasks.append(desired_task)
         desired_vpcs = []
         for vpc in vpcs.values():
@@ -167,8 +224,8 @@ class DataPlane:
 
     async def observe(self) -> netplan.ObservedNetwork:
         async with self._lock:
-            self.known = await self.call(self.driver.observe)
-            return self.known
+            known = self.known = await self.call(self.driver.observe)
+            return known
 
     async def _reconcile_since(self, change: int) -> None:
         """A reconcile that began after change ``change`` of the wanted tasks: one that already ran while
@@ -195,14 +252,27 @@ class DataPlane:
     async def _reconcile_once(self) -> netplan.ApplyReport:
         if self.known is None:
             self.known = await self.call(self.driver.observe)
-        self.failures.clear()  # this reconcile's outcome is the one that counts
-        desired = self.desired()
-        actions = netplan.plan(self.cfg, desired, self.known)
-        await self._register_adopted(desired, actions)
-        self.reconciles += 1
-        if not actions:
-            return netplan.ApplyReport()
-        report = await self.call(self._apply, desired, actions)
+        known = self.known
+        assert known is not None
+        only: set[str] | None = None if self._plan_all else self._changed_keys
+        self._changed_keys, self._plan_all = set(), False
+        try:
+            if only is None:
+                self.failures.clear()  # this reconcile's outcome is the one that counts
+            else:
+                for task_id in only:  # the others' outcome stays that of the plan that last looked at them
+                    self.failures.pop(task_id, None)
+            desired = self.desired(only)
+            actions = netplan.plan(self.cfg, desired, known, only)
+            self.planned_tasks += len(desired.tasks)
+            await self._register_adopted(desired, actions)
+            self.reconciles += 1
+            if not actions:
+                return netplan.ApplyReport()
+            report = await self.call(self._apply, desired, actions)
+        except BaseException:
+            self._plan_all = True  # what was not carried out is looked at again, with everything else
+            raise
         for action, error in report.failed:
             if isinstance(error, netplan.HostAccessConflict) and self.host_access:
                 # another owner's link or route is there: say so once and carry on without host access
@@ -257,8 +327,8 @@ class DataPlane:
         try:
             report = netplan.apply(actions, self.driver, before=before, after=after)
         finally:
-            assert self.known is not None
-            self.known = netplan.assume_all(self.cfg, self.known, succeeded)  # one copy, not one per action
+            assert self._known is not None  # (not the setter: the known host follows, it is not new)
+            self._known = netplan.assume_all(self.cfg, self._known, succeeded)  # one copy, not one per action
         self._unregister_gone(gone)
         return report
 
@@ -350,10 +420,16 @@ class DataPlane:
         seen = self.known.tasks.get(task.task_id)
         return netplan.task_matches(self.cfg, wanted, seen, self.known.routers.get(task.eni.vpc_id))
 
-    async def set_security(self, state: DesiredState) -> None:
-        """The desired groups and ENI memberships; VPCs with a table get the difference loaded."""
+    async def set_security(self, state: DesiredState, changed: Iterable[DesiredTask] | None = None) -> None:
+        """The desired groups and ENI memberships; VPCs with a table get the difference loaded.
+        ``changed``: the only tasks whose ENI's groups may differ from the last call's (a delta's tasks;
+        None: every task of ``state``)."""
         if self.firewall is not None:
-            await self.call(self.firewall.set_desired, state.security_groups, state.eni_groups())
+            if changed is None:
+                eni_groups = state.eni_groups()
+            else:
+                eni_groups = {t.eni.network_interface_id: t.eni.security_group_ids for t in changed if t.eni}
+            await self.call(self.firewall.set_desired, state.security_groups, eni_groups)
 
     async def ensure_task(self, task: DesiredTask) -> str | None:
         """The task's network (none without an ENI: the host's); raises NetworkFailed."""

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from taskvpc.agent import instance_config, netplan, taskplan as tp
 from taskvpc.agent.containerspec import build_container_spec
 from taskvpc.agent.dataplane import DataPlane as DataPlane
+from taskvpc.agent.desiredview import TaskChanges
 from taskvpc.agent.kvlog import kv
 from taskvpc.agent.logshipper import LogShipper
 from taskvpc.agent.reporter import REPORT_INTERVAL as REPORT_INTERVAL, Reporter as Reporter
@@ -504,18 +505,49 @@ class Engine:
             self.network.set_vpcs(state.vpcs)
         return before != self.vpcs
 
-    def apply(self, state: DesiredState) -> None:
-        """A desired-state answer after adoption: new workers, forward moves, forgotten tasks stopped."""
+    def apply(self, state: DesiredState, changes: TaskChanges | None = None) -> None:
+        """A desired-state answer after adoption: new workers, forward moves, forgotten tasks stopped.
+
+        ``changes``: the tasks the answer changed, when it was a delta (``DesiredView.changes``): only they
+        are looked at, not every task of the host (None: every task, as after a full answer)."""
         if not state.changed:
             return
+        was_inactive = self.instance_status == "INACTIVE"
         self.instance_status = state.instance_status
         vpcs_changed = self._set_vpcs(state)
-        if self.network is not None:
-            self.spawn(self.network.set_security(state), "security groups")
-        listed = {t.arn for t in state.tasks}
-        self.finished &= listed
         inactive = state.instance_status == "INACTIVE"
-        for desired in state.tasks:
+        if inactive and not was_inactive:
+            changes = None  # every task is to stop
+        if self.network is not None:
+            changed_tasks = None if changes is None else changes.tasks
+            self.spawn(self.network.set_security(state, changed_tasks), "security groups")
+        if changes is None:
+            self._apply_tasks(state.tasks, inactive)
+        else:
+            self._apply_changes(changes, inactive)
+        if vpcs_changed and self.network is not None:  # a VPC no task needs loses its router
+            self.spawn(self._reconcile_network(), "network")
+
+    def _apply_changes(self, changes: TaskChanges, inactive: bool) -> None:
+        """A delta's changed and removed tasks; the others are as the last answer left them."""
+        self.finished.difference_update(changes.removed)
+        self._update_or_start(changes.tasks, inactive)
+        for arn in changes.removed:
+            worker = self.workers.get(arn)
+            if worker is not None:
+                worker.update(replace(worker.desired, desired_status=DesiredStatus.STOPPED))
+
+    def _apply_tasks(self, tasks: tuple[tp.DesiredTask, ...], inactive: bool) -> None:
+        """Every task listed; workers of tasks not listed are stopped."""
+        listed = {t.arn for t in tasks}
+        self.finished &= listed
+        self._update_or_start(tasks, inactive)
+        for arn, worker in list(self.workers.items()):
+            if arn not in listed or inactive:
+                worker.update(replace(worker.desired, desired_status=DesiredStatus.STOPPED))
+
+    def _update_or_start(self, tasks: tuple[tp.DesiredTask, ...], inactive: bool) -> None:
+        for desired in tasks:
             if desired.arn in self.finished:
                 continue
             if inactive:
@@ -528,11 +560,6 @@ class Engine:
             else:
                 log.info("new task %s", kv(task_arn=desired.arn, desired=desired.desired_status.value))
                 self._start_worker(TaskWorker(self, desired, tp.KnownTask(desired.arn)))
-        for arn, worker in list(self.workers.items()):
-            if arn not in listed or inactive:
-                worker.update(replace(worker.desired, desired_status=DesiredStatus.STOPPED))
-        if vpcs_changed and self.network is not None:  # a VPC no task needs loses its router
-            self.spawn(self._reconcile_network(), "network")
 
     def stop_all(self) -> None:
         for worker in self.workers.values():

@@ -65,6 +65,8 @@ class _Target:
 def watched(state: DesiredState, override: float | None = None) -> dict[str, list[_Target]]:
     """Per VPC, the ENIs to collect for: those of the answer's tasks that a ``flowLogs`` entry names."""
     wanted = {w.eni_id: w for w in state[FLOW_LOGS]}
+    if not wanted:  # the usual answer: no pass over every task of the host
+        return {}
     cluster, instance_arn = state[INSTANCE].cluster, state[INSTANCE].container_instance_arn
     out: dict[str, list[_Target]] = {}
     for task in state.tasks:

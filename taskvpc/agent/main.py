@@ -435,7 +435,7 @@ async def run_agent(
                 lbs.submit(answer)
             if engine.endpoints is not None:  # every answer carries the current credentials
                 engine.endpoints.set_credentials(answer[CREDENTIALS])
-            engine.apply(answer)
+            engine.apply(answer, view.changes)  # a delta: its changed tasks alone
             if prober is not None:  # the console's reachability probes (agent/probes.py)
                 prober.submit(answer)
             if flows is not None:

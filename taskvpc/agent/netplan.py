@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -338,6 +338,10 @@ class ObservedNetwork:
     tasks: Mapping[str, ObservedTask] = field(default_factory=dict)
     host_access: Mapping[str, ObservedHostAccess] = field(default_factory=dict)
     strays: tuple[Stray, ...] = ()
+    # a port index no router port is above (None: not known without a scan of every port). What the
+    # host holds once a network is made gets the next one (any unused index would do: a task's network
+    # matches when its port's index is its peer's); ``assume`` and ``assume_all`` carry it over.
+    top_index: int | None = field(default=None, compare=False)
 
 
 # -- actions -----------------------------------------------------------------------------------------
@@ -445,19 +449,33 @@ def task_matches(
     )
 
 
-def plan(cfg: NetConfig, desired: DesiredNetwork, observed: ObservedNetwork) -> list[Action]:
+def plan(
+    cfg: NetConfig,
+    desired: DesiredNetwork,
+    observed: ObservedNetwork,
+    only: Collection[str] | None = None,
+) -> list[Action]:
     """What to do so that the host carries exactly ``desired``: adopt what matches, fix, remove the rest.
 
     Order: undesired tasks and strays go first (their addresses may be reused), then routers, host access
     and tasks are ensured, and undesired access links and routers go last (after their tasks). Tasks in
     ``desired.keep`` and their routers are left as they are.
+
+    ``only``: the task keys to plan for (the tasks whose wish changed since a plan that was carried out);
+    every other task is taken to be as wanted, and ``desired.tasks`` need hold only these. The plan is then
+    the full plan's actions for those tasks, and every router, access link and stray action, in time
+    proportional to ``only`` and the VPCs rather than to every task of the host (a task start or stop on a
+    host of thousands planned them all).
     """
     actions: list[Action] = []
     want_vpcs = {v.vpc_id: v for v in desired.vpcs}
     want_tasks = {t.eni.task_key: t for t in desired.tasks}
+    if only is not None:
+        want_tasks = {k: t for k, t in want_tasks.items() if k in only}
 
     kept_vpcs = {observed.tasks[k].vpc_id for k in desired.keep if k in observed.tasks} | desired.keep_vpcs
-    for key in sorted(observed.tasks):
+    seen_keys = sorted(observed.tasks) if only is None else sorted(k for k in only if k in observed.tasks)
+    for key in seen_keys:
         seen = observed.tasks[key]
         wanted = want_tasks.get(key)
         if wanted is None and key in desired.keep:
@@ -582,6 +600,7 @@ def assume(cfg: NetConfig, observed: ObservedNetwork, action: Action) -> Observe
     routers, tasks = dict(observed.routers), dict(observed.tasks)
     access = dict(observed.host_access)
     strays = observed.strays
+    top = observed.top_index
     match action:
         case EnsureVpcRouter(vpc_id, subnets):
             old = routers.get(vpc_id)
@@ -602,11 +621,14 @@ def assume(cfg: NetConfig, observed: ObservedNetwork, action: Action) -> Observe
                 routers[vpc_id] = replace(routers[vpc_id], access_ok=True)
         case EnsureTaskNetwork(vpc_id, eni):
             port = eni_port(cfg, eni.eni_id)
-            index = max((p.index for r in routers.values() for p in r.ports.values()), default=1) + 1
+            if top is None:
+                top = _highest_index(routers.values())
+            index = top + 1
             if vpc_id in routers:
                 ports = {n: p for n, p in routers[vpc_id].ports.items() if p.eni_id != eni.eni_id}
                 ports[port] = ObservedPort(port, index, eni.eni_id, True, frozenset({eni.ip}))
                 routers[vpc_id] = replace(routers[vpc_id], ports=ports)
+                top = index
             tasks[eni.task_key] = _task_made(cfg, vpc_id, eni, index, port)
         case RemoveTaskNetwork(task_key):
             gone = tasks.pop(task_key, None)
@@ -624,7 +646,11 @@ def assume(cfg: NetConfig, observed: ObservedNetwork, action: Action) -> Observe
             access.pop(vpc_id, None)  # its access veth goes with the namespace
         case RemoveStray(stray):
             strays = tuple(s for s in strays if s != stray)
-    return ObservedNetwork(routers, tasks, access, strays)
+    return ObservedNetwork(routers, tasks, access, strays, top)
+
+
+def _highest_index(routers: Iterable[ObservedRouter]) -> int:
+    return max((p.index for r in routers for p in r.ports.values()), default=1)
 
 
 def _task_made(cfg: NetConfig, vpc_id: str, eni: TaskEni, index: int, port: str) -> ObservedTask:
@@ -639,11 +665,16 @@ def assume_all(cfg: NetConfig, observed: ObservedNetwork, actions: Sequence[Acti
     """:func:`assume` of each of ``actions`` in turn, with the maps copied once for the whole sequence
     rather than per action: a plan that removes hundreds of task networks on a host of thousands copied
     every task, and the router's every port, once per removal (O(actions x tasks) on the data-plane
-    thread). Task networks are folded in place; any other action goes through :func:`assume`."""
+    thread). Task networks are folded in place; any other action goes through :func:`assume`.
+
+    A plan of one task costs the same on a host of thousands: no pass over every port (an index above
+    every port's is carried over in ``top_index``; an ENI's old port is the one named after it, as the
+    driver names them and refuses a port of that name with another owner), only C-level copies of the
+    maps."""
     tasks = dict(observed.tasks)
     routers = dict(observed.routers)
     ports: dict[str, dict[str, ObservedPort]] = {}  # routers whose ports were changed here: own copies
-    top: int | None = None  # the highest port index, while it is known without a scan
+    top = observed.top_index  # no port index is above it (None: not known without a scan)
 
     def flush() -> None:
         for vpc_id, own in ports.items():
@@ -660,31 +691,25 @@ def assume_all(cfg: NetConfig, observed: ObservedNetwork, actions: Sequence[Acti
         match action:
             case EnsureTaskNetwork(vpc_id, eni):
                 if top is None:
-                    top = max(
-                        (p.index for v, r in routers.items() for p in ports.get(v, r.ports).values()),
-                        default=1,
-                    )
+                    flush()
+                    top = _highest_index(routers.values())
                 index = top + 1
                 port = eni_port(cfg, eni.eni_id)
                 if vpc_id in routers:
                     own = own_ports(vpc_id)
-                    for name in [n for n, p in own.items() if p.eni_id == eni.eni_id]:
-                        del own[name]
                     own[port] = ObservedPort(port, index, eni.eni_id, True, frozenset({eni.ip}))
                     top = index  # now the highest
                 tasks[eni.task_key] = _task_made(cfg, vpc_id, eni, index, port)
             case RemoveTaskNetwork(task_key):
                 gone = tasks.pop(task_key, None)
                 if gone is not None and gone.vpc_id in routers and gone.port is not None:
-                    removed = own_ports(gone.vpc_id).pop(gone.port, None)
-                    if removed is not None and removed.index == top:
-                        top = None  # the highest went: scan again when next needed
+                    own_ports(gone.vpc_id).pop(gone.port, None)  # (``top`` stays above every index)
             case _:
                 flush()
                 current = assume(
-                    cfg, ObservedNetwork(routers, tasks, current.host_access, current.strays), action
+                    cfg, ObservedNetwork(routers, tasks, current.host_access, current.strays, top), action
                 )
                 routers, tasks = dict(current.routers), dict(current.tasks)
-                top = None
+                top = current.top_index
     flush()
-    return ObservedNetwork(routers, tasks, current.host_access, current.strays)
+    return ObservedNetwork(routers, tasks, current.host_access, current.strays, top)

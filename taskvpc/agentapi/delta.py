@@ -181,11 +181,14 @@ class Delta:
         return frozenset(t.arn for t in self.tasks)
 
 
-def merge(view: DesiredState, delta: Delta) -> DesiredState | None:
+def merge(
+    view: DesiredState, delta: Delta, by_arn: dict[str, DesiredTask] | None = None
+) -> DesiredState | None:
     """``view`` with ``delta`` applied; None when the result cannot be the control plane's state (its task
     count differs: the agent then asks for the full state). Unchanged task entries stay the same objects,
-    so the engine can tell an untouched task by identity."""
-    tasks = {t.arn: t for t in view.tasks}
+    so the engine can tell an untouched task by identity. ``by_arn``: ``view``'s tasks by ARN, kept by the
+    caller and updated here (a pass over every task per delta, otherwise; not to be used after a None)."""
+    tasks = {t.arn: t for t in view.tasks} if by_arn is None else by_arn
     for arn in delta.removed:
         tasks.pop(arn, None)
     for task in delta.tasks:

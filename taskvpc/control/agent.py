@@ -464,12 +464,14 @@ def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> di
         tasks_repo.lock_cluster(conn, ctx.region, row["cluster"])
         tasks_repo.set_heartbeat(conn, instance_id, ctx.now)
         by_arn = {t["arn"]: t for t in tasks_repo.get_tasks_by_arn(conn, [r.task_arn for r in reports])}
-        changed = desired_changed = False
+        desired_changed = False
+        total = [0] * len(tasks_repo.USAGE_COLUMNS)
         for item in reports:
             task = by_arn.get(item.task_arn)
             if task is None or task["container_instance_id"] != instance_id:
                 continue  # not ours to report on (or gone): ignored, as backward moves are
             before = task_state.snapshot(task)
+            counted = task_state.counted(task)
             containers = task["spec"]["containers"]
             effects = taskdoc.apply_report(
                 task["body"],
@@ -486,10 +488,12 @@ def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> di
             if effects.release_eni:
                 task_state.release(conn, ctx, task)
             desired_changed |= effects.desired_changed or effects.release_eni
-            changed |= task_state.save(conn, ctx, task, before)
-        if changed:
-            tasks_repo.refresh_usage(conn, row)
-            task_state.refresh_cluster(conn, ctx, row["cluster"])
+            if task_state.save(conn, ctx, task, before):
+                change = task_state.change_of(task, counted)
+                total = [a + b for a, b in zip(total, change, strict=True)]
+        # the reported tasks' share of the usage and counters, not a recount of every live task of the
+        # instance and the cluster per batch of reports
+        task_state.apply_counts(conn, ctx, row["cluster"], instance_id, total)
         if desired_changed:
             tasks_repo.bump_generation(conn, instance_id)
             ctx.notify.add(instance_id)

@@ -77,11 +77,23 @@ def count_change(
     the cluster's counters. Recounting them instead reads every live task of the instance and of the
     cluster: 40 % of a StopTask's time at 5,000 running. Exact as long as the stored values were (every
     writer holds the cluster's lock and keeps them so)."""
-    delta = [now - then for now, then in zip(counted(task), before, strict=True)]
+    apply_counts(conn, ctx, cluster, task.get("container_instance_id"), change_of(task, before))
+
+
+def change_of(task: Row, before: tuple[int, ...]) -> list[int]:
+    """What ``task``'s change adds to the counts of :func:`counted` (``before`` is that of it before)."""
+    return [now - then for now, then in zip(counted(task), before, strict=True)]
+
+
+def apply_counts(
+    conn: Connection, ctx: RequestContext, cluster: str, instance_id: str | None, delta: list[int]
+) -> None:
+    """Add ``delta`` (a sum of :func:`change_of`, tasks of one instance) to the instance's usage and the
+    cluster's counters: one write each for a whole batch of changes."""
     if not any(delta):
         return
-    if task.get("container_instance_id"):
-        tasks_repo.add_usage(conn, task["container_instance_id"], delta)
+    if instance_id:
+        tasks_repo.add_usage(conn, instance_id, delta)
     if delta[3] or delta[4]:
         found = ecs_repo.get_cluster(conn, ctx.region, cluster)
         if found is not None:
