@@ -32,8 +32,8 @@ such a container fails to start with a clear reason rather than run without its 
 Status, wait and adoption after an agent restart are the ``process`` runtime's (same shim, same files).
 ``stop`` signals the container's init (SIGTERM; SIGKILL after the timeout), after checking its ``/proc``
 start time; SIGKILL of a PID namespace's init ends every process in it. ``exec`` is ``runc exec``.
-``remove`` runs ``runc delete --force``, deletes the writable layer (the overlay ended with the shim) and, with the
-task's last container, the task's cgroup. An OOM kill (``oom_kill`` of the container's memory cgroup,
+``remove`` runs ``runc delete --force``, deletes the writable layer (the overlay ended with the shim's
+mount namespace) and, with the task's last container, the task's cgroup. An OOM kill (``oom_kill`` of the container's memory cgroup,
 read by the shim when the init ends) shows as ECS shows it: reason
 ``OutOfMemoryError: Container killed due to memory usage`` and exit code 137.
 """
