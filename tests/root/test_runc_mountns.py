@@ -3,8 +3,10 @@
 So starting one more container copies a small, constant mount table whatever runs on the host: the
 shim server's clean namespace holds no namespace file and nothing under the tasks directory, each shim
 mounts its container's root in a namespace of its own, runc still joins the task's network namespace
-(through the agent's root), and nothing is left once the container is removed. Both ways a shim starts:
-forked by the server, and exec'd (``TASKVPC_SHIM_FORK=0``, where the shim makes the clean namespace).
+(through the agent's root), and nothing is left once the container is removed. Every way a
+supervisor starts: forked by the server (the C supervisor, exec'd by the server's child once that has
+made the namespace, and the Python shim), and exec'd (``TASKVPC_SHIM_FORK=0``: a Python shim, which
+makes the clean namespace itself).
 Fixtures (and their nothing-left checks) are ``test_runc_runtime``'s.
 """
 
@@ -17,7 +19,7 @@ import subprocess
 
 import pytest
 
-from taskvpc.agent.runtime import ContainerHandle, ContainerStatus, StartError, shimserver
+from taskvpc.agent.runtime import ContainerHandle, ContainerStatus, StartError, cshim, shimserver
 from taskvpc.agent.runtime.procs import alive, cmdline
 from taskvpc.agent.runtime.runc import RuncRuntime, find_oci_runtime
 from tests.root.test_runc_runtime import Env, env, rootfs, sh
@@ -60,9 +62,10 @@ def check_running_container(env: Env, rt: RuncRuntime, task: str) -> tuple[int, 
     return int(shim), int(info["shimStart"])
 
 
-async def start_check_remove(env: Env, rt: RuncRuntime, task: str) -> None:
+async def start_check_remove(env: Env, rt: RuncRuntime, task: str, python: bool) -> None:
     handle = await rt.start(sh(task, "web", "exec sleep 300"), env.netns, env.log(task, "web"))
     shim, shim_start = check_running_container(env, rt, task)
+    assert ("python" in os.path.basename(cmdline(shim)[0])) == python, cmdline(shim)
     assert await rt.exec(handle, ["true"], 5) == 0  # (runc exec, from the host's mount namespace)
     assert await rt.stop(handle, 0) == 137
     assert not alive(shim, shim_start)
@@ -71,14 +74,22 @@ async def start_check_remove(env: Env, rt: RuncRuntime, task: str) -> None:
     assert not (env.state / "tasks" / task).exists()
 
 
-def test_forked_shims_mount_the_overlay_in_their_own_namespace_from_a_clean_one(env: Env) -> None:
+@pytest.mark.parametrize("supervisor", ["c", "python"])
+def test_forked_shims_mount_the_overlay_in_their_own_namespace_from_a_clean_one(
+    env: Env, supervisor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C supervisor (the server's child makes its namespace, then execs it) and the Python shim."""
+    if supervisor == "c" and cshim.find_binary() is None:
+        pytest.skip("the C supervisor is not built (make setup)")
+    if supervisor == "python":
+        monkeypatch.setenv(cshim.ENV_SWITCH, "0")
     # an overlay an older agent left mounted on the host (a tmpfs stands in): not in the clean namespace
     old = env.state / "tasks" / env.task("old") / "web" / "rootfs"
     old.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(old)], check=True)
     rt = env.runtime()
     try:
-        asyncio.run(start_check_remove(env, rt, env.task("a")))
+        asyncio.run(start_check_remove(env, rt, env.task("a"), python=supervisor == "python"))
         assert rt._forker is not None and rt._forker._server is not None
         server = rt._forker._server.pid
         in_server = mounts(server)
@@ -103,7 +114,7 @@ def test_an_execd_shim_makes_the_clean_namespace_itself(env: Env, monkeypatch: p
     rt = env.runtime()
     assert rt._forker is None
     before = servers()
-    asyncio.run(start_check_remove(env, rt, env.task("b")))
+    asyncio.run(start_check_remove(env, rt, env.task("b"), python=True))
     assert servers() <= before  # no server was started
 
 
