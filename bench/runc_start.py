@@ -9,6 +9,11 @@ dir, then for each run starts ``httpd -f -p 127.0.0.1:8080`` in a container of a
 to it from inside the namespace until it answers; the container is stopped and removed before the next
 run. Everything it made (namespace, cgroups ``/tvr<hex>``, mounts, state) is removed at the end.
 Printed: median, p90, min and max of ``start()`` returning and of the server accepting, in ms.
+
+``--extra-mounts N`` first makes the host's mount table look like a busy host's: N mounts of the
+namespace file in a directory ``<tmp>/netns`` bound onto itself (private, so nothing propagates), as
+``/run/netns`` holds one per task (a task also had its overlay on the host before ``mountns.py``; the
+kernel's copy of a mount table costs per mount, whatever kind). They are removed at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from taskvpc.agent.runtime import ContainerSpec, cgroups
 from taskvpc.agent.runtime.runc import RuncRuntime
 
 CLONE_NEWNET = 0x40000000
+MS_BIND = 4096
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 PORT = 8080
 
 
@@ -50,6 +58,29 @@ class OneImage:
 
     def resolve(self, reference: str) -> Image:
         return self.image
+
+
+def add_mounts(directory: Path, source: str, count: int) -> None:
+    """``count`` bind mounts of ``source`` in ``directory``, itself a private bind mount of itself."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result: int, what: str) -> None:
+        if result != 0:
+            raise OSError(ctypes.get_errno(), what)
+
+    directory.mkdir()
+    path = str(directory).encode()
+    check(libc.mount(path, path, None, MS_BIND, None), f"bind {directory}")
+    check(libc.mount(None, path, None, MS_PRIVATE, None), f"make-private {directory}")
+    for index in range(count):
+        target = directory / f"m{index}"
+        target.touch()
+        check(libc.mount(source.encode(), str(target).encode(), None, MS_BIND, None), f"bind {target}")
+
+
+def remove_mounts(directory: Path) -> None:
+    if directory.is_dir():
+        ctypes.CDLL(None, use_errno=True).umount2(str(directory).encode(), MNT_DETACH)
 
 
 def enter_netns(path: str) -> None:
@@ -103,6 +134,7 @@ def summary(name: str, samples: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--extra-mounts", type=int, default=0, help="mounts added to the host's table first")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root", file=sys.stderr)
@@ -113,14 +145,19 @@ def main() -> int:
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
         subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
+        if args.extra_mounts:
+            add_mounts(base / "netns", f"/run/netns/{netns}", args.extra_mounts)
         image = Image(build_rootfs(base / "rootfs"), ImageConfig(env=(("PATH", "/bin"),)))
         rt = RuncRuntime(base / "state", images=OneImage(image), cgroup_parent=prefix)
         enter_netns(f"/run/netns/{netns}")
         started, listening = asyncio.run(measure(rt, f"/run/netns/{netns}", prefix, args.runs))
-        print(f"runtime {rt.oci_runtime}, {args.runs} runs")
+        with open("/proc/self/mountinfo") as handle:
+            mounts = sum(1 for _ in handle)
+        print(f"runtime {rt.oci_runtime}, {args.runs} runs, {mounts} mounts on the host")
         print(summary("start() returned", started))
         print(summary("server accepts TCP", listening))
     finally:
+        remove_mounts(base / "netns")
         subprocess.run(["ip", "netns", "del", netns], check=False)
         cgroups.remove(f"/{prefix}")
         shutil.rmtree(base, ignore_errors=True)

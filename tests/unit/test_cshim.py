@@ -296,7 +296,8 @@ def test_the_binary_is_found_built_named_or_switched_off(tmp_path: Path, binary:
     assert cshim.supports({"initPidFile": "/x/init.pid", "uid": None, "netns": None})
     assert not cshim.supports({"initPidFile": None})  # the process runtime: Python shims
     assert not cshim.supports({"initPidFile": "/x/init.pid", "uid": 1000})
-    assert not cshim.supports({"initPidFile": "/x/init.pid", "overlay": ["l", "u", "w", "t"]})  # unknown
+    assert not cshim.supports({"initPidFile": "/x/init.pid", "newKey": 1})  # unknown
+    assert cshim.supports({"initPidFile": "/x/init.pid", "overlay": ["l", "u", "w", "t"]})  # (server's child)
     spec = cshim.encode_spec({"argv": ["runc", "run"], "env": {"PATH": "/bin"}, "log": "/l", "oomFile": None})
     assert spec == b"arg\0runc\0arg\0run\0env\0PATH=/bin\0log\0/l\0"
     with pytest.raises(ValueError, match="NUL"):

@@ -68,9 +68,11 @@ def build(output: Path, cc: str = "cc") -> Path:
 # Keys of the shim's spec that the C supervisor honours or that need nothing of a supervisor (what the
 # agent keeps for people and adoption). A spec with any other key asks for something it does not do
 # (a new feature of the Python shim), so that container gets a Python shim.
+_BY_THE_SERVER = frozenset({"overlay", "detachUnder"})  # the server's child does them before the exec
 _UNDERSTOOD = frozenset(
     {"argv", "env", *_SPEC_KEYS, "uid", "gid", "groups", "netns"}
     | {"netnsPath", "containerId", "taskArn", "name", "image", "imageDigest"}
+    | _BY_THE_SERVER
 )
 
 
@@ -138,6 +140,8 @@ def launch(
         forked = forker.fork(directory, ready_fd, exec_path=binary)
         if forked is not None:
             return forked
+    if any(key in doc for key in _BY_THE_SERVER):  # (a Python shim does them itself)
+        return None
     try:
         return spawn(binary, directory, ready_fd)
     except OSError as exc:

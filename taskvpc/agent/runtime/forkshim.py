@@ -64,6 +64,7 @@ class ShimForker:
         self._lock = threading.Lock()
         self._server: subprocess.Popen[bytes] | None = None
         self._conn: socket.socket | None = None
+        self.server_env: dict[str, str] = {}  # added to the server's environment (``mountns``)
 
     def fork(self, directory: Path, ready_fd: int, exec_path: str | None = None) -> ForkedShim | None:
         """A shim of ``directory`` forked by the server, or None (then exec one). With ``exec_path`` the
@@ -110,6 +111,7 @@ class ShimForker:
                 pass_fds=(theirs.fileno(),),
                 start_new_session=True,
                 cwd="/",
+                env={**os.environ, **self.server_env} if self.server_env else None,
             )
         except OSError as exc:
             log.warning("cannot start the shim server (%r); starting shims as processes", exc)

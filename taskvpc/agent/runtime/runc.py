@@ -11,15 +11,18 @@ Per container, ``<state>/tasks/<task-id>/<container>/`` is the bundle and the sh
   of ``log_max_bytes``).
 
 Start: resolve (or pull) the image, create the task's cgroup with the task-level limits
-(``cgroups.setup_task``), mount the overlay, write ``config.json``, then start the container's
-supervisor -- ``taskvpc-cshim`` (``cshim.py``, 0.1 MiB each) when ``make setup`` built it, else the
-``process`` runtime's Python shim (1.35 MiB), the same files either way -- which runs ``runc run -d
---pid-file`` (runc joins the task's netns from the spec), becomes the parent of the container's init
-when runc exits (it is a child subreaper), records its exit code Docker's way (``128 + n`` for signal
-n) and copies its output into the rotated log. ``start`` returns once the container runs: 40 ms at the
-median on a 2-core VM, of which the shim's start is ~12 and ``runc run -d`` ~25
-(``bench/runc_start.py``). runc keeps its state under ``<state>/runc`` (``--root``), so this runtime
-never sees anyone else's containers. Also per container: ``hosts``,
+(``cgroups.setup_task``), write ``config.json``, then start the container's supervisor --
+``taskvpc-cshim`` (``cshim.py``, 0.1 MiB each) when ``make setup`` built it, else the ``process``
+runtime's Python shim (1.35 MiB), the same files either way. Its process first mounts the overlay in a
+mount namespace of its own (``mountns.py``: not on the host, so a start's mount work does not grow with
+the host's tasks; for the C one the shim server's child does it before the exec), then runs ``runc run
+-d --pid-file`` there (runc joins the task's netns from the spec, by a path through the agent's root:
+``/proc/<pid>/root/run/netns/<name>``), becomes the parent of the container's init when runc exits (it
+is a child subreaper), records its exit code Docker's way (``128 + n`` for signal n) and copies its
+output into the rotated log. ``start`` returns once the container runs: 40 ms at the median on a 2-core
+VM, of which the shim's start is ~12 and ``runc run -d`` ~25 (``bench/runc_start.py``). runc keeps its
+state under ``<state>/runc`` (``--root``), so this runtime never sees anyone else's containers. Also per
+container: ``hosts``,
 ``hostname`` and ``resolv.conf`` (bind-mounted at ``/etc``, as Docker does).
 
 ``initProcessEnabled`` bind-mounts the host's static ``tini`` (Debian package ``tini``:
@@ -29,8 +32,8 @@ such a container fails to start with a clear reason rather than run without its 
 Status, wait and adoption after an agent restart are the ``process`` runtime's (same shim, same files).
 ``stop`` signals the container's init (SIGTERM; SIGKILL after the timeout), after checking its ``/proc``
 start time; SIGKILL of a PID namespace's init ends every process in it. ``exec`` is ``runc exec``.
-``remove`` runs ``runc delete --force``, unmounts the overlay, deletes the writable layer and, with the
-task's last container, the task's cgroup. An OOM kill (``oom_kill`` of the container's memory cgroup,
+``remove`` runs ``runc delete --force``, deletes the writable layer (the overlay ended with the shim's
+mount namespace) and, with the task's last container, the task's cgroup. An OOM kill (``oom_kill`` of the container's memory cgroup,
 read by the shim when the init ends) shows as ECS shows it: reason
 ``OutOfMemoryError: Container killed due to memory usage`` and exit code 137.
 """
@@ -63,6 +66,7 @@ from taskvpc.agent.runtime import (
     StartError,
     cgroups,
     cshim,
+    mountns,
     oci,
     task_dir,
     with_detail,
@@ -146,15 +150,6 @@ def _mount_points() -> set[str]:
             field = line.split()[4]
             points.add(field.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\"))
     return points
-
-
-def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
-    options = f"lowerdir={lower},upperdir={upper},workdir={work}"
-    if any(c in str(p) for p in (lower, upper, work) for c in ",:"):
-        raise OSError(f"overlay paths must not contain ',' or ':': {options}")
-    if _libc().mount(b"overlay", str(target).encode(), b"overlay", 0, options.encode()) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount overlay on {target}: {os.strerror(err)}")
 
 
 def unmount(target: Path) -> None:
@@ -245,6 +240,8 @@ class RuncRuntime(ProcessRuntime):
         self._nofile = default_nofile()
         self._pulled: dict[str, Any] = {}  # container dir -> image, from ``start`` to ``_prepare``
         self._cshim = cshim.find_binary()  # the C supervisor, else Python shims
+        if self._forker is not None:  # its shims start from a clean mount namespace (``mountns``)
+            self._forker.server_env[mountns.ENV_DETACH_UNDER] = str(self.state_dir / "tasks")
 
     # ------------------------------------------------------------------------------ names
 
@@ -356,7 +353,7 @@ class RuncRuntime(ProcessRuntime):
             config = oci.build_spec(
                 spec,
                 getattr(image, "config", None) or oci.NoImageDefaults(),
-                netns_path=netns_path,
+                netns_path=mountns.host_path(netns_path) if netns_path else None,  # (seen from the shim's)
                 cgroups_parent=self.cgroup_parent,
                 hostname=hostname,
                 passwd=_image_file(lower, "etc/passwd"),
@@ -376,7 +373,8 @@ class RuncRuntime(ProcessRuntime):
             cgroups.setup_task(self._task_cgroup(spec.task_id), spec.task_cpu, spec.task_memory)
             for name in (*_LAYER_DIRS, "rootfs"):
                 (directory / name).mkdir(exist_ok=True)
-            mount_overlay(lower, directory / "upper", directory / "work", directory / "rootfs")
+            overlay = [str(p) for p in (lower, directory / "upper", directory / "work", directory / "rootfs")]
+            mountns.overlay_options(*overlay[:3])  # (the shim mounts it, in its own mount namespace)
         except OSError as exc:
             reason = f"CannotStartContainerError: {exc}"
             (directory / "fail_reason").write_text(reason + "\n")
@@ -403,6 +401,8 @@ class RuncRuntime(ProcessRuntime):
             "groups": None,
             "netns": None,  # runc joins it (config.json)
             "netnsPath": netns_path,
+            "overlay": overlay,
+            "detachUnder": [str(self.state_dir / "tasks")],
             "log": log_path,
             "logMaxBytes": self.log_max_bytes,
             "logMaxFiles": self.log_max_files,
@@ -518,7 +518,8 @@ class RuncRuntime(ProcessRuntime):
         self._teardown(directory)
 
     def _teardown(self, directory: Path) -> None:
-        """Delete runc's container, unmount and delete the writable layer (the container has ended)."""
+        """Delete runc's container and the writable layer (the container has ended). The overlay went
+        with its shim's mount namespace; one on the host is an older agent's, unmounted here."""
         container_id = self._id(directory)
         if self.oci_runtime and (self.runc_root / container_id).exists():
             subprocess.run(self._runc("delete", "--force", container_id), capture_output=True, check=False)

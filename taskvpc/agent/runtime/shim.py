@@ -25,7 +25,7 @@ Files in ``<container-dir>``:
   way (``128 + signal`` when a signal ended it);
 * ``start_error`` (written here when the command could not be started): the reason, in Docker's words.
 
-Two optional keys of the spec serve OCI runtimes (the ``runc`` runtime):
+Optional keys of the spec serve OCI runtimes (the ``runc`` runtime):
 
 * ``initPidFile``: the command is an OCI runtime started detached (``runc run -d --pid-file F``). The shim,
   a child subreaper, waits for the runtime to exit (non-zero: its stderr becomes ``start_error``), reads
@@ -33,6 +33,8 @@ Two optional keys of the spec serve OCI runtimes (the ``runc`` runtime):
   and supervises that pid as the command (signals forwarded to it, exit code recorded). ``oomFile`` (a
   cgroup's ``memory.oom_control`` or ``memory.events``) is read when it ends: a non-zero ``oom_kill``
   count is written to ``oom``.
+* ``overlay`` (``[lower, upper, work, target]``) and ``detachUnder``: before starting the runtime, the
+  shim takes a mount namespace of its own and mounts the container's root there (``mountns.py``).
 * ``logMaxBytes`` / ``logMaxFiles``: output goes through a pipe that the shim copies to ``log``, rotated to
   ``log.1`` ... ``log.<N-1>`` whenever ``log`` would grow past ``logMaxBytes`` (without them the command
   writes to ``log`` directly). The command's output then needs the shim: if the shim is killed, the
@@ -97,6 +99,16 @@ def _enter_netns(libc: ctypes.CDLL, path: str) -> None:
             raise OSError(err, f"setns {path}: {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def _private_rootfs(spec: dict) -> None:  # type: ignore[type-arg]
+    """The OCI runtime's root file system (``overlay``), mounted in a mount namespace of this shim's
+    own (``mountns.py``)."""
+    try:
+        import mountns  # beside this file (the shim server's module, when it forked us)
+    except ImportError:  # run as a module of the package
+        from taskvpc.agent.runtime import mountns
+    mountns.private_rootfs(spec["overlay"], spec.get("detachUnder") or [])
 
 
 def start_error(step: str, err: int, name: str, cwd: str | None = None, detail: str | None = None) -> str:
@@ -256,6 +268,8 @@ def run(container_dir: str, ready_fd: int | None) -> int:
     try:
         if spec.get("netns"):
             _enter_netns(libc, spec["netns"])
+        if spec.get("overlay"):
+            _private_rootfs(spec)
         pid = spawn(spec, log_fd)
     except OSError as exc:
         name = spec["argv"][0] if spec["argv"] else ""

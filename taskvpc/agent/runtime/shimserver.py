@@ -19,11 +19,15 @@ stderr to ``shim.err``, and rewrites its command line (the ``/proc/<pid>/cmdline
 argument reserved) to the exec'd shim's ``python -I -S -c <code> taskvpc-shim <dir> <fd>``, which is how
 the agent, ``taskvpc down`` and an agent after a restart recognise shims and tell whose they are.
 SIGCHLD is ignored here, so the kernel reaps the shims when they end; each shim restores it at once.
+
+The runc runtime's server (``TASKVPC_SHIM_MOUNTNS`` set) first moves into a clean mount namespace
+(``mountns.py``), so a shim's and runc's mount work does not grow with the tasks on the host.
 """
 
 from __future__ import annotations
 
 import _signal
+import contextlib
 import ctypes
 import gc
 import os
@@ -55,6 +59,29 @@ def set_cmdline(area: tuple[int, int], argv: list[str]) -> bool:
     return True
 
 
+def _prepare_mounts(directory: str, ready_fd: int) -> bool:
+    """Before exec'ing a supervisor: what the Python shim does itself before it starts runc, the
+    container's overlay in a mount namespace of this process's own (``mountns``). False when that
+    failed, reported as a shim reports a start that failed (``start_error``, ``err`` on the ready pipe)."""
+    import marshal
+
+    import mountns
+    import shim
+
+    with open(os.path.join(directory, "spec.bin"), "rb") as handle:
+        spec = marshal.load(handle)
+    if not spec.get("overlay"):
+        return True
+    try:
+        mountns.private_rootfs(spec["overlay"], spec.get("detachUnder") or [])
+    except OSError as exc:
+        shim.write_atomic(os.path.join(directory, "start_error"), f"{exc}\n")
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, f"err {exc}\n".encode())
+        return False
+    return True
+
+
 def _child(
     conn: socket.socket,
     directory: str,
@@ -77,7 +104,9 @@ def _child(
     os.dup2(err, 2)
     os.close(err)
     os.close(null)
-    if exec_path:  # (work the supervisor's own process needs done before it starts would go here)
+    if exec_path:
+        if not _prepare_mounts(directory, ready_fd):
+            return 0
         try:
             os.set_inheritable(ready_fd, True)
             os.execv(exec_path, [exec_path, "taskvpc-shim", directory, str(ready_fd)])
@@ -96,8 +125,15 @@ def _child(
 def serve(request_fd: int, shim_argv: list[str]) -> int:
     """Answer fork requests on ``request_fd`` until the agent's end closes. ``shim_argv``: an exec'd
     shim's command line up to its tag (``python -I -S -c <code>``), for the forked shims to show."""
+    import mountns  # beside this file, as ``shim`` imports it: the shims share its module state
     import shim  # beside this file (the server runs without the package); loaded once, shared by all
 
+    under = os.environ.pop(mountns.ENV_DETACH_UNDER, None)
+    if under is not None:  # the runc runtime's server: shims start from a clean mount namespace
+        try:
+            mountns.enter_clean(under.split(os.pathsep))
+        except OSError as exc:  # each shim then makes one itself (``mountns.private_rootfs``)
+            sys.stderr.write(f"shim server: no clean mount namespace: {exc}\n")
     conn = socket.socket(fileno=request_fd)
     area = _argument_area()
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)  # the kernel reaps our children
