@@ -87,6 +87,30 @@ def oom_file(container_path: str, root: Path = CGROUP_ROOT) -> Path:
     return root / "memory" / _rel(container_path) / "memory.oom_control"
 
 
+def release_memory(path: str, root: Path = CGROUP_ROOT) -> None:
+    """Reclaim the page cache still charged to cgroup ``path`` (and its removed descendants) once its
+    processes have ended, before it is removed.
+
+    A removed memory cgroup lingers, dying and invisible, for as long as a page charged to it stays
+    cached: here the file-system metadata its container wrote (runc's mount points and copy-ups in the
+    writable layer). Each dying one keeps its shrinker map (~0.8 MiB on this host, see README "Kernel
+    memory per task"): after a few 5,000-task runs 8,300 of them held 7.3 GB of unreclaimable kernel
+    memory, released only under memory pressure. v1 has ``memory.force_empty`` for exactly this;
+    v2 ``memory.reclaim``. Best effort: a cgroup with processes, or no memory controller, is left as is.
+    """
+    unified = is_unified(root)
+    directory = root / _rel(path) if unified else root / "memory" / _rel(path)
+    try:
+        if unified:
+            current = (directory / "memory.current").read_text().strip()
+            if current != "0":
+                (directory / "memory.reclaim").write_text(current)
+        else:
+            (directory / "memory.force_empty").write_text("0")
+    except OSError:
+        pass  # gone already, busy (EBUSY: processes left), EAGAIN (v2: not all reclaimed), no controller
+
+
 def _rmdir(path: Path) -> None:
     try:
         path.rmdir()
@@ -103,6 +127,8 @@ def remove(path: str, root: Path = CGROUP_ROOT) -> None:
         top = hierarchy / _rel(path)
         if not top.is_dir():
             continue
+        if hierarchy.name == "memory" or hierarchy == root:
+            release_memory(path, root)
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda e: -e[0].count("/")):
             _rmdir(Path(dirpath))
 

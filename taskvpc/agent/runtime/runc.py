@@ -522,6 +522,10 @@ class RuncRuntime(ProcessRuntime):
         with its shim's mount namespace; one on the host is an older agent's, unmounted here."""
         container_id = self._id(directory)
         if self.oci_runtime and (self.runc_root / container_id).exists():
+            # before ``runc delete`` removes the cgroup: else its cached pages keep it alive (cgroups.py)
+            cgroups.release_memory(
+                oci.cgroups_path(self.cgroup_parent, directory.parent.name, directory.name)
+            )
             subprocess.run(self._runc("delete", "--force", container_id), capture_output=True, check=False)
         unmount(directory / "rootfs")
         for name in _LAYER_DIRS:
