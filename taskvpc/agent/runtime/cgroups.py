@@ -3,11 +3,13 @@
 runc creates (and ``runc delete`` removes) a container's own cgroup ``/<parent>/<task-id>/<container>``
 and limits only that one; the intermediate ``/<parent>/<task-id>`` it merely creates. The task's
 ``cpu``/``memory`` limits belong on that intermediate cgroup, so the runtime creates it first with its
-limits (:func:`setup_task`) and removes it when the task's last container goes (:func:`remove_task`).
+limits (:func:`setup_task`) and removes it when the task's last container goes (:func:`remove`). A task
+without task-level limits has no such level: its containers' cgroups are ``/<parent>/<task-id>.<name>``
+(``oci.cgroups_path``), one memory cgroup per container rather than two.
 
 * **v1** (a hierarchy per controller under ``/sys/fs/cgroup``): ``memory/<parent>/<task>`` gets
   ``memory.limit_in_bytes``, ``cpu/<parent>/<task>`` ``cpu.cfs_quota_us``/``cpu.cfs_period_us``; runc
-  creates the task directory in the other hierarchies, and :func:`remove_task` removes it from all.
+  creates the task directory in the other hierarchies, and :func:`remove` removes it from all.
 * **v2** (``/sys/fs/cgroup`` is cgroup2): ``<parent>/<task>`` gets ``memory.max`` and ``cpu.max`` after
   the ``cpu``, ``memory`` and ``pids`` controllers are enabled in the parents' ``cgroup.subtree_control``.
 """
