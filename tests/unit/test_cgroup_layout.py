@@ -4,9 +4,12 @@ the mask of /sys/firmware: two ways to a lower kernel cost per container."""
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 from hypothesis import given, strategies as st
 
+from taskvpc.agent import teardown
 from taskvpc.agent.runtime import ContainerSpec, Mount, oci
 
 # ECS's rules: container names [A-Za-z0-9_-]; task ids may also hold '.' (agentapi.tasks._TASK_ID_RE)
@@ -71,3 +74,16 @@ def test_runc_s_tmpfs_mask_stays_where_a_bind_would_not_be_safe_or_wanted() -> N
     privileged = _config(ContainerSpec("t", "c", privileged=True), "/state/empty")
     assert "maskedPaths" not in privileged["linux"]
     assert not any(m["source"] == "/state/empty" for m in privileged["mounts"])
+
+
+def test_down_finds_the_tasks_of_both_layouts_by_their_cgroups(tmp_path: Path) -> None:
+    """``taskvpc down`` names a task with processes in ``<task>/<name>`` or in ``<task>.<name>``."""
+    root = tmp_path / "cg"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpu memory pids\n")  # (a fake unified hierarchy)
+    for rel in ("tvtx/t1/app", "tvtx/t2.app", "tvtx/t3.idle"):
+        (root / rel).mkdir(parents=True)
+        (root / rel / "cgroup.procs").write_text(f"{os.getpid()}\n" if "idle" not in rel else "")
+    (tmp_path / "netns").mkdir()
+    scope = teardown.Scope("tvu1", netns_dir=str(tmp_path / "netns"), cgroup_root=root, cgroup_parent="tvtx")
+    assert teardown.scan(scope).task_ids == {"t1", "t2"}
