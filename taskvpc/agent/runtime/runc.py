@@ -530,19 +530,19 @@ class RuncRuntime(ProcessRuntime):
         """Delete runc's container and the writable layer (the container has ended). The overlay went
         with its shim's mount namespace; one on the host is an older agent's, unmounted here."""
         container_id = self._id(directory)
+        paths = oci.container_cgroup_paths(self.cgroup_parent, directory.parent.name, directory.name)
         if self.oci_runtime and (self.runc_root / container_id).exists():
             # before ``runc delete`` removes the cgroup: else its cached pages keep it alive (cgroups.py)
-            cgroups.release_memory(
-                oci.cgroups_path(self.cgroup_parent, directory.parent.name, directory.name)
-            )
+            for path in paths:  # (whichever layout its task had; the other is not there)
+                cgroups.release_memory(path)
             subprocess.run(self._runc("delete", "--force", container_id), capture_output=True, check=False)
         unmount(directory / "rootfs")
         for name in _LAYER_DIRS:
             shutil.rmtree(directory / name, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError, OSError):
             (directory / "rootfs").rmdir()
-        for path in oci.container_cgroup_paths(self.cgroup_parent, directory.parent.name, directory.name):
-            cgroups.remove(path)  # (whichever layout its task had; the other is not there)
+        for path in paths:
+            cgroups.remove(path)
 
     def _forget(self, directory: Path) -> None:
         for name in _RUNC_FILES:
