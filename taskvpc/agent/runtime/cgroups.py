@@ -106,11 +106,20 @@ def release_memory(path: str, root: Path = CGROUP_ROOT) -> None:
         if unified:
             current = (directory / "memory.current").read_text().strip()
             if current != "0":
-                (directory / "memory.reclaim").write_text(current)
+                _write_control(directory / "memory.reclaim", current)
         else:
-            (directory / "memory.force_empty").write_text("0")
+            _write_control(directory / "memory.force_empty", "0")
     except OSError:
         pass  # gone already, busy (EBUSY: processes left), EAGAIN (v2: not all reclaimed), no controller
+
+
+def _write_control(path: Path, text: str) -> None:
+    """Write a cgroup's control file, never creating one (a directory without it is no cgroup of ours)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _rmdir(path: Path) -> None:
