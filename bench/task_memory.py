@@ -14,7 +14,9 @@ Each part is made ``--count`` times (``--containers`` for runc), measured, then 
   them; ``memcg`` the same in the memory hierarchy alone.
 * ``nft``: the per-ENI chains and set elements of ``FirewallSync.add_enis`` in a router's table.
 * ``runc``: complete containers (busybox httpd behind tini, 16 MiB limit, as ``bench/launch.py``), all in
-  one namespace (the namespace's own cost is ``netns``/``network``), started by ``RuncRuntime``.
+  one namespace (the namespace's own cost is ``netns``/``network``), started by ``RuncRuntime``; a task
+  without task-level limits, so one memory cgroup per container (``/<prefix>/<task>.<name>``).
+  ``runc-limits`` the same with a task-level memory limit (64 MiB): the task's cgroup level as well.
 
 Printed per part and per unit (KiB): MemAvailable fall, Slab, SUnreclaim, Percpu, KernelStack, PageTables,
 the slab caches whose objects in use grew most, and for ``runc`` the superblocks a container's mount
@@ -94,6 +96,7 @@ class Result:
     def line(self) -> str:
         cols = "  ".join(f"{k} {v:8.1f}" for k, v in self.per_unit_kib.items())
         slabs = ", ".join(f"{name} {kib:.1f}" for name, kib in self.top_slabs)
+        cols += f"  memcgs {self.memcgs / self.units:.2f}"
         return f"{self.part:<12} n={self.units:<4} {cols}\n{'':<19}slabs (KiB/unit): {slabs}" + (
             f"\n{'':<19}{self.note}" if self.note else ""
         )
@@ -242,7 +245,7 @@ def part_nft(prefix: str, count: int) -> Result:
     )
 
 
-def part_runc(prefix: str, count: int) -> Result:
+def part_runc(prefix: str, count: int, task_memory: int | None = None) -> Result:
     from taskvpc.agent.drivers import netns
     from taskvpc.agent.images import ImageConfig
     from taskvpc.agent.images.busybox import build_rootfs
@@ -285,6 +288,7 @@ def part_runc(prefix: str, count: int) -> Result:
                 command=("httpd", "-f", "-p", str(20000 + i)),
                 memory=16,
                 init_process_enabled=True,
+                task_memory=task_memory,
             )
             log = str(rt.state_dir / "tasks" / spec.task_id / spec.name / "log")
             handles.append(await rt.start(spec, ns_path, log))
@@ -323,7 +327,7 @@ def part_runc(prefix: str, count: int) -> Result:
         f"; after removal: {left.memcgs - before.memcgs} memcgs of the {after.memcgs - before.memcgs} left"
     )
     note += f", Slab {(left.meminfo['Slab'] - before.meminfo['Slab']) / count:.1f} KiB/unit"
-    return diff("runc", count, before, after, note)
+    return diff("runc" if task_memory is None else "runc-limits", count, before, after, note)
 
 
 def superblocks_note() -> str:
@@ -355,6 +359,7 @@ PARTS: dict[str, Callable[[str, argparse.Namespace], Result]] = {
     "memcg": lambda p, a: part_cgroups(p, a.count, memory_only=True),
     "nft": lambda p, a: part_nft(p, a.count),
     "runc": lambda p, a: part_runc(p, a.containers),
+    "runc-limits": lambda p, a: part_runc(p, a.containers, task_memory=64),
 }
 
 

@@ -43,7 +43,7 @@ from taskvpc.agent.drivers.vxlan import VxlanDriver
 from taskvpc.agent.netplan import Stray
 from taskvpc.agent.overlay import guard_table
 from taskvpc.agent.prefix import cgroup_parent
-from taskvpc.agent.runtime import cgroups
+from taskvpc.agent.runtime import cgroups, oci
 from taskvpc.agent.runtime.procs import alive, cmdline, proc_start_time
 
 SHIM_MARKERS = ("taskvpc-shim", "taskvpc.agent.runtime.shim")
@@ -162,8 +162,9 @@ def scan(scope: Scope) -> Found:
         for top in cgroups.hierarchies(scope.cgroup_root):
             with contextlib.suppress(ValueError):
                 rel = directory.relative_to(top / parent).parts
-                if rel and _cgroup_pids([directory]):
-                    found.task_ids.add(rel[0])
+                task_id = oci.task_of_cgroup(rel)  # (``<task>/<name>``, or ``<task>.<name>`` without limits)
+                if task_id and _cgroup_pids([directory]):
+                    found.task_ids.add(task_id)
     namespace_inodes = set()
     for name in found.namespaces:
         with contextlib.suppress(OSError):

@@ -420,6 +420,43 @@ def test_cpu_memory_and_task_level_limits_are_in_the_cgroup_files(env: Env) -> N
     run(main())
 
 
+def _memory_cgroups(prefix: str) -> list[str]:
+    """Every memory cgroup under the test's parent, relative to it."""
+    hierarchy = Path("/sys/fs/cgroup") if cgroups.is_unified() else Path("/sys/fs/cgroup/memory")
+    top = hierarchy / prefix
+    return sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_dir()) if top.is_dir() else []
+
+
+def test_one_memory_cgroup_per_container_unless_the_task_has_limits(env: Env) -> None:
+    """A task without task-level limits gets no cgroup level of its own (each memory cgroup costs the
+    kernel per superblock on the host); one with them keeps it, holding them."""
+    rt = env.runtime()
+    flat, nested = env.task("flat"), env.task("nest")
+
+    async def main() -> None:
+        app = await rt.start(sh(flat, "app", "exec sleep 300", memory=64), env.netns, env.log(flat, "app"))
+        side = await rt.start(sh(flat, "side", "exec sleep 300"), env.netns, env.log(flat, "side"))
+        limited = sh(nested, "app", "exec sleep 300", task_memory=128)
+        inner = await rt.start(limited, env.netns, env.log(nested, "app"))
+        assert _memory_cgroups(env.prefix) == sorted([f"{flat}.app", f"{flat}.side", nested, f"{nested}/app"])
+        pid = rt.status(app).pid
+        assert f"/{env.prefix}/{flat}.app\n" in Path(f"/proc/{pid}/cgroup").read_text()
+        limit = "memory.max" if cgroups.is_unified() else "memory.limit_in_bytes"
+        memory = Path("/sys/fs/cgroup") if cgroups.is_unified() else Path("/sys/fs/cgroup/memory")
+        assert _read(memory / env.prefix / f"{flat}.app" / limit) == str(64 * MIB)
+        assert _read(memory / env.prefix / nested / limit) == str(128 * MIB)
+        await rt.stop(app, 0)
+        await rt.remove(app)
+        assert _memory_cgroups(env.prefix) == sorted([f"{flat}.side", nested, f"{nested}/app"])
+        for handle in (side, inner):
+            await rt.stop(handle, 0)
+        rt.purge_task(flat)  # (purge without a remove first: it tears the containers down itself)
+        rt.purge_task(nested)
+        assert _task_cgroups(env.prefix) == []  # in no hierarchy
+
+    run(main())
+
+
 def test_readonly_root_filesystem_refuses_writes_but_tmpfs_and_shm_take_them(env: Env) -> None:
     rt = env.runtime()
     task = env.task("ro")

@@ -257,7 +257,9 @@ def test_cpu_shares_are_the_units_with_ecs_s_minimum_of_two(units: int) -> None:
 def test_container_resources_and_cgroup_path() -> None:
     spec = ContainerSpec("task1", "web", cpu=512, memory=256, memory_reservation=128)
     linux = build(spec)["linux"]
-    assert linux["cgroupsPath"] == "/taskvpc/task1/web"
+    assert linux["cgroupsPath"] == "/taskvpc/task1.web"  # no task-level limits: no task cgroup level
+    limited = ContainerSpec("task1", "web", task_memory=512)
+    assert build(limited)["linux"]["cgroupsPath"] == "/taskvpc/task1/web"
     assert linux["resources"]["memory"] == {"limit": 256 * oci.MIB, "reservation": 128 * oci.MIB}
     assert linux["resources"]["cpu"] == {"shares": 512}
     unlimited = build(ContainerSpec("task1", "web"))["linux"]["resources"]

@@ -3,11 +3,13 @@
 runc creates (and ``runc delete`` removes) a container's own cgroup ``/<parent>/<task-id>/<container>``
 and limits only that one; the intermediate ``/<parent>/<task-id>`` it merely creates. The task's
 ``cpu``/``memory`` limits belong on that intermediate cgroup, so the runtime creates it first with its
-limits (:func:`setup_task`) and removes it when the task's last container goes (:func:`remove_task`).
+limits (:func:`setup_task`) and removes it when the task's last container goes (:func:`remove`). A task
+without task-level limits has no such level: its containers' cgroups are ``/<parent>/<task-id>.<name>``
+(``oci.cgroups_path``), one memory cgroup per container rather than two.
 
 * **v1** (a hierarchy per controller under ``/sys/fs/cgroup``): ``memory/<parent>/<task>`` gets
   ``memory.limit_in_bytes``, ``cpu/<parent>/<task>`` ``cpu.cfs_quota_us``/``cpu.cfs_period_us``; runc
-  creates the task directory in the other hierarchies, and :func:`remove_task` removes it from all.
+  creates the task directory in the other hierarchies, and :func:`remove` removes it from all.
 * **v2** (``/sys/fs/cgroup`` is cgroup2): ``<parent>/<task>`` gets ``memory.max`` and ``cpu.max`` after
   the ``cpu``, ``memory`` and ``pids`` controllers are enabled in the parents' ``cgroup.subtree_control``.
 """
@@ -104,11 +106,20 @@ def release_memory(path: str, root: Path = CGROUP_ROOT) -> None:
         if unified:
             current = (directory / "memory.current").read_text().strip()
             if current != "0":
-                (directory / "memory.reclaim").write_text(current)
+                _write_control(directory / "memory.reclaim", current)
         else:
-            (directory / "memory.force_empty").write_text("0")
+            _write_control(directory / "memory.force_empty", "0")
     except OSError:
         pass  # gone already, busy (EBUSY: processes left), EAGAIN (v2: not all reclaimed), no controller
+
+
+def _write_control(path: Path, text: str) -> None:
+    """Write a cgroup's control file, never creating one (a directory without it is no cgroup of ours)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def _rmdir(path: Path) -> None:

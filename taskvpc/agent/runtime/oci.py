@@ -15,8 +15,12 @@ image:
   AMI's Docker default.
 * **cgroups**: ``memory`` -> hard limit, ``memory_reservation`` -> soft limit, ``cpu`` units -> CPU shares
   (0 and 1 become 2, the kernel's minimum, as the ECS agent does: Docker would turn 0 into 1024).
-  ``cgroupsPath`` is ``/<parent>/<task-id>/<container>``; the task-level limits live on the task's cgroup,
-  which the runtime creates (runc only limits a container's own cgroup): :func:`task_cgroup_limits`.
+  ``cgroupsPath`` is ``/<parent>/<task-id>/<container>`` for a task with task-level limits, which live on
+  the task's cgroup the runtime creates (runc only limits a container's own cgroup):
+  :func:`task_cgroup_limits`. A task without them gets no cgroup level of its own, as Docker's containers
+  sit directly under ``/docker`` when ECS sets no task limits: ``/<parent>/<task-id>.<container>``. Each
+  memory cgroup costs the kernel per mounted superblock of the host (its shrinker units, and a walk of
+  every superblock's LRU lists when it goes), so one fewer per task matters at thousands of tasks.
 * **namespaces**: the task's network namespace (by path; None shares the host's, like ``host`` mode), and
   new mount, PID, IPC and UTS namespaces.
 * **mounts**: Docker's ``/proc``, ``/dev``, ``/dev/pts``, ``/dev/shm`` (``shared_memory_size`` MiB, default
@@ -124,6 +128,7 @@ MASKED_PATHS: tuple[str, ...] = (
     "/sys/firmware",
     "/sys/devices/virtual/powercap",
 )
+FIRMWARE = "/sys/firmware"  # masked by a bind mount when it can be (:func:`firmware_mask`)
 READONLY_PATHS: tuple[str, ...] = (
     "/proc/bus",
     "/proc/fs",
@@ -332,8 +337,32 @@ def cpu_shares(cpu_units: int) -> int:
     return min(max(cpu_units, MIN_CPU_SHARES), MAX_CPU_SHARES)
 
 
-def cgroups_path(parent: str, task_id: str, name: str) -> str:
-    return f"/{parent.strip('/')}/{task_id}/{name}"
+def has_task_cgroup(task_cpu: int | None, task_memory: int | None) -> bool:
+    """Whether a task gets a cgroup level of its own: only to hold its task-level limits."""
+    return task_cpu is not None or task_memory is not None
+
+
+def cgroups_path(parent: str, task_id: str, name: str, *, nested: bool) -> str:
+    """A container's cgroup: in its task's (``nested``, see :func:`has_task_cgroup`), else beside it."""
+    if nested:
+        return f"/{parent.strip('/')}/{task_id}/{name}"
+    return f"/{parent.strip('/')}/{task_id}.{name}"
+
+
+def container_cgroup_paths(parent: str, task_id: str, name: str) -> tuple[str, str]:
+    """Both places a container's cgroup can be (for removal, which need not know the task's limits)."""
+    return cgroups_path(parent, task_id, name, nested=True), cgroups_path(parent, task_id, name, nested=False)
+
+
+def task_of_cgroup(rel: Sequence[str]) -> str | None:
+    """The task id of a cgroup given by its path parts below the parent: ``(task, container)`` or
+    ``(task,)`` nested, ``(task.container,)`` flat (container names have no '.', task ids may)."""
+    if not rel:
+        return None
+    if len(rel) > 1:
+        return rel[0]
+    task, dot, _name = rel[0].rpartition(".")
+    return task if dot else rel[0]
 
 
 def task_cgroup_path(parent: str, task_id: str) -> str:
@@ -422,6 +451,21 @@ def default_mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
             "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}k"],
         },
     ]
+
+
+def firmware_mask(
+    empty_dir: str | None, caps: Collection[str], taken: Collection[str]
+) -> list[dict[str, Any]]:
+    """``/sys/firmware`` masked by a read-only bind mount of one shared empty directory, not by the
+    tmpfs runc mounts for a masked directory: no superblock of its own, and each superblock on the host
+    costs every memory cgroup a shrinker slot and its removal a walk of the superblock's LRU lists.
+    (``/proc/acpi`` keeps runc's tmpfs: runc refuses a mount of the spec inside ``/proc`` but on a few
+    files.) Not with ``SYS_ADMIN``: such a container could remount the shared directory
+    writable; nor when a mount of the task definition takes the path."""
+    if not empty_dir or "CAP_SYS_ADMIN" in caps or FIRMWARE in taken:
+        return []
+    options = ["rbind", "rprivate", "ro", "nosuid", "noexec", "nodev"]
+    return [{"destination": FIRMWARE, "type": "bind", "source": empty_dir, "options": options}]
 
 
 def _normal(path: str) -> str:
@@ -515,12 +559,14 @@ def build_spec(
     available_caps: Collection[str] | None = None,
     default_nofile: tuple[int, int] = DEFAULT_NOFILE,
     etc_files: Sequence[tuple[str, str]] = (),
+    empty_dir: str | None = None,
 ) -> dict[str, Any]:
     """The ``config.json`` of ``spec`` run from ``image``; raises :class:`SpecError` (Docker's words).
 
     ``etc_files`` are (destination, host file) pairs bind-mounted read-write, as Docker mounts the
     container's ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf``; a mount of the definition on
-    the same path wins.
+    the same path wins. ``empty_dir`` (an empty, read-only directory of the host) masks
+    ``/sys/firmware``: :func:`firmware_mask`.
     """
     args = process_args(spec, image)
     if spec.init_process_enabled:
@@ -539,11 +585,15 @@ def build_spec(
         namespaces.append({"type": "network", "path": netns_path})
     linux: dict[str, Any] = {
         "namespaces": namespaces,
-        "cgroupsPath": cgroups_path(cgroups_parent, spec.task_id, spec.name),
+        "cgroupsPath": cgroups_path(
+            cgroups_parent, spec.task_id, spec.name, nested=has_task_cgroup(spec.task_cpu, spec.task_memory)
+        ),
         "resources": resources(spec),
     }
+    masks = [] if spec.privileged else firmware_mask(empty_dir, caps, taken)
     if not spec.privileged:
-        linux["maskedPaths"] = list(MASKED_PATHS)
+        masked = {m["destination"] for m in masks}
+        linux["maskedPaths"] = [p for p in MASKED_PATHS if p not in masked]
         linux["readonlyPaths"] = list(READONLY_PATHS)
     return {
         "ociVersion": OCI_VERSION,
@@ -559,6 +609,6 @@ def build_spec(
         },
         "root": {"path": rootfs, "readonly": spec.readonly_root_filesystem},
         "hostname": hostname,
-        "mounts": [m for m in default_mounts(spec) if m["destination"] not in taken] + extra,
+        "mounts": [m for m in default_mounts(spec) if m["destination"] not in taken] + masks + extra,
         "linux": linux,
     }

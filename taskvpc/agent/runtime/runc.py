@@ -33,7 +33,8 @@ Status, wait and adoption after an agent restart are the ``process`` runtime's (
 ``stop`` signals the container's init (SIGTERM; SIGKILL after the timeout), after checking its ``/proc``
 start time; SIGKILL of a PID namespace's init ends every process in it. ``exec`` is ``runc exec``.
 ``remove`` runs ``runc delete --force``, deletes the writable layer (the overlay ended with the shim's
-mount namespace) and, with the task's last container, the task's cgroup. An OOM kill (``oom_kill`` of the container's memory cgroup,
+mount namespace), the container's cgroup and, with the task's last container, the task's cgroup (only a task
+with task-level limits has one: ``oci.has_task_cgroup``). An OOM kill (``oom_kill`` of the container's memory cgroup,
 read by the shim when the init ends) shows as ECS shows it: reason
 ``OutOfMemoryError: Container killed due to memory usage`` and exit code 137.
 """
@@ -256,6 +257,13 @@ class RuncRuntime(ProcessRuntime):
         assert self.oci_runtime is not None
         return [self.oci_runtime, "--root", str(self.runc_root), *args]
 
+    def _empty_dir(self) -> Path:
+        """The empty directory bind-mounted read-only over ``/sys/firmware`` (``oci.firmware_mask``)."""
+        path = self.state_dir / "empty"
+        if not path.is_dir():
+            path.mkdir(mode=0o555, parents=True, exist_ok=True)
+        return path
+
     def _task_cgroup(self, task_id: str) -> str:
         return oci.task_cgroup_path(self.cgroup_parent, task_id)
 
@@ -362,6 +370,7 @@ class RuncRuntime(ProcessRuntime):
                 available_caps=self._caps,
                 default_nofile=self._nofile,
                 etc_files=etc_files,
+                empty_dir=str(self._empty_dir()),
             )
         except oci.SpecError as exc:
             reason = f"CannotCreateContainerError: Error response from daemon: {exc.reason}"
@@ -379,7 +388,7 @@ class RuncRuntime(ProcessRuntime):
             reason = f"CannotStartContainerError: {exc}"
             (directory / "fail_reason").write_text(reason + "\n")
             raise StartError(reason) from None
-        container_path = oci.cgroups_path(self.cgroup_parent, spec.task_id, spec.name)
+        container_path = config["linux"]["cgroupsPath"]
         return {
             "argv": self._runc(
                 "--log",
@@ -521,18 +530,19 @@ class RuncRuntime(ProcessRuntime):
         """Delete runc's container and the writable layer (the container has ended). The overlay went
         with its shim's mount namespace; one on the host is an older agent's, unmounted here."""
         container_id = self._id(directory)
+        paths = oci.container_cgroup_paths(self.cgroup_parent, directory.parent.name, directory.name)
         if self.oci_runtime and (self.runc_root / container_id).exists():
             # before ``runc delete`` removes the cgroup: else its cached pages keep it alive (cgroups.py)
-            cgroups.release_memory(
-                oci.cgroups_path(self.cgroup_parent, directory.parent.name, directory.name)
-            )
+            for path in paths:  # (whichever layout its task had; the other is not there)
+                cgroups.release_memory(path)
             subprocess.run(self._runc("delete", "--force", container_id), capture_output=True, check=False)
         unmount(directory / "rootfs")
         for name in _LAYER_DIRS:
             shutil.rmtree(directory / name, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError, OSError):
             (directory / "rootfs").rmdir()
-        cgroups.remove(oci.cgroups_path(self.cgroup_parent, directory.parent.name, directory.name))
+        for path in paths:
+            cgroups.remove(path)
 
     def _forget(self, directory: Path) -> None:
         for name in _RUNC_FILES:
@@ -540,6 +550,7 @@ class RuncRuntime(ProcessRuntime):
                 (directory / name).unlink()
 
     def _remove_task_cgroup_if_last(self, directory: Path) -> None:
+        """The task's own cgroup level, when its last container goes (a task without limits has none)."""
         siblings = [p for p in directory.parent.glob("*/config.json") if p.parent != directory]
         if not siblings:
             cgroups.remove(self._task_cgroup(directory.parent.name))
