@@ -26,9 +26,10 @@ from taskvpc.cli.config import Credentials
 _PR_SET_PDEATHSIG = 1
 FLOOR_TASK_ENIS = 1024
 # What one awsvpc task costs this host at least, counted against the machine's memory: its network
-# (namespace, veth pair, router port, firewall elements) and a supervised container (runc: ~4.8 MiB
-# measured with a per-container Python shim; bench/density.py).
-TASK_MEMORY_BYTES = 4 << 20
+# (namespace, veth pair, router port, firewall elements) and a supervised container (runc with the C
+# supervisor: 1.3-1.7 MiB of MemAvailable per task at 5,000 running, bench/density.py; the process
+# runtime's Python shims cost ~3.7 MiB, and then the memory itself is the limit, not this estimate).
+TASK_MEMORY_BYTES = 2 << 20
 log = logging.getLogger("taskvpc.up")
 
 

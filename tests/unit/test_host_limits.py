@@ -36,6 +36,6 @@ def meminfo(tmp_path: Path, kib: int) -> str:
 
 
 def test_the_default_task_eni_limit_is_what_the_memory_holds(tmp_path: Path) -> None:
-    assert local_agent.machine_task_enis(meminfo(tmp_path, 24 * 1024 * 1024)) == 6144  # 24 GiB / 4 MiB
+    assert local_agent.machine_task_enis(meminfo(tmp_path, 24 * 1024 * 1024)) == 12288  # 24 GiB / 2 MiB
     assert local_agent.machine_task_enis(meminfo(tmp_path, 1024 * 1024)) == local_agent.FLOOR_TASK_ENIS
     assert local_agent.machine_task_enis(str(tmp_path / "missing")) == local_agent.FLOOR_TASK_ENIS
