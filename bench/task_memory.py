@@ -246,24 +246,13 @@ def part_nft(prefix: str, count: int) -> Result:
 
 
 def part_runc(prefix: str, count: int, task_memory: int | None = None) -> Result:
+    from runc_start import Image, OneImage  # bench/runc_start.py, beside this file
+
     from taskvpc.agent.drivers import netns
     from taskvpc.agent.images import ImageConfig
     from taskvpc.agent.images.busybox import build_rootfs
     from taskvpc.agent.runtime import ContainerHandle, ContainerSpec
     from taskvpc.agent.runtime.runc import RuncRuntime
-
-    @dataclass(frozen=True)
-    class Image:
-        rootfs: Path
-        config: ImageConfig
-        digest: str = ""
-
-    @dataclass(frozen=True)
-    class OneImage:
-        image: Image
-
-        def resolve(self, reference: str) -> Image:
-            return self.image
 
     base = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     ns_name = f"{prefix}-r"

@@ -101,19 +101,27 @@ static void write_atomic(const char *name, const char *text) {
     if (rename(tmp, path) < 0) die(path);
 }
 
-/* Field 22 of /proc/<pid>/stat (start time in clock ticks), -1 when there is no such process. */
-static long long proc_start_time(int pid) {
-    char path[64], data[1024];
+/* /proc/<pid>/stat read into data; returns its fields after the command name (from the state field
+   on), NULL when there is no such process. The name is in parentheses and may hold spaces. */
+static char *proc_stat_fields(int pid, char *data, size_t size) {
+    char path[64];
     snprintf(path, sizeof path, "/proc/%d/stat", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, data, sizeof data - 1);
+    if (fd < 0) return NULL;
+    ssize_t n = read(fd, data, size - 1);
     close(fd);
-    if (n <= 0) return -1;
+    if (n <= 0) return NULL;
     data[n] = 0;
     char *p = strrchr(data, ')');
+    if (!p || !p[1] || !p[2]) return NULL;
+    return p + 2;
+}
+
+/* Field 22 of /proc/<pid>/stat (start time in clock ticks), -1 when there is no such process. */
+static long long proc_start_time(int pid) {
+    char data[1024];
+    char *p = proc_stat_fields(pid, data, sizeof data);
     if (!p) return -1;
-    p += 2; /* the state field */
     for (int field = 0; field < 19; field++) {
         p = strchr(p, ' ');
         if (!p) return -1;
@@ -123,17 +131,10 @@ static long long proc_start_time(int pid) {
 }
 
 static int proc_ppid(int pid) {
-    char path[64], data[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, data, sizeof data - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    data[n] = 0;
-    char *p = strrchr(data, ')');
-    if (!p || !p[1] || !p[2] || !p[3]) return -1;
-    return atoi(p + 4); /* ") S ppid" */
+    char data[1024];
+    char *p = proc_stat_fields(pid, data, sizeof data);
+    if (!p || !p[0] || !p[1]) return -1;
+    return atoi(p + 2); /* "S ppid" */
 }
 
 static void load_spec(struct spec *spec) {
