@@ -13,15 +13,16 @@ from tests.unit.test_netplan import FakeDriver
 
 def test_ten_tasks_starting_together_share_reconciles_and_all_get_their_networks() -> None:
     async def body(plane: DataPlane, driver: FakeDriver, loader: Loader) -> None:
-        await plane.reconcile()
-        before = plane.reconciles
+        await plane.ensure_task(task(3))  # the router and its firewall table are there
+        before, loads = plane.reconciles, len(loader.batches)
         await asyncio.gather(*(plane.ensure_task(task(n)) for n in range(10, 20)))
-        assert set(driver.tasks) == {f"t{n}" for n in range(10, 20)}
-        assert plane.reconciles - before <= 2  # the first, then one for all that waited behind it
+        assert set(driver.tasks) == {"t3", *(f"t{n}" for n in range(10, 20))}
+        assert plane.reconciles - before == 1  # one for all (not the first alone, then the others)
+        assert len(loader.batches) == loads + 1  # so one firewall transaction for the ten ENIs
         before = plane.reconciles
         await asyncio.gather(*(plane.remove_task(f"t{n}") for n in range(10, 20)))
-        assert driver.tasks == {}
-        assert plane.reconciles - before <= 2
+        assert set(driver.tasks) == {"t3"}
+        assert plane.reconciles - before == 1
 
     run(body)
 
