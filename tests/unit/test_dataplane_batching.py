@@ -4,6 +4,7 @@ with how many tasks start at once (each reconcile plans every wanted task)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from taskvpc.agent import netplan
 from taskvpc.agent.dataplane import DataPlane
@@ -72,5 +73,34 @@ def test_networks_made_or_removed_in_one_reconcile_share_one_firewall_transactio
         assert calls_at_load[-1] == len(driver.calls)
         assert sorted(ip for _, ip in loader.forgotten) == sorted(f"172.31.0.{n}" for n in range(10, 20))
         assert netplan.eni_port(CFG, f"eni-{3:017x}") not in loader.batches[-1][1]
+
+    run(body)
+
+
+def test_tasks_sharing_a_reconcile_all_return_in_the_same_turn_of_the_loop() -> None:
+    # Queued on the lock, they passed it one per turn, each behind whatever the earlier ones did next in
+    # the loop (a container start's synchronous part): the tenth task's network was late by nine of them.
+    async def body(plane: DataPlane, driver: FakeDriver, loader: Loader) -> None:
+        await plane.ensure_task(task(3))
+        turns = 0
+        returned: list[int] = []
+
+        async def ticker() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        async def start(n: int) -> None:
+            await plane.ensure_task(task(n))
+            returned.append(turns)
+            time.sleep(0.002)  # the container start the network was for, in the loop's thread
+
+        ticking = asyncio.ensure_future(ticker())
+        try:
+            await asyncio.gather(*(start(n) for n in range(10, 20)))
+        finally:
+            ticking.cancel()
+        assert len(returned) == 10 and max(returned) - min(returned) <= 1, returned
 
     run(body)
