@@ -11,7 +11,9 @@ those not above ``--tasks``) the ramp pauses and ``--batches`` batches of 10 are
 other: RunTask(count=10) until DescribeTasks says all ten RUNNING (the ten stay). Measured there too:
 the agent's and the server's RSS and the CPU they used per task started since the previous checkpoint,
 the machine's MemAvailable, the shims' proportional set size (PSS), and the size of the agent's
-desired-state answer (a full one, ``after=0``, and a delta since the previous generation).
+desired-state answer (a full one, ``after=0``, and a delta since the previous generation), and the
+median of each start phase of the batches' tasks (``start_phases_ms``, from the agent's ``start phases``
+log lines: ``agent/starttiming.py``).
 At the end ``--stop`` tasks are stopped (StopTask from 4 threads) and timed until DescribeTasks says
 STOPPED and until their namespaces are gone; then everything is stopped and drained, the server stops,
 and the host is checked for anything left of the prefix (namespaces, links, mounts, cgroups, processes).
