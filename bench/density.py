@@ -256,12 +256,22 @@ def start_phases(log: Path, batches: list[tuple[float, float, list[str]]]) -> di
     """Median milliseconds per start phase of the batches' tasks, from the agent's ``start phases`` lines
     (``agent/starttiming.py``) in ``taskvpc up``'s log; ``batches``: (RunTask sent, all RUNNING seen, ARNs)
     as epoch seconds. ``seen_ms``: RunTask sent -> the agent's worker made (the call, the agent's poll);
-    ``describe_ms``: the agent's RUNNING report acknowledged -> the batch seen RUNNING (the last task's)."""
+    ``describe_ms``: the agent's RUNNING report acknowledged -> the batch seen RUNNING (the last task's).
+    ``runtime_spawn_ms`` / ``runtime_ready_ms``: a container start's own parts (the agent's checks, files
+    and the shim's fork / the shim until it said ok: ``runc`` and the kernel), per container."""
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return {}
     by_arn = {f["task_arn"]: f for f in map(starttiming.parse, lines) if f and "task_arn" in f}
+    # the runtime's parts of each container start (agent/runtime/process.py), by task id
+    runtime: dict[str, list[tuple[float, float]]] = {}
+    for line in lines:
+        _, found_start, rest = line.partition("container start container=")
+        if found_start and " spawn_ms=" in rest:
+            fields = dict(p.split("=", 1) for p in ("container=" + rest).split() if "=" in p)
+            task_id = Path(fields["container"]).parent.name
+            runtime.setdefault(task_id, []).append((float(fields["spawn_ms"]), float(fields["ready_ms"])))
     phases: dict[str, list[float]] = {}
     for sent, seen_running, arns in batches:
         found = [by_arn[arn] for arn in arns if arn in by_arn]
@@ -271,6 +281,9 @@ def start_phases(log: Path, batches: list[tuple[float, float, list[str]]]) -> di
             for key, value in fields.items():
                 if key.endswith("_ms"):
                     phases.setdefault(key, []).append(float(value))
+            for spawn, ready in runtime.get(fields["task_arn"].rsplit("/", 1)[-1], []):
+                phases.setdefault("runtime_spawn_ms", []).append(spawn)
+                phases.setdefault("runtime_ready_ms", []).append(ready)
             phases.setdefault("seen_ms", []).append((float(fields["seen_at"]) - sent) * 1000)
         last_ack = max(float(f["seen_at"]) + float(f["total_ms"]) / 1000 for f in found)
         phases.setdefault("describe_ms", []).append((seen_running - last_ack) * 1000)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from taskvpc.agent import starttiming
+from taskvpc.agent.runtime import process
 from taskvpc.agent.starttiming import StartTiming
 from tests.unit.test_agent_engine import Harness, container, harness_test
 
@@ -70,11 +71,15 @@ class Lines(logging.Handler):
 
 @harness_test
 async def test_the_engine_logs_a_new_tasks_phases_once_it_is_running(h: Harness) -> None:
-    lines = Lines()
+    lines, runtime_parts = Lines(), Lines()
     logger = logging.getLogger(starttiming.__name__)
     logger.addHandler(lines)
     level = logger.level
     logger.setLevel(logging.INFO)
+    runtime_logger = logging.getLogger(process.__name__)  # each container start's own parts
+    runtime_logger.addHandler(runtime_parts)
+    runtime_level = runtime_logger.level
+    runtime_logger.setLevel(logging.INFO)
     try:
         await h.start_agent()
         arn = await h.server.run_task(
@@ -90,6 +95,8 @@ async def test_the_engine_logs_a_new_tasks_phases_once_it_is_running(h: Harness)
     finally:
         logger.removeHandler(lines)
         logger.setLevel(level)
+        runtime_logger.removeHandler(runtime_parts)
+        runtime_logger.setLevel(runtime_level)
     parsed = [starttiming.parse(line) for line in lines.lines]
     assert len(parsed) == 1, lines.lines  # one line per start, none for the stop
     fields = parsed[0]
@@ -99,3 +106,12 @@ async def test_the_engine_logs_a_new_tasks_phases_once_it_is_running(h: Harness)
     assert 0 < phases["runtime_start_ms"] <= phases["containers_ms"]
     parts = phases["network_ms"] + phases["containers_ms"] + phases["report_ms"]
     assert abs(parts - phases["total_ms"]) < 0.5 and phases["total_ms"] < 5000
+    starts = [line for line in runtime_parts.lines if line.startswith("container start ")]
+    assert sorted(line.split("container=")[1].split()[0].rsplit("/", 1)[1] for line in starts) == [
+        "side",
+        "web",
+    ]
+    for line in starts:
+        fields = dict(p.split("=", 1) for p in line.split() if "=" in p)
+        spawn, ready = float(fields["spawn_ms"]), float(fields["ready_ms"])
+        assert spawn > 0 and ready > 0 and spawn + ready <= phases["runtime_start_ms"] + 1
