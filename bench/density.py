@@ -11,7 +11,9 @@ those not above ``--tasks``) the ramp pauses and ``--batches`` batches of 10 are
 other: RunTask(count=10) until DescribeTasks says all ten RUNNING (the ten stay). Measured there too:
 the agent's and the server's RSS and the CPU they used per task started since the previous checkpoint,
 the machine's MemAvailable, the shims' proportional set size (PSS), and the size of the agent's
-desired-state answer (a full one, ``after=0``, and a delta since the previous generation).
+desired-state answer (a full one, ``after=0``, and a delta since the previous generation), and the
+median of each start phase of the batches' tasks (``start_phases_ms``, from the agent's ``start phases``
+log lines: ``agent/starttiming.py``).
 At the end ``--stop`` tasks are stopped (StopTask from 4 threads) and timed until DescribeTasks says
 STOPPED and until their namespaces are gone; then everything is stopped and drained, the server stops,
 and the host is checked for anything left of the prefix (namespaces, links, mounts, cgroups, processes).
@@ -42,6 +44,7 @@ import launch  # bench/launch.py, beside this file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from taskvpc.agent import starttiming  # noqa: E402
 from taskvpc.agent.client import AgentClient, AgentCredentials  # noqa: E402
 
 BATCH = 10
@@ -249,20 +252,66 @@ class Probe:
         return out
 
 
-def checkpoint(ecs: Any, network: dict[str, Any], running: list[str], batches: int) -> dict[str, Any]:
-    seconds, calls = [], []
+def start_phases(log: Path, batches: list[tuple[float, float, list[str]]]) -> dict[str, float]:
+    """Median milliseconds per start phase of the batches' tasks, from the agent's ``start phases`` lines
+    (``agent/starttiming.py``) in ``taskvpc up``'s log; ``batches``: (RunTask sent, all RUNNING seen, ARNs)
+    as epoch seconds. ``seen_ms``: RunTask sent -> the agent's worker made (the call, the agent's poll);
+    ``describe_ms``: the agent's RUNNING report acknowledged -> the batch seen RUNNING (the last task's).
+    ``runtime_spawn_ms`` / ``runtime_ready_ms``: a container start's own parts (the agent's checks, files
+    and the shim's fork / the shim until it said ok: ``runc`` and the kernel), per container."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    by_arn = {f["task_arn"]: f for f in map(starttiming.parse, lines) if f and "task_arn" in f}
+    # the runtime's parts of each container start (agent/runtime/process.py), by task id
+    runtime: dict[str, list[tuple[float, float]]] = {}
+    for line in lines:
+        _, found_start, rest = line.partition("container start container=")
+        if found_start and " spawn_ms=" in rest:
+            fields = dict(p.split("=", 1) for p in ("container=" + rest).split() if "=" in p)
+            task_id = Path(fields["container"]).parent.name
+            runtime.setdefault(task_id, []).append((float(fields["spawn_ms"]), float(fields["ready_ms"])))
+    phases: dict[str, list[float]] = {}
+    for sent, seen_running, arns in batches:
+        found = [by_arn[arn] for arn in arns if arn in by_arn]
+        if not found:
+            continue
+        for fields in found:
+            for key, value in fields.items():
+                if key.endswith("_ms"):
+                    phases.setdefault(key, []).append(float(value))
+            for spawn, ready in runtime.get(fields["task_arn"].rsplit("/", 1)[-1], []):
+                phases.setdefault("runtime_spawn_ms", []).append(spawn)
+                phases.setdefault("runtime_ready_ms", []).append(ready)
+            phases.setdefault("seen_ms", []).append((float(fields["seen_at"]) - sent) * 1000)
+        last_ack = max(float(f["seen_at"]) + float(f["total_ms"]) / 1000 for f in found)
+        phases.setdefault("describe_ms", []).append((seen_running - last_ack) * 1000)
+    return {key: round(statistics.median(values), 1) for key, values in sorted(phases.items())}
+
+
+def checkpoint(
+    ecs: Any, network: dict[str, Any], running: list[str], batches: int, log: Path | None = None
+) -> dict[str, Any]:
+    seconds, calls, timed = [], [], []
     for _ in range(batches):
+        sent = time.time()
         started = time.perf_counter()
         arns, call = run_batch(ecs, network)
         wait_running(ecs, arns)
         seconds.append(time.perf_counter() - started)
+        timed.append((sent, time.time(), arns))
         calls.append(call * 1000)
         running += arns
-    return {
+    out: dict[str, Any] = {
         "batch_to_running_s": statistics.median(seconds),
         "batch_to_running_s_all": seconds,
         "run_task_ms": statistics.median(calls),
     }
+    if log is not None:
+        time.sleep(0.2)  # the log lines of the last acknowledgements are flushed
+        out["start_phases_ms"] = start_phases(log, timed)
+    return out
 
 
 def stop_all(ecs: Any, arns: list[str]) -> None:
@@ -382,7 +431,7 @@ def main() -> int:
                     print(f"ramp stopped at {len(running)} running: {why}", flush=True)
                     break
                 sample = probe.sample(len(running))
-                sample.update(checkpoint(ecs, network, running, args.batches))
+                sample.update(checkpoint(ecs, network, running, args.batches, Path(tmp) / "server.log"))
                 try:
                     sample["desired_bytes"] = desired_bytes(port, instance_id)
                 except Exception as exc:  # a measurement's failure must not lose the others

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -83,6 +83,7 @@ class DataPlane:
         self.reconciles = 0
         self.planned_tasks = 0  # tasks the plans held (a full plan: every wanted task; else the changed)
         self._lock = asyncio.Lock()
+        self._released = asyncio.Event()  # set (and replaced) whenever the lock's holder lets go
         self._change = 0  # counts ensure_task/remove_task changes of the wanted tasks
         self._reconciled_change = 0  # the last change a finished reconcile had in its plan
 
@@ -222,25 +223,45 @@ class DataPlane:
 
     # -- reconcile ---------------------------------------------------------------------------------
 
-    async def observe(self) -> netplan.ObservedNetwork:
+    @contextlib.asynccontextmanager
+    async def _held(self) -> AsyncIterator[None]:
+        """The lock; its release wakes every ``_reconcile_since`` waiting for the holder to finish."""
         async with self._lock:
+            try:
+                yield
+            finally:
+                self._released.set()
+                self._released = asyncio.Event()
+
+    async def observe(self) -> netplan.ObservedNetwork:
+        async with self._held():
             known = self.known = await self.call(self.driver.observe)
             return known
 
     async def _reconcile_since(self, change: int) -> None:
         """A reconcile that began after change ``change`` of the wanted tasks: one that already ran while
-        we waited for the lock counts (tasks starting or stopping together share one reconcile)."""
-        async with self._lock:
-            if self._reconciled_change >= change:
+        we waited counts (tasks starting or stopping together share one reconcile)."""
+        # one turn of the loop first: the other tasks of the same answer, whose workers run in this turn
+        # too, want theirs before the plan is made. Else the first planned alone and the rest waited for
+        # it: two reconciles (two firewall transactions, each longer the more ENIs the host has) per batch
+        await asyncio.sleep(0)
+        while self._reconciled_change < change:
+            if self._lock.locked():
+                # wait for the holder's end, all of us at once: queued on the lock we would pass it one
+                # per turn of the loop, each behind the container starts the earlier ones began
+                await self._released.wait()
+                continue
+            async with self._held():
+                if self._reconciled_change < change:
+                    await self._reconcile()
                 return
-            await self._reconcile()
 
     def _changed(self) -> int:
         self._change += 1
         return self._change
 
     async def reconcile(self) -> netplan.ApplyReport:
-        async with self._lock:
+        async with self._held():
             return await self._reconcile()
 
     async def _reconcile(self) -> netplan.ApplyReport:

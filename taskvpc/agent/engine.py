@@ -51,6 +51,7 @@ from taskvpc.agent.runtime import (
     error_text,
 )
 from taskvpc.agent.runtime.health import HealthMonitor
+from taskvpc.agent.starttiming import StartTiming
 from taskvpc.agent.taskresource import BridgedNetwork, NetworkResource, ResourceContext, TaskResources
 from taskvpc.agent.volumes import remove_task_volumes
 from taskvpc.agentapi.answer import DesiredState as DesiredState
@@ -114,6 +115,7 @@ class TaskWorker:
     handles: dict[str, ContainerHandle] = field(default_factory=dict)
     netns_path: str | None = None
     entry: tp.DesiredTask | None = None  # the desired-state entry last handed to update()
+    timing: StartTiming | None = None  # a new task's start phases, logged once RUNNING is acknowledged
 
     def __post_init__(self) -> None:
         self.wake = asyncio.Event()
@@ -202,6 +204,8 @@ class TaskWorker:
         self._spawn(self._remove_resources())
 
     def _on_report(self, action: tp.Report) -> None:
+        if self.timing is not None and action.report.known_status == tp.TaskView.RUNNING.value:
+            self.timing.running_reported()
         self.engine.reporter.submit(action.report, self._acked)
 
     def _on_begin_stop(self, action: tp.BeginStop) -> None:
@@ -214,6 +218,9 @@ class TaskWorker:
         log.info("known %s", kv(task_arn=self.arn, known=action.status.value))
 
     def _acked(self, report: tp.TaskReport) -> None:
+        if self.timing is not None and report.known_status == tp.TaskView.RUNNING.value:
+            self.timing.log_acked(self.arn)
+            self.timing = None
         if report.known_status == tp.TaskView.STOPPED.value and not self.known.stopped_acked:
             self.known = replace(self.known, stopped_acked=True)
             self.wake.set()
@@ -249,6 +256,8 @@ class TaskWorker:
             network.netns_path if isinstance(network, NetworkResource | BridgedNetwork) else None
         )
         self.known = tp.network_ready(self.known)
+        if self.timing is not None:
+            self.timing.network_ready()
 
     async def _remove_resources(self) -> None:
         """The planner's ``RemoveNetwork``: every task resource, in reverse, once the containers stopped."""
@@ -286,6 +295,7 @@ class TaskWorker:
     async def _start(self, name: str) -> None:
         runtime = self.engine.runtime
         log_path = str(container_dir(runtime.state_dir, self.desired.task_id, name) / "log")
+        began = time.monotonic()
         try:
             handle = await runtime.start(self._container_spec(name), self.netns_path, log_path)
         except StartError as exc:
@@ -301,6 +311,8 @@ class TaskWorker:
             self.known = tp.container_start_failed(self.known, name, reason)
             return
         self.handles[name] = handle
+        if self.timing is not None:
+            self.timing.container_started(name, time.monotonic() - began)
         state = runtime.status(handle)
         started_at = state.started_at or self.engine.clock()
         self.known = tp.image_pulled(self.known, state.pull_started_at, state.pull_stopped_at)
@@ -559,7 +571,8 @@ class Engine:
                     worker.update(desired)
             else:
                 log.info("new task %s", kv(task_arn=desired.arn, desired=desired.desired_status.value))
-                self._start_worker(TaskWorker(self, desired, tp.KnownTask(desired.arn)))
+                worker = TaskWorker(self, desired, tp.KnownTask(desired.arn), timing=StartTiming.begin())
+                self._start_worker(worker)
 
     def stop_all(self) -> None:
         for worker in self.workers.values():

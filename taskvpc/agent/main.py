@@ -52,7 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from taskvpc.agent import instance_config, limits, logshipper as logship, netplan
+from taskvpc.agent import gctune, instance_config, limits, logshipper as logship, netplan
 from taskvpc.agent.apirelay import ApiRelay
 from taskvpc.agent.client import AgentApiError, AgentClient, AgentCredentials, CredentialsLike
 from taskvpc.agent.desiredview import DesiredView
@@ -634,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             host_access=not args.no_host_access,
             cpu=args.cpu,
             memory=args.memory,
+            ready=lambda _: gctune.settle_after_startup(),  # what adoption made lives on: freeze it
         )
 
     try:

@@ -216,6 +216,7 @@ class Stopper:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from taskvpc.agent.gctune import settle_after_startup
     from taskvpc.api.app import ControlPlane, Settings
     from taskvpc.api.asgi import Application
     from taskvpc.api.limits import Limits
@@ -330,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
             stopper.request(early[0])
         await server.serve(sockets=[listener])
 
+    settle_after_startup()  # the app, its tables and compiled statements live on: no collection walks them
     try:
         import uvloop
 

@@ -309,6 +309,7 @@ class ProcessRuntime:
         }
 
     async def start(self, spec: ContainerSpec, netns_path: str | None, log_path: str) -> ContainerHandle:
+        prepared = time.monotonic()
         directory = self._dir(spec)
         handle = ContainerHandle(spec.task_id, spec.name)
         if directory.exists():
@@ -330,6 +331,7 @@ class ProcessRuntime:
             os.close(write_fd)
         self._children[str(directory)] = child
         began = time.monotonic()
+        spawn = began - prepared
         try:
             async with asyncio.timeout(self.start_timeout):
                 message = await _read_all(read_fd)
@@ -351,6 +353,14 @@ class ProcessRuntime:
         if took > SLOW_START:
             log.warning("slow container start container=%s seconds=%.2f", directory, took)
         if message.startswith("ok"):
+            # the start's parts (agent/starttiming.py has the task's): ours (checks, files, the shim's fork),
+            # then the shim's own work until it says ok (``runc``'s and the kernel's)
+            log.info(
+                "container start container=%s spawn_ms=%.1f ready_ms=%.1f",
+                directory,
+                spawn * 1000,
+                took * 1000,
+            )
             return handle
         await asyncio.shield(self._kill_half_started(directory, child))
         if message.startswith("err ") and message[4:].strip():
