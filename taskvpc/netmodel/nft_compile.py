@@ -9,10 +9,11 @@
 * :func:`render_group_chains`: flush and refill one group's two chains (a rule authorized, revoked or
   modified): the cost follows the group's rules, not the number of ENIs carrying it. The sets its rules
   reference are created if missing and filled with the model's current members.
-* :func:`render_eni_chains`: flush and refill one ENI's two chains (jumps to its groups' chains) and
-  (re)register it in the maps and sets (the task starting, its groups modified); by default its groups'
-  chains too.
-* :func:`render_eni_delete`: remove one ENI (task stopped): map/set elements, then its chains;
+* :func:`render_eni_chains`: flush and refill the two chains one ENI's port jumps to (its combination's
+  jumps to its groups' chains, ``firewall_ir.eni_targets``) and (re)register it in the maps and sets (the
+  task starting, its groups modified); by default its groups' chains too.
+* :func:`render_eni_delete`: remove one ENI (task stopped): map/set elements, then its own chains if it
+  has any (a combination's chains are shared: :func:`render_chains_delete` when the last user goes);
   :func:`render_group_delete`: a group no ENI carries any more.
 
 Every batch is one nft transaction: it applies entirely or not at all.
@@ -27,6 +28,7 @@ from taskvpc.netmodel.firewall_ir import (
     EGRESS_MAP,
     ENI_ADDRS,
     INGRESS_MAP,
+    SELF_PORTS,
     TASK_PORTS,
     Chain,
     EniPort,
@@ -37,6 +39,7 @@ from taskvpc.netmodel.firewall_ir import (
     TraceStep,
     VerdictMap,
     eni_chains,
+    eni_targets,
     group_chains,
     group_in_chain,
     group_out_chain,
@@ -56,16 +59,9 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _element(parts: tuple[str, ...]) -> str:
-    return " . ".join(_q(p) if i == 0 and not _is_addr(p) else p for i, p in enumerate(parts))
-
-
-def _is_addr(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+def _element(parts: tuple[str, ...], type_: str) -> str:
+    kinds = type_.split(" . ")
+    return " . ".join(_q(p) if kind == "ifname" else p for kind, p in zip(kinds, parts, strict=True))
 
 
 def rule_text(rule: NftRule) -> str:
@@ -110,6 +106,8 @@ def rule_text(rule: NftRule) -> str:
         out.append(f"meta l4proto {_PROTO_NAMES.get(rule.l4proto, str(rule.l4proto))}")
     if rule.source_binding is not None:
         out.append(f"iifname . ip saddr . ether saddr @{rule.source_binding}")
+    if rule.if_pair_set is not None:
+        out.append(f"iifname . oifname @{rule.if_pair_set}")
     if rule.log is not None:
         log = rule.log
         if '"' in log.prefix or "\\" in log.prefix:
@@ -146,7 +144,7 @@ def trace_text(ruleset: Ruleset, trace: Sequence[TraceStep]) -> list[str]:
 def _set_block(s: NamedSet) -> list[str]:
     lines = [f"\tset {s.name} {{", f"\t\ttype {s.type}"]
     if s.elements:
-        lines.append("\t\telements = { " + ", ".join(_element(e) for e in s.elements) + " }")
+        lines.append("\t\telements = { " + ", ".join(_element(e, s.type) for e in s.elements) + " }")
     lines.append("\t}")
     return lines
 
@@ -216,13 +214,31 @@ def _find(model: FirewallModel, eni_id: str) -> EniPort:
     raise KeyError(eni_id)
 
 
-def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
+def _map_elements(table: str, eni: EniPort, verb: str) -> list[str]:
+    """The ENI's port in the verdict maps, jumping to its target chains (which must exist)."""
+    out_name, in_name = eni_targets(eni)
     return [
-        f"{verb} element inet {table} {EGRESS_MAP} {{ {_q(eni.port)} : jump {out_chain(eni.eni_id)} }}",
-        f"{verb} element inet {table} {INGRESS_MAP} {{ {_q(eni.port)} : jump {in_chain(eni.eni_id)} }}",
-        f"{verb} element inet {table} {TASK_PORTS} {{ {_q(eni.port)} }}",
-        f"{verb} element inet {table} {ENI_ADDRS} {{ {_q(eni.port)} . {eni.ip} . {eni.mac.lower()} }}",
+        f"{verb} element inet {table} {EGRESS_MAP} {{ {_q(eni.port)} : jump {out_name} }}",
+        f"{verb} element inet {table} {INGRESS_MAP} {{ {_q(eni.port)} : jump {in_name} }}",
     ]
+
+
+def _set_elements(table: str, eni: EniPort, verb: str) -> list[str]:
+    port = _q(eni.port)
+    return [
+        f"{verb} element inet {table} {TASK_PORTS} {{ {port} }}",
+        f"{verb} element inet {table} {ENI_ADDRS} {{ {port} . {eni.ip} . {eni.mac.lower()} }}",
+        f"{verb} element inet {table} {SELF_PORTS} {{ {port} . {port} }}",
+    ]
+
+
+def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
+    return _map_elements(table, eni, verb) + _set_elements(table, eni, verb)
+
+
+def _unmap(table: str, eni: EniPort) -> list[str]:
+    """Take the ENI's port out of the verdict maps (safe if absent: added first, its chains must exist)."""
+    return _map_elements(table, eni, "add") + _map_elements(table, eni, "delete")
 
 
 def _referenced_sets(model: FirewallModel, group_ids: Sequence[str]) -> list[str]:
@@ -263,24 +279,35 @@ def render_group_chains(model: FirewallModel, group_id: str) -> str:
 
 def render_group_delete(table: str, group_id: str) -> str:
     """Remove a group's chains (no ENI may jump to them any more; safe if already gone)."""
+    return render_chains_delete(table, (group_out_chain(group_id), group_in_chain(group_id)))
+
+
+def render_chains_delete(table: str, names: Sequence[str]) -> str:
+    """Remove chains nothing jumps to any more (safe if already gone)."""
     lines: list[str] = []
-    for name in (group_out_chain(group_id), group_in_chain(group_id)):
+    for name in names:
         lines.append(f"add chain inet {table} {name}")
         lines.append(f"flush chain inet {table} {name}")
         lines.append(f"delete chain inet {table} {name}")
     return "\n".join(lines) + "\n"
 
 
-def render_eni_chains(model: FirewallModel, eni_id: str, *, with_groups: bool = True) -> str:
+def render_eni_chains(
+    model: FirewallModel, eni_id: str, *, with_groups: bool = True, previous: EniPort | None = None
+) -> str:
     """Flush and refill ``out_<eni>``/``in_<eni>`` and register the ENI in the maps and sets.
 
     The table (from :func:`render`) must exist. ``with_groups``: also (re)load the chains of the ENI's
     groups (needed when one of them is new to the table; :mod:`nft_update` loads those itself). Group
     membership of the ENI's own address is not changed here: pair with :func:`render_member_update`.
+    ``previous``: the ENI as loaded, when its groups or logging changed: its port is taken out of the
+    maps first (a map element cannot be re-added pointing elsewhere). Its old target chains stay.
     """
     eni = _find(model, eni_id)
     t = model.table
     lines: list[str] = []
+    if previous is not None and eni_targets(previous) != eni_targets(eni):
+        lines.extend(_unmap(t, previous))
     groups = list(dict.fromkeys(eni.group_ids))
     if with_groups:
         lines.extend(_referenced_sets(model, groups))
@@ -295,14 +322,12 @@ def render_eni_chains(model: FirewallModel, eni_id: str, *, with_groups: bool = 
     return "\n".join(lines) + "\n"
 
 
-def render_eni_delete(table: str, eni: EniPort) -> str:
-    """Remove one ENI: its map and set elements, then its chains (safe if parts are already gone)."""
-    lines: list[str] = []
-    for name in (out_chain(eni.eni_id), in_chain(eni.eni_id)):
-        lines.append(f"add chain inet {table} {name}")
+def render_eni_delete(table: str, eni: EniPort, *, own_chains: bool = True) -> str:
+    """Remove one ENI: its map and set elements (safe if already gone), then, if ``own_chains`` and it
+    has chains of its own (its REJECTs logged), those. A combination's shared chains stay."""
+    lines = [f"add chain inet {table} {name}" for name in eni_targets(eni)]
     lines.extend(_registrations(table, eni, "add"))
     lines.extend(_registrations(table, eni, "delete"))
-    for name in (out_chain(eni.eni_id), in_chain(eni.eni_id)):
-        lines.append(f"flush chain inet {table} {name}")
-        lines.append(f"delete chain inet {table} {name}")
+    if own_chains and eni.log_rejects:
+        lines.extend(render_chains_delete(table, eni_targets(eni)).splitlines())
     return "\n".join(lines) + "\n"

@@ -8,8 +8,10 @@ writes only what differs, in an order nft accepts within one transaction:
 2. group member addresses that changed: :func:`render_member_update`, one group at a time;
 3. groups newly carried, or whose compiled chains differ: :func:`render_group_chains` (one group's rules,
    however many ENIs carry it);
-4. ENIs that are new, or whose groups or reject logging changed: :func:`render_eni_chains` (jumps only);
-5. groups no ENI carries any more: :func:`render_group_delete` (after the jumps to them are gone).
+4. ENIs that are new, or whose groups or reject logging changed: :func:`render_eni_chains` (their target
+   chains, jumps only, and their elements; a changed ENI's map elements are taken out first, in step 1);
+5. target chains (a combination's, a logging ENI's own) no ENI jumps to any more, then groups no ENI
+   carries any more: :func:`render_chains_delete`, :func:`render_group_delete` (after the jumps are gone).
 
 Deletions come first so an address handed from a stopped task to a new one never sits in a set twice.
 With no previous model (first load, agent restart, a failed incremental batch), or a change of what the
@@ -24,11 +26,14 @@ from taskvpc.netmodel.firewall_ir import (
     FirewallModel,
     carried_groups,
     compile_ir,
+    eni_targets,
     group_chains,
     group_members,
 )
 from taskvpc.netmodel.nft_compile import (
+    _unmap,
     render,
+    render_chains_delete,
     render_eni_chains,
     render_eni_delete,
     render_group_chains,
@@ -62,7 +67,9 @@ def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
     parts: list[str] = []
     for eni_id, eni in before.items():
         if eni_id not in after or not _same_identity(eni, after[eni_id]):
-            parts.append(render_eni_delete(old.table, eni))
+            parts.append(render_eni_delete(old.table, eni, own_chains=False))
+        elif eni_targets(eni) != eni_targets(after[eni_id]):
+            parts.append("\n".join(_unmap(old.table, eni)) + "\n")
     old_members, new_members = group_members(old), group_members(new)
     for gid in sorted(set(old_members) | set(new_members)):
         was, now = set(old_members.get(gid, ())), set(new_members.get(gid, ()))
@@ -84,6 +91,9 @@ def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
             or (previous.group_ids, previous.log_rejects) != (eni.group_ids, eni.log_rejects)
         ):
             parts.append(render_eni_chains(new, eni_id, with_groups=False))
+    targets_left = {t for e in old.enis for t in eni_targets(e)} - {t for e in new.enis for t in eni_targets(e)}
+    if targets_left:
+        parts.append(render_chains_delete(new.table, sorted(targets_left)))
     for gid in sorted(old_carried - set(new_carried)):
         parts.append(render_group_delete(new.table, gid))
     return "".join(parts)
