@@ -22,7 +22,7 @@ Every batch is one nft transaction: it applies entirely or not at all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from taskvpc.netmodel.firewall_ir import (
     EGRESS_MAP,
@@ -36,8 +36,10 @@ from taskvpc.netmodel.firewall_ir import (
     NamedSet,
     NftRule,
     Ruleset,
+    Target,
     TraceStep,
     VerdictMap,
+    dispatch_chains,
     eni_chains,
     eni_targets,
     group_chains,
@@ -73,6 +75,8 @@ def rule_text(rule: NftRule) -> str:
         out.append(f"oifname {_q(rule.oif)}")
     if rule.iif_set is not None:
         out.append(f"iifname @{rule.iif_set}")
+    if rule.oif_set is not None:
+        out.append(f"oifname @{rule.oif_set}")
     if rule.ct_states is not None:
         out.append("ct state " + ",".join(sorted(rule.ct_states)))
     if rule.not_l4protos is not None:
@@ -214,12 +218,15 @@ def _find(model: FirewallModel, eni_id: str) -> EniPort:
     raise KeyError(eni_id)
 
 
-def _map_elements(table: str, eni: EniPort, verb: str) -> list[str]:
-    """The ENI's port in the verdict maps, jumping to its target chains (which must exist)."""
-    out_name, in_name = eni_targets(eni)
+def _port_elements(table: str, eni: EniPort, verb: str) -> list[str]:
+    """The ENI's port where the dispatch finds it: its combination's port set, or (a logging ENI) the
+    verdict maps, jumping to its own chains. The set or chains must exist."""
+    target, port = eni_targets(eni), _q(eni.port)
+    if target.port_set is not None:
+        return [f"{verb} element inet {table} {target.port_set} {{ {port} }}"]
     return [
-        f"{verb} element inet {table} {EGRESS_MAP} {{ {_q(eni.port)} : jump {out_name} }}",
-        f"{verb} element inet {table} {INGRESS_MAP} {{ {_q(eni.port)} : jump {in_name} }}",
+        f"{verb} element inet {table} {EGRESS_MAP} {{ {port} : jump {target.out_chain} }}",
+        f"{verb} element inet {table} {INGRESS_MAP} {{ {port} : jump {target.in_chain} }}",
     ]
 
 
@@ -233,12 +240,32 @@ def _set_elements(table: str, eni: EniPort, verb: str) -> list[str]:
 
 
 def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
-    return _map_elements(table, eni, verb) + _set_elements(table, eni, verb)
+    return _port_elements(table, eni, verb) + _set_elements(table, eni, verb)
 
 
-def _unmap(table: str, eni: EniPort) -> list[str]:
-    """Take the ENI's port out of the verdict maps (safe if absent: added first, its chains must exist)."""
-    return _map_elements(table, eni, "add") + _map_elements(table, eni, "delete")
+def _unport(table: str, eni: EniPort) -> list[str]:
+    """Take the ENI's port out of the dispatch (safe if absent: added first; its target must exist)."""
+    return _port_elements(table, eni, "add") + _port_elements(table, eni, "delete")
+
+
+def _target_add(table: str, target: Target, chains: Sequence[Chain]) -> list[str]:
+    """Make (or refill) a target: a combination's port set, and its chains."""
+    lines = [f"add set inet {table} {target.port_set} {{ type ifname; }}"] if target.port_set else []
+    return lines + _refill(table, chains)
+
+
+def _target_delete(table: str, target: Target) -> list[str]:
+    """Remove a target nothing dispatches to any more (after the dispatch rules naming it are gone)."""
+    lines = render_chains_delete(table, (target.out_chain, target.in_chain)).splitlines()
+    if target.port_set is not None:
+        lines.append(f"add set inet {table} {target.port_set} {{ type ifname; }}")
+        lines.append(f"delete set inet {table} {target.port_set}")
+    return lines
+
+
+def _dispatch(table: str, targets: Iterable[Target]) -> list[str]:
+    """Rewrite the dispatch chains for these targets (one rule per combination: few)."""
+    return _refill(table, dispatch_chains(targets))
 
 
 def _referenced_sets(model: FirewallModel, group_ids: Sequence[str]) -> list[str]:
@@ -300,14 +327,14 @@ def render_eni_chains(
     The table (from :func:`render`) must exist. ``with_groups``: also (re)load the chains of the ENI's
     groups (needed when one of them is new to the table; :mod:`nft_update` loads those itself). Group
     membership of the ENI's own address is not changed here: pair with :func:`render_member_update`.
-    ``previous``: the ENI as loaded, when its groups or logging changed: its port is taken out of the
-    maps first (a map element cannot be re-added pointing elsewhere). Its old target chains stay.
+    ``previous``: the ENI as loaded, when its groups or logging changed: its port is taken out of its old
+    target's dispatch first. The old target itself stays.
     """
     eni = _find(model, eni_id)
     t = model.table
     lines: list[str] = []
     if previous is not None and eni_targets(previous) != eni_targets(eni):
-        lines.extend(_unmap(t, previous))
+        lines.extend(_unport(t, previous))
     groups = list(dict.fromkeys(eni.group_ids))
     if with_groups:
         lines.extend(_referenced_sets(model, groups))
@@ -317,17 +344,22 @@ def render_eni_chains(
         for gid in groups:  # must exist for the jumps; their rules are loaded separately
             lines.append(f"add chain inet {t} {group_out_chain(gid)}")
             lines.append(f"add chain inet {t} {group_in_chain(gid)}")
-    lines.extend(_refill(t, eni_chains(model, eni)))
+    lines.extend(_target_add(t, eni_targets(eni), eni_chains(model, eni)))
+    if eni_targets(eni).port_set is not None:
+        lines.extend(_dispatch(t, (eni_targets(e) for e in model.enis)))
     lines.extend(_registrations(t, eni, "add"))
     return "\n".join(lines) + "\n"
 
 
 def render_eni_delete(table: str, eni: EniPort, *, own_chains: bool = True) -> str:
-    """Remove one ENI: its map and set elements (safe if already gone), then, if ``own_chains`` and it
-    has chains of its own (its REJECTs logged), those. A combination's shared chains stay."""
-    lines = [f"add chain inet {table} {name}" for name in eni_targets(eni)]
+    """Remove one ENI: its set and map elements (safe if already gone), then, if ``own_chains`` and it
+    has chains of its own (its REJECTs logged), those. A combination's set and chains stay."""
+    target = eni_targets(eni)
+    lines = [f"add chain inet {table} {target.out_chain}", f"add chain inet {table} {target.in_chain}"]
+    if target.port_set is not None:
+        lines.append(f"add set inet {table} {target.port_set} {{ type ifname; }}")
     lines.extend(_registrations(table, eni, "add"))
     lines.extend(_registrations(table, eni, "delete"))
-    if own_chains and eni.log_rejects:
-        lines.extend(render_chains_delete(table, eni_targets(eni)).splitlines())
+    if own_chains and target.port_set is None:
+        lines.extend(_target_delete(table, target))
     return "\n".join(lines) + "\n"

@@ -35,6 +35,7 @@ from taskvpc.netmodel.firewall_ir import (
     EniPort,
     FirewallModel,
     RemotePeer,
+    Target,
     compile_ir,
     eni_chains,
     eni_targets,
@@ -44,14 +45,16 @@ from taskvpc.netmodel.firewall_ir import (
     groups_named_by,
 )
 from taskvpc.netmodel.nft_compile import (
+    _dispatch,
     _ip_key,
-    _map_elements,
+    _port_elements,
     _refill,
     _registrations,
     _set_elements,
-    _unmap,
+    _target_add,
+    _target_delete,
+    _unport,
     render,
-    render_chains_delete,
     render_group_delete,
 )
 
@@ -67,7 +70,7 @@ class TableState:
     carriers: dict[str, set[str]] = field(default_factory=dict)  # group -> ENI ids carrying it
     members: dict[str, set[str]] = field(default_factory=dict)  # group -> addresses in set g_<group>
     chains: dict[str, tuple[Chain, Chain]] = field(default_factory=dict)  # carried group -> loaded chains
-    jumpers: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # loaded target chains -> ENIs
+    jumpers: dict[Target, set[str]] = field(default_factory=dict)  # loaded targets -> the ENIs using them
     overlay_port: str | None = None  # the router's VXLAN device (agent/overlay.py); a change: whole()
     remote: tuple[RemotePeer, ...] = ()  # the VPC's members on other hosts, in their groups' sets
 
@@ -193,35 +196,41 @@ class TableState:
         return FirewallModel(self.table, (), self.rules, self.host_port, self.host_ip)
 
     def _attach(self, eni: EniPort) -> list[str]:
-        """The chains ``eni``'s port jumps to, loaded if no ENI jumps to them yet."""
-        targets = eni_targets(eni)
-        users = self.jumpers.setdefault(targets, set())
+        """The target judging ``eni`` (set, chains, dispatch rules), loaded if no ENI uses it yet."""
+        target = eni_targets(eni)
+        users = self.jumpers.setdefault(target, set())
         users.add(eni.eni_id)
-        return _refill(self.table, eni_chains(self._rules_model(), eni)) if len(users) == 1 else []
+        if len(users) > 1:
+            return []
+        lines = _target_add(self.table, target, eni_chains(self._rules_model(), eni))
+        if target.port_set is not None:
+            lines.extend(_dispatch(self.table, self.jumpers))
+        return lines
 
     def _detach(self, eni: EniPort) -> list[str]:
-        """``eni`` jumps to its target chains no more: they go with their last user."""
-        targets = eni_targets(eni)
-        users = self.jumpers.get(targets, set())
+        """``eni`` uses its target no more: it goes with its last user (its dispatch rules first)."""
+        target = eni_targets(eni)
+        users = self.jumpers.get(target, set())
         users.discard(eni.eni_id)
         if users:
             return []
-        self.jumpers.pop(targets, None)
-        return render_chains_delete(self.table, targets).splitlines()
+        self.jumpers.pop(target, None)
+        lines = _dispatch(self.table, self.jumpers) if target.port_set is not None else []
+        return lines + _target_delete(self.table, target)
 
     def _retarget(self, before: EniPort, after: EniPort) -> list[str]:
-        """Point the ENI's map elements from ``before``'s target chains to ``after``'s."""
+        """Move the ENI's port from ``before``'s target to ``after``'s."""
         if eni_targets(before) == eni_targets(after):  # a logging ENI's own chains: its groups changed
             changed = after.log_rejects and before.group_ids != after.group_ids
             return _refill(self.table, eni_chains(self._rules_model(), after)) if changed else []
-        lines = _unmap(self.table, before)
+        lines = _unport(self.table, before)
         lines.extend(self._attach(after))
-        lines.extend(_map_elements(self.table, after, "add"))
+        lines.extend(_port_elements(self.table, after, "add"))
         lines.extend(self._detach(before))
         return lines
 
     def _remove(self, eni: EniPort) -> list[str]:
-        lines = [*_unmap(self.table, eni), *_set_elements(self.table, eni, "add")]
+        lines = [*_unport(self.table, eni), *_set_elements(self.table, eni, "add")]
         lines.extend(_set_elements(self.table, eni, "delete"))
         lines.extend(self._detach(eni))
         del self.enis[eni.eni_id]

@@ -54,10 +54,12 @@ def trace(pkt: Packet) -> list[str]:
 def test_allowed_by_egress_then_ingress() -> None:
     assert trace(packet(APP, WEB, 6, dport=80)) == [
         ANTISPOOF_OK,
-        "forward: iifname vmap @egress_ports -> jump cout_sg_app",
+        "forward: iifname @task_ports jump egress_dispatch",
+        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
         "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
-        "to_task: oifname vmap @ingress_ports -> jump cin_sg_web__sg_ops",
+        "to_task: oifname @task_ports jump ingress_dispatch",
+        "ingress_dispatch: oifname @cp_sg_web__sg_ops jump cin_sg_web__sg_ops",
         "cin_sg_web__sg_ops: jump gin_sg_web",
         "gin_sg_web: ip saddr @g_sg_app tcp dport 80 accept",
     ]
@@ -79,10 +81,12 @@ def test_second_group_of_an_eni_adds_its_rules() -> None:
 def test_denied_by_ingress_ends_in_the_enis_drop() -> None:
     assert trace(packet(APP, WEB, 6, dport=81)) == [
         ANTISPOOF_OK,
-        "forward: iifname vmap @egress_ports -> jump cout_sg_app",
+        "forward: iifname @task_ports jump egress_dispatch",
+        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
         "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
-        "to_task: oifname vmap @ingress_ports -> jump cin_sg_web__sg_ops",
+        "to_task: oifname @task_ports jump ingress_dispatch",
+        "ingress_dispatch: oifname @cp_sg_web__sg_ops jump cin_sg_web__sg_ops",
         "cin_sg_web__sg_ops: jump gin_sg_web",
         "gin_sg_web: end",
         "cin_sg_web__sg_ops: jump gin_sg_ops",
@@ -94,7 +98,8 @@ def test_denied_by_ingress_ends_in_the_enis_drop() -> None:
 def test_denied_by_restricted_egress_never_reaches_ingress() -> None:
     assert trace(packet(APP, BARE, 17, dport=53)) == [
         ANTISPOOF_OK,
-        "forward: iifname vmap @egress_ports -> jump cout_sg_app",
+        "forward: iifname @task_ports jump egress_dispatch",
+        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
         "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: end",
         "cout_sg_app: drop",
@@ -154,7 +159,8 @@ def test_host_is_judged_by_the_destinations_ingress_only() -> None:
     assert trace(packet(HOST, APP, 6, dport=8080)) == [
         "antispoof: policy accept",
         'forward: iifname "tvpc-host" goto to_task',
-        "to_task: oifname vmap @ingress_ports -> jump cin_sg_app",
+        "to_task: oifname @task_ports jump ingress_dispatch",
+        "ingress_dispatch: oifname @cp_sg_app jump cin_sg_app",
         "cin_sg_app: jump gin_sg_app",
         "gin_sg_app: ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept",
     ]
@@ -169,15 +175,16 @@ def test_traffic_to_self_never_meets_a_group() -> None:
 
 
 def test_per_packet_work_does_not_grow_with_other_enis() -> None:
-    """The same packet takes the same steps (same chains, same rule positions) with 1,000 more ENIs and
-    their rules in the table: dispatch is by verdict map, group membership by set lookup."""
+    """The same packet takes the same steps (same chains, same rule positions) with 1,000 more ENIs with
+    the groups of the others: dispatch is one set lookup per combination of groups (not per ENI), group
+    membership one set lookup."""
     crowd = tuple(
         EniPort(
             f"eni-x{i}",
             f"tvx{i}",
             f"10.1.{i // 250}.{i % 250 + 2}",
             f"02:01:00:00:{i // 256:02x}:{i % 256:02x}",
-            ("sg-web", "sg-app"),
+            (WEB, APP, BARE)[i % 3].group_ids,
         )
         for i in range(1000)
     )

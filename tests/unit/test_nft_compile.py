@@ -135,8 +135,19 @@ table inet taskvpc {
 \t\tjump gin_sg_web
 \t\tdrop
 \t}
+\tchain egress_dispatch {
+\t\tiifname @cp_ jump cout_
+\t\tiifname @cp_sg_app jump cout_sg_app
+\t\tiifname @cp_sg_web jump cout_sg_web
+\t}
+\tchain ingress_dispatch {
+\t\toifname @cp_ jump cin_
+\t\toifname @cp_sg_app jump cin_sg_app
+\t\toifname @cp_sg_web jump cin_sg_web
+\t}
 \tchain to_task {
 \t\toifname vmap @ingress_ports
+\t\toifname @task_ports jump ingress_dispatch
 \t\tdrop
 \t}
 \tset g_sg_app {
@@ -160,13 +171,23 @@ table inet taskvpc {
 \t\ttype ifname . ifname
 \t\telements = { "tvpc1" . "tvpc1", "tvpc2" . "tvpc2", "tvpc3" . "tvpc3" }
 \t}
+\tset cp_ {
+\t\ttype ifname
+\t\telements = { "tvpc3" }
+\t}
+\tset cp_sg_app {
+\t\ttype ifname
+\t\telements = { "tvpc2" }
+\t}
+\tset cp_sg_web {
+\t\ttype ifname
+\t\telements = { "tvpc1" }
+\t}
 \tmap egress_ports {
 \t\ttype ifname : verdict
-\t\telements = { "tvpc1" : jump cout_sg_web, "tvpc2" : jump cout_sg_app, "tvpc3" : jump cout_ }
 \t}
 \tmap ingress_ports {
 \t\ttype ifname : verdict
-\t\telements = { "tvpc1" : jump cin_sg_web, "tvpc2" : jump cin_sg_app, "tvpc3" : jump cin_ }
 \t}
 \tchain antispoof {
 \t\ttype filter hook prerouting priority raw; policy accept;
@@ -180,6 +201,7 @@ table inet taskvpc {
 \t\toifname "tvpc-host" drop
 \t\tiifname . oifname @self_ports accept
 \t\tiifname vmap @egress_ports
+\t\tiifname @task_ports jump egress_dispatch
 \t\tiifname "tvpc-host" goto to_task
 \t}
 }
@@ -213,6 +235,7 @@ def test_eni_chains_text() -> None:
         "flush chain inet taskvpc gin_sg_app\n"
         "add rule inet taskvpc gout_sg_app ip daddr @g_sg_web meta l4proto tcp goto to_task\n"
         "add rule inet taskvpc gin_sg_app ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept\n"
+        "add set inet taskvpc cp_sg_app { type ifname; }\n"
         "add chain inet taskvpc cout_sg_app\n"
         "flush chain inet taskvpc cout_sg_app\n"
         "add chain inet taskvpc cin_sg_app\n"
@@ -221,8 +244,17 @@ def test_eni_chains_text() -> None:
         "add rule inet taskvpc cout_sg_app drop\n"
         "add rule inet taskvpc cin_sg_app jump gin_sg_app\n"
         "add rule inet taskvpc cin_sg_app drop\n"
-        'add element inet taskvpc egress_ports { "tvpc2" : jump cout_sg_app }\n'
-        'add element inet taskvpc ingress_ports { "tvpc2" : jump cin_sg_app }\n'
+        "add chain inet taskvpc egress_dispatch\n"
+        "flush chain inet taskvpc egress_dispatch\n"
+        "add chain inet taskvpc ingress_dispatch\n"
+        "flush chain inet taskvpc ingress_dispatch\n"
+        "add rule inet taskvpc egress_dispatch iifname @cp_ jump cout_\n"
+        "add rule inet taskvpc egress_dispatch iifname @cp_sg_app jump cout_sg_app\n"
+        "add rule inet taskvpc egress_dispatch iifname @cp_sg_web jump cout_sg_web\n"
+        "add rule inet taskvpc ingress_dispatch oifname @cp_ jump cin_\n"
+        "add rule inet taskvpc ingress_dispatch oifname @cp_sg_app jump cin_sg_app\n"
+        "add rule inet taskvpc ingress_dispatch oifname @cp_sg_web jump cin_sg_web\n"
+        'add element inet taskvpc cp_sg_app { "tvpc2" }\n'
         'add element inet taskvpc task_ports { "tvpc2" }\n'
         'add element inet taskvpc eni_addrs { "tvpc2" . 10.0.1.11 . 02:00:00:00:00:02 }\n'
         'add element inet taskvpc self_ports { "tvpc2" . "tvpc2" }\n'

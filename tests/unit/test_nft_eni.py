@@ -65,8 +65,10 @@ def test_a_task_whose_groups_another_has_is_elements_only() -> None:
     for batch in (started, stopped):
         assert batch and all(" element inet taskvpc " in line for line in batch.splitlines()), batch
     assert eni(777).port in started and eni(777).ip in started and eni(777).mac in started
-    assert started.count("\n") == 6  # sg-web's set, two maps, task_ports, eni_addrs, self_ports
-    assert {targets for targets in state.jumpers} == {(combo_out_chain(["sg-web"]), combo_in_chain(["sg-web"]))}
+    assert started.count("\n") == 5  # sg-web's members, its combination's ports, task_ports, eni_addrs, self_ports
+    assert [(t.out_chain, t.in_chain, t.port_set) for t in state.jumpers] == [
+        (combo_out_chain(["sg-web"]), combo_in_chain(["sg-web"]), "cp_sg_web")
+    ]
 
 
 def test_a_logging_eni_has_chains_of_its_own() -> None:
@@ -77,7 +79,8 @@ def test_a_logging_eni_has_chains_of_its_own() -> None:
     assert 'log prefix "eni-00000320 in"' in added and "flush chain inet taskvpc in_eni_00000320" in added
     quiet = state.set_log_rejects(logged.eni_id, False)
     assert "delete chain inet taskvpc in_eni_00000320" in quiet
-    assert f"jump {combo_in_chain(['sg-web'])}" in quiet and "flush chain" not in quiet.replace(
+    assert f'add element inet taskvpc cp_sg_web {{ "{logged.port}" }}' in quiet
+    assert "flush chain" not in quiet.replace(
         "flush chain inet taskvpc in_eni", "-"
     ).replace("flush chain inet taskvpc out_eni", "-")
 
