@@ -100,7 +100,8 @@ def base_model(lab: fwlab.Lab) -> FirewallModel:
             "sg-server",
             (
                 *noise,  # eight rules that do not match the client, before the two that do
-                Rule("ingress", "tcp", IPERF_PORT, IPERF_PORT, group_id="sg-client"),
+                # the port after iperf3's is the Python sender's (when iperf3 is not installed)
+                Rule("ingress", "tcp", IPERF_PORT, IPERF_PORT + 1, group_id="sg-client"),
                 Rule("ingress", "tcp", ECHO_PORT, ECHO_PORT, group_id="sg-client"),
             ),
             (new_group_egress(),),

@@ -47,8 +47,6 @@ from taskvpc.netmodel.firewall_ir import (
     group_out_chain,
     group_set,
     groups_named_by,
-    in_chain,
-    out_chain,
 )
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}

@@ -65,7 +65,8 @@ def test_a_task_whose_groups_another_has_is_elements_only() -> None:
     for batch in (started, stopped):
         assert batch and all(" element inet taskvpc " in line for line in batch.splitlines()), batch
     assert eni(777).port in started and eni(777).ip in started and eni(777).mac in started
-    assert started.count("\n") == 5  # sg-web's members, its combination's ports, task_ports, eni_addrs, self_ports
+    # sg-web's members, its combination's ports, task_ports, eni_addrs, self_ports
+    assert started.count("\n") == 5
     assert [(t.out_chain, t.in_chain, t.port_set) for t in state.jumpers] == [
         (combo_out_chain(["sg-web"]), combo_in_chain(["sg-web"]), "cp_sg_web")
     ]
@@ -80,9 +81,9 @@ def test_a_logging_eni_has_chains_of_its_own() -> None:
     quiet = state.set_log_rejects(logged.eni_id, False)
     assert "delete chain inet taskvpc in_eni_00000320" in quiet
     assert f'add element inet taskvpc cp_sg_web {{ "{logged.port}" }}' in quiet
-    assert "flush chain" not in quiet.replace(
-        "flush chain inet taskvpc in_eni", "-"
-    ).replace("flush chain inet taskvpc out_eni", "-")
+    assert "flush chain" not in quiet.replace("flush chain inet taskvpc in_eni", "-").replace(
+        "flush chain inet taskvpc out_eni", "-"
+    )
 
 
 def test_the_batch_does_not_grow_with_the_enis_in_the_vpc() -> None:
