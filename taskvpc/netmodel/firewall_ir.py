@@ -334,9 +334,10 @@ class Target:
     port_set: str | None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def eni_targets(eni: EniPort) -> Target:
     """The chains judging the ENI: its combination's, or its own when its REJECTs are logged (the log
-    prefix names the ENI)."""
+    prefix names the ENI). Cached: whole-model diffs ask it for every ENI."""
     if eni.log_rejects:
         return Target(out_chain(eni.eni_id), in_chain(eni.eni_id), None)
     groups = eni.group_ids
