@@ -164,6 +164,10 @@ def test_any_sequence_of_changes_builds_the_whole_tables_contents(lab: fwlab.Lab
         EniPort(f"eni-{i:08x}", f"{lab.cfg.prefix}q{i}", f"10.238.9.{10 + i}", f"0e:00:00:00:09:{i:02x}", ())
         for i in range(8)
     ]
+    sync.add_eni(lab.vpc_id, replace(enis[0], group_ids=("sg-web",)))  # the whole table
+    # Two new combinations in one transaction: the dispatch chains rewritten twice in it.
+    sync.add_enis(lab.vpc_id, [replace(enis[1], group_ids=pool[1]), replace(enis[2], group_ids=pool[2])])
+    assert loader.batches[-1].count("flush chain inet " + lab.table + " egress_dispatch") == 2
     logged: set[str] = set()
     for _ in range(60):
         e = rng.choice(enis)
