@@ -5,6 +5,7 @@ Run as root (it builds a VPC router and two task namespaces under a unique name 
 
     sudo .venv/bin/python bench/firewall.py [--reps 5] [--seconds 3] [--updates 300]
     sudo .venv/bin/python bench/firewall.py --difference 1000   # the proof-by-difference test, 1000 examples
+    sudo .venv/bin/python bench/firewall.py --scale 100,5000     # one ENI's start+stop at 100 and 5,000 ENIs
 
 Between task ``client`` and task ``server`` (one VPC, two subnets, routed by the VPC router) it measures, in
 four modes interleaved ``--reps`` times: TCP throughput (``iperf3`` if installed, else a Python sender),
@@ -25,6 +26,13 @@ nft transaction; p50/p99 over ``--updates``): a rule authorized in one ENI's gro
 a rule of a group every ENI carries (still one chain), a group
 member added and removed (``render_member_update``), a task ENI started and stopped (chains + elements,
 ``render_eni_delete``), and the whole-table load. Prints a markdown table.
+
+``--scale N1,N2,...``: per N, a router table with N ENIs (no veths, 10 groups shared round-robin, each
+with rules naming the next group, as tasks of a few services have) loaded through the agent's
+``FirewallSync``; then ``--updates`` times one ENI started and stopped through it (``add_eni`` +
+``remove_eni``, each one transaction through ``FirewallDriver.apply``, conntrack cleanup included), with
+groups another ENI has (``same``: the common start) and with a combination new to the table (``new``).
+Prints p50/p99 per N and the ratio of the medians to the first N's; ``--json`` writes them.
 """
 
 from __future__ import annotations
@@ -92,7 +100,8 @@ def base_model(lab: fwlab.Lab) -> FirewallModel:
             "sg-server",
             (
                 *noise,  # eight rules that do not match the client, before the two that do
-                Rule("ingress", "tcp", IPERF_PORT, IPERF_PORT, group_id="sg-client"),
+                # the port after iperf3's is the Python sender's (when iperf3 is not installed)
+                Rule("ingress", "tcp", IPERF_PORT, IPERF_PORT + 1, group_id="sg-client"),
                 Rule("ingress", "tcp", ECHO_PORT, ECHO_PORT, group_id="sg-client"),
             ),
             (new_group_egress(),),
@@ -127,6 +136,65 @@ def full_model(base: FirewallModel, n: int = 1000) -> FirewallModel:
         ingress.append(Rule("ingress", "icmp", 8, -1, cidr_ipv4="10.0.0.0/8"))
         groups[gid] = GroupRules(gid, tuple(ingress), (new_group_egress(),))
     return replace(base, enis=(*base.enis, *(phantom(i) for i in range(n))), groups=groups)
+
+
+def scale_eni(i: int, groups: tuple[str, ...]) -> EniPort:
+    return replace(phantom(i), group_ids=groups)
+
+
+def scale_rules(groups: int = 10) -> dict[str, GroupRules]:
+    out = {}
+    for k in range(groups):
+        gid = f"sg-s{k}"
+        ingress = (
+            Rule("ingress", "tcp", 80, 80, group_id=f"sg-s{(k + 1) % groups}"),
+            Rule("ingress", "tcp", 443, 443, cidr_ipv4="10.0.0.0/8"),
+            Rule("ingress", "icmp", 8, -1, cidr_ipv4="10.0.0.0/8"),
+        )
+        out[gid] = GroupRules(gid, ingress, (new_group_egress(),))
+    return out
+
+
+def measure_scale(lab: fwlab.Lab, sizes: list[int], updates: int) -> dict[int, dict[str, list[float]]]:
+    """Milliseconds for one ENI's start + stop through FirewallSync, with ``n`` ENIs in the table."""
+    from taskvpc.agent.security import FirewallSync
+
+    results: dict[int, dict[str, list[float]]] = {}
+    for n in sizes:
+        sync = FirewallSync(lab.fw, lab.cfg, table=lab.table)
+        sync.set_desired({lab.vpc_id: scale_rules()}, {})
+        sync.add_enis(lab.vpc_id, [scale_eni(i, (f"sg-s{i % 10}",)) for i in range(n)])
+        times: dict[str, list[float]] = {"same": [], "new": []}
+        for k in range(updates):
+            for kind, groups in (("same", ("sg-s3",)), ("new", ("sg-s1", "sg-s2"))):
+                eni = scale_eni(n + 1 + k % 50, groups)
+                started = time.perf_counter()
+                sync.add_eni(lab.vpc_id, eni)
+                sync.remove_eni(lab.vpc_id, eni.eni_id)
+                times[kind].append((time.perf_counter() - started) * 1000)
+        results[n] = times
+        lab.fw.remove(lab.vpc_id, lab.table)
+        print(f"  {n} ENIs: same {pct(times['same'], 0.5):.2f} ms", file=sys.stderr)
+    return results
+
+
+def report_scale(results: dict[int, dict[str, list[float]]]) -> dict[str, object]:
+    first = min(results)
+    print(
+        "\n| ENIs in the table | start+stop, groups another ENI has: p50 / p99 ms | vs first | "
+        "new combination of groups: p50 / p99 ms | vs first |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    out: dict[str, object] = {}
+    for n, times in results.items():
+        row = [f"| {n:,}"]
+        for kind in ("same", "new"):
+            p50, p99 = pct(times[kind], 0.5), pct(times[kind], 0.99)
+            ratio = p50 / pct(results[first][kind], 0.5)
+            row.append(f"{p50:.2f} / {p99:.2f} | {ratio:.2f}x")
+            out[f"{kind}_{n}"] = {"p50_ms": p50, "p99_ms": p99, "ratio": ratio, "n": len(times[kind])}
+        print(" | ".join(row) + " |")
+    return out
 
 
 def conntrack_only(table: str) -> str:
@@ -355,6 +423,8 @@ def main() -> None:
     parser.add_argument(
         "--difference", type=int, metavar="N", help="only run the difference test, N examples"
     )
+    parser.add_argument("--scale", metavar="N1,N2", help="only one ENI's start+stop at these table sizes")
+    parser.add_argument("--json", metavar="PATH", help="with --scale: write the numbers there")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: it builds network namespaces and nftables tables")
@@ -364,6 +434,12 @@ def main() -> None:
         raise SystemExit(
             subprocess.call([sys.executable, "-m", "pytest", "-q", "-s", test], cwd=ROOT, env=env)
         )
+    if args.scale:
+        with fwlab.lab("tvb", 0, tag="bs") as lab:
+            scaled = report_scale(measure_scale(lab, [int(n) for n in args.scale.split(",")], args.updates))
+        if args.json:
+            Path(args.json).write_text(json.dumps(scaled, indent=1) + "\n")
+        return
     with fwlab.lab("tvb", 2, tag="bn") as lab:
         servers = [in_ns(lab, 1, sys.executable, "-c", ECHO_SERVER, str(ECHO_PORT), stdout=subprocess.PIPE)]
         if shutil.which("iperf3"):

@@ -16,15 +16,26 @@ packet is routed and connection tracking is available):
   destination's ingress check) and ``gin_<sg>`` (its ingress rules; a match ``accept``\\s). They are shared
   by every ENI carrying the group, so authorizing or revoking a rule rewrites one chain, whatever the
   number of tasks in the group.
-* per ENI two regular chains: ``out_<eni>`` (``jump gout_<sg>`` for each of its groups, then ``drop``: the
-  union of its groups' egress rules) and ``in_<eni>`` (``jump gin_<sg>`` for each group, then ``drop``).
-  ``out_<eni>`` starts with ``oifname <own port> accept``: traffic to self never reaches a security group
+* per distinct combination of groups two regular chains, shared by every ENI carrying exactly those
+  groups: ``cout_<combo>`` (``jump gout_<sg>`` for each of the groups, then ``drop``: the union of their
+  egress rules) and ``cin_<combo>`` (``jump gin_<sg>`` for each, then ``drop``), and a set ``cp_<combo>``
+  (``ifname``) of the ports of those ENIs; ``<combo>`` names the groups in order (``cout_sg_a__sg_b``; a
+  hash when the ids are long or unusual). Regular chains ``egress_dispatch`` / ``ingress_dispatch`` hold
+  one rule per combination: ``iifname @cp_<combo> jump cout_<combo>`` / ``oifname @cp_<combo> jump
+  cin_<combo>``. A task starting or stopping is then only set elements (a combination's set, chains and
+  dispatch rules are made when it first appears and go with its last ENI). Why not a verdict map from
+  port to chain: libnftables reads every chain of the table back before each transaction (chains per ENI
+  made every start and stop cost more with every ENI: 3.5 ms each at 5,000), and the kernel validates
+  the whole table, every map element included, on each commit that adds a ``jump`` element to a map
+  (0.7 ms at 5,000). A new flow's dispatch costs one set lookup per combination, not per ENI.
+* an ENI whose REJECTs are logged (flow logs, below) has chains of its own, ``out_<eni>``/``in_<eni>``
+  (the log prefix names the ENI), reached through the verdict maps ``egress_ports`` (``iifname`` ->
+  ``jump out_<eni>``) and ``ingress_ports`` (``oifname`` -> ``jump in_<eni>``), which hold only those.
+* set ``self_ports`` (``ifname . ifname``): ``"<port>" . "<port>"`` per ENI; the forward chain accepts
+  ``iifname . oifname`` in it before the egress dispatch: traffic to self never reaches a security group
   (the evaluator allows it); a task never routes to itself in practice, this only keeps the two in step.
-* regular chain ``to_task``: ``oifname vmap @ingress_ports`` (the destination ENI's ``in_<eni>``), then
-  ``drop`` (a port not registered yet, or any more, is never reachable).
-* verdict maps ``egress_ports`` (``iifname`` -> ``jump out_<eni>``: a packet leaving a task enters the router
-  on its port) and ``ingress_ports`` (``oifname`` -> ``jump in_<eni>``); per-packet cost does not grow with
-  the number of tasks.
+* regular chain ``to_task``: ``oifname vmap @ingress_ports``, ``oifname @task_ports jump ingress_dispatch`` (the destination
+  ENI's ingress check), then ``drop`` (a port not registered yet, or any more, is never reachable).
 * base chain ``antispoof`` (hook prerouting, priority raw, policy accept): a packet from a task port passes
   only if (``iifname . ip saddr . ether saddr``) is in ``eni_addrs`` (EC2's source/destination check);
   anything else from a task port (another IP or MAC, IPv6) is dropped before conntrack sees it. ARP never
@@ -34,7 +45,8 @@ packet is routed and connection tracking is available):
   accept``; ``ct state invalid drop`` except for ICMP (below); ``oifname <host port> drop`` (a NEW flow
   from a task to the host is never allowed: tasks must not reach the host's services, whatever their
   egress rules say; the host's own flows to tasks get their replies through the first rule); egress
-  dispatch (a task's packet ends there: accepted by an ingress rule or dropped); ``iifname <host port>
+  dispatch, ``iifname vmap @egress_ports`` then ``iifname @task_ports jump egress_dispatch`` (a task's packet ends there:
+  accepted by an ingress rule or dropped); ``iifname <host port>
   goto to_task``; anything else meets the policy. The host's traffic carries the source 169.254.100.1
   (``host_ip``) and is subject to the destination's ingress rules only, like any address outside the
   VPC's ENIs.
@@ -56,7 +68,7 @@ Established flows survive revokes: only NEW packets reach the rules, so (as EC2 
 revoking a rule stops new connections and leaves established ones until conntrack forgets them.
 
 Flow logs: for an ENI with ``log_rejects`` (a flow log with traffic type REJECT or ALL covers it), the
-final ``drop`` of ``in_<eni>`` and ``out_<eni>`` (what its groups refuse) is preceded by a rate-limited
+final ``drop`` of its own ``in_<eni>`` and ``out_<eni>`` (what its groups refuse) is preceded by a rate-limited
 ``log group`` rule (:class:`RejectLog`): NFLOG hands the dropped packet's first bytes to the agent, with
 the prefix ``"<eni-id> in"``/``"<eni-id> out"`` naming whose groups refused it. Only those two drops log:
 not the policy, the anti-spoofing or the host-port drops, which are no security group's doing.
@@ -69,6 +81,7 @@ compile, for completeness). Traffic addressed to the router namespace itself (ho
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -92,8 +105,11 @@ REJECT_LOG_SNAPLEN = 64  # IP and TCP/UDP/ICMP headers are all the collector rea
 
 EGRESS_MAP = "egress_ports"
 INGRESS_MAP = "ingress_ports"
+EGRESS_DISPATCH = "egress_dispatch"
+INGRESS_DISPATCH = "ingress_dispatch"
 TASK_PORTS = "task_ports"
 ENI_ADDRS = "eni_addrs"
+SELF_PORTS = "self_ports"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,6 +192,7 @@ class NftRule:
 
     ``not_l4protos``: the packet's layer-4 protocol is none of these.
     ``source_binding``: ``iifname . ip saddr . ether saddr`` is an element of that set.
+    ``if_pair_set``: ``iifname . oifname`` is an element of that set.
     ``vmap``: (``"iifname"`` or ``"oifname"``, map name): jump to the chain the map names for the key, if any.
     At most one of ``vmap``, ``jump``, ``goto`` and ``verdict`` is set; ``log`` (with none of them) only
     logs, and the packet goes on.
@@ -184,6 +201,7 @@ class NftRule:
     iif: str | None = None
     oif: str | None = None
     iif_set: str | None = None
+    oif_set: str | None = None
     ct_states: frozenset[str] | None = None
     peer: Peer | None = None
     l4proto: int | None = None
@@ -191,6 +209,7 @@ class NftRule:
     icmp: IcmpMatch | None = None
     not_l4protos: frozenset[int] | None = None
     source_binding: str | None = None
+    if_pair_set: str | None = None
     vmap: tuple[Literal["iifname", "oifname"], str] | None = None
     jump: str | None = None  # ``jump chain``: run it, come back here if it ends or returns
     goto: str | None = None  # ``goto chain``: run it in place of the rest of this chain
@@ -248,6 +267,7 @@ class Ruleset:
 # Names
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9]+(-[A-Za-z0-9]+)*")
 
 
 def ident(text: str) -> str:
@@ -273,6 +293,65 @@ def group_in_chain(group_id: str) -> str:
 
 def group_out_chain(group_id: str) -> str:
     return "gout_" + ident(group_id)
+
+
+# A combination's chains are named by its groups' idents joined by ``__`` when every id is plain
+# (``sg-0ab``: no ``__`` inside its ident, so the join is unambiguous) and the name stays short, else by a
+# hash, under other prefixes (``cxout_``/``cxin_``) so the two kinds never meet.
+
+
+def _readable(group_ids: Iterable[str]) -> bool:
+    groups = list(dict.fromkeys(group_ids))
+    return all(_PLAIN_ID.fullmatch(g) for g in groups) and sum(len(g) + 2 for g in groups) <= 200
+
+
+def _combo_name(group_ids: Iterable[str]) -> str:
+    groups = list(dict.fromkeys(group_ids))
+    if _readable(groups):
+        return "__".join(ident(g) for g in groups)
+    return hashlib.blake2b("\n".join(groups).encode(), digest_size=10).hexdigest()
+
+
+def combo_out_chain(group_ids: Iterable[str]) -> str:
+    return ("cout_" if _readable(group_ids) else "cxout_") + _combo_name(group_ids)
+
+
+def combo_in_chain(group_ids: Iterable[str]) -> str:
+    return ("cin_" if _readable(group_ids) else "cxin_") + _combo_name(group_ids)
+
+
+def combo_port_set(group_ids: Iterable[str]) -> str:
+    return ("cp_" if _readable(group_ids) else "cxp_") + _combo_name(group_ids)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an ENI's packets are judged: its (egress, ingress) chains, and the port set that dispatches
+    to them (a combination's), or None when its port is in the verdict maps (a logging ENI's own)."""
+
+    out_chain: str
+    in_chain: str
+    port_set: str | None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def eni_targets(eni: EniPort) -> Target:
+    """The chains judging the ENI: its combination's, or its own when its REJECTs are logged (the log
+    prefix names the ENI). Cached: whole-model diffs ask it for every ENI."""
+    if eni.log_rejects:
+        return Target(out_chain(eni.eni_id), in_chain(eni.eni_id), None)
+    groups = eni.group_ids
+    return Target(combo_out_chain(groups), combo_in_chain(groups), combo_port_set(groups))
+
+
+def dispatch_chains(targets: Iterable[Target]) -> tuple[Chain, Chain]:
+    """(``egress_dispatch``, ``ingress_dispatch``): one rule per combination, sorted (the order is free:
+    a port is in one combination's set; each target chain ends in a verdict)."""
+    combos = sorted({t for t in targets if t.port_set is not None}, key=lambda t: t.out_chain)
+    return (
+        Chain(EGRESS_DISPATCH, tuple(NftRule(iif_set=t.port_set, jump=t.out_chain) for t in combos)),
+        Chain(INGRESS_DISPATCH, tuple(NftRule(oif_set=t.port_set, jump=t.in_chain) for t in combos)),
+    )
 
 
 TO_TASK = "to_task"
@@ -381,13 +460,15 @@ def group_chains(model: FirewallModel, group_id: str) -> tuple[Chain, Chain]:
 
 
 def eni_chains(model: FirewallModel, eni: EniPort) -> tuple[Chain, Chain]:
-    """(``out_<eni>``, ``in_<eni>``) for one ENI: a jump to each of its groups' chains, then ``drop``.
+    """The chains ``eni_targets(eni)`` names: a jump to each of the ENI's groups' chains, then ``drop``.
 
-    They depend only on the ENI's port and groups, so a rule change never touches them.
+    They depend only on the ENI's groups (and, for a logging ENI, its id), so a rule change never
+    touches them, and every ENI with the same groups and no logging shares them.
     """
     groups = list(dict.fromkeys(eni.group_ids))
+    target = eni_targets(eni)
+    out_name, in_name = target.out_chain, target.in_chain
     out_rules = [
-        NftRule(oif=eni.port, verdict="accept"),  # traffic to self
         *(NftRule(jump=group_out_chain(gid)) for gid in groups),
         *reject_log(eni, "out"),
         NftRule(verdict="drop"),
@@ -397,7 +478,16 @@ def eni_chains(model: FirewallModel, eni: EniPort) -> tuple[Chain, Chain]:
         *reject_log(eni, "in"),
         NftRule(verdict="drop"),
     ]
-    return Chain(out_chain(eni.eni_id), tuple(out_rules)), Chain(in_chain(eni.eni_id), tuple(in_rules))
+    return Chain(out_name, tuple(out_rules)), Chain(in_name, tuple(in_rules))
+
+
+def target_chains(model: FirewallModel) -> list[Chain]:
+    """Every chain the ENIs' ports jump to, each once (combinations shared), in pairs sorted by name."""
+    pairs: dict[str, tuple[Chain, Chain]] = {}
+    for eni in model.enis:
+        if eni_targets(eni).out_chain not in pairs:
+            pairs[eni_targets(eni).out_chain] = eni_chains(model, eni)
+    return [c for key in sorted(pairs) for c in pairs[key]]
 
 
 def reject_log(eni: EniPort, direction: Literal["in", "out"]) -> tuple[NftRule, ...]:
@@ -413,7 +503,15 @@ def to_task_chain(overlay_port: str | None = None) -> Chain:
     before) and ``lo``, so an unregistered port is never reachable without rules.
     """
     overlay = (NftRule(oif=overlay_port, verdict="accept"),) if overlay_port else ()  # ingress: there
-    return Chain(TO_TASK, (*overlay, NftRule(vmap=("oifname", INGRESS_MAP)), NftRule(verdict="drop")))
+    return Chain(
+        TO_TASK,
+        (
+            *overlay,
+            NftRule(vmap=("oifname", INGRESS_MAP)),
+            NftRule(oif_set=TASK_PORTS, jump=INGRESS_DISPATCH),
+            NftRule(verdict="drop"),
+        ),
+    )
 
 
 def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
@@ -432,7 +530,9 @@ def base_chains(model: FirewallModel) -> tuple[Chain, Chain]:
             NftRule(ct_states=frozenset({"invalid"}), not_l4protos=ICMP_L4PROTOS, verdict="drop"),
             NftRule(oif=model.host_port, verdict="drop"),
             *_overlay_guards(model),
+            NftRule(if_pair_set=SELF_PORTS, verdict="accept"),  # traffic to self (see the module doc)
             NftRule(vmap=("iifname", EGRESS_MAP)),
+            NftRule(iif_set=TASK_PORTS, jump=EGRESS_DISPATCH),
             NftRule(iif=model.host_port, goto=TO_TASK),
             *((NftRule(iif=model.overlay_port, goto=TO_TASK),) if model.overlay_port else ()),
         ),
@@ -479,15 +579,22 @@ def compile_ir(model: FirewallModel) -> Ruleset:
             tuple((e.port, e.ip, e.mac.lower()) for e in model.enis),
         )
     )
+    sets.append(NamedSet(SELF_PORTS, "ifname . ifname", tuple((e.port, e.port) for e in model.enis)))
+    ports: dict[str, list[tuple[str]]] = {}
+    for e in model.enis:
+        if (port_set := eni_targets(e).port_set) is not None:
+            ports.setdefault(port_set, []).append((e.port,))
+    sets.extend(NamedSet(name, "ifname", tuple(ports[name])) for name in sorted(ports))
+    logged = [e for e in model.enis if eni_targets(e).port_set is None]
     maps = (
-        VerdictMap(EGRESS_MAP, tuple((e.port, out_chain(e.eni_id)) for e in model.enis)),
-        VerdictMap(INGRESS_MAP, tuple((e.port, in_chain(e.eni_id)) for e in model.enis)),
+        VerdictMap(EGRESS_MAP, tuple((e.port, eni_targets(e).out_chain) for e in logged)),
+        VerdictMap(INGRESS_MAP, tuple((e.port, eni_targets(e).in_chain) for e in logged)),
     )
     chains: list[Chain] = []
     for gid in carried_groups(model):
         chains.extend(group_chains(model, gid))
-    for eni in model.enis:
-        chains.extend(eni_chains(model, eni))
+    chains.extend(target_chains(model))
+    chains.extend(dispatch_chains(eni_targets(e) for e in model.enis))
     chains.append(to_task_chain(model.overlay_port))
     chains.extend(base_chains(model))
     return Ruleset(model.table, tuple(sets), maps, tuple(chains))
@@ -524,6 +631,8 @@ def _matches(rule: NftRule, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tup
         return False
     if rule.iif_set is not None and (pkt.iif,) not in sets[rule.iif_set]:
         return False
+    if rule.oif_set is not None and (pkt.oif,) not in sets[rule.oif_set]:
+        return False
     if rule.ct_states is not None and pkt.ct_state not in rule.ct_states:
         return False
     if rule.peer is not None:
@@ -547,6 +656,8 @@ def _matches(rule: NftRule, pkt: Packet, rs: Ruleset, sets: Mapping[str, set[tup
             return False
         if rule.icmp.code is not None and pkt.icmp_code != rule.icmp.code:
             return False
+    if rule.if_pair_set is not None and (pkt.iif, pkt.oif) not in sets[rule.if_pair_set]:
+        return False
     if rule.source_binding is not None:
         if _family(pkt.saddr) != "ip":
             return False

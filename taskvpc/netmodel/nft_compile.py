@@ -9,10 +9,11 @@
 * :func:`render_group_chains`: flush and refill one group's two chains (a rule authorized, revoked or
   modified): the cost follows the group's rules, not the number of ENIs carrying it. The sets its rules
   reference are created if missing and filled with the model's current members.
-* :func:`render_eni_chains`: flush and refill one ENI's two chains (jumps to its groups' chains) and
-  (re)register it in the maps and sets (the task starting, its groups modified); by default its groups'
-  chains too.
-* :func:`render_eni_delete`: remove one ENI (task stopped): map/set elements, then its chains;
+* :func:`render_eni_chains`: flush and refill the two chains one ENI's port jumps to (its combination's
+  jumps to its groups' chains, ``firewall_ir.eni_targets``) and (re)register it in the maps and sets (the
+  task starting, its groups modified); by default its groups' chains too.
+* :func:`render_eni_delete`: remove one ENI (task stopped): map/set elements, then its own chains if it
+  has any (a combination's chains are shared: :func:`render_chains_delete` when the last user goes);
   :func:`render_group_delete`: a group no ENI carries any more.
 
 Every batch is one nft transaction: it applies entirely or not at all.
@@ -21,12 +22,13 @@ Every batch is one nft transaction: it applies entirely or not at all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from taskvpc.netmodel.firewall_ir import (
     EGRESS_MAP,
     ENI_ADDRS,
     INGRESS_MAP,
+    SELF_PORTS,
     TASK_PORTS,
     Chain,
     EniPort,
@@ -34,16 +36,17 @@ from taskvpc.netmodel.firewall_ir import (
     NamedSet,
     NftRule,
     Ruleset,
+    Target,
     TraceStep,
     VerdictMap,
+    dispatch_chains,
     eni_chains,
+    eni_targets,
     group_chains,
     group_in_chain,
     group_out_chain,
     group_set,
     groups_named_by,
-    in_chain,
-    out_chain,
 )
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
@@ -56,16 +59,9 @@ def _q(name: str) -> str:
     return f'"{name}"'
 
 
-def _element(parts: tuple[str, ...]) -> str:
-    return " . ".join(_q(p) if i == 0 and not _is_addr(p) else p for i, p in enumerate(parts))
-
-
-def _is_addr(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+def _element(parts: tuple[str, ...], type_: str) -> str:
+    kinds = type_.split(" . ")
+    return " . ".join(_q(p) if kind == "ifname" else p for kind, p in zip(kinds, parts, strict=True))
 
 
 def rule_text(rule: NftRule) -> str:
@@ -77,6 +73,8 @@ def rule_text(rule: NftRule) -> str:
         out.append(f"oifname {_q(rule.oif)}")
     if rule.iif_set is not None:
         out.append(f"iifname @{rule.iif_set}")
+    if rule.oif_set is not None:
+        out.append(f"oifname @{rule.oif_set}")
     if rule.ct_states is not None:
         out.append("ct state " + ",".join(sorted(rule.ct_states)))
     if rule.not_l4protos is not None:
@@ -110,6 +108,8 @@ def rule_text(rule: NftRule) -> str:
         out.append(f"meta l4proto {_PROTO_NAMES.get(rule.l4proto, str(rule.l4proto))}")
     if rule.source_binding is not None:
         out.append(f"iifname . ip saddr . ether saddr @{rule.source_binding}")
+    if rule.if_pair_set is not None:
+        out.append(f"iifname . oifname @{rule.if_pair_set}")
     if rule.log is not None:
         log = rule.log
         if '"' in log.prefix or "\\" in log.prefix:
@@ -146,7 +146,7 @@ def trace_text(ruleset: Ruleset, trace: Sequence[TraceStep]) -> list[str]:
 def _set_block(s: NamedSet) -> list[str]:
     lines = [f"\tset {s.name} {{", f"\t\ttype {s.type}"]
     if s.elements:
-        lines.append("\t\telements = { " + ", ".join(_element(e) for e in s.elements) + " }")
+        lines.append("\t\telements = { " + ", ".join(_element(e, s.type) for e in s.elements) + " }")
     lines.append("\t}")
     return lines
 
@@ -216,13 +216,54 @@ def _find(model: FirewallModel, eni_id: str) -> EniPort:
     raise KeyError(eni_id)
 
 
-def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
+def _port_elements(table: str, eni: EniPort, verb: str) -> list[str]:
+    """The ENI's port where the dispatch finds it: its combination's port set, or (a logging ENI) the
+    verdict maps, jumping to its own chains. The set or chains must exist."""
+    target, port = eni_targets(eni), _q(eni.port)
+    if target.port_set is not None:
+        return [f"{verb} element inet {table} {target.port_set} {{ {port} }}"]
     return [
-        f"{verb} element inet {table} {EGRESS_MAP} {{ {_q(eni.port)} : jump {out_chain(eni.eni_id)} }}",
-        f"{verb} element inet {table} {INGRESS_MAP} {{ {_q(eni.port)} : jump {in_chain(eni.eni_id)} }}",
-        f"{verb} element inet {table} {TASK_PORTS} {{ {_q(eni.port)} }}",
-        f"{verb} element inet {table} {ENI_ADDRS} {{ {_q(eni.port)} . {eni.ip} . {eni.mac.lower()} }}",
+        f"{verb} element inet {table} {EGRESS_MAP} {{ {port} : jump {target.out_chain} }}",
+        f"{verb} element inet {table} {INGRESS_MAP} {{ {port} : jump {target.in_chain} }}",
     ]
+
+
+def _set_elements(table: str, eni: EniPort, verb: str) -> list[str]:
+    port = _q(eni.port)
+    return [
+        f"{verb} element inet {table} {TASK_PORTS} {{ {port} }}",
+        f"{verb} element inet {table} {ENI_ADDRS} {{ {port} . {eni.ip} . {eni.mac.lower()} }}",
+        f"{verb} element inet {table} {SELF_PORTS} {{ {port} . {port} }}",
+    ]
+
+
+def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
+    return _port_elements(table, eni, verb) + _set_elements(table, eni, verb)
+
+
+def _unport(table: str, eni: EniPort) -> list[str]:
+    """Take the ENI's port out of the dispatch (safe if absent: added first; its target must exist)."""
+    return _port_elements(table, eni, "add") + _port_elements(table, eni, "delete")
+
+
+def _target_add(table: str, target: Target, chains: Sequence[Chain]) -> list[str]:
+    """Make (or refill) a target: a combination's port set, and its chains."""
+    lines = [f"add set inet {table} {target.port_set} {{ type ifname; }}"] if target.port_set else []
+    return lines + _refill(table, chains)
+
+
+def _target_delete(table: str, target: Target) -> list[str]:
+    """Remove a target nothing dispatches to any more (after the dispatch rules naming it are gone)."""
+    lines = render_chains_delete(table, (target.out_chain, target.in_chain)).splitlines()
+    if target.port_set is not None:
+        lines.append(f"add set inet {table} {target.port_set} {{ type ifname; }}")
+        lines.append(f"delete set inet {table} {target.port_set}")
+    return lines
+
+
+def _dispatch(table: str, targets: Iterable[Target]) -> list[str]:
+    """Rewrite the dispatch chains for these targets (one rule per combination: few)."""
+    return _refill(table, dispatch_chains(targets))
 
 
 def _referenced_sets(model: FirewallModel, group_ids: Sequence[str]) -> list[str]:
@@ -263,24 +304,35 @@ def render_group_chains(model: FirewallModel, group_id: str) -> str:
 
 def render_group_delete(table: str, group_id: str) -> str:
     """Remove a group's chains (no ENI may jump to them any more; safe if already gone)."""
+    return render_chains_delete(table, (group_out_chain(group_id), group_in_chain(group_id)))
+
+
+def render_chains_delete(table: str, names: Sequence[str]) -> str:
+    """Remove chains nothing jumps to any more (safe if already gone)."""
     lines: list[str] = []
-    for name in (group_out_chain(group_id), group_in_chain(group_id)):
+    for name in names:
         lines.append(f"add chain inet {table} {name}")
         lines.append(f"flush chain inet {table} {name}")
         lines.append(f"delete chain inet {table} {name}")
     return "\n".join(lines) + "\n"
 
 
-def render_eni_chains(model: FirewallModel, eni_id: str, *, with_groups: bool = True) -> str:
+def render_eni_chains(
+    model: FirewallModel, eni_id: str, *, with_groups: bool = True, previous: EniPort | None = None
+) -> str:
     """Flush and refill ``out_<eni>``/``in_<eni>`` and register the ENI in the maps and sets.
 
     The table (from :func:`render`) must exist. ``with_groups``: also (re)load the chains of the ENI's
     groups (needed when one of them is new to the table; :mod:`nft_update` loads those itself). Group
     membership of the ENI's own address is not changed here: pair with :func:`render_member_update`.
+    ``previous``: the ENI as loaded, when its groups or logging changed: its port is taken out of its old
+    target's dispatch first. The old target itself stays.
     """
     eni = _find(model, eni_id)
     t = model.table
     lines: list[str] = []
+    if previous is not None and eni_targets(previous) != eni_targets(eni):
+        lines.extend(_unport(t, previous))
     groups = list(dict.fromkeys(eni.group_ids))
     if with_groups:
         lines.extend(_referenced_sets(model, groups))
@@ -290,19 +342,22 @@ def render_eni_chains(model: FirewallModel, eni_id: str, *, with_groups: bool = 
         for gid in groups:  # must exist for the jumps; their rules are loaded separately
             lines.append(f"add chain inet {t} {group_out_chain(gid)}")
             lines.append(f"add chain inet {t} {group_in_chain(gid)}")
-    lines.extend(_refill(t, eni_chains(model, eni)))
+    lines.extend(_target_add(t, eni_targets(eni), eni_chains(model, eni)))
+    if eni_targets(eni).port_set is not None:
+        lines.extend(_dispatch(t, (eni_targets(e) for e in model.enis)))
     lines.extend(_registrations(t, eni, "add"))
     return "\n".join(lines) + "\n"
 
 
-def render_eni_delete(table: str, eni: EniPort) -> str:
-    """Remove one ENI: its map and set elements, then its chains (safe if parts are already gone)."""
-    lines: list[str] = []
-    for name in (out_chain(eni.eni_id), in_chain(eni.eni_id)):
-        lines.append(f"add chain inet {table} {name}")
+def render_eni_delete(table: str, eni: EniPort, *, own_chains: bool = True) -> str:
+    """Remove one ENI: its set and map elements (safe if already gone), then, if ``own_chains`` and it
+    has chains of its own (its REJECTs logged), those. A combination's set and chains stay."""
+    target = eni_targets(eni)
+    lines = [f"add chain inet {table} {target.out_chain}", f"add chain inet {table} {target.in_chain}"]
+    if target.port_set is not None:
+        lines.append(f"add set inet {table} {target.port_set} {{ type ifname; }}")
     lines.extend(_registrations(table, eni, "add"))
     lines.extend(_registrations(table, eni, "delete"))
-    for name in (out_chain(eni.eni_id), in_chain(eni.eni_id)):
-        lines.append(f"flush chain inet {table} {name}")
-        lines.append(f"delete chain inet {table} {name}")
+    if own_chains and target.port_set is None:
+        lines.extend(_target_delete(table, target))
     return "\n".join(lines) + "\n"

@@ -2,18 +2,22 @@
 
 :class:`TableState` is one router table as the agent loaded it: the registered ENIs (with the groups and
 reject logging loaded for them), the ENIs carrying each group, the members of each group set and the rules
-loaded into each carried group's chains. Each change (:meth:`~TableState.add_eni`,
+loaded into each carried group's chains, and the ENIs jumping to each target chain pair (a combination of
+groups', or a logging ENI's own, ``firewall_ir.eni_targets``). Each change (:meth:`~TableState.add_eni`,
 :meth:`~TableState.remove_eni`, :meth:`~TableState.set_groups`, :meth:`~TableState.set_log_rejects`,
 :meth:`~TableState.set_rules`) updates it and returns the nft batch for that change alone:
 
-* a task starting: its address added to its groups' sets, its two chains, its map and set elements, and
-  the chains of a group no other ENI carried yet;
-* a task stopping: the same taken away (and the chains of a group it was the last to carry);
-* an ENI's groups modified: the set elements of the groups it joined or left, its chains refilled;
+* a task starting: its address added to its groups' sets, its map and set elements; chains only when
+  its combination of groups (or a group) is new to the table, or its REJECTs are logged;
+* a task stopping: the same taken away (and the chains of a combination or group it was the last to use);
+* an ENI's groups modified: the set elements of the groups it joined or left, its map elements pointed
+  at its new combination's chains;
 * a rule changed: the chains of that group only.
 
 The work and the batch follow the ENI and its groups, never the number of ENIs in the VPC: nothing here
-walks every ENI (``nft_update.render_update`` diffs two whole models, which does). The statements are the
+walks every ENI (``nft_update.render_update`` diffs two whole models, which does), and the common batch
+(a task with the groups of another) is elements only, so libnftables, which reads every chain of the table
+back before a transaction, has few to read. The statements are the
 same :mod:`~taskvpc.netmodel.nft_compile` writes for a whole table, so a table built by updates is the
 table :meth:`~TableState.whole` renders (tests/unit/test_nft_eni.py checks it against the evaluator and
 ``compile_ir``). Every batch is one nft transaction: it applies entirely or not at all; when one is refused
@@ -31,19 +35,26 @@ from taskvpc.netmodel.firewall_ir import (
     EniPort,
     FirewallModel,
     RemotePeer,
+    Target,
     compile_ir,
     eni_chains,
+    eni_targets,
     group_chains,
     group_members,
     group_set,
     groups_named_by,
 )
 from taskvpc.netmodel.nft_compile import (
+    _dispatch,
     _ip_key,
+    _port_elements,
     _refill,
     _registrations,
+    _set_elements,
+    _target_add,
+    _target_delete,
+    _unport,
     render,
-    render_eni_delete,
     render_group_delete,
 )
 
@@ -59,6 +70,7 @@ class TableState:
     carriers: dict[str, set[str]] = field(default_factory=dict)  # group -> ENI ids carrying it
     members: dict[str, set[str]] = field(default_factory=dict)  # group -> addresses in set g_<group>
     chains: dict[str, tuple[Chain, Chain]] = field(default_factory=dict)  # carried group -> loaded chains
+    jumpers: dict[Target, set[str]] = field(default_factory=dict)  # loaded targets -> the ENIs using them
     overlay_port: str | None = None  # the router's VXLAN device (agent/overlay.py); a change: whole()
     remote: tuple[RemotePeer, ...] = ()  # the VPC's members on other hosts, in their groups' sets
 
@@ -81,6 +93,9 @@ class TableState:
         text = render(compile_ir(model))
         self.members = {gid: set(ips) for gid, ips in group_members(model).items()}
         self.chains = {gid: group_chains(model, gid) for gid in self.carriers}
+        self.jumpers = {}
+        for eni in self.enis.values():
+            self.jumpers.setdefault(eni_targets(eni), set()).add(eni.eni_id)
         return text
 
     # -- changes --------------------------------------------------------------------------------------
@@ -110,7 +125,7 @@ class TableState:
                 lines.extend(self._load_group(gid))
         for gid in groups:
             lines.extend(self._add_member(gid, eni.ip))
-        lines.extend(_refill(self.table, eni_chains(self._rules_model(), eni)))
+        lines.extend(self._attach(eni))
         lines.extend(_registrations(self.table, eni, "add"))
         return _batch(lines)
 
@@ -120,13 +135,13 @@ class TableState:
 
     def set_groups(self, eni_id: str, group_ids: tuple[str, ...]) -> str:
         """The ENI's groups modified: only the sets of groups it joins or leaves, and its own chains."""
-        eni = self.enis.get(eni_id)
-        if eni is None or eni.group_ids == group_ids:
+        before = self.enis.get(eni_id)
+        if before is None or before.group_ids == group_ids:
             return ""
-        old, new = _unique(eni.group_ids), _unique(group_ids)
+        old, new = _unique(before.group_ids), _unique(group_ids)
         joined = [g for g in new if g not in old]
         left = [g for g in old if g not in new]
-        eni = self.enis[eni_id] = replace(eni, group_ids=group_ids)
+        eni = self.enis[eni_id] = replace(before, group_ids=group_ids)
         lines: list[str] = []
         for gid in joined:
             self.carriers.setdefault(gid, set()).add(eni_id)
@@ -137,17 +152,17 @@ class TableState:
             lines.extend(self._remove_member(gid, eni.ip))
         for gid in joined:
             lines.extend(self._add_member(gid, eni.ip))
-        lines.extend(_refill(self.table, eni_chains(self._rules_model(), eni)))
+        lines.extend(self._retarget(before, eni))
         for gid in left:
             lines.extend(self._drop_group_if_unused(gid))
         return _batch(lines)
 
     def set_log_rejects(self, eni_id: str, log_rejects: bool) -> str:
-        eni = self.enis.get(eni_id)
-        if eni is None or eni.log_rejects == log_rejects:
+        before = self.enis.get(eni_id)
+        if before is None or before.log_rejects == log_rejects:
             return ""
-        eni = self.enis[eni_id] = replace(eni, log_rejects=log_rejects)
-        return _batch(_refill(self.table, eni_chains(self._rules_model(), eni)))
+        eni = self.enis[eni_id] = replace(before, log_rejects=log_rejects)
+        return _batch(self._retarget(before, eni))
 
     def set_rules(self, rules: Mapping[str, GroupRules]) -> str:
         """New desired rules: the chains of the carried groups whose rules changed are refilled."""
@@ -180,8 +195,44 @@ class TableState:
         """A model with the rules and no ENIs: what compiling one group's or one ENI's chains reads."""
         return FirewallModel(self.table, (), self.rules, self.host_port, self.host_ip)
 
+    def _attach(self, eni: EniPort) -> list[str]:
+        """The target judging ``eni`` (set, chains, dispatch rules), loaded if no ENI uses it yet."""
+        target = eni_targets(eni)
+        users = self.jumpers.setdefault(target, set())
+        users.add(eni.eni_id)
+        if len(users) > 1:
+            return []
+        lines = _target_add(self.table, target, eni_chains(self._rules_model(), eni))
+        if target.port_set is not None:
+            lines.extend(_dispatch(self.table, self.jumpers))
+        return lines
+
+    def _detach(self, eni: EniPort) -> list[str]:
+        """``eni`` uses its target no more: it goes with its last user (its dispatch rules first)."""
+        target = eni_targets(eni)
+        users = self.jumpers.get(target, set())
+        users.discard(eni.eni_id)
+        if users:
+            return []
+        self.jumpers.pop(target, None)
+        lines = _dispatch(self.table, self.jumpers) if target.port_set is not None else []
+        return lines + _target_delete(self.table, target)
+
+    def _retarget(self, before: EniPort, after: EniPort) -> list[str]:
+        """Move the ENI's port from ``before``'s target to ``after``'s."""
+        if eni_targets(before) == eni_targets(after):  # a logging ENI's own chains: its groups changed
+            changed = after.log_rejects and before.group_ids != after.group_ids
+            return _refill(self.table, eni_chains(self._rules_model(), after)) if changed else []
+        lines = _unport(self.table, before)
+        lines.extend(self._attach(after))
+        lines.extend(_port_elements(self.table, after, "add"))
+        lines.extend(self._detach(before))
+        return lines
+
     def _remove(self, eni: EniPort) -> list[str]:
-        lines = render_eni_delete(self.table, eni).splitlines()
+        lines = [*_unport(self.table, eni), *_set_elements(self.table, eni, "add")]
+        lines.extend(_set_elements(self.table, eni, "delete"))
+        lines.extend(self._detach(eni))
         del self.enis[eni.eni_id]
         if self.by_ip.get(eni.ip) == eni.eni_id:
             del self.by_ip[eni.ip]

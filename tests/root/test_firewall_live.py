@@ -1,7 +1,7 @@
 """Live changes through the compiler's incremental batches, on real packets (no whole-table reload).
 
-A rule revoked or authorized rewrites the chains of the ENIs carrying the group (``render_eni_chains``); a
-task gaining or losing a group changes its own chains and the group's member set
+A rule revoked or authorized rewrites the chains of the group (``render_eni_chains``); a task gaining or
+losing a group points its port at its new combination's chains and changes the group's member set
 (``render_member_update``). New connections follow at once; an established connection survives a revoke,
 as EC2 keeps tracked connections (its conntrack entry is accepted before any rule is read).
 """
@@ -99,14 +99,17 @@ def test_revoke_authorize_and_membership_follow_at_once(lab: fwlab.Lab) -> None:
             assert reach(0) == "ok"
 
             joined = model(WEB, ("sg-client",))  # c joins sg-client: its chains and the group's set
+            alone = model(WEB, ()).enis[2]
             apply(
-                render_eni_chains(joined, c.eni_id) + render_member_update(lab.table, "sg-client", [c.ip], [])
+                render_eni_chains(joined, c.eni_id, previous=alone)
+                + render_member_update(lab.table, "sg-client", [c.ip], [])
             )
             assert reach(2) == "ok"
 
             left = model(WEB, ())
             apply(
-                render_eni_chains(left, c.eni_id) + render_member_update(lab.table, "sg-client", [], [c.ip])
+                render_eni_chains(left, c.eni_id, previous=joined.enis[2])
+                + render_member_update(lab.table, "sg-client", [], [c.ip])
             )
             assert reach(2) == "timeout"
             assert reach(0) == "ok" and echo(held, b"still")

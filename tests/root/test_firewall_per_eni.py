@@ -1,10 +1,12 @@
 """Per-ENI firewall updates on real nftables: a task starting or stopping touches only its own ENI's
-chains and elements (and its groups' sets); the other ENIs' rules keep their kernel handles, so nothing of
-theirs was flushed and reloaded. The table built by updates is the one a whole load would make."""
+elements (and its groups' sets; chains only for a combination of groups new to the table, or gone with
+its last ENI); the other rules keep their kernel handles, so nothing was flushed and reloaded. The table
+built by updates is the one a whole load would make."""
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 
 from taskvpc.agent.security import FirewallSync
 from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort, compile_ir, group_set, in_chain, out_chain
+from taskvpc.netmodel.firewall_ir import EniPort, combo_in_chain, combo_out_chain, compile_ir, group_set
 from taskvpc.netmodel.nft_compile import render
 from taskvpc.netmodel.security_groups import Rule, new_group_egress
 from tests.root import fwlab
@@ -99,13 +101,14 @@ def test_one_enis_update_touches_only_that_eni(lab: fwlab.Lab) -> None:
     sync.add_eni(lab.vpc_id, a)  # the first: the whole table
     sync.add_eni(lab.vpc_id, b)
     before = listing(lab, lab.table)
+    web, web_db = ("sg-web",), ("sg-web", "sg-db")
     kept = {
         name: rule_handles(before, name)
         for name in (
-            in_chain(a.eni_id),
-            out_chain(a.eni_id),
-            in_chain(b.eni_id),
-            out_chain(b.eni_id),
+            combo_in_chain(web),
+            combo_out_chain(web),
+            combo_in_chain(web_db),
+            combo_out_chain(web_db),
             "gin_sg_web",
             "gout_sg_web",
             "gin_sg_db",
@@ -113,27 +116,73 @@ def test_one_enis_update_touches_only_that_eni(lab: fwlab.Lab) -> None:
     }
     assert all(kept.values())
 
-    sync.add_eni(lab.vpc_id, c)  # a task starts
+    sync.add_eni(lab.vpc_id, c)  # a task starts, with the groups of another: elements only
     added = loader.batches[-1]
     assert c.ip in added and a.ip not in added and b.ip not in added
-    assert a.eni_id.replace("-", "_") not in added and b.eni_id.replace("-", "_") not in added
-    assert f"flush chain inet {lab.table} gin_sg_web" not in added  # carried already: its rules untouched
+    assert lab.port(lab.enis[0]) not in added and lab.port(lab.enis[1]) not in added
+    assert all(" element " in line for line in added.splitlines()), added
     during = listing(lab, lab.table)
     assert {name: rule_handles(during, name) for name in kept} == kept
     assert set_elements(during, group_set("sg-web")) == sorted(json.dumps(ip) for ip in (a.ip, b.ip, c.ip))
-    assert rule_handles(during, in_chain(c.eni_id))
 
-    sync.remove_eni(lab.vpc_id, b.eni_id)  # a task stops: the last carrier of sg-db
+    sync.remove_eni(lab.vpc_id, b.eni_id)  # a task stops: the last of its combination, the last of sg-db
     removed = loader.batches[-1]
     assert b.ip in removed and a.ip not in removed and c.ip not in removed
     after = listing(lab, lab.table)
-    assert {n: rule_handles(after, n) for n in (in_chain(a.eni_id), out_chain(a.eni_id), "gin_sg_web")} == {
-        n: kept[n] for n in (in_chain(a.eni_id), out_chain(a.eni_id), "gin_sg_web")
+    assert {n: rule_handles(after, n) for n in (combo_in_chain(web), combo_out_chain(web), "gin_sg_web")} == {
+        n: kept[n] for n in (combo_in_chain(web), combo_out_chain(web), "gin_sg_web")
     }
-    assert rule_handles(after, in_chain(b.eni_id)) == [] and rule_handles(after, "gin_sg_db") == []
+    assert rule_handles(after, combo_in_chain(web_db)) == [] and rule_handles(after, "gin_sg_db") == []
     assert set_elements(after, group_set("sg-web")) == sorted(json.dumps(ip) for ip in (a.ip, c.ip))
 
+    # A flow log wants c's REJECTs: c gets chains of its own (the log prefix names it), then loses them.
+    sync.set_reject_logging(frozenset({c.eni_id}))
+    logged = listing(lab, lab.table)
+    assert rule_handles(logged, f"in_{c.eni_id.replace('-', '_')}")
+    shared = (combo_in_chain(web), combo_out_chain(web), "gin_sg_web", "gout_sg_web")
+    assert {n: rule_handles(logged, n) for n in shared} == {n: kept[n] for n in shared}
+
     # What the updates built is what a whole load of the same model makes.
+    whole_table = lab.table + "w"
+    lab.fw.apply(lab.vpc_id, render(compile_ir(replace(sync.model(lab.vpc_id), table=whole_table))))
+    try:
+        assert shape(listing(lab, lab.table)) == shape(listing(lab, whole_table))
+    finally:
+        lab.fw.remove(lab.vpc_id, whole_table)
+
+
+def test_any_sequence_of_changes_builds_the_whole_tables_contents(lab: fwlab.Lab) -> None:
+    """Random starts, stops, group changes and flow-log switches (combinations appearing and going, ENIs
+    moving between shared chains and their own), each one batch on real nft: never refused, and the
+    table they build is what a whole load of the same model makes."""
+    rng = random.Random(1313)
+    loader = Recorder(lab)
+    sync = FirewallSync(loader, lab.cfg, table=lab.table)
+    sync.set_desired({lab.vpc_id: {"sg-web": WEB, "sg-db": DB}}, {})
+    pool = [("sg-web",), ("sg-db",), ("sg-web", "sg-db"), ("sg-db", "sg-web"), ()]
+    enis = [
+        EniPort(f"eni-{i:08x}", f"{lab.cfg.prefix}q{i}", f"10.238.9.{10 + i}", f"0e:00:00:00:09:{i:02x}", ())
+        for i in range(8)
+    ]
+    sync.add_eni(lab.vpc_id, replace(enis[0], group_ids=("sg-web",)))  # the whole table
+    # Two new combinations in one transaction: the dispatch chains rewritten twice in it.
+    sync.add_enis(lab.vpc_id, [replace(enis[1], group_ids=pool[1]), replace(enis[2], group_ids=pool[2])])
+    assert loader.batches[-1].count("flush chain inet " + lab.table + " egress_dispatch") == 2
+    logged: set[str] = set()
+    for _ in range(60):
+        e = rng.choice(enis)
+        op = rng.random()
+        if op < 0.4:
+            sync.add_eni(lab.vpc_id, replace(e, group_ids=rng.choice(pool)))
+        elif op < 0.6:
+            sync.remove_eni(lab.vpc_id, e.eni_id)
+        elif op < 0.8:
+            sync.set_desired({}, {e.eni_id: rng.choice(pool)})
+        else:
+            logged ^= {e.eni_id}
+            sync.set_reject_logging(frozenset(logged))
+    assert len(loader.batches) > 30 and sync.model(lab.vpc_id).enis
+    assert not any(b.startswith("add table") for b in loader.batches[1:]), "an update was refused"
     whole_table = lab.table + "w"
     lab.fw.apply(lab.vpc_id, render(compile_ir(replace(sync.model(lab.vpc_id), table=whole_table))))
     try:

@@ -54,24 +54,26 @@ def trace(pkt: Packet) -> list[str]:
 def test_allowed_by_egress_then_ingress() -> None:
     assert trace(packet(APP, WEB, 6, dport=80)) == [
         ANTISPOOF_OK,
-        "forward: iifname vmap @egress_ports -> jump out_eni_app",
-        "out_eni_app: jump gout_sg_app",
+        "forward: iifname @task_ports jump egress_dispatch",
+        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
+        "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
-        "to_task: oifname vmap @ingress_ports -> jump in_eni_web",
-        "in_eni_web: jump gin_sg_web",
+        "to_task: oifname @task_ports jump ingress_dispatch",
+        "ingress_dispatch: oifname @cp_sg_web__sg_ops jump cin_sg_web__sg_ops",
+        "cin_sg_web__sg_ops: jump gin_sg_web",
         "gin_sg_web: ip saddr @g_sg_app tcp dport 80 accept",
     ]
 
 
 def test_second_group_of_an_eni_adds_its_rules() -> None:
-    assert trace(packet(BARE, WEB, 6, dport=22))[-1:] == ["out_eni_bare: drop"], "bare has no egress rule"
+    assert trace(packet(BARE, WEB, 6, dport=22))[-1:] == ["cout_: drop"], "bare has no egress rule"
     with_egress = dataclasses.replace(BARE, group_ids=("sg-web",))
     model = dataclasses.replace(MODEL, enis=(WEB, APP, with_egress))
     rs = compile_ir(model)
     assert trace_text(rs, trace_ir(rs, packet(with_egress, WEB, 6, dport=22)))[-4:] == [
-        "in_eni_web: jump gin_sg_web",
+        "cin_sg_web__sg_ops: jump gin_sg_web",
         "gin_sg_web: end",  # sg-web does not allow 22 ...
-        "in_eni_web: jump gin_sg_ops",
+        "cin_sg_web__sg_ops: jump gin_sg_ops",
         "gin_sg_ops: ip saddr 10.0.2.0/24 tcp dport 22 accept",  # ... the ENI's second group does
     ]
 
@@ -79,37 +81,40 @@ def test_second_group_of_an_eni_adds_its_rules() -> None:
 def test_denied_by_ingress_ends_in_the_enis_drop() -> None:
     assert trace(packet(APP, WEB, 6, dport=81)) == [
         ANTISPOOF_OK,
-        "forward: iifname vmap @egress_ports -> jump out_eni_app",
-        "out_eni_app: jump gout_sg_app",
+        "forward: iifname @task_ports jump egress_dispatch",
+        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
+        "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
-        "to_task: oifname vmap @ingress_ports -> jump in_eni_web",
-        "in_eni_web: jump gin_sg_web",
+        "to_task: oifname @task_ports jump ingress_dispatch",
+        "ingress_dispatch: oifname @cp_sg_web__sg_ops jump cin_sg_web__sg_ops",
+        "cin_sg_web__sg_ops: jump gin_sg_web",
         "gin_sg_web: end",
-        "in_eni_web: jump gin_sg_ops",
+        "cin_sg_web__sg_ops: jump gin_sg_ops",
         "gin_sg_ops: end",
-        "in_eni_web: drop",
+        "cin_sg_web__sg_ops: drop",
     ]
 
 
 def test_denied_by_restricted_egress_never_reaches_ingress() -> None:
     assert trace(packet(APP, BARE, 17, dport=53)) == [
         ANTISPOOF_OK,
-        "forward: iifname vmap @egress_ports -> jump out_eni_app",
-        "out_eni_app: jump gout_sg_app",
+        "forward: iifname @task_ports jump egress_dispatch",
+        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
+        "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: end",
-        "out_eni_app: drop",
+        "cout_sg_app: drop",
     ]
 
 
 def test_icmp_type_rule() -> None:
-    assert trace(packet(APP, WEB, 1, icmp_type=8, icmp_code=0))[-1] == "out_eni_app: drop", "egress: tcp only"
-    assert trace(packet(BARE, WEB, 1, icmp_type=8, icmp_code=0))[-1] == "out_eni_bare: drop"
+    assert trace(packet(APP, WEB, 1, icmp_type=8, icmp_code=0))[-1] == "cout_sg_app: drop", "egress: tcp only"
+    assert trace(packet(BARE, WEB, 1, icmp_type=8, icmp_code=0))[-1] == "cout_: drop"
     open_bare = dataclasses.replace(BARE, group_ids=("sg-web",))
     rs = compile_ir(dataclasses.replace(MODEL, enis=(WEB, APP, open_bare)))
     steps = trace_text(rs, trace_ir(rs, packet(open_bare, WEB, 1, icmp_type=8, icmp_code=0)))
     assert steps[-1] == "gin_sg_web: ip saddr 10.0.0.0/16 icmp type 8 accept"
     steps = trace_text(rs, trace_ir(rs, packet(open_bare, WEB, 1, icmp_type=0, icmp_code=0)))
-    assert steps[-1] == "in_eni_web: drop", "an echo reply is another type"
+    assert steps[-1] == "cin_sg_web__sg_ops: drop", "an echo reply is another type"
 
 
 def test_forged_mac_or_address_dies_in_antispoof() -> None:
@@ -154,31 +159,32 @@ def test_host_is_judged_by_the_destinations_ingress_only() -> None:
     assert trace(packet(HOST, APP, 6, dport=8080)) == [
         "antispoof: policy accept",
         'forward: iifname "tvpc-host" goto to_task',
-        "to_task: oifname vmap @ingress_ports -> jump in_eni_app",
-        "in_eni_app: jump gin_sg_app",
+        "to_task: oifname @task_ports jump ingress_dispatch",
+        "ingress_dispatch: oifname @cp_sg_app jump cin_sg_app",
+        "cin_sg_app: jump gin_sg_app",
         "gin_sg_app: ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept",
     ]
-    assert trace(packet(HOST, WEB, 6, dport=80))[-1] == "in_eni_web: drop"
+    assert trace(packet(HOST, WEB, 6, dport=80))[-1] == "cin_sg_web__sg_ops: drop"
 
 
 def test_traffic_to_self_never_meets_a_group() -> None:
     assert trace(packet(BARE, BARE, 6, dport=1)) == [
         ANTISPOOF_OK,
-        "forward: iifname vmap @egress_ports -> jump out_eni_bare",
-        'out_eni_bare: oifname "tvpcb" accept',
+        "forward: iifname . oifname @self_ports accept",
     ]
 
 
 def test_per_packet_work_does_not_grow_with_other_enis() -> None:
-    """The same packet takes the same steps (same chains, same rule positions) with 1,000 more ENIs and
-    their rules in the table: dispatch is by verdict map, group membership by set lookup."""
+    """The same packet takes the same steps (same chains, same rule positions) with 1,000 more ENIs with
+    the groups of the others: dispatch is one set lookup per combination of groups (not per ENI), group
+    membership one set lookup."""
     crowd = tuple(
         EniPort(
             f"eni-x{i}",
             f"tvx{i}",
             f"10.1.{i // 250}.{i % 250 + 2}",
             f"02:01:00:00:{i // 256:02x}:{i % 256:02x}",
-            ("sg-web", "sg-app"),
+            (WEB, APP, BARE)[i % 3].group_ids,
         )
         for i in range(1000)
     )

@@ -113,33 +113,41 @@ table inet taskvpc {
 \t\tip saddr @g_sg_app tcp dport 80 accept
 \t\tip saddr 10.0.0.0/16 icmp type 8 accept
 \t}
-\tchain out_eni_1 {
-\t\toifname "tvpc1" accept
-\t\tjump gout_sg_web
+\tchain cout_ {
 \t\tdrop
 \t}
-\tchain in_eni_1 {
-\t\tjump gin_sg_web
+\tchain cin_ {
 \t\tdrop
 \t}
-\tchain out_eni_2 {
-\t\toifname "tvpc2" accept
+\tchain cout_sg_app {
 \t\tjump gout_sg_app
 \t\tdrop
 \t}
-\tchain in_eni_2 {
+\tchain cin_sg_app {
 \t\tjump gin_sg_app
 \t\tdrop
 \t}
-\tchain out_eni_3 {
-\t\toifname "tvpc3" accept
+\tchain cout_sg_web {
+\t\tjump gout_sg_web
 \t\tdrop
 \t}
-\tchain in_eni_3 {
+\tchain cin_sg_web {
+\t\tjump gin_sg_web
 \t\tdrop
+\t}
+\tchain egress_dispatch {
+\t\tiifname @cp_ jump cout_
+\t\tiifname @cp_sg_app jump cout_sg_app
+\t\tiifname @cp_sg_web jump cout_sg_web
+\t}
+\tchain ingress_dispatch {
+\t\toifname @cp_ jump cin_
+\t\toifname @cp_sg_app jump cin_sg_app
+\t\toifname @cp_sg_web jump cin_sg_web
 \t}
 \tchain to_task {
 \t\toifname vmap @ingress_ports
+\t\toifname @task_ports jump ingress_dispatch
 \t\tdrop
 \t}
 \tset g_sg_app {
@@ -159,13 +167,27 @@ table inet taskvpc {
 \t\telements = { "tvpc1" . 10.0.1.10 . 02:00:00:00:00:01, "tvpc2" . 10.0.1.11 . 02:00:00:00:00:02, \
 "tvpc3" . 10.0.1.12 . 02:00:00:00:00:03 }
 \t}
+\tset self_ports {
+\t\ttype ifname . ifname
+\t\telements = { "tvpc1" . "tvpc1", "tvpc2" . "tvpc2", "tvpc3" . "tvpc3" }
+\t}
+\tset cp_ {
+\t\ttype ifname
+\t\telements = { "tvpc3" }
+\t}
+\tset cp_sg_app {
+\t\ttype ifname
+\t\telements = { "tvpc2" }
+\t}
+\tset cp_sg_web {
+\t\ttype ifname
+\t\telements = { "tvpc1" }
+\t}
 \tmap egress_ports {
 \t\ttype ifname : verdict
-\t\telements = { "tvpc1" : jump out_eni_1, "tvpc2" : jump out_eni_2, "tvpc3" : jump out_eni_3 }
 \t}
 \tmap ingress_ports {
 \t\ttype ifname : verdict
-\t\telements = { "tvpc1" : jump in_eni_1, "tvpc2" : jump in_eni_2, "tvpc3" : jump in_eni_3 }
 \t}
 \tchain antispoof {
 \t\ttype filter hook prerouting priority raw; policy accept;
@@ -177,7 +199,9 @@ table inet taskvpc {
 \t\tct state established,related accept
 \t\tct state invalid meta l4proto != { icmp, ipv6-icmp } drop
 \t\toifname "tvpc-host" drop
+\t\tiifname . oifname @self_ports accept
 \t\tiifname vmap @egress_ports
+\t\tiifname @task_ports jump egress_dispatch
 \t\tiifname "tvpc-host" goto to_task
 \t}
 }
@@ -211,19 +235,29 @@ def test_eni_chains_text() -> None:
         "flush chain inet taskvpc gin_sg_app\n"
         "add rule inet taskvpc gout_sg_app ip daddr @g_sg_web meta l4proto tcp goto to_task\n"
         "add rule inet taskvpc gin_sg_app ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept\n"
-        "add chain inet taskvpc out_eni_2\n"
-        "flush chain inet taskvpc out_eni_2\n"
-        "add chain inet taskvpc in_eni_2\n"
-        "flush chain inet taskvpc in_eni_2\n"
-        'add rule inet taskvpc out_eni_2 oifname "tvpc2" accept\n'
-        "add rule inet taskvpc out_eni_2 jump gout_sg_app\n"
-        "add rule inet taskvpc out_eni_2 drop\n"
-        "add rule inet taskvpc in_eni_2 jump gin_sg_app\n"
-        "add rule inet taskvpc in_eni_2 drop\n"
-        'add element inet taskvpc egress_ports { "tvpc2" : jump out_eni_2 }\n'
-        'add element inet taskvpc ingress_ports { "tvpc2" : jump in_eni_2 }\n'
+        "add set inet taskvpc cp_sg_app { type ifname; }\n"
+        "add chain inet taskvpc cout_sg_app\n"
+        "flush chain inet taskvpc cout_sg_app\n"
+        "add chain inet taskvpc cin_sg_app\n"
+        "flush chain inet taskvpc cin_sg_app\n"
+        "add rule inet taskvpc cout_sg_app jump gout_sg_app\n"
+        "add rule inet taskvpc cout_sg_app drop\n"
+        "add rule inet taskvpc cin_sg_app jump gin_sg_app\n"
+        "add rule inet taskvpc cin_sg_app drop\n"
+        "add chain inet taskvpc egress_dispatch\n"
+        "flush chain inet taskvpc egress_dispatch\n"
+        "add chain inet taskvpc ingress_dispatch\n"
+        "flush chain inet taskvpc ingress_dispatch\n"
+        "add rule inet taskvpc egress_dispatch iifname @cp_ jump cout_\n"
+        "add rule inet taskvpc egress_dispatch iifname @cp_sg_app jump cout_sg_app\n"
+        "add rule inet taskvpc egress_dispatch iifname @cp_sg_web jump cout_sg_web\n"
+        "add rule inet taskvpc ingress_dispatch oifname @cp_ jump cin_\n"
+        "add rule inet taskvpc ingress_dispatch oifname @cp_sg_app jump cin_sg_app\n"
+        "add rule inet taskvpc ingress_dispatch oifname @cp_sg_web jump cin_sg_web\n"
+        'add element inet taskvpc cp_sg_app { "tvpc2" }\n'
         'add element inet taskvpc task_ports { "tvpc2" }\n'
         'add element inet taskvpc eni_addrs { "tvpc2" . 10.0.1.11 . 02:00:00:00:00:02 }\n'
+        'add element inet taskvpc self_ports { "tvpc2" . "tvpc2" }\n'
     )
 
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from hypothesis import given, settings, strategies as st
 
 from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort, compile_ir
+from taskvpc.netmodel.firewall_ir import EniPort, combo_in_chain, combo_out_chain, compile_ir
 from taskvpc.netmodel.nft_compile import render
 from taskvpc.netmodel.nft_eni import TableState
 from taskvpc.netmodel.security_groups import Rule, new_group_egress
@@ -42,18 +42,48 @@ def test_a_task_starting_or_stopping_names_only_its_own_eni() -> None:
     state = loaded(50)
     newcomer = eni(999, "sg-web", "sg-db")
     added = state.add_eni(newcomer)
-    assert "delete table" not in added and newcomer.ip in added and "eni_000003e7" in added
+    assert "delete table" not in added and newcomer.ip in added and newcomer.port in added
     others = [eni(i) for i in range(50)]
-    assert not any(
-        e.ip + " " in added or e.ip + "\n" in added or e.eni_id.replace("-", "_") in added for e in others
-    )
+    assert not any(e.ip + " " in added or e.ip + "\n" in added or e.port in added for e in others)
     assert "flush chain inet taskvpc gin_sg_web" not in added  # carried already
     assert "flush chain inet taskvpc gin_sg_db" in added  # new to the table
+    combo = combo_in_chain(("sg-web", "sg-db"))
+    assert f"flush chain inet taskvpc {combo}" in added  # the first ENI with these groups
     removed = state.remove_eni(newcomer.eni_id)
-    assert "delete chain inet taskvpc in_eni_000003e7" in removed
+    assert f"delete chain inet taskvpc {combo}" in removed  # ... and the last
     assert "delete chain inet taskvpc gin_sg_db" in removed  # its last carrier left
-    assert not any(e.eni_id.replace("-", "_") in removed for e in others)
+    assert not any(e.port in removed for e in others)
     assert state.add_eni(eni(3, "sg-web")) == ""  # registered already, unchanged: nothing to load
+
+
+def test_a_task_whose_groups_another_has_is_elements_only() -> None:
+    """The common start and stop: no chain or rule at all, so libnftables has nothing but elements to
+    add (and reads few chains back: one pair per combination of groups, not per ENI)."""
+    state = loaded(50)
+    started = state.add_eni(eni(777, "sg-web"))
+    stopped = state.remove_eni(eni(777).eni_id)
+    for batch in (started, stopped):
+        assert batch and all(" element inet taskvpc " in line for line in batch.splitlines()), batch
+    assert eni(777).port in started and eni(777).ip in started and eni(777).mac in started
+    # sg-web's members, its combination's ports, task_ports, eni_addrs, self_ports
+    assert started.count("\n") == 5
+    assert [(t.out_chain, t.in_chain, t.port_set) for t in state.jumpers] == [
+        (combo_out_chain(["sg-web"]), combo_in_chain(["sg-web"]), "cp_sg_web")
+    ]
+
+
+def test_a_logging_eni_has_chains_of_its_own() -> None:
+    """Flow logs name the ENI in the log prefix: an ENI whose REJECTs are logged jumps to its own chains."""
+    state = loaded(3)
+    logged = replace(eni(800, "sg-web"), log_rejects=True)
+    added = state.add_eni(logged)
+    assert 'log prefix "eni-00000320 in"' in added and "flush chain inet taskvpc in_eni_00000320" in added
+    quiet = state.set_log_rejects(logged.eni_id, False)
+    assert "delete chain inet taskvpc in_eni_00000320" in quiet
+    assert f'add element inet taskvpc cp_sg_web {{ "{logged.port}" }}' in quiet
+    assert "flush chain" not in quiet.replace("flush chain inet taskvpc in_eni", "-").replace(
+        "flush chain inet taskvpc out_eni", "-"
+    )
 
 
 def test_the_batch_does_not_grow_with_the_enis_in_the_vpc() -> None:
@@ -116,6 +146,7 @@ def test_bookkeeping_after_any_changes_is_what_a_whole_load_records(
     reference = copy.deepcopy(state)
     reference.whole()
     assert state.chains == reference.chains
+    assert state.jumpers == reference.jumpers  # target chains loaded: exactly those the ENIs jump to
     assert {g: m for g, m in state.members.items() if m or g in state.carriers} == {
         g: m for g, m in reference.members.items() if m or g in reference.carriers
     }
