@@ -18,16 +18,22 @@ packet is routed and connection tracking is available):
   number of tasks in the group.
 * per distinct combination of groups two regular chains, shared by every ENI carrying exactly those
   groups: ``cout_<combo>`` (``jump gout_<sg>`` for each of the groups, then ``drop``: the union of their
-  egress rules) and ``cin_<combo>`` (``jump gin_<sg>`` for each, then ``drop``), and a set ``cp_<combo>``
-  (``ifname``) of the ports of those ENIs; ``<combo>`` names the groups in order (``cout_sg_a__sg_b``; a
-  hash when the ids are long or unusual). Regular chains ``egress_dispatch`` / ``ingress_dispatch`` hold
-  one rule per combination: ``iifname @cp_<combo> jump cout_<combo>`` / ``oifname @cp_<combo> jump
-  cin_<combo>``. A task starting or stopping is then only set elements (a combination's set, chains and
-  dispatch rules are made when it first appears and go with its last ENI). Why not a verdict map from
-  port to chain: libnftables reads every chain of the table back before each transaction (chains per ENI
-  made every start and stop cost more with every ENI: 3.5 ms each at 5,000), and the kernel validates
-  the whole table, every map element included, on each commit that adds a ``jump`` element to a map
-  (0.7 ms at 5,000). A new flow's dispatch costs one set lookup per combination, not per ENI.
+  egress rules) and ``cin_<combo>`` (``jump gin_<sg>`` for each, then ``drop``); ``<combo>`` names the
+  groups in order (``cout_sg_a__sg_b``; a hash when the ids are long or unusual). Each combination has a
+  number (:func:`combo_numbers`: stable while it exists). A data map ``port_combo`` (``ifname : mark``)
+  gives each ENI's port its combination's number, and the verdict maps ``combo_out``/``combo_in``
+  (``mark : verdict``) the number's chains. Regular chains ``egress_dispatch`` / ``ingress_dispatch`` hold
+  one rule each: ``meta mark set iifname map @port_combo meta mark vmap @combo_out`` (``oifname``,
+  ``combo_in``): two hash lookups per new flow, whatever the number of ENIs or combinations. A task
+  starting or stopping is then only elements of sets and of the data map; a combination's chains and its
+  two verdict-map elements are made when it first appears and go with its last ENI. Why not a verdict map
+  from port to chain: libnftables reads every chain of the table back before each transaction (chains per
+  ENI made every start and stop cost more with every ENI: 3.5 ms each at 5,000), and the kernel validates
+  the whole table on each commit that adds a ``jump`` element to a map (0.7 ms at 5,000); a data-map
+  element (a number) is no jump. The packet mark is the router's scratch register: nothing else in the
+  router namespace reads it (no ``ip rule fwmark`` there; the NLBs' marks are in their own namespaces,
+  ``drivers/lbnet.py``), and a packet leaving into another namespace (a task, the host, an underlay)
+  has it cleared on the way (the kernel scrubs ``skb->mark`` crossing namespaces).
 * an ENI whose REJECTs are logged (flow logs, below) has chains of its own, ``out_<eni>``/``in_<eni>``
   (the log prefix names the ENI), reached through the verdict maps ``egress_ports`` (``iifname`` ->
   ``jump out_<eni>``) and ``ingress_ports`` (``oifname`` -> ``jump in_<eni>``), which hold only those.
@@ -84,7 +90,7 @@ import functools
 import hashlib
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -106,6 +112,9 @@ REJECT_LOG_SNAPLEN = 64  # IP and TCP/UDP/ICMP headers are all the collector rea
 EGRESS_MAP = "egress_ports"
 INGRESS_MAP = "ingress_ports"
 EGRESS_DISPATCH = "egress_dispatch"
+PORT_COMBO = "port_combo"  # ifname : mark, a port's combination number
+COMBO_OUT = "combo_out"  # mark : verdict, a combination number's egress chain
+COMBO_IN = "combo_in"
 INGRESS_DISPATCH = "ingress_dispatch"
 TASK_PORTS = "task_ports"
 ENI_ADDRS = "eni_addrs"
@@ -150,6 +159,9 @@ class FirewallModel:
     # rules on its own host; one arriving from the overlay meets the destination's ingress rules.
     overlay_port: str | None = None
     remote: tuple[RemotePeer, ...] = ()
+    # Numbers already given to combinations (``Target.combo`` -> number; :func:`combo_numbers`): a table
+    # updated in place keeps them. Combinations not named here get their preferred number.
+    combo_numbers: Mapping[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,7 +205,10 @@ class NftRule:
     ``not_l4protos``: the packet's layer-4 protocol is none of these.
     ``source_binding``: ``iifname . ip saddr . ether saddr`` is an element of that set.
     ``if_pair_set``: ``iifname . oifname`` is an element of that set.
-    ``vmap``: (``"iifname"`` or ``"oifname"``, map name): jump to the chain the map names for the key, if any.
+    ``mark_from``: (``"iifname"`` or ``"oifname"``, data map name): ``meta mark set <key> map @<map>``; a
+    key not in the map ends the rule there (as in nft: the rest of it does not apply).
+    ``vmap``: (``"iifname"``, ``"oifname"`` or ``"meta mark"``, map name): jump to the chain the map names
+    for the key, if any.
     At most one of ``vmap``, ``jump``, ``goto`` and ``verdict`` is set; ``log`` (with none of them) only
     logs, and the packet goes on.
     """
@@ -210,7 +225,8 @@ class NftRule:
     not_l4protos: frozenset[int] | None = None
     source_binding: str | None = None
     if_pair_set: str | None = None
-    vmap: tuple[Literal["iifname", "oifname"], str] | None = None
+    mark_from: tuple[Literal["iifname", "oifname"], str] | None = None
+    vmap: tuple[Literal["iifname", "oifname", "meta mark"], str] | None = None
     jump: str | None = None  # ``jump chain``: run it, come back here if it ends or returns
     goto: str | None = None  # ``goto chain``: run it in place of the rest of this chain
     verdict: Verdict | None = None
@@ -243,10 +259,20 @@ class NamedSet:
 
 @dataclass(frozen=True)
 class VerdictMap:
-    """``ifname : verdict`` map; elements ``(port, chain)`` mean ``"port" : jump chain``."""
+    """``<key_type> : verdict`` map; elements ``(key, chain)`` mean ``key : jump chain`` (a port, quoted,
+    for ``ifname``; a number for ``mark``)."""
 
     name: str
     elements: tuple[tuple[str, str], ...]
+    key_type: Literal["ifname", "mark"] = "ifname"
+
+
+@dataclass(frozen=True)
+class MarkMap:
+    """``ifname : mark`` data map; elements ``(port, number)``."""
+
+    name: str
+    elements: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -255,6 +281,7 @@ class Ruleset:
     sets: tuple[NamedSet, ...]
     maps: tuple[VerdictMap, ...]
     chains: tuple[Chain, ...]
+    mark_maps: tuple[MarkMap, ...] = ()
 
     def chain(self, name: str) -> Chain:
         for c in self.chains:
@@ -320,18 +347,20 @@ def combo_in_chain(group_ids: Iterable[str]) -> str:
     return ("cin_" if _readable(group_ids) else "cxin_") + _combo_name(group_ids)
 
 
-def combo_port_set(group_ids: Iterable[str]) -> str:
-    return ("cp_" if _readable(group_ids) else "cxp_") + _combo_name(group_ids)
+def combo_key(group_ids: Iterable[str]) -> str:
+    """The combination's name as ``Target.combo`` (the key of its number)."""
+    return ("c_" if _readable(group_ids) else "cx_") + _combo_name(group_ids)
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where an ENI's packets are judged: its (egress, ingress) chains, and the port set that dispatches
-    to them (a combination's), or None when its port is in the verdict maps (a logging ENI's own)."""
+    """Where an ENI's packets are judged: its (egress, ingress) chains, and the combination they belong
+    to (its name, the key of its number), or None when its port is in the verdict maps (a logging ENI's
+    own)."""
 
     out_chain: str
     in_chain: str
-    port_set: str | None
+    combo: str | None
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -341,16 +370,50 @@ def eni_targets(eni: EniPort) -> Target:
     if eni.log_rejects:
         return Target(out_chain(eni.eni_id), in_chain(eni.eni_id), None)
     groups = eni.group_ids
-    return Target(combo_out_chain(groups), combo_in_chain(groups), combo_port_set(groups))
+    return Target(combo_out_chain(groups), combo_in_chain(groups), combo_key(groups))
 
 
-def dispatch_chains(targets: Iterable[Target]) -> tuple[Chain, Chain]:
-    """(``egress_dispatch``, ``ingress_dispatch``): one rule per combination, sorted (the order is free:
-    a port is in one combination's set; each target chain ends in a verdict)."""
-    combos = sorted({t for t in targets if t.port_set is not None}, key=lambda t: t.out_chain)
+_NUMBERS = 1 << 31  # marks 1 .. 2**31-1; 0 (an unmarked packet) is never a combination's
+
+
+def preferred_number(combo: str) -> int:
+    """A combination's number unless another holds it: from its name, so tables rendered from models
+    (``compile_ir``, ``nft_update``) agree without passing numbers around (a clash is rare: 1,000
+    combinations clash with probability 2.3e-4, and is resolved by :func:`free_number`)."""
+    digest = int.from_bytes(hashlib.blake2b(combo.encode(), digest_size=4).digest(), "big")
+    return digest % (_NUMBERS - 1) + 1
+
+
+def free_number(combo: str, taken: Container[int]) -> int:
+    """The combination's preferred number, or the next one no other combination holds."""
+    number = preferred_number(combo)
+    while number in taken:
+        number = number % (_NUMBERS - 1) + 1
+    return number
+
+
+def combo_numbers(targets: Iterable[Target], given: Mapping[str, int]) -> dict[str, int]:
+    """The number of each combination among ``targets``: ``given``'s if it names one, else a free one
+    (the others in name order, so the result does not depend on the order of ``targets``)."""
+    combos = sorted({t.combo for t in targets if t.combo is not None})
+    numbers = {c: given[c] for c in combos if c in given}
+    taken = set(numbers.values())
+    for combo in combos:
+        if combo not in numbers:
+            numbers[combo] = number = free_number(combo, taken)
+            taken.add(number)
+    return numbers
+
+
+def model_numbers(model: FirewallModel) -> dict[str, int]:
+    return combo_numbers((eni_targets(e) for e in model.enis), model.combo_numbers)
+
+
+def dispatch_chains() -> tuple[Chain, Chain]:
+    """(``egress_dispatch``, ``ingress_dispatch``): the port's combination number, then its chains."""
     return (
-        Chain(EGRESS_DISPATCH, tuple(NftRule(iif_set=t.port_set, jump=t.out_chain) for t in combos)),
-        Chain(INGRESS_DISPATCH, tuple(NftRule(oif_set=t.port_set, jump=t.in_chain) for t in combos)),
+        Chain(EGRESS_DISPATCH, (NftRule(mark_from=("iifname", PORT_COMBO), vmap=("meta mark", COMBO_OUT)),)),
+        Chain(INGRESS_DISPATCH, (NftRule(mark_from=("oifname", PORT_COMBO), vmap=("meta mark", COMBO_IN)),)),
     )
 
 
@@ -580,24 +643,25 @@ def compile_ir(model: FirewallModel) -> Ruleset:
         )
     )
     sets.append(NamedSet(SELF_PORTS, "ifname . ifname", tuple((e.port, e.port) for e in model.enis)))
-    ports: dict[str, list[tuple[str]]] = {}
-    for e in model.enis:
-        if (port_set := eni_targets(e).port_set) is not None:
-            ports.setdefault(port_set, []).append((e.port,))
-    sets.extend(NamedSet(name, "ifname", tuple(ports[name])) for name in sorted(ports))
-    logged = [e for e in model.enis if eni_targets(e).port_set is None]
+    numbers = model_numbers(model)
+    combos = sorted(numbers.items(), key=lambda item: item[1])
+    chain_of = {t.combo: t for t in (eni_targets(e) for e in model.enis) if t.combo is not None}
+    logged = [e for e in model.enis if eni_targets(e).combo is None]
     maps = (
         VerdictMap(EGRESS_MAP, tuple((e.port, eni_targets(e).out_chain) for e in logged)),
         VerdictMap(INGRESS_MAP, tuple((e.port, eni_targets(e).in_chain) for e in logged)),
+        VerdictMap(COMBO_OUT, tuple((str(n), chain_of[c].out_chain) for c, n in combos), "mark"),
+        VerdictMap(COMBO_IN, tuple((str(n), chain_of[c].in_chain) for c, n in combos), "mark"),
     )
+    ports = tuple((e.port, numbers[combo]) for e in model.enis if (combo := eni_targets(e).combo) is not None)
     chains: list[Chain] = []
     for gid in carried_groups(model):
         chains.extend(group_chains(model, gid))
     chains.extend(target_chains(model))
-    chains.extend(dispatch_chains(eni_targets(e) for e in model.enis))
+    chains.extend(dispatch_chains())
     chains.append(to_task_chain(model.overlay_port))
     chains.extend(base_chains(model))
-    return Ruleset(model.table, tuple(sets), maps, tuple(chains))
+    return Ruleset(model.table, tuple(sets), maps, tuple(chains), (MarkMap(PORT_COMBO, ports),))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -689,6 +753,8 @@ class TraceStep:
 class _Tables:
     sets: Mapping[str, set[tuple[str, ...]]]
     maps: Mapping[str, Mapping[str, str]]
+    mark_maps: Mapping[str, Mapping[str, int]]
+    mark: list[int]  # the packet's mark, as the rules set it
 
 
 def _run(chain: Chain, pkt: Packet, rs: Ruleset, t: _Tables, depth: int, trace: list[TraceStep]) -> str:
@@ -698,9 +764,18 @@ def _run(chain: Chain, pkt: Packet, rs: Ruleset, t: _Tables, depth: int, trace: 
     for index, rule in enumerate(chain.rules):
         if not _matches(rule, pkt, rs, t.sets):
             continue
+        if rule.mark_from is not None:
+            found = t.mark_maps[rule.mark_from[1]].get(pkt.iif if rule.mark_from[0] == "iifname" else pkt.oif)
+            if found is None:
+                continue
+            t.mark[0] = found
+            if rule.vmap is None:
+                trace.append(TraceStep(chain.name, index, "mark set"))
+                continue
         if rule.vmap is not None:
             key, name = rule.vmap
-            target = t.maps[name].get(pkt.iif if key == "iifname" else pkt.oif)
+            looked_up = {"iifname": pkt.iif, "oifname": pkt.oif}.get(key, str(t.mark[0]))
+            target = t.maps[name].get(looked_up)
             if target is None:
                 continue
             trace.append(TraceStep(chain.name, index, f"jump {target}"))
@@ -734,6 +809,8 @@ def trace_ir(ruleset: Ruleset, packet: Packet) -> list[TraceStep]:
     tables = _Tables(
         {s.name: set(s.elements) for s in ruleset.sets},
         {m.name: dict(m.elements) for m in ruleset.maps},
+        {m.name: dict(m.elements) for m in ruleset.mark_maps},
+        [0],
     )
     trace: list[TraceStep] = []
     for hook in ("prerouting", "forward"):

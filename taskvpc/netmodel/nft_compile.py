@@ -22,31 +22,36 @@ Every batch is one nft transaction: it applies entirely or not at all.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from taskvpc.netmodel.firewall_ir import (
+    COMBO_IN,
+    COMBO_OUT,
     EGRESS_MAP,
     ENI_ADDRS,
     INGRESS_MAP,
+    PORT_COMBO,
     SELF_PORTS,
     TASK_PORTS,
     Chain,
     EniPort,
     FirewallModel,
+    MarkMap,
     NamedSet,
     NftRule,
     Ruleset,
     Target,
     TraceStep,
     VerdictMap,
-    dispatch_chains,
     eni_chains,
     eni_targets,
+    free_number,
     group_chains,
     group_in_chain,
     group_out_chain,
     group_set,
     groups_named_by,
+    model_numbers,
 )
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp"}
@@ -116,6 +121,8 @@ def rule_text(rule: NftRule) -> str:
             raise ValueError(f"bad log prefix {log.prefix!r}")
         out.append(f"limit rate {log.rate}/second burst {2 * log.rate} packets")
         out.append(f'log prefix "{log.prefix}" group {log.group} snaplen {log.snaplen}')
+    if rule.mark_from is not None:
+        out.append(f"meta mark set {rule.mark_from[0]} map @{rule.mark_from[1]}")
     if rule.vmap is not None:
         out.append(f"{rule.vmap[0]} vmap @{rule.vmap[1]}")
     if rule.jump is not None:
@@ -152,9 +159,19 @@ def _set_block(s: NamedSet) -> list[str]:
 
 
 def _map_block(m: VerdictMap) -> list[str]:
-    lines = [f"\tmap {m.name} {{", "\t\ttype ifname : verdict"]
+    lines = [f"\tmap {m.name} {{", f"\t\ttype {m.key_type} : verdict"]
     if m.elements:
-        items = ", ".join(f"{_q(port)} : jump {chain}" for port, chain in m.elements)
+        quote = _q if m.key_type == "ifname" else str
+        items = ", ".join(f"{quote(key)} : jump {chain}" for key, chain in m.elements)
+        lines.append(f"\t\telements = {{ {items} }}")
+    lines.append("\t}")
+    return lines
+
+
+def _mark_map_block(m: MarkMap) -> list[str]:
+    lines = [f"\tmap {m.name} {{", "\t\ttype ifname : mark"]
+    if m.elements:
+        items = ", ".join(f"{_q(port)} : {number}" for port, number in m.elements)
         lines.append(f"\t\telements = {{ {items} }}")
     lines.append("\t}")
     return lines
@@ -182,6 +199,8 @@ def render(ruleset: Ruleset) -> str:
         lines.extend(_set_block(s))
     for m in ruleset.maps:
         lines.extend(_map_block(m))
+    for mm in ruleset.mark_maps:
+        lines.extend(_mark_map_block(mm))
     for c in base:
         lines.extend(_chain_block(c))
     lines.append("}")
@@ -216,12 +235,14 @@ def _find(model: FirewallModel, eni_id: str) -> EniPort:
     raise KeyError(eni_id)
 
 
-def _port_elements(table: str, eni: EniPort, verb: str) -> list[str]:
-    """The ENI's port where the dispatch finds it: its combination's port set, or (a logging ENI) the
-    verdict maps, jumping to its own chains. The set or chains must exist."""
+def _port_elements(table: str, eni: EniPort, verb: str, number: int | None) -> list[str]:
+    """The ENI's port where the dispatch finds it: its combination's ``number`` in ``port_combo``, or (a
+    logging ENI, ``number`` None) the verdict maps, jumping to its own chains (which must exist)."""
     target, port = eni_targets(eni), _q(eni.port)
-    if target.port_set is not None:
-        return [f"{verb} element inet {table} {target.port_set} {{ {port} }}"]
+    if target.combo is not None:
+        assert number is not None, eni
+        value = f" : {number}" if verb == "add" else ""
+        return [f"{verb} element inet {table} {PORT_COMBO} {{ {port}{value} }}"]
     return [
         f"{verb} element inet {table} {EGRESS_MAP} {{ {port} : jump {target.out_chain} }}",
         f"{verb} element inet {table} {INGRESS_MAP} {{ {port} : jump {target.in_chain} }}",
@@ -237,33 +258,44 @@ def _set_elements(table: str, eni: EniPort, verb: str) -> list[str]:
     ]
 
 
-def _registrations(table: str, eni: EniPort, verb: str) -> list[str]:
-    return _port_elements(table, eni, verb) + _set_elements(table, eni, verb)
+def _registrations(table: str, eni: EniPort, verb: str, number: int | None) -> list[str]:
+    return _port_elements(table, eni, verb, number) + _set_elements(table, eni, verb)
 
 
-def _unport(table: str, eni: EniPort) -> list[str]:
-    """Take the ENI's port out of the dispatch (safe if absent: added first; its target must exist)."""
-    return _port_elements(table, eni, "add") + _port_elements(table, eni, "delete")
+def _unport(table: str, eni: EniPort, number: int | None) -> list[str]:
+    """Take the ENI's port out of the dispatch (safe if absent: added first, with the number it has)."""
+    return _port_elements(table, eni, "add", number) + _port_elements(table, eni, "delete", number)
 
 
-def _target_add(table: str, target: Target, chains: Sequence[Chain]) -> list[str]:
-    """Make (or refill) a target: a combination's port set, and its chains."""
-    lines = [f"add set inet {table} {target.port_set} {{ type ifname; }}"] if target.port_set else []
-    return lines + _refill(table, chains)
-
-
-def _target_delete(table: str, target: Target) -> list[str]:
-    """Remove a target nothing dispatches to any more (after the dispatch rules naming it are gone)."""
-    lines = render_chains_delete(table, (target.out_chain, target.in_chain)).splitlines()
-    if target.port_set is not None:
-        lines.append(f"add set inet {table} {target.port_set} {{ type ifname; }}")
-        lines.append(f"delete set inet {table} {target.port_set}")
+def _target_add(table: str, target: Target, chains: Sequence[Chain], number: int | None) -> list[str]:
+    """Make (or refill) a target: its chains, and a combination's number in the verdict maps."""
+    lines = _refill(table, chains)
+    if target.combo is not None:
+        lines.append(f"add element inet {table} {COMBO_OUT} {{ {number} : jump {target.out_chain} }}")
+        lines.append(f"add element inet {table} {COMBO_IN} {{ {number} : jump {target.in_chain} }}")
     return lines
 
 
-def _dispatch(table: str, targets: Iterable[Target]) -> list[str]:
-    """Rewrite the dispatch chains for these targets (one rule per combination: few)."""
-    return _refill(table, dispatch_chains(targets))
+def _target_delete(table: str, target: Target, number: int | None) -> list[str]:
+    """Remove a target no port is dispatched to any more: a combination's number leaves the verdict maps
+    (safe if absent), then the chains go."""
+    lines: list[str] = []
+    if target.combo is not None:
+        for name, chain in ((COMBO_OUT, target.out_chain), (COMBO_IN, target.in_chain)):
+            lines.append(f"add chain inet {table} {chain}")
+            lines.append(f"add element inet {table} {name} {{ {number} : jump {chain} }}")
+            lines.append(f"delete element inet {table} {name} {{ {number} }}")
+    return lines + render_chains_delete(table, (target.out_chain, target.in_chain)).splitlines()
+
+
+def number_in(model: FirewallModel, target: Target) -> int | None:
+    """``target``'s combination number in ``model`` (whether or not an ENI of the model has it)."""
+    if target.combo is None:
+        return None
+    numbers = model_numbers(model)
+    if target.combo in numbers:
+        return numbers[target.combo]
+    return model.combo_numbers.get(target.combo) or free_number(target.combo, set(numbers.values()))
 
 
 def _referenced_sets(model: FirewallModel, group_ids: Sequence[str]) -> list[str]:
@@ -332,7 +364,7 @@ def render_eni_chains(
     t = model.table
     lines: list[str] = []
     if previous is not None and eni_targets(previous) != eni_targets(eni):
-        lines.extend(_unport(t, previous))
+        lines.extend(_unport(t, previous, number_in(model, eni_targets(previous))))
     groups = list(dict.fromkeys(eni.group_ids))
     if with_groups:
         lines.extend(_referenced_sets(model, groups))
@@ -342,22 +374,22 @@ def render_eni_chains(
         for gid in groups:  # must exist for the jumps; their rules are loaded separately
             lines.append(f"add chain inet {t} {group_out_chain(gid)}")
             lines.append(f"add chain inet {t} {group_in_chain(gid)}")
-    lines.extend(_target_add(t, eni_targets(eni), eni_chains(model, eni)))
-    if eni_targets(eni).port_set is not None:
-        lines.extend(_dispatch(t, (eni_targets(e) for e in model.enis)))
-    lines.extend(_registrations(t, eni, "add"))
+    number = number_in(model, eni_targets(eni))
+    lines.extend(_target_add(t, eni_targets(eni), eni_chains(model, eni), number))
+    lines.extend(_registrations(t, eni, "add", number))
     return "\n".join(lines) + "\n"
 
 
-def render_eni_delete(table: str, eni: EniPort, *, own_chains: bool = True) -> str:
+def render_eni_delete(table: str, eni: EniPort, *, own_chains: bool = True, number: int | None = None) -> str:
     """Remove one ENI: its set and map elements (safe if already gone), then, if ``own_chains`` and it
-    has chains of its own (its REJECTs logged), those. A combination's set and chains stay."""
+    has chains of its own (its REJECTs logged), those. A combination's chains and number stay.
+    ``number``: its combination's number as loaded (default: the preferred one)."""
     target = eni_targets(eni)
+    if target.combo is not None and number is None:
+        number = free_number(target.combo, ())
     lines = [f"add chain inet {table} {target.out_chain}", f"add chain inet {table} {target.in_chain}"]
-    if target.port_set is not None:
-        lines.append(f"add set inet {table} {target.port_set} {{ type ifname; }}")
-    lines.extend(_registrations(table, eni, "add"))
-    lines.extend(_registrations(table, eni, "delete"))
-    if own_chains and target.port_set is None:
-        lines.extend(_target_delete(table, target))
+    lines.extend(_registrations(table, eni, "add", number))
+    lines.extend(_registrations(table, eni, "delete", number))
+    if own_chains and target.combo is None:
+        lines.extend(_target_delete(table, target, None))
     return "\n".join(lines) + "\n"

@@ -7,8 +7,11 @@ groups', or a logging ENI's own, ``firewall_ir.eni_targets``). Each change (:met
 :meth:`~TableState.remove_eni`, :meth:`~TableState.set_groups`, :meth:`~TableState.set_log_rejects`,
 :meth:`~TableState.set_rules`) updates it and returns the nft batch for that change alone:
 
-* a task starting: its address added to its groups' sets, its map and set elements; chains only when
-  its combination of groups (or a group) is new to the table, or its REJECTs are logged;
+* a task starting: its address added to its groups' sets, its map and set elements (its port's
+  combination number in ``port_combo``); chains only when its combination of groups (or a group) is new
+  to the table (with the combination's number in ``combo_out``/``combo_in``: :attr:`TableState.numbers`
+  gives it one no loaded combination holds, kept while the combination is loaded), or its REJECTs are
+  logged;
 * a task stopping: the same taken away (and the chains of a combination or group it was the last to use);
 * an ENI's groups modified: the set elements of the groups it joined or left, its map elements pointed
   at its new combination's chains;
@@ -39,13 +42,14 @@ from taskvpc.netmodel.firewall_ir import (
     compile_ir,
     eni_chains,
     eni_targets,
+    free_number,
     group_chains,
     group_members,
     group_set,
     groups_named_by,
+    model_numbers,
 )
 from taskvpc.netmodel.nft_compile import (
-    _dispatch,
     _ip_key,
     _port_elements,
     _refill,
@@ -71,6 +75,7 @@ class TableState:
     members: dict[str, set[str]] = field(default_factory=dict)  # group -> addresses in set g_<group>
     chains: dict[str, tuple[Chain, Chain]] = field(default_factory=dict)  # carried group -> loaded chains
     jumpers: dict[Target, set[str]] = field(default_factory=dict)  # loaded targets -> the ENIs using them
+    numbers: dict[str, int] = field(default_factory=dict)  # loaded combination -> its number (mark)
     overlay_port: str | None = None  # the router's VXLAN device (agent/overlay.py); a change: whole()
     remote: tuple[RemotePeer, ...] = ()  # the VPC's members on other hosts, in their groups' sets
 
@@ -85,6 +90,7 @@ class TableState:
             self.host_ip,
             overlay_port=self.overlay_port,
             remote=self.remote,
+            combo_numbers=dict(self.numbers),
         )
 
     def whole(self) -> str:
@@ -96,6 +102,7 @@ class TableState:
         self.jumpers = {}
         for eni in self.enis.values():
             self.jumpers.setdefault(eni_targets(eni), set()).add(eni.eni_id)
+        self.numbers = model_numbers(model)  # those of the loaded combinations kept, the others given
         return text
 
     # -- changes --------------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ class TableState:
         for gid in groups:
             lines.extend(self._add_member(gid, eni.ip))
         lines.extend(self._attach(eni))
-        lines.extend(_registrations(self.table, eni, "add"))
+        lines.extend(_registrations(self.table, eni, "add", self._number(eni)))
         return _batch(lines)
 
     def remove_eni(self, eni_id: str) -> str:
@@ -195,42 +202,46 @@ class TableState:
         """A model with the rules and no ENIs: what compiling one group's or one ENI's chains reads."""
         return FirewallModel(self.table, (), self.rules, self.host_port, self.host_ip)
 
+    def _number(self, eni: EniPort) -> int | None:
+        combo = eni_targets(eni).combo
+        return None if combo is None else self.numbers[combo]
+
     def _attach(self, eni: EniPort) -> list[str]:
-        """The target judging ``eni`` (set, chains, dispatch rules), loaded if no ENI uses it yet."""
+        """The target judging ``eni`` (chains, a combination's number), loaded if no ENI uses it yet."""
         target = eni_targets(eni)
         users = self.jumpers.setdefault(target, set())
         users.add(eni.eni_id)
         if len(users) > 1:
             return []
-        lines = _target_add(self.table, target, eni_chains(self._rules_model(), eni))
-        if target.port_set is not None:
-            lines.extend(_dispatch(self.table, self.jumpers))
-        return lines
+        number = None
+        if target.combo is not None:
+            number = self.numbers[target.combo] = free_number(target.combo, self.numbers.values())
+        return _target_add(self.table, target, eni_chains(self._rules_model(), eni), number)
 
     def _detach(self, eni: EniPort) -> list[str]:
-        """``eni`` uses its target no more: it goes with its last user (its dispatch rules first)."""
+        """``eni`` uses its target no more: it goes with its last user (its number freed)."""
         target = eni_targets(eni)
         users = self.jumpers.get(target, set())
         users.discard(eni.eni_id)
         if users:
             return []
         self.jumpers.pop(target, None)
-        lines = _dispatch(self.table, self.jumpers) if target.port_set is not None else []
-        return lines + _target_delete(self.table, target)
+        number = self.numbers.pop(target.combo, None) if target.combo is not None else None
+        return _target_delete(self.table, target, number)
 
     def _retarget(self, before: EniPort, after: EniPort) -> list[str]:
         """Move the ENI's port from ``before``'s target to ``after``'s."""
         if eni_targets(before) == eni_targets(after):  # a logging ENI's own chains: its groups changed
             changed = after.log_rejects and before.group_ids != after.group_ids
             return _refill(self.table, eni_chains(self._rules_model(), after)) if changed else []
-        lines = _unport(self.table, before)
+        lines = _unport(self.table, before, self._number(before))
         lines.extend(self._attach(after))
-        lines.extend(_port_elements(self.table, after, "add"))
+        lines.extend(_port_elements(self.table, after, "add", self._number(after)))
         lines.extend(self._detach(before))
         return lines
 
     def _remove(self, eni: EniPort) -> list[str]:
-        lines = [*_unport(self.table, eni), *_set_elements(self.table, eni, "add")]
+        lines = [*_unport(self.table, eni, self._number(eni)), *_set_elements(self.table, eni, "add")]
         lines.extend(_set_elements(self.table, eni, "delete"))
         lines.extend(self._detach(eni))
         del self.enis[eni.eni_id]

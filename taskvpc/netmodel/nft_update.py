@@ -10,10 +10,15 @@ writes only what differs, in an order nft accepts within one transaction:
 2. group member addresses that changed: :func:`render_member_update`, one group at a time;
 3. groups newly carried, or whose compiled chains differ: :func:`render_group_chains` (one group's rules,
    however many ENIs carry it);
-4. targets new to the table (a combination's port set and chains, a logging ENI's own chains), a logging
-   ENI's own chains whose groups changed, then the dispatch chains if the combinations changed;
-5. ENIs that are new or changed: their elements;
-6. targets and groups nothing uses any more (after the dispatch and jumps to them are gone).
+4. targets nothing uses any more (their combination number leaves ``combo_out``/``combo_in``, so a new
+   combination may take it), then targets new to the table (a combination's chains and number, a
+   logging ENI's own chains), and a logging ENI's own chains whose groups changed;
+5. ENIs that are new or changed: their elements (a port's combination number in ``port_combo``);
+6. groups nothing uses any more (after the jumps to them are gone).
+
+A combination keeps the number ``old`` gave it (``new.combo_numbers`` aside): the table made is the one
+``compile_ir`` renders for ``new`` with those numbers (the same as ``new``'s own unless two
+combinations' preferred numbers clash, ``firewall_ir.preferred_number``).
 
 Deletions come first so an address handed from a stopped task to a new one never sits in a set twice.
 With no previous model (first load, agent restart, a failed incremental batch), or a change of what the
@@ -22,6 +27,8 @@ atomically.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from taskvpc.netmodel.firewall_ir import (
     EniPort,
@@ -33,9 +40,9 @@ from taskvpc.netmodel.firewall_ir import (
     eni_targets,
     group_chains,
     group_members,
+    model_numbers,
 )
 from taskvpc.netmodel.nft_compile import (
-    _dispatch,
     _registrations,
     _target_add,
     _target_delete,
@@ -70,13 +77,19 @@ def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
         return ""
     before = {e.eni_id: e for e in old.enis}
     after = {e.eni_id: e for e in new.enis}
+    old_numbers = model_numbers(old)
+    new_targets = {eni_targets(e) for e in new.enis}
+    kept = {t.combo for t in new_targets if t.combo is not None} & set(old_numbers)
+    new = replace(new, combo_numbers={**{c: old_numbers[c] for c in kept}, **new.combo_numbers})
+    new_numbers = model_numbers(new)
     parts: list[str] = []
     changed: list[EniPort] = []  # new, or registered differently: their elements are (re)added
     for eni_id, eni in before.items():
         if eni_id not in after or not _same_identity(eni, after[eni_id]):
-            parts.append(render_eni_delete(old.table, eni, own_chains=False))
+            number = old_numbers.get(eni_targets(eni).combo or "")
+            parts.append(render_eni_delete(old.table, eni, own_chains=False, number=number))
         elif eni_targets(eni) != eni_targets(after[eni_id]):
-            parts.append(_text(_unport(old.table, eni)))
+            parts.append(_text(_unport(old.table, eni, old_numbers.get(eni_targets(eni).combo or ""))))
     for eni_id, eni in after.items():
         previous = before.get(eni_id)
         if (
@@ -99,20 +112,18 @@ def render_update(old: FirewallModel | None, new: FirewallModel) -> str:
         ):
             parts.append(render_group_chains(new, gid))
     old_targets = {eni_targets(e) for e in old.enis}
-    new_targets = {eni_targets(e) for e in new.enis}
     lines: list[str] = []
+    for target in sorted(old_targets - new_targets, key=lambda t: t.out_chain):  # no port uses them
+        lines.extend(_target_delete(new.table, target, old_numbers.get(target.combo or "")))
     refilled: set[Target] = set()
     for eni in changed:  # a new target, or a logging ENI's own chains (its groups may have changed)
         target = eni_targets(eni)
-        if target not in refilled and (target not in old_targets or target.port_set is None):
+        if target not in refilled and (target not in old_targets or target.combo is None):
             refilled.add(target)
-            lines.extend(_target_add(new.table, target, eni_chains(new, eni)))
-    if {t for t in old_targets if t.port_set} != {t for t in new_targets if t.port_set}:
-        lines.extend(_dispatch(new.table, new_targets))
+            number = new_numbers.get(target.combo or "")
+            lines.extend(_target_add(new.table, target, eni_chains(new, eni), number))
     for eni in changed:
-        lines.extend(_registrations(new.table, eni, "add"))
-    for target in sorted(old_targets - new_targets, key=lambda t: t.out_chain):
-        lines.extend(_target_delete(new.table, target))
+        lines.extend(_registrations(new.table, eni, "add", new_numbers.get(eni_targets(eni).combo or "")))
     parts.append(_text(lines))
     for gid in sorted(old_carried - set(new_carried)):
         parts.append(render_group_delete(new.table, gid))

@@ -165,9 +165,10 @@ def test_any_sequence_of_changes_builds_the_whole_tables_contents(lab: fwlab.Lab
         for i in range(8)
     ]
     sync.add_eni(lab.vpc_id, replace(enis[0], group_ids=("sg-web",)))  # the whole table
-    # Two new combinations in one transaction: the dispatch chains rewritten twice in it.
+    # Two new combinations in one transaction: a verdict element each per direction, no dispatch rule.
     sync.add_enis(lab.vpc_id, [replace(enis[1], group_ids=pool[1]), replace(enis[2], group_ids=pool[2])])
-    assert loader.batches[-1].count("flush chain inet " + lab.table + " egress_dispatch") == 2
+    assert loader.batches[-1].count(f"add element inet {lab.table} combo_in {{") == 2
+    assert "dispatch" not in loader.batches[-1]
     logged: set[str] = set()
     for _ in range(60):
         e = rng.choice(enis)

@@ -104,7 +104,7 @@ def test_removing_by_eni_or_by_port() -> None:
     sync.add_eni("vpc-1", eni(6, "sg-web"))
     sync.remove_eni("vpc-1", eni(5).eni_id)
     gone = loader.batches[-1][1]
-    assert f'delete element inet taskvpc cp_sg_web {{ "{eni(5).port}" }}' in gone
+    assert f'delete element inet taskvpc port_combo {{ "{eni(5).port}" }}' in gone
     assert "delete chain" not in gone  # eni 6 still jumps to the chains of sg-web's combination
     sync.remove_port(None, eni(6).port)
     assert sync.model("vpc-1").enis == ()

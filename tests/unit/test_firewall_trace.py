@@ -55,11 +55,11 @@ def test_allowed_by_egress_then_ingress() -> None:
     assert trace(packet(APP, WEB, 6, dport=80)) == [
         ANTISPOOF_OK,
         "forward: iifname @task_ports jump egress_dispatch",
-        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
+        "egress_dispatch: meta mark set iifname map @port_combo meta mark vmap @combo_out -> jump cout_sg_app",
         "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
         "to_task: oifname @task_ports jump ingress_dispatch",
-        "ingress_dispatch: oifname @cp_sg_web__sg_ops jump cin_sg_web__sg_ops",
+        "ingress_dispatch: meta mark set oifname map @port_combo meta mark vmap @combo_in -> jump cin_sg_web__sg_ops",
         "cin_sg_web__sg_ops: jump gin_sg_web",
         "gin_sg_web: ip saddr @g_sg_app tcp dport 80 accept",
     ]
@@ -82,11 +82,11 @@ def test_denied_by_ingress_ends_in_the_enis_drop() -> None:
     assert trace(packet(APP, WEB, 6, dport=81)) == [
         ANTISPOOF_OK,
         "forward: iifname @task_ports jump egress_dispatch",
-        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
+        "egress_dispatch: meta mark set iifname map @port_combo meta mark vmap @combo_out -> jump cout_sg_app",
         "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: ip daddr @g_sg_web meta l4proto tcp goto to_task",
         "to_task: oifname @task_ports jump ingress_dispatch",
-        "ingress_dispatch: oifname @cp_sg_web__sg_ops jump cin_sg_web__sg_ops",
+        "ingress_dispatch: meta mark set oifname map @port_combo meta mark vmap @combo_in -> jump cin_sg_web__sg_ops",
         "cin_sg_web__sg_ops: jump gin_sg_web",
         "gin_sg_web: end",
         "cin_sg_web__sg_ops: jump gin_sg_ops",
@@ -99,7 +99,7 @@ def test_denied_by_restricted_egress_never_reaches_ingress() -> None:
     assert trace(packet(APP, BARE, 17, dport=53)) == [
         ANTISPOOF_OK,
         "forward: iifname @task_ports jump egress_dispatch",
-        "egress_dispatch: iifname @cp_sg_app jump cout_sg_app",
+        "egress_dispatch: meta mark set iifname map @port_combo meta mark vmap @combo_out -> jump cout_sg_app",
         "cout_sg_app: jump gout_sg_app",
         "gout_sg_app: end",
         "cout_sg_app: drop",
@@ -160,7 +160,7 @@ def test_host_is_judged_by_the_destinations_ingress_only() -> None:
         "antispoof: policy accept",
         'forward: iifname "tvpc-host" goto to_task',
         "to_task: oifname @task_ports jump ingress_dispatch",
-        "ingress_dispatch: oifname @cp_sg_app jump cin_sg_app",
+        "ingress_dispatch: meta mark set oifname map @port_combo meta mark vmap @combo_in -> jump cin_sg_app",
         "cin_sg_app: jump gin_sg_app",
         "gin_sg_app: ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept",
     ]
@@ -175,24 +175,32 @@ def test_traffic_to_self_never_meets_a_group() -> None:
 
 
 def test_per_packet_work_does_not_grow_with_other_enis() -> None:
-    """The same packet takes the same steps (same chains, same rule positions) with 1,000 more ENIs with
-    the groups of the others: dispatch is one set lookup per combination of groups (not per ENI), group
-    membership one set lookup."""
+    """The same packet takes the same steps (same chains, same rule positions) with 1,000 more ENIs, each
+    with a group of its own (1,000 more combinations of groups) and its rules, in the table: dispatch is a
+    port's combination number from a map then its chains from a verdict map, group membership a set
+    lookup."""
+    own = {
+        f"sg-x{i}": GroupRules(f"sg-x{i}", (Rule("ingress", "tcp", 80, 80, group_id="sg-app"),), ())
+        for i in range(1000)
+    }
     crowd = tuple(
         EniPort(
             f"eni-x{i}",
             f"tvx{i}",
             f"10.1.{i // 250}.{i % 250 + 2}",
             f"02:01:00:00:{i // 256:02x}:{i % 256:02x}",
-            (WEB, APP, BARE)[i % 3].group_ids,
+            (f"sg-x{i}",),
         )
         for i in range(1000)
     )
-    big = compile_ir(dataclasses.replace(MODEL, enis=(WEB, APP, BARE, *crowd)))
+    model = dataclasses.replace(MODEL, enis=(WEB, APP, BARE, *crowd), groups={**GROUPS, **own})
+    big = compile_ir(model)
+    assert len(big.maps[-1].elements) == 1003  # a combination each
     for pkt in (
         packet(APP, WEB, 6, dport=80),
         packet(APP, WEB, 6, dport=81),
         packet(HOST, APP, 6, dport=8000),
+        packet(WEB, BARE, 6, dport=80),
     ):
         assert trace_ir(big, pkt) == trace_ir(RULESET, pkt)
         assert evaluate_ir(big, pkt) == evaluate_ir(RULESET, pkt)

@@ -136,14 +136,10 @@ table inet taskvpc {
 \t\tdrop
 \t}
 \tchain egress_dispatch {
-\t\tiifname @cp_ jump cout_
-\t\tiifname @cp_sg_app jump cout_sg_app
-\t\tiifname @cp_sg_web jump cout_sg_web
+\t\tmeta mark set iifname map @port_combo meta mark vmap @combo_out
 \t}
 \tchain ingress_dispatch {
-\t\toifname @cp_ jump cin_
-\t\toifname @cp_sg_app jump cin_sg_app
-\t\toifname @cp_sg_web jump cin_sg_web
+\t\tmeta mark set oifname map @port_combo meta mark vmap @combo_in
 \t}
 \tchain to_task {
 \t\toifname vmap @ingress_ports
@@ -164,30 +160,29 @@ table inet taskvpc {
 \t}
 \tset eni_addrs {
 \t\ttype ifname . ipv4_addr . ether_addr
-\t\telements = { "tvpc1" . 10.0.1.10 . 02:00:00:00:00:01, "tvpc2" . 10.0.1.11 . 02:00:00:00:00:02, \
-"tvpc3" . 10.0.1.12 . 02:00:00:00:00:03 }
+\t\telements = { "tvpc1" . 10.0.1.10 . 02:00:00:00:00:01, "tvpc2" . 10.0.1.11 . 02:00:00:00:00:02, "tvpc3" . 10.0.1.12 . 02:00:00:00:00:03 }
 \t}
 \tset self_ports {
 \t\ttype ifname . ifname
 \t\telements = { "tvpc1" . "tvpc1", "tvpc2" . "tvpc2", "tvpc3" . "tvpc3" }
-\t}
-\tset cp_ {
-\t\ttype ifname
-\t\telements = { "tvpc3" }
-\t}
-\tset cp_sg_app {
-\t\ttype ifname
-\t\telements = { "tvpc2" }
-\t}
-\tset cp_sg_web {
-\t\ttype ifname
-\t\telements = { "tvpc1" }
 \t}
 \tmap egress_ports {
 \t\ttype ifname : verdict
 \t}
 \tmap ingress_ports {
 \t\ttype ifname : verdict
+\t}
+\tmap combo_out {
+\t\ttype mark : verdict
+\t\telements = { 44399118 : jump cout_sg_app, 397691247 : jump cout_sg_web, 2020055685 : jump cout_ }
+\t}
+\tmap combo_in {
+\t\ttype mark : verdict
+\t\telements = { 44399118 : jump cin_sg_app, 397691247 : jump cin_sg_web, 2020055685 : jump cin_ }
+\t}
+\tmap port_combo {
+\t\ttype ifname : mark
+\t\telements = { "tvpc1" : 397691247, "tvpc2" : 44399118, "tvpc3" : 2020055685 }
 \t}
 \tchain antispoof {
 \t\ttype filter hook prerouting priority raw; policy accept;
@@ -235,7 +230,6 @@ def test_eni_chains_text() -> None:
         "flush chain inet taskvpc gin_sg_app\n"
         "add rule inet taskvpc gout_sg_app ip daddr @g_sg_web meta l4proto tcp goto to_task\n"
         "add rule inet taskvpc gin_sg_app ip saddr 169.254.100.1/32 tcp dport 8000-8100 accept\n"
-        "add set inet taskvpc cp_sg_app { type ifname; }\n"
         "add chain inet taskvpc cout_sg_app\n"
         "flush chain inet taskvpc cout_sg_app\n"
         "add chain inet taskvpc cin_sg_app\n"
@@ -244,17 +238,9 @@ def test_eni_chains_text() -> None:
         "add rule inet taskvpc cout_sg_app drop\n"
         "add rule inet taskvpc cin_sg_app jump gin_sg_app\n"
         "add rule inet taskvpc cin_sg_app drop\n"
-        "add chain inet taskvpc egress_dispatch\n"
-        "flush chain inet taskvpc egress_dispatch\n"
-        "add chain inet taskvpc ingress_dispatch\n"
-        "flush chain inet taskvpc ingress_dispatch\n"
-        "add rule inet taskvpc egress_dispatch iifname @cp_ jump cout_\n"
-        "add rule inet taskvpc egress_dispatch iifname @cp_sg_app jump cout_sg_app\n"
-        "add rule inet taskvpc egress_dispatch iifname @cp_sg_web jump cout_sg_web\n"
-        "add rule inet taskvpc ingress_dispatch oifname @cp_ jump cin_\n"
-        "add rule inet taskvpc ingress_dispatch oifname @cp_sg_app jump cin_sg_app\n"
-        "add rule inet taskvpc ingress_dispatch oifname @cp_sg_web jump cin_sg_web\n"
-        'add element inet taskvpc cp_sg_app { "tvpc2" }\n'
+        "add element inet taskvpc combo_out { 44399118 : jump cout_sg_app }\n"  # a new combination
+        "add element inet taskvpc combo_in { 44399118 : jump cin_sg_app }\n"
+        'add element inet taskvpc port_combo { "tvpc2" : 44399118 }\n'  # no dispatch rule rewritten
         'add element inet taskvpc task_ports { "tvpc2" }\n'
         'add element inet taskvpc eni_addrs { "tvpc2" . 10.0.1.11 . 02:00:00:00:00:02 }\n'
         'add element inet taskvpc self_ports { "tvpc2" . "tvpc2" }\n'

@@ -10,7 +10,7 @@ from dataclasses import replace
 from hypothesis import given, settings, strategies as st
 
 from taskvpc.netmodel.evaluator import GroupRules
-from taskvpc.netmodel.firewall_ir import EniPort, combo_in_chain, combo_out_chain, compile_ir
+from taskvpc.netmodel.firewall_ir import EniPort, combo_in_chain, combo_out_chain, compile_ir, free_number
 from taskvpc.netmodel.nft_compile import render
 from taskvpc.netmodel.nft_eni import TableState
 from taskvpc.netmodel.security_groups import Rule, new_group_egress
@@ -65,11 +65,47 @@ def test_a_task_whose_groups_another_has_is_elements_only() -> None:
     for batch in (started, stopped):
         assert batch and all(" element inet taskvpc " in line for line in batch.splitlines()), batch
     assert eni(777).port in started and eni(777).ip in started and eni(777).mac in started
-    # sg-web's members, its combination's ports, task_ports, eni_addrs, self_ports
+    # sg-web's members, its port's combination number, task_ports, eni_addrs, self_ports
     assert started.count("\n") == 5
-    assert [(t.out_chain, t.in_chain, t.port_set) for t in state.jumpers] == [
-        (combo_out_chain(["sg-web"]), combo_in_chain(["sg-web"]), "cp_sg_web")
+    number = state.numbers["c_sg_web"]
+    assert f'add element inet taskvpc port_combo {{ "{eni(777).port}" : {number} }}' in started
+    assert [(t.out_chain, t.in_chain, t.combo) for t in state.jumpers] == [
+        (combo_out_chain(["sg-web"]), combo_in_chain(["sg-web"]), "c_sg_web")
     ]
+
+
+def test_a_new_combination_is_its_chains_and_one_verdict_element_per_direction() -> None:
+    """No dispatch rule is rewritten, whatever the number of combinations: the new combination's chains,
+    its number in ``combo_out``/``combo_in``, the port's number in ``port_combo``; the stop takes them
+    back out and frees the number."""
+    state = TableState("taskvpc", "tvpc-host", rules={**RULES, **{f"sg-{i}": WEB for i in range(40)}})
+    for i in range(40):
+        state.add_eni(eni(i, f"sg-{i}"))
+    state.whole()
+    newcomer = eni(900, "sg-db", "sg-web")
+    started = state.add_eni(newcomer)
+    number = state.numbers["c_sg_db__sg_web"]
+    assert number not in {n for c, n in state.numbers.items() if c != "c_sg_db__sg_web"}
+    assert "dispatch" not in started and " rule inet taskvpc c" in started
+    verdicts = [line for line in started.splitlines() if "combo_out" in line or "combo_in" in line]
+    assert verdicts == [
+        f"add element inet taskvpc combo_out {{ {number} : jump cout_sg_db__sg_web }}",
+        f"add element inet taskvpc combo_in {{ {number} : jump cin_sg_db__sg_web }}",
+    ]
+    stopped = state.remove_eni(newcomer.eni_id)
+    assert "dispatch" not in stopped and f"delete element inet taskvpc combo_out {{ {number} }}" in stopped
+    assert stopped.index("delete element inet taskvpc combo_in") < stopped.index("delete chain")
+    assert "c_sg_db__sg_web" not in state.numbers
+
+
+def test_a_clash_of_preferred_numbers_takes_the_next_free_one() -> None:
+    state = loaded(2)
+    taken = state.numbers["c_sg_web"]
+    first = free_number("c_sg_db", ())
+    state.numbers["c_other"] = first  # as if another combination held sg-db's preferred number
+    state.add_eni(eni(70, "sg-db"))
+    assert state.numbers["c_sg_db"] not in (first, taken) and state.numbers["c_sg_db"] > 0
+    assert f"{state.numbers['c_sg_db']} : jump cout_sg_db" in state.whole()  # a whole load keeps it
 
 
 def test_a_logging_eni_has_chains_of_its_own() -> None:
@@ -80,7 +116,8 @@ def test_a_logging_eni_has_chains_of_its_own() -> None:
     assert 'log prefix "eni-00000320 in"' in added and "flush chain inet taskvpc in_eni_00000320" in added
     quiet = state.set_log_rejects(logged.eni_id, False)
     assert "delete chain inet taskvpc in_eni_00000320" in quiet
-    assert f'add element inet taskvpc cp_sg_web {{ "{logged.port}" }}' in quiet
+    number = state.numbers["c_sg_web"]
+    assert f'add element inet taskvpc port_combo {{ "{logged.port}" : {number} }}' in quiet
     assert "flush chain" not in quiet.replace("flush chain inet taskvpc in_eni", "-").replace(
         "flush chain inet taskvpc out_eni", "-"
     )
@@ -147,6 +184,9 @@ def test_bookkeeping_after_any_changes_is_what_a_whole_load_records(
     reference.whole()
     assert state.chains == reference.chains
     assert state.jumpers == reference.jumpers  # target chains loaded: exactly those the ENIs jump to
+    assert state.numbers == reference.numbers  # a whole load keeps the numbers
+    assert set(state.numbers) == {t.combo for t in state.jumpers if t.combo is not None}
+    assert len(set(state.numbers.values())) == len(state.numbers)
     assert {g: m for g, m in state.members.items() if m or g in state.carriers} == {
         g: m for g, m in reference.members.items() if m or g in reference.carriers
     }

@@ -48,7 +48,7 @@ def test_a_new_task_touches_only_its_chains_and_its_groups_sets() -> None:
     model = small_model()
     newcomer = EniPort("eni-9", "tvpc9", "10.0.1.99", "02:00:00:00:00:99", (model.enis[0].group_ids[0],))
     text = render_update(model, replace(model, enis=(*model.enis, newcomer)))
-    assert 'cp_sg_web { "tvpc9" }' in text and "chain" not in text  # its combination exists: elements only
+    assert 'port_combo { "tvpc9" : ' in text and "chain" not in text  # its combination exists: elements only
     for other in model.enis:
         assert f'"{other.port}"' not in text
     assert "delete table" not in text
