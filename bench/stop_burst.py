@@ -26,10 +26,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.server_growth import AZ, BATCH, Host  # noqa: E402
-from tests.integration.ecs_support import awsvpc, register_web  # noqa: E402
-from tests.integration.fake_agent import FakeAgent  # noqa: E402
-from tests.integration.server import InProcessServer  # noqa: E402
+from bench.server_growth import AZ, BATCH, Host
+from tests.integration.ecs_support import awsvpc, register_web
+from tests.integration.fake_agent import FakeAgent
+from tests.integration.server import InProcessServer
 
 
 def stopping_agent(host: Host, doomed: set[str], done: threading.Event) -> None:
