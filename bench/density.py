@@ -314,17 +314,54 @@ def checkpoint(
     return out
 
 
-def stop_all(ecs: Any, arns: list[str]) -> None:
+def stop_all(ecs: Any, arns: list[str]) -> list[float]:
+    """StopTask of each of ``arns`` from 4 threads; each call's seconds."""
+
+    def stop(arn: str) -> float:
+        started = time.perf_counter()
+        ecs.stop_task(cluster="default", task=arn)
+        return time.perf_counter() - started
+
     with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda arn: ecs.stop_task(cluster="default", task=arn), arns))
+        return list(pool.map(stop, arns))
 
 
-def timed_stop(ecs: Any, arns: list[str], prefix: str) -> dict[str, float]:
-    """Stop ``arns``: seconds until the calls returned, until all STOPPED, until their namespaces went."""
+def machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the machine since boot (``/proc/stat``; idle and iowait are not busy)."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - values[3] - values[4]) / tick, sum(values) / tick
+
+
+class CpuSpent:
+    """CPU seconds spent by the server, the agent, this client and the whole machine since it began."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pids = {"server": server_pid, "agent": agent_pid(server_pid)}
+        self.began = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {name: proc_stat(pid)[1] for name, pid in self.pids.items()}
+        now["client"] = time.process_time()
+        now["machine_busy"], now["machine_all"] = machine_cpu()
+        return now
+
+    def since(self) -> dict[str, float]:
+        now = self._now()
+        return {name: round(now[name] - self.began[name], 2) for name in now}
+
+
+def timed_stop(ecs: Any, arns: list[str], prefix: str, server_pid: int) -> dict[str, Any]:
+    """Stop ``arns``: seconds until the calls returned, until all STOPPED, until their namespaces went;
+    with where the time went (each call's seconds; CPU seconds of server, agent, client and machine
+    until the calls returned and until all was done)."""
     namespaces_before = len(launch.task_namespaces(prefix))
+    spent = CpuSpent(server_pid)
     started = time.perf_counter()
-    stop_all(ecs, arns)
+    calls = stop_all(ecs, arns)
     called = time.perf_counter()
+    cpu_calls = spent.since()
     pending = set(arns)
     stopped_at = gone_at = None
     while pending or gone_at is None:
@@ -342,11 +379,19 @@ def timed_stop(ecs: Any, arns: list[str], prefix: str) -> dict[str, float]:
             gone_at = time.perf_counter()
         time.sleep(0.1)
     assert stopped_at is not None
+    calls.sort()
     return {
         "tasks": len(arns),
         "calls_s": called - started,
         "all_stopped_s": stopped_at - started,
         "namespaces_gone_s": gone_at - started,
+        "call_ms": {
+            "median": calls[len(calls) // 2] * 1000,
+            "p90": calls[len(calls) * 9 // 10] * 1000,
+            "max": calls[-1] * 1000,
+        },
+        "cpu_s_until_calls_returned": cpu_calls,
+        "cpu_s_until_all_done": spent.since(),
     }
 
 
@@ -440,7 +485,7 @@ def main() -> int:
                 print(json.dumps(sample), flush=True)
             result["peak"] = probe.sample(len(running))
             doomed, running = running[: args.stop], running[args.stop :]
-            result["stop"] = timed_stop(ecs, doomed, prefix)
+            result["stop"] = timed_stop(ecs, doomed, prefix, server.pid)
             print(json.dumps(result["stop"]), flush=True)
             result["after_stop"] = probe.sample(len(running))
             stop_all(ecs, running)

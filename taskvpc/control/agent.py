@@ -464,7 +464,7 @@ def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> di
         tasks_repo.lock_cluster(conn, ctx.region, row["cluster"])
         tasks_repo.set_heartbeat(conn, instance_id, ctx.now)
         by_arn = {t["arn"]: t for t in tasks_repo.get_tasks_by_arn(conn, [r.task_arn for r in reports])}
-        desired_changed = False
+        desired_changed = released = False
         total = [0] * len(tasks_repo.USAGE_COLUMNS)
         for item in reports:
             task = by_arn.get(item.task_arn)
@@ -486,7 +486,8 @@ def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> di
             if effects.attach_eni:
                 task_state.attach(conn, ctx, task, row)
             if effects.release_eni:
-                task_state.release(conn, ctx, task)
+                released |= bool(task["eni_id"])
+                task_state.release(conn, ctx, task, announce=False)
             desired_changed |= effects.desired_changed or effects.release_eni
             if task_state.save(conn, ctx, task, before):
                 change = task_state.change_of(task, counted)
@@ -494,6 +495,8 @@ def report(ctx: RequestContext, instance_id: str, payload: dict[str, Any]) -> di
         # the reported tasks' share of the usage and counters, not a recount of every live task of the
         # instance and the cluster per batch of reports
         task_state.apply_counts(conn, ctx, row["cluster"], instance_id, total)
+        if released:  # the other overlay hosts woken once for the whole report
+            ec2_overlay.members_changed(conn, ctx, instance_id)
         if desired_changed:
             tasks_repo.bump_generation(conn, instance_id)
             ctx.notify.add(instance_id)

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, exists, false, func
 from sqlalchemy.exc import IntegrityError
 
 from taskvpc.store.ecs_repo import dumps, loads
-from taskvpc.store.rawsql import fetch_all, placeholders
+from taskvpc.store.rawsql import execute, fetch_all, placeholders
 from taskvpc.store.schema import (
     ec2_regions,
     ec2_tags,
@@ -499,9 +499,10 @@ def update_eni(conn: Connection, eni: Doc) -> None:
 
 def delete_eni(conn: Connection, eni_id: str) -> None:
     """The ENI, its group memberships and its addresses: the address is free again at once."""
-    conn.execute(delete(ip_addresses).where(ip_addresses.c.eni_id == eni_id))
-    conn.execute(delete(network_interface_groups).where(network_interface_groups.c.eni_id == eni_id))
-    conn.execute(delete(network_interfaces).where(network_interfaces.c.id == eni_id))
+    # plain SQL: every stopped task's report deletes its ENI (``rawsql``)
+    execute(conn, "DELETE FROM ip_addresses WHERE eni_id = ?", (eni_id,))
+    execute(conn, "DELETE FROM network_interface_groups WHERE eni_id = ?", (eni_id,))
+    execute(conn, "DELETE FROM network_interfaces WHERE id = ?", (eni_id,))
 
 
 def count_enis(conn: Connection, *, subnet_id: str | None = None, vpc_id: str | None = None) -> int:
@@ -581,7 +582,7 @@ def remove_tags(conn: Connection, resource_id: str, tags: list[dict[str, str]] |
     """Delete the named keys (only where the value matches, when one is given); all keys for None."""
     t = ec2_tags.c
     if tags is None:
-        conn.execute(delete(ec2_tags).where(t.resource_id == resource_id))
+        execute(conn, "DELETE FROM ec2_tags WHERE resource_id = ?", (resource_id,))
         return
     for tag in tags:
         where = [t.resource_id == resource_id, t.key == tag["Key"]]

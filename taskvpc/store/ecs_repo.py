@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from taskvpc.store.rawsql import fetch_all, fetch_one, placeholders
+from taskvpc.store.rawsql import execute, fetch_all, fetch_one, placeholders
 from taskvpc.store.schema import account_settings, clusters, tags, task_definitions
 
 
@@ -48,10 +48,12 @@ def get_clusters(conn: Connection, region: str, names: list[str]) -> dict[str, d
 def put_cluster(conn: Connection, region: str, cluster: dict[str, Any], created_at: float) -> None:
     name = cluster["clusterName"]
     values = {"arn": cluster["clusterArn"], "status": cluster["status"], "body": dumps(cluster)}
-    updated = conn.execute(
-        update(clusters).where(clusters.c.region == region, clusters.c.name == name).values(**values)
+    updated = execute(  # plain SQL: a stop and a report write the cluster's counters (``rawsql``)
+        conn,
+        "UPDATE clusters SET arn = ?, status = ?, body = ? WHERE region = ? AND name = ?",
+        (values["arn"], values["status"], values["body"], region, name),
     )
-    if updated.rowcount == 0:
+    if updated == 0:
         conn.execute(insert(clusters).values(region=region, name=name, created_at=created_at, **values))
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, insert, literal, null, or_, select, update
+from sqlalchemy import Connection, delete, insert, update
 
 from taskvpc.store.ecs_repo import dumps, loads
-from taskvpc.store.rawsql import fetch_all, fetch_one, placeholders
+from taskvpc.store.rawsql import execute, fetch_all, fetch_one, placeholders
 from taskvpc.store.schema import container_instance_attributes, container_instances, idempotency, tasks
 
 Row = dict[str, Any]
@@ -143,8 +143,7 @@ def update_instance(conn: Connection, instance_id: str, **values: Any) -> None:
 
 def bump_generation(conn: Connection, instance_id: str) -> None:
     """The instance's desired state changed: a new generation, stamped on the tasks whose entries changed."""
-    c = container_instances.c
-    conn.execute(update(container_instances).where(c.id == instance_id).values(generation=c.generation + 1))
+    execute(conn, "UPDATE container_instances SET generation = generation + 1 WHERE id = ?", (instance_id,))
     _stamp_changed_tasks(conn, [instance_id])
 
 
@@ -160,14 +159,12 @@ def bump_generation(conn: Connection, instance_id: str) -> None:
 def _stamp_changed_tasks(conn: Connection, instance_ids: Sequence[str]) -> None:
     if not instance_ids:
         return
-    conn.execute(
-        update(tasks)
-        .where(tasks.c.container_instance_id.in_(list(instance_ids)), tasks.c.desired_generation.is_(None))
-        .values(
-            desired_generation=select(container_instances.c.generation)
-            .where(container_instances.c.id == tasks.c.container_instance_id)
-            .scalar_subquery()
-        )
+    execute(
+        conn,
+        "UPDATE tasks SET desired_generation = (SELECT generation FROM container_instances "
+        "WHERE container_instances.id = tasks.container_instance_id) "
+        f"WHERE container_instance_id IN ({placeholders(len(instance_ids))}) AND desired_generation IS NULL",
+        list(instance_ids),
     )
 
 
@@ -210,15 +207,12 @@ def live_task_count(conn: Connection, instance_id: str) -> int:
 def set_heartbeat(conn: Connection, instance_id: str, now: float) -> None:
     """The agent polled or reported: it is connected. Connecting again is a change of the instance
     (``version`` + 1), as ECS counts a container instance state change event for it."""
-    c = container_instances.c
-    conn.execute(
-        update(container_instances)
-        .where(c.id == instance_id, c.status != "INACTIVE")
-        .values(
-            agent_heartbeat=now,
-            agent_connected=True,
-            version=c.version + case((c.agent_connected, 0), else_=1),
-        )
+    execute(
+        conn,
+        "UPDATE container_instances SET agent_heartbeat = ?, agent_connected = ?, "
+        "version = version + CASE WHEN agent_connected THEN 0 ELSE 1 END "
+        "WHERE id = ? AND status != 'INACTIVE'",
+        (now, True, instance_id),
     )
 
 
@@ -266,14 +260,19 @@ def refresh_usage(conn: Connection, instance: Row) -> bool:
 USAGE_COLUMNS = ("cpu_used", "memory_used", "eni_used", "running_count", "pending_count")
 
 
+_ADD_USAGE = (
+    "UPDATE container_instances SET version = version + 1, "
+    + ", ".join(f"{name} = {name} + ?" for name in USAGE_COLUMNS)
+    + " WHERE id = ?"
+)
+
+
 def add_usage(conn: Connection, instance_id: str, delta: Sequence[int]) -> None:
     """Add ``delta`` (one value per :data:`USAGE_COLUMNS`) to the instance's usage (and bump its version):
     one task's change, without recounting every task of the instance as :func:`refresh_usage` does."""
-    c = container_instances.c
-    values = {name: c[name] + amount for name, amount in zip(USAGE_COLUMNS, delta, strict=True)}
-    conn.execute(
-        update(container_instances).where(c.id == instance_id).values(version=c.version + 1, **values)
-    )
+    if len(delta) != len(USAGE_COLUMNS):
+        raise ValueError("one value per usage column")
+    execute(conn, _ADD_USAGE, (*(int(amount) for amount in delta), instance_id))
 
 
 # ---- attributes -----------------------------------------------------------------------------------
@@ -432,33 +431,39 @@ def tasks_on_instance(conn: Connection, instance_id: str, *, live_only: bool = T
     return [_task(row) for row in fetch_all(conn, sql + " ORDER BY created_at, arn", (instance_id,))]
 
 
+# What the agent's entry shows changed (desired status) or the task left its list (STOPPED now): NULL,
+# stamped by the generation bump of the same transaction (see _stamp_changed_tasks). The right-hand
+# columns are the row's values before the update, in SQLite and PostgreSQL alike.
+_UPDATE_TASK = (
+    "UPDATE tasks SET desired_status = ?, last_status = ?, version = ?, eni_id = ?, "
+    "desired_generation = CASE WHEN desired_status != ?{left} THEN NULL ELSE desired_generation END, "
+    "updated_at = ?, stopped_at = ?, body = ? WHERE id = ?"
+)
+_UPDATE_LIVE_TASK = _UPDATE_TASK.format(left="")
+_UPDATE_STOPPED_TASK = _UPDATE_TASK.format(left=" OR last_status != 'STOPPED'")
+
+
 def update_task(conn: Connection, task: Row, now: float) -> None:
-    """Write the task's document and the columns derived from it (statuses, version, ENI)."""
+    """Write the task's document and the columns derived from it (statuses, version, ENI).
+
+    Plain SQL: a stop and its report write one task each, and the Core statement's build cost about
+    three times the write (``rawsql``)."""
     body = task["body"]
-    conn.execute(
-        update(tasks)
-        .where(tasks.c.id == task["id"])
-        .values(
-            desired_status=body["desiredStatus"],
-            last_status=body["lastStatus"],
-            version=body["version"],
-            eni_id=task["eni_id"],
-            # what the agent's entry shows changed (desired status) or the task left its list: NULL, stamped
-            # by the generation bump of the same transaction (see _stamp_changed_tasks)
-            desired_generation=case(
-                (
-                    or_(
-                        tasks.c.desired_status != body["desiredStatus"],
-                        and_(tasks.c.last_status != "STOPPED", literal(body["lastStatus"]) == "STOPPED"),
-                    ),
-                    null(),
-                ),
-                else_=tasks.c.desired_generation,
-            ),
-            updated_at=now,
-            stopped_at=_stopped_at(body, now),
-            body=dumps(body),
-        )
+    sql = _UPDATE_STOPPED_TASK if body["lastStatus"] == "STOPPED" else _UPDATE_LIVE_TASK
+    execute(
+        conn,
+        sql,
+        (
+            body["desiredStatus"],
+            body["lastStatus"],
+            body["version"],
+            task["eni_id"],
+            body["desiredStatus"],
+            now,
+            _stopped_at(body, now),
+            dumps(body),
+            task["id"],
+        ),
     )
 
 

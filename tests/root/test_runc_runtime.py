@@ -835,3 +835,41 @@ def test_the_real_image_store(env: Env, rootfs: Path) -> None:
         rt.purge_task(task)
 
     run(main())
+
+
+def test_removal_deletes_runcs_state_and_cgroups_without_runc_delete(env: Env) -> None:
+    """An ended container's removal deletes runc's state directory and its cgroups itself, not by a
+    ``runc delete`` (a runc process per container, which reads the host's whole mount table): whether the
+    container exited or was killed, runc no longer knows it and nothing of it is left (the fixture checks
+    the host)."""
+    rt = env.runtime()
+    assert rt.oci_runtime is not None
+    task = env.task("rm")
+
+    def runc_knows() -> list[str]:
+        listed = subprocess.run(
+            [rt.oci_runtime or "runc", "--root", str(env.state / "runc"), "list", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return sorted(listed.stdout.split())
+
+    async def main() -> None:
+        ended = await rt.start(sh(task, "ended", "exit 0"), env.netns, env.log(task, "ended"))
+        assert (await rt.wait(ended)).exit_code == 0
+        killed = await rt.start(
+            sh(task, "killed", "sleep 300 & sleep 300 & exec sleep 300"), env.netns, env.log(task, "killed")
+        )
+        assert await rt.stop(killed, 0) == 137  # its init's children went with it (own PID namespace)
+        assert runc_knows() == [f"{task}.ended", f"{task}.killed"]
+        for handle in (ended, killed):
+            paths = oci.container_cgroup_paths(env.prefix, task, handle.name)
+            assert any(cgroups.existing(p) for p in paths)  # runc keeps an ended container's cgroup
+            await rt.remove(handle)
+            assert f"{task}.{handle.name}" not in runc_knows()
+            assert not (env.state / "runc" / f"{task}.{handle.name}").exists()
+            assert not any(cgroups.existing(p) for p in paths)
+        rt.purge_task(task)
+
+    run(main())

@@ -51,7 +51,6 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -532,10 +531,14 @@ class RuncRuntime(ProcessRuntime):
         container_id = self._id(directory)
         paths = oci.container_cgroup_paths(self.cgroup_parent, directory.parent.name, directory.name)
         if self.oci_runtime and (self.runc_root / container_id).exists():
-            # before ``runc delete`` removes the cgroup: else its cached pages keep it alive (cgroups.py)
+            # before the cgroup is removed: else its cached pages keep it alive (cgroups.py)
             for path in paths:  # (whichever layout its task had; the other is not there)
                 cgroups.release_memory(path)
-            subprocess.run(self._runc("delete", "--force", container_id), capture_output=True, check=False)
+            # What ``runc delete`` does for a stopped container of ours (own PID namespace, so the kernel
+            # ended every process with its init; no hooks): its state directory, then its cgroups (below).
+            # Not a runc process per container, which reads the host's whole mount table (a mount per
+            # task): 14 % of the machine while 2,000 of 5,000 tasks stopped at once (perf record -a).
+            shutil.rmtree(self.runc_root / container_id, ignore_errors=True)
         unmount(directory / "rootfs")
         for name in _LAYER_DIRS:
             shutil.rmtree(directory / name, ignore_errors=True)

@@ -137,11 +137,14 @@ def attach(conn: Connection, ctx: RequestContext, task: Row, instance: Row) -> N
         overlay.members_changed(conn, ctx, instance["id"])  # hosts sharing its VPC route to it
 
 
-def release(conn: Connection, ctx: RequestContext, task: Row) -> None:
-    """Delete the task's ENI (its address is free at once) and finish the task: STOPPED."""
+def release(conn: Connection, ctx: RequestContext, task: Row, *, announce: bool = True) -> None:
+    """Delete the task's ENI (its address is free at once) and finish the task: STOPPED. ``announce``
+    False leaves telling the other overlay hosts (``overlay.members_changed``) to the caller: once for a
+    whole report of the instance's tasks, not once per task."""
     if task["eni_id"]:
         release_task_eni(conn, ctx, task["eni_id"])
-        overlay.members_changed(conn, ctx, task.get("container_instance_id"))
+        if announce:
+            overlay.members_changed(conn, ctx, task.get("container_instance_id"))
     task["eni_id"] = None
     taskdoc.finish(task["body"], ctx.now)
 
