@@ -873,3 +873,27 @@ def test_removal_deletes_runcs_state_and_cgroups_without_runc_delete(env: Env) -
         rt.purge_task(task)
 
     run(main())
+
+
+def test_teardown_of_a_container_still_running_leaves_no_process(env: Env) -> None:
+    """A container torn down while something of it still runs (a start that failed half-way, runc's
+    init waiting in "created", or its init alive) is deleted by ``runc delete --force``, which kills what
+    is left: no process, no runc state, no cgroup stays (removing the state directory alone would leave
+    the processes and their cgroup)."""
+    rt = env.runtime()
+    assert rt.oci_runtime is not None
+    task = env.task("alive")
+
+    async def main() -> None:
+        handle = await rt.start(sh(task, "app", "exec sleep 300"), env.netns, env.log(task, "app"))
+        paths = oci.container_cgroup_paths(env.prefix, task, handle.name)
+        assert any(cgroups.has_processes(p) for p in paths)
+        rt._teardown(rt._dir(handle))
+        assert not any(cgroups.has_processes(p) for p in paths)
+        assert not any(cgroups.existing(p) for p in paths)
+        assert not (env.state / "runc" / f"{task}.{handle.name}").exists()
+        assert (await rt.wait(handle)).status is ContainerStatus.EXITED
+        await rt.remove(handle)
+        rt.purge_task(task)
+
+    run(main())

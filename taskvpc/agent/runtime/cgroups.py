@@ -144,6 +144,17 @@ def remove(path: str, root: Path = CGROUP_ROOT) -> None:
             _rmdir(Path(dirpath))
 
 
+def has_processes(path: str, root: Path = CGROUP_ROOT) -> bool:
+    """Whether a process is in cgroup ``path`` or below it. One hierarchy is enough: a container's
+    processes are in every hierarchy's cgroup of that path."""
+    for top in existing(path, root)[:1]:
+        for dirpath, _dirs, _files in os.walk(top):
+            with contextlib.suppress(OSError):
+                if (Path(dirpath) / "cgroup.procs").read_text().strip():
+                    return True
+    return False
+
+
 def existing(path: str, root: Path = CGROUP_ROOT) -> list[Path]:
     """The directories of cgroup ``path`` that exist, in any hierarchy (for leftover checks)."""
     return [h / _rel(path) for h in hierarchies(root) if (h / _rel(path)).exists()]

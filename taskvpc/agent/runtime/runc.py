@@ -51,6 +51,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -534,11 +535,19 @@ class RuncRuntime(ProcessRuntime):
             # before the cgroup is removed: else its cached pages keep it alive (cgroups.py)
             for path in paths:  # (whichever layout its task had; the other is not there)
                 cgroups.release_memory(path)
-            # What ``runc delete`` does for a stopped container of ours (own PID namespace, so the kernel
-            # ended every process with its init; no hooks): its state directory, then its cgroups (below).
-            # Not a runc process per container, which reads the host's whole mount table (a mount per
-            # task): 14 % of the machine while 2,000 of 5,000 tasks stopped at once (perf record -a).
-            shutil.rmtree(self.runc_root / container_id, ignore_errors=True)
+            if any(cgroups.has_processes(path) for path in paths):
+                # a start that failed half-way (runc's init waiting in "created") or a container still
+                # running: runc kills what is left in its cgroup and deletes it
+                subprocess.run(
+                    self._runc("delete", "--force", container_id), capture_output=True, check=False
+                )
+            else:
+                # What ``runc delete`` does for an ended container of ours (own PID namespace, so the
+                # kernel ended every process with its init; no hooks): its state directory, then its
+                # cgroups (below). Not a runc process per container, which reads the host's whole mount
+                # table (a mount per task): 14 % of the machine while 2,000 of 5,000 tasks stopped at
+                # once (perf record -a).
+                shutil.rmtree(self.runc_root / container_id, ignore_errors=True)
         unmount(directory / "rootfs")
         for name in _LAYER_DIRS:
             shutil.rmtree(directory / name, ignore_errors=True)
