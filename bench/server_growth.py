@@ -81,6 +81,21 @@ class Host:
         self.agent.report(*(TaskReport(arn, "STOPPED", "DETACHED") for arn in arns))
 
 
+def connected_host(server: InProcessServer, capacity: int) -> tuple[Any, Host, dict[str, Any]]:
+    """A fake agent's instance, registered and connected (tasks are placed on it), with the ``web`` task
+    definition and an awsvpc network in a subnet of its own: (ecs, host, network configuration)."""
+    ecs, ec2 = server.client("ecs"), server.client("ec2")
+    vpc = next(v for v in ec2.describe_vpcs()["Vpcs"] if v.get("IsDefault"))
+    subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="172.31.128.0/18", AvailabilityZone=AZ)
+    subnet_id = subnet["Subnet"]["SubnetId"]
+    agent = FakeAgent(server, max_task_enis=capacity, cpu=1 << 24, memory=1 << 28, subnet_id=subnet_id)  # type: ignore[arg-type]
+    agent.register()
+    host = Host(agent)
+    host.poll(delta=False)
+    register_web(ecs, cpu="256", memory="512")
+    return ecs, host, awsvpc(subnet_id)
+
+
 class Timing(NamedTuple):
     wall: float
     cpu: float  # this process's CPU time: the server's threads and the client's (less noisy when shared)
@@ -123,18 +138,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="taskvpc-growth-") as tmp:
         server = InProcessServer(Path(tmp) / "state").start()
         try:
-            ecs, ec2 = server.client("ecs"), server.client("ec2")
-            vpc = next(v for v in ec2.describe_vpcs()["Vpcs"] if v.get("IsDefault"))
-            subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="172.31.128.0/18", AvailabilityZone=AZ)
-            subnet_id = subnet["Subnet"]["SubnetId"]
-            agent = FakeAgent(
-                server, max_task_enis=capacity, cpu=1 << 24, memory=1 << 28, subnet_id=subnet_id
-            )  # type: ignore[arg-type]
-            agent.register()
-            host = Host(agent)
-            host.poll(delta=False)  # connected: tasks are placed on it
-            register_web(ecs, cpu="256", memory="512")
-            network = awsvpc(subnet_id)
+            ecs, host, network = connected_host(server, capacity)
 
             def run(count: int) -> tuple[list[str], Timing]:
                 placed, seconds = timed(

@@ -26,9 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.server_growth import AZ, BATCH, Host
-from tests.integration.ecs_support import awsvpc, register_web
-from tests.integration.fake_agent import FakeAgent
+from bench.server_growth import BATCH, Host, connected_host
 from tests.integration.server import InProcessServer
 
 
@@ -59,18 +57,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="taskvpc-stopburst-") as tmp:
         server = InProcessServer(Path(tmp) / "state").start()
         try:
-            ecs, ec2 = server.client("ecs"), server.client("ec2")
-            vpc = next(v for v in ec2.describe_vpcs()["Vpcs"] if v.get("IsDefault"))
-            subnet = ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock="172.31.128.0/18", AvailabilityZone=AZ)
-            subnet_id = subnet["Subnet"]["SubnetId"]
-            agent = FakeAgent(
-                server, max_task_enis=args.tasks + 10, cpu=1 << 24, memory=1 << 28, subnet_id=subnet_id
-            )  # type: ignore[arg-type]
-            agent.register()
-            host = Host(agent)
-            host.poll(delta=False)
-            register_web(ecs, cpu="256", memory="512")
-            network = awsvpc(subnet_id)
+            ecs, host, network = connected_host(server, args.tasks + 10)
             running: list[str] = []
             while len(running) < args.tasks:
                 placed = ecs.run_task(

@@ -142,7 +142,12 @@ def test_one_enis_update_touches_only_that_eni(lab: fwlab.Lab) -> None:
     shared = (combo_in_chain(web), combo_out_chain(web), "gin_sg_web", "gout_sg_web")
     assert {n: rule_handles(logged, n) for n in shared} == {n: kept[n] for n in shared}
 
-    # What the updates built is what a whole load of the same model makes.
+    assert_same_as_a_whole_load(lab, sync)  # what the updates built
+
+
+def assert_same_as_a_whole_load(lab: fwlab.Lab, sync: FirewallSync) -> None:
+    """The router's table holds what a whole load of ``sync``'s model makes (loaded beside it, compared,
+    removed)."""
     whole_table = lab.table + "w"
     lab.fw.apply(lab.vpc_id, render(compile_ir(replace(sync.model(lab.vpc_id), table=whole_table))))
     try:
@@ -184,9 +189,4 @@ def test_any_sequence_of_changes_builds_the_whole_tables_contents(lab: fwlab.Lab
             sync.set_reject_logging(frozenset(logged))
     assert len(loader.batches) > 30 and sync.model(lab.vpc_id).enis
     assert not any(b.startswith("add table") for b in loader.batches[1:]), "an update was refused"
-    whole_table = lab.table + "w"
-    lab.fw.apply(lab.vpc_id, render(compile_ir(replace(sync.model(lab.vpc_id), table=whole_table))))
-    try:
-        assert shape(listing(lab, lab.table)) == shape(listing(lab, whole_table))
-    finally:
-        lab.fw.remove(lab.vpc_id, whole_table)
+    assert_same_as_a_whole_load(lab, sync)

@@ -897,3 +897,31 @@ def test_teardown_of_a_container_still_running_leaves_no_process(env: Env) -> No
         rt.purge_task(task)
 
     run(main())
+
+
+def test_a_fresh_start_tears_nothing_down_and_a_restart_clears_the_previous_run(env: Env) -> None:
+    """A container's first start does no teardown of its own directory (the runtime has just made it:
+    that cost every start its cgroup and layer teardown on the agent's event loop); starting the same
+    container again after it ended clears the previous run and runs anew."""
+    rt = env.runtime()
+    task = env.task("again")
+    teardowns: list[Path] = []
+    real_teardown = rt._teardown
+
+    def counting(directory: Path) -> None:
+        teardowns.append(directory)
+        real_teardown(directory)
+
+    rt._teardown = counting  # type: ignore[method-assign]
+
+    async def main() -> None:
+        first = await rt.start(sh(task, "app", "exit 3"), env.netns, env.log(task, "app"))
+        assert teardowns == []
+        assert (await rt.wait(first)).exit_code == 3
+        second = await rt.start(sh(task, "app", "exit 4"), env.netns, env.log(task, "app"))
+        assert teardowns, "the previous run was not cleared"
+        assert (await rt.wait(second)).exit_code == 4
+        await rt.remove(second)
+        rt.purge_task(task)
+
+    run(main())

@@ -312,7 +312,9 @@ class ProcessRuntime:
         prepared = time.monotonic()
         directory = self._dir(spec)
         handle = ContainerHandle(spec.task_id, spec.name)
-        if directory.exists():
+        # a previous start's state only (the runc runtime has made and filled the directory just now:
+        # clearing it again cost each start its cgroup and layer teardown on the event loop)
+        if any((directory / name).exists() for name in _STATE_FILES):
             if self.status(handle).possibly_running:
                 raise StartError(f"CannotStartContainerError: container {spec.name} is already running")
             self._clear(directory)
