@@ -26,5 +26,5 @@ def settle_after_startup() -> None:
     """Collect what start-up left, freeze the survivors and space out young collections (idempotent)."""
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(max(YOUNG_THRESHOLD, gc.get_threshold()[0]), middle, old)
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(YOUNG_THRESHOLD, young), middle, old)

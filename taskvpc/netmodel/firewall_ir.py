@@ -327,29 +327,28 @@ def group_out_chain(group_id: str) -> str:
 # hash, under other prefixes (``cxout_``/``cxin_``) so the two kinds never meet.
 
 
-def _readable(group_ids: Iterable[str]) -> bool:
+def _combo_name(group_ids: Sequence[str]) -> tuple[str, str]:
+    """(the kind's prefix part, the name): ``""`` and the joined idents, or ``"x"`` and a hash."""
     groups = list(dict.fromkeys(group_ids))
-    return all(_PLAIN_ID.fullmatch(g) for g in groups) and sum(len(g) + 2 for g in groups) <= 200
+    if all(_PLAIN_ID.fullmatch(g) for g in groups) and sum(len(g) + 2 for g in groups) <= 200:
+        return "", "__".join(ident(g) for g in groups)
+    return "x", hashlib.blake2b("\n".join(groups).encode(), digest_size=10).hexdigest()
 
 
-def _combo_name(group_ids: Iterable[str]) -> str:
-    groups = list(dict.fromkeys(group_ids))
-    if _readable(groups):
-        return "__".join(ident(g) for g in groups)
-    return hashlib.blake2b("\n".join(groups).encode(), digest_size=10).hexdigest()
+def combo_out_chain(group_ids: Sequence[str]) -> str:
+    kind, name = _combo_name(group_ids)
+    return f"c{kind}out_{name}"
 
 
-def combo_out_chain(group_ids: Iterable[str]) -> str:
-    return ("cout_" if _readable(group_ids) else "cxout_") + _combo_name(group_ids)
+def combo_in_chain(group_ids: Sequence[str]) -> str:
+    kind, name = _combo_name(group_ids)
+    return f"c{kind}in_{name}"
 
 
-def combo_in_chain(group_ids: Iterable[str]) -> str:
-    return ("cin_" if _readable(group_ids) else "cxin_") + _combo_name(group_ids)
-
-
-def combo_key(group_ids: Iterable[str]) -> str:
+def combo_key(group_ids: Sequence[str]) -> str:
     """The combination's name as ``Target.combo`` (the key of its number)."""
-    return ("c_" if _readable(group_ids) else "cx_") + _combo_name(group_ids)
+    kind, name = _combo_name(group_ids)
+    return f"c{kind}_{name}"
 
 
 @dataclass(frozen=True)

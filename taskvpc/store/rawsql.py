@@ -8,7 +8,8 @@ connection (and so inside the very transaction) the caller holds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -29,13 +30,20 @@ def placeholders(count: int) -> str:
     return ", ".join("?" * max(count, 1))
 
 
-def fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+@contextmanager
+def _executed(conn: Connection, sql: str, params: Sequence[Any]) -> Iterator[Any]:
+    """The connection's driver cursor after running ``sql`` (``?`` placeholders); closed afterwards."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute(_native(sql, conn.dialect.paramstyle), tuple(params))
-        return list(cursor.fetchall())
+        yield cursor
     finally:
         cursor.close()
+
+
+def fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    with _executed(conn, sql, params) as cursor:
+        return list(cursor.fetchall())
 
 
 def fetch_one(conn: Connection, sql: str, params: Sequence[Any]) -> Any | None:
@@ -48,9 +56,5 @@ def execute(conn: Connection, sql: str, params: Sequence[Any]) -> int:
 
     For the hot writes of the stop and report paths, where building the Core statement (its cache key
     over every value) cost more than the write itself."""
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(_native(sql, conn.dialect.paramstyle), tuple(params))
+    with _executed(conn, sql, params) as cursor:
         return int(cursor.rowcount)
-    finally:
-        cursor.close()

@@ -104,19 +104,12 @@ class VxlanDriver:
     def observe(self, router_ns: str, device: str) -> SeenOverlay:
         # the device only: the router holds a veth per task of its VPC (listing them all cost ~0.3 s of
         # the data plane's thread per pass with 5,000 tasks)
-        done = subprocess.run(
-            ("ip", "-n", router_ns, "-j", "-d", "link", "show", "dev", device),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0 and "does not exist" in done.stderr:
-            return SeenOverlay(None)
-        if done.returncode != 0:
-            raise OverlayError(
-                f"ip -n {router_ns} link show dev {device}: {done.stderr.strip() or done.returncode}"
-            )
-        links = [link for link in json.loads(done.stdout or "[]") if link.get("ifname") == device]
+        try:
+            links = _json("ip", "-n", router_ns, "-j", "-d", "link", "show", "dev", device)
+        except OverlayError as exc:
+            if "does not exist" in str(exc):
+                return SeenOverlay(None)
+            raise
         if not links:
             return SeenOverlay(None)
         link = links[0]
